@@ -1,0 +1,249 @@
+// Package auth issues and checks stackbill's bearer tokens and carries the
+// authenticated principal through a request.
+//
+// A token is "sbk_<id>_<secret>". Only the SHA-256 of the secret is stored,
+// looked up by the public id and compared in constant time: the secret is 256
+// random bits, so a slow password hash would add latency and no safety. Each
+// token has one role and, for scoped roles, one scope (a partner or a
+// subscription).
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/store"
+)
+
+// Role is what a token may do.
+type Role string
+
+const (
+	// RoleOperator runs commerce: the directory, approvals, everything.
+	RoleOperator Role = "operator"
+	// RolePartner acts for one direct CSP or indirect provider, including the
+	// provider's resellers.
+	RolePartner Role = "partner"
+	// RoleReseller acts for one indirect reseller and its customers only.
+	RoleReseller Role = "reseller"
+	// RoleStackOperator runs a stack (stamp).
+	RoleStackOperator Role = "stack-operator"
+	// RoleTenant reads one user subscription's local usage.
+	RoleTenant Role = "tenant"
+	// RoleBridge is a stack's activation credential for pushing usage.
+	RoleBridge Role = "bridge"
+	// RoleUsageWriter lets a resource provider post usage events.
+	RoleUsageWriter Role = "usage-writer"
+)
+
+// ParseRole validates a role name.
+func ParseRole(s string) (Role, error) {
+	switch r := Role(s); r {
+	case RoleOperator, RolePartner, RoleReseller, RoleStackOperator, RoleTenant, RoleBridge, RoleUsageWriter:
+		return r, nil
+	}
+	return "", fmt.Errorf("unknown role %q: want operator, partner, reseller, stack-operator, tenant, bridge or usage-writer", s)
+}
+
+// Principal is the authenticated caller.
+type Principal struct {
+	Role           Role
+	PartnerID      string // partner and reseller roles
+	SubscriptionID string // tenant role
+	TokenID        string
+}
+
+// Actor names the principal in history and audit records. It never contains
+// the secret.
+func (p Principal) Actor() string {
+	switch {
+	case p.PartnerID != "":
+		return fmt.Sprintf("%s:%s/%s", p.Role, p.PartnerID, p.TokenID)
+	case p.SubscriptionID != "":
+		return fmt.Sprintf("%s:%s/%s", p.Role, p.SubscriptionID, p.TokenID)
+	default:
+		return fmt.Sprintf("%s/%s", p.Role, p.TokenID)
+	}
+}
+
+// Token is a stored token's metadata.
+type Token struct {
+	ID             string
+	Role           Role
+	PartnerID      string
+	SubscriptionID string
+	Name           string
+	CreatedAt      time.Time
+	ExpiresAt      *time.Time
+	RevokedAt      *time.Time
+}
+
+// ErrInvalid is returned for an unknown, malformed, revoked or expired token.
+var ErrInvalid = errors.New("invalid token")
+
+// Service issues and checks tokens.
+type Service struct {
+	db       *store.DB
+	clock    *clock.Clock
+	operator []byte // SHA-256 of STACKBILL_OPERATOR_TOKEN, if set
+}
+
+// NewService builds a Service. operatorToken, when non-empty, is accepted as an
+// operator token without being stored.
+func NewService(db *store.DB, c *clock.Clock, operatorToken string) *Service {
+	s := &Service{db: db, clock: c}
+	if operatorToken != "" {
+		h := sha256.Sum256([]byte(operatorToken))
+		s.operator = h[:]
+	}
+	return s
+}
+
+// Create issues a token and returns its full text, which is shown once.
+func (s *Service) Create(ctx context.Context, role Role, partnerID, subscriptionID, name string, ttl time.Duration) (string, Token, error) {
+	idBytes := make([]byte, 10)
+	secret := make([]byte, 32)
+	if _, err := rand.Read(idBytes); err != nil {
+		return "", Token{}, err
+	}
+	if _, err := rand.Read(secret); err != nil {
+		return "", Token{}, err
+	}
+	id := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(idBytes))
+	secretText := base64.RawURLEncoding.EncodeToString(secret)
+	sum := sha256.Sum256([]byte(secretText))
+	now := s.clock.Now()
+	t := Token{ID: id, Role: role, PartnerID: partnerID, SubscriptionID: subscriptionID, Name: name, CreatedAt: now}
+	var expires any
+	if ttl > 0 {
+		e := now.Add(ttl)
+		t.ExpiresAt = &e
+		expires = clock.Micros(e)
+	}
+	err := s.db.Write(ctx, func(tx *store.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO tokens (id, hash, role, partner_id, subscription_id, name, created_at_us, expires_at_us)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, id, hex.EncodeToString(sum[:]), string(role), partnerID, subscriptionID, name, clock.Micros(now), expires)
+		return err
+	})
+	if err != nil {
+		return "", Token{}, fmt.Errorf("store token: %w", err)
+	}
+	return "sbk_" + id + "_" + secretText, t, nil
+}
+
+// Authenticate checks a bearer token and returns its principal.
+func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, error) {
+	if bearer == "" {
+		return Principal{}, ErrInvalid
+	}
+	if s.operator != nil {
+		h := sha256.Sum256([]byte(bearer))
+		if subtle.ConstantTimeCompare(h[:], s.operator) == 1 {
+			return Principal{Role: RoleOperator, TokenID: "env"}, nil
+		}
+	}
+	rest, ok := strings.CutPrefix(bearer, "sbk_")
+	if !ok {
+		return Principal{}, ErrInvalid
+	}
+	id, secret, ok := strings.Cut(rest, "_")
+	if !ok || id == "" || secret == "" {
+		return Principal{}, ErrInvalid
+	}
+	var (
+		hash, role, partnerID, subID string
+		expires, revoked             sql.NullInt64
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT hash, role, partner_id, subscription_id, expires_at_us, revoked_at_us FROM tokens WHERE id = ?`, id).
+		Scan(&hash, &role, &partnerID, &subID, &expires, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Principal{}, ErrInvalid
+	}
+	if err != nil {
+		return Principal{}, fmt.Errorf("look up token: %w", err)
+	}
+	want, err := hex.DecodeString(hash)
+	if err != nil {
+		return Principal{}, ErrInvalid
+	}
+	got := sha256.Sum256([]byte(secret))
+	if subtle.ConstantTimeCompare(got[:], want) != 1 {
+		return Principal{}, ErrInvalid
+	}
+	if revoked.Valid {
+		return Principal{}, ErrInvalid
+	}
+	if expires.Valid && !s.clock.Now().Before(clock.FromMicros(expires.Int64)) {
+		return Principal{}, ErrInvalid
+	}
+	return Principal{Role: Role(role), PartnerID: partnerID, SubscriptionID: subID, TokenID: id}, nil
+}
+
+// List returns every stored token's metadata, newest first.
+func (s *Service) List(ctx context.Context) ([]Token, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, role, partner_id, subscription_id, name, created_at_us, expires_at_us, revoked_at_us FROM tokens ORDER BY created_at_us DESC, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Token
+	for rows.Next() {
+		var t Token
+		var role string
+		var created int64
+		var exp, rev sql.NullInt64
+		if err := rows.Scan(&t.ID, &role, &t.PartnerID, &t.SubscriptionID, &t.Name, &created, &exp, &rev); err != nil {
+			return nil, err
+		}
+		t.Role = Role(role)
+		t.CreatedAt = clock.FromMicros(created)
+		if exp.Valid {
+			e := clock.FromMicros(exp.Int64)
+			t.ExpiresAt = &e
+		}
+		if rev.Valid {
+			r := clock.FromMicros(rev.Int64)
+			t.RevokedAt = &r
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// Revoke revokes a token by id. Revoking twice is harmless.
+func (s *Service) Revoke(ctx context.Context, id string) error {
+	return s.db.Write(ctx, func(tx *store.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at_us = COALESCE(revoked_at_us, ?) WHERE id = ?`, clock.Micros(s.clock.Now()), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("no token with id %q", id)
+		}
+		return nil
+	})
+}
+
+type ctxKey struct{}
+
+// WithPrincipal returns a context carrying p.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, ctxKey{}, p)
+}
+
+// FromContext returns the principal of the request, if authenticated.
+func FromContext(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(ctxKey{}).(Principal)
+	return p, ok
+}

@@ -1,0 +1,295 @@
+package registration
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/store"
+)
+
+// CustomerSubscription maps a directory tenant to its CSP subscription on one
+// registration.
+type CustomerSubscription struct {
+	Registration Key
+	ID           string // the customer's Azure subscription, lower-case GUID
+	TenantID     string
+	ETag         string
+	CreatedAt    time.Time
+	CreatedBy    string
+}
+
+type mappingRow struct {
+	id        int64
+	cs        string
+	tenant    string
+	etag      string
+	from      int64
+	createdBy string
+}
+
+func (s *Service) liveMapping(ctx context.Context, q store.Querier, regUID, column, value string) (mappingRow, bool, error) {
+	var m mappingRow
+	err := q.QueryRowContext(ctx, `SELECT id, customer_subscription_id, tenant_id, etag, valid_from_us, created_by FROM tenant_mappings
+		WHERE registration_uid = ? AND `+column+` = ? AND valid_to_us IS NULL`, regUID, value).Scan(&m.id, &m.cs, &m.tenant, &m.etag, &m.from, &m.createdBy)
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, false, nil
+	}
+	return m, err == nil, err
+}
+
+func (m mappingRow) public(k Key) CustomerSubscription {
+	return CustomerSubscription{Registration: k, ID: m.cs, TenantID: m.tenant, ETag: m.etag, CreatedAt: clock.FromMicros(m.from), CreatedBy: m.createdBy}
+}
+
+// checkMultiTenant applies rules 2 and 3 of the package documentation.
+func checkMultiTenant(r Registration) *arm.Error {
+	if r.BillingModel != PayAsYouUse {
+		return errCustomerSubscriptionsNotAllowed()
+	}
+	if !r.Approved {
+		return errUnauthorizedCspRegistration(r.Key.Name)
+	}
+	return nil
+}
+
+// PutCustomerSubscription adds a tenant's CSP subscription to a registration,
+// replacing the tenant's previous mapping if it had one. The rules run in the
+// order listed in the package documentation.
+func (s *Service) PutCustomerSubscription(ctx context.Context, p auth.Principal, k Key, customerSub, tenantID string, pre Precondition) (CustomerSubscription, error) {
+	tenant, ok := arm.CanonicalGUID(tenantID)
+	if !ok {
+		return CustomerSubscription{}, arm.InvalidRequest("properties.tenantId", "properties.tenantId must be the GUID of the customer's directory tenant; got '%s'.", tenantID)
+	}
+	// Rule 1.
+	reg, err := s.Get(ctx, p, k)
+	if err != nil {
+		return CustomerSubscription{}, err
+	}
+	k = reg.Key
+	// Rules 2 and 3.
+	if aerr := checkMultiTenant(reg); aerr != nil {
+		return CustomerSubscription{}, aerr
+	}
+	// Rule 4.
+	cs, ok := arm.CanonicalGUID(customerSub)
+	if !ok {
+		return CustomerSubscription{}, errInvalidCustomerSubscriptionID(customerSub)
+	}
+	// Rules 5 and 6.
+	target, err := s.resolver.Resolve(ctx, cs)
+	if errors.Is(err, directory.ErrNotFound) {
+		return CustomerSubscription{}, errInvalidCustomerSubscriptionID(customerSub)
+	}
+	if err != nil {
+		return CustomerSubscription{}, errMetadataResolverBadGateway()
+	}
+	def, err := s.resolver.Resolve(ctx, reg.Key.SubscriptionID)
+	if err != nil && !errors.Is(err, directory.ErrNotFound) {
+		return CustomerSubscription{}, errMetadataResolverBadGateway()
+	}
+	// Rule 7.
+	if target.Offer != directory.OfferCSP {
+		return CustomerSubscription{}, errInvalidCSPSubscription(customerSub)
+	}
+	// Rule 8: you cannot register someone else's customers.
+	if def.RollsUpTo == "" || target.RollsUpTo != def.RollsUpTo {
+		return CustomerSubscription{}, errBadCustomerSubscriptionID(customerSub, reg.Key.Name)
+	}
+	// Rule 9.
+	if p.Role == auth.RoleReseller && target.Reseller != p.PartnerID {
+		return CustomerSubscription{}, arm.Forbidden(p.Actor(), "Microsoft.AzureStack/registrations/customerSubscriptions/write", k.ResourceID()+"/customerSubscriptions/"+cs)
+	}
+	// Rule 10: the mapping decides whose usage is billed to the subscription,
+	// so it must name the tenant that owns it.
+	if target.CustomerTenantID != tenant {
+		return CustomerSubscription{}, arm.Errorf(http.StatusBadRequest, "CustomerTenantMismatch",
+			"The customer subscription %s belongs to the directory tenant %s, not to %s. Map each tenant to a CSP subscription created in that tenant (the one its users sign in with).",
+			cs, target.CustomerTenantID, tenant).WithTarget("properties.tenantId")
+	}
+	var out CustomerSubscription
+	err = s.db.Write(ctx, func(tx *store.Tx) error {
+		// Re-read under lock: approval or billing model may have changed
+		// since the checks above, and concurrent PUTs on one registration
+		// queue here.
+		cur, exists, err := s.load(ctx, tx, k, true)
+		if err != nil {
+			return err
+		}
+		if !exists || cur.UID != reg.UID {
+			return errRegistrationNotFound(k)
+		}
+		if aerr := checkMultiTenant(cur); aerr != nil {
+			return aerr
+		}
+		byCS, hasCS, err := s.liveMapping(ctx, tx, cur.UID, "customer_subscription_id", cs)
+		if err != nil {
+			return err
+		}
+		// Rule 11.
+		if perr := pre.check("customer subscription", hasCS, byCS.etag); perr != nil {
+			return perr
+		}
+		if hasCS && byCS.tenant == tenant {
+			out = byCS.public(k)
+			return nil // already mapped exactly so: PUT is idempotent
+		}
+		byTenant, hasTenant, err := s.liveMapping(ctx, tx, cur.UID, "tenant_id", tenant)
+		if err != nil {
+			return err
+		}
+		now := s.clock.Now()
+		replaced := []string{}
+		for _, old := range []struct {
+			row mappingRow
+			ok  bool
+		}{{byCS, hasCS}, {byTenant, hasTenant}} {
+			if !old.ok {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE tenant_mappings SET valid_to_us = ?, removed_by = ? WHERE id = ? AND valid_to_us IS NULL`,
+				clock.Micros(now), p.Actor(), old.row.id); err != nil {
+				return err
+			}
+			replaced = append(replaced, old.row.cs)
+		}
+		m := mappingRow{cs: cs, tenant: tenant, etag: newETag(), from: clock.Micros(now), createdBy: p.Actor()}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO tenant_mappings (registration_uid, customer_subscription_id, tenant_id, etag, valid_from_us, created_by)
+			VALUES (?, ?, ?, ?, ?, ?)`, cur.UID, m.cs, m.tenant, m.etag, m.from, m.createdBy); err != nil {
+			return err
+		}
+		out = m.public(k)
+		action := "mapping_added"
+		if len(replaced) > 0 {
+			action = "mapping_replaced"
+		}
+		return s.event(ctx, tx, cur.UID, now, p.Actor(), action, map[string]any{"customerSubscriptionId": cs, "tenantId": tenant, "replaced": replaced})
+	})
+	return out, err
+}
+
+// GetCustomerSubscription returns a live mapping.
+func (s *Service) GetCustomerSubscription(ctx context.Context, p auth.Principal, k Key, customerSub string) (CustomerSubscription, error) {
+	reg, err := s.Get(ctx, p, k)
+	if err != nil {
+		return CustomerSubscription{}, err
+	}
+	cs, ok := arm.CanonicalGUID(customerSub)
+	if !ok {
+		return CustomerSubscription{}, errCustomerSubscriptionNotFound(customerSub, reg.Key.Name)
+	}
+	m, ok, err := s.liveMapping(ctx, s.db, reg.UID, "customer_subscription_id", cs)
+	if err != nil {
+		return CustomerSubscription{}, err
+	}
+	if !ok {
+		return CustomerSubscription{}, errCustomerSubscriptionNotFound(customerSub, reg.Key.Name)
+	}
+	return m.public(reg.Key), nil
+}
+
+// ListCustomerSubscriptions returns one page of live mappings ordered by
+// subscription ID, and the cursor of the next page.
+func (s *Service) ListCustomerSubscriptions(ctx context.Context, p auth.Principal, k Key, after string, limit int) ([]CustomerSubscription, string, error) {
+	reg, err := s.Get(ctx, p, k)
+	if err != nil {
+		return nil, "", err
+	}
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, customer_subscription_id, tenant_id, etag, valid_from_us, created_by FROM tenant_mappings
+		WHERE registration_uid = ? AND valid_to_us IS NULL AND customer_subscription_id > ? ORDER BY customer_subscription_id LIMIT ?`, reg.UID, after, limit+1)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	var out []CustomerSubscription
+	for rows.Next() {
+		var m mappingRow
+		if err := rows.Scan(&m.id, &m.cs, &m.tenant, &m.etag, &m.from, &m.createdBy); err != nil {
+			return nil, "", err
+		}
+		out = append(out, m.public(reg.Key))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		next = out[limit-1].ID
+	}
+	return out, next, nil
+}
+
+// DeleteCustomerSubscription ends a mapping, so the tenant's usage goes to the
+// default subscription again. Deleting a mapping that was already removed is
+// a harmless retry (existed=false, ARM answers 204); deleting one that was
+// never on the registration is CustomerSubscriptionNotFound, since that is
+// usually a mistyped ID.
+func (s *Service) DeleteCustomerSubscription(ctx context.Context, p auth.Principal, k Key, customerSub string, pre Precondition) (bool, error) {
+	reg, err := s.Get(ctx, p, k)
+	if err != nil {
+		return false, err
+	}
+	cs, ok := arm.CanonicalGUID(customerSub)
+	if !ok {
+		return false, errCustomerSubscriptionNotFound(customerSub, reg.Key.Name)
+	}
+	existed := false
+	err = s.db.Write(ctx, func(tx *store.Tx) error {
+		cur, exists, err := s.load(ctx, tx, reg.Key, true)
+		if err != nil {
+			return err
+		}
+		if !exists || cur.UID != reg.UID {
+			return errRegistrationNotFound(k)
+		}
+		m, live, err := s.liveMapping(ctx, tx, cur.UID, "customer_subscription_id", cs)
+		if err != nil {
+			return err
+		}
+		if !live {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM tenant_mappings WHERE registration_uid = ? AND customer_subscription_id = ?`, cur.UID, cs).Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 {
+				return errCustomerSubscriptionNotFound(customerSub, reg.Key.Name)
+			}
+			return nil
+		}
+		if perr := pre.check("customer subscription", true, m.etag); perr != nil {
+			return perr
+		}
+		existed = true
+		now := s.clock.Now()
+		if _, err := tx.ExecContext(ctx, `UPDATE tenant_mappings SET valid_to_us = ?, removed_by = ? WHERE id = ?`, clock.Micros(now), p.Actor(), m.id); err != nil {
+			return err
+		}
+		return s.event(ctx, tx, cur.UID, now, p.Actor(), "mapping_removed", map[string]any{"customerSubscriptionId": cs, "tenantId": m.tenant})
+	})
+	return existed, err
+}
+
+// MappingAt returns the customer subscription a tenant was mapped to on a
+// registration at instant t, if any. Billing charges each usage hour by it.
+func (s *Service) MappingAt(ctx context.Context, registrationUID, tenantID string, t time.Time) (string, bool, error) {
+	tenant, _ := arm.CanonicalGUID(tenantID)
+	var cs string
+	at := clock.Micros(t)
+	err := s.db.QueryRowContext(ctx, `SELECT customer_subscription_id FROM tenant_mappings
+		WHERE registration_uid = ? AND tenant_id = ? AND valid_from_us <= ? AND (valid_to_us IS NULL OR valid_to_us > ?)
+		ORDER BY valid_from_us DESC LIMIT 1`, registrationUID, tenant, at, at).Scan(&cs)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	return cs, err == nil, err
+}

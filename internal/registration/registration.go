@@ -1,0 +1,686 @@
+// Package registration implements the Microsoft.AzureStack registrations and
+// their customerSubscriptions: the object, stored on the commerce side, that
+// documents which Azure subscriptions to charge for a given stack.
+//
+// A registration's own subscription is its default subscription, charged for
+// every tenant that has no mapping. Each customerSubscription maps one
+// directory tenant to that tenant's CSP subscription. The seed's rules decide
+// whether a mapping may be added; they run in this order, and the first that
+// fails answers:
+//
+//  1. the caller may manage the registration's subscription, and the
+//     registration exists                   → RegistrationNotFound (404)
+//  2. the billing model is PayAsYouUse      → CustomerSubscriptionsNotAllowed (400)
+//  3. the registration is approved for
+//     multi-tenancy                         → UnauthorizedCspRegistration (403)
+//  4. the customer subscription ID is a GUID → InvalidCustomerSubscriptionId (400)
+//  5. the directory answers                 → MetadataResolverBadGatewayError (502)
+//  6. the directory knows the subscription  → InvalidCustomerSubscriptionId (400)
+//  7. it is a CSP subscription              → InvalidCSPSubscription (400)
+//  8. it rolls up to the same partner as the
+//     default subscription                  → BadCustomerSubscriptionId (400)
+//  9. a reseller may add only its own
+//     customers' subscriptions              → AuthorizationFailed (403)
+//  10. the body's tenantId is the directory
+//     tenant that owns the subscription      → CustomerTenantMismatch (400)
+//  11. If-Match/If-None-Match hold           → PreconditionFailed (412)
+//
+// Body problems (malformed JSON, unknown fields, a tenantId that is not a GUID)
+// are rejected before any of these, with 400 InvalidRequestContent.
+//
+// Nothing is ever deleted: registrations are soft-deleted, mappings are closed
+// with an end time, and every change is an event with its actor, so that
+// billing can ask which mapping was in force at any hour (MappingAt).
+package registration
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/store"
+)
+
+// Resolver answers what the rules need to know about a subscription. It is
+// the embedded directory or a remote one; any error other than
+// directory.ErrNotFound means the directory could not answer.
+type Resolver interface {
+	Resolve(ctx context.Context, subscriptionID string) (directory.ResolvedSubscription, error)
+}
+
+// Key names a registration the way ARM does. Comparisons are
+// case-insensitive; the original spelling is kept for responses.
+type Key struct {
+	SubscriptionID string
+	ResourceGroup  string
+	Name           string
+}
+
+func (k Key) lookup() string {
+	return strings.ToLower(k.SubscriptionID + "/" + k.ResourceGroup + "/" + k.Name)
+}
+
+// ResourceID is the ARM id of the registration.
+func (k Key) ResourceID() string {
+	return "/subscriptions/" + k.SubscriptionID + "/resourceGroups/" + k.ResourceGroup + "/providers/Microsoft.AzureStack/registrations/" + k.Name
+}
+
+// Registration is a registered stack.
+type Registration struct {
+	UID                           string
+	Key                           Key
+	Location                      string
+	Tags                          map[string]string
+	ETag                          string
+	CloudID                       string
+	ObjectID                      string
+	BillingModel                  BillingModel
+	AgreementNumber               string
+	UsageReportingEnabled         bool
+	MarketplaceSyndicationEnabled bool
+	Token                         string
+	Approved                      bool
+	ApprovedAt                    *time.Time
+	ApprovedBy                    string
+	RemoteManagementAt            *time.Time
+	RemoteManagementBy            string
+	CreatedAt                     time.Time
+	CreatedBy                     string
+	UpdatedAt                     time.Time
+	UpdatedBy                     string
+}
+
+// Service manages registrations and their tenant mappings.
+type Service struct {
+	db       *store.DB
+	resolver Resolver
+	clock    *clock.Clock
+}
+
+// NewService builds a Service.
+func NewService(db *store.DB, resolver Resolver, c *clock.Clock) *Service {
+	return &Service{db: db, resolver: resolver, clock: c}
+}
+
+// Precondition carries the If-Match / If-None-Match headers.
+type Precondition struct {
+	IfMatch     string
+	IfNoneMatch string
+}
+
+func (p Precondition) check(what string, exists bool, etag string) *arm.Error {
+	if p.IfNoneMatch == "*" && exists {
+		return arm.Errorf(http.StatusPreconditionFailed, "PreconditionFailed", "The %s already exists and If-None-Match: * was given.", what)
+	}
+	if p.IfMatch == "" {
+		return nil
+	}
+	if !exists {
+		return arm.Errorf(http.StatusPreconditionFailed, "PreconditionFailed", "The %s does not exist, so If-Match cannot match.", what)
+	}
+	if p.IfMatch == "*" {
+		return nil
+	}
+	for _, m := range strings.Split(p.IfMatch, ",") {
+		m = strings.TrimPrefix(strings.TrimSpace(m), "W/")
+		if m == etag || `"`+m+`"` == etag {
+			return nil
+		}
+	}
+	return errPrecondition(what, etag)
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9_().-]{1,90}$`)
+
+// ValidateKey checks the path parameters of a registration.
+func ValidateKey(k Key) (Key, *arm.Error) {
+	sub, ok := arm.CanonicalGUID(k.SubscriptionID)
+	if !ok {
+		return k, arm.Errorf(http.StatusBadRequest, "InvalidSubscriptionId", "The provided subscription identifier '%s' is malformed or invalid.", k.SubscriptionID)
+	}
+	k.SubscriptionID = sub
+	if !nameRe.MatchString(k.ResourceGroup) || strings.HasSuffix(k.ResourceGroup, ".") {
+		return k, arm.Errorf(http.StatusBadRequest, "InvalidResourceGroup", "The resource group name '%s' is invalid: use 1-90 letters, digits, '_', '(', ')', '-' or '.', not ending in '.'.", k.ResourceGroup)
+	}
+	if !nameRe.MatchString(k.Name) || strings.HasSuffix(k.Name, ".") {
+		return k, arm.Errorf(http.StatusBadRequest, "InvalidResourceName", "The registration name '%s' is invalid: use 1-90 letters, digits, '_', '(', ')', '-' or '.', not ending in '.'.", k.Name)
+	}
+	return k, nil
+}
+
+func newETag() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	h := hex.EncodeToString(b)
+	return fmt.Sprintf(`"%s-%s-%s-%s-%s"`, h[0:8], h[8:12], h[12:16], h[16:20], h[20:32])
+}
+
+func newUID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// access decides whether p may manage registrations in a subscription. The
+// operator may do everything; a partner manages subscriptions that roll up to
+// it; a reseller those of its own customers. The directory answer is returned
+// for callers that need it.
+func (s *Service) access(ctx context.Context, p auth.Principal, subscriptionID string) (bool, *directory.ResolvedSubscription, error) {
+	switch p.Role {
+	case auth.RoleOperator, auth.RolePartner, auth.RoleReseller:
+	default:
+		return false, nil, nil
+	}
+	r, err := s.resolver.Resolve(ctx, subscriptionID)
+	if errors.Is(err, directory.ErrNotFound) {
+		return p.Role == auth.RoleOperator, nil, nil
+	}
+	if err != nil {
+		return false, nil, errMetadataResolverBadGateway()
+	}
+	switch p.Role {
+	case auth.RoleOperator:
+		return true, &r, nil
+	case auth.RolePartner:
+		return r.RollsUpTo == p.PartnerID, &r, nil
+	default:
+		return r.Reseller != "" && r.Reseller == p.PartnerID, &r, nil
+	}
+}
+
+// requireRead resolves access for operations on an existing registration.
+// Without access the caller learns nothing: the answer is RegistrationNotFound.
+func (s *Service) requireRead(ctx context.Context, p auth.Principal, k Key) error {
+	ok, _, err := s.access(ctx, p, k.SubscriptionID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errRegistrationNotFound(k)
+	}
+	return nil
+}
+
+const regColumns = `uid, subscription_id, resource_group, name, location, tags, etag, cloud_id, object_id, billing_model, agreement_number,
+	usage_reporting_enabled, marketplace_syndication_enabled, token, approved, approved_at_us, approved_by, remote_management_at_us,
+	remote_management_by, created_at_us, created_by, updated_at_us, updated_by`
+
+// scanRegistration reads regColumns, then any extra columns into extra.
+func scanRegistration(row interface{ Scan(...any) error }, extra ...any) (Registration, error) {
+	var r Registration
+	var tags, model string
+	var approvedAt, rmAt sql.NullInt64
+	var created, updated int64
+	dest := append([]any{&r.UID, &r.Key.SubscriptionID, &r.Key.ResourceGroup, &r.Key.Name, &r.Location, &tags, &r.ETag, &r.CloudID, &r.ObjectID,
+		&model, &r.AgreementNumber, &r.UsageReportingEnabled, &r.MarketplaceSyndicationEnabled, &r.Token, &r.Approved, &approvedAt,
+		&r.ApprovedBy, &rmAt, &r.RemoteManagementBy, &created, &r.CreatedBy, &updated, &r.UpdatedBy}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return r, err
+	}
+	r.BillingModel = BillingModel(model)
+	r.CreatedAt, r.UpdatedAt = clock.FromMicros(created), clock.FromMicros(updated)
+	if approvedAt.Valid {
+		t := clock.FromMicros(approvedAt.Int64)
+		r.ApprovedAt = &t
+	}
+	if rmAt.Valid {
+		t := clock.FromMicros(rmAt.Int64)
+		r.RemoteManagementAt = &t
+	}
+	if err := json.Unmarshal([]byte(tags), &r.Tags); err != nil {
+		return r, fmt.Errorf("registration %s tags: %w", r.UID, err)
+	}
+	return r, nil
+}
+
+func (s *Service) load(ctx context.Context, q store.Querier, k Key, lock bool) (Registration, bool, error) {
+	suffix := ""
+	if lock {
+		suffix = s.db.ForUpdate()
+	}
+	r, err := scanRegistration(q.QueryRowContext(ctx, `SELECT `+regColumns+` FROM registrations WHERE lookup_key = ? AND deleted_at_us IS NULL`+suffix, k.lookup()))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Registration{}, false, nil
+	}
+	return r, err == nil, err
+}
+
+func (s *Service) event(ctx context.Context, tx *store.Tx, uid string, at time.Time, actor, action string, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO registration_events (registration_uid, at_us, actor, action, data) VALUES (?, ?, ?, ?, ?)`,
+		uid, clock.Micros(at), actor, action, string(b))
+	return err
+}
+
+// snapshot is what a registration event records.
+func snapshot(r Registration) map[string]any {
+	return map[string]any{
+		"id": r.Key.ResourceID(), "location": r.Location, "tags": r.Tags, "etag": r.ETag, "cloudId": r.CloudID, "objectId": r.ObjectID,
+		"billingModel": r.BillingModel, "agreementNumber": r.AgreementNumber, "usageReportingEnabled": r.UsageReportingEnabled,
+		"multiTenancyApproved": r.Approved,
+	}
+}
+
+// PutInput is a registration PUT or PATCH body after decoding.
+type PutInput struct {
+	Location *string
+	Token    *string
+	Tags     map[string]string // nil: leave as is (PATCH) or empty (PUT)
+}
+
+// Put creates or replaces a registration. created is true when it did not
+// exist (ARM answers 201 then, 200 otherwise).
+func (s *Service) Put(ctx context.Context, p auth.Principal, k Key, in PutInput, pre Precondition) (Registration, bool, error) {
+	k, aerr := ValidateKey(k)
+	if aerr != nil {
+		return Registration{}, false, aerr
+	}
+	if in.Location == nil || !strings.EqualFold(*in.Location, "global") {
+		got := "<missing>"
+		if in.Location != nil {
+			got = *in.Location
+		}
+		return Registration{}, false, arm.Errorf(http.StatusBadRequest, "LocationNotAvailableForResourceType",
+			"The provided location '%s' is not available for resource type 'Microsoft.AzureStack/registrations'. List of available regions for the resource type is 'global'.", got).WithTarget("location")
+	}
+	if in.Token == nil {
+		return Registration{}, false, arm.InvalidRequest("properties.registrationToken", "The request body must contain properties.registrationToken.")
+	}
+	tok, aerr := DecodeToken(*in.Token)
+	if aerr != nil {
+		return Registration{}, false, aerr
+	}
+	ok, resolved, err := s.access(ctx, p, k.SubscriptionID)
+	if err != nil {
+		return Registration{}, false, err
+	}
+	if !ok {
+		return Registration{}, false, arm.Forbidden(p.Actor(), "Microsoft.AzureStack/registrations/write", "/subscriptions/"+k.SubscriptionID)
+	}
+	if resolved == nil {
+		return Registration{}, false, arm.Errorf(http.StatusNotFound, "SubscriptionNotFound",
+			"The subscription '%s' could not be found in the partner directory. A registration's subscription is its default subscription and must exist.", k.SubscriptionID)
+	}
+	var out Registration
+	created := false
+	err = s.db.Write(ctx, func(tx *store.Tx) error {
+		now := s.clock.Now()
+		cur, exists, err := s.load(ctx, tx, k, true)
+		if err != nil {
+			return err
+		}
+		if perr := pre.check("registration", exists, cur.ETag); perr != nil {
+			return perr
+		}
+		if exists && cur.CloudID != tok.CloudID {
+			return arm.Errorf(http.StatusBadRequest, "RegistrationCloudIdMismatch",
+				"Registration '%s' belongs to the cloud %s, but the token was generated by the cloud %s. Each cloud needs its own registration: use another name, or delete this registration first.",
+				k.Name, cur.CloudID, tok.CloudID).WithTarget("properties.registrationToken")
+		}
+		out = Registration{
+			UID: newUID(), Key: k, Location: "global", Tags: in.Tags, ETag: newETag(), CloudID: tok.CloudID, ObjectID: tok.ObjectID,
+			BillingModel: tok.BillingModel, AgreementNumber: tok.AgreementNumber, UsageReportingEnabled: tok.UsageReporting(),
+			MarketplaceSyndicationEnabled: tok.MarketplaceSyndicationEnabled == nil || *tok.MarketplaceSyndicationEnabled,
+			Token:                         *in.Token, CreatedAt: now, CreatedBy: p.Actor(), UpdatedAt: now, UpdatedBy: p.Actor(),
+		}
+		if out.Tags == nil {
+			out.Tags = map[string]string{}
+		}
+		if exists {
+			out.UID, out.Key = cur.UID, cur.Key // keep the spelling it was created with
+			out.Approved, out.ApprovedAt, out.ApprovedBy = cur.Approved, cur.ApprovedAt, cur.ApprovedBy
+			out.RemoteManagementAt, out.RemoteManagementBy = cur.RemoteManagementAt, cur.RemoteManagementBy
+			out.CreatedAt, out.CreatedBy = cur.CreatedAt, cur.CreatedBy
+			return s.save(ctx, tx, out, "updated")
+		}
+		created = true
+		tags, _ := json.Marshal(out.Tags)
+		_, err = tx.ExecContext(ctx, `INSERT INTO registrations (uid, subscription_id, resource_group, name, lookup_key, location, tags, etag, cloud_id, object_id,
+			billing_model, agreement_number, usage_reporting_enabled, marketplace_syndication_enabled, token, approved, approved_by, remote_management_by,
+			created_at_us, created_by, updated_at_us, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', '', ?, ?, ?, ?)`,
+			out.UID, k.SubscriptionID, k.ResourceGroup, k.Name, k.lookup(), out.Location, string(tags), out.ETag, out.CloudID, out.ObjectID,
+			string(out.BillingModel), out.AgreementNumber, out.UsageReportingEnabled, out.MarketplaceSyndicationEnabled, out.Token,
+			clock.Micros(now), out.CreatedBy, clock.Micros(now), out.UpdatedBy)
+		if err != nil {
+			return err
+		}
+		return s.event(ctx, tx, out.UID, now, p.Actor(), "created", snapshot(out))
+	})
+	return out, created, err
+}
+
+func (s *Service) save(ctx context.Context, tx *store.Tx, r Registration, action string) error {
+	tags, _ := json.Marshal(r.Tags)
+	var approvedAt, rmAt any
+	if r.ApprovedAt != nil {
+		approvedAt = clock.Micros(*r.ApprovedAt)
+	}
+	if r.RemoteManagementAt != nil {
+		rmAt = clock.Micros(*r.RemoteManagementAt)
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE registrations SET location = ?, tags = ?, etag = ?, cloud_id = ?, object_id = ?, billing_model = ?, agreement_number = ?,
+		usage_reporting_enabled = ?, marketplace_syndication_enabled = ?, token = ?, approved = ?, approved_at_us = ?, approved_by = ?,
+		remote_management_at_us = ?, remote_management_by = ?, updated_at_us = ?, updated_by = ? WHERE uid = ?`,
+		r.Location, string(tags), r.ETag, r.CloudID, r.ObjectID, string(r.BillingModel), r.AgreementNumber, r.UsageReportingEnabled,
+		r.MarketplaceSyndicationEnabled, r.Token, r.Approved, approvedAt, r.ApprovedBy, rmAt, r.RemoteManagementBy,
+		clock.Micros(r.UpdatedAt), r.UpdatedBy, r.UID)
+	if err != nil {
+		return err
+	}
+	return s.event(ctx, tx, r.UID, r.UpdatedAt, r.UpdatedBy, action, snapshot(r))
+}
+
+// Patch updates the parts of a registration the body names.
+func (s *Service) Patch(ctx context.Context, p auth.Principal, k Key, in PutInput, pre Precondition) (Registration, error) {
+	k, aerr := ValidateKey(k)
+	if aerr != nil {
+		return Registration{}, errRegistrationNotFound(k)
+	}
+	if in.Location != nil && !strings.EqualFold(*in.Location, "global") {
+		return Registration{}, arm.Errorf(http.StatusBadRequest, "LocationNotAvailableForResourceType",
+			"The provided location '%s' is not available for resource type 'Microsoft.AzureStack/registrations'. List of available regions for the resource type is 'global'.", *in.Location).WithTarget("location")
+	}
+	var tok Token
+	if in.Token != nil {
+		if tok, aerr = DecodeToken(*in.Token); aerr != nil {
+			return Registration{}, aerr
+		}
+	}
+	if err := s.requireRead(ctx, p, k); err != nil {
+		return Registration{}, err
+	}
+	var out Registration
+	err := s.db.Write(ctx, func(tx *store.Tx) error {
+		cur, exists, err := s.load(ctx, tx, k, true)
+		if err != nil {
+			return err
+		}
+		if !exists {
+			return errRegistrationNotFound(k)
+		}
+		if perr := pre.check("registration", true, cur.ETag); perr != nil {
+			return perr
+		}
+		out = cur
+		if in.Token != nil {
+			if tok.CloudID != cur.CloudID {
+				return arm.Errorf(http.StatusBadRequest, "RegistrationCloudIdMismatch",
+					"Registration '%s' belongs to the cloud %s, but the token was generated by the cloud %s.", k.Name, cur.CloudID, tok.CloudID).WithTarget("properties.registrationToken")
+			}
+			out.ObjectID, out.BillingModel, out.AgreementNumber = tok.ObjectID, tok.BillingModel, tok.AgreementNumber
+			out.UsageReportingEnabled = tok.UsageReporting()
+			out.MarketplaceSyndicationEnabled = tok.MarketplaceSyndicationEnabled == nil || *tok.MarketplaceSyndicationEnabled
+			out.Token = *in.Token
+		}
+		if in.Tags != nil {
+			out.Tags = in.Tags
+		}
+		out.ETag, out.UpdatedAt, out.UpdatedBy = newETag(), s.clock.Now(), p.Actor()
+		return s.save(ctx, tx, out, "updated")
+	})
+	return out, err
+}
+
+// Get returns a registration.
+func (s *Service) Get(ctx context.Context, p auth.Principal, k Key) (Registration, error) {
+	k, aerr := ValidateKey(k)
+	if aerr != nil {
+		return Registration{}, errRegistrationNotFound(k)
+	}
+	if err := s.requireRead(ctx, p, k); err != nil {
+		return Registration{}, err
+	}
+	r, ok, err := s.load(ctx, s.db, k, false)
+	if err != nil {
+		return Registration{}, err
+	}
+	if !ok {
+		return Registration{}, errRegistrationNotFound(k)
+	}
+	return r, nil
+}
+
+// Delete soft-deletes a registration and ends its tenant mappings. existed is
+// false when there was nothing to delete (ARM answers 204 then).
+func (s *Service) Delete(ctx context.Context, p auth.Principal, k Key, pre Precondition) (bool, error) {
+	k, aerr := ValidateKey(k)
+	if aerr != nil {
+		return false, aerr
+	}
+	if err := s.requireRead(ctx, p, k); err != nil {
+		return false, err
+	}
+	existed := false
+	err := s.db.Write(ctx, func(tx *store.Tx) error {
+		cur, exists, err := s.load(ctx, tx, k, true)
+		if err != nil || !exists {
+			return err
+		}
+		if perr := pre.check("registration", true, cur.ETag); perr != nil {
+			return perr
+		}
+		existed = true
+		now := clock.Micros(s.clock.Now())
+		if _, err := tx.ExecContext(ctx, `UPDATE tenant_mappings SET valid_to_us = ?, removed_by = ? WHERE registration_uid = ? AND valid_to_us IS NULL`, now, p.Actor(), cur.UID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE registrations SET deleted_at_us = ?, deleted_by = ? WHERE uid = ?`, now, p.Actor(), cur.UID); err != nil {
+			return err
+		}
+		return s.event(ctx, tx, cur.UID, s.clock.Now(), p.Actor(), "deleted", snapshot(cur))
+	})
+	return existed, err
+}
+
+// ListQuery selects registrations.
+type ListQuery struct {
+	SubscriptionID string // required except for operator-wide listings
+	ResourceGroup  string // optional
+	CloudID        string // optional filter
+	After          string // lookup key of the last item of the previous page
+	Limit          int
+}
+
+// List returns one page of registrations and the cursor of the next page.
+func (s *Service) List(ctx context.Context, p auth.Principal, q ListQuery) ([]Registration, string, error) {
+	if q.SubscriptionID != "" {
+		sub, ok := arm.CanonicalGUID(q.SubscriptionID)
+		if !ok {
+			return nil, "", arm.Errorf(http.StatusBadRequest, "InvalidSubscriptionId", "The provided subscription identifier '%s' is malformed or invalid.", q.SubscriptionID)
+		}
+		q.SubscriptionID = sub
+		ok, _, err := s.access(ctx, p, sub)
+		if err != nil {
+			return nil, "", err
+		}
+		if !ok {
+			return nil, "", arm.Forbidden(p.Actor(), "Microsoft.AzureStack/registrations/read", "/subscriptions/"+sub)
+		}
+	} else if p.Role != auth.RoleOperator {
+		return nil, "", arm.Forbidden(p.Actor(), "Microsoft.AzureStack/registrations/read", "/")
+	}
+	if q.Limit <= 0 || q.Limit > 1000 {
+		q.Limit = 100
+	}
+	sqlText := `SELECT ` + regColumns + `, lookup_key FROM registrations WHERE deleted_at_us IS NULL AND lookup_key > ?`
+	args := []any{q.After}
+	if q.SubscriptionID != "" {
+		sqlText += ` AND subscription_id = ?`
+		args = append(args, q.SubscriptionID)
+	}
+	if q.ResourceGroup != "" {
+		sqlText += ` AND lookup_key LIKE ?`
+		args = append(args, strings.ToLower(q.SubscriptionID+"/"+escapeLike(q.ResourceGroup))+"/%")
+		sqlText += ` ESCAPE '\'`
+	}
+	if q.CloudID != "" {
+		cid, _ := arm.CanonicalGUID(q.CloudID)
+		sqlText += ` AND cloud_id = ?`
+		args = append(args, cid)
+	}
+	sqlText += ` ORDER BY lookup_key LIMIT ?`
+	args = append(args, q.Limit+1)
+	rows, err := s.db.QueryContext(ctx, sqlText, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	var out []Registration
+	var keys []string
+	for rows.Next() {
+		var key string
+		r, err := scanRegistration(rows, &key)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, r)
+		keys = append(keys, key)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(out) > q.Limit {
+		out = out[:q.Limit]
+		next = keys[q.Limit-1]
+	}
+	return out, next, nil
+}
+
+func escapeLike(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return r.Replace(s)
+}
+
+// Approve sets or clears multi-tenancy approval. Only the operator approves,
+// and only registrations whose default subscription is CSP or CSPSS: the seed
+// says multi-tenant usage reporting needs one.
+func (s *Service) Approve(ctx context.Context, p auth.Principal, k Key, approve bool) (Registration, error) {
+	if p.Role != auth.RoleOperator {
+		return Registration{}, arm.Forbidden(p.Actor(), "Microsoft.AzureStack/registrations/approveMultiTenancy/action", k.ResourceID())
+	}
+	k, aerr := ValidateKey(k)
+	if aerr != nil {
+		return Registration{}, errRegistrationNotFound(k)
+	}
+	if approve {
+		r, err := s.resolver.Resolve(ctx, k.SubscriptionID)
+		if err != nil && !errors.Is(err, directory.ErrNotFound) {
+			return Registration{}, errMetadataResolverBadGateway()
+		}
+		if err != nil || (r.Offer != directory.OfferCSP && r.Offer != directory.OfferCSPSS) {
+			offer := "unknown"
+			if err == nil {
+				offer = string(r.Offer)
+			}
+			return Registration{}, arm.Errorf(http.StatusBadRequest, "MultiTenancyRequiresCspSubscription",
+				"Registration '%s' cannot be approved for multi-tenancy: its default subscription %s has offer type %s. For multi-tenant usage reporting to work, the default subscription must be a CSP or CSPSS subscription.",
+				k.Name, k.SubscriptionID, offer)
+		}
+	}
+	var out Registration
+	err := s.db.Write(ctx, func(tx *store.Tx) error {
+		cur, exists, err := s.load(ctx, tx, k, true)
+		if err != nil {
+			return err
+		}
+		if !exists {
+			return errRegistrationNotFound(k)
+		}
+		out = cur
+		if cur.Approved == approve {
+			return nil
+		}
+		now := s.clock.Now()
+		out.Approved, out.ETag, out.UpdatedAt, out.UpdatedBy = approve, newETag(), now, p.Actor()
+		action := "approval_revoked"
+		if approve {
+			out.ApprovedAt, out.ApprovedBy, action = &now, p.Actor(), "approved"
+		}
+		return s.save(ctx, tx, out, action)
+	})
+	return out, err
+}
+
+// EnableRemoteManagement records the caller's consent to remote management.
+func (s *Service) EnableRemoteManagement(ctx context.Context, p auth.Principal, k Key) error {
+	k, aerr := ValidateKey(k)
+	if aerr != nil {
+		return errRegistrationNotFound(k)
+	}
+	if err := s.requireRead(ctx, p, k); err != nil {
+		return err
+	}
+	return s.db.Write(ctx, func(tx *store.Tx) error {
+		cur, exists, err := s.load(ctx, tx, k, true)
+		if err != nil {
+			return err
+		}
+		if !exists {
+			return errRegistrationNotFound(k)
+		}
+		now := s.clock.Now()
+		cur.RemoteManagementAt, cur.RemoteManagementBy, cur.UpdatedAt, cur.UpdatedBy, cur.ETag = &now, p.Actor(), now, p.Actor(), newETag()
+		return s.save(ctx, tx, cur, "remote_management_enabled")
+	})
+}
+
+// Event is one recorded change of a registration or its mappings.
+type Event struct {
+	Seq    int64           `json:"seq"`
+	At     time.Time       `json:"at"`
+	Actor  string          `json:"actor"`
+	Action string          `json:"action"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// History returns every event of the registration currently at k, and of
+// earlier registrations deleted under the same name, oldest first.
+func (s *Service) History(ctx context.Context, p auth.Principal, k Key) ([]Event, error) {
+	k, aerr := ValidateKey(k)
+	if aerr != nil {
+		return nil, errRegistrationNotFound(k)
+	}
+	if err := s.requireRead(ctx, p, k); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT e.seq, e.at_us, e.actor, e.action, e.data FROM registration_events e
+		JOIN registrations r ON r.uid = e.registration_uid WHERE r.lookup_key = ? ORDER BY e.seq`, k.lookup())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var at int64
+		var data string
+		if err := rows.Scan(&e.Seq, &at, &e.Actor, &e.Action, &data); err != nil {
+			return nil, err
+		}
+		e.At, e.Data = clock.FromMicros(at), json.RawMessage(data)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, errRegistrationNotFound(k)
+	}
+	return out, nil
+}

@@ -1,0 +1,314 @@
+// Package store opens stackbill's database, on SQLite (the embedded default)
+// or PostgreSQL (through pgx), applies the embedded numbered migrations, and
+// runs transactions.
+//
+// Domain packages keep their own SQL next to the code that runs it and talk to
+// the database only through *DB and *Tx. Queries are written once with `?`
+// placeholders; *DB rebinds them to `$n` for PostgreSQL. Where the engines
+// really differ (schema types, row locks) the difference is spelled out here or
+// in the per-engine migration files, so the SQL stays visible.
+//
+// Conventions shared by both engines, chosen so that one query text serves
+// both:
+//   - instants are BIGINT Unix microseconds in UTC (see clock.Micros);
+//   - decimals are TEXT in SQLite (NUMERIC affinity would silently turn them
+//     into floats) and TEXT in PostgreSQL too, parsed by the money package;
+//   - JSON documents are TEXT.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Dialect names a database engine.
+type Dialect string
+
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// DB is an open stackbill database.
+type DB struct {
+	Dialect Dialect
+	// write serialises writers on SQLite (one connection, BEGIN IMMEDIATE) so
+	// that concurrent requests queue instead of failing with SQLITE_BUSY. On
+	// PostgreSQL write and read are the same pool.
+	write  *sql.DB
+	read   *sql.DB
+	logger *slog.Logger
+	dsn    string
+
+	rebound sync.Map // query text -> rebound query text (PostgreSQL only)
+}
+
+// IsPostgresDSN reports whether dsn names a PostgreSQL database rather than a
+// SQLite file.
+func IsPostgresDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// Open connects to the database named by dsn: a postgres:// URL, a SQLite
+// file path (created with its folder if missing), or a SQLite "file:" URI used
+// as given. It does not migrate; call Migrate.
+func Open(ctx context.Context, dsn string, logger *slog.Logger) (*DB, error) {
+	if IsPostgresDSN(dsn) {
+		pool, err := sql.Open("pgx", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+		pool.SetMaxOpenConns(32)
+		pool.SetMaxIdleConns(32)
+		pool.SetConnMaxIdleTime(5 * time.Minute)
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := pool.PingContext(pctx); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("connect to postgres: %w", err)
+		}
+		return &DB{Dialect: Postgres, write: pool, read: pool, logger: logger, dsn: redactDSN(dsn)}, nil
+	}
+	writeDSN, readDSN, err := sqliteDSNs(dsn)
+	if err != nil {
+		return nil, err
+	}
+	w, err := sql.Open("sqlite", writeDSN)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxIdleTime(0)
+	w.SetConnMaxLifetime(0)
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", dsn, err)
+	}
+	r, err := sql.Open("sqlite", readDSN)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	return &DB{Dialect: SQLite, write: w, read: r, logger: logger, dsn: dsn}, nil
+}
+
+// sqliteDSNs builds the writer and reader DSNs. WAL lets readers run beside
+// the single writer; synchronous(NORMAL) in WAL mode keeps every committed
+// transaction across a process crash (kill -9), and only an OS crash can lose
+// the last commits. Pass a "file:" URI to choose other pragmas.
+func sqliteDSNs(dsn string) (string, string, error) {
+	if strings.HasPrefix(dsn, "file:") {
+		sep := "?"
+		if strings.Contains(dsn, "?") {
+			sep = "&"
+		}
+		return dsn + sep + "_txlock=immediate", dsn, nil
+	}
+	if dsn == "" {
+		return "", "", errors.New("empty database path")
+	}
+	if dir := filepath.Dir(dsn); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return "", "", fmt.Errorf("create data folder: %w", err)
+		}
+	}
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	base := "file:" + dsn + "?" + q.Encode()
+	return base + "&_txlock=immediate", base, nil
+}
+
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres"
+	}
+	return u.Redacted()
+}
+
+// String describes the database for logs without credentials.
+func (db *DB) String() string { return string(db.Dialect) + ":" + db.dsn }
+
+// Close closes every pool.
+func (db *DB) Close() error {
+	err := db.write.Close()
+	if db.read != db.write {
+		err = errors.Join(err, db.read.Close())
+	}
+	return err
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error { return db.read.PingContext(ctx) }
+
+// Rebind turns `?` placeholders into `$1…$n` for PostgreSQL. Question marks
+// inside string literals are left alone.
+func (db *DB) Rebind(q string) string {
+	if db.Dialect != Postgres {
+		return q
+	}
+	if v, ok := db.rebound.Load(q); ok {
+		return v.(string)
+	}
+	var b strings.Builder
+	n := 0
+	inStr := false
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case c == '\'':
+			inStr = !inStr
+			b.WriteByte(c)
+		case c == '?' && !inStr:
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+		default:
+			b.WriteByte(c)
+		}
+	}
+	out := b.String()
+	db.rebound.Store(q, out)
+	return out
+}
+
+// ForUpdate is the row-lock suffix for SELECTs that precede a write in the
+// same transaction. SQLite has no row locks and needs none: its transactions
+// are serialised by BEGIN IMMEDIATE on the single writer connection.
+func (db *DB) ForUpdate() string {
+	if db.Dialect == Postgres {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+// Querier runs read queries; both *DB (reader pool) and *Tx satisfy it.
+type Querier interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+// QueryContext runs a read query on the reader pool.
+func (db *DB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return db.read.QueryContext(ctx, db.Rebind(q), args...)
+}
+
+// QueryRowContext runs a single-row read query on the reader pool.
+func (db *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	return db.read.QueryRowContext(ctx, db.Rebind(q), args...)
+}
+
+// Tx is a write transaction.
+type Tx struct {
+	tx *sql.Tx
+	db *DB
+}
+
+// DB returns the database the transaction belongs to.
+func (tx *Tx) DB() *DB { return tx.db }
+
+// ExecContext runs a statement inside the transaction.
+func (tx *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return tx.tx.ExecContext(ctx, tx.db.Rebind(q), args...)
+}
+
+// QueryContext runs a query inside the transaction.
+func (tx *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return tx.tx.QueryContext(ctx, tx.db.Rebind(q), args...)
+}
+
+// QueryRowContext runs a single-row query inside the transaction.
+func (tx *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	return tx.tx.QueryRowContext(ctx, tx.db.Rebind(q), args...)
+}
+
+// Write runs fn in a write transaction and commits it if fn returns nil.
+// PostgreSQL serialization failures and deadlocks are retried a few times,
+// because they say nothing about the request and everything about timing.
+func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
+	const attempts = 5
+	var err error
+	for i := 0; i < attempts; i++ {
+		err = db.writeOnce(ctx, fn)
+		if err == nil || !isRetryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(i+1) * 5 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+func (db *DB) writeOnce(ctx context.Context, fn func(tx *Tx) error) error {
+	sqlTx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(&Tx{tx: sqlTx, db: db}); err != nil {
+		_ = sqlTx.Rollback()
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func isRetryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "40001" || pgErr.Code == "40P01"
+	}
+	var sqErr *sqlite.Error
+	if errors.As(err, &sqErr) {
+		c := sqErr.Code() & 0xff
+		return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
+	}
+	return false
+}
+
+// IsUniqueViolation reports whether err is a unique-constraint violation in
+// either engine.
+func IsUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505"
+	}
+	var sqErr *sqlite.Error
+	if errors.As(err, &sqErr) {
+		return sqErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || sqErr.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+// Placeholders returns "?, ?, …" with n marks, for IN lists.
+func Placeholders(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.Repeat("?, ", n-1) + "?"
+}
