@@ -347,34 +347,27 @@ func (s *Service) DeleteSubscription(ctx context.Context, p auth.Principal, id s
 }
 
 // Resolve answers the registration rules' question about a subscription. It is
-// the embedded resolver; RemoteResolver answers the same over HTTP.
+// the embedded resolver; RemoteResolver answers the same over HTTP. One query:
+// it runs on every registration request.
 func (s *Service) Resolve(ctx context.Context, id string) (ResolvedSubscription, error) {
 	cid, ok := arm.CanonicalGUID(id)
 	if !ok {
 		return ResolvedSubscription{}, ErrNotFound
 	}
-	sub, ok, err := getSubscription(ctx, s.db, cid)
+	var r ResolvedSubscription
+	var offer, ownerType, owner string
+	err := s.db.QueryRowContext(ctx, `SELECT s.id, s.offer, s.partner_id, s.customer_tenant_id, COALESCE(p.type, ''), COALESCE(p.id, '')
+		FROM subscriptions s LEFT JOIN customers c ON c.tenant_id = s.customer_tenant_id LEFT JOIN partners p ON p.id = c.partner_id
+		WHERE s.id = ?`, cid).Scan(&r.ID, &offer, &r.RollsUpTo, &r.CustomerTenantID, &ownerType, &owner)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ResolvedSubscription{}, ErrNotFound
+	}
 	if err != nil {
 		return ResolvedSubscription{}, err
 	}
-	if !ok {
-		return ResolvedSubscription{}, ErrNotFound
-	}
-	r := ResolvedSubscription{ID: sub.ID, Offer: sub.Offer, RollsUpTo: sub.Partner, CustomerTenantID: sub.CustomerTenantID}
-	if sub.CustomerTenantID != "" {
-		c, ok, err := getCustomer(ctx, s.db, sub.CustomerTenantID)
-		if err != nil {
-			return ResolvedSubscription{}, err
-		}
-		if ok {
-			owner, ok, err := getPartner(ctx, s.db, c.Partner)
-			if err != nil {
-				return ResolvedSubscription{}, err
-			}
-			if ok && owner.Type == IndirectReseller {
-				r.Reseller = owner.ID
-			}
-		}
+	r.Offer = Offer(offer)
+	if PartnerType(ownerType) == IndirectReseller {
+		r.Reseller = owner
 	}
 	return r, nil
 }

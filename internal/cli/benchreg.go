@@ -1,0 +1,247 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/registration"
+)
+
+// benchWorld is a seeded directory and an approved PayAsYouUse registration,
+// used by the registration benchmark and by tests.
+type benchWorld struct {
+	Key       registration.Key
+	Customers []benchCustomer
+}
+
+type benchCustomer struct{ Tenant, Subscription string }
+
+func randomGUID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = (b[6] & 0x0f) | 0x40
+	b[8] = (b[8] & 0x3f) | 0x80
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// seedBenchWorld creates a direct CSP with a CSPSS default subscription, n
+// customers with CSP subscriptions, and an approved registration.
+func seedBenchWorld(ctx context.Context, app *App, n int) (benchWorld, error) {
+	partner := "bench-" + randomGUID()[:8]
+	defSub := randomGUID()
+	doc := map[string]any{}
+	partners := []map[string]string{{"id": partner, "name": "Bench CSP", "type": "DirectCSP"}}
+	var customers, subs []map[string]string
+	subs = append(subs, map[string]string{"id": defSub, "offer": "CSPSS", "partner": partner})
+	w := benchWorld{Key: registration.Key{SubscriptionID: defSub, ResourceGroup: "azurestack", Name: "bench-" + randomGUID()[:8]}}
+	for i := 0; i < n; i++ {
+		c := benchCustomer{Tenant: randomGUID(), Subscription: randomGUID()}
+		w.Customers = append(w.Customers, c)
+		customers = append(customers, map[string]string{"tenantId": c.Tenant, "name": fmt.Sprintf("Customer %d", i), "partner": partner})
+		subs = append(subs, map[string]string{"id": c.Subscription, "offer": "CSP", "partner": partner, "customerTenantId": c.Tenant})
+	}
+	doc["partners"], doc["customers"], doc["subscriptions"] = partners, customers, subs
+	data, _ := json.Marshal(doc)
+	if _, err := app.Directory.Import(ctx, "bench", data); err != nil {
+		return w, err
+	}
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "bench"}
+	tok := registration.Token{CloudID: randomGUID(), ObjectID: randomGUID(), BillingModel: registration.PayAsYouUse}.Encode()
+	loc := "global"
+	if _, _, err := app.Registrations.Put(ctx, op, w.Key, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
+		return w, err
+	}
+	if _, err := app.Registrations.Approve(ctx, op, w.Key, true); err != nil {
+		return w, err
+	}
+	return w, nil
+}
+
+// RegistrationBenchResult holds what the benchmark measured.
+type RegistrationBenchResult struct {
+	Clients  int
+	Duration time.Duration
+	Puts     int64
+	Gets     int64
+	Errors   int64
+	PutP50   time.Duration
+	PutP99   time.Duration
+	GetP50   time.Duration
+	GetP99   time.Duration
+}
+
+// PutsPerSecond is the PUT throughput.
+func (r RegistrationBenchResult) PutsPerSecond() float64 { return float64(r.Puts) / r.Duration.Seconds() }
+
+// GetsPerSecond is the GET throughput.
+func (r RegistrationBenchResult) GetsPerSecond() float64 { return float64(r.Gets) / r.Duration.Seconds() }
+
+// RunRegistrationBench drives customerSubscription PUT+GET pairs over loopback
+// HTTP from clients concurrent clients for d, against a seeded world.
+func RunRegistrationBench(ctx context.Context, app *App, operatorToken string, clients int, d time.Duration, tenants int, progress io.Writer) (RegistrationBenchResult, error) {
+	world, err := seedBenchWorld(ctx, app, tenants)
+	if err != nil {
+		return RegistrationBenchResult{}, fmt.Errorf("seed: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return RegistrationBenchResult{}, err
+	}
+	srv := &http.Server{Handler: app.Handler}
+	go srv.Serve(ln)
+	defer srv.Close()
+	base := "http://" + ln.Addr().String() + "/subscriptions/" + world.Key.SubscriptionID + "/resourceGroups/" + world.Key.ResourceGroup +
+		"/providers/Microsoft.AzureStack/registrations/" + world.Key.Name + "/customerSubscriptions/"
+	tr := &http.Transport{MaxIdleConnsPerHost: clients * 2}
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	defer tr.CloseIdleConnections()
+
+	var puts, gets, errs atomic.Int64
+	putLat := make([][]time.Duration, clients)
+	getLat := make([][]time.Duration, clients)
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	var bar *progressbar.ProgressBar
+	if progress != nil {
+		bar = progressbar.NewOptions64(int64(d/time.Second), progressbar.OptionSetWriter(progress), progressbar.OptionSetDescription("customerSubscriptions PUT+GET"),
+			progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
+	}
+	stopBar := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				if bar != nil {
+					_ = bar.Add(1)
+				}
+			case <-stopBar:
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	for w := 0; w < clients; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+				c := world.Customers[(w*7919+i)%len(world.Customers)]
+				body, _ := json.Marshal(map[string]any{"properties": map[string]string{"tenantId": c.Tenant}})
+				t0 := time.Now()
+				ok := benchDo(hc, "PUT", base+c.Subscription+"?api-version=2017-06-01", operatorToken, body)
+				putLat[w] = append(putLat[w], time.Since(t0))
+				if ok {
+					puts.Add(1)
+				} else {
+					errs.Add(1)
+				}
+				t0 = time.Now()
+				ok = benchDo(hc, "GET", base+c.Subscription+"?api-version=2017-06-01", operatorToken, nil)
+				getLat[w] = append(getLat[w], time.Since(t0))
+				if ok {
+					gets.Add(1)
+				} else {
+					errs.Add(1)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stopBar)
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	res := RegistrationBenchResult{Clients: clients, Duration: elapsed, Puts: puts.Load(), Gets: gets.Load(), Errors: errs.Load()}
+	res.PutP50, res.PutP99 = percentiles(putLat)
+	res.GetP50, res.GetP99 = percentiles(getLat)
+	return res, nil
+}
+
+func benchDo(hc *http.Client, method, url, token string, body []byte) bool {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func percentiles(per [][]time.Duration) (p50, p99 time.Duration) {
+	var all []time.Duration
+	for _, l := range per {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		return 0, 0
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	return all[len(all)*50/100], all[min(len(all)-1, len(all)*99/100)]
+}
+
+func benchRegistration(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "bench registration")
+	dbFlag := fs.String("db", "", "database to benchmark (default: a fresh SQLite file in a temporary folder)")
+	clients := fs.Int("clients", 16, "concurrent clients")
+	d := fs.Duration("duration", 10*time.Second, "how long to run")
+	tenants := fs.Int("tenants", 500, "customers (tenant/subscription pairs) to cycle through")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dsn := *dbFlag
+	if dsn == "" {
+		dir, err := os.MkdirTemp("", "stackbill-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		dsn = filepath.Join(dir, "bench.db")
+	}
+	token := "bench-" + randomGUID()
+	app, err := Build(ctx, Options{DB: dsn, OperatorToken: token})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	res, err := RunRegistrationBench(ctx, app, token, *clients, *d, *tenants, env.Stderr)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "registration API on %s, %d clients, %s\n", app.DB.Dialect, res.Clients, res.Duration.Round(time.Millisecond))
+	fmt.Fprintln(tw, "OPERATION\tCOUNT\tPER SECOND\tP50\tP99")
+	fmt.Fprintf(tw, "customerSubscriptions PUT\t%d\t%.0f\t%s\t%s\n", res.Puts, res.PutsPerSecond(), res.PutP50.Round(time.Microsecond), res.PutP99.Round(time.Microsecond))
+	fmt.Fprintf(tw, "customerSubscriptions GET\t%d\t%.0f\t%s\t%s\n", res.Gets, res.GetsPerSecond(), res.GetP50.Round(time.Microsecond), res.GetP99.Round(time.Microsecond))
+	fmt.Fprintf(tw, "errors\t%d\t\t\t\n", res.Errors)
+	return tw.Flush()
+}

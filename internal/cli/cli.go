@@ -1,0 +1,140 @@
+// Package cli is stackbill's command line: every subcommand, and the one
+// place where the program is wired together (Build). main calls Main with the
+// process's arguments, environment and standard streams, so tests can run the
+// whole program in-process.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Env is what a command may touch of the outside world.
+type Env struct {
+	Getenv func(string) string
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, env Env, args []string) error
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"serve":        {"run the commerce and/or stack services", runServe},
+		"migrate":      {"apply database migrations and print the schema version", runMigrate},
+		"token":        {"create, list and revoke bearer tokens (token create|list|revoke)", runToken},
+		"directory":    {"manage the partner directory (directory import|partner|customer|subscription)", runDirectory},
+		"registration": {"manage Microsoft.AzureStack registrations (registration create|get|list|update|delete|approve|revoke-approval|history|enable-remote-management)", runRegistration},
+		"tenant":       {"map end-customer tenants to CSP subscriptions on a registration (tenant add|show|list|remove)", runTenant},
+		"bench":        {"measure throughput and latency (bench registration)", runBench},
+		"version":      {"print the version", runVersion},
+	}
+}
+
+// Version is stackbill's version; release builds set it with -ldflags.
+const Version = "0.1.0-dev"
+
+// Main runs stackbill and returns the process exit code.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	env := Env{Getenv: getenv, Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr, cmds)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "stackbill: unknown command %q\n\n", args[0])
+		usage(stderr, cmds)
+		return 2
+	}
+	if err := cmd.run(ctx, env, args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "stackbill %s: %s\n", args[0], ue.msg)
+			return 2
+		}
+		fmt.Fprintf(stderr, "stackbill %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+func usage(w io.Writer, cmds map[string]command) {
+	fmt.Fprintln(w, "usage: stackbill <command> [flags]\n\ncommands:")
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-13s %s\n", n, cmds[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'stackbill <command> -h' for a command's flags.")
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func newFlags(env Env, name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	return fs
+}
+
+// defaultDB is the embedded default: a SQLite file in a data folder, created
+// on first start. STACKBILL_DB overrides it.
+func defaultDB(env Env) string {
+	if v := env.Getenv("STACKBILL_DB"); v != "" {
+		return v
+	}
+	if v := env.Getenv("STACKBILL_DATA"); v != "" {
+		return filepath.Join(v, "stackbill.db")
+	}
+	return filepath.Join("data", "stackbill.db")
+}
+
+// subcommand splits "verb rest..." and reports a usage error listing verbs.
+func subcommand(args []string, verbs ...string) (string, []string, error) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return "", nil, usagef("missing subcommand; want one of: %s", strings.Join(verbs, ", "))
+	}
+	for _, v := range verbs {
+		if args[0] == v {
+			return v, args[1:], nil
+		}
+	}
+	return "", nil, usagef("unknown subcommand %q; want one of: %s", args[0], strings.Join(verbs, ", "))
+}
+
+func runVersion(_ context.Context, env Env, _ []string) error {
+	fmt.Fprintln(env.Stdout, "stackbill", Version)
+	return nil
+}
+
+func readFileArg(env Env, path string) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(env.Stdin)
+	}
+	return os.ReadFile(path)
+}

@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+func runServe(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "serve")
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
+	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
+	role := fs.String("role", "all", "services to run: all, commerce or stack")
+	dirURL := fs.String("directory-url", "", "resolve the partner directory through this HTTP endpoint instead of the database")
+	pageSize := fs.Int("page-size", 100, "default page size of ARM list operations")
+	maxBody := fs.Int64("max-body-bytes", 1<<20, "largest accepted request body")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	clockStart := fs.String("clock-start", "", "run on a simulated clock starting at this RFC 3339 instant")
+	clockRate := fs.Int64("clock-rate", 1, "simulated seconds per real second (with --clock-start)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments: %v", fs.Args())
+	}
+	logger, err := newLogger(env.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	clk, err := parseClock(*clockStart, *clockRate)
+	if err != nil {
+		return err
+	}
+	app, err := Build(ctx, Options{
+		DB: *dbFlag, Role: *role, OperatorToken: env.Getenv("STACKBILL_OPERATOR_TOKEN"),
+		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"),
+		PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           app.Handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      120 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	logger.Info("stackbill listening", "url", "http://"+ln.Addr().String(), "role", *role, "db", app.DB.String(), "clock", describeClock(clk),
+		"operator_token_from_env", env.Getenv("STACKBILL_OPERATOR_TOKEN") != "")
+	fmt.Fprintf(env.Stderr, "stackbill %s listening on http://%s (role %s, clock %s)\n", Version, ln.Addr(), *role, describeClock(clk))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func runMigrate(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "migrate")
+	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	app, err := Build(ctx, Options{DB: *dbFlag})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	v, err := app.DB.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "%s schema version %d\n", app.DB.Dialect, v)
+	return nil
+}

@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/httpapi"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store"
+)
+
+// Options configures a stackbill instance.
+type Options struct {
+	DB             string
+	Role           string // all, commerce, stack
+	OperatorToken  string
+	DirectoryURL   string // remote resolver; empty uses the embedded directory
+	DirectoryToken string
+	PageSize       int
+	MaxBodyBytes   int64
+	Clock          *clock.Clock
+	Logger         *slog.Logger
+}
+
+// App is a wired stackbill instance.
+type App struct {
+	DB            *store.DB
+	Clock         *clock.Clock
+	Logger        *slog.Logger
+	Auth          *auth.Service
+	Directory     *directory.Service
+	Registrations *registration.Service
+	Handler       http.Handler
+}
+
+// Close releases the database.
+func (a *App) Close() error { return a.DB.Close() }
+
+// Build wires every component of stackbill. It is the only place where
+// services are constructed and connected.
+func Build(ctx context.Context, o Options) (*App, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real()
+	}
+	switch o.Role {
+	case "":
+		o.Role = "all"
+	case "all", "commerce", "stack":
+	default:
+		return nil, usagef("--role must be all, commerce or stack, not %q", o.Role)
+	}
+	db, err := store.Open(ctx, o.DB, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := db.Migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	dir := directory.NewService(db, o.Clock)
+	var resolver registration.Resolver = dir
+	if o.DirectoryURL != "" {
+		rr, err := directory.NewRemoteResolver(o.DirectoryURL, o.DirectoryToken, 5*time.Second)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		resolver = rr
+	}
+	authSvc := auth.NewService(db, o.Clock, o.OperatorToken)
+	regs := registration.NewService(db, resolver, o.Clock)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h := httpapi.New(httpapi.Config{Role: o.Role, PageSize: o.PageSize, MaxBodyBytes: o.MaxBodyBytes, DBDescription: string(db.Dialect)},
+		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs})
+	return &App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Handler: h}, nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", format)
+}
+
+func parseClock(start string, rate int64) (*clock.Clock, error) {
+	if start == "" {
+		if rate != 1 {
+			return nil, usagef("--clock-rate needs --clock-start")
+		}
+		return clock.Real(), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, start)
+	if err != nil {
+		return nil, usagef("--clock-start %q is not an RFC 3339 time: %v", start, err)
+	}
+	c, err := clock.Simulated(t, rate)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return c, nil
+}
+
+func describeClock(c *clock.Clock) string {
+	if !c.Simulated() {
+		return "real"
+	}
+	return fmt.Sprintf("SIMULATED at %s, %dx real time", c.Now().Format(time.RFC3339), c.Rate())
+}

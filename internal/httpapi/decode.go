@@ -1,0 +1,82 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/stackbill/stackbill/internal/arm"
+)
+
+// readBody reads a bounded request body. Oversized bodies are a 413, never a
+// reason to buffer without limit.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || !(mt == "application/json" || mt == "text/json" || strings.HasSuffix(mt, "+json")) {
+			return nil, arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "The content type '%s' is not supported; send application/json.", ct)
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, arm.Errorf(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "The request body is larger than the limit of %d bytes.", limit)
+		}
+		return nil, arm.InvalidRequest("", "The request body could not be read: %v", err)
+	}
+	return body, nil
+}
+
+// decodeStrict decodes a JSON body into v, rejecting unknown fields, trailing
+// data and malformed JSON with a 400 that names the problem.
+func decodeStrict(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return arm.InvalidRequest("", "The request body is empty; a JSON object is required.")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return arm.InvalidRequest(jsonTarget(err), "The request content was invalid and could not be deserialized: %s", describeJSONError(err))
+	}
+	if dec.More() {
+		return arm.InvalidRequest("", "The request content was invalid: unexpected data after the JSON object.")
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return arm.InvalidRequest("", "The request content was invalid: unexpected data after the JSON object.")
+	}
+	return nil
+}
+
+func describeJSONError(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("malformed JSON at byte %d (%v)", se.Offset, se)
+	case errors.As(err, &te):
+		return fmt.Sprintf("the field '%s' must be of type %s, not %s", te.Field, te.Type, te.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return "could not find member " + strings.TrimPrefix(err.Error(), "json: unknown field ") + " on the object"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "the JSON ends early"
+	}
+	return err.Error()
+}
+
+func jsonTarget(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return te.Field
+	}
+	if s, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return strings.Trim(s, `"`)
+	}
+	return ""
+}

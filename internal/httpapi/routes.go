@@ -1,0 +1,67 @@
+package httpapi
+
+import (
+	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/auth"
+)
+
+// Role sets used by routes. A route with nil roles admits any authenticated
+// principal; the domain services still apply scope.
+var (
+	commerceRoles = []auth.Role{auth.RoleOperator, auth.RolePartner, auth.RoleReseller}
+	operatorOnly  = []auth.Role{auth.RoleOperator}
+)
+
+// buildRoutes lists every route stackbill serves, in one place. /healthz and
+// /metrics are handled before routing.
+func (s *Server) buildRoutes() []route {
+	const (
+		reg  = "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.AzureStack/registrations"
+		one  = reg + "/{registrationName}"
+		cs   = one + "/customerSubscriptions"
+		cone = cs + "/{customerSubscriptionName}"
+	)
+	r := func(name, method, pattern string, roles []auth.Role, h handlerFunc) route {
+		return route{name: name, method: method, pattern: arm.NewPattern(pattern), roles: roles, service: "commerce", h: h}
+	}
+	return []route{
+		// Microsoft.AzureStack (ARM), api-versions 2017-06-01, 2020-06-01-preview, 2022-06-01.
+		r("Operations_List", "GET", "providers/Microsoft.AzureStack/operations", nil, s.listOperations),
+		r("Registrations_ListBySubscription", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.AzureStack/registrations", commerceRoles, s.listRegistrations),
+		r("Registrations_List", "GET", reg, commerceRoles, s.listRegistrations),
+		r("Registrations_Get", "GET", one, commerceRoles, s.getRegistration),
+		r("Registrations_CreateOrUpdate", "PUT", one, commerceRoles, s.putRegistration),
+		r("Registrations_Update", "PATCH", one, commerceRoles, s.patchRegistration),
+		r("Registrations_Delete", "DELETE", one, commerceRoles, s.deleteRegistration),
+		r("Registrations_EnableRemoteManagement", "POST", one+"/enableRemoteManagement", commerceRoles, s.enableRemoteManagement),
+		r("CustomerSubscriptions_List", "GET", cs, commerceRoles, s.listCustomerSubscriptions),
+		r("CustomerSubscriptions_Get", "GET", cone, commerceRoles, s.getCustomerSubscription),
+		r("CustomerSubscriptions_Create", "PUT", cone, commerceRoles, s.putCustomerSubscription),
+		r("CustomerSubscriptions_Delete", "DELETE", cone, commerceRoles, s.deleteCustomerSubscription),
+
+		// Native API: the partner directory.
+		r("Directory_ListPartners", "GET", "v1/partners", commerceRoles, s.listPartners),
+		r("Directory_GetPartner", "GET", "v1/partners/{id}", commerceRoles, s.getPartner),
+		r("Directory_PutPartner", "PUT", "v1/partners/{id}", operatorOnly, s.putPartner),
+		r("Directory_DeletePartner", "DELETE", "v1/partners/{id}", operatorOnly, s.deletePartner),
+		r("Directory_ListCustomers", "GET", "v1/customers", commerceRoles, s.listCustomers),
+		r("Directory_GetCustomer", "GET", "v1/customers/{tenantId}", commerceRoles, s.getCustomer),
+		r("Directory_PutCustomer", "PUT", "v1/customers/{tenantId}", commerceRoles, s.putCustomer),
+		r("Directory_DeleteCustomer", "DELETE", "v1/customers/{tenantId}", commerceRoles, s.deleteCustomer),
+		r("Directory_ListSubscriptions", "GET", "v1/subscriptions", commerceRoles, s.listSubscriptions),
+		r("Directory_GetSubscription", "GET", "v1/subscriptions/{id}", commerceRoles, s.getSubscription),
+		r("Directory_PutSubscription", "PUT", "v1/subscriptions/{id}", commerceRoles, s.putSubscription),
+		r("Directory_DeleteSubscription", "DELETE", "v1/subscriptions/{id}", commerceRoles, s.deleteSubscription),
+		r("Directory_History", "GET", "v1/directory/history/{kind}/{id}", operatorOnly, s.directoryHistory),
+		r("Directory_Import", "POST", "v1/directory/import", operatorOnly, s.importDirectory),
+		r("Directory_Resolve", "GET", "v1/directory/resolve/subscriptions/{id}", operatorOnly, s.resolveSubscription),
+
+		// Native API: operator actions on registrations.
+		r("Registrations_ListAll", "GET", "v1/registrations", commerceRoles, s.listAllRegistrations),
+		r("Registrations_Approve", "POST", "v1/registrations/approve", operatorOnly, s.approval(true)),
+		r("Registrations_RevokeApproval", "POST", "v1/registrations/revoke-approval", operatorOnly, s.approval(false)),
+		r("Registrations_History", "GET", "v1/registrations/history", commerceRoles, s.registrationHistory),
+
+		{name: "WhoAmI", method: "GET", pattern: arm.NewPattern("v1/whoami"), h: s.whoami, service: ""},
+	}
+}

@@ -1,0 +1,301 @@
+// Package httpapi serves stackbill over HTTP: the Azure-compatible ARM
+// endpoints (Microsoft.AzureStack registrations and customerSubscriptions) and
+// the native /v1 API for the partner directory and operator actions.
+//
+// Every route is listed once in routes.go with the roles that may call it.
+// Handlers are thin: decode, call a domain service, encode. Errors are
+// translated in exactly one place (serveError): *arm.Error values are written
+// in the ARM envelope, anything else is logged and answered as a generic 500.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/registration"
+)
+
+// Authenticator checks bearer tokens.
+type Authenticator interface {
+	Authenticate(ctx context.Context, bearer string) (auth.Principal, error)
+}
+
+// Pinger reports database health.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Config holds the server's settings.
+type Config struct {
+	Role string // all, commerce or stack
+	// PageSize is the default page size of ARM list operations.
+	PageSize int
+	// MaxBodyBytes bounds ARM and API request bodies; imports get 32 times
+	// as much.
+	MaxBodyBytes  int64
+	DBDescription string
+}
+
+// Deps are the services the server exposes.
+type Deps struct {
+	Logger        *slog.Logger
+	Registry      *prometheus.Registry
+	Clock         *clock.Clock
+	DB            Pinger
+	Auth          Authenticator
+	Directory     *directory.Service
+	Registrations *registration.Service
+}
+
+// Server is the HTTP handler.
+type Server struct {
+	cfg    Config
+	deps   Deps
+	routes []route
+	reqID  atomic.Uint64
+
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	metrics  http.Handler
+}
+
+// New builds the server.
+func New(cfg Config, deps Deps) *Server {
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = 100
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	s := &Server{cfg: cfg, deps: deps}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stackbill_http_requests_total", Help: "HTTP requests by route and status code.",
+	}, []string{"route", "code"})
+	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "stackbill_http_request_duration_seconds", Help: "HTTP request latency by route.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"route"})
+	deps.Registry.MustRegister(s.requests, s.duration)
+	s.metrics = promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry})
+	s.routes = s.buildRoutes()
+	return s
+}
+
+// handlerFunc is a route handler; it returns an error for serveError.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, p auth.Principal, params map[string]string) error
+
+type route struct {
+	name    string
+	method  string
+	pattern arm.Pattern
+	roles   []auth.Role // nil: any authenticated principal
+	service string      // "commerce" or "stack": which --role serves it
+	h       handlerFunc
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// ServeHTTP authenticates, routes, authorizes by role, and records metrics.
+func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := strconv.FormatUint(s.reqID.Add(1), 36) + "-" + strconv.FormatInt(start.UnixNano()%1e9, 36)
+	rw.Header().Set("x-ms-request-id", id)
+	if cid := r.Header.Get("x-ms-client-request-id"); cid != "" && len(cid) <= 128 {
+		rw.Header().Set("x-ms-client-request-id", cid)
+	}
+	w := &statusWriter{ResponseWriter: rw}
+	routeName := "unmatched"
+	var principal auth.Principal
+	defer func() {
+		if v := recover(); v != nil {
+			s.deps.Logger.Error("panic serving request", "request_id", id, "panic", fmt.Sprint(v), "path", r.URL.Path)
+			if w.status == 0 {
+				arm.WriteError(w, arm.ErrInternal)
+			}
+		}
+		status := w.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		elapsed := time.Since(start)
+		s.requests.WithLabelValues(routeName, strconv.Itoa(status)).Inc()
+		s.duration.WithLabelValues(routeName).Observe(elapsed.Seconds())
+		level := slog.LevelDebug
+		switch {
+		case status >= 500:
+			level = slog.LevelError
+		case status >= 400:
+			level = slog.LevelInfo
+		}
+		s.deps.Logger.Log(r.Context(), level, "request", "request_id", id, "method", r.Method, "route", routeName,
+			"status", status, "duration_ms", float64(elapsed.Microseconds())/1000, "actor", principal.Actor())
+	}()
+
+	switch r.URL.Path {
+	case "/healthz":
+		routeName = "healthz"
+		s.serveHealth(w, r)
+		return
+	}
+
+	bearer, ok := bearerToken(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill"`)
+		arm.WriteError(w, arm.ErrUnauthenticated)
+		return
+	}
+	p, err := s.deps.Auth.Authenticate(r.Context(), bearer)
+	if err != nil {
+		if !errors.Is(err, auth.ErrInvalid) {
+			s.deps.Logger.Error("authenticate", "request_id", id, "err", err)
+			arm.WriteError(w, arm.ErrInternal)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill", error="invalid_token"`)
+		arm.WriteError(w, arm.ErrUnauthenticated)
+		return
+	}
+	principal = p
+	r = r.WithContext(auth.WithPrincipal(r.Context(), p))
+
+	if r.URL.Path == "/metrics" {
+		routeName = "metrics"
+		if p.Role != auth.RoleOperator && p.Role != auth.RoleStackOperator {
+			arm.WriteError(w, arm.Forbidden(p.Actor(), "metrics/read", "/metrics"))
+			return
+		}
+		s.metrics.ServeHTTP(w, r)
+		return
+	}
+
+	segs, ok := arm.Segments(r)
+	if !ok {
+		arm.WriteError(w, arm.InvalidRequest("path", "The request path is not validly percent-encoded."))
+		return
+	}
+	var matched *route
+	var params map[string]string
+	methodMismatch := false
+	for i := range s.routes {
+		rt := &s.routes[i]
+		pm, ok := rt.pattern.Match(segs)
+		if !ok {
+			continue
+		}
+		if rt.method != r.Method {
+			methodMismatch = true
+			continue
+		}
+		matched, params = rt, pm
+		break
+	}
+	if matched == nil {
+		if methodMismatch {
+			arm.WriteError(w, arm.Errorf(http.StatusMethodNotAllowed, "MethodNotAllowed", "The method %s is not allowed on %s.", r.Method, r.URL.Path))
+			return
+		}
+		arm.WriteError(w, arm.Errorf(http.StatusNotFound, "NotFound", "No route matches %s %s.", r.Method, r.URL.Path))
+		return
+	}
+	routeName = matched.name
+	if !s.serves(matched.service) {
+		arm.WriteError(w, arm.Errorf(http.StatusNotFound, "NotFound", "This instance runs the %s role and does not serve %s.", s.cfg.Role, matched.name))
+		return
+	}
+	if matched.roles != nil && !hasRole(matched.roles, p.Role) {
+		arm.WriteError(w, arm.Forbidden(p.Actor(), matched.name, r.URL.Path))
+		return
+	}
+	if err := matched.h(w, r, p, params); err != nil {
+		s.serveError(w, id, err)
+	}
+}
+
+func (s *Server) serves(service string) bool {
+	return service == "" || s.cfg.Role == "" || s.cfg.Role == "all" || s.cfg.Role == service
+}
+
+func hasRole(roles []auth.Role, r auth.Role) bool {
+	for _, x := range roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+func bearerToken(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// serveError is the one place errors become responses.
+func (s *Server) serveError(w http.ResponseWriter, requestID string, err error) {
+	if e, ok := arm.As(err); ok {
+		arm.WriteError(w, e)
+		return
+	}
+	var ie *directory.ImportError
+	if errors.As(err, &ie) {
+		arm.WriteError(w, arm.Errorf(http.StatusBadRequest, "InvalidDirectoryImport", "%s", ie.Error()))
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		return // the client went away; nobody is listening
+	}
+	s.deps.Logger.Error("request failed", "request_id", requestID, "err", err)
+	arm.WriteError(w, arm.ErrInternal)
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	status, code := "ok", http.StatusOK
+	if err := s.deps.DB.Ping(ctx); err != nil {
+		status, code = "database unavailable", http.StatusServiceUnavailable
+	}
+	arm.WriteJSON(w, code, map[string]any{
+		"status":         status,
+		"time":           s.deps.Clock.Now().Format(time.RFC3339Nano),
+		"simulatedClock": s.deps.Clock.Simulated(),
+		"clockRate":      s.deps.Clock.Rate(),
+		"role":           s.cfg.Role,
+		"database":       s.cfg.DBDescription,
+	})
+}
