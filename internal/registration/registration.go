@@ -354,7 +354,7 @@ func (s *Service) Put(ctx context.Context, p auth.Principal, k Key, in PutInput,
 			billing_model, agreement_number, usage_reporting_enabled, marketplace_syndication_enabled, token, approved, approved_by, remote_management_by,
 			created_at_us, created_by, updated_at_us, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', '', ?, ?, ?, ?)`,
 			out.UID, k.SubscriptionID, k.ResourceGroup, k.Name, k.lookup(), out.Location, string(tags), out.ETag, out.CloudID, out.ObjectID,
-			string(out.BillingModel), out.AgreementNumber, out.UsageReportingEnabled, out.MarketplaceSyndicationEnabled, out.Token,
+			string(out.BillingModel), out.AgreementNumber, store.Bool(out.UsageReportingEnabled), store.Bool(out.MarketplaceSyndicationEnabled), out.Token,
 			clock.Micros(now), out.CreatedBy, clock.Micros(now), out.UpdatedBy)
 		if err != nil {
 			return err
@@ -376,8 +376,8 @@ func (s *Service) save(ctx context.Context, tx *store.Tx, r Registration, action
 	_, err := tx.ExecContext(ctx, `UPDATE registrations SET location = ?, tags = ?, etag = ?, cloud_id = ?, object_id = ?, billing_model = ?, agreement_number = ?,
 		usage_reporting_enabled = ?, marketplace_syndication_enabled = ?, token = ?, approved = ?, approved_at_us = ?, approved_by = ?,
 		remote_management_at_us = ?, remote_management_by = ?, updated_at_us = ?, updated_by = ? WHERE uid = ?`,
-		r.Location, string(tags), r.ETag, r.CloudID, r.ObjectID, string(r.BillingModel), r.AgreementNumber, r.UsageReportingEnabled,
-		r.MarketplaceSyndicationEnabled, r.Token, r.Approved, approvedAt, r.ApprovedBy, rmAt, r.RemoteManagementBy,
+		r.Location, string(tags), r.ETag, r.CloudID, r.ObjectID, string(r.BillingModel), r.AgreementNumber, store.Bool(r.UsageReportingEnabled),
+		store.Bool(r.MarketplaceSyndicationEnabled), r.Token, store.Bool(r.Approved), approvedAt, r.ApprovedBy, rmAt, r.RemoteManagementBy,
 		clock.Micros(r.UpdatedAt), r.UpdatedBy, r.UID)
 	if err != nil {
 		return err

@@ -312,3 +312,12 @@ func Placeholders(n int) string {
 	}
 	return strings.Repeat("?, ", n-1) + "?"
 }
+
+// Bool binds a Go bool to the INTEGER 0/1 columns both engines use for flags;
+// pgx refuses to encode a bool into an integer column.
+func Bool(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,286 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store"
+)
+
+var operator = auth.Principal{Role: auth.RoleOperator, TokenID: "test"}
+
+// RunConformance is the one suite both engines must pass. Each behaviour is a
+// subtest on a fresh database.
+func RunConformance(t *testing.T, backend string) {
+	ctx := context.Background()
+	t.Run("migrate is idempotent and versioned", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		n, err := db.Migrate(ctx)
+		if err != nil || n != 0 {
+			t.Fatalf("second Migrate applied %d, err %v", n, err)
+		}
+		migs, _ := store.Migrations(db.Dialect)
+		if v, err := db.SchemaVersion(ctx); err != nil || v != len(migs) {
+			t.Fatalf("SchemaVersion = %d, %v; want %d", v, err, len(migs))
+		}
+	})
+	t.Run("refuses a newer schema", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		if err := db.Write(ctx, func(tx *store.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, checksum, applied_at_us) VALUES (999, 'future', 'x', 0)`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Migrate(ctx); !errors.Is(err, store.ErrSchemaTooNew) {
+			t.Fatalf("Migrate on a newer schema: %v, want ErrSchemaTooNew", err)
+		}
+	})
+	t.Run("refuses an edited migration", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		if err := db.Write(ctx, func(tx *store.Tx) error {
+			_, err := tx.ExecContext(ctx, `UPDATE schema_migrations SET checksum = 'deadbeefdeadbeef' WHERE version = 1`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Migrate(ctx); err == nil {
+			t.Fatal("Migrate accepted a changed migration")
+		}
+	})
+	t.Run("decimal text survives exactly", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		for _, v := range []string{"0.10", "12345678901234567.123456", "-0.000000000001", "1e3"} {
+			if err := db.SetSetting(ctx, "d", v); err != nil {
+				t.Fatal(err)
+			}
+			got, err := db.Setting(ctx, "d", func() (string, error) { return "", errors.New("should exist") })
+			if err != nil || got != v {
+				t.Fatalf("stored %q, read %q (%v)", v, got, err)
+			}
+		}
+	})
+	t.Run("settings are created once; unique violations are recognised", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		a, _ := db.Setting(ctx, "id", func() (string, error) { return "first", nil })
+		b, _ := db.Setting(ctx, "id", func() (string, error) { return "second", nil })
+		if a != "first" || b != "first" {
+			t.Fatalf("Setting = %q then %q", a, b)
+		}
+		err := db.Write(ctx, func(tx *store.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ('id', 'dup')`)
+			return err
+		})
+		if !store.IsUniqueViolation(err) {
+			t.Fatalf("duplicate insert: %v, want a unique violation", err)
+		}
+		var q string
+		if err := db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ? AND '?' = '?'`, "id").Scan(&q); err != nil || q != "first" {
+			t.Fatalf("rebind with a literal '?': %q %v", q, err)
+		}
+	})
+	t.Run("failed transactions leave nothing", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		boom := errors.New("boom")
+		err := db.Write(ctx, func(tx *store.Tx) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ('x', 'y')`); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatal(err)
+		}
+		var n int
+		_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM settings WHERE key = 'x'`).Scan(&n)
+		if n != 0 {
+			t.Fatal("rolled-back insert is visible")
+		}
+	})
+	t.Run("directory import is idempotent and keeps history", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		clk := clock.Manual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		dir := directory.NewService(db, clk)
+		rep, err := dir.Import(ctx, "test", WorldJSON())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Partners[directory.Created] != 5 || rep.Customers[directory.Created] != 5 || rep.Subscriptions[directory.Created] != 10 {
+			t.Fatalf("first import: %+v", rep)
+		}
+		clk.Advance(time.Hour)
+		rep, err = dir.Import(ctx, "test", WorldJSON())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Partners[directory.Unchanged] != 5 || rep.Customers[directory.Unchanged] != 5 || rep.Subscriptions[directory.Unchanged] != 10 {
+			t.Fatalf("second import changed something: %+v", rep)
+		}
+		var changes int
+		_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM directory_changes`).Scan(&changes)
+		if changes != 20 {
+			t.Fatalf("history has %d changes, want 20", changes)
+		}
+		// An edit at 02:00 is visible as of 02:00 and not as of 01:00.
+		clk.Advance(time.Hour)
+		if _, _, err := dir.PutSubscription(ctx, operator, directory.Subscription{ID: World.ContosoPAYG, Offer: directory.OfferEA, Partner: "contoso"}); err != nil {
+			t.Fatal(err)
+		}
+		before, err := dir.SubscriptionAsOf(ctx, World.ContosoPAYG, clk.Now().Add(-time.Minute))
+		if err != nil || before.Offer != directory.OfferPAYG {
+			t.Fatalf("as of before the edit: %+v %v", before, err)
+		}
+		after, err := dir.SubscriptionAsOf(ctx, World.ContosoPAYG, clk.Now())
+		if err != nil || after.Offer != directory.OfferEA {
+			t.Fatalf("as of the edit: %+v %v", after, err)
+		}
+	})
+	t.Run("directory scope", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		dir := directory.NewService(db, clock.Real())
+		if _, err := dir.Import(ctx, "test", WorldJSON()); err != nil {
+			t.Fatal(err)
+		}
+		count := func(p auth.Principal) (int, int) {
+			cs, err := dir.ListCustomers(ctx, p, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ss, err := dir.ListSubscriptions(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(cs), len(ss)
+		}
+		for _, tc := range []struct {
+			p          auth.Principal
+			cust, subs int
+		}{
+			{operator, 5, 10},
+			{auth.Principal{Role: auth.RolePartner, PartnerID: "contoso"}, 2, 4},
+			{auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam"}, 2, 3},
+			{auth.Principal{Role: auth.RoleReseller, PartnerID: "tailspin"}, 1, 1},
+		} {
+			c, s := count(tc.p)
+			if c != tc.cust || s != tc.subs {
+				t.Errorf("%s sees %d customers and %d subscriptions, want %d and %d", tc.p.Actor(), c, s, tc.cust, tc.subs)
+			}
+		}
+		if _, err := dir.GetCustomer(ctx, auth.Principal{Role: auth.RoleReseller, PartnerID: "tailspin"}, World.Relecloud.Tenant); err == nil {
+			t.Error("tailspin can read wingtip's customer")
+		}
+	})
+	t.Run("mapping history answers as of any hour", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		clk := clock.Manual(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
+		dir := directory.NewService(db, clk)
+		if _, err := dir.Import(ctx, "test", WorldJSON()); err != nil {
+			t.Fatal(err)
+		}
+		regs := registration.NewService(db, dir, clk)
+		k := registration.Key{SubscriptionID: World.ContosoDefault, ResourceGroup: "azurestack", Name: "stamp1"}
+		tok := registration.Token{CloudID: "0f000000-0000-4000-8000-000000000001", ObjectID: "0f000000-0000-4000-8000-000000000002", BillingModel: registration.PayAsYouUse}.Encode()
+		loc := "global"
+		reg, created, err := regs.Put(ctx, operator, k, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{})
+		if err != nil || !created {
+			t.Fatalf("Put: %v created=%v", err, created)
+		}
+		if _, err := regs.Approve(ctx, operator, k, true); err != nil {
+			t.Fatal(err)
+		}
+		clk.Set(time.Date(2026, 3, 10, 5, 0, 0, 0, time.UTC))
+		if _, err := regs.PutCustomerSubscription(ctx, operator, k, World.Adatum.Subscription, World.Adatum.Tenant, registration.Precondition{}); err != nil {
+			t.Fatal(err)
+		}
+		clk.Set(time.Date(2026, 3, 20, 7, 0, 0, 0, time.UTC))
+		if _, err := regs.DeleteCustomerSubscription(ctx, operator, k, World.Adatum.Subscription, registration.Precondition{}); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			at   time.Time
+			want bool
+		}{
+			{time.Date(2026, 3, 10, 4, 0, 0, 0, time.UTC), false},
+			{time.Date(2026, 3, 10, 5, 0, 0, 0, time.UTC), true},
+			{time.Date(2026, 3, 20, 6, 0, 0, 0, time.UTC), true},
+			{time.Date(2026, 3, 20, 7, 0, 0, 0, time.UTC), false},
+		} {
+			cs, ok, err := regs.MappingAt(ctx, reg.UID, World.Adatum.Tenant, tc.at)
+			if err != nil || ok != tc.want || (ok && cs != World.Adatum.Subscription) {
+				t.Errorf("MappingAt(%s) = %q %v %v, want mapped=%v", tc.at, cs, ok, err, tc.want)
+			}
+		}
+		events, err := regs.History(ctx, operator, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var actions []string
+		for _, e := range events {
+			actions = append(actions, e.Action)
+		}
+		if fmt.Sprint(actions) != "[created approved mapping_added mapping_removed]" {
+			t.Fatalf("history actions = %v", actions)
+		}
+	})
+	t.Run("concurrent mapping PUTs stay consistent", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		dir := directory.NewService(db, clock.Real())
+		if _, err := dir.Import(ctx, "test", WorldJSON()); err != nil {
+			t.Fatal(err)
+		}
+		regs := registration.NewService(db, dir, clock.Real())
+		k := registration.Key{SubscriptionID: World.ContosoDefault, ResourceGroup: "rg", Name: "stamp"}
+		tok := registration.Token{CloudID: "0f000000-0000-4000-8000-000000000003", ObjectID: "0f000000-0000-4000-8000-000000000004", BillingModel: registration.PayAsYouUse}.Encode()
+		loc := "global"
+		if _, _, err := regs.Put(ctx, operator, k, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := regs.Approve(ctx, operator, k, true); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 50)
+		for i := 0; i < 50; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				c := World.Adatum
+				if i%2 == 1 {
+					c = World.Litware
+				}
+				if _, err := regs.PutCustomerSubscription(ctx, operator, k, c.Subscription, c.Tenant, registration.Precondition{}); err != nil {
+					errs <- err
+				}
+			}(i)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("concurrent PUT failed: %v", err)
+		}
+		var live, total int
+		_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tenant_mappings WHERE valid_to_us IS NULL`).Scan(&live)
+		_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tenant_mappings`).Scan(&total)
+		if live != 2 || total != 2 {
+			t.Fatalf("after 50 concurrent PUTs of 2 mappings: %d live, %d rows; want 2 and 2", live, total)
+		}
+	})
+}

@@ -1,0 +1,7 @@
+package storetest
+
+import "testing"
+
+func TestConformance(t *testing.T) {
+	Each(t, RunConformance)
+}
