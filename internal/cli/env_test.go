@@ -1,0 +1,207 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/services/azurestack/mgmt/2017-06-01/azurestack"
+	"github.com/Azure/go-autorest/autorest"
+	"github.com/Azure/go-autorest/autorest/azure"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+)
+
+// testEnv is a whole stackbill (Build) on a fresh database, served over real
+// HTTP, with the storetest World imported and a token per role.
+type testEnv struct {
+	t        *testing.T
+	app      *App
+	srv      *httptest.Server
+	url      string
+	operator string
+	tokens   map[string]string // partner id -> partner or reseller token
+}
+
+func newTestEnv(t *testing.T, backend string, mutate ...func(*Options)) *testEnv {
+	t.Helper()
+	o := Options{DB: storetest.DSN(t, backend), OperatorToken: "op-" + randomGUID(), PageSize: 2, Logger: storetest.Logger()}
+	for _, m := range mutate {
+		m(&o)
+	}
+	app, err := Build(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	if _, err := app.Directory.Import(context.Background(), "test", storetest.WorldJSON()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(app.Handler)
+	t.Cleanup(srv.Close)
+	e := &testEnv{t: t, app: app, srv: srv, url: srv.URL, operator: o.OperatorToken, tokens: map[string]string{}}
+	for id, role := range map[string]auth.Role{"contoso": auth.RolePartner, "fabrikam": auth.RolePartner, "northwind": auth.RolePartner,
+		"tailspin": auth.RoleReseller, "wingtip": auth.RoleReseller} {
+		tok, _, err := app.Auth.Create(context.Background(), role, id, "", "test", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.tokens[id] = tok
+	}
+	return e
+}
+
+type staticToken string
+
+func (s staticToken) OAuthToken() string { return string(s) }
+
+func (e *testEnv) authorizer(token string) autorest.Authorizer {
+	return autorest.NewBearerAuthorizer(staticToken(token))
+}
+
+func (e *testEnv) regClient(sub, token string) azurestack.RegistrationsClient {
+	c := azurestack.NewRegistrationsClientWithBaseURI(e.url, sub)
+	c.Authorizer = e.authorizer(token)
+	c.RetryAttempts, c.RetryDuration = 1, 0
+	return c
+}
+
+func (e *testEnv) csClient(sub, token string) azurestack.CustomerSubscriptionsClient {
+	c := azurestack.NewCustomerSubscriptionsClientWithBaseURI(e.url, sub)
+	c.Authorizer = e.authorizer(token)
+	c.RetryAttempts, c.RetryDuration = 1, 0
+	return c
+}
+
+// armError reads an SDK error the way an SDK user does: the service error
+// code and the HTTP status. A 409 arrives as a value, not a pointer (see
+// wire-contract §1.4), so both forms are tried.
+func armError(err error) (int, string, string) {
+	var re *azure.RequestError
+	if errors.As(err, &re) && re.ServiceError != nil {
+		st, _ := re.StatusCode.(int)
+		return st, re.ServiceError.Code, re.ServiceError.Message
+	}
+	var rv azure.RequestError
+	if errors.As(err, &rv) && rv.ServiceError != nil {
+		st, _ := rv.StatusCode.(int)
+		return st, rv.ServiceError.Code, rv.ServiceError.Message
+	}
+	var de autorest.DetailedError
+	if errors.As(err, &de) {
+		st, _ := de.StatusCode.(int)
+		return st, "", de.Error()
+	}
+	return 0, "", fmt.Sprint(err)
+}
+
+func wantARMError(t *testing.T, err error, status int, code string) string {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got success, want %d %s", status, code)
+	}
+	st, c, msg := armError(err)
+	if st != status || c != code {
+		t.Fatalf("got %d %s (%s), want %d %s", st, c, msg, status, code)
+	}
+	return msg
+}
+
+func registrationToken(cloudID string, model registration.BillingModel, agreement string) *string {
+	s := registration.Token{CloudID: cloudID, ObjectID: "0b000000-0000-4000-8000-0000000000b0", BillingModel: model, AgreementNumber: agreement}.Encode()
+	return &s
+}
+
+func (e *testEnv) createRegistration(sub, rg, name string, model registration.BillingModel, approve bool) azurestack.Registration {
+	e.t.Helper()
+	loc := "global"
+	agreement := ""
+	if model == registration.Capacity {
+		agreement = "EA-123"
+	}
+	r, err := e.regClient(sub, e.operator).CreateOrUpdate(context.Background(), rg, name, azurestack.RegistrationParameter{
+		Location: &loc, RegistrationParameterProperties: &azurestack.RegistrationParameterProperties{RegistrationToken: registrationToken(randomGUID(), model, agreement)}})
+	if err != nil {
+		e.t.Fatalf("create registration %s: %v", name, err)
+	}
+	if approve {
+		if _, err := e.app.Registrations.Approve(context.Background(), auth.Principal{Role: auth.RoleOperator, TokenID: "t"},
+			registration.Key{SubscriptionID: sub, ResourceGroup: rg, Name: name}, true); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return r
+}
+
+// raw sends a request without the SDK, for cases the SDK cannot express.
+func (e *testEnv) raw(method, path, token, contentType string, body io.Reader, hdr ...string) (*http.Response, string) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.url+path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// fingerprint hashes every row of every domain table, to prove a rejected
+// request changed nothing.
+func (e *testEnv) fingerprint() string {
+	e.t.Helper()
+	h := sha256.New()
+	for _, table := range []string{"partners", "customers", "subscriptions", "directory_changes", "registrations", "registration_events", "tenant_mappings", "tokens"} {
+		rows, err := e.app.DB.QueryContext(context.Background(), "SELECT * FROM "+table+" ORDER BY 1")
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				e.t.Fatal(err)
+			}
+			fmt.Fprintf(h, "%s:%v\n", table, vals)
+		}
+		rows.Close()
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func errCode(body string) string {
+	i := strings.Index(body, `"code":"`)
+	if i < 0 {
+		return ""
+	}
+	rest := body[i+8:]
+	return rest[:strings.Index(rest, `"`)]
+}
+
+var _ = directory.Created
