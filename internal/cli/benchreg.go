@@ -89,10 +89,14 @@ type RegistrationBenchResult struct {
 }
 
 // PutsPerSecond is the PUT throughput.
-func (r RegistrationBenchResult) PutsPerSecond() float64 { return float64(r.Puts) / r.Duration.Seconds() }
+func (r RegistrationBenchResult) PutsPerSecond() float64 {
+	return float64(r.Puts) / r.Duration.Seconds()
+}
 
 // GetsPerSecond is the GET throughput.
-func (r RegistrationBenchResult) GetsPerSecond() float64 { return float64(r.Gets) / r.Duration.Seconds() }
+func (r RegistrationBenchResult) GetsPerSecond() float64 {
+	return float64(r.Gets) / r.Duration.Seconds()
+}
 
 // RunRegistrationBench drives customerSubscription PUT+GET pairs over loopback
 // HTTP from clients concurrent clients for d, against a seeded world.

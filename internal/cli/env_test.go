@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -205,3 +206,5 @@ func errCode(body string) string {
 }
 
 var _ = directory.Created
+
+func base64JSON(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -199,6 +200,12 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		// net/url silently drops malformed pairs; a client that sent one
+		// would get answers to a question it did not ask.
+		arm.WriteError(w, arm.InvalidRequest("query", "The query string is not validly percent-encoded: %v", err))
+		return
+	}
 	segs, ok := arm.Segments(r)
 	if !ok {
 		arm.WriteError(w, arm.InvalidRequest("path", "The request path is not validly percent-encoded."))
