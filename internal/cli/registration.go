@@ -71,8 +71,8 @@ func runRegistration(ctx context.Context, env Env, args []string) error {
 		rf.bind(fs, "name")
 	}
 	if verb == "create" || verb == "update" {
-		fs.StringVar(&token, "token", "", "the registration token printed by the stack")
-		fs.StringVar(&tokenFile, "token-file", "", "read the registration token from this file")
+		fs.StringVar(&token, "registration-token", "", "the registration token printed by the stack")
+		fs.StringVar(&tokenFile, "registration-token-file", "", "read the registration token from this file")
 		fs.Var(&tags, "tag", "a tag key=value (repeatable)")
 	}
 	if err := fs.Parse(rest); err != nil {
@@ -98,7 +98,7 @@ func runRegistration(ctx context.Context, env Env, args []string) error {
 		if token != "" {
 			body["properties"] = map[string]string{"registrationToken": token}
 		} else if verb == "create" {
-			return usagef("create needs --token or --token-file")
+			return usagef("create needs --registration-token or --registration-token-file")
 		}
 		if len(tags) > 0 {
 			t := map[string]string{}
