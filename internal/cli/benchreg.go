@@ -31,7 +31,10 @@ type benchWorld struct {
 	Customers []benchCustomer
 }
 
-type benchCustomer struct{ Tenant, Subscription string }
+// benchCustomer has two CSP subscriptions, so that alternating PUTs replace
+// the tenant's mapping every time: each PUT is a real write (close the old
+// mapping, open the new one, record the event), never an idempotent no-op.
+type benchCustomer struct{ Tenant, Subscription, Second string }
 
 func randomGUID() string {
 	b := make([]byte, 16)
@@ -53,10 +56,11 @@ func seedBenchWorld(ctx context.Context, app *App, n int) (benchWorld, error) {
 	subs = append(subs, map[string]string{"id": defSub, "offer": "CSPSS", "partner": partner})
 	w := benchWorld{Key: registration.Key{SubscriptionID: defSub, ResourceGroup: "azurestack", Name: "bench-" + randomGUID()[:8]}}
 	for i := 0; i < n; i++ {
-		c := benchCustomer{Tenant: randomGUID(), Subscription: randomGUID()}
+		c := benchCustomer{Tenant: randomGUID(), Subscription: randomGUID(), Second: randomGUID()}
 		w.Customers = append(w.Customers, c)
 		customers = append(customers, map[string]string{"tenantId": c.Tenant, "name": fmt.Sprintf("Customer %d", i), "partner": partner})
-		subs = append(subs, map[string]string{"id": c.Subscription, "offer": "CSP", "partner": partner, "customerTenantId": c.Tenant})
+		subs = append(subs, map[string]string{"id": c.Subscription, "offer": "CSP", "partner": partner, "customerTenantId": c.Tenant},
+			map[string]string{"id": c.Second, "offer": "CSP", "partner": partner, "customerTenantId": c.Tenant})
 	}
 	doc["partners"], doc["customers"], doc["subscriptions"] = partners, customers, subs
 	data, _ := json.Marshal(doc)
@@ -99,8 +103,12 @@ func (r RegistrationBenchResult) GetsPerSecond() float64 {
 }
 
 // RunRegistrationBench drives customerSubscription PUT+GET pairs over loopback
-// HTTP from clients concurrent clients for d, against a seeded world.
-func RunRegistrationBench(ctx context.Context, app *App, operatorToken string, clients int, d time.Duration, tenants int, progress io.Writer) (RegistrationBenchResult, error) {
+// HTTP from clients concurrent clients against a seeded world, for d, or for
+// ops pairs in all when ops > 0 (go test -bench).
+func RunRegistrationBench(ctx context.Context, app *App, operatorToken string, clients int, d time.Duration, ops, tenants int, progress io.Writer) (RegistrationBenchResult, error) {
+	if tenants < clients {
+		tenants = clients
+	}
 	world, err := seedBenchWorld(ctx, app, tenants)
 	if err != nil {
 		return RegistrationBenchResult{}, fmt.Errorf("seed: %w", err)
@@ -148,11 +156,23 @@ func RunRegistrationBench(ctx context.Context, app *App, operatorToken string, c
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
-				c := world.Customers[(w*7919+i)%len(world.Customers)]
+			// Each client owns the tenants w, w+clients, w+2*clients, … so no
+			// two clients race on one tenant, and flips between its two
+			// subscriptions on every visit.
+			mine := (len(world.Customers) - w + clients - 1) / clients
+			quota := (ops + clients - 1 - w) / clients
+			for i := 0; ctx.Err() == nil; i++ {
+				if ops > 0 && i >= quota || ops <= 0 && !time.Now().Before(deadline) {
+					break
+				}
+				c := world.Customers[w+clients*(i%mine)]
+				sub := c.Subscription
+				if (i/mine)%2 == 1 {
+					sub = c.Second
+				}
 				body, _ := json.Marshal(map[string]any{"properties": map[string]string{"tenantId": c.Tenant}})
 				t0 := time.Now()
-				ok := benchDo(hc, "PUT", base+c.Subscription+"?api-version=2017-06-01", operatorToken, body)
+				ok := benchDo(hc, "PUT", base+sub+"?api-version=2017-06-01", operatorToken, body)
 				putLat[w] = append(putLat[w], time.Since(t0))
 				if ok {
 					puts.Add(1)
@@ -160,7 +180,7 @@ func RunRegistrationBench(ctx context.Context, app *App, operatorToken string, c
 					errs.Add(1)
 				}
 				t0 = time.Now()
-				ok = benchDo(hc, "GET", base+c.Subscription+"?api-version=2017-06-01", operatorToken, nil)
+				ok = benchDo(hc, "GET", base+sub+"?api-version=2017-06-01", operatorToken, nil)
 				getLat[w] = append(getLat[w], time.Since(t0))
 				if ok {
 					gets.Add(1)
@@ -237,7 +257,7 @@ func benchRegistration(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer app.Close()
-	res, err := RunRegistrationBench(ctx, app, token, *clients, *d, *tenants, env.Stderr)
+	res, err := RunRegistrationBench(ctx, app, token, *clients, *d, 0, *tenants, env.Stderr)
 	if err != nil {
 		return err
 	}

@@ -68,9 +68,23 @@ func (s *Service) PutCustomerSubscription(ctx context.Context, p auth.Principal,
 		return CustomerSubscription{}, arm.InvalidRequest("properties.tenantId", "properties.tenantId must be the GUID of the customer's directory tenant; got '%s'.", tenantID)
 	}
 	// Rule 1.
-	reg, err := s.Get(ctx, p, k)
+	k, aerr := ValidateKey(k)
+	if aerr != nil {
+		return CustomerSubscription{}, errRegistrationNotFound(k)
+	}
+	allowed, def, err := s.access(ctx, p, k.SubscriptionID)
 	if err != nil {
 		return CustomerSubscription{}, err
+	}
+	if !allowed {
+		return CustomerSubscription{}, errRegistrationNotFound(k)
+	}
+	reg, exists, err := s.load(ctx, s.db, k, noLock)
+	if err != nil {
+		return CustomerSubscription{}, err
+	}
+	if !exists {
+		return CustomerSubscription{}, errRegistrationNotFound(k)
 	}
 	k = reg.Key
 	// Rules 2 and 3.
@@ -90,16 +104,12 @@ func (s *Service) PutCustomerSubscription(ctx context.Context, p auth.Principal,
 	if err != nil {
 		return CustomerSubscription{}, errMetadataResolverBadGateway()
 	}
-	def, err := s.resolver.Resolve(ctx, reg.Key.SubscriptionID)
-	if err != nil && !errors.Is(err, directory.ErrNotFound) {
-		return CustomerSubscription{}, errMetadataResolverBadGateway()
-	}
 	// Rule 7.
 	if target.Offer != directory.OfferCSP {
 		return CustomerSubscription{}, errInvalidCSPSubscription(customerSub)
 	}
 	// Rule 8: you cannot register someone else's customers.
-	if def.RollsUpTo == "" || target.RollsUpTo != def.RollsUpTo {
+	if def == nil || def.RollsUpTo == "" || target.RollsUpTo != def.RollsUpTo {
 		return CustomerSubscription{}, errBadCustomerSubscriptionID(customerSub, reg.Key.Name)
 	}
 	// Rule 9.
@@ -113,12 +123,26 @@ func (s *Service) PutCustomerSubscription(ctx context.Context, p auth.Principal,
 			"The customer subscription %s belongs to the directory tenant %s, not to %s. Map each tenant to a CSP subscription created in that tenant (the one its users sign in with).",
 			cs, target.CustomerTenantID, tenant).WithTarget("properties.tenantId")
 	}
+	// Two PUTs racing for one tenant on PostgreSQL can both close its old
+	// mapping and both insert; the live-tenant unique index lets one win and
+	// the other retries against the winner's state.
+	for attempt := 0; ; attempt++ {
+		out, err := s.writeMapping(ctx, p, reg, cs, tenant, pre)
+		if err != nil && store.IsUniqueViolation(err) && attempt < 5 {
+			continue
+		}
+		return out, err
+	}
+}
+
+func (s *Service) writeMapping(ctx context.Context, p auth.Principal, reg Registration, cs, tenant string, pre Precondition) (CustomerSubscription, error) {
+	k := reg.Key
 	var out CustomerSubscription
-	err = s.db.Write(ctx, func(tx *store.Tx) error {
-		// Re-read under lock: approval or billing model may have changed
-		// since the checks above, and concurrent PUTs on one registration
-		// queue here.
-		cur, exists, err := s.load(ctx, tx, k, true)
+	err := s.db.Write(ctx, func(tx *store.Tx) error {
+		// Re-read under a shared lock: approval or billing model may have
+		// changed since the checks, and such a change (which takes the row
+		// exclusively) waits for mapping writers, not the other way round.
+		cur, exists, err := s.load(ctx, tx, k, shareLock)
 		if err != nil {
 			return err
 		}
@@ -128,8 +152,38 @@ func (s *Service) PutCustomerSubscription(ctx context.Context, p auth.Principal,
 		if aerr := checkMultiTenant(cur); aerr != nil {
 			return aerr
 		}
-		byCS, hasCS, err := s.liveMapping(ctx, tx, cur.UID, "customer_subscription_id", cs)
+		// The live mappings of this subscription and of this tenant: at most
+		// one each, possibly the same row. UNION ALL rather than OR, so that
+		// each arm uses its partial unique index instead of scanning the
+		// registration's whole mapping history.
+		rows, err := tx.QueryContext(ctx, `SELECT id, customer_subscription_id, tenant_id, etag, valid_from_us, created_by FROM tenant_mappings
+			WHERE registration_uid = ? AND customer_subscription_id = ? AND valid_to_us IS NULL
+			UNION ALL
+			SELECT id, customer_subscription_id, tenant_id, etag, valid_from_us, created_by FROM tenant_mappings
+			WHERE registration_uid = ? AND tenant_id = ? AND valid_to_us IS NULL`, cur.UID, cs, cur.UID, tenant)
 		if err != nil {
+			return err
+		}
+		var byCS mappingRow
+		var hasCS bool
+		var replaced []string
+		var ids []any
+		for rows.Next() {
+			var m mappingRow
+			if err := rows.Scan(&m.id, &m.cs, &m.tenant, &m.etag, &m.from, &m.createdBy); err != nil {
+				rows.Close()
+				return err
+			}
+			if m.cs == cs {
+				byCS, hasCS = m, true
+			}
+			if len(ids) == 0 || ids[0] != m.id {
+				ids = append(ids, m.id)
+				replaced = append(replaced, m.cs)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return err
 		}
 		// Rule 11.
@@ -140,24 +194,12 @@ func (s *Service) PutCustomerSubscription(ctx context.Context, p auth.Principal,
 			out = byCS.public(k)
 			return nil // already mapped exactly so: PUT is idempotent
 		}
-		byTenant, hasTenant, err := s.liveMapping(ctx, tx, cur.UID, "tenant_id", tenant)
-		if err != nil {
-			return err
-		}
 		now := s.clock.Now()
-		replaced := []string{}
-		for _, old := range []struct {
-			row mappingRow
-			ok  bool
-		}{{byCS, hasCS}, {byTenant, hasTenant}} {
-			if !old.ok {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE tenant_mappings SET valid_to_us = ?, removed_by = ? WHERE id = ? AND valid_to_us IS NULL`,
-				clock.Micros(now), p.Actor(), old.row.id); err != nil {
+		if len(ids) > 0 {
+			args := append([]any{clock.Micros(now), p.Actor()}, ids...)
+			if _, err := tx.ExecContext(ctx, `UPDATE tenant_mappings SET valid_to_us = ?, removed_by = ? WHERE valid_to_us IS NULL AND id IN (`+store.Placeholders(len(ids))+`)`, args...); err != nil {
 				return err
 			}
-			replaced = append(replaced, old.row.cs)
 		}
 		m := mappingRow{cs: cs, tenant: tenant, etag: newETag(), from: clock.Micros(now), createdBy: p.Actor()}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO tenant_mappings (registration_uid, customer_subscription_id, tenant_id, etag, valid_from_us, created_by)
@@ -245,7 +287,7 @@ func (s *Service) DeleteCustomerSubscription(ctx context.Context, p auth.Princip
 	}
 	existed := false
 	err = s.db.Write(ctx, func(tx *store.Tx) error {
-		cur, exists, err := s.load(ctx, tx, reg.Key, true)
+		cur, exists, err := s.load(ctx, tx, reg.Key, shareLock)
 		if err != nil {
 			return err
 		}

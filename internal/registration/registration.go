@@ -245,9 +245,19 @@ func scanRegistration(row interface{ Scan(...any) error }, extra ...any) (Regist
 	return r, nil
 }
 
-func (s *Service) load(ctx context.Context, q store.Querier, k Key, lock bool) (Registration, bool, error) {
+// Row locks taken by load.
+const (
+	noLock = iota
+	shareLock
+	updateLock
+)
+
+func (s *Service) load(ctx context.Context, q store.Querier, k Key, lock int) (Registration, bool, error) {
 	suffix := ""
-	if lock {
+	switch lock {
+	case shareLock:
+		suffix = s.db.ForShare()
+	case updateLock:
 		suffix = s.db.ForUpdate()
 	}
 	r, err := scanRegistration(q.QueryRowContext(ctx, `SELECT `+regColumns+` FROM registrations WHERE lookup_key = ? AND deleted_at_us IS NULL`+suffix, k.lookup()))
@@ -320,7 +330,7 @@ func (s *Service) Put(ctx context.Context, p auth.Principal, k Key, in PutInput,
 	created := false
 	err = s.db.Write(ctx, func(tx *store.Tx) error {
 		now := s.clock.Now()
-		cur, exists, err := s.load(ctx, tx, k, true)
+		cur, exists, err := s.load(ctx, tx, k, updateLock)
 		if err != nil {
 			return err
 		}
@@ -406,7 +416,7 @@ func (s *Service) Patch(ctx context.Context, p auth.Principal, k Key, in PutInpu
 	}
 	var out Registration
 	err := s.db.Write(ctx, func(tx *store.Tx) error {
-		cur, exists, err := s.load(ctx, tx, k, true)
+		cur, exists, err := s.load(ctx, tx, k, updateLock)
 		if err != nil {
 			return err
 		}
@@ -445,7 +455,7 @@ func (s *Service) Get(ctx context.Context, p auth.Principal, k Key) (Registratio
 	if err := s.requireRead(ctx, p, k); err != nil {
 		return Registration{}, err
 	}
-	r, ok, err := s.load(ctx, s.db, k, false)
+	r, ok, err := s.load(ctx, s.db, k, noLock)
 	if err != nil {
 		return Registration{}, err
 	}
@@ -467,7 +477,7 @@ func (s *Service) Delete(ctx context.Context, p auth.Principal, k Key, pre Preco
 	}
 	existed := false
 	err := s.db.Write(ctx, func(tx *store.Tx) error {
-		cur, exists, err := s.load(ctx, tx, k, true)
+		cur, exists, err := s.load(ctx, tx, k, updateLock)
 		if err != nil || !exists {
 			return err
 		}
@@ -595,7 +605,7 @@ func (s *Service) Approve(ctx context.Context, p auth.Principal, k Key, approve 
 	}
 	var out Registration
 	err := s.db.Write(ctx, func(tx *store.Tx) error {
-		cur, exists, err := s.load(ctx, tx, k, true)
+		cur, exists, err := s.load(ctx, tx, k, updateLock)
 		if err != nil {
 			return err
 		}
@@ -627,7 +637,7 @@ func (s *Service) EnableRemoteManagement(ctx context.Context, p auth.Principal, 
 		return err
 	}
 	return s.db.Write(ctx, func(tx *store.Tx) error {
-		cur, exists, err := s.load(ctx, tx, k, true)
+		cur, exists, err := s.load(ctx, tx, k, updateLock)
 		if err != nil {
 			return err
 		}

@@ -121,3 +121,4 @@ CREATE TABLE tenant_mappings (
 CREATE UNIQUE INDEX tenant_mappings_live_sub ON tenant_mappings (registration_uid, customer_subscription_id) WHERE valid_to_us IS NULL;
 CREATE UNIQUE INDEX tenant_mappings_live_tenant ON tenant_mappings (registration_uid, tenant_id) WHERE valid_to_us IS NULL;
 CREATE INDEX tenant_mappings_history ON tenant_mappings (registration_uid, tenant_id, valid_from_us);
+CREATE INDEX tenant_mappings_sub_history ON tenant_mappings (registration_uid, customer_subscription_id);

@@ -1,0 +1,37 @@
+package cli
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/store/storetest"
+)
+
+// BenchmarkCustomerSubscriptionPutGet measures customerSubscription PUT+GET
+// pairs over loopback HTTP from 16 concurrent clients; every PUT replaces a
+// mapping (a real write). One op is one PUT plus one GET.
+func BenchmarkCustomerSubscriptionPutGet(b *testing.B) {
+	for _, backend := range storetest.Backends {
+		b.Run(backend, func(b *testing.B) {
+			token := "bench-" + randomGUID()
+			app, err := Build(context.Background(), Options{DB: storetest.DSN(b, backend), OperatorToken: token})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer app.Close()
+			b.ResetTimer()
+			res, err := RunRegistrationBench(context.Background(), app, token, 16, time.Hour, b.N, 256, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res.Errors > 0 {
+				b.Fatalf("%d requests failed", res.Errors)
+			}
+			b.ReportMetric(res.PutsPerSecond(), "PUT/s")
+			b.ReportMetric(float64(res.PutP50.Microseconds()), "PUT-p50-µs")
+			b.ReportMetric(float64(res.PutP99.Microseconds()), "PUT-p99-µs")
+			b.ReportMetric(float64(res.GetP99.Microseconds()), "GET-p99-µs")
+		})
+	}
+}
