@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/services/azurestack/mgmt/2017-06-01/azurestack"
 	"github.com/Azure/go-autorest/autorest/to"
@@ -308,6 +309,11 @@ func TestMetadataResolverBadGateway(t *testing.T) {
 				http.Error(w, "boom", 500)
 			case "garbage":
 				w.Write([]byte("<html>not json</html>"))
+			case "hang":
+				select {
+				case <-r.Context().Done():
+				case <-time.After(5 * time.Second):
+				}
 			default:
 				// Answer as a real stackbill directory would.
 				directoryEnv.app.Handler.ServeHTTP(w, r)
@@ -319,6 +325,7 @@ func TestMetadataResolverBadGateway(t *testing.T) {
 		e2 := newTestEnv(t, backend, func(o *Options) {
 			o.DirectoryURL = upstream.URL
 			o.DirectoryToken = directoryEnv.operator
+			o.DirectoryTimeout = 300 * time.Millisecond
 		})
 		e2.createRegistration(W.ContosoDefault, "azurestack", "payg", registration.PayAsYouUse, true)
 		cs := e2.csClient(W.ContosoDefault, e2.tokens["contoso"])
@@ -327,7 +334,7 @@ func TestMetadataResolverBadGateway(t *testing.T) {
 			t.Fatalf("through a healthy remote directory: %v", err)
 		}
 		before := e2.fingerprint()
-		for _, m := range []string{"500", "garbage", "down"} {
+		for _, m := range []string{"500", "garbage", "hang", "down"} {
 			mode.Store(m)
 			if m == "down" {
 				upstream.Close()

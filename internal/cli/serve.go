@@ -15,6 +15,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
 	role := fs.String("role", "all", "services to run: all, commerce or stack")
 	dirURL := fs.String("directory-url", "", "resolve the partner directory through this HTTP endpoint instead of the database")
+	dirTimeout := fs.Duration("directory-timeout", 5*time.Second, "bound on each remote directory lookup")
 	pageSize := fs.Int("page-size", 100, "default page size of ARM list operations")
 	maxBody := fs.Int64("max-body-bytes", 1<<20, "largest accepted request body")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -37,7 +38,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	}
 	app, err := Build(ctx, Options{
 		DB: *dbFlag, Role: *role, OperatorToken: env.Getenv("STACKBILL_OPERATOR_TOKEN"),
-		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"),
+		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"), DirectoryTimeout: *dirTimeout,
 		PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
 	})
 	if err != nil {

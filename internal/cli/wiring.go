@@ -27,10 +27,12 @@ type Options struct {
 	OperatorToken  string
 	DirectoryURL   string // remote resolver; empty uses the embedded directory
 	DirectoryToken string
-	PageSize       int
-	MaxBodyBytes   int64
-	Clock          *clock.Clock
-	Logger         *slog.Logger
+	// DirectoryTimeout bounds each remote directory lookup (default 5s).
+	DirectoryTimeout time.Duration
+	PageSize         int
+	MaxBodyBytes     int64
+	Clock            *clock.Clock
+	Logger           *slog.Logger
 }
 
 // App is a wired stackbill instance.
@@ -74,7 +76,10 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	dir := directory.NewService(db, o.Clock)
 	var resolver registration.Resolver = dir
 	if o.DirectoryURL != "" {
-		rr, err := directory.NewRemoteResolver(o.DirectoryURL, o.DirectoryToken, 5*time.Second)
+		if o.DirectoryTimeout <= 0 {
+			o.DirectoryTimeout = 5 * time.Second
+		}
+		rr, err := directory.NewRemoteResolver(o.DirectoryURL, o.DirectoryToken, o.DirectoryTimeout)
 		if err != nil {
 			db.Close()
 			return nil, err
