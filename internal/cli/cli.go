@@ -37,6 +37,7 @@ func commands() map[string]command {
 		"directory":    {"manage the partner directory (directory import|partner|customer|subscription)", runDirectory},
 		"registration": {"manage Microsoft.AzureStack registrations (registration create|get|list|update|delete|approve|revoke-approval|history|enable-remote-management)", runRegistration},
 		"tenant":       {"map end-customer tenants to CSP subscriptions on a registration (tenant add|show|list|remove)", runTenant},
+		"stack":        {"stack-side information (stack info)", runStack},
 		"bench":        {"measure throughput and latency (bench registration)", runBench},
 		"version":      {"print the version", runVersion},
 	}
@@ -50,7 +51,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	env := Env{Getenv: getenv, Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	cmds := commands()
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stderr, cmds)
+		printUsage(stderr, cmds)
 		if len(args) == 0 {
 			return 2
 		}
@@ -59,7 +60,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	cmd, ok := cmds[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "stackbill: unknown command %q\n\n", args[0])
-		usage(stderr, cmds)
+		printUsage(stderr, cmds)
 		return 2
 	}
 	if err := cmd.run(ctx, env, args[1:]); err != nil {
@@ -77,7 +78,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	return 0
 }
 
-func usage(w io.Writer, cmds map[string]command) {
+func printUsage(w io.Writer, cmds map[string]command) {
 	fmt.Fprintln(w, "usage: stackbill <command> [flags]\n\ncommands:")
 	names := make([]string, 0, len(cmds))
 	for n := range cmds {

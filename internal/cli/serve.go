@@ -16,6 +16,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	role := fs.String("role", "all", "services to run: all, commerce or stack")
 	dirURL := fs.String("directory-url", "", "resolve the partner directory through this HTTP endpoint instead of the database")
 	dirTimeout := fs.Duration("directory-timeout", 5*time.Second, "bound on each remote directory lookup")
+	providerSub := fs.String("provider-subscription", "", "the stack's provider subscription ID (default: generated once and kept)")
 	pageSize := fs.Int("page-size", 100, "default page size of ARM list operations")
 	maxBody := fs.Int64("max-body-bytes", 1<<20, "largest accepted request body")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -39,7 +40,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	app, err := Build(ctx, Options{
 		DB: *dbFlag, Role: *role, OperatorToken: env.Getenv("STACKBILL_OPERATOR_TOKEN"),
 		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"), DirectoryTimeout: *dirTimeout,
-		PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
+		ProviderSubscription: *providerSub, PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
 	})
 	if err != nil {
 		return err
@@ -63,6 +64,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(env.Stderr, "stackbill %s listening on http://%s (role %s, clock %s)\n", Version, ln.Addr(), *role, describeClock(clk))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	go purgeLoop(ctx, app)
 	select {
 	case err := <-errc:
 		return err
@@ -93,5 +95,42 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "%s schema version %d\n", app.DB.Dialect, v)
+	return nil
+}
+
+// purgeLoop forgets usage idempotency keys past their retention, hourly.
+func purgeLoop(ctx context.Context, app *App) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := app.Usage.PurgeExpiredKeys(ctx); err != nil && ctx.Err() == nil {
+			app.Logger.Error("purge usage idempotency keys", "err", err)
+		} else if n > 0 {
+			app.Logger.Info("purged usage idempotency keys", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func runStack(ctx context.Context, env Env, args []string) error {
+	verb, rest, err := subcommand(args, "info")
+	if err != nil {
+		return err
+	}
+	fs := newFlags(env, "stack "+verb)
+	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	app, err := Build(ctx, Options{DB: *dbFlag})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	fmt.Fprintf(env.Stdout, "provider subscription  %s\n", app.Tenancy.Provider())
 	return nil
 }

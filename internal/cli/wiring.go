@@ -16,8 +16,11 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/httpapi"
+	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/tenancy"
+	"github.com/stackbill/stackbill/internal/usage"
 )
 
 // Options configures a stackbill instance.
@@ -30,9 +33,12 @@ type Options struct {
 	// DirectoryTimeout bounds each remote directory lookup (default 5s).
 	DirectoryTimeout time.Duration
 	PageSize         int
-	MaxBodyBytes     int64
-	Clock            *clock.Clock
-	Logger           *slog.Logger
+	// ProviderSubscription is the stack's provider subscription; empty
+	// generates one on first start and keeps it.
+	ProviderSubscription string
+	MaxBodyBytes         int64
+	Clock                *clock.Clock
+	Logger               *slog.Logger
 }
 
 // App is a wired stackbill instance.
@@ -43,6 +49,9 @@ type App struct {
 	Auth          *auth.Service
 	Directory     *directory.Service
 	Registrations *registration.Service
+	Tenancy       *tenancy.Service
+	Meters        *meter.Catalogue
+	Usage         *usage.Service
 	Handler       http.Handler
 }
 
@@ -86,13 +95,26 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		}
 		resolver = rr
 	}
+	provider, err := tenancy.ProviderSubscription(ctx, db, o.ProviderSubscription)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	ten := tenancy.NewService(db, o.Clock, provider)
+	meters, err := meter.NewCatalogue(ctx, db, o.Clock)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	use := usage.NewService(db, o.Clock, meters, ten)
 	authSvc := auth.NewService(db, o.Clock, o.OperatorToken)
 	regs := registration.NewService(db, resolver, o.Clock)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	h := httpapi.New(httpapi.Config{Role: o.Role, PageSize: o.PageSize, MaxBodyBytes: o.MaxBodyBytes, DBDescription: string(db.Dialect)},
-		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs})
-	return &App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Handler: h}, nil
+		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
+			Tenancy: ten, Meters: meters, Usage: use})
+	return &App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use, Handler: h}, nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

@@ -10,6 +10,11 @@ import (
 var (
 	commerceRoles = []auth.Role{auth.RoleOperator, auth.RolePartner, auth.RoleReseller}
 	operatorOnly  = []auth.Role{auth.RoleOperator}
+	// The commerce operator's token also acts as the stack operator when the
+	// process runs the stack role (STACKBILL_OPERATOR_TOKEN).
+	stackOperators = []auth.Role{auth.RoleStackOperator, auth.RoleOperator}
+	usageWriters   = []auth.Role{auth.RoleUsageWriter, auth.RoleStackOperator, auth.RoleOperator}
+	usageReaders   = []auth.Role{auth.RoleTenant, auth.RoleStackOperator, auth.RoleOperator}
 )
 
 // buildRoutes lists every route stackbill serves, in one place. /healthz and
@@ -23,6 +28,9 @@ func (s *Server) buildRoutes() []route {
 	)
 	r := func(name, method, pattern string, roles []auth.Role, h handlerFunc) route {
 		return route{name: name, method: method, pattern: arm.NewPattern(pattern), roles: roles, service: "commerce", h: h}
+	}
+	st := func(name, method, pattern string, roles []auth.Role, h handlerFunc) route {
+		return route{name: name, method: method, pattern: arm.NewPattern(pattern), roles: roles, service: "stack", h: h}
 	}
 	return []route{
 		// Microsoft.AzureStack (ARM), api-versions 2017-06-01, 2020-06-01-preview, 2022-06-01.
@@ -61,6 +69,24 @@ func (s *Server) buildRoutes() []route {
 		r("Registrations_Approve", "POST", "v1/registrations/approve", operatorOnly, s.approval(true)),
 		r("Registrations_RevokeApproval", "POST", "v1/registrations/revoke-approval", operatorOnly, s.approval(false)),
 		r("Registrations_History", "GET", "v1/registrations/history", commerceRoles, s.registrationHistory),
+
+		// Stack: local tenancy (Microsoft.Subscriptions.Admin, api-version 2015-11-01).
+		st("DirectoryTenants_List", "GET", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants", stackOperators, s.listDirectoryTenants),
+		st("DirectoryTenants_Get", "GET", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants/{name}", stackOperators, s.getDirectoryTenant),
+		st("DirectoryTenants_CreateOrUpdate", "PUT", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants/{name}", stackOperators, s.putDirectoryTenant),
+		st("Subscriptions_List", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions", stackOperators, s.listUserSubscriptions),
+		st("Subscriptions_Get", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions/{id}", stackOperators, s.getUserSubscription),
+		st("Subscriptions_CreateOrUpdate", "PUT", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions/{id}", stackOperators, s.putUserSubscription),
+		st("Subscriptions_Delete", "DELETE", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions/{id}", stackOperators, s.deleteUserSubscription),
+		st("Subscriptions_History", "GET", "v1/stack/subscriptions/{id}/history", stackOperators, s.userSubscriptionHistory),
+		st("Stack_Info", "GET", "v1/stack/info", stackOperators, s.stackInfo),
+
+		// Stack: meters, intake and the usage APIs (api-version 2015-06-01-preview).
+		st("Meters_List", "GET", "v1/meters", nil, s.listMeters),
+		st("Meters_Put", "PUT", "v1/meters/{id}", stackOperators, s.putMeter),
+		st("Usage_PostEvents", "POST", "v1/usage/events", usageWriters, s.postUsageEvents),
+		st("UsageAggregates_List", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Commerce/UsageAggregates", usageReaders, s.usageAggregates(false)),
+		st("SubscriberUsageAggregates_List", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates", stackOperators, s.usageAggregates(true)),
 
 		{name: "WhoAmI", method: "GET", pattern: arm.NewPattern("v1/whoami"), h: s.whoami, service: ""},
 	}

@@ -27,7 +27,10 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/tenancy"
+	"github.com/stackbill/stackbill/internal/usage"
 )
 
 // Authenticator checks bearer tokens.
@@ -60,6 +63,9 @@ type Deps struct {
 	Auth          Authenticator
 	Directory     *directory.Service
 	Registrations *registration.Service
+	Tenancy       *tenancy.Service
+	Meters        *meter.Catalogue
+	Usage         *usage.Service
 }
 
 // Server is the HTTP handler.

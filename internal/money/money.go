@@ -1,0 +1,132 @@
+// Package money holds stackbill's exact decimal numbers: usage quantities now,
+// prices and amounts later. Nothing in stackbill uses float64 for either.
+//
+// One decimal library (shopspring/decimal, arbitrary precision) sits behind
+// these types, so it can be swapped without touching callers. Quantities
+// travel as JSON numbers (Azure's usage APIs and SDKs expect a number) but are
+// parsed from either a number or a string without going through float64, and
+// are stored as canonical decimal TEXT.
+package money
+
+import (
+	"bytes"
+	"database/sql/driver"
+	"fmt"
+	"strings"
+
+	"github.com/shopspring/decimal"
+)
+
+// Quantity is an exact decimal amount of some unit.
+type Quantity struct{ d decimal.Decimal }
+
+// Zero is the zero quantity.
+var Zero = Quantity{}
+
+// ParseQuantity parses a decimal string such as "12.5", "-0.001" or "1e3".
+func ParseQuantity(s string) (Quantity, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Quantity{}, fmt.Errorf("empty quantity")
+	}
+	d, err := decimal.NewFromString(s)
+	if err != nil {
+		return Quantity{}, fmt.Errorf("%q is not a decimal number", s)
+	}
+	return Quantity{d}, nil
+}
+
+// MustQuantity parses s and panics on error; for constants and tests.
+func MustQuantity(s string) Quantity {
+	q, err := ParseQuantity(s)
+	if err != nil {
+		panic(err)
+	}
+	return q
+}
+
+// FromInt makes a whole quantity.
+func FromInt(n int64) Quantity { return Quantity{decimal.NewFromInt(n)} }
+
+// Add returns q + o.
+func (q Quantity) Add(o Quantity) Quantity { return Quantity{q.d.Add(o.d)} }
+
+// Sub returns q - o.
+func (q Quantity) Sub(o Quantity) Quantity { return Quantity{q.d.Sub(o.d)} }
+
+// Mul returns q × o exactly.
+func (q Quantity) Mul(o Quantity) Quantity { return Quantity{q.d.Mul(o.d)} }
+
+// MulFrac returns q × num / den rounded half-even to places decimal places.
+// Splitting a quantity across hours uses it; callers keep the parts summing
+// exactly to the whole by giving the remainder to the last part.
+func (q Quantity) MulFrac(num, den int64, places int32) Quantity {
+	return Quantity{q.d.Mul(decimal.NewFromInt(num)).DivRound(decimal.NewFromInt(den), places+4).RoundBank(places)}
+}
+
+// Sign is -1, 0 or 1.
+func (q Quantity) Sign() int { return q.d.Sign() }
+
+// Cmp compares q and o.
+func (q Quantity) Cmp(o Quantity) int { return q.d.Cmp(o.d) }
+
+// Equal reports numeric equality (1.0 equals 1).
+func (q Quantity) Equal(o Quantity) bool { return q.d.Equal(o.d) }
+
+// String is the canonical decimal text, without exponent or trailing zeros.
+func (q Quantity) String() string { return q.d.String() }
+
+// MarshalJSON writes a JSON number with every digit.
+func (q Quantity) MarshalJSON() ([]byte, error) { return []byte(q.d.String()), nil }
+
+// UnmarshalJSON accepts a JSON number or a string holding one, without
+// passing through float64.
+func (q *Quantity) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if bytes.Equal(b, []byte("null")) {
+		return fmt.Errorf("quantity is null")
+	}
+	s := string(b)
+	if len(b) >= 2 && b[0] == '"' && b[len(b)-1] == '"' {
+		s = string(b[1 : len(b)-1])
+	}
+	p, err := ParseQuantity(s)
+	if err != nil {
+		return err
+	}
+	*q = p
+	return nil
+}
+
+// Value stores a quantity as decimal TEXT in either engine.
+func (q Quantity) Value() (driver.Value, error) { return q.d.String(), nil }
+
+// Scan reads decimal TEXT (or any value the driver returns) exactly.
+func (q *Quantity) Scan(src any) error {
+	switch v := src.(type) {
+	case string:
+		return q.set(v)
+	case []byte:
+		return q.set(string(v))
+	case int64:
+		*q = FromInt(v)
+		return nil
+	case nil:
+		*q = Zero
+		return nil
+	}
+	return fmt.Errorf("money: cannot scan %T into Quantity", src)
+}
+
+func (q *Quantity) set(s string) error {
+	p, err := ParseQuantity(s)
+	if err != nil {
+		return err
+	}
+	*q = p
+	return nil
+}
+
+// Float64 is for display and for clients whose type is float64 (the Azure
+// SDK's quantity). Never use it for arithmetic.
+func (q Quantity) Float64() float64 { f, _ := q.d.Float64(); return f }

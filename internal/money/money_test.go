@@ -1,0 +1,42 @@
+package money
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestQuantityJSONKeepsEveryDigit(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{`12345678901234567890.123456789012345678`, `"0.1"`, `"1e-12"`, `7`} {
+		var q Quantity
+		if err := json.Unmarshal([]byte(in), &q); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		out, _ := json.Marshal(q)
+		var back Quantity
+		if err := json.Unmarshal(out, &back); err != nil || !back.Equal(q) {
+			t.Fatalf("%s -> %s -> %v", in, out, back)
+		}
+	}
+	var q Quantity
+	for _, bad := range []string{`"abc"`, `null`, `true`, `""`} {
+		if err := json.Unmarshal([]byte(bad), &q); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+func TestMulFracPartsSumExactly(t *testing.T) {
+	t.Parallel()
+	// 10 split over 3 equal parts: two rounded parts plus the remainder.
+	total := MustQuantity("10")
+	a := total.MulFrac(1, 3, 12)
+	b := total.MulFrac(1, 3, 12)
+	c := total.Sub(a).Sub(b)
+	if !a.Add(b).Add(c).Equal(total) || a.String() != "3.333333333333" {
+		t.Fatalf("parts %s %s %s", a, b, c)
+	}
+	if MustQuantity("0.1").Add(MustQuantity("0.2")).String() != "0.3" {
+		t.Fatal("0.1 + 0.2 != 0.3")
+	}
+}
