@@ -133,8 +133,7 @@ func RunRegistrationBench(ctx context.Context, app *App, operatorToken string, c
 	var wg sync.WaitGroup
 	var bar *progressbar.ProgressBar
 	if progress != nil {
-		bar = progressbar.NewOptions64(int64(d/time.Second), progressbar.OptionSetWriter(progress), progressbar.OptionSetDescription("customerSubscriptions PUT+GET"),
-			progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
+		bar = newProgress(progress, int64(d/time.Second), "customerSubscriptions PUT+GET")
 	}
 	stopBar := make(chan struct{})
 	go func() {

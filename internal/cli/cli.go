@@ -37,6 +37,7 @@ func commands() map[string]command {
 		"directory":    {"manage the partner directory (directory import|partner|customer|subscription)", runDirectory},
 		"registration": {"manage Microsoft.AzureStack registrations (registration create|get|list|update|delete|approve|revoke-approval|history|enable-remote-management)", runRegistration},
 		"tenant":       {"map end-customer tenants to CSP subscriptions on a registration (tenant add|show|list|remove)", runTenant},
+		"simulate":     {"play the resource providers: tenants, subscriptions and realistic usage (backfill and real time)", runSimulate},
 		"stack":        {"stack-side information (stack info)", runStack},
 		"bench":        {"measure throughput and latency (bench registration)", runBench},
 		"version":      {"print the version", runVersion},

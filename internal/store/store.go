@@ -182,6 +182,9 @@ func sqliteDSNs(dsn string) (string, string, error) {
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
+	// Usage intake dirties pages all over the record and idempotency
+	// indexes; the default 2 MB cache spills them to the WAL mid-transaction.
+	q.Add("_pragma", "cache_size(-65536)")
 	base := "file:" + dsn + "?" + q.Encode()
 	return base + "&_txlock=immediate", base, nil
 }

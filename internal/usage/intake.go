@@ -30,6 +30,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -370,7 +372,7 @@ func (s *Service) Ingest(ctx context.Context, events []*Event, rejected []Reject
 			res.Rejected = append(res.Rejected, Rejection{Index: i, ID: e.ID, Reason: err.Error()})
 			continue
 		}
-		dk := e.Source + "\x00" + e.ID
+		dk := dedupKey(e.Source, e.ID)
 		if inBatch[dk] {
 			res.Duplicates++
 			continue
@@ -436,6 +438,15 @@ func (s *Service) Ingest(ctx context.Context, events []*Event, rejected []Reject
 	return res, nil
 }
 
+// dedupKey is the stored idempotency key of an event: 16 bytes of SHA-256 of
+// its source and ID, hex encoded. Short keys keep the index small (a third of
+// the pages of the raw IDs); at 128 bits a collision among even 10^12 events
+// has probability below 10^-14.
+func dedupKey(source, id string) string {
+	h := sha256.Sum256([]byte(source + "\x00" + id))
+	return hex.EncodeToString(h[:16])
+}
+
 // insertDedup inserts idempotency keys and reports, per item, whether its
 // key was new. Keys already present are duplicates of earlier batches.
 func insertDedup[T any](ctx context.Context, tx *store.Tx, items []T, key func(T) string, expires int64) ([]bool, error) {
@@ -479,19 +490,15 @@ func insertDedup[T any](ctx context.Context, tx *store.Tx, items []T, key func(T
 }
 
 // addRecords adds quantities to the hourly records of the open reported hour.
-// PostgreSQL adds in SQL (NUMERIC arithmetic is exact and concurrent
-// transactions then cannot lose each other's additions); SQLite, whose SUM
-// and + would go through floating point, reads the current values and writes
-// exact sums, which is safe because its single writer serialises intake.
+// PostgreSQL adds in SQL (NUMERIC arithmetic is exact, and concurrent
+// transactions then cannot lose each other's additions). SQLite, whose + would
+// go through floating point, inserts the new records first and then adds to
+// the ones that already existed by reading and writing exact sums; that is
+// safe because its single writer serialises intake.
 func (s *Service) addRecords(ctx context.Context, tx *store.Tx, reportedHour int64, order []recordKey, groups map[recordKey]*recordVal) error {
 	const chunk = 200
 	for start := 0; start < len(order); start += chunk {
 		keys := order[start:min(start+chunk, len(order))]
-		if s.db.Dialect == store.SQLite {
-			if err := s.addExisting(ctx, tx, reportedHour, keys, groups); err != nil {
-				return err
-			}
-		}
 		var sb strings.Builder
 		args := make([]any, 0, 11*len(keys))
 		sb.WriteString(`INSERT INTO usage_records (subscription_id, meter_key, instance, usage_hour_us, reported_hour_us, quantity, events, resource_uri, location, tags, additional_info) VALUES `)
@@ -503,53 +510,61 @@ func (s *Service) addRecords(ctx context.Context, tx *store.Tx, reportedHour int
 			v := groups[k]
 			args = append(args, k.sub, k.meter, k.instance, k.hour, reportedHour, v.qty.String(), v.events, v.resourceURI, v.location, v.tags, v.addl)
 		}
-		sb.WriteString(` ON CONFLICT (subscription_id, meter_key, instance, usage_hour_us, reported_hour_us) DO UPDATE SET `)
+		sb.WriteString(` ON CONFLICT (subscription_id, meter_key, instance, usage_hour_us, reported_hour_us) `)
 		if s.db.Dialect == store.Postgres {
-			sb.WriteString(`quantity = (usage_records.quantity::numeric + excluded.quantity::numeric)::text, events = usage_records.events + excluded.events, `)
-		} else {
-			sb.WriteString(`quantity = excluded.quantity, events = excluded.events, `)
+			sb.WriteString(`DO UPDATE SET quantity = (usage_records.quantity::numeric + excluded.quantity::numeric)::text, events = usage_records.events + excluded.events,
+				resource_uri = excluded.resource_uri, location = excluded.location, tags = excluded.tags, additional_info = excluded.additional_info`)
+			if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+				return fmt.Errorf("store usage records: %w", err)
+			}
+			continue
 		}
-		sb.WriteString(`resource_uri = excluded.resource_uri, location = excluded.location, tags = excluded.tags, additional_info = excluded.additional_info`)
-		if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+		sb.WriteString(`DO NOTHING RETURNING subscription_id, meter_key, instance, usage_hour_us`)
+		rows, err := tx.QueryContext(ctx, sb.String(), args...)
+		if err != nil {
 			return fmt.Errorf("store usage records: %w", err)
+		}
+		inserted := make(map[recordKey]bool, len(keys))
+		for rows.Next() {
+			var k recordKey
+			if err := rows.Scan(&k.sub, &k.meter, &k.instance, &k.hour); err != nil {
+				rows.Close()
+				return err
+			}
+			inserted[k] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if inserted[k] {
+				continue
+			}
+			if err := s.addToExisting(ctx, tx, reportedHour, k, groups[k]); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// addExisting folds the stored quantities of the open reported hour into the
-// groups about to be written (SQLite only).
-func (s *Service) addExisting(ctx context.Context, tx *store.Tx, reportedHour int64, keys []recordKey, groups map[recordKey]*recordVal) error {
-	var sb strings.Builder
-	args := make([]any, 0, 4*len(keys)+1)
-	sb.WriteString(`SELECT subscription_id, meter_key, instance, usage_hour_us, quantity, events FROM usage_records WHERE reported_hour_us = ? AND (subscription_id, meter_key, instance, usage_hour_us) IN (VALUES `)
-	args = append(args, reportedHour)
-	for i, k := range keys {
-		if i > 0 {
-			sb.WriteString(", ")
-		}
-		sb.WriteString("(?, ?, ?, ?)")
-		args = append(args, k.sub, k.meter, k.instance, k.hour)
+// addToExisting adds v to a record that already exists (SQLite only).
+func (s *Service) addToExisting(ctx context.Context, tx *store.Tx, reportedHour int64, k recordKey, v *recordVal) error {
+	var q money.Quantity
+	var n int64
+	if err := tx.QueryRowContext(ctx, `SELECT quantity, events FROM usage_records
+		WHERE subscription_id = ? AND meter_key = ? AND instance = ? AND usage_hour_us = ? AND reported_hour_us = ?`,
+		k.sub, k.meter, k.instance, k.hour, reportedHour).Scan(&q, &n); err != nil {
+		return fmt.Errorf("read usage record: %w", err)
 	}
-	sb.WriteString(")")
-	rows, err := tx.QueryContext(ctx, sb.String(), args...)
+	_, err := tx.ExecContext(ctx, `UPDATE usage_records SET quantity = ?, events = ?, resource_uri = ?, location = ?, tags = ?, additional_info = ?
+		WHERE subscription_id = ? AND meter_key = ? AND instance = ? AND usage_hour_us = ? AND reported_hour_us = ?`,
+		q.Add(v.qty).String(), n+v.events, v.resourceURI, v.location, v.tags, v.addl, k.sub, k.meter, k.instance, k.hour, reportedHour)
 	if err != nil {
-		return fmt.Errorf("read usage records: %w", err)
+		return fmt.Errorf("update usage record: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var k recordKey
-		var q money.Quantity
-		var n int64
-		if err := rows.Scan(&k.sub, &k.meter, &k.instance, &k.hour, &q, &n); err != nil {
-			return err
-		}
-		if v := groups[k]; v != nil {
-			v.qty = v.qty.Add(q)
-			v.events += n
-		}
-	}
-	return rows.Err()
+	return nil
 }
 
 // PurgeExpiredKeys forgets idempotency keys older than the retention.
