@@ -229,11 +229,12 @@ func (s *Server) postUsageEvents(w http.ResponseWriter, r *http.Request, p auth.
 	if p.Role == auth.RoleStackOperator && p.SubscriptionID != "" {
 		return arm.Forbidden(p.Actor(), "usage/write", "/v1/usage/events")
 	}
+	contentType := r.Header.Get("Content-Type")
 	body, err := readUsageBody(w, r, 32*s.cfg.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
-	events, rej, err := usage.Parse(usage.FormatOf(r.Header.Get("Content-Type"), body), body)
+	events, rej, err := usage.Parse(usage.FormatOf(contentType, body), body)
 	if err != nil {
 		return err
 	}

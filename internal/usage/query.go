@@ -121,6 +121,9 @@ func (s *Service) Aggregates(ctx context.Context, q Query) ([]Aggregate, *Cursor
 	for si := startSub; si < len(q.Subscriptions); si++ {
 		sub := q.Subscriptions[si]
 		pos := []any{"", "", int64(-1 << 62), int64(-1 << 62)}
+		if !q.ShowDetails {
+			pos = []any{"", int64(-1 << 62), "", int64(-1 << 62)}
+		}
 		if q.After != nil && q.After.Sub == sub {
 			pos = []any{q.After.Meter, q.After.Instance, q.After.Hour, q.After.Reported}
 			if !q.ShowDetails {
