@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -208,3 +209,5 @@ func errCode(body string) string {
 var _ = directory.Created
 
 func base64JSON(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func fmtFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
