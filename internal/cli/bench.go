@@ -5,10 +5,15 @@ import (
 )
 
 func runBench(ctx context.Context, env Env, args []string) error {
-	verb, rest, err := subcommand(args, "registration")
+	verb, rest, err := subcommand(args, "registration", "intake", "usage-api")
 	if err != nil {
 		return err
 	}
-	_ = verb
+	switch verb {
+	case "intake":
+		return benchIntake(ctx, env, rest)
+	case "usage-api":
+		return benchUsageAPI(ctx, env, rest)
+	}
 	return benchRegistration(ctx, env, rest)
 }

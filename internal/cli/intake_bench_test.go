@@ -48,3 +48,25 @@ func BenchmarkIntake(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkUsageAPI times pages of hourly usage for a subscription with 100
+// resources over 30 days. One op walks every page once.
+func BenchmarkUsageAPI(b *testing.B) {
+	for _, backend := range storetest.Backends {
+		b.Run(backend, func(b *testing.B) {
+			token := "bench-" + randomGUID()
+			app, err := Build(context.Background(), Options{DB: storetest.DSN(b, backend), OperatorToken: token})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer app.Close()
+			b.ResetTimer()
+			res, err := RunUsageAPIBench(context.Background(), app, token, 100, 30, b.N, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(res.P50.Microseconds()), "p50-µs")
+			b.ReportMetric(float64(res.P99.Microseconds()), "p99-µs")
+		})
+	}
+}

@@ -101,15 +101,26 @@ func checkTokenScope(ctx context.Context, app *App, role auth.Role, partner stri
 		if role == auth.RolePartner && p.Type == directory.IndirectReseller {
 			return usagef("partner %q is an IndirectReseller; create a reseller token for it", partner)
 		}
-	case auth.RoleTenant:
+	case auth.RoleTenant, auth.RoleStackOperator:
+		if *subscription == "" {
+			if role == auth.RoleTenant {
+				return usagef("--role tenant needs --subscription GUID (the user subscription it may read)")
+			}
+			return nil // the whole stack
+		}
 		id, ok := arm.CanonicalGUID(*subscription)
 		if !ok {
-			return usagef("--role tenant needs --subscription GUID")
+			return usagef("--subscription %q is not a GUID", *subscription)
+		}
+		if _, exists, err := app.Tenancy.Lookup(ctx, id); err != nil {
+			return err
+		} else if !exists {
+			return usagef("no user subscription %s on this stack", id)
 		}
 		*subscription = id
 	default:
-		if partner != "" {
-			return usagef("--partner applies only to partner and reseller tokens")
+		if partner != "" || *subscription != "" {
+			return usagef("--partner and --subscription do not apply to %s tokens", role)
 		}
 	}
 	return nil

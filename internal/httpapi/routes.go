@@ -74,6 +74,7 @@ func (s *Server) buildRoutes() []route {
 		st("DirectoryTenants_List", "GET", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants", stackOperators, s.listDirectoryTenants),
 		st("DirectoryTenants_Get", "GET", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants/{name}", stackOperators, s.getDirectoryTenant),
 		st("DirectoryTenants_CreateOrUpdate", "PUT", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants/{name}", stackOperators, s.putDirectoryTenant),
+		st("DirectoryTenants_Delete", "DELETE", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants/{name}", stackOperators, s.deleteDirectoryTenant),
 		st("Subscriptions_List", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions", stackOperators, s.listUserSubscriptions),
 		st("Subscriptions_Get", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions/{id}", stackOperators, s.getUserSubscription),
 		st("Subscriptions_CreateOrUpdate", "PUT", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions/{id}", stackOperators, s.putUserSubscription),

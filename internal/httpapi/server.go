@@ -165,8 +165,13 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		case status >= 400:
 			level = slog.LevelInfo
 		}
-		s.deps.Logger.Log(r.Context(), level, "request", "request_id", id, "method", r.Method, "route", routeName,
-			"status", status, "duration_ms", float64(elapsed.Microseconds())/1000, "actor", principal.Actor())
+		attrs := []any{"request_id", id, "method", r.Method, "route", routeName, "status", status,
+			"duration_ms", float64(elapsed.Microseconds()) / 1000, "actor", principal.Actor()}
+		if s.deps.Clock.Simulated() {
+			// A simulated clock must be plain in every line that cites time.
+			attrs = append(attrs, "simulated_time", s.deps.Clock.Now().Format(time.RFC3339))
+		}
+		s.deps.Logger.Log(r.Context(), level, "request", attrs...)
 	}()
 
 	switch r.URL.Path {

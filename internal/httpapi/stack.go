@@ -102,6 +102,14 @@ func (s *Server) listDirectoryTenants(w http.ResponseWriter, r *http.Request, p 
 	return nil
 }
 
+func (s *Server) deleteDirectoryTenant(w http.ResponseWriter, r *http.Request, p auth.Principal, params map[string]string) error {
+	if err := subscriptionsAdminVersion(r); err != nil {
+		return err
+	}
+	existed, err := s.deps.Tenancy.DeleteDirectoryTenant(r.Context(), p, params["subscriptionId"], params["name"])
+	return writeDeleted(w, existed, err)
+}
+
 type userSubscriptionJSON struct {
 	ID         string               `json:"id"`
 	Name       string               `json:"name"`
@@ -285,7 +293,7 @@ func toUsageAggregateJSON(a usage.Aggregate, g usage.Granularity, admin, details
 		ns, typ = "Microsoft.Commerce.Admin", "Microsoft.Commerce.Admin/UsageAggregate"
 	}
 	mk, _ := meter.Normalize(a.Meter.ID)
-	out.Name = fmt.Sprintf("%s_%s_%s_%s", g, mk, a.Start.Format("20060102_15"), usage.Fingerprint(a.Instance))
+	out.Name = string(g) + "_" + mk + "_" + a.Start.Format("20060102_15") + "_" + usage.InstanceTag(a.Instance)
 	out.ID = "/subscriptions/" + a.SubscriptionID + "/providers/" + ns + "/UsageAggregates/" + out.Name
 	out.Type = typ
 	p := &out.Properties
@@ -296,13 +304,24 @@ func toUsageAggregateJSON(a usage.Aggregate, g usage.Granularity, admin, details
 	p.Quantity = a.Quantity
 	p.InfoFields = map[string]string{}
 	if details {
-		inst := map[string]any{"Microsoft.Resources": map[string]any{
-			"resourceUri": a.ResourceURI, "location": a.Location, "tags": rawOrNull(a.Tags), "additionalInfo": rawOrNull(a.AdditionalInfo)}}
-		b, _ := json.Marshal(inst)
+		b, _ := json.Marshal(instanceData{Resources: instanceResources{ResourceURI: a.ResourceURI, Location: a.Location,
+			Tags: rawOrNull(a.Tags), AdditionalInfo: rawOrNull(a.AdditionalInfo)}})
 		str := string(b)
 		p.InstanceData = &str
 	}
 	return out
+}
+
+// instanceData is Azure's instance detail document, sent as a string of JSON.
+type instanceData struct {
+	Resources instanceResources `json:"Microsoft.Resources"`
+}
+
+type instanceResources struct {
+	ResourceURI    string          `json:"resourceUri"`
+	Location       string          `json:"location"`
+	Tags           json.RawMessage `json:"tags"`
+	AdditionalInfo json.RawMessage `json:"additionalInfo"`
 }
 
 func rawOrNull(r json.RawMessage) json.RawMessage {

@@ -175,6 +175,33 @@ func (s *Service) GetDirectoryTenant(ctx context.Context, p auth.Principal, prov
 	return t, err
 }
 
+// DeleteDirectoryTenant offboards a directory that no subscription names as
+// its owner any more.
+func (s *Service) DeleteDirectoryTenant(ctx context.Context, p auth.Principal, providerSub, name string) (bool, error) {
+	t, err := s.GetDirectoryTenant(ctx, p, providerSub, name)
+	if err != nil {
+		if e, ok := arm.As(err); ok && e.Status == http.StatusNotFound {
+			return false, nil
+		}
+		return false, err
+	}
+	if dp, _ := s.scope(p, providerSub); dp != "" {
+		return false, arm.Forbidden(p.Actor(), "Microsoft.Subscriptions.Admin/directoryTenants/delete", "/subscriptions/"+dp)
+	}
+	err = s.db.Write(ctx, func(tx *store.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM user_subscriptions WHERE tenant_id = ? AND state <> 'Deleted'`, t.TenantID).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return arm.Errorf(http.StatusBadRequest, "DirectoryTenantInUse", "The directory tenant %s still owns %d subscriptions; delete them first.", t.TenantID, n)
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM directory_tenants WHERE tenant_id = ?`, t.TenantID)
+		return err
+	})
+	return err == nil, err
+}
+
 func validState(s string) (string, bool) {
 	for _, st := range states {
 		if strings.EqualFold(st, s) {

@@ -5,7 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
+	"hash/fnv"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,6 +52,14 @@ type Cursor struct {
 func Fingerprint(parts ...string) string {
 	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
 	return hex.EncodeToString(h[:8])
+}
+
+// InstanceTag is a short stable tag of a resource instance, for resource
+// names; it is not a security boundary.
+func InstanceTag(instance string) string {
+	h := fnv.New64a()
+	h.Write([]byte(instance))
+	return strconv.FormatUint(h.Sum64(), 36)
 }
 
 // Aggregate is one usage bucket of one subscription, meter and (with details)
@@ -101,7 +110,11 @@ func (s *Service) Aggregates(ctx context.Context, q Query) ([]Aggregate, *Cursor
 	orderBy := strings.Join(order, ", ")
 	var out []Aggregate
 	var cur *Aggregate
-	var curKey string
+	type groupKey struct {
+		meter, instance string
+		bucket          int64
+	}
+	var curKey groupKey
 	var last row
 	emit := func() {
 		if cur != nil {
@@ -152,7 +165,7 @@ func (s *Service) Aggregates(ctx context.Context, q Query) ([]Aggregate, *Cursor
 					inst = ""
 				}
 				b := bucket(r.hour)
-				key := r.meter + "\x00" + inst + "\x00" + fmt.Sprint(b.Unix())
+				key := groupKey{r.meter, inst, b.Unix()}
 				if cur != nil && key != curKey {
 					emit()
 					if len(out) == q.Limit {

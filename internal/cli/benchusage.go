@@ -1,0 +1,230 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/simulate"
+	"github.com/stackbill/stackbill/internal/tenancy"
+	"github.com/stackbill/stackbill/internal/usage"
+)
+
+// serveLoopback serves app on a loopback port until the returned stop runs.
+func serveLoopback(app *App) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: app.Handler}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// IntakeBenchResult is what the intake benchmark measured.
+type IntakeBenchResult struct {
+	Events   int
+	Duration time.Duration
+}
+
+// RunIntakeBench posts n simulator events over loopback HTTP as NDJSON
+// batches of 1,000, durable and deduplicated.
+func RunIntakeBench(ctx context.Context, app *App, token string, n int, progress io.Writer) (IntakeBenchResult, error) {
+	base, stop, err := serveLoopback(app)
+	if err != nil {
+		return IntakeBenchResult{}, err
+	}
+	defer stop()
+	c := &client{base: base, token: token, http: &http.Client{Timeout: time.Minute}}
+	w := simulate.New(simulate.Config{Tenants: 50, Seed: 7})
+	if err := c.onboard(ctx, w); err != nil {
+		return IntakeBenchResult{}, err
+	}
+	end := clock.HourStart(app.Clock.Now())
+	var events []usage.Event
+	for h := end.Add(-24 * 30 * time.Hour); len(events) < n && h.Before(end); h = h.Add(time.Hour) {
+		events = append(events, w.Events(h)...)
+	}
+	events = events[:min(n, len(events))]
+	bar := newProgress(progress, int64(len(events)), "intake")
+	start := time.Now()
+	for i := 0; i < len(events); i += 1000 {
+		b := events[i:min(i+1000, len(events))]
+		if _, err := c.postEvents(ctx, b); err != nil {
+			return IntakeBenchResult{}, err
+		}
+		if bar != nil {
+			_ = bar.Add(len(b))
+		}
+	}
+	return IntakeBenchResult{Events: len(events), Duration: time.Since(start)}, nil
+}
+
+// UsageAPIBenchResult is what the usage API benchmark measured.
+type UsageAPIBenchResult struct {
+	Rows, Requests int
+	P50, P99, Max  time.Duration
+}
+
+// RunUsageAPIBench loads a subscription with resources × days × 24 hourly
+// records (reported hour by hour, as a live stack would) and times every page
+// of the hourly usage API, walked passes times.
+func RunUsageAPIBench(ctx context.Context, app *App, token string, resources, days, passes int, progress io.Writer) (UsageAPIBenchResult, error) {
+	clk := app.Clock
+	start := clock.DayStart(clk.Now()).Add(-time.Duration(days) * 24 * time.Hour)
+	sub, tenant := randomGUID(), randomGUID()
+	op := auth.Principal{Role: auth.RoleStackOperator, TokenID: "bench"}
+	if _, _, err := app.Tenancy.PutDirectoryTenant(ctx, op, app.Tenancy.Provider(), tenantDirectory(tenant)); err != nil {
+		return UsageAPIBenchResult{}, err
+	}
+	if _, _, err := app.Tenancy.PutSubscription(ctx, op, app.Tenancy.Provider(), sub, tenantSubscription(tenant)); err != nil {
+		return UsageAPIBenchResult{}, err
+	}
+	bar := newProgress(progress, int64(days*24), "loading usage hours")
+	rows := 0
+	for h := 0; h < days*24; h++ {
+		hs := start.Add(time.Duration(h) * time.Hour)
+		events := make([]*usage.Event, 0, resources)
+		for r := 0; r < resources; r++ {
+			q := money.FromInt(int64(1 + r%8))
+			e, ee := hs, hs.Add(time.Hour)
+			events = append(events, &usage.Event{ID: fmt.Sprintf("%s-%d-%d", sub, r, h), SubscriptionID: sub, MeterID: simulate.MeterBaseVM, Quantity: &q,
+				StartTime: &e, EndTime: &ee, ResourceURI: fmt.Sprintf("/subscriptions/%s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm%03d", sub, r), Location: "local"})
+		}
+		if _, err := app.Usage.IngestAt(ctx, hs.Add(time.Hour), events); err != nil {
+			return UsageAPIBenchResult{}, err
+		}
+		rows += resources
+		if bar != nil {
+			_ = bar.Add(1)
+		}
+	}
+	base, stop, err := serveLoopback(app)
+	if err != nil {
+		return UsageAPIBenchResult{}, err
+	}
+	defer stop()
+	hc := &http.Client{Timeout: time.Minute}
+	first := "/subscriptions/" + sub + "/providers/Microsoft.Commerce/UsageAggregates?api-version=2015-06-01-preview&aggregationGranularity=Hourly&reportedStartTime=" +
+		start.Format(time.RFC3339) + "&reportedEndTime=" + start.Add(time.Duration(days)*24*time.Hour+time.Hour).Format(time.RFC3339)
+	var lat []time.Duration
+	for pass := 0; pass < passes; pass++ {
+		for next := first; next != ""; {
+			// Time to the last byte of the page, as a client sees it; the
+			// page is decoded after the clock stops.
+			req, _ := http.NewRequestWithContext(ctx, "GET", base+next, nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			t0 := time.Now()
+			resp, err := hc.Do(req)
+			if err != nil {
+				return UsageAPIBenchResult{}, err
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			lat = append(lat, time.Since(t0))
+			if err != nil || resp.StatusCode != 200 {
+				return UsageAPIBenchResult{}, fmt.Errorf("usage API: %d %v %.200s", resp.StatusCode, err, body)
+			}
+			var page struct {
+				NextLink string `json:"nextLink"`
+			}
+			if err := json.Unmarshal(body, &page); err != nil {
+				return UsageAPIBenchResult{}, err
+			}
+			next = strings.TrimPrefix(page.NextLink, base)
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return UsageAPIBenchResult{Rows: rows, Requests: len(lat), P50: lat[len(lat)/2], P99: lat[min(len(lat)-1, len(lat)*99/100)], Max: lat[len(lat)-1]}, nil
+}
+
+func benchTempDB(dsn string) (string, func(), error) {
+	if dsn != "" {
+		return dsn, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "stackbill-bench-")
+	if err != nil {
+		return "", nil, err
+	}
+	return filepath.Join(dir, "bench.db"), func() { os.RemoveAll(dir) }, nil
+}
+
+func benchIntake(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "bench intake")
+	dbFlag := fs.String("db", "", "database to benchmark (default: a fresh SQLite file in a temporary folder)")
+	n := fs.Int("events", 200000, "events to post")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dsn, cleanup, err := benchTempDB(*dbFlag)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	token := "bench-" + randomGUID()
+	app, err := Build(ctx, Options{DB: dsn, OperatorToken: token})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	res, err := RunIntakeBench(ctx, app, token, *n, env.Stderr)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "usage intake on %s, NDJSON batches of 1,000 over HTTP, durable and deduplicated\n", app.DB.Dialect)
+	fmt.Fprintln(tw, "EVENTS\tSECONDS\tEVENTS/S")
+	fmt.Fprintf(tw, "%d\t%.2f\t%.0f\n", res.Events, res.Duration.Seconds(), float64(res.Events)/res.Duration.Seconds())
+	return tw.Flush()
+}
+
+func benchUsageAPI(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "bench usage-api")
+	dbFlag := fs.String("db", "", "database to benchmark (default: a fresh SQLite file in a temporary folder)")
+	resources := fs.Int("resources", 100, "resources in the subscription")
+	days := fs.Int("days", 30, "days of hourly usage")
+	passes := fs.Int("passes", 3, "times to walk every page")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dsn, cleanup, err := benchTempDB(*dbFlag)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	token := "bench-" + randomGUID()
+	app, err := Build(ctx, Options{DB: dsn, OperatorToken: token})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	res, err := RunUsageAPIBench(ctx, app, token, *resources, *days, *passes, env.Stderr)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "usage API on %s: one page (1,000 rows) of Hourly data, %d resources × %d days = %d records\n", app.DB.Dialect, *resources, *days, res.Rows)
+	fmt.Fprintln(tw, "REQUESTS\tP50\tP99\tMAX")
+	fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", res.Requests, res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), res.Max.Round(time.Microsecond))
+	return tw.Flush()
+}
+
+func tenantDirectory(tenant string) tenancy.DirectoryTenant {
+	return tenancy.DirectoryTenant{Name: tenant, TenantID: tenant}
+}
+
+func tenantSubscription(tenant string) tenancy.Subscription {
+	return tenancy.Subscription{TenantID: tenant, Owner: "bench", OfferID: "bench", DisplayName: "bench"}
+}
