@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -40,8 +41,9 @@ type IntakeBenchResult struct {
 }
 
 // RunIntakeBench posts n simulator events over loopback HTTP as NDJSON
-// batches of 1,000, durable and deduplicated.
-func RunIntakeBench(ctx context.Context, app *App, token string, n int, progress io.Writer) (IntakeBenchResult, error) {
+// batches of 1,000 from clients concurrent producers, durable and
+// deduplicated.
+func RunIntakeBench(ctx context.Context, app *App, token string, n, clients int, progress io.Writer) (IntakeBenchResult, error) {
 	base, stop, err := serveLoopback(app)
 	if err != nil {
 		return IntakeBenchResult{}, err
@@ -59,15 +61,33 @@ func RunIntakeBench(ctx context.Context, app *App, token string, n int, progress
 	}
 	events = events[:min(n, len(events))]
 	bar := newProgress(progress, int64(len(events)), "intake")
+	batches := make(chan []usage.Event)
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
 	start := time.Now()
+	for i := 0; i < max(1, clients); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range batches {
+				if _, err := c.postEvents(ctx, b); err != nil {
+					errs <- err
+					return
+				}
+				if bar != nil {
+					_ = bar.Add(len(b))
+				}
+			}
+		}()
+	}
 	for i := 0; i < len(events); i += 1000 {
-		b := events[i:min(i+1000, len(events))]
-		if _, err := c.postEvents(ctx, b); err != nil {
-			return IntakeBenchResult{}, err
-		}
-		if bar != nil {
-			_ = bar.Add(len(b))
-		}
+		batches <- events[i:min(i+1000, len(events))]
+	}
+	close(batches)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return IntakeBenchResult{}, err
 	}
 	return IntakeBenchResult{Events: len(events), Duration: time.Since(start)}, nil
 }
@@ -165,6 +185,7 @@ func benchIntake(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "bench intake")
 	dbFlag := fs.String("db", "", "database to benchmark (default: a fresh SQLite file in a temporary folder)")
 	n := fs.Int("events", 200000, "events to post")
+	clients := fs.Int("clients", 4, "concurrent producers")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -179,12 +200,12 @@ func benchIntake(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer app.Close()
-	res, err := RunIntakeBench(ctx, app, token, *n, env.Stderr)
+	res, err := RunIntakeBench(ctx, app, token, *n, *clients, env.Stderr)
 	if err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "usage intake on %s, NDJSON batches of 1,000 over HTTP, durable and deduplicated\n", app.DB.Dialect)
+	fmt.Fprintf(tw, "usage intake on %s, NDJSON batches of 1,000 over HTTP from %d producers, durable and deduplicated\n", app.DB.Dialect, *clients)
 	fmt.Fprintln(tw, "EVENTS\tSECONDS\tEVENTS/S")
 	fmt.Fprintf(tw, "%d\t%.2f\t%.0f\n", res.Events, res.Duration.Seconds(), float64(res.Events)/res.Duration.Seconds())
 	return tw.Flush()

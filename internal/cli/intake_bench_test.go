@@ -2,49 +2,28 @@ package cli
 
 import (
 	"context"
-	"net/http/httptest"
 	"testing"
-	"time"
 
-	"github.com/stackbill/stackbill/internal/clock"
-	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
-	"github.com/stackbill/stackbill/internal/usage"
 )
 
-// BenchmarkIntake posts simulator events over HTTP as NDJSON batches of 1,000,
-// durable and deduplicated. One op is one event.
+// BenchmarkIntake posts simulator events over HTTP as NDJSON batches of
+// 1,000 from 4 producers, durable and deduplicated. One op is one event.
 func BenchmarkIntake(b *testing.B) {
 	for _, backend := range storetest.Backends {
 		b.Run(backend, func(b *testing.B) {
-			ctx := context.Background()
-			end := clock.HourStart(time.Now())
 			token := "bench-" + randomGUID()
-			app, err := Build(ctx, Options{DB: storetest.DSN(b, backend), OperatorToken: token})
+			app, err := Build(context.Background(), Options{DB: storetest.DSN(b, backend), OperatorToken: token})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer app.Close()
-			srv := httptest.NewServer(app.Handler)
-			defer srv.Close()
-			c := &client{base: srv.URL, token: token, http: srv.Client()}
-			w := simulate.New(simulate.Config{Tenants: 50, Seed: 7})
-			if err := c.onboard(ctx, w); err != nil {
+			b.ResetTimer()
+			res, err := RunIntakeBench(context.Background(), app, token, b.N, 4, nil)
+			if err != nil {
 				b.Fatal(err)
 			}
-			var events []usage.Event
-			for h := end.Add(-24 * 30 * time.Hour); len(events) < b.N; h = h.Add(time.Hour) {
-				events = append(events, w.Events(h)...)
-			}
-			events = events[:b.N]
-			b.ResetTimer()
-			start := time.Now()
-			for i := 0; i < len(events); i += 1000 {
-				if _, err := c.postEvents(ctx, events[i:min(i+1000, len(events))]); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+			b.ReportMetric(float64(res.Events)/res.Duration.Seconds(), "events/s")
 		})
 	}
 }

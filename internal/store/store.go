@@ -68,6 +68,33 @@ type DB struct {
 	// prepared after it ends: preparing on the one-connection write pool
 	// while the transaction holds that connection would deadlock.
 	pending map[string]bool
+
+	stop, stopped chan struct{} // the SQLite checkpoint loop
+}
+
+// checkpointLoop copies the SQLite WAL into the database file every 250 ms
+// from a reader connection, so writers never pay for it. PASSIVE never
+// blocks readers or the writer; a TRUNCATE now and then keeps the WAL file
+// from growing without bound under constant load.
+func (db *DB) checkpointLoop() {
+	defer close(db.stopped)
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for i := 1; ; i++ {
+		select {
+		case <-db.stop:
+			_, _ = db.read.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+			return
+		case <-t.C:
+		}
+		mode := "PASSIVE"
+		if i%240 == 0 {
+			mode = "TRUNCATE"
+		}
+		if _, err := db.read.Exec(`PRAGMA wal_checkpoint(` + mode + `)`); err != nil && db.logger != nil {
+			db.logger.Warn("sqlite checkpoint", "err", err)
+		}
+	}
 }
 
 // maxCachedStatements bounds the cache: queries built with variable IN lists
@@ -153,8 +180,10 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*DB, error) {
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	return &DB{Dialect: SQLite, write: w, read: r, logger: logger, dsn: dsn,
-		readStmt: map[string]*sql.Stmt{}, writeStmt: map[string]*sql.Stmt{}, pending: map[string]bool{}}, nil
+	db := &DB{Dialect: SQLite, write: w, read: r, logger: logger, dsn: dsn,
+		readStmt: map[string]*sql.Stmt{}, writeStmt: map[string]*sql.Stmt{}, pending: map[string]bool{}, stop: make(chan struct{}), stopped: make(chan struct{})}
+	go db.checkpointLoop()
+	return db, nil
 }
 
 // sqliteDSNs builds the writer and reader DSNs. WAL lets readers run beside
@@ -185,6 +214,9 @@ func sqliteDSNs(dsn string) (string, string, error) {
 	// Usage intake dirties pages all over the record and idempotency
 	// indexes; the default 2 MB cache spills them to the WAL mid-transaction.
 	q.Add("_pragma", "cache_size(-65536)")
+	// Checkpoints run in the background (see checkpointLoop), not inside
+	// the commit that happens to cross the WAL size threshold.
+	q.Add("_pragma", "wal_autocheckpoint(0)")
 	base := "file:" + dsn + "?" + q.Encode()
 	return base + "&_txlock=immediate", base, nil
 }
@@ -202,6 +234,10 @@ func (db *DB) String() string { return string(db.Dialect) + ":" + db.dsn }
 
 // Close closes every pool.
 func (db *DB) Close() error {
+	if db.stop != nil {
+		close(db.stop)
+		<-db.stopped
+	}
 	db.stmtMu.Lock()
 	for _, m := range []map[string]*sql.Stmt{db.readStmt, db.writeStmt} {
 		for _, st := range m {

@@ -427,7 +427,7 @@ func (s *Service) ingest(ctx context.Context, now time.Time, events []*Event, re
 				addl = string(e.AdditionalInfo)
 			}
 			for _, p := range split(total, *e.StartTime, *e.EndTime) {
-				k := recordKey{e.SubscriptionID, a.meterKey, strings.ToLower(e.ResourceURI), clock.Micros(p.hour)}
+				k := recordKey{e.SubscriptionID, a.meterKey, instanceKey(e.ResourceURI), clock.Micros(p.hour)}
 				v := groups[k]
 				if v == nil {
 					v = &recordVal{qty: money.Zero}
@@ -446,6 +446,18 @@ func (s *Service) ingest(ctx context.Context, now time.Time, events []*Event, re
 		return Result{}, err
 	}
 	return res, nil
+}
+
+// instanceKey identifies a resource instance in the record index: 16 bytes
+// of SHA-256 of its lower-cased URI, hex encoded. URIs run to 150 bytes or
+// more; the index stays a third of the size, and the URI itself is kept in the
+// record.
+func instanceKey(resourceURI string) string {
+	if resourceURI == "" {
+		return ""
+	}
+	h := sha256.Sum256([]byte(strings.ToLower(resourceURI)))
+	return hex.EncodeToString(h[:16])
 }
 
 // dedupKey is the stored idempotency key of an event: 16 bytes of SHA-256 of
