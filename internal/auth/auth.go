@@ -60,8 +60,10 @@ func ParseRole(s string) (Role, error) {
 type Principal struct {
 	Role           Role
 	PartnerID      string // partner and reseller roles
-	SubscriptionID string // tenant role
-	TokenID        string
+	SubscriptionID string // tenant role; a delegated provider's stack-operator role
+	// RegistrationUID scopes a bridge credential to one registration.
+	RegistrationUID string
+	TokenID         string
 }
 
 // Actor names the principal in history and audit records. It never contains
@@ -72,6 +74,8 @@ func (p Principal) Actor() string {
 		return fmt.Sprintf("%s:%s/%s", p.Role, p.PartnerID, p.TokenID)
 	case p.SubscriptionID != "":
 		return fmt.Sprintf("%s:%s/%s", p.Role, p.SubscriptionID, p.TokenID)
+	case p.RegistrationUID != "":
+		return fmt.Sprintf("%s:%s/%s", p.Role, p.RegistrationUID, p.TokenID)
 	default:
 		return fmt.Sprintf("%s/%s", p.Role, p.TokenID)
 	}
@@ -162,11 +166,11 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, e
 		return Principal{}, ErrInvalid
 	}
 	var (
-		hash, role, partnerID, subID string
-		expires, revoked             sql.NullInt64
+		hash, role, partnerID, subID, regUID string
+		expires, revoked                     sql.NullInt64
 	)
-	err := s.db.QueryRowContext(ctx, `SELECT hash, role, partner_id, subscription_id, expires_at_us, revoked_at_us FROM tokens WHERE id = ?`, id).
-		Scan(&hash, &role, &partnerID, &subID, &expires, &revoked)
+	err := s.db.QueryRowContext(ctx, `SELECT hash, role, partner_id, subscription_id, registration_uid, expires_at_us, revoked_at_us FROM tokens WHERE id = ?`, id).
+		Scan(&hash, &role, &partnerID, &subID, &regUID, &expires, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Principal{}, ErrInvalid
 	}
@@ -187,7 +191,29 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, e
 	if expires.Valid && !s.clock.Now().Before(clock.FromMicros(expires.Int64)) {
 		return Principal{}, ErrInvalid
 	}
-	return Principal{Role: Role(role), PartnerID: partnerID, SubscriptionID: subID, TokenID: id}, nil
+	return Principal{Role: Role(role), PartnerID: partnerID, SubscriptionID: subID, RegistrationUID: regUID, TokenID: id}, nil
+}
+
+// CreateBridge issues the bridge credential of a registration and revokes the
+// registration's earlier ones: only the most recently activated stack may
+// push usage for it.
+func (s *Service) CreateBridge(ctx context.Context, registrationUID, name string) (string, error) {
+	tok, t, err := s.Create(ctx, RoleBridge, "", "", name, 0)
+	if err != nil {
+		return "", err
+	}
+	err = s.db.Write(ctx, func(tx *store.Tx) error {
+		now := clock.Micros(s.clock.Now())
+		if _, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at_us = ? WHERE registration_uid = ? AND revoked_at_us IS NULL`, now, registrationUID); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE tokens SET registration_uid = ? WHERE id = ?`, registrationUID, t.ID)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return tok, nil
 }
 
 // List returns every stored token's metadata, newest first.

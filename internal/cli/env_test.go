@@ -211,3 +211,7 @@ var _ = directory.Created
 func base64JSON(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func fmtFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+func regKey(sub, rg, name string) registration.Key {
+	return registration.Key{SubscriptionID: sub, ResourceGroup: rg, Name: name}
+}

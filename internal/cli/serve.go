@@ -115,22 +115,3 @@ func purgeLoop(ctx context.Context, app *App) {
 		}
 	}
 }
-
-func runStack(ctx context.Context, env Env, args []string) error {
-	verb, rest, err := subcommand(args, "info")
-	if err != nil {
-		return err
-	}
-	fs := newFlags(env, "stack "+verb)
-	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
-	if err := fs.Parse(rest); err != nil {
-		return err
-	}
-	app, err := Build(ctx, Options{DB: *dbFlag})
-	if err != nil {
-		return err
-	}
-	defer app.Close()
-	fmt.Fprintf(env.Stdout, "provider subscription  %s\n", app.Tenancy.Provider())
-	return nil
-}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/httpapi"
@@ -52,6 +53,7 @@ type App struct {
 	Tenancy       *tenancy.Service
 	Meters        *meter.Catalogue
 	Usage         *usage.Service
+	Signer        *bridge.Signer
 	Handler       http.Handler
 }
 
@@ -109,12 +111,15 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	use := usage.NewService(db, o.Clock, meters, ten)
 	authSvc := auth.NewService(db, o.Clock, o.OperatorToken)
 	regs := registration.NewService(db, resolver, o.Clock)
+	signer := bridge.NewSigner(db)
+	issuer := bridge.NewIssuer(signer, regs, authSvc, o.Clock.Now)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	h := httpapi.New(httpapi.Config{Role: o.Role, PageSize: o.PageSize, MaxBodyBytes: o.MaxBodyBytes, DBDescription: string(db.Dialect)},
 		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
-			Tenancy: ten, Meters: meters, Usage: use})
-	return &App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use, Handler: h}, nil
+			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer})
+	return &App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
+		Signer: signer, Handler: h}, nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

@@ -305,6 +305,18 @@ func (s *Server) enableRemoteManagement(w http.ResponseWriter, r *http.Request, 
 	return nil
 }
 
+func (s *Server) getActivationKey(w http.ResponseWriter, r *http.Request, p auth.Principal, params map[string]string) error {
+	if _, err := azureStackVersion(r); err != nil {
+		return err
+	}
+	key, err := s.deps.Activation.ActivationKey(r.Context(), p, keyOf(params), arm.BaseURL(r))
+	if err != nil {
+		return err
+	}
+	arm.WriteJSON(w, http.StatusOK, map[string]string{"activationKey": key})
+	return nil
+}
+
 type customerSubscriptionJSON struct {
 	ID         string      `json:"id"`
 	Name       string      `json:"name"`

@@ -41,6 +41,7 @@ func (s *Server) buildRoutes() []route {
 		r("Registrations_CreateOrUpdate", "PUT", one, commerceRoles, s.putRegistration),
 		r("Registrations_Update", "PATCH", one, commerceRoles, s.patchRegistration),
 		r("Registrations_Delete", "DELETE", one, commerceRoles, s.deleteRegistration),
+		r("Registrations_GetActivationKey", "POST", one+"/getactivationkey", commerceRoles, s.getActivationKey),
 		r("Registrations_EnableRemoteManagement", "POST", one+"/enableRemoteManagement", commerceRoles, s.enableRemoteManagement),
 		r("CustomerSubscriptions_List", "GET", cs, commerceRoles, s.listCustomerSubscriptions),
 		r("CustomerSubscriptions_Get", "GET", cone, commerceRoles, s.getCustomerSubscription),

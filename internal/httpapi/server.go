@@ -25,6 +25,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/meter"
@@ -66,6 +67,8 @@ type Deps struct {
 	Tenancy       *tenancy.Service
 	Meters        *meter.Catalogue
 	Usage         *usage.Service
+	Activation    *bridge.Issuer
+	Signer        *bridge.Signer
 }
 
 // Server is the HTTP handler.
@@ -178,6 +181,21 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	case "/healthz":
 		routeName = "healthz"
 		s.serveHealth(w, r)
+		return
+	case "/v1/activation/keys":
+		// Commerce's public keys: stacks fetch them to verify an activation
+		// key before they hold any credential, so this is unauthenticated.
+		routeName = "Activation_Keys"
+		if !s.serves("commerce") {
+			arm.WriteError(w, arm.Errorf(http.StatusNotFound, "NotFound", "This instance does not run commerce."))
+			return
+		}
+		keys, err := s.deps.Signer.JWKS(r.Context())
+		if err != nil {
+			s.serveError(w, id, err)
+			return
+		}
+		arm.WriteJSON(w, http.StatusOK, keys)
 		return
 	}
 

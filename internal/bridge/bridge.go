@@ -1,0 +1,327 @@
+// Package bridge connects a stack to commerce, as Azure Stack's Azure Bridge
+// does: the stack's registration token, commerce's signed activation key, and
+// the stack's activation.
+//
+// The handshake:
+//  1. the stack prints a registration token: base64 JSON with its cloudId
+//     (CloudDeploymentID, generated once and kept), objectId and billing model;
+//  2. a partner creates the registration on commerce with that token (ARM PUT);
+//  3. POST …/getactivationkey returns an activation key: a JWS (RS256) signed
+//     with commerce's key, naming the registration, the cloudId, the billing
+//     model, commerce's usage endpoint, and a bridge credential that lets this
+//     stack, and only for this registration, push usage;
+//  4. `stackbill stack activate KEY` verifies the signature against
+//     commerce's published keys and that the key names this stack's cloudId,
+//     then stores the activation.
+//
+// The activation key carries a credential, so it is a secret, as Azure
+// Stack's is. Issuing a new key revokes the registration's previous bridge
+// credential.
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/tenancy"
+)
+
+const (
+	signingKeySetting = "commerce.activation_signing_key"
+	activationSetting = "stack.activation"
+	issuer            = "stackbill-commerce"
+)
+
+// Claims is the payload of an activation key. Field names follow the
+// activation keys Azure Stack receives (reference §2.5) where they exist.
+type Claims struct {
+	jwt.RegisteredClaims
+	SubscriptionID                string `json:"subscriptionId"`
+	ResourceGroupName             string `json:"resourceGroupName"`
+	RegistrationName              string `json:"registrationName"`
+	RegistrationUID               string `json:"registrationUid"`
+	CloudID                       string `json:"cloudId"`
+	ObjectID                      string `json:"objectId"`
+	BillingModel                  string `json:"billingModel"`
+	UsageReportingEnabled         bool   `json:"usageReportingEnabled"`
+	MarketplaceSyndicationEnabled bool   `json:"marketplaceSyndicationEnabled"`
+	UsageEndpoint                 string `json:"usageEndpoint"`
+	BridgeToken                   string `json:"bridgeToken"`
+	Version                       string `json:"version"`
+}
+
+// JWK is one public key in JSON Web Key form.
+type JWK struct {
+	Kty string `json:"kty"`
+	Kid string `json:"kid"`
+	Use string `json:"use"`
+	Alg string `json:"alg"`
+	N   string `json:"n"`
+	E   string `json:"e"`
+}
+
+// JWKS is a key set, as commerce publishes it at /v1/activation/keys.
+type JWKS struct {
+	Keys []JWK `json:"keys"`
+}
+
+// Signer signs activation keys with commerce's RSA key, generated on first
+// use and kept in the database so keys stay verifiable across restarts and
+// instances.
+type Signer struct {
+	db   *store.DB
+	once sync.Once
+	key  *rsa.PrivateKey
+	kid  string
+	err  error
+}
+
+// NewSigner returns a Signer; the key is loaded or generated lazily.
+func NewSigner(db *store.DB) *Signer { return &Signer{db: db} }
+
+func (s *Signer) load(ctx context.Context) error {
+	s.once.Do(func() {
+		pemText, err := s.db.Setting(ctx, signingKeySetting, func() (string, error) {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				return "", err
+			}
+			der, err := x509.MarshalPKCS8PrivateKey(k)
+			if err != nil {
+				return "", err
+			}
+			return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
+		})
+		if err != nil {
+			s.err = fmt.Errorf("activation signing key: %w", err)
+			return
+		}
+		s.key, s.kid, s.err = parseKey(pemText)
+	})
+	return s.err
+}
+
+func parseKey(pemText string) (*rsa.PrivateKey, string, error) {
+	block, _ := pem.Decode([]byte(pemText))
+	if block == nil {
+		return nil, "", errors.New("activation signing key: not PEM")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, "", err
+	}
+	rk, ok := k.(*rsa.PrivateKey)
+	if !ok {
+		return nil, "", errors.New("activation signing key: not RSA")
+	}
+	return rk, keyID(&rk.PublicKey), nil
+}
+
+func keyID(pub *rsa.PublicKey) string {
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	h := sha256.Sum256(der)
+	return hex.EncodeToString(h[:8])
+}
+
+// JWKS returns the public key set.
+func (s *Signer) JWKS(ctx context.Context) (JWKS, error) {
+	if err := s.load(ctx); err != nil {
+		return JWKS{}, err
+	}
+	return JWKS{Keys: []JWK{toJWK(&s.key.PublicKey, s.kid)}}, nil
+}
+
+func toJWK(pub *rsa.PublicKey, kid string) JWK {
+	return JWK{Kty: "RSA", Kid: kid, Use: "sig", Alg: "RS256",
+		N: base64.RawURLEncoding.EncodeToString(pub.N.Bytes()), E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes())}
+}
+
+// LocalKeys returns commerce's key set when this database holds it (stack
+// and commerce in one installation), without creating one.
+func LocalKeys(ctx context.Context, db *store.DB) (JWKS, bool, error) {
+	var pemText string
+	err := db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, signingKeySetting).Scan(&pemText)
+	if err != nil {
+		return JWKS{}, false, nil
+	}
+	k, kid, err := parseKey(pemText)
+	if err != nil {
+		return JWKS{}, false, err
+	}
+	return JWKS{Keys: []JWK{toJWK(&k.PublicKey, kid)}}, true, nil
+}
+
+// Registrations is what issuing needs of the registration service.
+type Registrations interface {
+	Get(ctx context.Context, p auth.Principal, k registration.Key) (registration.Registration, error)
+}
+
+// Credentials issues bridge credentials.
+type Credentials interface {
+	CreateBridge(ctx context.Context, registrationUID, name string) (string, error)
+}
+
+// Issuer issues activation keys on commerce.
+type Issuer struct {
+	signer *Signer
+	regs   Registrations
+	creds  Credentials
+	now    func() time.Time
+}
+
+// NewIssuer builds an Issuer.
+func NewIssuer(signer *Signer, regs Registrations, creds Credentials, now func() time.Time) *Issuer {
+	return &Issuer{signer: signer, regs: regs, creds: creds, now: now}
+}
+
+// ActivationKey answers POST …/getactivationkey for a registration the caller
+// may manage. usageEndpoint is commerce's base URL as the caller reached it.
+func (i *Issuer) ActivationKey(ctx context.Context, p auth.Principal, k registration.Key, usageEndpoint string) (string, error) {
+	reg, err := i.regs.Get(ctx, p, k)
+	if err != nil {
+		return "", err
+	}
+	if err := i.signer.load(ctx); err != nil {
+		return "", err
+	}
+	cred, err := i.creds.CreateBridge(ctx, reg.UID, "bridge for "+reg.Key.Name+" (cloud "+reg.CloudID+")")
+	if err != nil {
+		return "", err
+	}
+	now := i.now()
+	c := Claims{
+		RegisteredClaims: jwt.RegisteredClaims{Issuer: issuer, Subject: reg.Key.ResourceID(), IssuedAt: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.AddDate(10, 0, 0)), ID: reg.UID + "-" + strconv.FormatInt(now.UnixNano(), 36)},
+		SubscriptionID: reg.Key.SubscriptionID, ResourceGroupName: reg.Key.ResourceGroup, RegistrationName: reg.Key.Name, RegistrationUID: reg.UID,
+		CloudID: reg.CloudID, ObjectID: reg.ObjectID, BillingModel: string(reg.BillingModel), UsageReportingEnabled: reg.UsageReportingEnabled,
+		MarketplaceSyndicationEnabled: reg.MarketplaceSyndicationEnabled, UsageEndpoint: usageEndpoint, BridgeToken: cred, Version: "1.0",
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodRS256, c)
+	t.Header["kid"] = i.signer.kid
+	return t.SignedString(i.signer.key)
+}
+
+// ErrActivation is returned for an activation key the stack refuses.
+var ErrActivation = errors.New("activation key refused")
+
+// Verify checks an activation key's signature against keys and returns its
+// claims. Only RS256 with a known key id is accepted.
+func Verify(key string, keys JWKS, now time.Time) (Claims, error) {
+	var c Claims
+	_, err := jwt.ParseWithClaims(key, &c, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		for _, k := range keys.Keys {
+			if k.Kid == kid && k.Kty == "RSA" {
+				n, err1 := base64.RawURLEncoding.DecodeString(k.N)
+				e, err2 := base64.RawURLEncoding.DecodeString(k.E)
+				if err1 != nil || err2 != nil {
+					return nil, fmt.Errorf("malformed key %s", kid)
+				}
+				return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}, nil
+			}
+		}
+		return nil, fmt.Errorf("it was not signed by this commerce (unknown key id %q)", kid)
+	}, jwt.WithValidMethods([]string{"RS256"}), jwt.WithIssuer(issuer), jwt.WithTimeFunc(func() time.Time { return now }), jwt.WithExpirationRequired())
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: %v", ErrActivation, err)
+	}
+	return c, nil
+}
+
+// Activation is a stack's stored activation.
+type Activation struct {
+	Claims      Claims    `json:"claims"`
+	ActivatedAt time.Time `json:"activatedAt"`
+}
+
+// Activate verifies key for this stack and stores it. The key must be signed
+// by commerce and name this stack's cloudId.
+func Activate(ctx context.Context, db *store.DB, key string, keys JWKS, now time.Time) (Activation, error) {
+	c, err := Verify(key, keys, now)
+	if err != nil {
+		return Activation{}, err
+	}
+	id, err := Identity(ctx, db)
+	if err != nil {
+		return Activation{}, err
+	}
+	if c.CloudID != id.CloudID {
+		return Activation{}, fmt.Errorf("%w: it was issued for the cloud %s (registration %s), and this stack is the cloud %s. Get the activation key of this stack's own registration",
+			ErrActivation, c.CloudID, c.RegistrationName, id.CloudID)
+	}
+	a := Activation{Claims: c, ActivatedAt: now}
+	b, _ := json.Marshal(a)
+	return a, db.SetSetting(ctx, activationSetting, string(b))
+}
+
+// LoadActivation returns the stored activation, if any.
+func LoadActivation(ctx context.Context, db *store.DB) (*Activation, error) {
+	var text string
+	if err := db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, activationSetting).Scan(&text); err != nil {
+		return nil, nil
+	}
+	var a Activation
+	if err := json.Unmarshal([]byte(text), &a); err != nil {
+		return nil, fmt.Errorf("stored activation: %w", err)
+	}
+	return &a, nil
+}
+
+// StackIdentity is who a stack is to commerce.
+type StackIdentity struct {
+	CloudID  string `json:"cloudId"`
+	ObjectID string `json:"objectId"`
+}
+
+// Identity returns the stack's cloudId (its CloudDeploymentID) and objectId,
+// generated once and kept.
+func Identity(ctx context.Context, db *store.DB) (StackIdentity, error) {
+	cloud, err := db.Setting(ctx, "stack.cloud_id", func() (string, error) { return tenancy.NewGUID(), nil })
+	if err != nil {
+		return StackIdentity{}, err
+	}
+	obj, err := db.Setting(ctx, "stack.object_id", func() (string, error) { return tenancy.NewGUID(), nil })
+	return StackIdentity{CloudID: cloud, ObjectID: obj}, err
+}
+
+// RegistrationToken builds the stack's registration token. usageReporting nil
+// takes the billing model's default (reference §2.2).
+func RegistrationToken(ctx context.Context, db *store.DB, model, agreement string, usageReporting *bool) (string, error) {
+	m, ok := registration.ParseBillingModel(model)
+	if !ok {
+		return "", fmt.Errorf("--billing-model %q: want PayAsYouUse, Capacity, Development or Custom", model)
+	}
+	id, err := Identity(ctx, db)
+	if err != nil {
+		return "", err
+	}
+	yes := true
+	t := registration.Token{CloudID: id.CloudID, ObjectID: id.ObjectID, BillingModel: m, AgreementNumber: agreement,
+		UsageReportingEnabled: usageReporting, MarketplaceSyndicationEnabled: &yes, Issuer: "stackbill", Version: "1.0"}
+	if m == registration.Capacity && usageReporting != nil && *usageReporting {
+		return "", errors.New("Capacity registrations do not report usage; drop --usage-reporting=true")
+	}
+	s := t.Encode()
+	if _, aerr := registration.DecodeToken(s); aerr != nil {
+		return "", errors.New(aerr.Message)
+	}
+	return s, nil
+}

@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/bridge"
+)
+
+func runStack(ctx context.Context, env Env, args []string) error {
+	verb, rest, err := subcommand(args, "info", "registration-token", "activate")
+	if err != nil {
+		return err
+	}
+	fs := newFlags(env, "stack "+verb)
+	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
+	var model, agreement, usageReporting, commerceURL string
+	switch verb {
+	case "registration-token":
+		fs.StringVar(&model, "billing-model", "", "PayAsYouUse, Capacity, Development or Custom")
+		fs.StringVar(&agreement, "agreement-number", "", "the EA agreement number (Capacity)")
+		fs.StringVar(&usageReporting, "usage-reporting", "", "true or false (default: the billing model's default)")
+	case "activate":
+		fs.StringVar(&commerceURL, "commerce-url", env.Getenv("STACKBILL_COMMERCE_URL"), "commerce's URL, to fetch the keys that sign activation keys (env STACKBILL_COMMERCE_URL); default: this installation's own commerce")
+	}
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	app, err := Build(ctx, Options{DB: *dbFlag})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	switch verb {
+	case "registration-token":
+		if model == "" {
+			return usagef("--billing-model is required")
+		}
+		var ur *bool
+		if usageReporting != "" {
+			b, err := strconv.ParseBool(usageReporting)
+			if err != nil {
+				return usagef("--usage-reporting must be true or false")
+			}
+			ur = &b
+		}
+		tok, err := bridge.RegistrationToken(ctx, app.DB, model, agreement, ur)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		fmt.Fprintln(env.Stdout, tok)
+		return nil
+	case "activate":
+		if fs.NArg() != 1 {
+			return usagef("usage: stackbill stack activate [--commerce-url URL] ACTIVATION_KEY")
+		}
+		keys, err := commerceKeys(ctx, app, commerceURL)
+		if err != nil {
+			return err
+		}
+		a, err := bridge.Activate(ctx, app.DB, strings.TrimSpace(fs.Arg(0)), keys, app.Clock.Now())
+		if err != nil {
+			return err
+		}
+		c := a.Claims
+		fmt.Fprintf(env.Stdout, "Activated: registration %s (subscription %s, resource group %s), billing model %s, usage reporting %v, usage endpoint %s.\n",
+			c.RegistrationName, c.SubscriptionID, c.ResourceGroupName, c.BillingModel, c.UsageReportingEnabled, c.UsageEndpoint)
+		return nil
+	}
+	id, err := bridge.Identity(ctx, app.DB)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "provider subscription  %s\ncloud id               %s\nobject id              %s\n", app.Tenancy.Provider(), id.CloudID, id.ObjectID)
+	a, err := bridge.LoadActivation(ctx, app.DB)
+	if err != nil {
+		return err
+	}
+	if a == nil {
+		fmt.Fprintln(env.Stdout, "activation             not activated")
+	} else {
+		fmt.Fprintf(env.Stdout, "activation             %s (%s, usage reporting %v) since %s\n", a.Claims.RegistrationName, a.Claims.BillingModel,
+			a.Claims.UsageReportingEnabled, a.ActivatedAt.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// commerceKeys fetches the keys commerce signs activation keys with: from the
+// configured commerce URL (never from the key itself), or from this
+// installation's own commerce when stack and commerce share a database.
+func commerceKeys(ctx context.Context, app *App, commerceURL string) (bridge.JWKS, error) {
+	if commerceURL == "" {
+		keys, ok, err := bridge.LocalKeys(ctx, app.DB)
+		if err != nil {
+			return bridge.JWKS{}, err
+		}
+		if !ok {
+			return bridge.JWKS{}, errors.New("this database holds no commerce keys; pass --commerce-url of the commerce that issued the key")
+		}
+		return keys, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(commerceURL, "/")+"/v1/activation/keys", nil)
+	if err != nil {
+		return bridge.JWKS{}, err
+	}
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	if err != nil {
+		return bridge.JWKS{}, fmt.Errorf("fetch commerce keys: %w", err)
+	}
+	defer resp.Body.Close()
+	var keys bridge.JWKS
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&keys) != nil || len(keys.Keys) == 0 {
+		return bridge.JWKS{}, fmt.Errorf("fetch commerce keys from %s: status %d", commerceURL, resp.StatusCode)
+	}
+	return keys, nil
+}
