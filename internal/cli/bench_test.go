@@ -14,12 +14,7 @@ import (
 func BenchmarkCustomerSubscriptionPutGet(b *testing.B) {
 	for _, backend := range storetest.Backends {
 		b.Run(backend, func(b *testing.B) {
-			token := "bench-" + randomGUID()
-			app, err := Build(context.Background(), Options{DB: storetest.DSN(b, backend), OperatorToken: token})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer app.Close()
+			app, token := benchApp(b, backend)
 			b.ResetTimer()
 			res, err := RunRegistrationBench(context.Background(), app, token, 16, time.Hour, b.N, 256, nil)
 			if err != nil {

@@ -3,15 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -22,6 +18,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/tenancy"
 )
 
 // benchWorld is a seeded directory and an approved PayAsYouUse registration,
@@ -36,14 +33,8 @@ type benchWorld struct {
 // mapping, open the new one, record the event), never an idempotent no-op.
 type benchCustomer struct{ Tenant, Subscription, Second string }
 
-func randomGUID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	b[6] = (b[6] & 0x0f) | 0x40
-	b[8] = (b[8] & 0x3f) | 0x80
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
+// randomGUID is a fresh random GUID.
+func randomGUID() string { return tenancy.NewGUID() }
 
 // seedBenchWorld creates a direct CSP with a CSPSS default subscription, n
 // customers with CSP subscriptions, and an approved registration.
@@ -241,21 +232,11 @@ func benchRegistration(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	dsn := *dbFlag
-	if dsn == "" {
-		dir, err := os.MkdirTemp("", "stackbill-bench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		dsn = filepath.Join(dir, "bench.db")
-	}
-	token := "bench-" + randomGUID()
-	app, err := Build(ctx, Options{DB: dsn, OperatorToken: token})
+	app, token, closeApp, err := openBenchApp(ctx, *dbFlag)
 	if err != nil {
 		return err
 	}
-	defer app.Close()
+	defer closeApp()
 	res, err := RunRegistrationBench(ctx, app, token, *clients, *d, 0, *tenants, env.Stderr)
 	if err != nil {
 		return err

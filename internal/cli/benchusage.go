@@ -170,15 +170,25 @@ func RunUsageAPIBench(ctx context.Context, app *App, token string, resources, da
 	return UsageAPIBenchResult{Rows: rows, Requests: len(lat), P50: lat[len(lat)/2], P99: lat[min(len(lat)-1, len(lat)*99/100)], Max: lat[len(lat)-1]}, nil
 }
 
-func benchTempDB(dsn string) (string, func(), error) {
-	if dsn != "" {
-		return dsn, func() {}, nil
+// openBenchApp builds a stackbill on dsn, or on a fresh SQLite file in a
+// temporary folder when dsn is empty, with a one-off operator token. close
+// releases both.
+func openBenchApp(ctx context.Context, dsn string) (app *App, token string, closeFn func(), err error) {
+	cleanup := func() {}
+	if dsn == "" {
+		dir, err := os.MkdirTemp("", "stackbill-bench-")
+		if err != nil {
+			return nil, "", nil, err
+		}
+		dsn, cleanup = filepath.Join(dir, "bench.db"), func() { os.RemoveAll(dir) }
 	}
-	dir, err := os.MkdirTemp("", "stackbill-bench-")
+	token = "bench-" + randomGUID()
+	app, err = Build(ctx, Options{DB: dsn, OperatorToken: token})
 	if err != nil {
-		return "", nil, err
+		cleanup()
+		return nil, "", nil, err
 	}
-	return filepath.Join(dir, "bench.db"), func() { os.RemoveAll(dir) }, nil
+	return app, token, func() { app.Close(); cleanup() }, nil
 }
 
 func benchIntake(ctx context.Context, env Env, args []string) error {
@@ -189,17 +199,11 @@ func benchIntake(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	dsn, cleanup, err := benchTempDB(*dbFlag)
+	app, token, closeApp, err := openBenchApp(ctx, *dbFlag)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-	token := "bench-" + randomGUID()
-	app, err := Build(ctx, Options{DB: dsn, OperatorToken: token})
-	if err != nil {
-		return err
-	}
-	defer app.Close()
+	defer closeApp()
 	res, err := RunIntakeBench(ctx, app, token, *n, *clients, env.Stderr)
 	if err != nil {
 		return err
@@ -220,17 +224,11 @@ func benchUsageAPI(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	dsn, cleanup, err := benchTempDB(*dbFlag)
+	app, token, closeApp, err := openBenchApp(ctx, *dbFlag)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
-	token := "bench-" + randomGUID()
-	app, err := Build(ctx, Options{DB: dsn, OperatorToken: token})
-	if err != nil {
-		return err
-	}
-	defer app.Close()
+	defer closeApp()
 	res, err := RunUsageAPIBench(ctx, app, token, *resources, *days, *passes, env.Stderr)
 	if err != nil {
 		return err

@@ -12,12 +12,7 @@ import (
 func BenchmarkIntake(b *testing.B) {
 	for _, backend := range storetest.Backends {
 		b.Run(backend, func(b *testing.B) {
-			token := "bench-" + randomGUID()
-			app, err := Build(context.Background(), Options{DB: storetest.DSN(b, backend), OperatorToken: token})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer app.Close()
+			app, token := benchApp(b, backend)
 			b.ResetTimer()
 			res, err := RunIntakeBench(context.Background(), app, token, b.N, 4, nil)
 			if err != nil {
@@ -33,12 +28,7 @@ func BenchmarkIntake(b *testing.B) {
 func BenchmarkUsageAPI(b *testing.B) {
 	for _, backend := range storetest.Backends {
 		b.Run(backend, func(b *testing.B) {
-			token := "bench-" + randomGUID()
-			app, err := Build(context.Background(), Options{DB: storetest.DSN(b, backend), OperatorToken: token})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer app.Close()
+			app, token := benchApp(b, backend)
 			b.ResetTimer()
 			res, err := RunUsageAPIBench(context.Background(), app, token, 100, 30, b.N, nil)
 			if err != nil {
@@ -48,4 +38,15 @@ func BenchmarkUsageAPI(b *testing.B) {
 			b.ReportMetric(float64(res.P99.Microseconds()), "p99-µs")
 		})
 	}
+}
+
+// benchApp builds a stackbill on a fresh database of backend for a benchmark.
+func benchApp(b *testing.B, backend string) (*App, string) {
+	b.Helper()
+	app, token, closeApp, err := openBenchApp(context.Background(), storetest.DSN(b, backend))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(closeApp)
+	return app, token
 }

@@ -228,24 +228,7 @@ func (s *Server) registrationHistory(w http.ResponseWriter, r *http.Request, p a
 // listAllRegistrations is the operator's view across subscriptions, with the
 // cloudId filter, for finding the registration of a given cloud.
 func (s *Server) listAllRegistrations(w http.ResponseWriter, r *http.Request, p auth.Principal, _ map[string]string) error {
-	after, limit, err := s.pageParams(r)
-	if err != nil {
-		return err
-	}
-	q := r.URL.Query()
-	regs, next, err := s.deps.Registrations.List(r.Context(), p, registration.ListQuery{SubscriptionID: q.Get("subscriptionId"), CloudID: cloudIDFilter(r), After: after, Limit: limit})
-	if err != nil {
-		return err
-	}
-	out := listJSON[registrationJSON]{Value: make([]registrationJSON, 0, len(regs))}
-	for _, reg := range regs {
-		out.Value = append(out.Value, toRegistrationJSON(reg, apiV2022))
-	}
-	if next != "" {
-		out.NextLink = arm.NextLink(r, skipTokenQP, arm.EncodeToken(skipCursor{After: next}))
-	}
-	arm.WriteJSON(w, http.StatusOK, out)
-	return nil
+	return s.registrationPage(w, r, p, registration.ListQuery{SubscriptionID: r.URL.Query().Get("subscriptionId")}, apiV2022)
 }
 
 func (s *Server) whoami(w http.ResponseWriter, _ *http.Request, p auth.Principal, _ map[string]string) error {

@@ -106,16 +106,34 @@ func toRegistrationJSON(reg registration.Registration, version string) registrat
 	return out
 }
 
+// readOnlyEcho holds the read-only fields of an ARM resource, which clients
+// may send back from a GET; they are accepted and ignored.
+type readOnlyEcho struct {
+	ID         *string     `json:"id"`
+	Name       *string     `json:"name"`
+	Type       *string     `json:"type"`
+	Etag       *string     `json:"etag"`
+	SystemData *systemData `json:"systemData"`
+}
+
+// writePage writes one page of an ARM list with its absolute nextLink.
+func writePage[T, J any](w http.ResponseWriter, r *http.Request, items []T, next string, conv func(T) J) {
+	out := listJSON[J]{Value: make([]J, 0, len(items))}
+	for _, it := range items {
+		out.Value = append(out.Value, conv(it))
+	}
+	if next != "" {
+		out.NextLink = arm.NextLink(r, skipTokenQP, arm.EncodeToken(skipCursor{After: next}))
+	}
+	arm.WriteJSON(w, http.StatusOK, out)
+}
+
 // registrationBody is the PUT/PATCH body (RegistrationParameter). Read-only
 // fields a client may echo back from a GET are accepted and ignored; any
 // other field is rejected so that typos do not pass silently.
 type registrationBody struct {
-	ID         *string           `json:"id"`
-	Name       *string           `json:"name"`
-	Type       *string           `json:"type"`
-	Etag       *string           `json:"etag"`
+	readOnlyEcho
 	Kind       *string           `json:"kind"`
-	SystemData *systemData       `json:"systemData"`
 	Location   *string           `json:"location"`
 	Tags       map[string]string `json:"tags"`
 	Properties *struct {
@@ -249,24 +267,22 @@ func (s *Server) listRegistrations(w http.ResponseWriter, r *http.Request, p aut
 	if err != nil {
 		return err
 	}
+	return s.registrationPage(w, r, p, registration.ListQuery{SubscriptionID: params["subscriptionId"], ResourceGroup: params["resourceGroup"]}, v)
+}
+
+// registrationPage lists one page of registrations, filtered by cloudId
+// when the query asks.
+func (s *Server) registrationPage(w http.ResponseWriter, r *http.Request, p auth.Principal, q registration.ListQuery, version string) error {
 	after, limit, err := s.pageParams(r)
 	if err != nil {
 		return err
 	}
-	q := registration.ListQuery{SubscriptionID: params["subscriptionId"], ResourceGroup: params["resourceGroup"], After: after, Limit: limit,
-		CloudID: cloudIDFilter(r)}
+	q.After, q.Limit, q.CloudID = after, limit, cloudIDFilter(r)
 	regs, next, err := s.deps.Registrations.List(r.Context(), p, q)
 	if err != nil {
 		return err
 	}
-	out := listJSON[registrationJSON]{Value: make([]registrationJSON, 0, len(regs))}
-	for _, reg := range regs {
-		out.Value = append(out.Value, toRegistrationJSON(reg, v))
-	}
-	if next != "" {
-		out.NextLink = arm.NextLink(r, skipTokenQP, arm.EncodeToken(skipCursor{After: next}))
-	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	writePage(w, r, regs, next, func(reg registration.Registration) registrationJSON { return toRegistrationJSON(reg, version) })
 	return nil
 }
 
@@ -342,11 +358,7 @@ func toCustomerSubscriptionJSON(cs registration.CustomerSubscription, version st
 
 // customerSubscriptionBody is the PUT body; read-only fields may be echoed.
 type customerSubscriptionBody struct {
-	ID         *string     `json:"id"`
-	Name       *string     `json:"name"`
-	Type       *string     `json:"type"`
-	Etag       *string     `json:"etag"`
-	SystemData *systemData `json:"systemData"`
+	readOnlyEcho
 	Properties *struct {
 		TenantID *string `json:"tenantId"`
 	} `json:"properties"`
@@ -408,14 +420,9 @@ func (s *Server) listCustomerSubscriptions(w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return err
 	}
-	out := listJSON[customerSubscriptionJSON]{Value: make([]customerSubscriptionJSON, 0, len(items))}
-	for _, cs := range items {
-		out.Value = append(out.Value, toCustomerSubscriptionJSON(cs, v))
-	}
-	if next != "" {
-		out.NextLink = arm.NextLink(r, skipTokenQP, arm.EncodeToken(skipCursor{After: next}))
-	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	writePage(w, r, items, next, func(cs registration.CustomerSubscription) customerSubscriptionJSON {
+		return toCustomerSubscriptionJSON(cs, v)
+	})
 	return nil
 }
 
