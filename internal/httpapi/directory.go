@@ -236,6 +236,8 @@ func (s *Server) whoami(w http.ResponseWriter, _ *http.Request, p auth.Principal
 	return nil
 }
 
+// writeDeleted answers a DELETE: 200 when the resource existed, 204 when it
+// did not, so that retries are harmless and SDK clients accept both.
 func writeDeleted(w http.ResponseWriter, existed bool, err error) error {
 	if err != nil {
 		return err

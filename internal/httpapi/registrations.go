@@ -223,15 +223,7 @@ func (s *Server) deleteRegistration(w http.ResponseWriter, r *http.Request, p au
 		return err
 	}
 	existed, err := s.deps.Registrations.Delete(r.Context(), p, keyOf(params), precondition(r))
-	if err != nil {
-		return err
-	}
-	if !existed {
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	}
-	arm.WriteJSON(w, http.StatusOK, struct{}{})
-	return nil
+	return writeDeleted(w, existed, err)
 }
 
 type skipCursor struct {
@@ -431,15 +423,7 @@ func (s *Server) deleteCustomerSubscription(w http.ResponseWriter, r *http.Reque
 		return err
 	}
 	existed, err := s.deps.Registrations.DeleteCustomerSubscription(r.Context(), p, keyOf(params), params["customerSubscriptionName"], precondition(r))
-	if err != nil {
-		return err
-	}
-	if !existed {
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	}
-	arm.WriteJSON(w, http.StatusOK, struct{}{})
-	return nil
+	return writeDeleted(w, existed, err)
 }
 
 type operationJSON struct {
