@@ -35,7 +35,7 @@ func commands() map[string]command {
 		"migrate":      {"apply database migrations and print the schema version", runMigrate},
 		"token":        {"create, list and revoke bearer tokens (token create|list|revoke)", runToken},
 		"directory":    {"manage the partner directory (directory import|partner|customer|subscription)", runDirectory},
-		"registration": {"manage Microsoft.AzureStack registrations (registration create|get|list|update|delete|approve|revoke-approval|history|enable-remote-management)", runRegistration},
+		"registration": {"manage Microsoft.AzureStack registrations (registration create|get|list|update|delete|approve|revoke-approval|history|activation-key|enable-remote-management)", runRegistration},
 		"tenant":       {"map end-customer tenants to CSP subscriptions on a registration (tenant add|show|list|remove)", runTenant},
 		"simulate":     {"play the resource providers: tenants, subscriptions and realistic usage (backfill and real time)", runSimulate},
 		"stack":        {"the stack's identity and handshake (stack info|registration-token|activate)", runStack},

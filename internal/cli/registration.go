@@ -54,7 +54,7 @@ type regView struct {
 }
 
 func runRegistration(ctx context.Context, env Env, args []string) error {
-	verb, rest, err := subcommand(args, "create", "update", "get", "list", "delete", "approve", "revoke-approval", "history", "enable-remote-management")
+	verb, rest, err := subcommand(args, "create", "update", "get", "list", "delete", "approve", "revoke-approval", "history", "enable-remote-management", "activation-key")
 	if err != nil {
 		return err
 	}
@@ -149,6 +149,15 @@ func runRegistration(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 		fmt.Fprintf(env.Stdout, "Registration %s: multi-tenancy approved: %v\n", out.Name, out.Properties.MultiTenancyApproved)
+		return nil
+	case "activation-key":
+		var out struct {
+			ActivationKey string `json:"activationKey"`
+		}
+		if _, err := c.do(ctx, "POST", withVersion(rf.path()+"/getactivationkey"), nil, &out); err != nil {
+			return err
+		}
+		fmt.Fprintln(env.Stdout, out.ActivationKey)
 		return nil
 	case "enable-remote-management":
 		if _, err := c.do(ctx, "POST", withVersion(rf.path()+"/enableRemoteManagement"), nil, nil); err != nil {
