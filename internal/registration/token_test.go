@@ -52,3 +52,22 @@ func TestGuidanceCoversEverySeedCode(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeToken: any input is either a valid token or a 400, never a panic.
+func FuzzDecodeToken(f *testing.F) {
+	f.Add(Token{CloudID: "5bf881b2-6be7-42a1-9f47-d6fcb6737747", ObjectID: "2dbdd5f4-daf3-442a-be35-b71c3debee5a", BillingModel: Capacity, AgreementNumber: "1"}.Encode())
+	f.Add("eyJ9")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := DecodeToken(s)
+		if err != nil {
+			if err.Status != 400 || err.Code != "InvalidRegistrationToken" {
+				t.Fatalf("error %+v", err)
+			}
+			return
+		}
+		if _, ok := ParseBillingModel(string(tok.BillingModel)); !ok || len(tok.CloudID) != 36 {
+			t.Fatalf("accepted %+v", tok)
+		}
+	})
+}

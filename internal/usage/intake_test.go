@@ -1,0 +1,100 @@
+package usage
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/money"
+)
+
+func TestSplitPartsSumExactly(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name       string
+		qty        string
+		start, end time.Time
+		hours      int
+	}{
+		{"one whole hour", "2", base, base.Add(time.Hour), 1},
+		{"point event", "7.5", base.Add(17 * time.Minute), base.Add(17 * time.Minute), 1},
+		{"thirds", "10", base.Add(20 * time.Minute), base.Add(2*time.Hour + 20*time.Minute), 3},
+		{"a day and a bit", "0.000000000001", base.Add(59 * time.Minute), base.Add(25 * time.Hour), 25},
+		{"big", "123456789012345678901234567890.5", base, base.Add(48 * time.Hour), 48},
+	} {
+		parts := split(money.MustQuantity(tc.qty), tc.start, tc.end)
+		sum := money.Zero
+		for i, p := range parts {
+			sum = sum.Add(p.qty)
+			if p.qty.Sign() < 0 || !p.hour.Equal(p.hour.Truncate(time.Hour)) || (i > 0 && !p.hour.Equal(parts[i-1].hour.Add(time.Hour))) {
+				t.Fatalf("%s: bad part %d: %+v", tc.name, i, p)
+			}
+		}
+		if len(parts) != tc.hours || !sum.Equal(money.MustQuantity(tc.qty)) {
+			t.Errorf("%s: %d parts summing to %s, want %d parts summing to %s", tc.name, len(parts), sum, tc.hours, tc.qty)
+		}
+	}
+	// Proportionality: 20 of 120 minutes in the first hour.
+	parts := split(money.MustQuantity("12"), base.Add(40*time.Minute), base.Add(2*time.Hour+40*time.Minute))
+	if parts[0].qty.String() != "2" || parts[1].qty.String() != "6" || parts[2].qty.String() != "4" {
+		t.Fatalf("parts %v", parts)
+	}
+}
+
+func TestParseFormats(t *testing.T) {
+	t.Parallel()
+	ev := `{"id":"a","subscriptionId":"s","meterId":"m","quantity":1,"startTime":"2026-01-01T00:00:00Z","endTime":"2026-01-01T01:00:00Z"}`
+	for name, tc := range map[string]struct {
+		ct, body string
+		format   Format
+		n, rej   int
+	}{
+		"ndjson":            {"application/x-ndjson", ev + "\n\n" + ev + "\n", NDJSON, 2, 0},
+		"ndjson by default": {"", ev + "\n" + "{broken\n", NDJSON, 2, 1},
+		"array":             {"application/json", "[" + ev + "," + ev + "]", JSONArray, 2, 0},
+		"cloudevents":       {"application/cloudevents-batch+json", `[{"specversion":"1.0","id":"x","source":"s","type":"t","data":` + ev + `}]`, CloudEventsBatch, 1, 0},
+	} {
+		f := FormatOf(tc.ct, []byte(tc.body))
+		if f != tc.format {
+			t.Errorf("%s: format %v", name, f)
+		}
+		events, rej, err := Parse(f, []byte(tc.body))
+		if err != nil || len(events) != tc.n || len(rej) != tc.rej {
+			t.Errorf("%s: %d events, %d rejected, %v", name, len(events), len(rej), err)
+		}
+	}
+	if _, _, err := Parse(JSONArray, []byte(strings.Repeat("[", 3))); err == nil {
+		t.Error("broken array accepted")
+	}
+	big := "[" + strings.TrimSuffix(strings.Repeat(ev+",", MaxBatch+1), ",") + "]"
+	if _, _, err := Parse(JSONArray, []byte(big)); err == nil || !strings.Contains(err.Error(), fmt.Sprint(MaxBatch)) {
+		t.Errorf("oversized batch: %v", err)
+	}
+}
+
+// FuzzParse feeds arbitrary bodies to every format: parsing never panics,
+// and every element is either an event or a rejection.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"id":"a","subscriptionId":"s","meterId":"m","quantity":"1.5","startTime":"2026-01-01T00:00:00Z","endTime":"2026-01-01T01:00:00Z"}`))
+	f.Add([]byte(`[{"specversion":"1.0","id":"x","source":"s","type":"t","data":{"quantity":1e400}}]`))
+	f.Add([]byte("{}\n{\"quantity\":\"-0\"}\n[]"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, format := range []Format{NDJSON, JSONArray, CloudEventsBatch} {
+			events, rej, err := Parse(format, body)
+			if err != nil {
+				continue
+			}
+			ok := 0
+			for _, e := range events {
+				if e != nil {
+					ok++
+				}
+			}
+			if ok+len(rej) != len(events) {
+				t.Fatalf("%d events, %d parsed, %d rejected", len(events), ok, len(rej))
+			}
+		}
+	})
+}
