@@ -17,6 +17,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	dirURL := fs.String("directory-url", "", "resolve the partner directory through this HTTP endpoint instead of the database")
 	dirTimeout := fs.Duration("directory-timeout", 5*time.Second, "bound on each remote directory lookup")
 	providerSub := fs.String("provider-subscription", "", "the stack's provider subscription ID (default: generated once and kept)")
+	bridgeBatch := fs.Int("bridge-batch", 5000, "records per batch the bridge forwards to commerce")
 	pageSize := fs.Int("page-size", 100, "default page size of ARM list operations")
 	maxBody := fs.Int64("max-body-bytes", 1<<20, "largest accepted request body")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -40,7 +41,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	app, err := Build(ctx, Options{
 		DB: *dbFlag, Role: *role, OperatorToken: env.Getenv("STACKBILL_OPERATOR_TOKEN"),
 		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"), DirectoryTimeout: *dirTimeout,
-		ProviderSubscription: *providerSub, PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
+		ProviderSubscription: *providerSub, BridgeBatch: *bridgeBatch, PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
 	})
 	if err != nil {
 		return err
@@ -65,6 +66,9 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	go purgeLoop(ctx, app)
+	if *role == "all" || *role == "stack" {
+		go app.Forwarder.Run(ctx)
+	}
 	select {
 	case err := <-errc:
 		return err

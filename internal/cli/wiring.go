@@ -34,6 +34,8 @@ type Options struct {
 	// DirectoryTimeout bounds each remote directory lookup (default 5s).
 	DirectoryTimeout time.Duration
 	PageSize         int
+	// BridgeBatch is the number of records per forwarded batch.
+	BridgeBatch int
 	// ProviderSubscription is the stack's provider subscription; empty
 	// generates one on first start and keeps it.
 	ProviderSubscription string
@@ -54,6 +56,8 @@ type App struct {
 	Meters        *meter.Catalogue
 	Usage         *usage.Service
 	Signer        *bridge.Signer
+	Forwarder     *bridge.Forwarder
+	Ingestor      *bridge.Ingestor
 	Handler       http.Handler
 }
 
@@ -113,13 +117,17 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	regs := registration.NewService(db, resolver, o.Clock)
 	signer := bridge.NewSigner(db)
 	issuer := bridge.NewIssuer(signer, regs, authSvc, o.Clock.Now)
+	billing := meter.NewBillingMap(db, o.Clock)
+	ingestor := bridge.NewIngestor(db, regs, billing, o.Clock)
+	forwarder := bridge.NewForwarder(db, o.Clock, ten, o.Logger.With("component", "bridge"), o.BridgeBatch)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	h := httpapi.New(httpapi.Config{Role: o.Role, PageSize: o.PageSize, MaxBodyBytes: o.MaxBodyBytes, DBDescription: string(db.Dialect)},
 		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
-			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer})
+			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer,
+			Ingestor: ingestor, Forwarder: forwarder, BillingMap: billing})
 	return &App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
-		Signer: signer, Handler: h}, nil
+		Signer: signer, Forwarder: forwarder, Ingestor: ingestor, Handler: h}, nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

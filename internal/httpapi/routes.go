@@ -65,6 +65,12 @@ func (s *Server) buildRoutes() []route {
 		r("Directory_Import", "POST", "v1/directory/import", operatorOnly, s.importDirectory),
 		r("Directory_Resolve", "GET", "v1/directory/resolve/subscriptions/{id}", operatorOnly, s.resolveSubscription),
 
+		// Bridge: commerce ingestion, forwarded usage and the billing meter map.
+		r("Bridge_PostUsage", "POST", "v1/bridge/usage", []auth.Role{auth.RoleBridge}, s.postBridgeUsage),
+		r("Usage_Forwarded", "GET", "v1/usage/forwarded", commerceRoles, s.forwardedUsage),
+		r("MeterMap_Get", "GET", "v1/meter-map", commerceRoles, s.getMeterMap),
+		r("MeterMap_Publish", "PUT", "v1/meter-map", operatorOnly, s.putMeterMap),
+
 		// Native API: operator actions on registrations.
 		r("Registrations_ListAll", "GET", "v1/registrations", commerceRoles, s.listAllRegistrations),
 		r("Registrations_Approve", "POST", "v1/registrations/approve", operatorOnly, s.approval(true)),
@@ -82,6 +88,7 @@ func (s *Server) buildRoutes() []route {
 		st("Subscriptions_Delete", "DELETE", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions/{id}", stackOperators, s.deleteUserSubscription),
 		st("Subscriptions_History", "GET", "v1/stack/subscriptions/{id}/history", stackOperators, s.userSubscriptionHistory),
 		st("Stack_Info", "GET", "v1/stack/info", stackOperators, s.stackInfo),
+		st("Stack_BridgeStatus", "GET", "v1/stack/bridge", stackOperators, s.bridgeStatus),
 
 		// Stack: meters, intake and the usage APIs (api-version 2015-06-01-preview).
 		st("Meters_List", "GET", "v1/meters", nil, s.listMeters),

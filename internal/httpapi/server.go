@@ -69,6 +69,9 @@ type Deps struct {
 	Usage         *usage.Service
 	Activation    *bridge.Issuer
 	Signer        *bridge.Signer
+	Ingestor      *bridge.Ingestor
+	Forwarder     *bridge.Forwarder
+	BillingMap    *meter.BillingMap
 }
 
 // Server is the HTTP handler.

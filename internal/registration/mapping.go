@@ -335,3 +335,47 @@ func (s *Service) MappingAt(ctx context.Context, registrationUID, tenantID strin
 	}
 	return cs, err == nil, err
 }
+
+// MappingInterval is one period in which a tenant was mapped to a customer
+// subscription: [From, To), To zero while it holds.
+type MappingInterval struct {
+	TenantID             string
+	CustomerSubscription string
+	From, To             time.Time
+}
+
+// Mappings returns every mapping interval a registration ever had, so that a
+// batch of usage can be charged hour by hour without a query per record.
+func (s *Service) Mappings(ctx context.Context, registrationUID string) ([]MappingInterval, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT tenant_id, customer_subscription_id, valid_from_us, valid_to_us FROM tenant_mappings WHERE registration_uid = ? ORDER BY valid_from_us, id`, registrationUID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []MappingInterval
+	for rows.Next() {
+		var m MappingInterval
+		var from int64
+		var to sql.NullInt64
+		if err := rows.Scan(&m.TenantID, &m.CustomerSubscription, &from, &to); err != nil {
+			return nil, err
+		}
+		m.From = clock.FromMicros(from)
+		if to.Valid {
+			m.To = clock.FromMicros(to.Int64)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// ByUID returns a registration by its internal ID, and whether it is still
+// live (not deleted).
+func (s *Service) ByUID(ctx context.Context, uid string) (Registration, bool, error) {
+	var deleted sql.NullInt64
+	r, err := scanRegistration(s.db.QueryRowContext(ctx, `SELECT `+regColumns+`, deleted_at_us FROM registrations WHERE uid = ?`, uid), &deleted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Registration{}, false, nil
+	}
+	return r, err == nil && !deleted.Valid, err
+}

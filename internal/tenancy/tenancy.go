@@ -448,3 +448,11 @@ func (s *Service) Exists(ctx context.Context, id string) (bool, error) {
 	_, ok, err := s.Lookup(ctx, id)
 	return ok, err
 }
+
+// Owner returns the directory tenant that owns a user subscription ("" for
+// an unknown one); the bridge sends it so commerce can map usage to the
+// tenant's customer subscription.
+func (s *Service) Owner(ctx context.Context, id string) (string, error) {
+	sub, _, err := s.Lookup(ctx, id)
+	return sub.TenantID, err
+}

@@ -1,0 +1,262 @@
+package bridge
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/store"
+)
+
+const watermarkSetting = "bridge.watermark"
+
+// Grace is how long after an hour closes the forwarder waits before reading
+// it, so that intake transactions that began inside the hour have committed.
+const Grace = 2 * time.Minute
+
+// Owners tells the forwarder which directory tenant owns a subscription.
+type Owners interface {
+	Owner(ctx context.Context, subscriptionID string) (string, error)
+}
+
+// Watermark is the last record forwarded, in (reported hour, id) order.
+type Watermark struct {
+	ReportedHour int64 `json:"reportedHour"`
+	ID           int64 `json:"id"`
+}
+
+// Status is what operators see of the bridge.
+type Status struct {
+	Activated      bool       `json:"activated"`
+	Registration   string     `json:"registration,omitempty"`
+	UsageReporting bool       `json:"usageReporting"`
+	Watermark      Watermark  `json:"watermark"`
+	Backlog        int64      `json:"backlogRecords"`
+	LagSeconds     float64    `json:"lagSeconds"`
+	LastSuccess    *time.Time `json:"lastSuccess,omitempty"`
+	LastError      string     `json:"lastError,omitempty"`
+	LastErrorAt    *time.Time `json:"lastErrorAt,omitempty"`
+	Forwarded      int64      `json:"forwardedRecords"`
+}
+
+// Forwarder sends a stack's closed hourly records to commerce, at least
+// once; commerce's deduplication makes billing exactly once.
+type Forwarder struct {
+	db     *store.DB
+	clock  *clock.Clock
+	owners Owners
+	logger *slog.Logger
+	client *http.Client
+	batch  int
+
+	mu     sync.Mutex
+	status Status
+}
+
+// NewForwarder builds a Forwarder that sends batches of batch records.
+func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, logger *slog.Logger, batch int) *Forwarder {
+	if batch <= 0 {
+		batch = 5000
+	}
+	return &Forwarder{db: db, clock: c, owners: owners, logger: logger, batch: batch, client: &http.Client{Timeout: 60 * time.Second}}
+}
+
+func (f *Forwarder) watermark(ctx context.Context) (Watermark, error) {
+	var w Watermark
+	text, err := f.db.Setting(ctx, watermarkSetting, func() (string, error) { return `{"reportedHour":0,"id":0}`, nil })
+	if err != nil {
+		return w, err
+	}
+	return w, json.Unmarshal([]byte(text), &w)
+}
+
+// horizon is the end of the reported hours that may be forwarded now.
+func (f *Forwarder) horizon() int64 { return clock.Micros(clock.HourStart(f.clock.Now().Add(-Grace))) }
+
+// ErrNotActivated means the stack has no activation that reports usage.
+var ErrNotActivated = errors.New("the stack is not activated for usage reporting")
+
+// Step forwards one batch and returns how many records it sent.
+func (f *Forwarder) Step(ctx context.Context) (int, error) {
+	a, err := LoadActivation(ctx, f.db)
+	if err != nil {
+		return 0, err
+	}
+	if a == nil || !a.Claims.UsageReportingEnabled {
+		return 0, ErrNotActivated
+	}
+	w, err := f.watermark(ctx)
+	if err != nil {
+		return 0, err
+	}
+	rows, err := f.db.QueryContext(ctx, `SELECT id, subscription_id, meter_key, instance, usage_hour_us, reported_hour_us, quantity, resource_uri, location, tags, additional_info
+		FROM usage_records WHERE reported_hour_us < ? AND (reported_hour_us, id) > (?, ?) ORDER BY reported_hour_us, id LIMIT ?`,
+		f.horizon(), w.ReportedHour, w.ID, f.batch)
+	if err != nil {
+		return 0, err
+	}
+	b := Batch{CloudID: a.Claims.CloudID}
+	last := w
+	owners := map[string]string{}
+	type raw struct {
+		id                   int64
+		sub, meter, inst     string
+		hour, reported       int64
+		qty                  money.Quantity
+		uri, loc, tags, addl string
+	}
+	var rs []raw
+	for rows.Next() {
+		var r raw
+		if err := rows.Scan(&r.id, &r.sub, &r.meter, &r.inst, &r.hour, &r.reported, &r.qty, &r.uri, &r.loc, &r.tags, &r.addl); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		rs = append(rs, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	for _, r := range rs {
+		owner, ok := owners[r.sub]
+		if !ok {
+			if owner, err = f.owners.Owner(ctx, r.sub); err != nil {
+				return 0, err
+			}
+			owners[r.sub] = owner
+		}
+		b.Records = append(b.Records, Record{ID: RecordID(a.Claims.CloudID, r.sub, r.meter, r.inst, r.hour, r.reported), SubscriptionID: r.sub, TenantID: owner,
+			MeterID: r.meter, Quantity: r.qty, UsageHour: clock.FromMicros(r.hour), ReportedHour: clock.FromMicros(r.reported), ResourceURI: r.uri, Location: r.loc,
+			Tags: json.RawMessage(r.tags), AdditionalInfo: json.RawMessage(r.addl)})
+		last = Watermark{ReportedHour: r.reported, ID: r.id}
+	}
+	if len(b.Records) == 0 {
+		f.succeeded(0)
+		return 0, nil
+	}
+	if err := f.post(ctx, a, b); err != nil {
+		f.failed(err)
+		return 0, err
+	}
+	// Only after commerce acknowledged: a crash before this line re-sends
+	// the batch, which commerce recognises record by record.
+	text, _ := json.Marshal(last)
+	if err := f.db.SetSetting(ctx, watermarkSetting, string(text)); err != nil {
+		return 0, err
+	}
+	f.succeeded(len(b.Records))
+	return len(b.Records), nil
+}
+
+func (f *Forwarder) post(ctx context.Context, a *Activation, b Batch) error {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(b); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(a.Claims.UsageEndpoint, "/")+"/v1/bridge/usage", &buf)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", "gzip")
+	req.Header.Set("Authorization", "Bearer "+a.Claims.BridgeToken)
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("post usage to commerce: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("commerce answered %d: %s", resp.StatusCode, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+func (f *Forwarder) succeeded(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.clock.Now()
+	f.status.LastSuccess = &now
+	f.status.Forwarded += int64(n)
+}
+
+func (f *Forwarder) failed(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.clock.Now()
+	f.status.LastError, f.status.LastErrorAt = err.Error(), &now
+}
+
+// Run forwards until ctx ends: batches back to back while there is backlog,
+// a pause when caught up, and exponential backoff with jitter after errors,
+// so an outage is ridden out and caught up in order.
+func (f *Forwarder) Run(ctx context.Context) {
+	failures := 0
+	for ctx.Err() == nil {
+		n, err := f.Step(ctx)
+		wait := time.Duration(0)
+		switch {
+		case errors.Is(err, ErrNotActivated):
+			wait = 10 * time.Second
+		case err != nil:
+			failures++
+			backoff := time.Second << min(failures, 6)
+			wait = backoff/2 + rand.N(backoff/2+1)
+			f.logger.Warn("bridge: forwarding failed; backing off", "err", err, "retry_in", wait.Round(time.Millisecond))
+		case n == 0:
+			failures = 0
+			wait = 5 * time.Second
+		default:
+			failures = 0
+		}
+		if wait > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+		}
+	}
+}
+
+// Status reports the bridge's state, with the backlog counted now.
+func (f *Forwarder) Status(ctx context.Context) (Status, error) {
+	f.mu.Lock()
+	st := f.status
+	f.mu.Unlock()
+	a, err := LoadActivation(ctx, f.db)
+	if err != nil {
+		return st, err
+	}
+	if a != nil {
+		st.Activated, st.Registration, st.UsageReporting = true, a.Claims.RegistrationName, a.Claims.UsageReportingEnabled
+	}
+	if st.Watermark, err = f.watermark(ctx); err != nil {
+		return st, err
+	}
+	var oldest *int64
+	if err := f.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(reported_hour_us) FROM usage_records WHERE reported_hour_us < ? AND (reported_hour_us, id) > (?, ?)`,
+		f.horizon(), st.Watermark.ReportedHour, st.Watermark.ID).Scan(&st.Backlog, &oldest); err != nil {
+		return st, err
+	}
+	if oldest != nil {
+		st.LagSeconds = f.clock.Now().Sub(clock.FromMicros(*oldest).Add(time.Hour)).Seconds()
+	}
+	return st, nil
+}

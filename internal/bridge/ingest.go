@@ -1,0 +1,225 @@
+package bridge
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/meter"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store"
+)
+
+// Record is one hourly usage record as a stack forwards it: the local facts,
+// like Azure's azureStack.* additional info.
+type Record struct {
+	ID             string          `json:"id"`
+	SubscriptionID string          `json:"subscriptionId"`
+	TenantID       string          `json:"tenantId"`
+	MeterID        string          `json:"meterId"`
+	Quantity       money.Quantity  `json:"quantity"`
+	UsageHour      time.Time       `json:"usageHour"`
+	ReportedHour   time.Time       `json:"reportedHour"`
+	ResourceURI    string          `json:"resourceUri"`
+	Location       string          `json:"location"`
+	Tags           json.RawMessage `json:"tags,omitempty"`
+	AdditionalInfo json.RawMessage `json:"additionalInfo,omitempty"`
+}
+
+// RecordID is the deterministic ID of a stack's hourly record, so that a
+// re-sent record is recognised on commerce whatever batch carries it.
+func RecordID(cloudID, sub, meterKey, instance string, usageHour, reportedHour int64) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s|%s|%s|%s|%d|%d", cloudID, sub, meterKey, instance, usageHour, reportedHour)))
+	return hex.EncodeToString(h[:16])
+}
+
+// Batch is what the bridge posts.
+type Batch struct {
+	CloudID string   `json:"cloudId"`
+	Records []Record `json:"records"`
+}
+
+// IngestResult reports a batch's outcome.
+type IngestResult struct {
+	Accepted   int `json:"accepted"`
+	Duplicates int `json:"duplicates"`
+}
+
+// Ingestor is commerce's usage ingestion.
+type Ingestor struct {
+	db      *store.DB
+	regs    *registration.Service
+	billing *meter.BillingMap
+	clock   *clock.Clock
+}
+
+// NewIngestor builds an Ingestor.
+func NewIngestor(db *store.DB, regs *registration.Service, billing *meter.BillingMap, c *clock.Clock) *Ingestor {
+	return &Ingestor{db: db, regs: regs, billing: billing, clock: c}
+}
+
+// MaxRecords bounds one batch.
+const MaxRecords = 20000
+
+// Ingest charges a batch of records. The caller must be the bridge
+// credential of a live registration whose cloudId the batch names and whose
+// billing model reports usage. Each record is charged, for its usage hour, to
+// the customer subscription its tenant was mapped to then, or else to the
+// registration's default subscription; the reason is stored with it. Records
+// are deduplicated by ID in the same transaction as the write.
+func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (IngestResult, error) {
+	if p.Role != auth.RoleBridge || p.RegistrationUID == "" {
+		return IngestResult{}, arm.Forbidden(p.Actor(), "bridge/usage/write", "/v1/bridge/usage")
+	}
+	if len(b.Records) > MaxRecords {
+		return IngestResult{}, arm.Errorf(http.StatusRequestEntityTooLarge, "BatchTooLarge", "A bridge batch holds at most %d records; this one has %d.", MaxRecords, len(b.Records))
+	}
+	reg, live, err := in.regs.ByUID(ctx, p.RegistrationUID)
+	if err != nil {
+		return IngestResult{}, err
+	}
+	switch {
+	case !live:
+		return IngestResult{}, arm.Errorf(http.StatusForbidden, "RegistrationNotActive", "The registration of this bridge credential was deleted; register and activate the stack again.")
+	case !strings.EqualFold(reg.CloudID, b.CloudID):
+		return IngestResult{}, arm.Errorf(http.StatusForbidden, "CloudIdMismatch",
+			"This bridge credential belongs to the registration of cloud %s; it cannot push usage for cloud %s.", reg.CloudID, b.CloudID)
+	case !reg.UsageReportingEnabled:
+		return IngestResult{}, arm.Errorf(http.StatusForbidden, "UsageReportingDisabled",
+			"Registration %s (billing model %s) does not report usage.", reg.Key.Name, reg.BillingModel)
+	}
+	intervals, err := in.regs.Mappings(ctx, reg.UID)
+	if err != nil {
+		return IngestResult{}, err
+	}
+	now := in.clock.Now()
+	type row struct {
+		args []any
+	}
+	rows := make([]row, 0, len(b.Records))
+	for i, r := range b.Records {
+		key, ok := meter.Normalize(r.MeterID)
+		switch {
+		case len(r.ID) != 32:
+			return IngestResult{}, arm.InvalidRequest(fmt.Sprintf("records[%d].id", i), "Record IDs are 32 hex digits.")
+		case !ok:
+			return IngestResult{}, arm.InvalidRequest(fmt.Sprintf("records[%d].meterId", i), "'%s' is not a meter ID.", r.MeterID)
+		case r.Quantity.Sign() < 0 || r.UsageHour.IsZero() || !clock.IsHourStart(r.UsageHour) || !clock.IsHourStart(r.ReportedHour):
+			return IngestResult{}, arm.InvalidRequest(fmt.Sprintf("records[%d]", i), "Records carry a non-negative quantity and hour-aligned usage and reported hours.")
+		}
+		tenant, _ := arm.CanonicalGUID(r.TenantID)
+		charged, mapped, reason := reg.Key.SubscriptionID, false, fmt.Sprintf("tenant %s not registered → default subscription %s", tenant, reg.Key.SubscriptionID)
+		for _, m := range intervals {
+			if m.TenantID == tenant && !m.From.After(r.UsageHour) && (m.To.IsZero() || m.To.After(r.UsageHour)) {
+				charged, mapped, reason = m.CustomerSubscription, true, fmt.Sprintf("mapped via tenant %s → subscription %s", tenant, m.CustomerSubscription)
+			}
+		}
+		bm, version, billed, err := in.billing.At(ctx, key, r.UsageHour)
+		if err != nil {
+			return IngestResult{}, err
+		}
+		billingQty := money.Zero
+		if billed {
+			billingQty = r.Quantity.Mul(bm.Factor)
+		}
+		rows = append(rows, row{[]any{r.ID, reg.UID, reg.CloudID, charged, store.Bool(mapped), reason, strings.ToLower(r.SubscriptionID), tenant, key, bm.ID,
+			r.Quantity.String(), billingQty.String(), version, clock.Micros(r.UsageHour), clock.Micros(r.ReportedHour), clock.Micros(now),
+			r.ResourceURI, r.Location, rawOr(r.Tags), rawOr(r.AdditionalInfo)}})
+	}
+	var res IngestResult
+	err = in.db.Write(ctx, func(tx *store.Tx) error {
+		res = IngestResult{}
+		const chunk = 200
+		for start := 0; start < len(rows); start += chunk {
+			part := rows[start:min(start+chunk, len(rows))]
+			var sb strings.Builder
+			args := make([]any, 0, 20*len(part))
+			sb.WriteString(`INSERT INTO commerce_usage (id, registration_uid, cloud_id, charged_subscription_id, mapped, reason, local_subscription_id, tenant_id, local_meter_key,
+				billing_meter_id, quantity, billing_quantity, meter_map_version, usage_hour_us, reported_hour_us, received_at_us, resource_uri, location, tags, additional_info) VALUES `)
+			for i, r := range part {
+				if i > 0 {
+					sb.WriteString(", ")
+				}
+				sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+				args = append(args, r.args...)
+			}
+			sb.WriteString(` ON CONFLICT (id) DO NOTHING`)
+			out, err := tx.ExecContext(ctx, sb.String(), args...)
+			if err != nil {
+				return fmt.Errorf("store forwarded usage: %w", err)
+			}
+			n, _ := out.RowsAffected()
+			res.Accepted += int(n)
+		}
+		res.Duplicates = len(rows) - res.Accepted
+		return nil
+	})
+	return res, err
+}
+
+func rawOr(r json.RawMessage) string {
+	if len(r) == 0 {
+		return "null"
+	}
+	return string(r)
+}
+
+// ChargedTotal is forwarded usage summed per charged subscription, billing
+// meter (empty for local-only meters) and usage day.
+type ChargedTotal struct {
+	SubscriptionID string         `json:"subscriptionId"`
+	BillingMeterID string         `json:"billingMeterId"`
+	LocalMeterID   string         `json:"localMeterId"`
+	Day            time.Time      `json:"day"`
+	Quantity       money.Quantity `json:"quantity"`
+	Mapped         bool           `json:"mapped"`
+}
+
+// Totals sums forwarded usage for the given charged subscriptions over
+// [from, to) of usage time. Exact decimal sums are done here, not in SQL.
+func (in *Ingestor) Totals(ctx context.Context, subscriptions []string, from, to time.Time) ([]ChargedTotal, error) {
+	if len(subscriptions) == 0 {
+		return nil, nil
+	}
+	args := []any{clock.Micros(from), clock.Micros(to)}
+	for _, s := range subscriptions {
+		args = append(args, s)
+	}
+	rows, err := in.db.QueryContext(ctx, `SELECT charged_subscription_id, billing_meter_id, local_meter_key, usage_hour_us, billing_quantity, quantity, mapped FROM commerce_usage
+		WHERE usage_hour_us >= ? AND usage_hour_us < ? AND charged_subscription_id IN (`+store.Placeholders(len(subscriptions))+`)
+		ORDER BY charged_subscription_id, billing_meter_id, local_meter_key, usage_hour_us`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []ChargedTotal
+	for rows.Next() {
+		var t ChargedTotal
+		var hour int64
+		var bq, q money.Quantity
+		if err := rows.Scan(&t.SubscriptionID, &t.BillingMeterID, &t.LocalMeterID, &hour, &bq, &q, &t.Mapped); err != nil {
+			return nil, err
+		}
+		t.Day = clock.DayStart(clock.FromMicros(hour))
+		t.Quantity = bq
+		if t.BillingMeterID == "" {
+			t.Quantity = q
+		}
+		if n := len(out); n > 0 && out[n-1].SubscriptionID == t.SubscriptionID && out[n-1].BillingMeterID == t.BillingMeterID &&
+			out[n-1].LocalMeterID == t.LocalMeterID && out[n-1].Day.Equal(t.Day) && out[n-1].Mapped == t.Mapped {
+			out[n-1].Quantity = out[n-1].Quantity.Add(t.Quantity)
+			continue
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,208 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/services/azurestack/mgmt/2017-06-01/azurestack"
+	"github.com/Azure/go-autorest/autorest/to"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/meter"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/simulate"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/usage"
+)
+
+// TestBridgeChargesByHour forwards three days of a stack's usage to commerce
+// and checks each hour was charged to the subscription its tenant mapped to
+// at that hour, per billing meter, exactly; re-sending changes nothing.
+func TestBridgeChargesByHour(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		t0 := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
+		clk := clock.Manual(t0)
+		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
+		stack, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: 97})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stack.Close()
+		ssrv := httptest.NewServer(stack.Handler)
+		defer ssrv.Close()
+		se := &stackEnv{testEnv: &testEnv{t: t, app: stack, srv: ssrv, url: ssrv.URL, operator: "stack-op"}, clk: clk, provider: stack.Tenancy.Provider(),
+			c: &client{base: ssrv.URL, token: "stack-op", http: ssrv.Client()}}
+
+		// Register and activate the stack with contoso's shared-services subscription.
+		tok, err := bridge.RegistrationToken(ctx, stack.DB, "PayAsYouUse", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		loc := "global"
+		regs := com.regClient(W.ContosoDefault, com.tokens["contoso"])
+		if _, err := regs.CreateOrUpdate(ctx, "azurestack", "stamp", azurestack.RegistrationParameter{Location: &loc,
+			RegistrationParameterProperties: &azurestack.RegistrationParameterProperties{RegistrationToken: &tok}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := com.app.Registrations.Approve(ctx, auth.Principal{Role: auth.RoleOperator, TokenID: "t"}, regKey(W.ContosoDefault, "azurestack", "stamp"), true); err != nil {
+			t.Fatal(err)
+		}
+		key, err := regs.GetActivationKey(ctx, "azurestack", "stamp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, _ := com.app.Signer.JWKS(ctx)
+		if _, err := bridge.Activate(ctx, stack.DB, to.String(key.ActivationKey), keys, clk.Now()); err != nil {
+			t.Fatal(err)
+		}
+		cs := com.csClient(W.ContosoDefault, com.tokens["contoso"])
+		mapTenant := func(c storetest.Customer) {
+			if _, err := cs.Create(ctx, "azurestack", "stamp", c.Subscription, azurestack.CustomerSubscription{
+				CustomerSubscriptionProperties: &azurestack.CustomerSubscriptionProperties{TenantID: to.StringPtr(c.Tenant)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mapTenant(W.Adatum)
+
+		// The stack's tenants: Adatum and Litware (CSP customers) and one never registered.
+		subA, subL, subX, tenantX := randomGUID(), randomGUID(), randomGUID(), randomGUID()
+		se.onboard(t, W.Adatum.Tenant, subA, "")
+		se.onboard(t, W.Litware.Tenant, subL, "")
+		se.onboard(t, tenantX, subX, "")
+		meters := []struct{ id, qty string }{{simulate.MeterBaseVM, "2"}, {simulate.MeterWindowsVM, "2"}, {simulate.MeterBlockBlob, "10.5"}, {simulate.MeterStaticIP, "1"}}
+		// want[charged subscription][local meter key] = quantity
+		want := map[string]map[string]money.Quantity{}
+		add := func(charged, meterID, qty string) {
+			k, _ := meter.Normalize(meterID)
+			if want[charged] == nil {
+				want[charged] = map[string]money.Quantity{}
+			}
+			want[charged][k] = want[charged][k].Add(money.MustQuantity(qty))
+		}
+		for h := 0; h < 72; h++ {
+			hour := t0.Add(time.Duration(h) * time.Hour)
+			if h == 24 {
+				clk.Set(hour)
+				mapTenant(W.Litware) // Litware is added at the start of day 2
+			}
+			if h == 48 {
+				clk.Set(hour) // Adatum is removed at the start of day 3
+				if _, err := cs.Delete(ctx, "azurestack", "stamp", W.Adatum.Subscription); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var evs []usage.Event
+			for _, sub := range []string{subA, subL, subX} {
+				for _, m := range meters {
+					evs = append(evs, ev(fmt.Sprintf("%s-%s-%d", sub, m.id, h), sub, m.id, m.qty, hour, hour.Add(time.Hour), "/subscriptions/"+sub+"/resourceGroups/rg/providers/x/y/r1"))
+					charged := W.ContosoDefault
+					switch {
+					case sub == subA && h < 48:
+						charged = W.Adatum.Subscription
+					case sub == subL && h >= 24:
+						charged = W.Litware.Subscription
+					}
+					add(charged, m.id, m.qty)
+				}
+			}
+			clk.Set(hour.Add(time.Hour + time.Minute))
+			if _, err := se.c.postEvents(ctx, evs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clk.Set(t0.Add(73*time.Hour + bridge.Grace))
+		forwardAll := func() int {
+			total := 0
+			for {
+				n, err := stack.Forwarder.Step(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n == 0 {
+					return total
+				}
+				total += n
+			}
+		}
+		if n := forwardAll(); n != 72*3*4 {
+			t.Fatalf("forwarded %d records, want %d", n, 72*3*4)
+		}
+		check := func() {
+			t.Helper()
+			for charged, ms := range want {
+				totals, err := com.app.Ingestor.Totals(ctx, []string{charged}, t0, t0.Add(72*time.Hour))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := map[string]money.Quantity{}
+				for _, tt := range totals {
+					got[tt.LocalMeterID] = got[tt.LocalMeterID].Add(tt.Quantity)
+					if (tt.BillingMeterID == "") != (tt.LocalMeterID == "f271a8a388c44d93956a063e1d2fa80b") {
+						t.Errorf("meter %s billed as %q", tt.LocalMeterID, tt.BillingMeterID)
+					}
+				}
+				for k, q := range ms {
+					if !got[k].Equal(q) {
+						t.Errorf("charged %s, meter %s: %s, want %s", charged, k, got[k], q)
+					}
+				}
+				if len(got) != len(ms) {
+					t.Errorf("charged %s: meters %v, want %v", charged, got, ms)
+				}
+			}
+		}
+		check()
+		// A stack that lost its watermark re-sends everything: commerce counts nothing twice.
+		if err := stack.DB.SetSetting(ctx, "bridge.watermark", `{"reportedHour":0,"id":0}`); err != nil {
+			t.Fatal(err)
+		}
+		if n := forwardAll(); n != 72*3*4 {
+			t.Fatalf("re-sent %d", n)
+		}
+		check()
+		st, err := stack.Forwarder.Status(ctx)
+		if err != nil || st.Backlog != 0 || !st.Activated || st.Forwarded != 2*72*3*4 {
+			t.Fatalf("status %+v %v", st, err)
+		}
+		// The reason is kept with each record.
+		var reason string
+		_ = com.app.DB.QueryRowContext(ctx, `SELECT reason FROM commerce_usage WHERE local_subscription_id = ? ORDER BY usage_hour_us LIMIT 1`, subX).Scan(&reason)
+		if !strings.Contains(reason, "not registered → default subscription "+W.ContosoDefault) {
+			t.Fatalf("reason %q", reason)
+		}
+		// Credentials: only this registration's bridge credential for this cloud.
+		bridgeTok := claimValue(t, to.String(key.ActivationKey), "bridgeToken")
+		for name, tc := range map[string]struct {
+			token, body string
+			status      int
+		}{
+			"other cloud":   {bridgeTok, `{"cloudId":"` + randomGUID() + `","records":[]}`, 403},
+			"partner token": {com.tokens["contoso"], `{"cloudId":"x","records":[]}`, 403},
+			"bad record":    {bridgeTok, `{"cloudId":"` + claimValue(t, to.String(key.ActivationKey), "cloudId") + `","records":[{"id":"short"}]}`, 400},
+		} {
+			resp, body := com.raw("POST", "/v1/bridge/usage", tc.token, "application/json", strings.NewReader(tc.body))
+			if resp.StatusCode != tc.status {
+				t.Errorf("%s: %d %s", name, resp.StatusCode, body)
+			}
+		}
+		// Partners read their customers' forwarded usage; others cannot.
+		q := "/v1/usage/forwarded?subscriptionId=" + W.Adatum.Subscription
+		if resp, body := com.raw("GET", q, com.tokens["contoso"], "", nil); resp.StatusCode != 200 || !strings.Contains(body, "fb8c0713-ea20-40bf-901f-5560fd3f6330") {
+			t.Fatalf("partner: %d %.300s", resp.StatusCode, body)
+		}
+		if resp, _ := com.raw("GET", q, com.tokens["northwind"], "", nil); resp.StatusCode != 404 {
+			t.Fatalf("another partner: %d", resp.StatusCode)
+		}
+		tenantTok, _, _ := com.app.Auth.Create(ctx, auth.RoleTenant, "", W.Adatum.Subscription, "", 0)
+		if resp, _ := com.raw("GET", q, tenantTok, "", nil); resp.StatusCode != 403 {
+			t.Fatalf("end customer: %d", resp.StatusCode)
+		}
+	})
+}

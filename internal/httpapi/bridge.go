@@ -1,0 +1,112 @@
+package httpapi
+
+import (
+	"compress/gzip"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/meter"
+)
+
+// maxBridgeBody bounds a decompressed bridge batch.
+const maxBridgeBody = 64 << 20
+
+func (s *Server) postBridgeUsage(w http.ResponseWriter, r *http.Request, p auth.Principal, _ map[string]string) error {
+	var body io.Reader = http.MaxBytesReader(w, r.Body, maxBridgeBody)
+	if strings.EqualFold(r.Header.Get("Content-Encoding"), "gzip") {
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			return arm.InvalidRequest("", "The gzip body could not be read: %v", err)
+		}
+		defer zr.Close()
+		body = io.LimitReader(zr, maxBridgeBody+1)
+	}
+	raw, err := io.ReadAll(body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return arm.Errorf(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "The batch is larger than %d bytes.", maxBridgeBody)
+		}
+		return arm.InvalidRequest("", "The body could not be read: %v", err)
+	}
+	if len(raw) > maxBridgeBody {
+		return arm.Errorf(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "The decompressed batch is larger than %d bytes.", maxBridgeBody)
+	}
+	var b bridge.Batch
+	if err := decodeStrict(raw, &b); err != nil {
+		return err
+	}
+	res, err := s.deps.Ingestor.Ingest(r.Context(), p, b)
+	if err != nil {
+		return err
+	}
+	arm.WriteJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func (s *Server) bridgeStatus(w http.ResponseWriter, r *http.Request, _ auth.Principal, _ map[string]string) error {
+	st, err := s.deps.Forwarder.Status(r.Context())
+	if err != nil {
+		return err
+	}
+	arm.WriteJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// forwardedUsage lets a partner read its customers' forwarded usage by
+// subscription, meter and day. End customers have no role here.
+func (s *Server) forwardedUsage(w http.ResponseWriter, r *http.Request, p auth.Principal, _ map[string]string) error {
+	q := r.URL.Query()
+	sub := q.Get("subscriptionId")
+	if _, err := s.deps.Directory.GetSubscription(r.Context(), p, sub); err != nil {
+		return err
+	}
+	from, to := time.Unix(0, 0).UTC(), s.deps.Clock.Now().Add(time.Hour)
+	for name, dst := range map[string]*time.Time{"from": &from, "to": &to} {
+		if v := q.Get(name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return arm.InvalidRequest(name, "'%s' is not an RFC 3339 time.", v)
+			}
+			*dst = t.UTC()
+		}
+	}
+	sub = strings.ToLower(sub)
+	totals, err := s.deps.Ingestor.Totals(r.Context(), []string{sub}, from, to)
+	if err != nil {
+		return err
+	}
+	arm.WriteJSON(w, http.StatusOK, listJSON[bridge.ChargedTotal]{Value: nonNil(totals)})
+	return nil
+}
+
+func (s *Server) getMeterMap(w http.ResponseWriter, r *http.Request, _ auth.Principal, _ map[string]string) error {
+	vs, err := s.deps.BillingMap.Versions(r.Context())
+	if err != nil {
+		return err
+	}
+	arm.WriteJSON(w, http.StatusOK, listJSON[meter.MapVersion]{Value: vs})
+	return nil
+}
+
+func (s *Server) putMeterMap(w http.ResponseWriter, r *http.Request, p auth.Principal, _ map[string]string) error {
+	var in struct {
+		EffectiveFrom time.Time            `json:"effectiveFrom"`
+		Meters        []meter.BillingMeter `json:"meters"`
+	}
+	if err := decodeInto(s, w, r, &in); err != nil {
+		return err
+	}
+	v, err := s.deps.BillingMap.Publish(r.Context(), p, in.EffectiveFrom, in.Meters)
+	if err != nil {
+		return err
+	}
+	arm.WriteJSON(w, http.StatusCreated, v)
+	return nil
+}
