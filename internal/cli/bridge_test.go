@@ -171,6 +171,14 @@ func TestBridgeChargesByHour(t *testing.T) {
 		if err != nil || st.Backlog != 0 || !st.Activated || st.Forwarded != 2*72*3*4 {
 			t.Fatalf("status %+v %v", st, err)
 		}
+		if r := runCLI(t, nil, "stack", "bridge", "status", "--url", ssrv.URL, "--token", "stack-op"); r.code != 0 ||
+			!strings.Contains(r.stdout, "forwarding for registration stamp") || !strings.Contains(r.stdout, "backlog      0 records") {
+			t.Fatalf("bridge status: %+v", r)
+		}
+		if resp, body := se.raw("GET", "/metrics", "stack-op", "", nil); resp.StatusCode != 200 || !strings.Contains(body, "stackbill_bridge_backlog_records 0") ||
+			!strings.Contains(body, "stackbill_bridge_forwarded_records_total 1728") {
+			t.Fatalf("metrics: %d", resp.StatusCode)
+		}
 		// The reason is kept with each record.
 		var reason string
 		_ = com.app.DB.QueryRowContext(ctx, `SELECT reason FROM commerce_usage WHERE local_subscription_id = ? ORDER BY usage_hour_us LIMIT 1`, subX).Scan(&reason)

@@ -38,7 +38,7 @@ func commands() map[string]command {
 		"registration": {"manage Microsoft.AzureStack registrations (registration create|get|list|update|delete|approve|revoke-approval|history|activation-key|enable-remote-management)", runRegistration},
 		"tenant":       {"map end-customer tenants to CSP subscriptions on a registration (tenant add|show|list|remove)", runTenant},
 		"simulate":     {"play the resource providers: tenants, subscriptions and realistic usage (backfill and real time)", runSimulate},
-		"stack":        {"the stack's identity and handshake (stack info|registration-token|activate)", runStack},
+		"stack":        {"the stack's identity, handshake and bridge (stack info|registration-token|activate|bridge status)", runStack},
 		"bench":        {"measure throughput and latency (bench registration|intake|usage-api)", runBench},
 		"version":      {"print the version", runVersion},
 	}

@@ -14,9 +14,12 @@ import (
 )
 
 func runStack(ctx context.Context, env Env, args []string) error {
-	verb, rest, err := subcommand(args, "info", "registration-token", "activate")
+	verb, rest, err := subcommand(args, "info", "registration-token", "activate", "bridge")
 	if err != nil {
 		return err
+	}
+	if verb == "bridge" {
+		return stackBridge(ctx, env, rest)
 	}
 	fs := newFlags(env, "stack "+verb)
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
@@ -119,4 +122,37 @@ func commerceKeys(ctx context.Context, app *App, commerceURL string) (bridge.JWK
 		return bridge.JWKS{}, fmt.Errorf("fetch commerce keys from %s: status %d", commerceURL, resp.StatusCode)
 	}
 	return keys, nil
+}
+
+// stackBridge shows the running stack's bridge status over its API.
+func stackBridge(ctx context.Context, env Env, args []string) error {
+	_, rest, err := subcommand(args, "status")
+	if err != nil {
+		return err
+	}
+	fs := newFlags(env, "stack bridge status")
+	mk := clientFlags(fs, env)
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	var st bridge.Status
+	if _, err := mk().do(ctx, "GET", "/v1/stack/bridge", nil, &st); err != nil {
+		return err
+	}
+	state := "not activated"
+	switch {
+	case st.Activated && st.UsageReporting:
+		state = "forwarding for registration " + st.Registration
+	case st.Activated:
+		state = "activated (" + st.Registration + "), usage reporting off"
+	}
+	fmt.Fprintf(env.Stdout, "state        %s\nbacklog      %d records\nlag          %s\nforwarded    %d records\n", state, st.Backlog,
+		(time.Duration(st.LagSeconds) * time.Second).String(), st.Forwarded)
+	if st.LastSuccess != nil {
+		fmt.Fprintf(env.Stdout, "last success %s\n", st.LastSuccess.Format(time.RFC3339))
+	}
+	if st.LastError != "" {
+		fmt.Fprintf(env.Stdout, "last error   %s (%s)\n", st.LastError, st.LastErrorAt.Format(time.RFC3339))
+	}
+	return nil
 }

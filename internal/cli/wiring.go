@@ -122,6 +122,9 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	forwarder := bridge.NewForwarder(db, o.Clock, ten, o.Logger.With("component", "bridge"), o.BridgeBatch)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if o.Role != "commerce" {
+		registerBridgeMetrics(reg, forwarder)
+	}
 	h := httpapi.New(httpapi.Config{Role: o.Role, PageSize: o.PageSize, MaxBodyBytes: o.MaxBodyBytes, DBDescription: string(db.Dialect)},
 		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
 			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer,
@@ -168,4 +171,22 @@ func describeClock(c *clock.Clock) string {
 		return "real"
 	}
 	return fmt.Sprintf("SIMULATED at %s, %dx real time", c.Now().Format(time.RFC3339), c.Rate())
+}
+
+// registerBridgeMetrics exposes the bridge's state; each scrape reads it.
+func registerBridgeMetrics(reg *prometheus.Registry, f *bridge.Forwarder) {
+	status := func() bridge.Status {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, _ := f.Status(ctx)
+		return st
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_bridge_backlog_records", Help: "Closed-hour usage records not yet forwarded to commerce."},
+			func() float64 { return float64(status().Backlog) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_bridge_lag_seconds", Help: "Age of the oldest unforwarded closed reported hour."},
+			func() float64 { return status().LagSeconds }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_bridge_forwarded_records_total", Help: "Records forwarded by this process."},
+			func() float64 { return float64(status().Forwarded) }),
+	)
 }
