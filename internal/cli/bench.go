@@ -5,7 +5,7 @@ import (
 )
 
 func runBench(ctx context.Context, env Env, args []string) error {
-	verb, rest, err := subcommand(args, "registration", "intake", "usage-api")
+	verb, rest, err := subcommand(args, "registration", "intake", "usage-api", "forward")
 	if err != nil {
 		return err
 	}
@@ -14,6 +14,8 @@ func runBench(ctx context.Context, env Env, args []string) error {
 		return benchIntake(ctx, env, rest)
 	case "usage-api":
 		return benchUsageAPI(ctx, env, rest)
+	case "forward":
+		return benchForward(ctx, env, rest)
 	}
 	return benchRegistration(ctx, env, rest)
 }

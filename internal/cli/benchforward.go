@@ -1,0 +1,176 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/simulate"
+	"github.com/stackbill/stackbill/internal/tenancy"
+	"github.com/stackbill/stackbill/internal/usage"
+)
+
+// ForwardBenchResult is what the forwarding benchmark measured.
+type ForwardBenchResult struct {
+	Records  int
+	Duration time.Duration
+}
+
+// RunForwardBench builds a registered, activated stack with a backlog of
+// tenants × days × 24 hours × 2 meters of records (half the tenants mapped
+// to customer subscriptions) and times the bridge catching up with commerce
+// over loopback HTTP, mapping and deduplication included.
+func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, batch int, progress io.Writer) (ForwardBenchResult, error) {
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "bench"}
+	partner := "bench-" + randomGUID()[:8]
+	defSub := randomGUID()
+	type tenantRec struct{ dir, localSub, cspSub string }
+	var ts []tenantRec
+	doc := map[string]any{"partners": []map[string]string{{"id": partner, "name": "Bench CSP", "type": "DirectCSP"}}}
+	customers := []map[string]string{}
+	subs := []map[string]string{{"id": defSub, "offer": "CSPSS", "partner": partner}}
+	for i := 0; i < tenants; i++ {
+		t := tenantRec{dir: randomGUID(), localSub: randomGUID(), cspSub: randomGUID()}
+		ts = append(ts, t)
+		customers = append(customers, map[string]string{"tenantId": t.dir, "name": fmt.Sprint("c", i), "partner": partner})
+		subs = append(subs, map[string]string{"id": t.cspSub, "offer": "CSP", "partner": partner, "customerTenantId": t.dir})
+	}
+	doc["customers"], doc["subscriptions"] = customers, subs
+	data, _ := json.Marshal(doc)
+	if _, err := com.Directory.Import(ctx, "bench", data); err != nil {
+		return ForwardBenchResult{}, err
+	}
+	tok, err := bridge.RegistrationToken(ctx, stack.DB, "PayAsYouUse", "", nil)
+	if err != nil {
+		return ForwardBenchResult{}, err
+	}
+	k := registration.Key{SubscriptionID: defSub, ResourceGroup: "azurestack", Name: "bench-stamp"}
+	loc := "global"
+	if _, _, err := com.Registrations.Put(ctx, op, k, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
+		return ForwardBenchResult{}, err
+	}
+	if _, err := com.Registrations.Approve(ctx, op, k, true); err != nil {
+		return ForwardBenchResult{}, err
+	}
+	for i, t := range ts {
+		if i%2 == 0 {
+			if _, err := com.Registrations.PutCustomerSubscription(ctx, op, k, t.cspSub, t.dir, registration.Precondition{}); err != nil {
+				return ForwardBenchResult{}, err
+			}
+		}
+	}
+	comURL, stop, err := serveLoopback(com)
+	if err != nil {
+		return ForwardBenchResult{}, err
+	}
+	defer stop()
+	issuer := bridge.NewIssuer(com.Signer, com.Registrations, com.Auth, com.Clock.Now)
+	key, err := issuer.ActivationKey(ctx, op, k, comURL)
+	if err != nil {
+		return ForwardBenchResult{}, err
+	}
+	keys, err := com.Signer.JWKS(ctx)
+	if err != nil {
+		return ForwardBenchResult{}, err
+	}
+	if _, err := bridge.Activate(ctx, stack.DB, key, keys, stack.Clock.Now()); err != nil {
+		return ForwardBenchResult{}, err
+	}
+	sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "bench"}
+	for _, t := range ts {
+		if _, _, err := stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: t.dir, TenantID: t.dir}); err != nil {
+			return ForwardBenchResult{}, err
+		}
+		if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), t.localSub, tenancy.Subscription{TenantID: t.dir, Owner: "o", OfferID: "o"}); err != nil {
+			return ForwardBenchResult{}, err
+		}
+	}
+	// The backlog: each hour's records reported in that hour, as a stack
+	// cut off from commerce for days would hold them.
+	end := clock.HourStart(stack.Clock.Now().Add(-time.Hour))
+	start := end.Add(-time.Duration(days) * 24 * time.Hour)
+	bar := newProgress(progress, int64(days*24), "building the backlog")
+	records := 0
+	for h := start; h.Before(end); h = h.Add(time.Hour) {
+		evs := make([]*usage.Event, 0, 2*len(ts))
+		for _, t := range ts {
+			for _, m := range []struct{ id, q string }{{simulate.MeterBaseVM, "4"}, {simulate.MeterBlockBlob, "12.25"}} {
+				q := money.MustQuantity(m.q)
+				s, e := h, h.Add(time.Hour)
+				evs = append(evs, &usage.Event{ID: t.localSub + m.id + fmt.Sprint(h.Unix()), SubscriptionID: t.localSub, MeterID: m.id, Quantity: &q, StartTime: &s, EndTime: &e,
+					ResourceURI: "/subscriptions/" + t.localSub + "/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1", Location: "local"})
+			}
+		}
+		res, err := stack.Usage.IngestAt(ctx, h.Add(time.Hour-time.Minute), evs)
+		if err != nil {
+			return ForwardBenchResult{}, err
+		}
+		records += res.Accepted
+		if bar != nil {
+			_ = bar.Add(1)
+		}
+	}
+	f := bridge.NewForwarder(stack.DB, stack.Clock, stack.Tenancy, stack.Logger, batch)
+	t0 := time.Now()
+	sent := 0
+	for {
+		n, err := f.Step(ctx)
+		if err != nil {
+			return ForwardBenchResult{}, err
+		}
+		if n == 0 {
+			break
+		}
+		sent += n
+	}
+	if sent != records {
+		return ForwardBenchResult{}, fmt.Errorf("forwarded %d of %d records", sent, records)
+	}
+	return ForwardBenchResult{Records: sent, Duration: time.Since(t0)}, nil
+}
+
+func benchForward(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "bench forward")
+	dbFlag := fs.String("db", "", "commerce database (default: a fresh SQLite file); the stack is always a fresh SQLite file")
+	tenants := fs.Int("tenants", 1000, "tenants on the stack")
+	days := fs.Int("days", 7, "days of backlog")
+	batch := fs.Int("batch", bridge.MaxRecords, "records per forwarded batch")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	com, _, closeCom, err := openBenchApp(ctx, *dbFlag)
+	if err != nil {
+		return err
+	}
+	defer closeCom()
+	dir, err := os.MkdirTemp("", "stackbill-bench-stack-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	stack, err := Build(ctx, Options{DB: filepath.Join(dir, "stack.db")})
+	if err != nil {
+		return err
+	}
+	defer stack.Close()
+	res, err := RunForwardBench(ctx, com, stack, *tenants, *days, *batch, env.Stderr)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "bridge catch-up: %d tenants × %d days backlog, stack on sqlite → commerce on %s over loopback HTTP, batches of %d, mapping and dedup\n",
+		*tenants, *days, com.DB.Dialect, *batch)
+	fmt.Fprintln(tw, "RECORDS\tCATCH-UP\tRECORDS/S")
+	fmt.Fprintf(tw, "%d\t%s\t%.0f\n", res.Records, res.Duration.Round(time.Millisecond), float64(res.Records)/res.Duration.Seconds())
+	return tw.Flush()
+}
