@@ -60,6 +60,8 @@ type Forwarder struct {
 	logger *slog.Logger
 	client *http.Client
 	batch  int
+	// MaxBackoff caps the wait between failed attempts.
+	MaxBackoff time.Duration
 
 	mu     sync.Mutex
 	status Status
@@ -73,7 +75,7 @@ func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, logger *slog.Logg
 		// commerce's commit cost is per batch.
 		batch = MaxRecords
 	}
-	return &Forwarder{db: db, clock: c, owners: owners, logger: logger, batch: batch, client: &http.Client{Timeout: 60 * time.Second}}
+	return &Forwarder{db: db, clock: c, owners: owners, logger: logger, batch: batch, client: &http.Client{Timeout: 60 * time.Second}, MaxBackoff: time.Minute}
 }
 
 func (f *Forwarder) watermark(ctx context.Context) (Watermark, error) {
@@ -217,15 +219,15 @@ func (f *Forwarder) Run(ctx context.Context) {
 		wait := time.Duration(0)
 		switch {
 		case errors.Is(err, ErrNotActivated):
-			wait = 10 * time.Second
+			wait = min(10*time.Second, f.MaxBackoff)
 		case err != nil:
 			failures++
-			backoff := time.Second << min(failures, 6)
+			backoff := min(time.Second<<min(failures, 6), f.MaxBackoff)
 			wait = backoff/2 + rand.N(backoff/2+1)
 			f.logger.Warn("bridge: forwarding failed; backing off", "err", err, "retry_in", wait.Round(time.Millisecond))
 		case n == 0:
 			failures = 0
-			wait = 5 * time.Second
+			wait = min(5*time.Second, f.MaxBackoff)
 		default:
 			failures = 0
 		}

@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,8 +18,10 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
 )
 
@@ -213,4 +217,103 @@ func TestBridgeChargesByHour(t *testing.T) {
 			t.Fatalf("end customer: %d", resp.StatusCode)
 		}
 	})
+}
+
+// TestBridgeRidesOutAnOutage runs the forwarder's loop against a commerce
+// that fails, hangs up and then recovers: the error shows in the status, the
+// bridge backs off, and it catches up in order with nothing lost.
+func TestBridgeRidesOutAnOutage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t0 := time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)
+	clk := clock.Manual(t0)
+	com := newTestEnv(t, "sqlite", func(o *Options) { o.Clock = clk })
+	stack, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stack.Close()
+	// Commerce behind a switch: down (503, then connection drops) or up.
+	var down atomic.Int32
+	down.Store(1)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch down.Load() {
+		case 1:
+			http.Error(w, "maintenance", http.StatusServiceUnavailable)
+		case 2:
+			hj, _ := w.(http.Hijacker)
+			conn, _, _ := hj.Hijack()
+			conn.Close()
+		default:
+			com.app.Handler.ServeHTTP(w, r)
+		}
+	}))
+	defer front.Close()
+	tok, _ := bridge.RegistrationToken(ctx, stack.DB, "PayAsYouUse", "", nil)
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
+	k := regKey(W.ContosoDefault, "azurestack", "stamp")
+	loc := "global"
+	if _, _, err := com.app.Registrations.Put(ctx, op, k, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	key, err := bridge.NewIssuer(com.app.Signer, com.app.Registrations, com.app.Auth, clk.Now).ActivationKey(ctx, op, k, front.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := com.app.Signer.JWKS(ctx)
+	if _, err := bridge.Activate(ctx, stack.DB, key, keys, clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sub, tenant := randomGUID(), randomGUID()
+	sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "t"}
+	stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: tenant, TenantID: tenant})
+	if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), sub, tenancy.Subscription{TenantID: tenant, Owner: "o", OfferID: "o"}); err != nil {
+		t.Fatal(err)
+	}
+	var evs []*usage.Event
+	for h := 0; h < 10; h++ {
+		for r := 0; r < 30; r++ {
+			e := ev(fmt.Sprintf("e%d-%d", h, r), sub, simulate.MeterBaseVM, "1.5", t0.Add(time.Duration(h)*time.Hour), t0.Add(time.Duration(h+1)*time.Hour), fmt.Sprintf("/r/vm%d", r))
+			evs = append(evs, &e)
+		}
+	}
+	if _, err := stack.Usage.IngestAt(ctx, t0.Add(10*time.Hour), evs); err != nil {
+		t.Fatal(err)
+	}
+	clk.Set(t0.Add(12 * time.Hour))
+	stack.Forwarder.MaxBackoff = 200 * time.Millisecond
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go stack.Forwarder.Run(runCtx)
+	waitFor := func(what string, ok func(bridge.Status) bool) bridge.Status {
+		t.Helper()
+		for i := 0; i < 300; i++ {
+			st, err := stack.Forwarder.Status(ctx)
+			if err == nil && ok(st) {
+				return st
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		st, _ := stack.Forwarder.Status(ctx)
+		t.Fatalf("timed out waiting for %s: %+v", what, st)
+		return st
+	}
+	waitFor("the 503 to show", func(st bridge.Status) bool { return strings.Contains(st.LastError, "503") && st.Backlog == 300 })
+	down.Store(2)
+	waitFor("the dropped connection to show", func(st bridge.Status) bool {
+		return strings.Contains(st.LastError, "EOF") || strings.Contains(st.LastError, "reset")
+	})
+	down.Store(0)
+	st := waitFor("the catch-up", func(st bridge.Status) bool { return st.Backlog == 0 })
+	totals, err := com.app.Ingestor.Totals(ctx, []string{W.ContosoDefault}, t0, t0.Add(10*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := money.Zero
+	for _, tt := range totals {
+		sum = sum.Add(tt.Quantity)
+	}
+	if !sum.Equal(money.MustQuantity("450")) || st.Forwarded != 300 {
+		t.Fatalf("after the outage: %s forwarded as %s, want 450 (status %+v)", "300 records", sum, st)
+	}
 }

@@ -298,7 +298,7 @@ func (r rejection) Error() string { return r.reason }
 func reject(format string, args ...any) error { return rejection{fmt.Sprintf(format, args...)} }
 
 // validate checks one event and fills in its normalised fields.
-func (s *Service) validate(ctx context.Context, e *Event, subCache map[string]bool) (meter.Meter, string, error) {
+func (s *Service) validate(ctx context.Context, now time.Time, e *Event, subCache map[string]bool) (meter.Meter, string, error) {
 	e.ID = strings.TrimSpace(e.ID)
 	switch {
 	case e.ID == "":
@@ -315,7 +315,7 @@ func (s *Service) validate(ctx context.Context, e *Event, subCache map[string]bo
 		return meter.Meter{}, "", reject("endTime %s is before startTime %s", e.EndTime.UTC().Format(time.RFC3339), e.StartTime.UTC().Format(time.RFC3339))
 	case e.EndTime.Sub(*e.StartTime) > maxSpan:
 		return meter.Meter{}, "", reject("the event spans more than 31 days")
-	case e.StartTime.After(s.clock.Now().Add(5 * time.Minute)):
+	case e.StartTime.After(now.Add(5 * time.Minute)):
 		return meter.Meter{}, "", reject("startTime %s is in the future", e.StartTime.UTC().Format(time.RFC3339))
 	}
 	sub, ok := arm.CanonicalGUID(e.SubscriptionID)
@@ -375,7 +375,7 @@ func (s *Service) ingest(ctx context.Context, now time.Time, events []*Event, re
 		if e == nil {
 			continue
 		}
-		m, key, err := s.validate(ctx, e, subCache)
+		m, key, err := s.validate(ctx, now, e, subCache)
 		if err != nil {
 			if _, ok := err.(rejection); !ok {
 				return Result{}, err
