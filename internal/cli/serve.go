@@ -19,6 +19,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	dirTimeout := fs.Duration("directory-timeout", 5*time.Second, "bound on each remote directory lookup")
 	providerSub := fs.String("provider-subscription", "", "the stack's provider subscription ID (default: generated once and kept)")
 	bridgeBatch := fs.Int("bridge-batch", bridge.MaxRecords, "records per batch the bridge forwards to commerce (measured: 20,000 catches up ~1.5x faster than 5,000)")
+	bridgeBackoff := fs.Duration("bridge-max-backoff", time.Minute, "longest wait between failed forwarding attempts")
 	pageSize := fs.Int("page-size", 100, "default page size of ARM list operations")
 	maxBody := fs.Int64("max-body-bytes", 1<<20, "largest accepted request body")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -68,6 +69,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	go func() { errc <- srv.Serve(ln) }()
 	go purgeLoop(ctx, app)
 	if *role == "all" || *role == "stack" {
+		app.Forwarder.MaxBackoff = *bridgeBackoff
 		go app.Forwarder.Run(ctx)
 	}
 	select {
