@@ -20,6 +20,30 @@ import (
 	"github.com/stackbill/stackbill/internal/usage"
 )
 
+// registerStack registers stack on commerce under k with a PayAsYouUse
+// token from the stack, approves it for multi-tenancy, and returns the
+// activation key naming usageEndpoint, with commerce's keys to verify it.
+func registerStack(ctx context.Context, com, stack *App, k registration.Key, usageEndpoint string) (string, bridge.JWKS, error) {
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "setup"}
+	tok, err := bridge.RegistrationToken(ctx, stack.DB, "PayAsYouUse", "", nil)
+	if err != nil {
+		return "", bridge.JWKS{}, err
+	}
+	loc := "global"
+	if _, _, err := com.Registrations.Put(ctx, op, k, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
+		return "", bridge.JWKS{}, err
+	}
+	if _, err := com.Registrations.Approve(ctx, op, k, true); err != nil {
+		return "", bridge.JWKS{}, err
+	}
+	key, err := bridge.NewIssuer(com.Signer, com.Registrations, com.Auth, com.Clock.Now).ActivationKey(ctx, op, k, usageEndpoint)
+	if err != nil {
+		return "", bridge.JWKS{}, err
+	}
+	keys, err := com.Signer.JWKS(ctx)
+	return key, keys, err
+}
+
 // ForwardBenchResult is what the forwarding benchmark measured.
 type ForwardBenchResult struct {
 	Records  int
@@ -50,16 +74,14 @@ func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, b
 	if _, err := com.Directory.Import(ctx, "bench", data); err != nil {
 		return ForwardBenchResult{}, err
 	}
-	tok, err := bridge.RegistrationToken(ctx, stack.DB, "PayAsYouUse", "", nil)
+	comURL, stop, err := serveLoopback(com)
 	if err != nil {
 		return ForwardBenchResult{}, err
 	}
+	defer stop()
 	k := registration.Key{SubscriptionID: defSub, ResourceGroup: "azurestack", Name: "bench-stamp"}
-	loc := "global"
-	if _, _, err := com.Registrations.Put(ctx, op, k, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
-		return ForwardBenchResult{}, err
-	}
-	if _, err := com.Registrations.Approve(ctx, op, k, true); err != nil {
+	key, keys, err := registerStack(ctx, com, stack, k, comURL)
+	if err != nil {
 		return ForwardBenchResult{}, err
 	}
 	for i, t := range ts {
@@ -68,20 +90,6 @@ func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, b
 				return ForwardBenchResult{}, err
 			}
 		}
-	}
-	comURL, stop, err := serveLoopback(com)
-	if err != nil {
-		return ForwardBenchResult{}, err
-	}
-	defer stop()
-	issuer := bridge.NewIssuer(com.Signer, com.Registrations, com.Auth, com.Clock.Now)
-	key, err := issuer.ActivationKey(ctx, op, k, comURL)
-	if err != nil {
-		return ForwardBenchResult{}, err
-	}
-	keys, err := com.Signer.JWKS(ctx)
-	if err != nil {
-		return ForwardBenchResult{}, err
 	}
 	if _, err := bridge.Activate(ctx, stack.DB, key, keys, stack.Clock.Now()); err != nil {
 		return ForwardBenchResult{}, err

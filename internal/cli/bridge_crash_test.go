@@ -13,7 +13,6 @@ import (
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
-	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
@@ -46,18 +45,10 @@ func TestBridgeSurvivesKill9(t *testing.T) {
 		if _, err := com.Directory.Import(ctx, "test", storetest.WorldJSON()); err != nil {
 			t.Fatal(err)
 		}
-		tok, _ := bridge.RegistrationToken(ctx, stackApp.DB, "PayAsYouUse", "", nil)
-		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
-		k := regKey(W.ContosoDefault, "azurestack", "stamp")
-		loc := "global"
-		if _, _, err := com.Registrations.Put(ctx, op, k, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
-			t.Fatal(err)
-		}
-		key, err := bridge.NewIssuer(com.Signer, com.Registrations, com.Auth, com.Clock.Now).ActivationKey(ctx, op, k, "http://"+comAddr)
+		key, keys, err := registerStack(ctx, com, stackApp, regKey(W.ContosoDefault, "azurestack", "stamp"), "http://"+comAddr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		keys, _ := com.Signer.JWKS(ctx)
 		com.Close()
 
 		// Stack: 600 tenants' subscriptions and a 3-day backlog (86,400

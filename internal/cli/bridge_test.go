@@ -18,7 +18,6 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
-	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 	"github.com/stackbill/stackbill/internal/tenancy"
@@ -249,18 +248,10 @@ func TestBridgeRidesOutAnOutage(t *testing.T) {
 		}
 	}))
 	defer front.Close()
-	tok, _ := bridge.RegistrationToken(ctx, stack.DB, "PayAsYouUse", "", nil)
-	op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
-	k := regKey(W.ContosoDefault, "azurestack", "stamp")
-	loc := "global"
-	if _, _, err := com.app.Registrations.Put(ctx, op, k, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
-		t.Fatal(err)
-	}
-	key, err := bridge.NewIssuer(com.app.Signer, com.app.Registrations, com.app.Auth, clk.Now).ActivationKey(ctx, op, k, front.URL)
+	key, keys, err := registerStack(ctx, com.app, stack, regKey(W.ContosoDefault, "azurestack", "stamp"), front.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, _ := com.app.Signer.JWKS(ctx)
 	if _, err := bridge.Activate(ctx, stack.DB, key, keys, clk.Now()); err != nil {
 		t.Fatal(err)
 	}
