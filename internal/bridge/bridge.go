@@ -317,7 +317,7 @@ func RegistrationToken(ctx context.Context, db *store.DB, model, agreement strin
 	t := registration.Token{CloudID: id.CloudID, ObjectID: id.ObjectID, BillingModel: m, AgreementNumber: agreement,
 		UsageReportingEnabled: usageReporting, MarketplaceSyndicationEnabled: &yes, Issuer: "stackbill", Version: "1.0"}
 	if m == registration.Capacity && usageReporting != nil && *usageReporting {
-		return "", errors.New("Capacity registrations do not report usage; drop --usage-reporting=true")
+		return "", errors.New("registrations with the Capacity billing model do not report usage; drop --usage-reporting=true")
 	}
 	s := t.Encode()
 	if _, aerr := registration.DecodeToken(s); aerr != nil {

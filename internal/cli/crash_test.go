@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -180,6 +179,6 @@ func TestIntakeSurvivesKill9(t *testing.T) {
 		if keys != events {
 			t.Errorf("%d idempotency keys for %d events", keys, events)
 		}
-		t.Log(fmt.Sprintf("%s: %d kill -9 during intake of %d events in %d batches; totals exact", backend, kills, events, len(batches)))
+		t.Logf("%s: %d kill -9 during intake of %d events in %d batches; totals exact", backend, kills, events, len(batches))
 	})
 }

@@ -16,7 +16,6 @@ package directory
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
@@ -233,5 +232,3 @@ func notFound(kind, id string) *arm.Error {
 func forbidden(format string, args ...any) *arm.Error {
 	return arm.Errorf(http.StatusForbidden, "AuthorizationFailed", format, args...)
 }
-
-func describe(kind, id string) string { return fmt.Sprintf("%s %s", kind, id) }

@@ -16,7 +16,6 @@ import (
 	"context"
 	_ "embed"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -248,6 +247,3 @@ func (c *Catalogue) Add(ctx context.Context, p auth.Principal, m Meter) (Meter, 
 	}
 	return m, c.reload(ctx)
 }
-
-// ErrUnknown is returned for a meter the catalogue does not hold.
-var ErrUnknown = errors.New("unknown meter")
