@@ -208,6 +208,10 @@ func TestBridgeChargesByHour(t *testing.T) {
 		if resp, body := com.raw("GET", q, com.tokens["contoso"], "", nil); resp.StatusCode != 200 || !strings.Contains(body, "fb8c0713-ea20-40bf-901f-5560fd3f6330") {
 			t.Fatalf("partner: %d %.300s", resp.StatusCode, body)
 		}
+		if r := runCLI(t, map[string]string{"STACKBILL_URL": com.url, "STACKBILL_TOKEN": com.tokens["contoso"]}, "usage", "forwarded", "--subscription", W.Adatum.Subscription); r.code != 0 ||
+			!strings.Contains(r.stdout, "fb8c0713-ea20-40bf-901f-5560fd3f6330") || !strings.Contains(r.stdout, "(local only, not billed)") || !strings.Contains(r.stdout, "customer subscription") {
+			t.Fatalf("usage forwarded: %+v", r)
+		}
 		if resp, _ := com.raw("GET", q, com.tokens["northwind"], "", nil); resp.StatusCode != 404 {
 			t.Fatalf("another partner: %d", resp.StatusCode)
 		}

@@ -39,6 +39,7 @@ func commands() map[string]command {
 		"tenant":       {"map end-customer tenants to CSP subscriptions on a registration (tenant add|show|list|remove)", runTenant},
 		"simulate":     {"play the resource providers: tenants, subscriptions and realistic usage (backfill and real time)", runSimulate},
 		"stack":        {"the stack's identity, handshake and bridge (stack info|registration-token|activate|bridge status)", runStack},
+		"usage":        {"usage forwarded to commerce, by subscription, meter and day (usage forwarded)", runUsage},
 		"bench":        {"measure throughput and latency (bench registration|intake|usage-api|forward)", runBench},
 		"version":      {"print the version", runVersion},
 	}

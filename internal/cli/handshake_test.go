@@ -112,3 +112,46 @@ func claimValue(t *testing.T, jws, name string) string {
 	rest := string(payload)[i+len(name)+4:]
 	return rest[:strings.Index(rest, `"`)]
 }
+
+// TestRegistrationMoves: registering a cloud again in another subscription
+// moves its registration, approval and tenant mappings, but only between
+// subscriptions that roll up to the same partner.
+func TestRegistrationMoves(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		e := newTestEnv(t, backend)
+		e.createRegistration(W.ContosoDefault, "azurestack", "stamp", "PayAsYouUse", true)
+		cs := e.csClient(W.ContosoDefault, e.tokens["contoso"])
+		if _, err := cs.Create(ctx, "azurestack", "stamp", W.Adatum.Subscription, azurestack.CustomerSubscription{
+			CustomerSubscriptionProperties: &azurestack.CustomerSubscriptionProperties{TenantID: to.StringPtr(W.Adatum.Tenant)}}); err != nil {
+			t.Fatal(err)
+		}
+		old, _ := e.regClient(W.ContosoDefault, e.operator).Get(ctx, "azurestack", "stamp")
+		cloud := to.String(old.CloudID)
+		tok := *registrationToken(cloud, "PayAsYouUse", "")
+		loc := "global"
+		param := azurestack.RegistrationParameter{Location: &loc, RegistrationParameterProperties: &azurestack.RegistrationParameterProperties{RegistrationToken: &tok}}
+		// Northwind's subscription rolls up to another partner: refused.
+		_, err := e.regClient(W.NorthwindDefault, e.operator).CreateOrUpdate(ctx, "azurestack", "stamp", param)
+		wantARMError(t, err, 400, "RegistrationMoveNotAllowed")
+		// Contoso's PAYG subscription rolls up to contoso: the registration moves.
+		moved, err := e.regClient(W.ContosoPAYG, e.tokens["contoso"]).CreateOrUpdate(ctx, "azurestack", "stamp", param)
+		if err != nil || moved.StatusCode != 201 {
+			t.Fatalf("move: %v", err)
+		}
+		_, err = e.regClient(W.ContosoDefault, e.tokens["contoso"]).Get(ctx, "azurestack", "stamp")
+		wantARMError(t, err, 404, "RegistrationNotFound")
+		_, body := e.raw("GET", "/subscriptions/"+W.ContosoPAYG+"/resourceGroups/azurestack/providers/Microsoft.AzureStack/registrations/stamp?api-version=2017-06-01", e.operator, "", nil)
+		if !strings.Contains(body, `"multiTenancyApproved":true`) {
+			t.Fatalf("approval did not move: %s", body)
+		}
+		if got, err := e.csClient(W.ContosoPAYG, e.tokens["contoso"]).Get(ctx, "azurestack", "stamp", W.Adatum.Subscription); err != nil || to.String(got.TenantID) != W.Adatum.Tenant {
+			t.Fatalf("mapping did not move: %v", err)
+		}
+		// The old registration's history says where it went.
+		if r := runCLI(t, map[string]string{"STACKBILL_URL": e.url, "STACKBILL_TOKEN": e.operator}, "registration", "history",
+			"--subscription", W.ContosoDefault, "--resource-group", "azurestack", "--name", "stamp"); r.code != 0 || !strings.Contains(r.stdout, "moved") {
+			t.Fatalf("history: %+v", r)
+		}
+	})
+}

@@ -326,6 +326,10 @@ func (s *Service) Put(ctx context.Context, p auth.Principal, k Key, in PutInput,
 		return Registration{}, false, arm.Errorf(http.StatusNotFound, "SubscriptionNotFound",
 			"The subscription '%s' could not be found in the partner directory. A registration's subscription is its default subscription and must exist.", k.SubscriptionID)
 	}
+	moving, err := s.movesFrom(ctx, k, tok.CloudID, resolved)
+	if err != nil {
+		return Registration{}, false, err
+	}
 	var out Registration
 	created := false
 	err = s.db.Write(ctx, func(tx *store.Tx) error {
@@ -369,9 +373,86 @@ func (s *Service) Put(ctx context.Context, p auth.Principal, k Key, in PutInput,
 		if err != nil {
 			return err
 		}
-		return s.event(ctx, tx, out.UID, now, p.Actor(), "created", snapshot(out))
+		if err := s.event(ctx, tx, out.UID, now, p.Actor(), "created", snapshot(out)); err != nil {
+			return err
+		}
+		for _, old := range moving {
+			if err := s.move(ctx, tx, p, old, &out, now); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	return out, created, err
+}
+
+// movesFrom finds live registrations of the same cloud in other
+// subscriptions: creating this one moves them here. A move is allowed only
+// when both subscriptions roll up to the same CSP partner, so a stack cannot
+// be taken over by another partner's subscription.
+func (s *Service) movesFrom(ctx context.Context, k Key, cloudID string, target *directory.ResolvedSubscription) ([]Registration, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+regColumns+` FROM registrations WHERE cloud_id = ? AND deleted_at_us IS NULL AND subscription_id <> ?`, cloudID, k.SubscriptionID)
+	if err != nil {
+		return nil, err
+	}
+	var olds []Registration
+	for rows.Next() {
+		r, err := scanRegistration(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		olds = append(olds, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(olds) == 0 {
+		return nil, nil
+	}
+	if _, exists, err := s.load(ctx, s.db, k, noLock); err != nil {
+		return nil, err
+	} else if exists {
+		return nil, nil // an update of this registration, not a move
+	}
+	for _, old := range olds {
+		from, err := s.resolver.Resolve(ctx, old.Key.SubscriptionID)
+		if err != nil && !errors.Is(err, directory.ErrNotFound) {
+			return nil, errMetadataResolverBadGateway()
+		}
+		if err != nil || from.RollsUpTo == "" || from.RollsUpTo != target.RollsUpTo {
+			return nil, arm.Errorf(http.StatusBadRequest, "RegistrationMoveNotAllowed",
+				"The cloud %s is registered as '%s' in subscription %s. A registration can move to subscription %s only when both subscriptions roll up to the same CSP partner; they do not. Delete the existing registration first if this cloud really changes hands.",
+				cloudID, old.Key.Name, old.Key.SubscriptionID, k.SubscriptionID).WithTarget("properties.registrationToken")
+		}
+	}
+	return olds, nil
+}
+
+// move retires old in favour of the new registration: approval and live
+// tenant mappings carry over from now on, and the old registration (with its
+// bridge credential) ends, so the stack must be activated again.
+func (s *Service) move(ctx context.Context, tx *store.Tx, p auth.Principal, old Registration, to *Registration, now time.Time) error {
+	at := clock.Micros(now)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO tenant_mappings (registration_uid, customer_subscription_id, tenant_id, etag, valid_from_us, created_by)
+		SELECT ?, customer_subscription_id, tenant_id, etag, ?, ? FROM tenant_mappings WHERE registration_uid = ? AND valid_to_us IS NULL`, to.UID, at, p.Actor(), old.UID); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE tenant_mappings SET valid_to_us = ?, removed_by = ? WHERE registration_uid = ? AND valid_to_us IS NULL`, at, p.Actor(), old.UID); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE registrations SET deleted_at_us = ?, deleted_by = ? WHERE uid = ?`, at, p.Actor(), old.UID); err != nil {
+		return err
+	}
+	if err := s.event(ctx, tx, old.UID, now, p.Actor(), "moved", map[string]any{"to": to.Key.ResourceID()}); err != nil {
+		return err
+	}
+	if old.Approved && !to.Approved {
+		to.Approved, to.ApprovedAt, to.ApprovedBy = true, old.ApprovedAt, old.ApprovedBy
+		return s.save(ctx, tx, *to, "moved_here")
+	}
+	return s.event(ctx, tx, to.UID, now, p.Actor(), "moved_here", map[string]any{"from": old.Key.ResourceID()})
 }
 
 func (s *Service) save(ctx context.Context, tx *store.Tx, r Registration, action string) error {
