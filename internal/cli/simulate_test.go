@@ -32,7 +32,7 @@ func TestSimulateRealtime(t *testing.T) {
 	srv := httptest.NewServer(app.Handler)
 	defer srv.Close()
 	totals := filepath.Join(t.TempDir(), "totals.json")
-	ctx, cancel := context.WithTimeout(context.Background(), 4500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
 	var out, errb bytes.Buffer
 	code := Main(ctx, []string{"simulate", "--url", srv.URL, "--token", "sim-op", "--tenants", "3", "--days", "1", "--realtime", "--totals", totals},
@@ -45,7 +45,7 @@ func TestSimulateRealtime(t *testing.T) {
 		t.Fatal(err)
 	}
 	if hours < 26 { // 24 backfilled, then at least two more produced live
-		t.Fatalf("%d usage hours after ~4 simulated hours of real-time play", hours)
+		t.Fatalf("%d usage hours after ~7 simulated hours of real-time play", hours)
 	}
 	b, err := os.ReadFile(totals)
 	var tot map[string]map[string]json.Number
