@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -211,7 +210,10 @@ func runSimulate(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			fmt.Fprintf(env.Stderr, "simulate: %v (retrying)\n", err)
 		} else if !now.Before(next.Add(time.Hour)) {
-			if _, err := c.sendHours(ctx, w, []time.Time{next}, o, totals); err != nil && !errors.Is(err, context.Canceled) {
+			if _, err := c.sendHours(ctx, w, []time.Time{next}, o, totals); err != nil {
+				if ctx.Err() != nil {
+					break // stopped (Ctrl-C or a deadline) mid-hour: the totals file covers complete hours only
+				}
 				return err
 			}
 			next = next.Add(time.Hour)
