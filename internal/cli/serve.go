@@ -24,6 +24,8 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	maxBody := fs.Int64("max-body-bytes", 1<<20, "largest accepted request body")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	grace := fs.Duration("invoice-grace", 24*time.Hour, "how long invoices stay drafts after their month ends, for usage still on its way")
+	autoFinalize := fs.Bool("auto-finalize", true, "finalize periods automatically once their grace has passed")
 	clockStart := fs.String("clock-start", "", "run on a simulated clock starting at this RFC 3339 instant")
 	clockRate := fs.Int64("clock-rate", 1, "simulated seconds per real second (with --clock-start)")
 	if err := fs.Parse(args); err != nil {
@@ -44,6 +46,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		DB: *dbFlag, Role: *role, OperatorToken: env.Getenv("STACKBILL_OPERATOR_TOKEN"),
 		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"), DirectoryTimeout: *dirTimeout,
 		ProviderSubscription: *providerSub, BridgeBatch: *bridgeBatch, PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
+		InvoiceGrace: *grace,
 	})
 	if err != nil {
 		return err
@@ -71,6 +74,9 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if *role == "all" || *role == "stack" {
 		app.Forwarder.MaxBackoff = *bridgeBackoff
 		go app.Forwarder.Run(ctx)
+	}
+	if *role == "all" || *role == "commerce" {
+		go app.RunBilling(ctx, *autoFinalize)
 	}
 	select {
 	case err := <-errc:

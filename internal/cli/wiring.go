@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
@@ -40,7 +41,10 @@ type Options struct {
 	// generates one on first start and keeps it.
 	ProviderSubscription string
 	MaxBodyBytes         int64
-	Clock                *clock.Clock
+	// InvoiceGrace is how long invoices stay drafts after their month ends
+	// (default 24h, Partner Center's late-usage window).
+	InvoiceGrace time.Duration
+	Clock        *clock.Clock
 	Logger               *slog.Logger
 }
 
@@ -58,7 +62,10 @@ type App struct {
 	Signer        *bridge.Signer
 	Forwarder     *bridge.Forwarder
 	Ingestor      *bridge.Ingestor
+	Billing       *billing.Service
 	Handler       http.Handler
+	// exportKick wakes the reconciliation export runner.
+	exportKick chan struct{}
 }
 
 // Close releases the database.
@@ -117,8 +124,13 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	regs := registration.NewService(db, resolver, o.Clock)
 	signer := bridge.NewSigner(db)
 	issuer := bridge.NewIssuer(signer, regs, authSvc, o.Clock.Now)
-	billing := meter.NewBillingMap(db, o.Clock)
-	ingestor := bridge.NewIngestor(db, regs, billing, o.Clock)
+	billingMap := meter.NewBillingMap(db, o.Clock)
+	ingestor := bridge.NewIngestor(db, regs, billingMap, o.Clock)
+	if o.InvoiceGrace <= 0 {
+		o.InvoiceGrace = 24 * time.Hour
+	}
+	bill := billing.NewService(db, o.Clock, o.Logger.With("component", "billing"), o.InvoiceGrace)
+	kick := make(chan struct{}, 1)
 	forwarder := bridge.NewForwarder(db, o.Clock, ten, o.Logger.With("component", "bridge"), o.BridgeBatch)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -128,9 +140,15 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	h := httpapi.New(httpapi.Config{Role: o.Role, PageSize: o.PageSize, MaxBodyBytes: o.MaxBodyBytes, DBDescription: string(db.Dialect)},
 		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
 			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer,
-			Ingestor: ingestor, Forwarder: forwarder, BillingMap: billing})
+			Ingestor: ingestor, Forwarder: forwarder, BillingMap: billingMap, Billing: bill,
+			ExportKick: func() {
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			}})
 	return &App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
-		Signer: signer, Forwarder: forwarder, Ingestor: ingestor, Handler: h}, nil
+		Signer: signer, Forwarder: forwarder, Ingestor: ingestor, Billing: bill, Handler: h, exportKick: kick}, nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -189,4 +207,30 @@ func registerBridgeMetrics(reg *prometheus.Registry, f *bridge.Forwarder) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_bridge_forwarded_records_total", Help: "Records forwarded by this process."},
 			func() float64 { return float64(status().Forwarded) }),
 	)
+}
+
+// RunBilling runs commerce's billing background work until ctx ends: queued
+// reconciliation exports (woken at once when one is queued) and, when
+// autoFinalize is set, finalization of periods whose grace has passed.
+func (a *App) RunBilling(ctx context.Context, autoFinalize bool) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if err := a.Billing.RunExports(ctx); err != nil && ctx.Err() == nil {
+			a.Logger.Error("reconciliation exports", "err", err)
+		}
+		if autoFinalize {
+			if done, err := a.Billing.FinalizeDue(ctx); err != nil && ctx.Err() == nil {
+				a.Logger.Warn("automatic finalization", "err", err)
+			} else if len(done) > 0 {
+				a.Logger.Info("periods finalized automatically", "periods", done)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.exportKick:
+		}
+	}
 }

@@ -128,3 +128,25 @@ func Micros(t time.Time) int64 { return t.UnixMicro() }
 
 // FromMicros is the inverse of Micros.
 func FromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// Period names the calendar month (UTC) holding t, as "2006-01": billing
+// periods are calendar months.
+func Period(t time.Time) string { return MonthStart(t).Format("2006-01") }
+
+// ParsePeriod returns the first instant of a "2006-01" period.
+func ParsePeriod(s string) (time.Time, error) {
+	t, err := time.Parse("2006-01", s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is not a billing period (want YYYY-MM)", s)
+	}
+	return t.UTC(), nil
+}
+
+// PeriodBounds returns [start, end) of a period.
+func PeriodBounds(period string) (time.Time, time.Time, error) {
+	start, err := ParsePeriod(period)
+	if err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	return start, NextMonth(start), nil
+}

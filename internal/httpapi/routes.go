@@ -71,6 +71,27 @@ func (s *Server) buildRoutes() []route {
 		r("MeterMap_Get", "GET", "v1/meter-map", commerceRoles, s.getMeterMap),
 		r("MeterMap_Publish", "PUT", "v1/meter-map", operatorOnly, s.putMeterMap),
 
+		// Billing: price lists, agreements, invoices, reconciliation, price books.
+		// End customers (tenant tokens) and stack roles are refused here.
+		r("PriceLists_Import", "POST", "v1/billing/price-lists", operatorOnly, s.importPriceList),
+		r("PriceLists_List", "GET", "v1/billing/price-lists", commerceRoles, s.listPriceLists),
+		r("PriceLists_Get", "GET", "v1/billing/price-lists/{id}", commerceRoles, s.getPriceList),
+		r("Agreements_List", "GET", "v1/billing/agreements", commerceRoles, s.listAgreements),
+		r("Agreements_Put", "PUT", "v1/billing/agreements/{partnerId}", operatorOnly, s.putAgreement),
+		r("Invoices_List", "GET", "v1/billing/invoices", commerceRoles, s.listInvoices),
+		r("Invoices_Get", "GET", "v1/billing/invoices/{number}", commerceRoles, s.getInvoice),
+		r("CreditNotes_Create", "POST", "v1/billing/invoices/{number}/credit-notes", operatorOnly, s.createCreditNote),
+		r("Periods_Get", "GET", "v1/billing/periods/{period}", operatorOnly, s.getPeriod),
+		r("Periods_Finalize", "POST", "v1/billing/periods/{period}/finalize", operatorOnly, s.finalizePeriod),
+		r("Reconciliation_Get", "GET", "v1/billing/reconciliation", commerceRoles, s.reconciliation),
+		r("Exports_Start", "POST", "v1/billing/exports", commerceRoles, s.startExport),
+		r("Exports_Get", "GET", "v1/billing/exports/{id}", commerceRoles, s.getExport),
+		r("Exports_File", "GET", "v1/billing/exports/{id}/file", commerceRoles, s.getExportFile),
+		r("PriceBooks_List", "GET", "v1/billing/price-books/{owner}", commerceRoles, s.listPriceBooks),
+		r("PriceBooks_Put", "PUT", "v1/billing/price-books/{owner}/{target}", commerceRoles, s.putPriceBook),
+		r("PriceBooks_Delete", "DELETE", "v1/billing/price-books/{owner}/{target}", commerceRoles, s.deletePriceBook),
+		r("Statements_List", "GET", "v1/billing/statements/{owner}", commerceRoles, s.listStatements),
+
 		// Native API: operator actions on registrations.
 		r("Registrations_ListAll", "GET", "v1/registrations", commerceRoles, s.listAllRegistrations),
 		r("Registrations_Approve", "POST", "v1/registrations/approve", operatorOnly, s.approval(true)),

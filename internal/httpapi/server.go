@@ -25,6 +25,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
@@ -72,6 +73,9 @@ type Deps struct {
 	Ingestor      *bridge.Ingestor
 	Forwarder     *bridge.Forwarder
 	BillingMap    *meter.BillingMap
+	Billing       *billing.Service
+	// ExportKick wakes the export runner after a job is queued.
+	ExportKick func()
 }
 
 // Server is the HTTP handler.

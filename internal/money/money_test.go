@@ -2,6 +2,7 @@ package money
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -39,4 +40,40 @@ func TestMulFracPartsSumExactly(t *testing.T) {
 	if MustQuantity("0.1").Add(MustQuantity("0.2")).String() != "0.3" {
 		t.Fatal("0.1 + 0.2 != 0.3")
 	}
+}
+
+func TestSumIsExact(t *testing.T) {
+	vals := []string{"1", "0.000000001", "2.5", "-0.25", "1e3", "0.0000000001", "3.1000000000", "12345678901234567890.123", "9223372036", "9223372036", "9223372036"}
+	var s Sum
+	want := Zero
+	for _, v := range vals {
+		if err := s.AddText([]byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		want = want.Add(MustQuantity(v))
+	}
+	if got := s.Quantity(); !got.Equal(want) {
+		t.Fatalf("sum %s, want %s", got, want)
+	}
+	if err := s.AddText([]byte("x")); err == nil {
+		t.Fatal("garbage accepted")
+	}
+}
+
+func FuzzSum(f *testing.F) {
+	f.Add("1.5", "0.000000001")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		qa, ea := ParseQuantity(a)
+		qb, eb := ParseQuantity(b)
+		if ea != nil || eb != nil || strings.TrimSpace(a) != a || strings.TrimSpace(b) != b {
+			return
+		}
+		var s Sum
+		if s.AddText([]byte(a)) != nil || s.AddText([]byte(b)) != nil {
+			t.Fatalf("parse mismatch %q %q", a, b)
+		}
+		if !s.Quantity().Equal(qa.Add(qb)) {
+			t.Fatalf("%q + %q = %s, want %s", a, b, s.Quantity(), qa.Add(qb))
+		}
+	})
 }

@@ -473,3 +473,6 @@ func Bool(b bool) int {
 	}
 	return 0
 }
+
+// IsNoRows reports whether err is sql.ErrNoRows.
+func IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }

@@ -1,0 +1,162 @@
+// Package billing is commerce's billing half: CSP price list versions, rating
+// of forwarded usage at the prices in force on each usage date, monthly
+// invoices to the partner who holds the billing relationship (the direct CSP,
+// or the indirect provider with a section per reseller), finalization with
+// late usage and credit notes, reconciliation exports with Partner Center
+// column names, and the chargeback side: partners' and resellers' price books
+// and the customer statements they produce.
+//
+// Rating is exact decimal arithmetic. Quantities are summed exactly; unit
+// prices keep every digit; each invoice line is rounded once to the
+// currency's minor unit, half away from zero, and an invoice total is the sum
+// of its rounded lines. Daily reconciliation rows are rounded with a running
+// remainder so that they add up to their invoice line to the cent.
+package billing
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/store"
+)
+
+//go:embed data/sample-price-list.csv
+var samplePriceList []byte
+
+// Service is the billing service.
+type Service struct {
+	db     *store.DB
+	clock  *clock.Clock
+	logger *slog.Logger
+	// Grace is how long after a period ends its invoices stay drafts, so
+	// that usage still on its way from the stacks lands on them.
+	grace time.Duration
+}
+
+// NewService builds the billing service. grace is how long invoices stay
+// drafts after their month ends.
+func NewService(db *store.DB, c *clock.Clock, logger *slog.Logger, grace time.Duration) *Service {
+	return &Service{db: db, clock: c, logger: logger, grace: grace}
+}
+
+// MinorUnits is a currency's number of decimal places (ISO 4217), which is
+// where invoice lines are rounded. Unknown codes are refused.
+func MinorUnits(code string) (int32, bool) {
+	switch code {
+	case "JPY", "KRW", "CLP", "VND", "ISK", "UGX", "XOF", "XAF", "PYG":
+		return 0, true
+	case "BHD", "KWD", "OMR", "JOD", "TND", "LYD", "IQD":
+		return 3, true
+	case "USD", "EUR", "GBP", "AUD", "CAD", "CHF", "DKK", "NOK", "SEK", "NZD", "INR", "BRL", "ZAR", "SGD", "HKD", "MXN",
+		"PLN", "CZK", "TWD", "CNY", "ARS", "COP", "IDR", "ILS", "MYR", "SAR", "TRY", "AED", "EGP", "HUF", "THB", "PHP",
+		"RON", "BGN", "QAR", "NGN", "KES", "PEN", "UAH", "PKR", "BDT", "LKR", "MAD", "RSD", "HRK":
+		return 2, true
+	}
+	return 0, false
+}
+
+// Agreement is a bill-to partner's agreement: the currency it is billed in.
+type Agreement struct {
+	PartnerID string `json:"partnerId"`
+	Currency  string `json:"currency"`
+}
+
+// DefaultCurrency applies to partners without an agreement.
+const DefaultCurrency = "USD"
+
+// SetAgreement records a bill-to partner's currency. Only direct CSPs and
+// indirect providers are billed; resellers are billed by their provider.
+func (s *Service) SetAgreement(ctx context.Context, p auth.Principal, a Agreement) (Agreement, error) {
+	if p.Role != auth.RoleOperator {
+		return Agreement{}, arm.Forbidden(p.Actor(), "agreements/write", "/v1/billing/agreements/"+a.PartnerID)
+	}
+	a.Currency = strings.ToUpper(strings.TrimSpace(a.Currency))
+	if _, ok := MinorUnits(a.Currency); !ok {
+		return Agreement{}, arm.InvalidRequest("currency", "Unknown currency '%s': give an ISO 4217 code such as USD or EUR.", a.Currency)
+	}
+	dir, err := loadDirectory(ctx, s.db)
+	if err != nil {
+		return Agreement{}, err
+	}
+	pt, ok := dir.partners[a.PartnerID]
+	switch {
+	case !ok:
+		return Agreement{}, arm.Errorf(http.StatusNotFound, "PartnerNotFound", "Partner '%s' was not found.", a.PartnerID)
+	case pt.Type == directory.IndirectReseller:
+		return Agreement{}, arm.InvalidRequest("partnerId", "Partner '%s' is a reseller; its provider '%s' holds the billing relationship and the agreement.", pt.ID, pt.Provider)
+	}
+	now := s.clock.Now()
+	err = s.db.Write(ctx, func(tx *store.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO billing_agreements (partner_id, currency, updated_at_us, updated_by) VALUES (?, ?, ?, ?)
+			ON CONFLICT (partner_id) DO UPDATE SET currency = excluded.currency, updated_at_us = excluded.updated_at_us, updated_by = excluded.updated_by`,
+			a.PartnerID, a.Currency, clock.Micros(now), p.Actor())
+		return err
+	})
+	return a, err
+}
+
+// Agreements lists the agreements the caller may see.
+func (s *Service) Agreements(ctx context.Context, p auth.Principal) ([]Agreement, error) {
+	sc, err := s.scope(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := loadDirectory(ctx, s.db)
+	if err != nil {
+		return nil, err
+	}
+	out := []Agreement{}
+	for _, id := range dir.sortedPartners() {
+		pt := dir.partners[id]
+		if pt.Type == directory.IndirectReseller || !sc.billTo(id) {
+			continue
+		}
+		out = append(out, Agreement{PartnerID: id, Currency: dir.currency(id)})
+	}
+	return out, nil
+}
+
+// scope is what a principal may see of billing.
+type scope struct {
+	all bool
+	// partner is the bill-to partner (direct CSP or indirect provider) or the
+	// reseller the principal acts for.
+	partner  string
+	reseller bool
+}
+
+func (sc scope) billTo(partnerID string) bool {
+	return sc.all || (!sc.reseller && sc.partner == partnerID)
+}
+
+// scope refuses every role but operator, partner and reseller: end customers
+// (tenant tokens) never see CSP billing.
+func (s *Service) scope(ctx context.Context, p auth.Principal) (scope, error) {
+	switch p.Role {
+	case auth.RoleOperator:
+		return scope{all: true}, nil
+	case auth.RolePartner:
+		return scope{partner: p.PartnerID}, nil
+	case auth.RoleReseller:
+		return scope{partner: p.PartnerID, reseller: true}, nil
+	}
+	return scope{}, arm.Errorf(http.StatusForbidden, "AuthorizationFailed",
+		"The client '%s' does not have access to billing: usage billed to a CSP partner is not visible to end customers.", p.Actor())
+}
+
+func notFound(kind, id string) *arm.Error {
+	return arm.Errorf(http.StatusNotFound, kind+"NotFound", "%s '%s' was not found.", kind, id)
+}
+
+func badPeriod(err error) *arm.Error {
+	return arm.InvalidRequest("period", "%v", fmt.Sprint(err))
+}

@@ -1,0 +1,409 @@
+package billing
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/store"
+)
+
+// catalog answers "which price was in force for this meter, in this
+// currency, on this day", loading each version once per run.
+type catalog struct {
+	q        store.Querier
+	versions map[string][]versionRef
+	prices   map[int64]map[string]*schedule
+}
+
+type versionRef struct {
+	id   int64
+	from time.Time
+}
+
+func newCatalog(ctx context.Context, q store.Querier) (*catalog, error) {
+	c := &catalog{q: q, versions: map[string][]versionRef{}, prices: map[int64]map[string]*schedule{}}
+	rows, err := q.QueryContext(ctx, `SELECT id, currency, effective_from_us FROM price_lists ORDER BY currency, effective_from_us`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v versionRef
+		var cur string
+		var from int64
+		if err := rows.Scan(&v.id, &cur, &from); err != nil {
+			return nil, err
+		}
+		v.from = clock.FromMicros(from)
+		c.versions[cur] = append(c.versions[cur], v)
+	}
+	return c, rows.Err()
+}
+
+// at returns the schedule in force, or nil when the meter has no price.
+func (c *catalog) at(ctx context.Context, currency, meterID string, day time.Time) (*schedule, error) {
+	vs := c.versions[currency]
+	i := sort.Search(len(vs), func(i int) bool { return vs[i].from.After(day) }) - 1
+	if i < 0 {
+		return nil, nil
+	}
+	id := vs[i].id
+	m, ok := c.prices[id]
+	if !ok {
+		rows, err := c.q.QueryContext(ctx, `SELECT meter_id, meter_name, category, subcategory, region, unit, included_quantity, tiers FROM prices WHERE price_list_id = ?`, id)
+		if err != nil {
+			return nil, err
+		}
+		m = map[string]*schedule{}
+		for rows.Next() {
+			var pr Price
+			var tiers string
+			if err := rows.Scan(&pr.MeterID, &pr.MeterName, &pr.Category, &pr.SubCategory, &pr.Region, &pr.Unit, &pr.IncludedQuantity, &tiers); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if err := json.Unmarshal([]byte(tiers), &pr.Tiers); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("price list %d meter %s: %w", id, pr.MeterID, err)
+			}
+			m[pr.MeterID] = newSchedule(id, pr)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+		c.prices[id] = m
+	}
+	return m[meterID], nil
+}
+
+// schedule is a price converted to billing units: the included quantity is
+// a free first step, then each tier. Thresholds are multiplied by the unit
+// divisor (exact); amounts are divided by it once, per line.
+type schedule struct {
+	priceList int64
+	price     Price
+	div       int64
+	steps     []step
+}
+
+type step struct {
+	from  money.Quantity // in billing units
+	price money.Quantity // per price unit
+	tier  string         // "included" or the tier's threshold in price units
+}
+
+func newSchedule(id int64, p Price) *schedule {
+	div, _ := unitDivisor(p.Unit)
+	d := money.FromInt(div)
+	s := &schedule{priceList: id, price: p, div: div}
+	inc := p.IncludedQuantity.Mul(d)
+	if inc.Sign() > 0 {
+		s.steps = append(s.steps, step{from: money.Zero, price: money.Zero, tier: "included"})
+	}
+	for _, t := range p.Tiers {
+		s.steps = append(s.steps, step{from: inc.Add(t.From.Mul(d)), price: t.Price, tier: t.From.String()})
+	}
+	return s
+}
+
+// piece is part of a quantity that falls in one step.
+type piece struct {
+	step int
+	qty  money.Quantity
+}
+
+// split divides qty, consumed after cum units of the period, among steps.
+func (s *schedule) split(cum, qty money.Quantity) []piece {
+	var out []piece
+	pos, rem := cum, qty
+	for i := range s.steps {
+		if rem.Sign() <= 0 {
+			break
+		}
+		if i+1 < len(s.steps) {
+			next := s.steps[i+1].from
+			if pos.Cmp(next) >= 0 {
+				continue
+			}
+			take := next.Sub(pos)
+			if take.Cmp(rem) > 0 {
+				take = rem
+			}
+			out = append(out, piece{i, take})
+			pos, rem = pos.Add(take), rem.Sub(take)
+			continue
+		}
+		out = append(out, piece{i, rem})
+		rem = money.Zero
+	}
+	return out
+}
+
+// lineKey identifies an invoice line: subscription × commerce meter, split
+// by registration, by price version and tier (so that quantity × unit price
+// is the line's amount) and by whether it is late usage of an earlier period.
+type lineKey struct {
+	usagePeriod string
+	sub, meter  string
+	reg         string
+	priceList   int64
+	step        int
+}
+
+// lineAcc accumulates a line exactly.
+type lineAcc struct {
+	key      lineKey
+	sched    *schedule
+	qty      money.Quantity // billing units
+	numer    money.Quantity // Σ qty × price, before the unit divisor
+	from, to time.Time      // first and last usage day
+}
+
+func (l *lineAcc) add(day time.Time, qty money.Quantity) {
+	st := l.sched.steps[l.key.step]
+	l.qty = l.qty.Add(qty)
+	l.numer = l.numer.Add(qty.Mul(st.price))
+	if l.from.IsZero() || day.Before(l.from) {
+		l.from = day
+	}
+	if day.After(l.to) {
+		l.to = day
+	}
+}
+
+// amount is the line's exact value rounded once to the currency's minor unit.
+func amountOf(numer money.Quantity, div int64, minor int32) money.Quantity {
+	if div != 1 {
+		numer = numer.Div(money.FromInt(div), 40)
+	}
+	return numer.Round(minor)
+}
+
+// meterRun rates the usage of one subscription × meter × usage period in
+// usage order, carrying the period's cumulative quantity across days,
+// registrations and price versions (tiers and included quantity apply per
+// subscription and meter over the billing period).
+type meterRun struct {
+	cum money.Quantity
+}
+
+// Unpriced is usage for a billed meter with no price in force: it blocks
+// finalization rather than being silently free.
+type Unpriced struct {
+	MeterID  string         `json:"meterId"`
+	Currency string         `json:"currency"`
+	Day      time.Time      `json:"day"`
+	Quantity money.Quantity `json:"quantity"`
+}
+
+// rateSet is one rating pass: the forwarded usage an invoice set covers.
+type rateSet struct {
+	period     string
+	start, end time.Time
+	final      bool // the records finalization stamped with this period
+	late       bool // a draft whose previous period is finalized takes late usage
+	subs       []string
+}
+
+// dayAgg is usage summed per registration, subscription, meter and day.
+type dayAgg struct {
+	reg, sub, meter string
+	day             time.Time
+	qty             money.Quantity
+}
+
+// where selects a rate set's records.
+func (rs rateSet) where() (string, []any) {
+	var sb strings.Builder
+	var args []any
+	sb.WriteString(`billing_meter_id <> ''`)
+	if rs.final {
+		sb.WriteString(` AND billed_period = ?`)
+		args = append(args, rs.period)
+	} else {
+		sb.WriteString(` AND billed_period IS NULL AND usage_hour_us < ?`)
+		args = append(args, clock.Micros(rs.end))
+		if !rs.late {
+			sb.WriteString(` AND usage_hour_us >= ?`)
+			args = append(args, clock.Micros(rs.start))
+		}
+	}
+	if rs.subs != nil {
+		if len(rs.subs) == 0 {
+			sb.WriteString(` AND 1 = 0`)
+		} else {
+			sb.WriteString(` AND charged_subscription_id IN (` + store.Placeholders(len(rs.subs)) + `)`)
+			for _, s := range rs.subs {
+				args = append(args, s)
+			}
+		}
+	}
+	return sb.String(), args
+}
+
+// aggregate streams a rate set's records and sums them per registration,
+// subscription, meter and day. Memory grows with those keys, never with the
+// number of records; quantities are summed without a decimal per record.
+func aggregate(ctx context.Context, q store.Querier, rs rateSet) ([]dayAgg, int64, error) {
+	where, args := rs.where()
+	rows, err := q.QueryContext(ctx, `SELECT registration_uid, charged_subscription_id, billing_meter_id, usage_hour_us, billing_quantity FROM commerce_usage WHERE `+where, args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	type key struct {
+		reg, sub, meter int32
+		day             int64
+	}
+	intern := func(m map[string]int32, names *[]string, b []byte) int32 {
+		if id, ok := m[string(b)]; ok {
+			return id
+		}
+		s := string(b)
+		id := int32(len(*names))
+		m[s] = id
+		*names = append(*names, s)
+		return id
+	}
+	regIDs, subIDs, meterIDs := map[string]int32{}, map[string]int32{}, map[string]int32{}
+	var regs, subs, meters []string
+	sums := map[key]*money.Sum{}
+	var reg, sub, mtr, qty sql.RawBytes
+	var hour int64
+	var n int64
+	const day = int64(24 * time.Hour / time.Microsecond)
+	for rows.Next() {
+		if err := rows.Scan(&reg, &sub, &mtr, &hour, &qty); err != nil {
+			return nil, 0, err
+		}
+		k := key{intern(regIDs, &regs, reg), intern(subIDs, &subs, sub), intern(meterIDs, &meters, mtr), hour - hour%day}
+		s := sums[k]
+		if s == nil {
+			s = &money.Sum{}
+			sums[k] = s
+		}
+		if err := s.AddText(qty); err != nil {
+			return nil, 0, fmt.Errorf("forwarded usage quantity: %w", err)
+		}
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, err
+	}
+	out := make([]dayAgg, 0, len(sums))
+	for k, s := range sums {
+		out = append(out, dayAgg{reg: regs[k.reg], sub: subs[k.sub], meter: meters[k.meter], day: clock.FromMicros(k.day), qty: s.Quantity()})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.sub != b.sub {
+			return a.sub < b.sub
+		}
+		if a.meter != b.meter {
+			return a.meter < b.meter
+		}
+		if !a.day.Equal(b.day) {
+			return a.day.Before(b.day)
+		}
+		return a.reg < b.reg
+	})
+	return out, n, nil
+}
+
+// priorKey finds what finalized invoices already billed of a usage period,
+// where late usage continues the period's tiers.
+type priorKey struct{ sub, meter, period string }
+
+func loadPrior(ctx context.Context, q store.Querier, before string) (map[priorKey]money.Quantity, error) {
+	rows, err := q.QueryContext(ctx, `SELECT subscription_id, meter_id, usage_period, quantity FROM invoice_lines WHERE usage_period < ?`, before)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[priorKey]money.Quantity{}
+	for rows.Next() {
+		var k priorKey
+		var qty money.Quantity
+		if err := rows.Scan(&k.sub, &k.meter, &k.period, &qty); err != nil {
+			return nil, err
+		}
+		out[k] = out[k].Add(qty)
+	}
+	return out, rows.Err()
+}
+
+// rater turns day aggregates into invoice lines.
+type rater struct {
+	ctx   context.Context
+	cat   *catalog
+	dir   *dirSnapshot
+	prior map[priorKey]money.Quantity
+	// runs is per subscription × meter × usage period.
+	runs     map[priorKey]*meterRun
+	lines    map[lineKey]*lineAcc
+	unpriced map[string]*Unpriced
+	unbilled map[string]money.Quantity // subscriptions with no CSP partner
+}
+
+func newRater(ctx context.Context, cat *catalog, dir *dirSnapshot, prior map[priorKey]money.Quantity) *rater {
+	return &rater{ctx: ctx, cat: cat, dir: dir, prior: prior, runs: map[priorKey]*meterRun{}, lines: map[lineKey]*lineAcc{},
+		unpriced: map[string]*Unpriced{}, unbilled: map[string]money.Quantity{}}
+}
+
+// feedFunc receives each piece of rated usage with its line.
+type feedFunc func(l *lineAcc, qty money.Quantity)
+
+// feed rates qty of (sub, meter) used on day via registration reg. Callers
+// feed in (subscription, meter, day, registration) order.
+func (r *rater) feed(reg, sub, meter string, day time.Time, qty money.Quantity, fn feedFunc) error {
+	acct, ok := r.dir.accountOf(sub)
+	if !ok {
+		r.unbilled[sub] = r.unbilled[sub].Add(qty)
+		return nil
+	}
+	cur := r.dir.currency(acct.billTo)
+	sched, err := r.cat.at(r.ctx, cur, meter, day)
+	if err != nil {
+		return err
+	}
+	period := clock.Period(day)
+	if sched == nil {
+		k := cur + "|" + meter + "|" + period
+		u := r.unpriced[k]
+		if u == nil {
+			u = &Unpriced{MeterID: meter, Currency: cur, Day: day}
+			r.unpriced[k] = u
+		}
+		u.Quantity = u.Quantity.Add(qty)
+		return nil
+	}
+	pk := priorKey{sub, meter, period}
+	run := r.runs[pk]
+	if run == nil {
+		run = &meterRun{cum: r.prior[pk]}
+		r.runs[pk] = run
+	}
+	for _, pc := range sched.split(run.cum, qty) {
+		lk := lineKey{usagePeriod: period, sub: sub, meter: meter, reg: reg, priceList: sched.priceList, step: pc.step}
+		l := r.lines[lk]
+		if l == nil {
+			l = &lineAcc{key: lk, sched: sched}
+			r.lines[lk] = l
+		}
+		l.add(day, pc.qty)
+		if fn != nil {
+			fn(l, pc.qty)
+		}
+	}
+	run.cum = run.cum.Add(qty)
+	return nil
+}

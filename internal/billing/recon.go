@@ -1,0 +1,424 @@
+package billing
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/store"
+)
+
+// ReconColumns are the daily rated-usage reconciliation columns, named as
+// Partner Center names them (reference §6.3).
+func ReconColumns() []string {
+	return []string{"PartnerId", "PartnerName", "MpnId", "CustomerId", "CustomerName", "ResellerMpnId", "InvoiceNumber", "SubscriptionId",
+		"ChargeStartDate", "ChargeEndDate", "UsageDate", "MeterCategory", "MeterSubCategory", "MeterId", "MeterName", "MeterRegion",
+		"UnitOfMeasure", "ResourceLocation", "ResourceUri", "Tags", "AdditionalInfo", "ChargeType", "UnitPrice", "Quantity",
+		"BillingPreTaxTotal", "BillingCurrency"}
+}
+
+// canExport allows the operator and the bill-to partner. Resellers never see
+// the provider's price, and end customers never see CSP billing.
+func (s *Service) canExport(ctx context.Context, p auth.Principal, partner string) error {
+	sc, err := s.scope(ctx, p)
+	if err != nil {
+		return err
+	}
+	if sc.reseller {
+		return arm.Errorf(http.StatusForbidden, "AuthorizationFailed", "Reconciliation files carry the provider's prices; reseller '%s' reads its customers through statements.", sc.partner)
+	}
+	if !sc.billTo(partner) {
+		return notFound("Partner", partner)
+	}
+	return nil
+}
+
+// Reconciliation writes a partner's daily rated usage for a period as CSV,
+// streaming: records are read in rating order and rated on the fly, so memory
+// holds the open lines, not the rows. Rows are per resource and day (split
+// where a tier boundary falls), and their BillingPreTaxTotal values are
+// rounded with a running remainder so that they sum to their invoice line
+// exactly. progress, when not nil, is told how many records were read.
+func (s *Service) Reconciliation(ctx context.Context, p auth.Principal, partner, period string, w io.Writer, progress func(records int64)) error {
+	if err := s.canExport(ctx, p, partner); err != nil {
+		return err
+	}
+	return s.writeRecon(ctx, partner, period, w, progress)
+}
+
+func (s *Service) reconSet(ctx context.Context, partner, period string) (rateSet, *dirSnapshot, error) {
+	start, end, err := clock.PeriodBounds(period)
+	if err != nil {
+		return rateSet{}, nil, badPeriod(err)
+	}
+	st, err := s.periodState(ctx, s.db, period)
+	if err != nil {
+		return rateSet{}, nil, err
+	}
+	dir, err := loadDirectory(ctx, s.db)
+	if err != nil {
+		return rateSet{}, nil, err
+	}
+	return rateSet{period: period, start: start, end: end, final: st.finalized, late: !st.finalized && st.prevFinal, subs: dir.subsBilledTo(partner)}, dir, nil
+}
+
+func (s *Service) countRecon(ctx context.Context, partner, period string) (int64, error) {
+	rs, _, err := s.reconSet(ctx, partner, period)
+	if err != nil {
+		return 0, err
+	}
+	where, args := rs.where()
+	var n int64
+	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM commerce_usage WHERE `+where, args...).Scan(&n)
+	return n, err
+}
+
+func (s *Service) writeRecon(ctx context.Context, partner, period string, w io.Writer, progress func(int64)) error {
+	rs, dir, err := s.reconSet(ctx, partner, period)
+	if err != nil {
+		return err
+	}
+	prior, err := loadPrior(ctx, s.db, period)
+	if err != nil {
+		return err
+	}
+	cat, err := newCatalog(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	r := newRater(ctx, cat, dir, prior)
+	pt := dir.partners[partner]
+	cur := dir.currency(partner)
+	minor, _ := MinorUnits(cur)
+	number := invoiceNumber(partner, period)
+	bw := bufio.NewWriterSize(w, 1<<16)
+	cw := csv.NewWriter(bw)
+	if err := cw.Write(ReconColumns()); err != nil {
+		return err
+	}
+	where, args := rs.where()
+	rows, err := s.db.QueryContext(ctx, `SELECT registration_uid, charged_subscription_id, billing_meter_id, usage_hour_us, billing_quantity, resource_uri,
+		local_meter_key, local_subscription_id, location, tags FROM commerce_usage WHERE `+where+`
+		ORDER BY charged_subscription_id, billing_meter_id, usage_hour_us / 86400000000, registration_uid, resource_uri, local_meter_key, local_subscription_id`, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	type group struct {
+		reg, sub, meter, uri, local, localSub, loc, tags string
+		day                                              int64
+		qty                                              money.Sum
+	}
+	emitted := map[lineKey]money.Quantity{}
+	var g *group
+	rec := make([]string, len(ReconColumns()))
+	flush := func() error {
+		if g == nil {
+			return nil
+		}
+		day := clock.FromMicros(g.day * int64(24*time.Hour/time.Microsecond))
+		acct, _ := dir.accountOf(g.sub)
+		var werr error
+		err := r.feed(g.reg, g.sub, g.meter, day, g.qty.Quantity(), func(l *lineAcc, qty money.Quantity) {
+			after := amountOf(l.numer, l.sched.div, minor)
+			amt := after.Sub(emitted[l.key])
+			emitted[l.key] = after
+			ustart, uend, _ := clock.PeriodBounds(l.key.usagePeriod)
+			chargeType := "Usage"
+			if l.key.usagePeriod < period {
+				chargeType = "LateUsage"
+			}
+			info, _ := json.Marshal(map[string]string{
+				"azureStack.MeterId": guidOf(g.local), "azureStack.SubscriptionId": g.localSub, "azureStack.Location": g.loc,
+				"azureStack.EventDateTime": day.Format("01/02/2006 15:04:05"), "azureStack.CloudId": dir.regs[g.reg].cloudID,
+				"azureStack.Registration": dir.regs[g.reg].name,
+			})
+			st := l.sched.steps[l.key.step]
+			cust := dir.customers[acct.customer]
+			resellerMpn := ""
+			if rp, ok := dir.partners[acct.reseller]; ok {
+				resellerMpn = rp.MpnID
+				if resellerMpn == "" {
+					resellerMpn = rp.ID
+				}
+			}
+			tags := g.tags
+			if tags == "null" {
+				tags = ""
+			}
+			copy(rec, []string{partner, pt.Name, pt.MpnID, acct.customer, cust.Name, resellerMpn, number, g.sub,
+				ustart.Format(time.RFC3339), uend.Add(-time.Second).Format(time.RFC3339), day.Format("2006-01-02"),
+				l.sched.price.Category, l.sched.price.SubCategory, l.key.meter, l.sched.price.MeterName, l.sched.price.Region,
+				l.sched.price.Unit, g.loc, g.uri, tags, string(info), chargeType, st.price.String(), quantityIn(qty, l.sched.div).String(),
+				amt.StringFixed(minor), cur})
+			if err := cw.Write(rec); err != nil && werr == nil {
+				werr = err
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return werr
+	}
+	var reg, sub, mtr, uri, local, localSub, loc, tags, qty sql.RawBytes
+	var hour, n int64
+	const dayUS = int64(24 * time.Hour / time.Microsecond)
+	for rows.Next() {
+		if err := rows.Scan(&reg, &sub, &mtr, &hour, &qty, &uri, &local, &localSub, &loc, &tags); err != nil {
+			return err
+		}
+		d := hour / dayUS
+		if g == nil || g.day != d || g.sub != string(sub) || g.meter != string(mtr) || g.reg != string(reg) || g.uri != string(uri) || g.local != string(local) || g.localSub != string(localSub) {
+			if err := flush(); err != nil {
+				return err
+			}
+			g = &group{reg: string(reg), sub: string(sub), meter: string(mtr), uri: string(uri), local: string(local), localSub: string(localSub),
+				loc: string(loc), tags: string(tags), day: d}
+		}
+		if err := g.qty.AddText(qty); err != nil {
+			return err
+		}
+		n++
+		if progress != nil && n%10000 == 0 {
+			progress(n)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	if progress != nil {
+		progress(n)
+	}
+	cw.Flush()
+	if err := cw.Error(); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// guidOf formats a normalized meter key (32 hex digits) as a GUID.
+func guidOf(key string) string {
+	if len(key) != 32 {
+		return key
+	}
+	return fmt.Sprintf("%s-%s-%s-%s-%s", key[0:8], key[8:12], key[12:16], key[16:20], key[20:32])
+}
+
+// ExportJob is a background reconciliation export.
+type ExportJob struct {
+	ID          string    `json:"id"`
+	PartnerID   string    `json:"partnerId"`
+	Period      string    `json:"period"`
+	Status      string    `json:"status"` // queued, running, succeeded, failed
+	RowsDone    int64     `json:"recordsRead"`
+	RowsTotal   int64     `json:"recordsTotal"`
+	Error       string    `json:"error,omitempty"`
+	RequestedBy string    `json:"requestedBy"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// StartExport queues a reconciliation export. Any commerce instance's export
+// runner picks it up; the file is kept in the database in chunks, so any
+// instance can serve it.
+func (s *Service) StartExport(ctx context.Context, p auth.Principal, partner, period string) (ExportJob, error) {
+	if err := s.canExport(ctx, p, partner); err != nil {
+		return ExportJob{}, err
+	}
+	if _, err := clock.ParsePeriod(period); err != nil {
+		return ExportJob{}, badPeriod(err)
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	now := s.clock.Now()
+	j := ExportJob{ID: hex.EncodeToString(b[:]), PartnerID: partner, Period: period, Status: "queued", RequestedBy: p.Actor(), CreatedAt: now, UpdatedAt: now}
+	err := s.db.Write(ctx, func(tx *store.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO export_jobs (id, partner_id, period, requested_by, status, rows_done, rows_total, error, created_at_us, updated_at_us)
+			VALUES (?, ?, ?, ?, 'queued', 0, 0, '', ?, ?)`, j.ID, partner, period, j.RequestedBy, clock.Micros(now), clock.Micros(now))
+		return err
+	})
+	return j, err
+}
+
+// Export returns a job's state to whoever may export that partner's files.
+func (s *Service) Export(ctx context.Context, p auth.Principal, id string) (ExportJob, error) {
+	j, err := s.exportJob(ctx, id)
+	if err != nil {
+		return ExportJob{}, err
+	}
+	if err := s.canExport(ctx, p, j.PartnerID); err != nil {
+		return ExportJob{}, notFound("Export", id)
+	}
+	return j, nil
+}
+
+func (s *Service) exportJob(ctx context.Context, id string) (ExportJob, error) {
+	var j ExportJob
+	var c, u int64
+	err := s.db.QueryRowContext(ctx, `SELECT id, partner_id, period, status, rows_done, rows_total, error, requested_by, created_at_us, updated_at_us FROM export_jobs WHERE id = ?`, id).
+		Scan(&j.ID, &j.PartnerID, &j.Period, &j.Status, &j.RowsDone, &j.RowsTotal, &j.Error, &j.RequestedBy, &c, &u)
+	if store.IsNoRows(err) {
+		return ExportJob{}, notFound("Export", id)
+	}
+	j.CreatedAt, j.UpdatedAt = clock.FromMicros(c), clock.FromMicros(u)
+	return j, err
+}
+
+// ExportFile streams a finished export's CSV.
+func (s *Service) ExportFile(ctx context.Context, p auth.Principal, id string, w io.Writer) error {
+	j, err := s.Export(ctx, p, id)
+	if err != nil {
+		return err
+	}
+	if j.Status != "succeeded" {
+		return arm.Errorf(http.StatusBadRequest, "ExportNotReady", "Export %s is %s; its file is available once it has succeeded.", id, j.Status)
+	}
+	for seq := 0; ; seq++ {
+		var data []byte
+		err := s.db.QueryRowContext(ctx, `SELECT data FROM export_chunks WHERE job_id = ? AND seq = ?`, id, seq).Scan(&data)
+		if store.IsNoRows(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(data); err != nil {
+			return err
+		}
+	}
+}
+
+// chunkWriter stores an export in 1 MiB chunks as it is written.
+type chunkWriter struct {
+	ctx context.Context
+	db  *store.DB
+	id  string
+	seq int
+	buf bytes.Buffer
+}
+
+const chunkSize = 1 << 20
+
+func (c *chunkWriter) Write(p []byte) (int, error) {
+	c.buf.Write(p)
+	for c.buf.Len() >= chunkSize {
+		if err := c.store(c.buf.Next(chunkSize)); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (c *chunkWriter) store(b []byte) error {
+	data := bytes.Clone(b)
+	err := c.db.Write(c.ctx, func(tx *store.Tx) error {
+		_, err := tx.ExecContext(c.ctx, `INSERT INTO export_chunks (job_id, seq, data) VALUES (?, ?, ?)`, c.id, c.seq, data)
+		return err
+	})
+	c.seq++
+	return err
+}
+
+func (c *chunkWriter) close() error {
+	if c.buf.Len() > 0 {
+		return c.store(c.buf.Next(c.buf.Len()))
+	}
+	return nil
+}
+
+// staleExport is how long a running job may go without progress before
+// another runner takes it over (its runner died).
+const staleExport = 2 * time.Minute
+
+// RunExports claims and runs queued exports until none is left. A job whose
+// runner stopped reporting progress is claimed again and restarted from
+// scratch.
+func (s *Service) RunExports(ctx context.Context) error {
+	for {
+		now := s.clock.Now()
+		var id string
+		err := s.db.QueryRowContext(ctx, `SELECT id FROM export_jobs WHERE status = 'queued' OR (status = 'running' AND updated_at_us < ?) ORDER BY created_at_us LIMIT 1`,
+			clock.Micros(now.Add(-staleExport))).Scan(&id)
+		if store.IsNoRows(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		claimed := false
+		err = s.db.Write(ctx, func(tx *store.Tx) error {
+			res, err := tx.ExecContext(ctx, `UPDATE export_jobs SET status = 'running', rows_done = 0, updated_at_us = ? WHERE id = ? AND (status = 'queued' OR (status = 'running' AND updated_at_us < ?))`,
+				clock.Micros(now), id, clock.Micros(now.Add(-staleExport)))
+			if err != nil {
+				return err
+			}
+			n, _ := res.RowsAffected()
+			claimed = n == 1
+			if claimed {
+				_, err = tx.ExecContext(ctx, `DELETE FROM export_chunks WHERE job_id = ?`, id)
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if claimed {
+			s.runExport(ctx, id)
+		}
+	}
+}
+
+func (s *Service) runExport(ctx context.Context, id string) {
+	j, err := s.exportJob(ctx, id)
+	if err != nil {
+		return
+	}
+	update := func(status string, done, total int64, msg string) {
+		_ = s.db.Write(ctx, func(tx *store.Tx) error {
+			_, err := tx.ExecContext(ctx, `UPDATE export_jobs SET status = ?, rows_done = ?, rows_total = ?, error = ?, updated_at_us = ? WHERE id = ?`,
+				status, done, total, msg, clock.Micros(s.clock.Now()), id)
+			return err
+		})
+	}
+	total, err := s.countRecon(ctx, j.PartnerID, j.Period)
+	if err != nil {
+		update("failed", 0, 0, err.Error())
+		return
+	}
+	update("running", 0, total, "")
+	cw := &chunkWriter{ctx: ctx, db: s.db, id: id}
+	last := time.Now()
+	err = s.writeRecon(ctx, j.PartnerID, j.Period, cw, func(n int64) {
+		if time.Since(last) > 500*time.Millisecond {
+			last = time.Now()
+			update("running", n, total, "")
+		}
+	})
+	if err == nil {
+		err = cw.close()
+	}
+	if err != nil {
+		s.logger.Error("reconciliation export failed", "id", id, "err", err)
+		update("failed", 0, total, err.Error())
+		return
+	}
+	update("succeeded", total, total, "")
+	s.logger.Info("reconciliation export done", slog.String("id", id), slog.String("partner", j.PartnerID), slog.String("period", j.Period), slog.Int64("records", total))
+}
