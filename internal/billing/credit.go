@@ -142,7 +142,9 @@ func (s *Service) creditNotes(ctx context.Context, q store.Querier, invoiceNumbe
 		}
 		out = append(out, c)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) || (out[i].CreatedAt.Equal(out[j].CreatedAt) && out[i].Number < out[j].Number) })
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].CreatedAt.Before(out[j].CreatedAt) || (out[i].CreatedAt.Equal(out[j].CreatedAt) && out[i].Number < out[j].Number)
+	})
 	return out, rows.Err()
 }
 

@@ -399,6 +399,8 @@ func (s *Service) Statements(ctx context.Context, p auth.Principal, owner, perio
 		})
 		out = append(out, *st)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].AccountName < out[j].AccountName || (out[i].AccountName == out[j].AccountName && out[i].Account < out[j].Account) })
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].AccountName < out[j].AccountName || (out[i].AccountName == out[j].AccountName && out[i].Account < out[j].Account)
+	})
 	return out, nil
 }

@@ -45,7 +45,7 @@ type Options struct {
 	// (default 24h, Partner Center's late-usage window).
 	InvoiceGrace time.Duration
 	Clock        *clock.Clock
-	Logger               *slog.Logger
+	Logger       *slog.Logger
 }
 
 // App is a wired stackbill instance.
