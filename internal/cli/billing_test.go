@@ -360,6 +360,25 @@ func TestBillingGolden(t *testing.T) {
 				t.Fatalf("html: %v", err)
 			}
 		}
+		// A background export produces the same file as the streamed one.
+		job, err := bs.StartExport(ctx, contoso, "contoso", "2026-10")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bs.RunExports(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if job, err = bs.Export(ctx, contoso, job.ID); err != nil || job.Status != "succeeded" || job.RowsDone != job.RowsTotal || job.RowsTotal == 0 {
+			t.Fatalf("export job %+v %v", job, err)
+		}
+		var direct, exported bytes.Buffer
+		_ = bs.Reconciliation(ctx, contoso, "contoso", "2026-10", &direct, nil)
+		if err := bs.ExportFile(ctx, contoso, job.ID, &exported); err != nil || !bytes.Equal(direct.Bytes(), exported.Bytes()) {
+			t.Fatalf("exported file differs (%v)", err)
+		}
+		if _, err := bs.Export(ctx, auth.Principal{Role: auth.RolePartner, PartnerID: "northwind"}, job.ID); !hasCode(err, "ExportNotFound") {
+			t.Fatalf("another partner reads the export: %v", err)
+		}
 		w.goldenJSON(t, "SB-202610-contoso-credited.json", octCredited)
 		w.goldenJSON(t, "statements-contoso-202610.json", stC)
 		w.goldenJSON(t, "statements-fabrikam-202610.json", stF)

@@ -14,7 +14,7 @@ import (
 // importPriceList takes a CSV price list as the body; ?effective=YYYY-MM-DD
 // overrides the file's EffectiveDate and ?source= names it.
 func (s *Server) importPriceList(w http.ResponseWriter, r *http.Request, p auth.Principal, _ map[string]string) error {
-	raw, err := readBody(w, r, 32*s.cfg.MaxBodyBytes)
+	raw, err := readCSVBody(w, r, 32*s.cfg.MaxBodyBytes)
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,21 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 			return nil, arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "The content type '%s' is not supported; send application/json.", ct)
 		}
 	}
+	return readLimited(w, r, limit)
+}
+
+// readCSVBody reads a bounded CSV upload (text/csv, or no content type).
+func readCSVBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || !(mt == "text/csv" || mt == "text/plain" || mt == "application/octet-stream") {
+			return nil, arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "The content type '%s' is not supported; send text/csv.", ct)
+		}
+	}
+	return readLimited(w, r, limit)
+}
+
+func readLimited(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
