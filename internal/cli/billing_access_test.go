@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -241,4 +243,51 @@ func readerOrNil(r *strings.Reader) io.Reader {
 		return nil
 	}
 	return r
+}
+
+// TestBillingCLI drives the billing commands against a served commerce.
+func TestBillingCLI(t *testing.T) {
+	w := newBillingWorld(t, "sqlite")
+	w.clk.Set(time.Date(2026, 11, 2, 1, 0, 0, 0, time.UTC))
+	op := map[string]string{"STACKBILL_URL": w.env.url, "STACKBILL_TOKEN": w.env.operator}
+	sample := filepath.Join(t.TempDir(), "sample.csv")
+	r := runCLI(t, op, "billing", "price-list", "sample")
+	if r.code != 0 || !strings.Contains(r.stdout, "Azure Stack,1 Hour,0:0.008") {
+		t.Fatalf("sample: %+v", r)
+	}
+	_ = os.WriteFile(sample, []byte(r.stdout), 0o644)
+	if r := runCLI(t, op, "billing", "price-list", "import", "--effective", "2027-01-01", sample); r.code != 0 || !strings.Contains(r.stdout, "6 kept, 0 skipped") {
+		t.Fatalf("import: %+v", r)
+	}
+	if r := runCLI(t, op, "billing", "period", "finalize", "2026-10"); r.code != 0 || !strings.Contains(r.stdout, "SB-202610-contoso") {
+		t.Fatalf("finalize: %+v", r)
+	}
+	contoso := map[string]string{"STACKBILL_URL": w.env.url, "STACKBILL_TOKEN": w.env.tokens["contoso"]}
+	if r := runCLI(t, contoso, "billing", "invoice", "list", "--period", "2026-10"); r.code != 0 || !strings.Contains(r.stdout, "SB-202610-contoso  contoso  final") {
+		t.Fatalf("invoice list: %+v", r)
+	}
+	if r := runCLI(t, contoso, "billing", "invoice", "get", "--format", "html", "SB-202610-contoso"); r.code != 0 || !strings.Contains(r.stdout, "<h1>Invoice SB-202610-contoso") {
+		t.Fatalf("invoice html: %+v", r)
+	}
+	out := filepath.Join(t.TempDir(), "recon.csv")
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { w.env.app.RunBilling(ctx, false); close(done) }()
+	r = runCLI(t, contoso, "billing", "export", "--period", "2026-10", "--out", out)
+	cancel()
+	<-done
+	data, _ := os.ReadFile(out)
+	if r.code != 0 || !strings.HasPrefix(string(data), "PartnerId,PartnerName") {
+		t.Fatalf("export: %+v", r)
+	}
+	if r := runCLI(t, contoso, "billing", "price-book", "put", "--owner", "contoso", "--markup", "20", "--price", strings.ToLower("CBCFEF9A-B91F-4597-A4D3-01FE334BED82")+"=0.0001"); r.code != 0 {
+		t.Fatalf("price book: %+v", r)
+	}
+	if r := runCLI(t, contoso, "billing", "statements", "--owner", "contoso", "--period", "2026-10"); r.code != 0 || !strings.Contains(r.stdout, "Litware") {
+		t.Fatalf("statements: %+v", r)
+	}
+	tail := map[string]string{"STACKBILL_URL": w.env.url, "STACKBILL_TOKEN": w.env.tokens["tailspin"]}
+	if r := runCLI(t, tail, "billing", "export", "--partner", "fabrikam", "--period", "2026-10"); r.code == 0 || !strings.Contains(r.stderr, "AuthorizationFailed") {
+		t.Fatalf("reseller export: %+v", r)
+	}
 }

@@ -1,0 +1,363 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/money"
+)
+
+// runBilling is the billing CLI: price lists, agreements, invoices, periods,
+// credit notes, reconciliation exports, price books and statements.
+func runBilling(ctx context.Context, env Env, args []string) error {
+	sub, rest, err := subcommand(args, "price-list", "agreement", "invoice", "period", "credit-note", "export", "price-book", "statements")
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "price-list":
+		return runPriceList(ctx, env, rest)
+	case "agreement":
+		fs := newFlags(env, "billing agreement")
+		mk := clientFlags(fs, env)
+		partner := fs.String("partner", "", "bill-to partner (direct CSP or indirect provider)")
+		cur := fs.String("currency", "", "ISO 4217 currency of the partner's agreement")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if *partner == "" || *cur == "" {
+			return usagef("--partner and --currency are required")
+		}
+		var out billing.Agreement
+		if _, err := mk().do(ctx, "PUT", "/v1/billing/agreements/"+url.PathEscape(*partner), billing.Agreement{Currency: *cur}, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "%s is billed in %s\n", out.PartnerID, out.Currency)
+		return nil
+	case "invoice":
+		return runInvoice(ctx, env, rest)
+	case "period":
+		what, rest, err := subcommand(rest, "show", "finalize")
+		if err != nil {
+			return err
+		}
+		fs := newFlags(env, "billing period "+what)
+		mk := clientFlags(fs, env)
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return usagef("give the period, YYYY-MM")
+		}
+		path, method := "/v1/billing/periods/"+url.PathEscape(fs.Arg(0)), "GET"
+		if what == "finalize" {
+			path, method = path+"/finalize", "POST"
+		}
+		var out any
+		if _, err := mk().do(ctx, method, path, nil, &out); err != nil {
+			return err
+		}
+		return printJSON(env.Stdout, out)
+	case "credit-note":
+		fs := newFlags(env, "billing credit-note")
+		mk := clientFlags(fs, env)
+		inv := fs.String("invoice", "", "finalized invoice number")
+		line := fs.Int("line", 0, "invoice line to credit")
+		amount := fs.String("amount", "", "amount to credit, in the invoice's currency")
+		reason := fs.String("reason", "", "why (kept in the audit trail)")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		q, err := money.ParseQuantity(*amount)
+		if err != nil || *inv == "" || *line == 0 {
+			return usagef("--invoice, --line and a decimal --amount are required")
+		}
+		var out billing.CreditNote
+		if _, err := mk().do(ctx, "POST", "/v1/billing/invoices/"+url.PathEscape(*inv)+"/credit-notes",
+			billing.CreditRequest{Reason: *reason, Lines: []billing.CreditLine{{Line: *line, Amount: q}}}, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "%s credits %s %s on %s\n", out.Number, out.Total.String(), out.Currency, out.InvoiceNumber)
+		return nil
+	case "export":
+		return runExport(ctx, env, rest)
+	case "price-book":
+		return runPriceBook(ctx, env, rest)
+	default: // statements
+		fs := newFlags(env, "billing statements")
+		mk := clientFlags(fs, env)
+		owner := fs.String("owner", "", "the partner or reseller whose statements to show")
+		per := fs.String("period", "", "billing period, YYYY-MM")
+		asJSON := fs.Bool("json", false, "print JSON")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if *owner == "" || *per == "" {
+			return usagef("--owner and --period are required")
+		}
+		var out struct{ Value []billing.Statement }
+		if _, err := mk().do(ctx, "GET", "/v1/billing/statements/"+url.PathEscape(*owner)+"?period="+url.QueryEscape(*per), nil, &out); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env.Stdout, out.Value)
+		}
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ACCOUNT\tNAME\tCOST\tCHARGE\tMARGIN\tCURRENCY")
+		for _, s := range out.Value {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Account, s.AccountName, s.Cost, s.Amount, s.Margin, s.Currency)
+		}
+		return tw.Flush()
+	}
+}
+
+func runPriceList(ctx context.Context, env Env, args []string) error {
+	what, rest, err := subcommand(args, "import", "list", "show", "sample")
+	if err != nil {
+		return err
+	}
+	fs := newFlags(env, "billing price-list "+what)
+	mk := clientFlags(fs, env)
+	eff := fs.String("effective", "", "effective date YYYY-MM-DD (default: the file's latest EffectiveDate)")
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	switch what {
+	case "sample":
+		_, err := env.Stdout.Write(billing.SamplePriceList())
+		return err
+	case "list":
+		var out struct{ Value []billing.PriceList }
+		if _, err := mk().do(ctx, "GET", "/v1/billing/price-lists", nil, &out); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tCURRENCY\tEFFECTIVE\tROWS\tSOURCE\tIMPORTED")
+		for _, p := range out.Value {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s by %s\n", p.ID, p.Currency, p.EffectiveFrom.Format(time.DateOnly), p.Kept, p.Source, p.ImportedAt.Format(time.RFC3339), p.ImportedBy)
+		}
+		return tw.Flush()
+	case "show":
+		if fs.NArg() != 1 {
+			return usagef("give the price list ID")
+		}
+		var out any
+		if _, err := mk().do(ctx, "GET", "/v1/billing/price-lists/"+url.PathEscape(fs.Arg(0)), nil, &out); err != nil {
+			return err
+		}
+		return printJSON(env.Stdout, out)
+	}
+	if fs.NArg() != 1 {
+		return usagef("give the price list CSV file")
+	}
+	data, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	q := url.Values{"source": {fs.Arg(0)}}
+	if *eff != "" {
+		q.Set("effective", *eff)
+	}
+	var rep billing.ImportReport
+	if err := mk().raw(ctx, "POST", "/v1/billing/price-lists?"+q.Encode(), "text/csv", strings.NewReader(string(data)), nil, &rep); err != nil {
+		return err
+	}
+	state := "imported as"
+	if rep.Unchanged {
+		state = "unchanged: already"
+	}
+	fmt.Fprintf(env.Stdout, "%s price list %d (%s, effective %s): %d rows read, %d kept, %d skipped\n", state, rep.PriceList.ID, rep.PriceList.Currency,
+		rep.PriceList.EffectiveFrom.Format(time.DateOnly), rep.RowsRead, rep.RowsKept, rep.RowsSkip)
+	for reason, n := range rep.SkipReason {
+		fmt.Fprintf(env.Stdout, "  skipped %d: %s\n", n, reason)
+	}
+	return nil
+}
+
+func runInvoice(ctx context.Context, env Env, args []string) error {
+	what, rest, err := subcommand(args, "list", "get")
+	if err != nil {
+		return err
+	}
+	fs := newFlags(env, "billing invoice "+what)
+	mk := clientFlags(fs, env)
+	per := fs.String("period", "", "billing period, YYYY-MM")
+	format := fs.String("format", "json", "json, csv or html")
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	if what == "list" {
+		if *per == "" {
+			return usagef("--period is required")
+		}
+		var out struct{ Value []billing.Invoice }
+		if _, err := mk().do(ctx, "GET", "/v1/billing/invoices?period="+url.QueryEscape(*per), nil, &out); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "INVOICE\tPARTNER\tSTATUS\tTOTAL\tBALANCE\tCURRENCY")
+		for _, i := range out.Value {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.Number, i.PartnerID, i.Status, i.Total, i.Balance, i.Currency)
+		}
+		return tw.Flush()
+	}
+	if fs.NArg() != 1 {
+		return usagef("give the invoice number")
+	}
+	return mk().raw(ctx, "GET", "/v1/billing/invoices/"+url.PathEscape(fs.Arg(0))+"?format="+url.QueryEscape(*format), "", nil, env.Stdout, nil)
+}
+
+func runExport(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "billing export")
+	mk := clientFlags(fs, env)
+	partner := fs.String("partner", "", "bill-to partner (default: the token's partner)")
+	per := fs.String("period", "", "billing period, YYYY-MM")
+	out := fs.String("out", "", "file to write the daily rated-usage CSV to (default: stdout)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *per == "" {
+		return usagef("--period is required")
+	}
+	c := mk()
+	var job billing.ExportJob
+	if _, err := c.do(ctx, "POST", "/v1/billing/exports", map[string]string{"partner": *partner, "period": *per}, &job); err != nil {
+		return err
+	}
+	bar := newProgress(env.Stderr, 1, "exporting "+job.PartnerID+" "+job.Period)
+	for job.Status == "queued" || job.Status == "running" {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+		if _, err := c.do(ctx, "GET", "/v1/billing/exports/"+job.ID, nil, &job); err != nil {
+			return err
+		}
+		if bar != nil && job.RowsTotal > 0 {
+			bar.ChangeMax64(job.RowsTotal)
+			_ = bar.Set64(job.RowsDone)
+		}
+	}
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	if job.Status != "succeeded" {
+		return fmt.Errorf("export %s %s: %s", job.ID, job.Status, job.Error)
+	}
+	w := env.Stdout
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	if err := c.raw(ctx, "GET", "/v1/billing/exports/"+job.ID+"/file", "", nil, w, nil); err != nil {
+		return err
+	}
+	if *out != "" {
+		fmt.Fprintf(env.Stderr, "wrote %s: %d usage records rated\n", *out, job.RowsTotal)
+	}
+	return nil
+}
+
+func runPriceBook(ctx context.Context, env Env, args []string) error {
+	what, rest, err := subcommand(args, "put", "list", "delete")
+	if err != nil {
+		return err
+	}
+	fs := newFlags(env, "billing price-book "+what)
+	mk := clientFlags(fs, env)
+	owner := fs.String("owner", "", "the partner or reseller who owns the book")
+	target := fs.String("target", billing.DefaultTarget, "'default', a customer tenant, or (for a provider) a reseller")
+	markup := fs.String("markup", "0", "markup percent over cost")
+	var prices multiFlag
+	fs.Var(&prices, "price", "METER_ID=UNIT_PRICE, repeatable: a per-meter price (also for local-only meters)")
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	if *owner == "" {
+		return usagef("--owner is required")
+	}
+	c := mk()
+	base := "/v1/billing/price-books/" + url.PathEscape(*owner)
+	switch what {
+	case "list":
+		var out struct{ Value []billing.PriceBook }
+		if _, err := c.do(ctx, "GET", base, nil, &out); err != nil {
+			return err
+		}
+		return printJSON(env.Stdout, out.Value)
+	case "delete":
+		_, err := c.do(ctx, "DELETE", base+"/"+url.PathEscape(*target), nil, nil)
+		return err
+	}
+	m, err := money.ParseQuantity(*markup)
+	if err != nil {
+		return usagef("--markup: %v", err)
+	}
+	b := billing.PriceBook{MarkupPercent: m, Prices: map[string]money.Quantity{}}
+	for _, p := range prices {
+		k, v, ok := strings.Cut(p, "=")
+		q, err := money.ParseQuantity(v)
+		if !ok || err != nil {
+			return usagef("--price %q: want METER_ID=UNIT_PRICE", p)
+		}
+		b.Prices[k] = q
+	}
+	var out billing.PriceBook
+	if _, err := c.do(ctx, "PUT", base+"/"+url.PathEscape(*target), b, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
+}
+
+// raw sends a request with a non-JSON body and copies a successful answer
+// to w, or decodes it into out.
+func (c *client) raw(ctx context.Context, method, path, contentType string, body io.Reader, w io.Writer, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	hc := *c.http
+	hc.Timeout = 0 // exports and invoices stream for as long as they need
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach stackbill at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var env struct {
+			Error *apiError `json:"error"`
+		}
+		if json.Unmarshal(raw, &env) == nil && env.Error != nil {
+			env.Error.Status = resp.StatusCode
+			return env.Error
+		}
+		return &apiError{Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode), Message: strconv.Quote(strings.TrimSpace(string(raw)))}
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
