@@ -5,7 +5,7 @@ import (
 )
 
 func runBench(ctx context.Context, env Env, args []string) error {
-	verb, rest, err := subcommand(args, "registration", "intake", "usage-api", "forward")
+	verb, rest, err := subcommand(args, "registration", "intake", "usage-api", "forward", "rating")
 	if err != nil {
 		return err
 	}
@@ -16,6 +16,8 @@ func runBench(ctx context.Context, env Env, args []string) error {
 		return benchUsageAPI(ctx, env, rest)
 	case "forward":
 		return benchForward(ctx, env, rest)
+	case "rating":
+		return benchRating(ctx, env, rest)
 	}
 	return benchRegistration(ctx, env, rest)
 }

@@ -41,7 +41,7 @@ func commands() map[string]command {
 		"stack":        {"the stack's identity, handshake and bridge (stack info|registration-token|activate|bridge status)", runStack},
 		"usage":        {"usage forwarded to commerce, by subscription, meter and day (usage forwarded)", runUsage},
 		"billing":      {"price lists, invoices, finalization, credit notes, reconciliation exports, price books and statements (billing price-list|agreement|invoice|period|credit-note|export|price-book|statements)", runBilling},
-		"bench":        {"measure throughput and latency (bench registration|intake|usage-api|forward)", runBench},
+		"bench":        {"measure throughput and latency (bench registration|intake|usage-api|forward|rating)", runBench},
 		"version":      {"print the version", runVersion},
 	}
 }

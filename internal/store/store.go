@@ -476,3 +476,8 @@ func Bool(b bool) int {
 
 // IsNoRows reports whether err is sql.ErrNoRows.
 func IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// Conn reserves one connection of the write pool, for bulk work that needs
+// the driver itself (PostgreSQL COPY in benchmarks). Queries on it are not
+// rebound: write them in the engine's own placeholder syntax.
+func (db *DB) Conn(ctx context.Context) (*sql.Conn, error) { return db.write.Conn(ctx) }

@@ -1,0 +1,260 @@
+package cli
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/store"
+)
+
+// RatingBenchResult is one rating benchmark run.
+type RatingBenchResult struct {
+	Records       int64
+	Load          time.Duration // loading the records (not timed as rating)
+	Rate          time.Duration // rating + invoice generation
+	PeakHeapBytes uint64
+	Total         string
+	// Baseline: the same records COPYed into PostgreSQL and rated with
+	// INSERT … SELECT … JOIN … GROUP BY (PostgreSQL only).
+	Baseline      time.Duration
+	BaselineTotal string
+}
+
+// RecordsPerSecond is rating throughput.
+func (r RatingBenchResult) RecordsPerSecond() float64 { return float64(r.Records) / r.Rate.Seconds() }
+
+// benchMeters are billed meters of the sample price list with their unit
+// divisor, cycled through by the generated records.
+var benchMeters = [...]struct {
+	id  string
+	div int
+}{{"9c23489b-c01c-5893-b898-412bd252b0db", 1}, {"fb8c0713-ea20-40bf-901f-5560fd3f6330", 1}, {"190c935e-9ada-48ff-9ab8-56ea1cf9adaa", 1}, {"8767aeb3-6909-4db2-9927-3f51e9a9085e", 730}}
+
+// RunRatingBench loads n forwarded records for October 2026 spread over subs
+// customer subscriptions of one direct CSP, then times rating and invoice
+// generation of the period's drafts, sampling the heap to report its peak.
+func RunRatingBench(ctx context.Context, app *App, n int64, subs int, withBaseline bool) (RatingBenchResult, error) {
+	res := RatingBenchResult{Records: n}
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "bench"}
+	doc := `{"partners":[{"id":"bench-csp","name":"Bench CSP","type":"DirectCSP"}],"customers":[`
+	var subsJSON strings.Builder
+	for i := 0; i < subs; i++ {
+		if i > 0 {
+			doc += ","
+			subsJSON.WriteString(",")
+		}
+		doc += fmt.Sprintf(`{"tenantId":"%08x-0000-4000-8000-000000000001","name":"Customer %d","partner":"bench-csp"}`, i, i)
+		fmt.Fprintf(&subsJSON, `{"id":"%08x-0000-4000-8000-000000000002","offer":"CSP","partner":"bench-csp","customerTenantId":"%08x-0000-4000-8000-000000000001"}`, i, i)
+	}
+	doc += `],"subscriptions":[` + subsJSON.String() + `]}`
+	if _, err := app.Directory.Import(ctx, "bench", []byte(doc)); err != nil {
+		return res, err
+	}
+	if _, err := app.Billing.ImportPriceList(ctx, op, "sample", billing.SamplePriceList(), time.Time{}); err != nil {
+		return res, err
+	}
+	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	row := func(i int64) []any {
+		m := benchMeters[i%int64(len(benchMeters))]
+		sub := fmt.Sprintf("%08x-0000-4000-8000-000000000002", int(i/4)%subs)
+		hour := start.Add(time.Duration(i%744) * time.Hour)
+		qty := fmt.Sprintf("%d.%03d", 1+i%7, i%1000)
+		return []any{fmt.Sprintf("%032x", i), "bench-reg", "bench-cloud", sub, 1, "bench", sub, "t", "k", m.id, qty, qty, 1,
+			clock.Micros(hour), clock.Micros(hour), clock.Micros(hour), "/r", "local", "null", "null"}
+	}
+	cols := []string{"id", "registration_uid", "cloud_id", "charged_subscription_id", "mapped", "reason", "local_subscription_id", "tenant_id",
+		"local_meter_key", "billing_meter_id", "quantity", "billing_quantity", "meter_map_version", "usage_hour_us", "reported_hour_us",
+		"received_at_us", "resource_uri", "location", "tags", "additional_info"}
+	t0 := time.Now()
+	if err := loadRecords(ctx, app.DB, "commerce_usage", cols, n, row); err != nil {
+		return res, err
+	}
+	res.Load = time.Since(t0)
+	runtime.GC()
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	t0 = time.Now()
+	sum, err := app.Billing.Period(ctx, op, "2026-10")
+	res.Rate = time.Since(t0)
+	close(stop)
+	<-sampled
+	res.PeakHeapBytes = peak.Load()
+	if err != nil {
+		return res, err
+	}
+	if sum.Records != n || len(sum.Invoices) != 1 {
+		return res, fmt.Errorf("rated %d records into %d invoices, want %d into 1", sum.Records, len(sum.Invoices), n)
+	}
+	res.Total = sum.Invoices[0].Total.String()
+	if withBaseline && app.DB.Dialect == store.Postgres {
+		if res.Baseline, res.BaselineTotal, err = sqlBaseline(ctx, app.DB, n, row); err != nil {
+			return res, err
+		}
+		if res.BaselineTotal != res.Total {
+			return res, fmt.Errorf("the SQL baseline totals %s, stackbill %s: the two ratings disagree", res.BaselineTotal, res.Total)
+		}
+	}
+	return res, nil
+}
+
+// loadRecords bulk-loads generated rows: COPY on PostgreSQL, batched
+// multi-row INSERTs in one transaction on SQLite.
+func loadRecords(ctx context.Context, db *store.DB, table string, cols []string, n int64, row func(int64) []any) error {
+	if db.Dialect == store.Postgres {
+		return copyRows(ctx, db, table, cols, n, row)
+	}
+	return db.Write(ctx, func(tx *store.Tx) error {
+		const batch = 40
+		for i := int64(0); i < n; i += batch {
+			var sb strings.Builder
+			sb.WriteString("INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES ")
+			var args []any
+			for j := i; j < min(i+batch, n); j++ {
+				if j > i {
+					sb.WriteString(", ")
+				}
+				sb.WriteString("(" + store.Placeholders(len(cols)) + ")")
+				args = append(args, row(j)...)
+			}
+			if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func copyRows(ctx context.Context, db *store.DB, table string, cols []string, n int64, row func(int64) []any) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		c := dc.(*stdlib.Conn).Conn()
+		var i int64
+		_, err := c.CopyFrom(ctx, pgx.Identifier{table}, cols, pgx.CopyFromFunc(func() ([]any, error) {
+			if i == n {
+				return nil, nil
+			}
+			i++
+			return row(i - 1), nil
+		}))
+		return err
+	})
+}
+
+// sqlBaseline is the pipeline a team would otherwise write: COPY the same
+// records into a table, then rate them with one INSERT … SELECT … JOIN …
+// GROUP BY against the same prices, each line rounded to cents.
+func sqlBaseline(ctx context.Context, db *store.DB, n int64, row func(int64) []any) (time.Duration, string, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return 0, "", err
+	}
+	defer conn.Close()
+	for _, q := range []string{
+		`DROP TABLE IF EXISTS baseline_usage, baseline_prices, baseline_lines`,
+		`CREATE TABLE baseline_usage (subscription_id text, meter_id text, usage_hour_us bigint, quantity numeric)`,
+		`CREATE TABLE baseline_prices (meter_id text PRIMARY KEY, unit_price numeric, divisor numeric)`,
+		`CREATE TABLE baseline_lines (subscription_id text, meter_id text, quantity numeric, amount numeric)`,
+	} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			return 0, "", err
+		}
+	}
+	prices := map[string]string{"9c23489b-c01c-5893-b898-412bd252b0db": "0.008", "fb8c0713-ea20-40bf-901f-5560fd3f6330": "0.046",
+		"190c935e-9ada-48ff-9ab8-56ea1cf9adaa": "0.056", "8767aeb3-6909-4db2-9927-3f51e9a9085e": "0.006"}
+	for _, m := range benchMeters {
+		if _, err := conn.ExecContext(ctx, `INSERT INTO baseline_prices VALUES ($1, $2, $3)`, m.id, prices[m.id], m.div); err != nil {
+			return 0, "", err
+		}
+	}
+	t0 := time.Now()
+	err = conn.Raw(func(dc any) error {
+		c := dc.(*stdlib.Conn).Conn()
+		var i int64
+		_, err := c.CopyFrom(ctx, pgx.Identifier{"baseline_usage"}, []string{"subscription_id", "meter_id", "usage_hour_us", "quantity"},
+			pgx.CopyFromFunc(func() ([]any, error) {
+				if i == n {
+					return nil, nil
+				}
+				r := row(i)
+				i++
+				return []any{r[3], r[9], r[13], r[11]}, nil
+			}))
+		return err
+	})
+	if err != nil {
+		return 0, "", err
+	}
+	if _, err := conn.ExecContext(ctx, `INSERT INTO baseline_lines
+		SELECT u.subscription_id, u.meter_id, SUM(u.quantity), ROUND(SUM(u.quantity) * p.unit_price / p.divisor, 2)
+		FROM baseline_usage u JOIN baseline_prices p ON p.meter_id = u.meter_id
+		WHERE u.usage_hour_us >= $1 AND u.usage_hour_us < $2
+		GROUP BY u.subscription_id, u.meter_id, p.unit_price, p.divisor`, clock.Micros(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)), clock.Micros(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC))); err != nil {
+		return 0, "", err
+	}
+	elapsed := time.Since(t0)
+	var total sql.NullString
+	if err := conn.QueryRowContext(ctx, `SELECT trim_scale(SUM(amount))::text FROM baseline_lines`).Scan(&total); err != nil {
+		return 0, "", err
+	}
+	_, _ = conn.ExecContext(ctx, `DROP TABLE IF EXISTS baseline_usage, baseline_prices, baseline_lines`)
+	return elapsed, total.String, nil
+}
+
+func benchRating(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "bench rating")
+	dbFlag := fs.String("db", "", "database to benchmark (default: a fresh SQLite file in a temporary folder)")
+	n := fs.Int64("records", 1000000, "forwarded usage records to rate")
+	subs := fs.Int("subscriptions", 1000, "customer subscriptions they are charged to")
+	baseline := fs.Bool("baseline", true, "on PostgreSQL, also run the hand-written SQL pipeline (COPY + INSERT … SELECT … GROUP BY) and print the ratio")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	app, _, closeApp, err := openBenchApp(ctx, *dbFlag)
+	if err != nil {
+		return err
+	}
+	defer closeApp()
+	fmt.Fprintf(env.Stderr, "loading %d records into %s…\n", *n, app.DB.Dialect)
+	res, err := RunRatingBench(ctx, app, *n, *subs, *baseline)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "engine            %s\nrecords           %d (loaded in %s)\nrating+invoices   %s\nthroughput        %.0f records/s\npeak heap         %.1f MiB\ninvoice total     %s USD\n",
+		app.DB.Dialect, res.Records, res.Load.Round(time.Millisecond), res.Rate.Round(time.Millisecond), res.RecordsPerSecond(), float64(res.PeakHeapBytes)/(1<<20), res.Total)
+	if res.Baseline > 0 {
+		fmt.Fprintf(env.Stdout, "SQL baseline      %s (COPY + INSERT … SELECT … JOIN … GROUP BY), total %s USD\nratio             %.2fx (baseline time / stackbill time)\n",
+			res.Baseline.Round(time.Millisecond), res.BaselineTotal, res.Baseline.Seconds()/res.Rate.Seconds())
+	}
+	return nil
+}
