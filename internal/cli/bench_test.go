@@ -30,3 +30,20 @@ func BenchmarkCustomerSubscriptionPutGet(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRating loads and rates b.N forwarded records (one op = one record)
+// into a month's draft invoices. ns/op includes loading; the records/s
+// metric is rating and invoice generation alone.
+func BenchmarkRating(b *testing.B) {
+	for _, backend := range storetest.Backends {
+		b.Run(backend, func(b *testing.B) {
+			app, _ := benchApp(b, backend)
+			res, err := RunRatingBench(context.Background(), app, int64(b.N), 100, false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(res.RecordsPerSecond(), "records/s")
+			b.ReportMetric(float64(res.PeakHeapBytes)/(1<<20), "peak-heap-MiB")
+		})
+	}
+}
