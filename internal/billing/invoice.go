@@ -418,6 +418,14 @@ type InvoiceSummary struct {
 	Lines     int            `json:"lines"`
 }
 
+func (inv *Invoice) summary() InvoiceSummary {
+	n := 0
+	for _, sec := range inv.Sections {
+		n += len(sec.Lines)
+	}
+	return InvoiceSummary{Number: inv.Number, PartnerID: inv.PartnerID, Currency: inv.Currency, Total: inv.Total, Lines: n}
+}
+
 // Period summarizes a period for the operator, including usage that cannot
 // be invoiced yet: meters without a price and subscriptions no CSP partner is
 // billed for.
@@ -457,11 +465,7 @@ func (s *Service) Period(ctx context.Context, p auth.Principal, period string) (
 		out.NotCSP = run.rater.unbilled
 	}
 	for _, inv := range invs {
-		n := 0
-		for _, sec := range inv.Sections {
-			n += len(sec.Lines)
-		}
-		out.Invoices = append(out.Invoices, InvoiceSummary{Number: inv.Number, PartnerID: inv.PartnerID, Currency: inv.Currency, Total: inv.Total, Lines: n})
+		out.Invoices = append(out.Invoices, inv.summary())
 	}
 	sort.Slice(out.Invoices, func(i, j int) bool { return out.Invoices[i].PartnerID < out.Invoices[j].PartnerID })
 	return out, nil
@@ -570,10 +574,8 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 				inv.Number, inv.PartnerID, period, inv.Currency, inv.Total.String(), clock.Micros(now), string(doc)); err != nil {
 				return err
 			}
-			n := 0
 			for _, sec := range inv.Sections {
 				for _, l := range sec.Lines {
-					n++
 					if _, err := tx.ExecContext(ctx, `INSERT INTO invoice_lines (invoice_number, line_no, kind, reseller_id, customer_tenant_id, subscription_id, registration_uid,
 						usage_period, meter_id, price_list_id, tier_from, quantity, unit_price, amount) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 						inv.Number, l.No, l.Kind, l.ResellerID, l.CustomerTenantID, l.SubscriptionID, l.RegistrationUID, l.UsagePeriod, l.MeterID, l.PriceListID,
@@ -582,7 +584,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 					}
 				}
 			}
-			res.Invoices = append(res.Invoices, InvoiceSummary{Number: inv.Number, PartnerID: inv.PartnerID, Currency: inv.Currency, Total: inv.Total, Lines: n})
+			res.Invoices = append(res.Invoices, inv.summary())
 		}
 		return nil
 	})
@@ -595,11 +597,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 			return FinalizeResult{}, err
 		}
 		for _, inv := range invs {
-			n := 0
-			for _, sec := range inv.Sections {
-				n += len(sec.Lines)
-			}
-			res.Invoices = append(res.Invoices, InvoiceSummary{Number: inv.Number, PartnerID: inv.PartnerID, Currency: inv.Currency, Total: inv.Total, Lines: n})
+			res.Invoices = append(res.Invoices, inv.summary())
 		}
 		sort.Slice(res.Invoices, func(i, j int) bool { return res.Invoices[i].PartnerID < res.Invoices[j].PartnerID })
 	} else {
