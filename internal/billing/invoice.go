@@ -301,7 +301,7 @@ func (s *Service) Invoices(ctx context.Context, p auth.Principal, period string)
 	if !sc.all {
 		partner = sc.partner
 	}
-	invs, err := s.periodInvoices(ctx, period, partner)
+	invs, err := s.periodInvoices(ctx, nil, period, partner)
 	if err != nil {
 		return nil, err
 	}
@@ -314,8 +314,9 @@ func (s *Service) Invoices(ctx context.Context, p auth.Principal, period string)
 }
 
 // periodInvoices returns a period's invoices, finalized (stored) or draft
-// (rated now); partner limits them to one bill-to partner.
-func (s *Service) periodInvoices(ctx context.Context, period, partner string) (map[string]*Invoice, error) {
+// (rated now); partner limits them to one bill-to partner. dir is the
+// caller's directory snapshot, or nil to read one when a draft needs it.
+func (s *Service) periodInvoices(ctx context.Context, dir *dirSnapshot, period, partner string) (map[string]*Invoice, error) {
 	st, err := s.periodState(ctx, s.db, period)
 	if err != nil {
 		return nil, err
@@ -323,9 +324,10 @@ func (s *Service) periodInvoices(ctx context.Context, period, partner string) (m
 	if st.finalized {
 		return s.storedInvoices(ctx, period, partner)
 	}
-	dir, err := loadDirectory(ctx, s.db)
-	if err != nil {
-		return nil, err
+	if dir == nil {
+		if dir, err = loadDirectory(ctx, s.db); err != nil {
+			return nil, err
+		}
 	}
 	var subs []string
 	if partner != "" {
@@ -386,7 +388,7 @@ func (s *Service) Invoice(ctx context.Context, p auth.Principal, number string) 
 	if !ok || !sc.billTo(partner) {
 		return Invoice{}, notFound("Invoice", number)
 	}
-	invs, err := s.periodInvoices(ctx, period, partner)
+	invs, err := s.periodInvoices(ctx, nil, period, partner)
 	if err != nil {
 		return Invoice{}, err
 	}

@@ -268,7 +268,7 @@ func (s *Service) Statements(ctx context.Context, p auth.Principal, owner, perio
 	if op.Type == directory.IndirectReseller {
 		billTo = op.Provider
 	}
-	invs, err := s.periodInvoices(ctx, period, billTo)
+	invs, err := s.periodInvoices(ctx, dir, period, billTo)
 	if err != nil {
 		return nil, err
 	}
