@@ -159,7 +159,15 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 	// Only after commerce acknowledged: a crash before this line re-sends
 	// the batch, which commerce recognises record by record.
 	text, _ := json.Marshal(last)
-	if err := f.db.SetSetting(ctx, watermarkSetting, string(text)); err != nil {
+	hour := clock.Micros(clock.HourStart(f.clock.Now()))
+	if err := f.db.Write(ctx, func(tx *store.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, watermarkSetting, string(text)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO bridge_forward_hours (hour_us, records, batches) VALUES (?, ?, 1)
+			ON CONFLICT (hour_us) DO UPDATE SET records = bridge_forward_hours.records + excluded.records, batches = bridge_forward_hours.batches + 1`, hour, len(b.Records))
+		return err
+	}); err != nil {
 		return 0, err
 	}
 	f.succeeded(len(b.Records))
@@ -238,6 +246,34 @@ func (f *Forwarder) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// HourCount is how many records were forwarded or received in one hour.
+type HourCount struct {
+	Hour    time.Time `json:"hour"`
+	Records int64     `json:"records"`
+	Batches int64     `json:"batches"`
+}
+
+// ForwardedPerHour reports the records forwarded in each hour from since on,
+// hours without forwarding left out.
+func (f *Forwarder) ForwardedPerHour(ctx context.Context, since time.Time) ([]HourCount, error) {
+	rows, err := f.db.QueryContext(ctx, `SELECT hour_us, records, batches FROM bridge_forward_hours WHERE hour_us >= ? ORDER BY hour_us`, clock.Micros(since))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []HourCount
+	for rows.Next() {
+		var h HourCount
+		var us int64
+		if err := rows.Scan(&us, &h.Records, &h.Batches); err != nil {
+			return nil, err
+		}
+		h.Hour = clock.FromMicros(us)
+		out = append(out, h)
+	}
+	return out, rows.Err()
 }
 
 // Status reports the bridge's state, with the backlog counted now.

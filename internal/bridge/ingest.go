@@ -161,7 +161,10 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 			res.Accepted += int(n)
 		}
 		res.Duplicates = len(rows) - res.Accepted
-		return nil
+		_, err := tx.ExecContext(ctx, `INSERT INTO ingest_hours (registration_uid, cloud_id, hour_us, records, duplicates, batches, last_at_us) VALUES (?, ?, ?, ?, ?, 1, ?)
+			ON CONFLICT (registration_uid, hour_us) DO UPDATE SET records = ingest_hours.records + excluded.records, duplicates = ingest_hours.duplicates + excluded.duplicates,
+			batches = ingest_hours.batches + 1, last_at_us = excluded.last_at_us`, reg.UID, reg.CloudID, clock.Micros(clock.HourStart(now)), res.Accepted, res.Duplicates, clock.Micros(now))
+		return err
 	})
 	return res, err
 }
@@ -220,6 +223,52 @@ func (in *Ingestor) Totals(ctx context.Context, subscriptions []string, from, to
 			continue
 		}
 		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// StampHealth is what commerce has received from one registered stamp.
+type StampHealth struct {
+	RegistrationUID string      `json:"registrationUid"`
+	CloudID         string      `json:"cloudId"`
+	LastReceived    time.Time   `json:"lastReceived"`
+	Records24h      int64       `json:"records24h"`
+	Duplicates24h   int64       `json:"duplicates24h"`
+	Batches24h      int64       `json:"batches24h"`
+	Records         int64       `json:"records"`
+	Hours           []HourCount `json:"hours"`
+}
+
+// Health reports, per stamp, what was received and when, with hourly counts
+// from since on; the last 24 hours are summed separately.
+func (in *Ingestor) Health(ctx context.Context, since time.Time) ([]StampHealth, error) {
+	rows, err := in.db.QueryContext(ctx, `SELECT registration_uid, cloud_id, hour_us, records, duplicates, batches, last_at_us FROM ingest_hours ORDER BY registration_uid, hour_us`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	day := clock.Micros(in.clock.Now().Add(-24 * time.Hour))
+	var out []StampHealth
+	for rows.Next() {
+		var uid, cloud string
+		var hour, recs, dups, batches, last int64
+		if err := rows.Scan(&uid, &cloud, &hour, &recs, &dups, &batches, &last); err != nil {
+			return nil, err
+		}
+		if n := len(out); n == 0 || out[n-1].RegistrationUID != uid {
+			out = append(out, StampHealth{RegistrationUID: uid, CloudID: cloud})
+		}
+		h := &out[len(out)-1]
+		h.Records += recs
+		if t := clock.FromMicros(last); t.After(h.LastReceived) {
+			h.LastReceived = t
+		}
+		if hour >= day {
+			h.Records24h, h.Duplicates24h, h.Batches24h = h.Records24h+recs, h.Duplicates24h+dups, h.Batches24h+batches
+		}
+		if hour >= clock.Micros(since) {
+			h.Hours = append(h.Hours, HourCount{Hour: clock.FromMicros(hour), Records: recs, Batches: batches})
+		}
 	}
 	return out, rows.Err()
 }

@@ -118,6 +118,14 @@ func defaultDB(env Env) string {
 	return filepath.Join("data", "stackbill.db")
 }
 
+// demoDB is where serve --demo keeps its world, apart from a real database.
+func demoDB(env Env) string {
+	if v := env.Getenv("STACKBILL_DATA"); v != "" {
+		return filepath.Join(v, "demo.db")
+	}
+	return filepath.Join("data", "demo.db")
+}
+
 // subcommand splits "verb rest..." and reports a usage error listing verbs.
 func subcommand(args []string, verbs ...string) (string, []string, error) {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {

@@ -3,11 +3,13 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/stackbill/stackbill/internal/bridge"
 )
 
 func runServe(ctx context.Context, env Env, args []string) error {
@@ -28,11 +30,23 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	autoFinalize := fs.Bool("auto-finalize", true, "finalize periods automatically once their grace has passed")
 	clockStart := fs.String("clock-start", "", "run on a simulated clock starting at this RFC 3339 instant")
 	clockRate := fs.Int64("clock-rate", 1, "simulated seconds per real second (with --clock-start)")
+	demo := fs.Bool("demo", false, "seed a demo world (partners, customers, a registered and activated stamp, 30 days of usage) on its own database (default ./data/demo.db), and simulate usage in real time")
+	demoDays := fs.Int("demo-days", 30, "days of usage the demo backfills")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments: %v", fs.Args())
+	}
+	if *demo {
+		if *role != "all" {
+			return usagef("--demo runs commerce and stack together: leave --role at all")
+		}
+		dbSet := false
+		fs.Visit(func(f *flag.Flag) { dbSet = dbSet || f.Name == "db" })
+		if !dbSet && env.Getenv("STACKBILL_DB") == "" {
+			*dbFlag = demoDB(env)
+		}
 	}
 	logger, err := newLogger(env.Stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -75,8 +89,27 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		app.Forwarder.MaxBackoff = *bridgeBackoff
 		go app.Forwarder.Run(ctx)
 	}
-	if *role == "all" || *role == "commerce" {
+	if (*role == "all" || *role == "commerce") && !*demo {
 		go app.RunBilling(ctx, *autoFinalize)
+	}
+	if *demo {
+		url := "http://" + ln.Addr().String()
+		started := time.Now()
+		w, err := seedDemo(ctx, app, *dbFlag, url, *demoDays, env.Stderr)
+		if err != nil {
+			return err
+		}
+		if w.backlog > 0 {
+			fmt.Fprintf(env.Stderr, "demo: backfilled %d usage events in %s; the bridge is forwarding them to commerce now\n", w.backlog, time.Since(started).Round(time.Millisecond))
+		}
+		go runDemoSimulator(ctx, app, w.sim)
+		go func() {
+			// Finalize the backfilled months only once the bridge has
+			// delivered their usage, as a live stamp would have long ago.
+			waitForwarded(ctx, app, 5*time.Minute)
+			app.RunBilling(ctx, *autoFinalize)
+		}()
+		printDemo(env.Stdout, url, w)
 	}
 	select {
 	case err := <-errc:

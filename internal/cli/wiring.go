@@ -19,6 +19,7 @@ import (
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/httpapi"
 	"github.com/stackbill/stackbill/internal/meter"
+	"github.com/stackbill/stackbill/internal/portal"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/tenancy"
@@ -60,6 +61,7 @@ type App struct {
 	Meters        *meter.Catalogue
 	Usage         *usage.Service
 	Signer        *bridge.Signer
+	Issuer        *bridge.Issuer
 	Forwarder     *bridge.Forwarder
 	Ingestor      *bridge.Ingestor
 	Billing       *billing.Service
@@ -137,10 +139,16 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	if o.Role != "commerce" {
 		registerBridgeMetrics(reg, forwarder)
 	}
+	web, err := portal.New(portal.Deps{Role: o.Role, Clock: o.Clock, Logger: o.Logger.With("component", "portal"), Auth: authSvc, Directory: dir,
+		Registrations: regs, Tenancy: ten, Meters: meters, BillingMap: billingMap, Usage: use, Forwarder: forwarder, Ingestor: ingestor, Billing: bill})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	h := httpapi.New(httpapi.Config{Role: o.Role, PageSize: o.PageSize, MaxBodyBytes: o.MaxBodyBytes, DBDescription: string(db.Dialect)},
 		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
 			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer,
-			Ingestor: ingestor, Forwarder: forwarder, BillingMap: billingMap, Billing: bill,
+			Ingestor: ingestor, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web,
 			ExportKick: func() {
 				select {
 				case kick <- struct{}{}:
@@ -148,7 +156,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 				}
 			}})
 	return &App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
-		Signer: signer, Forwarder: forwarder, Ingestor: ingestor, Billing: bill, Handler: h, exportKick: kick}, nil
+		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Billing: bill, Handler: h, exportKick: kick}, nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

@@ -76,6 +76,8 @@ type Deps struct {
 	Billing       *billing.Service
 	// ExportKick wakes the export runner after a job is queued.
 	ExportKick func()
+	// Portal serves /portal/ (nil: no portal).
+	Portal http.Handler
 }
 
 // Server is the HTTP handler.
@@ -184,6 +186,20 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		s.deps.Logger.Log(r.Context(), level, "request", attrs...)
 	}()
 
+	if s.deps.Portal != nil {
+		switch {
+		case r.URL.Path == "/" || r.URL.Path == "/portal":
+			routeName = "portal"
+			http.Redirect(w, r, "/portal/", http.StatusFound)
+			return
+		case strings.HasPrefix(r.URL.Path, "/portal/"):
+			// The portal authenticates by its own session cookie and applies
+			// the same services' scope; see package portal.
+			routeName = "portal"
+			s.deps.Portal.ServeHTTP(w, r)
+			return
+		}
+	}
 	switch r.URL.Path {
 	case "/healthz":
 		routeName = "healthz"

@@ -1,0 +1,120 @@
+package portal
+
+import (
+	"encoding/json"
+	"sort"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/money"
+)
+
+// point is one value of one series key in one time bucket.
+type point struct {
+	Bucket time.Time
+	Key    string
+	Qty    money.Quantity
+}
+
+// chart is a time series chart and the table that stands in for it without
+// JavaScript: the top keys by total get their own line, the rest are summed
+// into "other" so a chart stays readable with hundreds of subscriptions.
+type chart struct {
+	ID     string
+	Title  string
+	Unit   string
+	Kind   string // line or bar
+	Labels []string
+	Series []series
+	// JSON is the chart's data for the script (a data attribute, so no
+	// inline script is needed), with exact decimals as JSON numbers: the
+	// browser plots them and computes nothing from them.
+	JSON string
+}
+
+type series struct {
+	Key, Label string
+	Values     []money.Quantity
+	Total      money.Quantity
+}
+
+const maxSeries = 8
+
+// buildChart lays points out over buckets from..to of width step.
+func buildChart(id, title, unit, kind string, pts []point, from, to time.Time, step time.Duration, label func(string) string) chart {
+	c := chart{ID: id, Title: title, Unit: unit, Kind: kind}
+	idx := map[int64]int{}
+	for t := from; t.Before(to); t = t.Add(step) {
+		idx[t.Unix()] = len(c.Labels)
+		if step >= 24*time.Hour {
+			c.Labels = append(c.Labels, t.Format("2006-01-02"))
+		} else {
+			c.Labels = append(c.Labels, t.Format("01-02 15:04"))
+		}
+	}
+	byKey := map[string]*series{}
+	for _, p := range pts {
+		i, ok := idx[p.Bucket.Unix()]
+		if !ok {
+			continue
+		}
+		s := byKey[p.Key]
+		if s == nil {
+			s = &series{Key: p.Key, Label: label(p.Key), Values: zeros(len(c.Labels)), Total: money.Zero}
+			byKey[p.Key] = s
+		}
+		s.Values[i] = s.Values[i].Add(p.Qty)
+		s.Total = s.Total.Add(p.Qty)
+	}
+	all := make([]*series, 0, len(byKey))
+	for _, s := range byKey {
+		all = append(all, s)
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if c := all[i].Total.Cmp(all[j].Total); c != 0 {
+			return c > 0
+		}
+		return all[i].Label < all[j].Label
+	})
+	for i, s := range all {
+		if i < maxSeries {
+			c.Series = append(c.Series, *s)
+			continue
+		}
+		if i == maxSeries {
+			c.Series = append(c.Series, series{Key: "", Label: "other", Values: zeros(len(c.Labels)), Total: money.Zero})
+		}
+		o := &c.Series[maxSeries]
+		for k, v := range s.Values {
+			o.Values[k] = o.Values[k].Add(v)
+		}
+		o.Total = o.Total.Add(s.Total)
+	}
+	type ds struct {
+		Label string            `json:"label"`
+		Data  []json.RawMessage `json:"data"`
+	}
+	out := struct {
+		Kind     string   `json:"kind"`
+		Unit     string   `json:"unit"`
+		Labels   []string `json:"labels"`
+		Datasets []ds     `json:"datasets"`
+	}{Kind: kind, Unit: unit, Labels: c.Labels, Datasets: []ds{}}
+	for _, s := range c.Series {
+		d := ds{Label: s.Label}
+		for _, v := range s.Values {
+			d.Data = append(d.Data, json.RawMessage(v.String()))
+		}
+		out.Datasets = append(out.Datasets, d)
+	}
+	b, _ := json.Marshal(out)
+	c.JSON = string(b)
+	return c
+}
+
+func zeros(n int) []money.Quantity {
+	z := make([]money.Quantity, n)
+	for i := range z {
+		z[i] = money.Zero
+	}
+	return z
+}

@@ -1,0 +1,439 @@
+// Package portal is stackbill's web portal: server-rendered HTML pages over
+// the same services, and with the same authorization, as the API.
+//
+// Why server-rendered: every page is a view of data the services already
+// scope by principal, so rendering on the server means the browser only ever
+// receives what the signed-in token may see, there is no second API surface
+// to secure, and `go build` alone produces the whole portal (templates, CSS,
+// a little JavaScript and the vendored Chart.js are embedded). JavaScript only
+// enhances: charts draw from JSON embedded in the page, and each chart has a
+// table beside it that works without scripts.
+//
+// Sign-in takes a bearer token (the same tokens the API accepts). The token
+// is kept in an HttpOnly, SameSite=Strict cookie and authenticated on every
+// request, so revoking or expiring a token ends its portal session at once.
+// Forms that change state carry a CSRF field derived from the token.
+package portal
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/meter"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/tenancy"
+	"github.com/stackbill/stackbill/internal/usage"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Deps are the services the portal reads and acts through.
+type Deps struct {
+	// Role is the process's role: all, commerce or stack. Pages of a service
+	// the process does not run are not offered.
+	Role          string
+	Clock         *clock.Clock
+	Logger        *slog.Logger
+	Auth          *auth.Service
+	Directory     *directory.Service
+	Registrations *registration.Service
+	Tenancy       *tenancy.Service
+	Meters        *meter.Catalogue
+	BillingMap    *meter.BillingMap
+	Usage         *usage.Service
+	Forwarder     *bridge.Forwarder
+	Ingestor      *bridge.Ingestor
+	Billing       *billing.Service
+}
+
+// Portal serves /portal/.
+type Portal struct {
+	d    Deps
+	tmpl *template.Template
+	mux  *http.ServeMux
+}
+
+const cookieName = "stackbill_session"
+
+// pageSize is the rows per page of the portal's long lists.
+const pageSize = 50
+
+// New builds the portal.
+func New(d Deps) (*Portal, error) {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	t, err := template.New("portal").Funcs(funcs).ParseFS(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, fmt.Errorf("portal templates: %w", err)
+	}
+	p := &Portal{d: d, tmpl: t, mux: http.NewServeMux()}
+	static, _ := fs.Sub(staticFS, "static")
+	p.mux.Handle("GET /portal/static/", http.StripPrefix("/portal/static/", cacheable(http.FileServerFS(static))))
+	p.mux.HandleFunc("GET /portal/login", p.loginPage)
+	p.mux.HandleFunc("POST /portal/login", p.login)
+	p.mux.HandleFunc("POST /portal/logout", p.logout)
+	p.routes()
+	return p, nil
+}
+
+func cacheable(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// ServeHTTP serves the portal with headers that keep pages private and
+// un-frameable, and scripts local.
+func (p *Portal) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	p.mux.ServeHTTP(w, r)
+}
+
+// session is a signed-in request.
+type session struct {
+	P    auth.Principal
+	CSRF string
+}
+
+func csrfOf(token string) string {
+	h := sha256.Sum256([]byte("stackbill-portal-csrf\x00" + token))
+	return hex.EncodeToString(h[:16])
+}
+
+func (p *Portal) session(r *http.Request) (*session, bool) {
+	c, err := r.Cookie(cookieName)
+	if err != nil || c.Value == "" {
+		return nil, false
+	}
+	pr, err := p.d.Auth.Authenticate(r.Context(), c.Value)
+	if err != nil {
+		return nil, false
+	}
+	return &session{P: pr, CSRF: csrfOf(c.Value)}, true
+}
+
+// handler is a page that needs a signed-in principal of one of roles.
+type handler func(w http.ResponseWriter, r *http.Request, s *session) error
+
+func (p *Portal) page(pattern string, roles []auth.Role, h handler) {
+	p.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		s, ok := p.session(r)
+		if !ok {
+			http.Redirect(w, r, "/portal/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		if len(roles) > 0 && !hasRole(roles, s.P.Role) {
+			p.fail(w, r, s, arm.Errorf(http.StatusForbidden, "AuthorizationFailed", "A %s token cannot open this page.", s.P.Role))
+			return
+		}
+		if r.Method == http.MethodPost {
+			if err := r.ParseForm(); err != nil || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.CSRF)) != 1 {
+				p.fail(w, r, s, arm.Errorf(http.StatusForbidden, "InvalidCsrfToken", "The form expired or did not come from this portal. Reload the page and try again."))
+				return
+			}
+		}
+		if err := h(w, r, s); err != nil {
+			p.fail(w, r, s, err)
+		}
+	})
+}
+
+func hasRole(roles []auth.Role, r auth.Role) bool {
+	for _, x := range roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// viewError is an error as a page shows it.
+type viewError struct {
+	Status           int
+	Code, Message    string
+	Target, Guidance string
+}
+
+func toViewError(err error) viewError {
+	var ae *arm.Error
+	if errors.As(err, &ae) {
+		st := ae.Status
+		if st == 0 {
+			st = http.StatusBadRequest
+		}
+		return viewError{Status: st, Code: ae.Code, Message: ae.Message, Target: ae.Target, Guidance: registration.Guidance(ae.Code)}
+	}
+	if errors.Is(err, directory.ErrNotFound) {
+		return viewError{Status: http.StatusNotFound, Code: "NotFound", Message: err.Error()}
+	}
+	return viewError{Status: http.StatusInternalServerError, Code: "InternalError", Message: "Something went wrong on the server; it has been logged."}
+}
+
+func (p *Portal) fail(w http.ResponseWriter, r *http.Request, s *session, err error) {
+	ve := toViewError(err)
+	if ve.Status >= 500 {
+		p.d.Logger.Error("portal page failed", "path", r.URL.Path, "err", err)
+	}
+	w.WriteHeader(ve.Status)
+	p.render(w, r, s, "error", "Error", ve)
+}
+
+// view is what every page template receives.
+type view struct {
+	Title     string
+	S         *session
+	Nav       []navItem
+	Now       time.Time
+	Simulated bool
+	Rate      int64
+	Path      string
+	Body      any
+}
+
+type navItem struct {
+	Href, Label string
+	Active      bool
+}
+
+func (p *Portal) render(w http.ResponseWriter, r *http.Request, s *session, name, title string, body any) {
+	v := view{Title: title, S: s, Now: p.d.Clock.Now(), Simulated: p.d.Clock.Simulated(), Rate: p.d.Clock.Rate(), Path: r.URL.Path, Body: body}
+	if s != nil {
+		v.Nav = p.nav(s.P, r.URL.Path)
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := p.tmpl.ExecuteTemplate(w, name, v); err != nil {
+		p.d.Logger.Error("portal render", "template", name, "err", err)
+	}
+}
+
+func (p *Portal) commerce() bool { return p.d.Role == "all" || p.d.Role == "commerce" || p.d.Role == "" }
+func (p *Portal) stack() bool    { return p.d.Role == "all" || p.d.Role == "stack" || p.d.Role == "" }
+
+// nav lists the pages a principal may open, in the order of its work.
+func (p *Portal) nav(pr auth.Principal, path string) []navItem {
+	var items []navItem
+	add := func(href, label string) {
+		items = append(items, navItem{Href: href, Label: label, Active: path == href || strings.HasPrefix(path, href+"/")})
+	}
+	switch pr.Role {
+	case auth.RoleOperator:
+		if p.commerce() {
+			add("/portal/partners", "Partners")
+			add("/portal/customers", "Customers")
+			add("/portal/registrations", "Registrations")
+			add("/portal/pricing", "Price lists")
+			add("/portal/ingestion", "Ingestion")
+			add("/portal/usage", "Usage")
+			add("/portal/invoices", "Invoices")
+		}
+		if p.stack() {
+			add("/portal/stack/tenants", "Stack tenants")
+			add("/portal/stack/meters", "Meters")
+			add("/portal/stack/usage", "Usage explorer")
+			add("/portal/stack/bridge", "Bridge")
+		}
+	case auth.RolePartner, auth.RoleReseller:
+		if p.commerce() {
+			add("/portal/customers", "Customers")
+			add("/portal/registrations", "Registrations")
+			add("/portal/usage", "Usage")
+			if pr.Role == auth.RolePartner {
+				add("/portal/invoices", "Invoices")
+			}
+			add("/portal/statements", "Price books & statements")
+			add("/portal/pricing", "Price lists")
+		}
+	case auth.RoleStackOperator:
+		if p.stack() {
+			add("/portal/stack/tenants", "Tenants")
+			add("/portal/stack/meters", "Meters")
+			add("/portal/stack/usage", "Usage explorer")
+			add("/portal/stack/bridge", "Bridge")
+		}
+	case auth.RoleTenant:
+		if p.stack() {
+			add("/portal/my/usage", "My usage")
+		}
+	}
+	return items
+}
+
+func (p *Portal) home(w http.ResponseWriter, r *http.Request, s *session) error {
+	if r.URL.Path != "/portal/" {
+		return arm.Errorf(http.StatusNotFound, "NotFound", "There is no page at %s.", r.URL.Path)
+	}
+	items := p.nav(s.P, "")
+	if len(items) == 0 {
+		p.render(w, r, s, "nopages", "Nothing to show", nil)
+		return nil
+	}
+	http.Redirect(w, r, items[0].Href, http.StatusSeeOther)
+	return nil
+}
+
+func (p *Portal) loginPage(w http.ResponseWriter, r *http.Request) {
+	p.render(w, r, nil, "login", "Sign in", map[string]string{"Next": safeNext(r.URL.Query().Get("next"))})
+}
+
+// safeNext keeps post-login redirects inside the portal.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/portal/") || strings.HasPrefix(next, "//") || strings.Contains(next, "\\") {
+		return "/portal/"
+	}
+	return next
+}
+
+func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
+	_ = r.ParseForm()
+	token := strings.TrimSpace(r.PostFormValue("token"))
+	next := safeNext(r.PostFormValue("next"))
+	if _, err := p.d.Auth.Authenticate(r.Context(), token); token == "" || err != nil {
+		w.WriteHeader(http.StatusUnauthorized)
+		p.render(w, r, nil, "login", "Sign in", map[string]string{"Next": next, "Error": "That token is not valid, has expired or was revoked. Create one with: stackbill token create --role …"})
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: token, Path: "/portal/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (p *Portal) logout(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/portal/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/portal/login", http.StatusSeeOther)
+}
+
+// pager slices a list for one page of a paginated table.
+type pager struct {
+	Page, Pages, Total int
+	Prev, Next         string
+}
+
+func paginate[T any](r *http.Request, items []T) ([]T, pager) {
+	n, _ := strconv.Atoi(r.URL.Query().Get("page"))
+	pages := max(1, (len(items)+pageSize-1)/pageSize)
+	n = min(max(n, 1), pages)
+	pg := pager{Page: n, Pages: pages, Total: len(items)}
+	link := func(k int) string {
+		q := r.URL.Query()
+		q.Set("page", strconv.Itoa(k))
+		return r.URL.Path + "?" + q.Encode()
+	}
+	if n > 1 {
+		pg.Prev = link(n - 1)
+	}
+	if n < pages {
+		pg.Next = link(n + 1)
+	}
+	return items[(n-1)*pageSize : min(n*pageSize, len(items))], pg
+}
+
+// matches is the portal's list filter: a case-insensitive substring of any
+// of the fields.
+func matches(q string, fields ...string) bool {
+	if q == "" {
+		return true
+	}
+	q = strings.ToLower(q)
+	for _, f := range fields {
+		if strings.Contains(strings.ToLower(f), q) {
+			return true
+		}
+	}
+	return false
+}
+
+// dateRange reads from/to (YYYY-MM-DD, to inclusive) with a default span
+// ending today.
+type dateRange struct {
+	From, To time.Time // [From, To)
+}
+
+func (d dateRange) FromText() string { return d.From.Format("2006-01-02") }
+func (d dateRange) ToText() string   { return d.To.Add(-24 * time.Hour).Format("2006-01-02") }
+
+func parseRange(r *http.Request, now time.Time, defaultDays int) (dateRange, error) {
+	today := clock.DayStart(now)
+	d := dateRange{From: today.Add(-time.Duration(defaultDays-1) * 24 * time.Hour), To: today.Add(24 * time.Hour)}
+	q := r.URL.Query()
+	if v := q.Get("from"); v != "" {
+		t, err := time.Parse("2006-01-02", v)
+		if err != nil {
+			return d, arm.InvalidRequest("from", "'%s' is not a date (YYYY-MM-DD).", v)
+		}
+		d.From = t.UTC()
+	}
+	if v := q.Get("to"); v != "" {
+		t, err := time.Parse("2006-01-02", v)
+		if err != nil {
+			return d, arm.InvalidRequest("to", "'%s' is not a date (YYYY-MM-DD).", v)
+		}
+		d.To = t.UTC().Add(24 * time.Hour)
+	}
+	switch {
+	case !d.To.After(d.From):
+		return d, arm.InvalidRequest("to", "The end date must not be before the start date.")
+	case d.To.Sub(d.From) > 366*24*time.Hour:
+		return d, arm.InvalidRequest("from", "Choose a range of at most a year.")
+	}
+	return d, nil
+}
+
+var funcs = template.FuncMap{
+	"ts": func(t time.Time) string {
+		if t.IsZero() {
+			return "—"
+		}
+		return t.UTC().Format("2006-01-02 15:04 UTC")
+	},
+	"tsp": func(t *time.Time) string {
+		if t == nil || t.IsZero() {
+			return "—"
+		}
+		return t.UTC().Format("2006-01-02 15:04 UTC")
+	},
+	"day":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+	"money": func(q money.Quantity, cur string) string { return q.StringFixed(2) + " " + cur },
+	"qty":   func(q money.Quantity) string { return q.String() },
+	"short": func(s string) string {
+		if len(s) > 13 {
+			return s[:8] + "…"
+		}
+		return s
+	},
+	"dur": func(sec float64) string { return (time.Duration(sec) * time.Second).String() },
+	"pathesc": url.PathEscape,
+	"lower":   strings.ToLower,
+	"list":    func(s ...string) []string { return s },
+}
+
+// ctxNow is the process's clock, for handlers.
+func (p *Portal) now(context.Context) time.Time { return p.d.Clock.Now() }

@@ -1,0 +1,328 @@
+package portal
+
+import (
+	"encoding/csv"
+	"errors"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/meter"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/tenancy"
+	"github.com/stackbill/stackbill/internal/usage"
+)
+
+func asARM(err error, target **arm.Error) bool { return errors.As(err, target) }
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// stackPrincipal is the principal stack services see: the commerce operator
+// acts as the stack operator in a process that runs both, as on the API.
+func stackPrincipal(pr auth.Principal) auth.Principal {
+	if pr.Role == auth.RoleOperator {
+		pr.Role = auth.RoleStackOperator
+	}
+	return pr
+}
+
+type tenantSubRow struct {
+	tenancy.Subscription
+	DirectoryName string
+}
+
+func (p *Portal) stackTenants(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	pr := stackPrincipal(s.P)
+	dirs, err := p.d.Tenancy.ListDirectoryTenants(ctx, pr, p.d.Tenancy.Provider())
+	if err != nil {
+		return err
+	}
+	subs, err := p.d.Tenancy.ListSubscriptions(ctx, pr, p.d.Tenancy.Provider())
+	if err != nil {
+		return err
+	}
+	dirName := map[string]string{}
+	for _, d := range dirs {
+		dirName[strings.ToLower(d.TenantID)] = d.Name
+	}
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	state := r.URL.Query().Get("state")
+	var rows []tenantSubRow
+	for _, x := range subs {
+		row := tenantSubRow{Subscription: x, DirectoryName: dirName[strings.ToLower(x.TenantID)]}
+		if (state == "" || strings.EqualFold(state, x.State)) && matches(q, x.SubscriptionID, x.DisplayName, x.Owner, x.TenantID, row.DirectoryName, x.OfferID) {
+			rows = append(rows, row)
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool { return strings.ToLower(rows[i].DisplayName) < strings.ToLower(rows[j].DisplayName) })
+	pageRows, pg := paginate(r, rows)
+	p.render(w, r, s, "stacktenants", "Tenants and subscriptions", map[string]any{"Dirs": dirs, "Rows": pageRows, "Pager": pg, "Q": q, "State": state,
+		"Provider": p.d.Tenancy.Provider()})
+	return nil
+}
+
+func (p *Portal) stackMeters(w http.ResponseWriter, r *http.Request, s *session) error {
+	ms, err := p.d.Meters.List(r.Context())
+	if err != nil {
+		return err
+	}
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	var rows []meter.Meter
+	for _, m := range ms {
+		if matches(q, m.ID, m.Name, m.Unit, m.Category) {
+			rows = append(rows, m)
+		}
+	}
+	pageRows, pg := paginate(r, rows)
+	p.render(w, r, s, "meters", "Meters", map[string]any{"Rows": pageRows, "Pager": pg, "Q": q})
+	return nil
+}
+
+// explorer is the state of a usage explorer page.
+type explorer struct {
+	Range       dateRange
+	Granularity string
+	By          string
+	Meter       string
+	Sub         string
+	Meters      []meter.Meter
+	Subs        []tenancy.Subscription
+	Chart       chart
+	CSV         string
+}
+
+// explore reads the explorer's parameters and charts usage of subs (nil:
+// every subscription on the stack) for one meter.
+func (p *Portal) explore(r *http.Request, subs []string, allowBy bool) (explorer, error) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	e := explorer{Granularity: "Daily", By: "subscription"}
+	if g := q.Get("granularity"); strings.EqualFold(g, "hourly") {
+		e.Granularity = "Hourly"
+	}
+	days := 30
+	if e.Granularity == "Hourly" {
+		days = 2
+	}
+	rg, err := parseRange(r, p.now(ctx), days)
+	if err != nil {
+		return e, err
+	}
+	if e.Granularity == "Hourly" && rg.To.Sub(rg.From) > 14*24*time.Hour {
+		return e, arm.InvalidRequest("to", "Hourly charts cover at most 14 days; choose Daily for longer ranges.")
+	}
+	e.Range = rg
+	if allowBy {
+		switch b := q.Get("by"); b {
+		case "meter", "resource", "subscription":
+			e.By = b
+		case "":
+		default:
+			return e, arm.InvalidRequest("by", "Break usage down by subscription, meter or resource, not '%s'.", b)
+		}
+	} else {
+		e.By = "resource"
+	}
+	all, err := p.d.Meters.List(ctx)
+	if err != nil {
+		return e, err
+	}
+	names := map[string]meter.Meter{}
+	for _, m := range all {
+		k, _ := meter.Normalize(m.ID)
+		names[k] = m
+	}
+	// Offer the meters that have usage in range; by meter, no meter filter.
+	perMeter, err := p.d.Usage.Series(ctx, usage.SeriesQuery{Subscriptions: subs, From: rg.From, To: rg.To, Granularity: usage.Daily, By: usage.ByMeter})
+	if err != nil {
+		return e, err
+	}
+	seen := map[string]bool{}
+	for _, pt := range perMeter {
+		if !seen[pt.Key] {
+			seen[pt.Key] = true
+			m := names[pt.Key]
+			if m.ID == "" {
+				m = meter.Meter{ID: pt.Key, Name: pt.Key}
+			}
+			e.Meters = append(e.Meters, m)
+		}
+	}
+	sort.Slice(e.Meters, func(i, j int) bool { return e.Meters[i].Name < e.Meters[j].Name })
+	if m := q.Get("meter"); m != "" {
+		k, ok := meter.Normalize(m)
+		if !ok {
+			return e, arm.InvalidRequest("meter", "'%s' is not a meter ID.", m)
+		}
+		e.Meter = k
+	}
+	if e.By == "meter" {
+		e.Meter = ""
+	} else if e.Meter == "" {
+		for _, m := range e.Meters { // default: the first vCPU meter, else the first
+			k, _ := meter.Normalize(m.ID)
+			if e.Meter == "" {
+				e.Meter = k
+			}
+			if preferredMeter(m.Name, m.Unit) {
+				e.Meter = k
+				break
+			}
+		}
+	}
+	gran, step := usage.Daily, 24*time.Hour
+	if e.Granularity == "Hourly" {
+		gran, step = usage.Hourly, time.Hour
+	}
+	pts, err := p.d.Usage.Series(ctx, usage.SeriesQuery{Subscriptions: subs, MeterKey: e.Meter, From: rg.From, To: rg.To, Granularity: gran, By: usage.Dimension(e.By)})
+	if err != nil {
+		return e, err
+	}
+	cp := make([]point, len(pts))
+	for i, x := range pts {
+		cp[i] = point{Bucket: x.Bucket, Key: x.Key, Qty: x.Quantity}
+	}
+	label := func(k string) string { return k }
+	title, unit := "Usage by meter", ""
+	if e.By == "meter" {
+		label = func(k string) string {
+			if m, ok := names[k]; ok {
+				return m.Name + " (" + m.Unit + ")"
+			}
+			return k
+		}
+		title = "Usage by meter (each in its own unit)"
+	} else if m, ok := names[e.Meter]; ok {
+		title, unit = m.Name+" by "+e.By, m.Unit
+	}
+	if e.By == "resource" {
+		label = func(k string) string {
+			if k == "" {
+				return "(no resource)"
+			}
+			if i := strings.LastIndex(k, "/providers/"); i >= 0 {
+				return k[i+len("/providers/"):]
+			}
+			return k
+		}
+	}
+	e.Chart = buildChart("explorer", title, unit, "line", cp, clockBucket(rg.From, step), rg.To, step, label)
+	return e, nil
+}
+
+func clockBucket(t time.Time, step time.Duration) time.Time {
+	if step >= 24*time.Hour {
+		return clock.DayStart(t)
+	}
+	return clock.HourStart(t)
+}
+
+func (p *Portal) stackUsage(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	var subs []string
+	all, err := p.d.Tenancy.ListSubscriptions(ctx, stackPrincipal(s.P), p.d.Tenancy.Provider())
+	if err != nil {
+		return err
+	}
+	sub := r.URL.Query().Get("subscription")
+	if sub != "" {
+		id, ok := arm.CanonicalGUID(sub)
+		if !ok {
+			return arm.InvalidRequest("subscription", "'%s' is not a subscription ID.", sub)
+		}
+		subs = []string{strings.ToLower(id)}
+	}
+	e, err := p.explore(r, subs, true)
+	if err != nil {
+		return err
+	}
+	e.Sub, e.Subs = sub, all
+	p.render(w, r, s, "explorer", "Usage explorer", e)
+	return nil
+}
+
+func (p *Portal) stackBridge(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	st, err := p.d.Forwarder.Status(ctx)
+	if err != nil {
+		return err
+	}
+	now := p.now(ctx)
+	since := clock.HourStart(now).Add(-47 * time.Hour)
+	hours, err := p.d.Forwarder.ForwardedPerHour(ctx, since)
+	if err != nil {
+		return err
+	}
+	var pts []point
+	for _, h := range hours {
+		pts = append(pts, point{Bucket: h.Hour, Key: "forwarded", Qty: money.FromInt(h.Records)})
+	}
+	c := buildChart("forwarded", "Records forwarded per hour (last 48 hours)", "records", "bar", pts, since, clock.HourStart(now).Add(time.Hour), time.Hour,
+		func(string) string { return "records forwarded" })
+	p.render(w, r, s, "bridge", "Bridge", map[string]any{"Status": st, "Chart": c})
+	return nil
+}
+
+// tenantSub is the one subscription a tenant token may read.
+func tenantSub(s *session) string { return strings.ToLower(s.P.SubscriptionID) }
+
+func (p *Portal) myUsage(w http.ResponseWriter, r *http.Request, s *session) error {
+	e, err := p.explore(r, []string{tenantSub(s)}, false)
+	if err != nil {
+		return err
+	}
+	e.Sub = s.P.SubscriptionID
+	q := r.URL.Query()
+	q.Del("page")
+	e.CSV = "/portal/my/usage.csv?" + q.Encode()
+	p.render(w, r, s, "myusage", "My usage", e)
+	return nil
+}
+
+// myUsageCSV downloads the tenant's usage records in range, per resource
+// instance, as the tenant API would aggregate them.
+func (p *Portal) myUsageCSV(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	gran := usage.Daily
+	if strings.EqualFold(r.URL.Query().Get("granularity"), "hourly") {
+		gran = usage.Hourly
+	}
+	rg, err := parseRange(r, p.now(ctx), 30)
+	if err != nil {
+		return err
+	}
+	pts, err := p.d.Usage.Series(ctx, usage.SeriesQuery{Subscriptions: []string{tenantSub(s)}, From: rg.From, To: rg.To, Granularity: gran, By: usage.ByMeter})
+	if err != nil {
+		return err
+	}
+	names := map[string]meter.Meter{}
+	if ms, err := p.d.Meters.List(ctx); err == nil {
+		for _, m := range ms {
+			k, _ := meter.Normalize(m.ID)
+			names[k] = m
+		}
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="usage-`+tenantSub(s)+`-`+rg.FromText()+`-`+rg.ToText()+`.csv"`)
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"subscriptionId", "usageStartTime", "granularity", "meterId", "meterName", "unit", "quantity"})
+	for _, pt := range pts {
+		m := names[pt.Key]
+		_ = cw.Write([]string{tenantSub(s), pt.Bucket.Format(time.RFC3339), string(gran), m.ID, m.Name, m.Unit, pt.Quantity.String()})
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// preferredMeter is the meter a usage chart opens on: vCPU-hours of VMs, the
+// meter CSPs are billed on most.
+func preferredMeter(name, unit string) bool {
+	n, u := strings.ToLower(name), strings.ToLower(unit)
+	return strings.Contains(n, "base vm") || strings.Contains(n, "vcpu") || (strings.Contains(u, "core hour") && strings.Contains(n, "vm"))
+}

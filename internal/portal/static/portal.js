@@ -1,0 +1,31 @@
+// stackbill portal: draws each <canvas data-chart> with Chart.js. Pages work
+// without this script; the table under each chart carries the same totals.
+(function () {
+  "use strict";
+  var palette = ["#0b5cad", "#d9480f", "#2b8a3e", "#862e9c", "#c92a2a", "#1098ad", "#e67700", "#5c940d", "#868e96"];
+  function draw() {
+    if (typeof Chart === "undefined") { return; }
+    document.querySelectorAll("canvas[data-chart]").forEach(function (el) {
+      var spec = JSON.parse(el.getAttribute("data-chart"));
+      var bar = spec.kind === "bar";
+      new Chart(el, {
+        type: bar ? "bar" : "line",
+        data: {
+          labels: spec.labels,
+          datasets: spec.datasets.map(function (d, i) {
+            var c = palette[i % palette.length];
+            return { label: d.label, data: d.data, borderColor: c, backgroundColor: bar ? c : c + "33", pointRadius: 0, tension: 0.2, fill: false, borderWidth: 2 };
+          })
+        },
+        options: {
+          animation: false, responsive: true, maintainAspectRatio: false,
+          interaction: { mode: "index", intersect: false },
+          scales: { x: { stacked: bar, ticks: { maxTicksLimit: 12 } }, y: { stacked: bar, beginAtZero: true, title: { display: !!spec.unit, text: spec.unit } } },
+          plugins: { legend: { position: "bottom" } }
+        }
+      });
+      el.setAttribute("data-drawn", "true");
+    });
+  }
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", draw); } else { draw(); }
+})();
