@@ -236,8 +236,10 @@ func (p *Portal) render(w http.ResponseWriter, r *http.Request, s *session, name
 	}
 }
 
-func (p *Portal) commerce() bool { return p.d.Role == "all" || p.d.Role == "commerce" || p.d.Role == "" }
-func (p *Portal) stack() bool    { return p.d.Role == "all" || p.d.Role == "stack" || p.d.Role == "" }
+func (p *Portal) commerce() bool {
+	return p.d.Role == "all" || p.d.Role == "commerce" || p.d.Role == ""
+}
+func (p *Portal) stack() bool { return p.d.Role == "all" || p.d.Role == "stack" || p.d.Role == "" }
 
 // nav lists the pages a principal may open, in the order of its work.
 func (p *Portal) nav(pr auth.Principal, path string) []navItem {
@@ -429,7 +431,7 @@ var funcs = template.FuncMap{
 		}
 		return s
 	},
-	"dur": func(sec float64) string { return (time.Duration(sec) * time.Second).String() },
+	"dur":     func(sec float64) string { return (time.Duration(sec) * time.Second).String() },
 	"pathesc": url.PathEscape,
 	"lower":   strings.ToLower,
 	"list":    func(s ...string) []string { return s },

@@ -60,7 +60,9 @@ func (p *Portal) stackTenants(w http.ResponseWriter, r *http.Request, s *session
 			rows = append(rows, row)
 		}
 	}
-	sort.Slice(rows, func(i, j int) bool { return strings.ToLower(rows[i].DisplayName) < strings.ToLower(rows[j].DisplayName) })
+	sort.Slice(rows, func(i, j int) bool {
+		return strings.ToLower(rows[i].DisplayName) < strings.ToLower(rows[j].DisplayName)
+	})
 	pageRows, pg := paginate(r, rows)
 	p.render(w, r, s, "stacktenants", "Tenants and subscriptions", map[string]any{"Dirs": dirs, "Rows": pageRows, "Pager": pg, "Q": q, "State": state,
 		"Provider": p.d.Tenancy.Provider()})
