@@ -160,6 +160,10 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 	// the batch, which commerce recognises record by record.
 	text, _ := json.Marshal(last)
 	hour := clock.Micros(clock.HourStart(f.clock.Now()))
+	// The watermark and the in-memory counters change together under mu, so
+	// a Status never shows the new backlog with the old count.
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if err := f.db.Write(ctx, func(tx *store.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, watermarkSetting, string(text)); err != nil {
 			return err
@@ -170,7 +174,7 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 	}); err != nil {
 		return 0, err
 	}
-	f.succeeded(len(b.Records))
+	f.succeededLocked(len(b.Records))
 	return len(b.Records), nil
 }
 
@@ -205,6 +209,10 @@ func (f *Forwarder) post(ctx context.Context, a *Activation, b Batch) error {
 func (f *Forwarder) succeeded(n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.succeededLocked(n)
+}
+
+func (f *Forwarder) succeededLocked(n int) {
 	now := f.clock.Now()
 	f.status.LastSuccess = &now
 	f.status.Forwarded += int64(n)
@@ -279,8 +287,8 @@ func (f *Forwarder) ForwardedPerHour(ctx context.Context, since time.Time) ([]Ho
 // Status reports the bridge's state, with the backlog counted now.
 func (f *Forwarder) Status(ctx context.Context) (Status, error) {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	st := f.status
-	f.mu.Unlock()
 	a, err := LoadActivation(ctx, f.db)
 	if err != nil {
 		return st, err
