@@ -42,10 +42,13 @@ var demoNames = []string{"Adatum", "Litware", "Proseware", "Relecloud", "Woodgro
 	"Datum Corp", "Fourth Coffee", "Humongous Insurance", "Lucerne Publishing", "Margie's Travel", "Northwind Traders", "Southridge Video",
 	"Tailwind Traders", "Trey Research", "VanArsdel", "Wide World Importers", "Wingtip Toys"}
 
+// demoToken is a sign-in token the demo prints.
+type demoToken struct{ Key, Label, Token string }
+
 // demoWorld is what the demo seeded and who may sign in.
 type demoWorld struct {
 	sim     simulate.World
-	tokens  [][2]string // role label, token
+	tokens  []demoToken
 	tenant  string      // a registered stack subscription, for the tenant token
 	regKey  registration.Key
 	backlog int // events backfilled
@@ -136,23 +139,23 @@ func seedDemo(ctx context.Context, app *App, dsn, usageEndpoint string, days int
 		}
 	}
 	for _, t := range []struct {
-		label           string
+		key, label      string
 		role            auth.Role
 		partner, subscr string
 	}{
-		{"operator (commerce + stack)", auth.RoleOperator, "", ""},
-		{"partner: Fabrikam (indirect provider, owns the stamp)", auth.RolePartner, "fabrikam", ""},
-		{"partner: Contoso (direct CSP)", auth.RolePartner, "contoso", ""},
-		{"reseller: Tailspin", auth.RoleReseller, "tailspin", ""},
-		{"reseller: Wingtip", auth.RoleReseller, "wingtip", ""},
-		{"stack operator", auth.RoleStackOperator, "", ""},
-		{"tenant: " + w.sim.Tenants[0].Name + " (" + demoNames[0] + ")", auth.RoleTenant, "", w.tenant},
+		{"operator", "operator (commerce + stack)", auth.RoleOperator, "", ""},
+		{"fabrikam", "partner: Fabrikam (indirect provider, owns the stamp)", auth.RolePartner, "fabrikam", ""},
+		{"contoso", "partner: Contoso (direct CSP)", auth.RolePartner, "contoso", ""},
+		{"tailspin", "reseller: Tailspin", auth.RoleReseller, "tailspin", ""},
+		{"wingtip", "reseller: Wingtip", auth.RoleReseller, "wingtip", ""},
+		{"stack-operator", "stack operator", auth.RoleStackOperator, "", ""},
+		{"tenant", "tenant: " + w.sim.Tenants[0].Name + " (" + demoNames[0] + ")", auth.RoleTenant, "", w.tenant},
 	} {
 		tok, _, err := app.Auth.Create(ctx, t.role, t.partner, t.subscr, "demo sign-in", 30*24*time.Hour)
 		if err != nil {
 			return w, err
 		}
-		w.tokens = append(w.tokens, [2]string{t.label, tok})
+		w.tokens = append(w.tokens, demoToken{Key: t.key, Label: t.label, Token: tok})
 	}
 	return w, nil
 }
@@ -288,7 +291,7 @@ func printDemo(out io.Writer, url string, w demoWorld) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nstackbill demo is ready: open %s/portal/ and sign in with one of these tokens (valid 30 days):\n\n", url)
 	for _, t := range w.tokens {
-		fmt.Fprintf(&b, "  %-58s %s\n", t[0], t[1])
+		fmt.Fprintf(&b, "  %-58s %s\n", t.Label, t.Token)
 	}
 	fmt.Fprintf(&b, "\nThe stamp %q (subscription %s) is registered by Fabrikam, approved and activated; %d of its %d tenants are registered end customers.\n",
 		w.regKey.Name, w.regKey.SubscriptionID, demoRegistered, demoStackTenants)
@@ -308,4 +311,14 @@ func waitForwarded(ctx context.Context, app *App, limit time.Duration) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// token returns the demo's sign-in token for key.
+func (w demoWorld) token(key string) string {
+	for _, t := range w.tokens {
+		if t.Key == key {
+			return t.Token
+		}
+	}
+	return ""
 }

@@ -36,7 +36,7 @@ func (p *Portal) routes() {
 		p.page("POST /portal/registrations/approve", operatorOnly, p.approve)
 		p.page("GET /portal/registrations/{sub}/{rg}/{name}", commerceRoles, p.registration)
 		p.page("POST /portal/registrations/{sub}/{rg}/{name}/customers", commerceRoles, p.addCustomer)
-		p.page("GET /portal/pricing", commerceRoles, p.pricing)
+		p.page("GET /portal/pricing", billToRoles, p.pricing)
 		p.page("GET /portal/ingestion", operatorOnly, p.ingestion)
 		p.page("GET /portal/usage", commerceRoles, p.commerceUsage)
 		p.page("GET /portal/invoices", billToRoles, p.invoices)

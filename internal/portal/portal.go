@@ -273,7 +273,11 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 				add("/portal/invoices", "Invoices")
 			}
 			add("/portal/statements", "Price books & statements")
-			add("/portal/pricing", "Price lists")
+			if pr.Role == auth.RolePartner {
+				// A price list is the partner's cost; resellers see prices
+				// through their provider's price book only.
+				add("/portal/pricing", "Price lists")
+			}
 		}
 	case auth.RoleStackOperator:
 		if p.stack() {

@@ -1,0 +1,252 @@
+package cli
+
+import (
+	"context"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+)
+
+// portalWorld is the demo world served over HTTP with its usage forwarded.
+type portalWorld struct {
+	app *App
+	url string
+	w   demoWorld
+}
+
+func newPortalWorld(t *testing.T, backend string, days int) *portalWorld {
+	t.Helper()
+	ctx := context.Background()
+	dsn := storetest.DSN(t, backend)
+	app, err := Build(ctx, Options{DB: dsn, Logger: storetest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	srv := httptest.NewServer(app.Handler)
+	t.Cleanup(srv.Close)
+	w, err := seedDemo(ctx, app, dsn, srv.URL, days, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, err := app.Forwarder.Step(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return &portalWorld{app: app, url: srv.URL, w: w}
+}
+
+// signIn returns a client with a portal session for token.
+func (pw *portalWorld) signIn(t *testing.T, token string) *http.Client {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	resp, err := c.PostForm(pw.url+"/portal/login", url.Values{"token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path == "/portal/login" {
+		t.Fatalf("sign-in: status %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	return c
+}
+
+func get(t *testing.T, c *http.Client, u string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
+
+// portalPages are every page of the portal without parameters.
+var portalPages = []string{"/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage",
+	"/portal/invoices", "/portal/statements", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge",
+	"/portal/my/usage", "/portal/my/usage.csv"}
+
+// TestPortalScope signs in as every role and reads every page: each role
+// gets exactly its pages, and no page shows a customer, subscription or
+// tenant outside the principal's scope.
+func TestPortalScope(t *testing.T) {
+	for _, backend := range storetest.Backends {
+		t.Run(backend, func(t *testing.T) {
+			pw := newPortalWorld(t, backend, 3)
+			reg := "/portal/registrations/" + demoFabrikamCSPSS + "/" + demoResourceGroup + "/" + demoRegName
+			allowed := map[string][]string{
+				"operator":       {"/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage", "/portal/invoices", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge", reg},
+				"fabrikam":       {"/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements", reg},
+				"contoso":        {"/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements"},
+				"tailspin":       {"/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements"},
+				"wingtip":        {"/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements"},
+				"stack-operator": {"/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge"},
+				"tenant":         {"/portal/my/usage", "/portal/my/usage.csv"},
+			}
+			// Who must never appear on whose pages.
+			var tailspinCustomers, wingtipCustomers, contosoCustomers []string
+			for i := range pw.w.sim.Tenants {
+				if i%2 == 0 {
+					tailspinCustomers = append(tailspinCustomers, demoNames[i])
+				} else {
+					wingtipCustomers = append(wingtipCustomers, demoNames[i])
+				}
+			}
+			for i := 0; i < demoContosoCount; i++ {
+				contosoCustomers = append(contosoCustomers, demoNames[(len(pw.w.sim.Tenants)+i)%len(demoNames)])
+			}
+			var otherTenants []string
+			for _, tn := range pw.w.sim.Tenants[1:] {
+				otherTenants = append(otherTenants, tn.SubscriptionID, tn.DirectoryID)
+			}
+			forbidden := map[string][]string{
+				"tailspin": append(append([]string{}, wingtipCustomers...), contosoCustomers...),
+				"wingtip":  append(append([]string{}, tailspinCustomers...), contosoCustomers...),
+				"contoso":  append(append([]string{demoFabrikamCSPSS}, tailspinCustomers...), wingtipCustomers...),
+				"fabrikam": append([]string{demoContosoCSPSS}, contosoCustomers...),
+				"tenant":   otherTenants,
+			}
+			// Each must see its own: proof the page showed data at all.
+			mustSee := map[string]map[string]string{
+				"tailspin": {"/portal/customers": tailspinCustomers[0]},
+				"wingtip":  {"/portal/customers": wingtipCustomers[0]},
+				"contoso":  {"/portal/customers": contosoCustomers[0]},
+				"fabrikam": {"/portal/customers": wingtipCustomers[0], reg: demoNames[0], "/portal/invoices": "SB-"},
+				"operator": {"/portal/partners": "Tailspin Cloud", "/portal/ingestion": "records", "/portal/stack/tenants": demoNames[3]},
+				"tenant":   {"/portal/my/usage.csv": pw.w.tenant},
+			}
+			for key, pages := range allowed {
+				c := pw.signIn(t, pw.w.token(key))
+				ok := map[string]bool{}
+				for _, pg := range pages {
+					ok[pg] = true
+				}
+				for _, pg := range append(append([]string{}, portalPages...), reg) {
+					status, body := get(t, c, pw.url+pg)
+					switch {
+					case ok[pg] && status != http.StatusOK:
+						t.Errorf("%s %s: status %d, want 200: %.300s", key, pg, status, body)
+					case !ok[pg] && status != http.StatusForbidden && status != http.StatusNotFound:
+						t.Errorf("%s %s: status %d, want 403 or 404", key, pg, status)
+					}
+					if status != http.StatusOK {
+						continue
+					}
+					for _, bad := range forbidden[key] {
+						if strings.Contains(body, html.EscapeString(bad)) || strings.Contains(body, bad) {
+							t.Errorf("%s %s shows %q, which is outside its scope", key, pg, bad)
+						}
+					}
+					if want, ok := mustSee[key][pg]; ok && !strings.Contains(body, html.EscapeString(want)) {
+						t.Errorf("%s %s does not show %q", key, pg, want)
+					}
+				}
+			}
+			// Without a session every page sends the browser to sign in.
+			noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			for _, pg := range append(append([]string{}, portalPages...), reg) {
+				resp, err := noRedirect.Get(pw.url + pg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/portal/login") {
+					t.Errorf("anonymous %s: status %d to %q, want 303 to sign-in", pg, resp.StatusCode, resp.Header.Get("Location"))
+				}
+			}
+		})
+	}
+}
+
+// TestPortalForms proves the portal's state-changing forms are protected:
+// without the CSRF field nothing changes, a reseller cannot add customers to
+// its provider's registration, and a bad token cannot sign in.
+func TestPortalForms(t *testing.T) {
+	pw := newPortalWorld(t, "sqlite", 1)
+	ctx := context.Background()
+	reg := "/portal/registrations/" + demoFabrikamCSPSS + "/" + demoResourceGroup + "/" + demoRegName
+	unregistered := demoRegistered // the first tenant not registered by the demo
+	form := url.Values{"customerSubscription": {demoCustomerSub(unregistered)}, "tenantId": {pw.w.sim.Tenants[unregistered].DirectoryID}}
+	count := func() int {
+		cs, _, err := pw.app.Registrations.ListCustomerSubscriptions(ctx, auth.Principal{Role: auth.RoleOperator, TokenID: "t"}, pw.w.regKey, "", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(cs)
+	}
+	before := count()
+	fab := pw.signIn(t, pw.w.token("fabrikam"))
+	resp, err := fab.PostForm(pw.url+reg+"/customers", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || count() != before {
+		t.Fatalf("without CSRF: status %d, %d mappings (had %d); want 403 and no change", resp.StatusCode, count(), before)
+	}
+	ts := pw.signIn(t, pw.w.token("tailspin"))
+	_, page := get(t, ts, pw.url+"/portal/customers")
+	m := csrfField.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("no CSRF field on the reseller's page")
+	}
+	form.Set("csrf", m[1])
+	resp, err = ts.PostForm(pw.url+reg+"/customers", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || count() != before {
+		t.Fatalf("reseller adding to its provider's registration: status %d, want 404 RegistrationNotFound and no change", resp.StatusCode)
+	}
+	_, page = get(t, fab, pw.url+reg)
+	m = csrfField.FindStringSubmatch(page)
+	form.Set("csrf", m[1])
+	resp, err = fab.PostForm(pw.url+reg+"/customers", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || count() != before+1 || !strings.Contains(string(body), `id="added"`) {
+		t.Fatalf("partner adding an end customer: status %d, %d mappings (had %d)", resp.StatusCode, count(), before)
+	}
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	resp, err = c.PostForm(pw.url+"/portal/login", url.Values{"token": {"sbk_not_a_token"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("bad token sign-in: status %d, want 401", resp.StatusCode)
+	}
+	// A redirect after sign-in never leaves the portal.
+	resp, err = (&http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).PostForm(pw.url+"/portal/login",
+		url.Values{"token": {pw.w.token("tenant")}, "next": {"//evil.example/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); loc != "/portal/" {
+		t.Fatalf("open redirect after sign-in: Location %q", loc)
+	}
+}
