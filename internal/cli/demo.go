@@ -49,7 +49,7 @@ type demoToken struct{ Key, Label, Token string }
 type demoWorld struct {
 	sim     simulate.World
 	tokens  []demoToken
-	tenant  string      // a registered stack subscription, for the tenant token
+	tenant  string // a registered stack subscription, for the tenant token
 	regKey  registration.Key
 	backlog int // events backfilled
 }
