@@ -511,7 +511,12 @@ func (p *Portal) nameMeters(ctx context.Context, t time.Time, slot func(id strin
 		for _, v := range vs {
 			for _, m := range v.Meters {
 				if n, u := slot(m.ID); n != nil {
+					// Billing meter names repeat ("1 Core" for base VMs,
+					// Windows VMs and App Service); the subcategory tells them apart.
 					*n, *u = m.Name, m.Unit
+					if m.SubCategory != "" {
+						*n = m.SubCategory + " · " + m.Name
+					}
 				}
 			}
 		}
