@@ -348,6 +348,21 @@ func TestPortalInBrowser(t *testing.T) {
 	if csv := b.download("#csv"); !strings.HasPrefix(csv, "subscriptionId,") || !strings.Contains(csv, pw.w.tenant) {
 		t.Errorf("tenant CSV: %.200q", csv)
 	}
+	// The operator approves the waiting registration for multi-tenancy.
+	b.signIn(pw.w.token("operator"))
+	b.do("registrations", chromedp.Navigate(pw.url+"/portal/registrations?q=unapproved"))
+	if got := b.text("#registrations"); !strings.Contains(got, "Not approved") {
+		t.Errorf("before approval: %q", got)
+	}
+	b.clickAndLoad(`#registrations form button`)
+	if got := b.text("main"); !strings.Contains(got, "Approved") {
+		t.Errorf("after approval: %q", got)
+	}
+	b.shot("approved")
+	if reg, err := pw.app.Registrations.Get(ctx, fabrikam, unapproved); err != nil || !reg.Approved {
+		t.Errorf("the portal's approval did not reach the registration: %v %+v", err, reg.Approved)
+	}
+	b.signIn(pw.w.token("tenant"))
 	// A narrow screen still shows the page (responsive layout).
 	b.do("narrow", chromedp.EmulateViewport(390, 844), chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("main")))
 	b.shot("tenant-narrow")
