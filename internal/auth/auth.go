@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/store"
 )
@@ -138,13 +139,22 @@ func (s *Service) Create(ctx context.Context, role Role, partnerID, subscription
 	err := s.db.Write(ctx, func(tx *store.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO tokens (id, hash, role, partner_id, subscription_id, name, created_at_us, expires_at_us)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, id, hex.EncodeToString(sum[:]), string(role), partnerID, subscriptionID, name, clock.Micros(now), expires)
-		return err
+		if err != nil {
+			return err
+		}
+		// Metadata only: neither the secret nor its hash enters the log.
+		return audit.Append(ctx, tx, audit.Entry{At: now, Actor: DirectActor, Action: "token.create", Kind: "token", ID: id, Scope: partnerID, After: audit.JSON(t)})
 	})
 	if err != nil {
 		return "", Token{}, fmt.Errorf("store token: %w", err)
 	}
 	return "sbk_" + id + "_" + secretText, t, nil
 }
+
+// DirectActor names who changes tokens: whoever holds the database, through
+// stackbill token, serve --demo or activation (tokens are not managed over
+// the API).
+const DirectActor = "stackbill (database)"
 
 // Authenticate checks a bearer token and returns its principal.
 func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, error) {
@@ -257,7 +267,12 @@ func (s *Service) Revoke(ctx context.Context, id string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("no token with id %q", id)
 		}
-		return nil
+		var partner string
+		if err := tx.QueryRowContext(ctx, `SELECT partner_id FROM tokens WHERE id = ?`, id).Scan(&partner); err != nil {
+			return err
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: s.clock.Now(), Actor: DirectActor, Action: "token.revoke", Kind: "token", ID: id, Scope: partner,
+			After: audit.JSON(map[string]any{"id": id, "revoked": true})})
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
@@ -99,7 +100,10 @@ func (s *Service) SetAgreement(ctx context.Context, p auth.Principal, a Agreemen
 		_, err := tx.ExecContext(ctx, `INSERT INTO billing_agreements (partner_id, currency, updated_at_us, updated_by) VALUES (?, ?, ?, ?)
 			ON CONFLICT (partner_id) DO UPDATE SET currency = excluded.currency, updated_at_us = excluded.updated_at_us, updated_by = excluded.updated_by`,
 			a.PartnerID, a.Currency, clock.Micros(now), p.Actor())
-		return err
+		if err != nil {
+			return err
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: now, Actor: p.Actor(), Action: "agreement.put", Kind: "agreement", ID: a.PartnerID, Scope: a.PartnerID, After: audit.JSON(a)})
 	})
 	return a, err
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
@@ -112,7 +113,10 @@ func (s *Service) CreateCreditNote(ctx context.Context, p auth.Principal, invoic
 		body, _ := json.Marshal(cn.Lines)
 		_, err = tx.ExecContext(ctx, `INSERT INTO credit_notes (number, invoice_number, reason, lines, total, created_at_us, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			cn.Number, invoiceNumber, cn.Reason, string(body), cn.Total.String(), clock.Micros(cn.CreatedAt), cn.CreatedBy)
-		return err
+		if err != nil {
+			return err
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: cn.CreatedAt, Actor: p.Actor(), Action: "creditNote.create", Kind: "creditNote", ID: cn.Number, Scope: inv.PartnerID, After: audit.JSON(cn)})
 	})
 	if err != nil {
 		return CreditNote{}, err

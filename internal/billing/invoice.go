@@ -2,7 +2,9 @@ package billing
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
@@ -587,6 +590,13 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 				}
 			}
 			res.Invoices = append(res.Invoices, inv.summary())
+			// The audit record names the final document by its digest; the
+			// document itself is in invoices.
+			sum := sha256.Sum256(doc)
+			if err := audit.Append(ctx, tx, audit.Entry{At: now, Actor: actor, Action: "invoice.finalize", Kind: "invoice", ID: inv.Number, Scope: inv.PartnerID,
+				After: audit.JSON(map[string]any{"summary": inv.summary(), "documentSha256": hex.EncodeToString(sum[:])})}); err != nil {
+				return err
+			}
 		}
 		return nil
 	})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
@@ -111,7 +112,10 @@ func (s *Service) PutPriceBook(ctx context.Context, p auth.Principal, b PriceBoo
 			ON CONFLICT (owner_id, target) DO UPDATE SET markup_percent = excluded.markup_percent, prices = excluded.prices,
 			updated_at_us = excluded.updated_at_us, updated_by = excluded.updated_by`,
 			b.Owner, b.Target, b.MarkupPercent.String(), string(body), clock.Micros(b.UpdatedAt), b.UpdatedBy)
-		return err
+		if err != nil {
+			return err
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: b.UpdatedAt, Actor: p.Actor(), Action: "priceBook.put", Kind: "priceBook", ID: b.Owner + "/" + b.Target, Scope: b.Owner, After: audit.JSON(b)})
 	})
 	return b, err
 }
@@ -149,7 +153,7 @@ func (s *Service) DeletePriceBook(ctx context.Context, p auth.Principal, owner, 
 		if n, _ := res.RowsAffected(); n == 0 {
 			return notFound("PriceBook", owner+"/"+target)
 		}
-		return nil
+		return audit.Append(ctx, tx, audit.Entry{At: s.clock.Now(), Actor: p.Actor(), Action: "priceBook.delete", Kind: "priceBook", ID: owner + "/" + target, Scope: owner, After: audit.JSON(nil)})
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
@@ -460,7 +461,8 @@ func (s *Service) ImportPriceList(ctx context.Context, p auth.Principal, source 
 			}
 		}
 		rep.PriceList.ID = id
-		return nil
+		return audit.Append(ctx, tx, audit.Entry{At: now, Actor: p.Actor(), Action: "priceList.import", Kind: "priceList", ID: fmt.Sprint(id),
+			After: audit.JSON(map[string]any{"currency": parsed.currency, "effectiveFrom": parsed.effective, "digest": digest, "source": source, "prices": parsed.prices})})
 	})
 	if err != nil {
 		return ImportReport{}, err

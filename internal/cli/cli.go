@@ -33,6 +33,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"serve":        {"run the commerce and/or stack services", runServe},
 		"migrate":      {"apply database migrations and print the schema version", runMigrate},
+		"audit":        {"verify the hash-chained audit log, or list records in your scope (audit verify|list)", runAudit},
 		"token":        {"create, list and revoke bearer tokens (token create|list|revoke)", runToken},
 		"directory":    {"manage the partner directory (directory import|partner|customer|subscription)", runDirectory},
 		"registration": {"manage Microsoft.AzureStack registrations (registration create|get|list|update|delete|approve|revoke-approval|history|activation-key|enable-remote-management)", runRegistration},

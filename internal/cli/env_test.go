@@ -33,6 +33,7 @@ type testEnv struct {
 	url      string
 	operator string
 	tokens   map[string]string // partner id -> partner or reseller token
+	dsn      string
 }
 
 func newTestEnv(t *testing.T, backend string, mutate ...func(*Options)) *testEnv {
@@ -51,7 +52,7 @@ func newTestEnv(t *testing.T, backend string, mutate ...func(*Options)) *testEnv
 	}
 	srv := httptest.NewServer(app.Handler)
 	t.Cleanup(srv.Close)
-	e := &testEnv{t: t, app: app, srv: srv, url: srv.URL, operator: o.OperatorToken, tokens: map[string]string{}}
+	e := &testEnv{t: t, app: app, srv: srv, url: srv.URL, operator: o.OperatorToken, tokens: map[string]string{}, dsn: o.DB}
 	for id, role := range map[string]auth.Role{"contoso": auth.RolePartner, "fabrikam": auth.RolePartner, "northwind": auth.RolePartner,
 		"tailspin": auth.RoleReseller, "wingtip": auth.RoleReseller} {
 		tok, _, err := app.Auth.Create(context.Background(), role, id, "", "test", 0)

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/store"
@@ -117,9 +119,45 @@ func recordChange(ctx context.Context, tx *store.Tx, at time.Time, actor, kind, 
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO directory_changes (kind, entity_id, op, at_us, actor, data) VALUES (?, ?, ?, ?, ?, ?)`,
-		kind, id, op, clock.Micros(at), actor, string(b))
-	return err
+	if _, err = tx.ExecContext(ctx, `INSERT INTO directory_changes (kind, entity_id, op, at_us, actor, data) VALUES (?, ?, ?, ?, ?, ?)`,
+		kind, id, op, clock.Micros(at), actor, string(b)); err != nil {
+		return err
+	}
+	var scope string
+	switch v := data.(type) {
+	case Partner:
+		scope = v.ID
+	case Customer:
+		scope = v.Partner
+	case Subscription:
+		if scope, err = ScopeOfSubscription(ctx, tx, v.ID); err != nil {
+			return err
+		}
+	}
+	after := audit.JSON(data)
+	if op == "deleted" {
+		after = audit.JSON(nil)
+	}
+	return audit.Append(ctx, tx, audit.Entry{At: at, Actor: actor, Action: kind + "." + op, Kind: kind, ID: id, Scope: scope, After: after})
+}
+
+// ScopeOfSubscription is the partner whose audit view includes records about
+// subscription id: the reseller of its customer when it has one, else the
+// partner it rolls up to ("" when the directory does not know it).
+func ScopeOfSubscription(ctx context.Context, q store.Querier, id string) (string, error) {
+	var partner string
+	var customerPartner sql.NullString
+	err := q.QueryRowContext(ctx, `SELECT s.partner_id, c.partner_id FROM subscriptions s LEFT JOIN customers c ON c.tenant_id = s.customer_tenant_id WHERE s.id = ?`,
+		strings.ToLower(id)).Scan(&partner, &customerPartner)
+	switch {
+	case store.IsNoRows(err):
+		return "", nil
+	case err != nil:
+		return "", err
+	case customerPartner.Valid && customerPartner.String != "":
+		return customerPartner.String, nil
+	}
+	return partner, nil
 }
 
 // Change outcomes.

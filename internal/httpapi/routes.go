@@ -92,6 +92,9 @@ func (s *Server) buildRoutes() []route {
 		r("PriceBooks_Delete", "DELETE", "v1/billing/price-books/{owner}/{target}", commerceRoles, s.deletePriceBook),
 		r("Statements_List", "GET", "v1/billing/statements/{owner}", commerceRoles, s.listStatements),
 
+		// The audit log, each partner's part of it.
+		r("Audit_List", "GET", "v1/audit", commerceRoles, s.listAudit),
+
 		// Native API: operator actions on registrations.
 		r("Registrations_ListAll", "GET", "v1/registrations", commerceRoles, s.listAllRegistrations),
 		r("Registrations_Approve", "POST", "v1/registrations/approve", operatorOnly, s.approval(true)),

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/bridge"
@@ -76,6 +77,7 @@ type Deps struct {
 	Billing       *billing.Service
 	// ExportKick wakes the export runner after a job is queued.
 	ExportKick func()
+	Audit      *audit.Log
 	// Portal serves /portal/ (nil: no portal).
 	Portal http.Handler
 }

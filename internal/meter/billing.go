@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
@@ -154,7 +155,8 @@ func (m *BillingMap) write(ctx context.Context, actor string, version int, from 
 				return err
 			}
 		}
-		return nil
+		return audit.Append(ctx, tx, audit.Entry{At: m.clock.Now(), Actor: actor, Action: "meterMap.publish", Kind: "meterMap", ID: fmt.Sprint(version),
+			After: audit.JSON(MapVersion{Version: version, EffectiveFrom: from.UTC(), Meters: meters})})
 	})
 }
 

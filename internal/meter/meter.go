@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/store"
@@ -240,7 +241,10 @@ func (c *Catalogue) Add(ctx context.Context, p auth.Principal, m Meter) (Meter, 
 		_, err := tx.ExecContext(ctx, `INSERT INTO meters (key, id, name, unit, category, kind, created_at_us, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (key) DO UPDATE SET id = excluded.id, name = excluded.name, unit = excluded.unit, category = excluded.category, kind = excluded.kind`,
 			k, m.ID, m.Name, m.Unit, m.Category, string(m.Kind), clock.Micros(c.clock.Now()), p.Actor())
-		return err
+		if err != nil {
+			return err
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: c.clock.Now(), Actor: p.Actor(), Action: "meter.put", Kind: "meter", ID: k, After: audit.JSON(m)})
 	})
 	if err != nil {
 		return Meter{}, err

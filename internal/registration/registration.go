@@ -47,6 +47,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
@@ -272,9 +273,33 @@ func (s *Service) event(ctx context.Context, tx *store.Tx, uid string, at time.T
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO registration_events (registration_uid, at_us, actor, action, data) VALUES (?, ?, ?, ?, ?)`,
-		uid, clock.Micros(at), actor, action, string(b))
-	return err
+	if _, err = tx.ExecContext(ctx, `INSERT INTO registration_events (registration_uid, at_us, actor, action, data) VALUES (?, ?, ?, ?, ?)`,
+		uid, clock.Micros(at), actor, action, string(b)); err != nil {
+		return err
+	}
+	// The audit log keeps registrations and tenant mappings as entities of
+	// their own; a mapping is audited in its customer's scope, so a reseller
+	// sees the mappings of its customers.
+	e := audit.Entry{At: at, Actor: actor, Action: "registration." + action, Kind: "registration", ID: uid, After: b}
+	scopeSub := ""
+	if m, ok := data.(map[string]any); ok && strings.HasPrefix(action, "mapping_") {
+		cs, _ := m["customerSubscriptionId"].(string)
+		e.Kind, e.ID, e.Action, scopeSub = "tenantMapping", uid+"/"+cs, "tenantMapping."+strings.TrimPrefix(action, "mapping_"), cs
+		if action == "mapping_removed" {
+			e.After = audit.JSON(nil)
+		}
+	} else {
+		if err := tx.QueryRowContext(ctx, `SELECT subscription_id FROM registrations WHERE uid = ?`, uid).Scan(&scopeSub); err != nil {
+			return err
+		}
+		if action == "deleted" {
+			e.After = audit.JSON(nil)
+		}
+	}
+	if e.Scope, err = directory.ScopeOfSubscription(ctx, tx, scopeSub); err != nil {
+		return err
+	}
+	return audit.Append(ctx, tx, e)
 }
 
 // snapshot is what a registration event records.

@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/audit"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+)
+
+// TestAuditLog proves that every kind of audited change writes a record in
+// its own transaction, that the chain verifies, that tampering with a record
+// or removing one is detected, and that partners read only their scope.
+func TestAuditLog(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		e := newTestEnv(t, backend)
+		ctx := context.Background()
+		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
+		contoso := auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "c"}
+		log := audit.NewLog(e.app.DB)
+		e.createRegistration(W.ContosoDefault, "azurestack", "contoso-stamp", registration.PayAsYouUse, true)
+		e.createRegistration(W.FabrikamDefault, "azurestack", "fabrikam-stamp", registration.PayAsYouUse, true)
+		if _, err := e.app.Registrations.PutCustomerSubscription(ctx, contoso, regKey(W.ContosoDefault, "azurestack", "contoso-stamp"), W.Adatum.Subscription, W.Adatum.Tenant, registration.Precondition{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.app.Registrations.DeleteCustomerSubscription(ctx, contoso, regKey(W.ContosoDefault, "azurestack", "contoso-stamp"), W.Adatum.Subscription, registration.Precondition{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.app.Billing.ImportPriceList(ctx, op, "test", []byte(testPriceListUSD), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.app.Billing.PutPriceBook(ctx, contoso, billing.PriceBook{Owner: "contoso", Target: billing.DefaultTarget, MarkupPercent: money.FromInt(10)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.app.Billing.PutPriceBook(ctx, contoso, billing.PriceBook{Owner: "contoso", Target: billing.DefaultTarget, MarkupPercent: money.FromInt(12)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.app.Billing.SetAgreement(ctx, op, billing.Agreement{PartnerID: "fabrikam", Currency: "EUR"}); err != nil {
+			t.Fatal(err)
+		}
+		_, tok, err := e.app.Auth.Create(ctx, auth.RolePartner, "contoso", "", "audited", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.app.Auth.Revoke(ctx, tok.ID); err != nil {
+			t.Fatal(err)
+		}
+		// A refused change leaves no record.
+		before, _ := log.Count(ctx)
+		if _, err := e.app.Registrations.PutCustomerSubscription(ctx, contoso, regKey(W.ContosoDefault, "azurestack", "contoso-stamp"), W.Proseware.Subscription, W.Proseware.Tenant, registration.Precondition{}); err == nil {
+			t.Fatal("registering another CSP's customer succeeded")
+		}
+		if after, _ := log.Count(ctx); after != before {
+			t.Fatalf("a refused change wrote %d audit records", after-before)
+		}
+
+		all, err := log.List(ctx, audit.Query{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		actions := map[string]bool{}
+		for _, r := range all {
+			actions[r.Action] = true
+		}
+		for _, want := range []string{"partner.created", "customer.created", "subscription.created", "registration.created", "registration.approved",
+			"tenantMapping.added", "tenantMapping.removed", "priceList.import", "priceBook.put", "agreement.put", "token.create", "token.revoke"} {
+			if !actions[want] {
+				t.Errorf("no %s record among %v", want, keys(actions))
+			}
+		}
+		// Before is the entity's previous After: the second price book
+		// record starts from the first's markup.
+		var books []audit.Entry
+		for _, r := range all {
+			if r.Kind == "priceBook" {
+				books = append(books, r)
+			}
+		}
+		if len(books) != 2 || !strings.Contains(string(books[1].Before), `"markupPercent":10`) || !strings.Contains(string(books[1].After), `"markupPercent":12`) {
+			t.Fatalf("price book records: %+v", books)
+		}
+		for _, r := range all {
+			if strings.Contains(string(r.After), "sbk_") {
+				t.Fatalf("a token secret reached the audit log: %s", r.After)
+			}
+		}
+		n, err := log.Verify(ctx, nil)
+		if err != nil || n != int64(len(all)) {
+			t.Fatalf("verify: %d of %d records, %v", n, len(all), err)
+		}
+
+		// Partners read their own scope over the API, resellers theirs.
+		for _, c := range []struct {
+			partner string
+			allowed map[string]bool
+		}{
+			{"contoso", map[string]bool{"contoso": true}},
+			{"fabrikam", map[string]bool{"fabrikam": true, "tailspin": true, "wingtip": true}},
+			{"tailspin", map[string]bool{"tailspin": true}},
+		} {
+			resp, body := e.raw("GET", "/v1/audit?limit=1000", e.tokens[c.partner], "", nil)
+			var page struct {
+				Value []audit.Entry `json:"value"`
+			}
+			if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &page) != nil || len(page.Value) == 0 {
+				t.Fatalf("%s reads the audit log: %d %.200s", c.partner, resp.StatusCode, body)
+			}
+			for _, r := range page.Value {
+				if !c.allowed[r.Scope] {
+					t.Errorf("%s sees record %d (%s) of scope %q", c.partner, r.Seq, r.Action, r.Scope)
+				}
+			}
+		}
+		if resp, _ := e.raw("GET", "/v1/audit", e.operator, "", nil); resp.StatusCode != 200 {
+			t.Fatalf("operator reads the audit log: %d", resp.StatusCode)
+		}
+
+		// Tampering: an edited record, then a record removed from the end.
+		if _, err := tamperExec(t, e, `UPDATE audit_log SET actor = 'someone else' WHERE seq = 3`); err != nil {
+			t.Fatal(err)
+		}
+		var broken *audit.Broken
+		if n, err := log.Verify(ctx, nil); !errors.As(err, &broken) || broken.Seq != 3 || n != 2 {
+			t.Fatalf("after editing record 3: %d verified, %v", n, err)
+		}
+		if backend == "sqlite" {
+			res := runCLI(t, nil, "audit", "verify", "--db", e.dsn)
+			if res.code == 0 || !strings.Contains(res.stdout, "TAMPERED") {
+				t.Fatalf("stackbill audit verify on a tampered log: %d %s %s", res.code, res.stdout, res.stderr)
+			}
+		}
+		if _, err := tamperExec(t, e, `UPDATE audit_log SET actor = ? WHERE seq = 3`, all[2].Actor); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := log.Verify(ctx, nil); err != nil {
+			t.Fatalf("restored record: %v", err)
+		}
+		if _, err := tamperExec(t, e, `DELETE FROM audit_log WHERE seq = ?`, len(all)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := log.Verify(ctx, nil); !errors.As(err, &broken) {
+			t.Fatalf("after removing the last record: %v", err)
+		}
+	})
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// tamperExec changes the database behind stackbill's back, as an attacker
+// with database access would.
+func tamperExec(t *testing.T, e *testEnv, q string, args ...any) (any, error) {
+	t.Helper()
+	return nil, e.app.DB.Write(context.Background(), func(tx *store.Tx) error {
+		_, err := tx.ExecContext(context.Background(), q, args...)
+		return err
+	})
+}
