@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,6 +78,13 @@ func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, logger *slog.Logg
 		batch = MaxRecords
 	}
 	return &Forwarder{db: db, clock: c, owners: owners, logger: logger, batch: batch, client: &http.Client{Timeout: 60 * time.Second}, MaxBackoff: time.Minute}
+}
+
+// PinCA makes the forwarder trust only the given CAs for commerce's TLS
+// certificate, instead of the system's roots.
+func (f *Forwarder) PinCA(pool *x509.CertPool) {
+	f.client.Transport = &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}
 }
 
 func (f *Forwarder) watermark(ctx context.Context) (Watermark, error) {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +31,9 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	autoFinalize := fs.Bool("auto-finalize", true, "finalize periods automatically once their grace has passed")
 	clockStart := fs.String("clock-start", "", "run on a simulated clock starting at this RFC 3339 instant")
 	clockRate := fs.Int64("clock-rate", 1, "simulated seconds per real second (with --clock-start)")
+	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate (chain) file")
+	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert")
+	commerceCA := fs.String("commerce-ca", "", "PEM file of the CAs the bridge trusts for commerce's certificate, instead of the system's roots (pins commerce's CA)")
 	demo := fs.Bool("demo", false, "seed a demo world (partners, customers, a registered and activated stamp, 30 days of usage) on its own database (default ./data/demo.db), and simulate usage in real time")
 	demoDays := fs.Int("demo-days", 30, "days of usage the demo backfills")
 	if err := fs.Parse(args); err != nil {
@@ -37,6 +41,9 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments: %v", fs.Args())
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
 	}
 	if *demo {
 		if *role != "all" {
@@ -60,7 +67,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		DB: *dbFlag, Role: *role, OperatorToken: env.Getenv("STACKBILL_OPERATOR_TOKEN"),
 		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"), DirectoryTimeout: *dirTimeout,
 		ProviderSubscription: *providerSub, BridgeBatch: *bridgeBatch, PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
-		InvoiceGrace: *grace,
+		InvoiceGrace: *grace, CommerceCA: *commerceCA,
 	})
 	if err != nil {
 		return err
@@ -79,9 +86,19 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
-	logger.Info("stackbill listening", "url", "http://"+ln.Addr().String(), "role", *role, "db", app.DB.String(), "clock", describeClock(clk),
+	scheme := "http"
+	if *tlsCert != "" {
+		scheme = "https"
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return usagef("--tls-cert/--tls-key: %v", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	logger.Info("stackbill listening", "url", scheme+"://"+ln.Addr().String(), "role", *role, "db", app.DB.String(), "clock", describeClock(clk),
 		"operator_token_from_env", env.Getenv("STACKBILL_OPERATOR_TOKEN") != "")
-	fmt.Fprintf(env.Stderr, "stackbill %s listening on http://%s (role %s, clock %s)\n", Version, ln.Addr(), *role, describeClock(clk))
+	fmt.Fprintf(env.Stderr, "stackbill %s listening on %s://%s (role %s, clock %s)\n", Version, scheme, ln.Addr(), *role, describeClock(clk))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	go purgeLoop(ctx, app)
@@ -93,7 +110,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		go app.RunBilling(ctx, *autoFinalize)
 	}
 	if *demo {
-		url := "http://" + ln.Addr().String()
+		url := scheme + "://" + ln.Addr().String()
 		started := time.Now()
 		w, err := seedDemo(ctx, app, *dbFlag, url, *demoDays, env.Stderr)
 		if err != nil {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +24,7 @@ func runStack(ctx context.Context, env Env, args []string) error {
 	}
 	fs := newFlags(env, "stack "+verb)
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
-	var model, agreement, usageReporting, commerceURL string
+	var model, agreement, usageReporting, commerceURL, commerceCA string
 	switch verb {
 	case "registration-token":
 		fs.StringVar(&model, "billing-model", "", "PayAsYouUse, Capacity, Development or Custom")
@@ -31,6 +32,7 @@ func runStack(ctx context.Context, env Env, args []string) error {
 		fs.StringVar(&usageReporting, "usage-reporting", "", "true or false (default: the billing model's default)")
 	case "activate":
 		fs.StringVar(&commerceURL, "commerce-url", env.Getenv("STACKBILL_COMMERCE_URL"), "commerce's URL, to fetch the keys that sign activation keys (env STACKBILL_COMMERCE_URL); default: this installation's own commerce")
+		fs.StringVar(&commerceCA, "commerce-ca", "", "PEM file of the CAs to trust for commerce's certificate (default: the system's roots)")
 	}
 	if err := fs.Parse(rest); err != nil {
 		return err
@@ -63,7 +65,7 @@ func runStack(ctx context.Context, env Env, args []string) error {
 		if fs.NArg() != 1 {
 			return usagef("usage: stackbill stack activate [--commerce-url URL] ACTIVATION_KEY")
 		}
-		keys, err := commerceKeys(ctx, app, commerceURL)
+		keys, err := commerceKeys(ctx, app, commerceURL, commerceCA)
 		if err != nil {
 			return err
 		}
@@ -97,7 +99,7 @@ func runStack(ctx context.Context, env Env, args []string) error {
 // commerceKeys fetches the keys commerce signs activation keys with: from the
 // configured commerce URL (never from the key itself), or from this
 // installation's own commerce when stack and commerce share a database.
-func commerceKeys(ctx context.Context, app *App, commerceURL string) (bridge.JWKS, error) {
+func commerceKeys(ctx context.Context, app *App, commerceURL, caFile string) (bridge.JWKS, error) {
 	if commerceURL == "" {
 		keys, ok, err := bridge.LocalKeys(ctx, app.DB)
 		if err != nil {
@@ -112,7 +114,15 @@ func commerceKeys(ctx context.Context, app *App, commerceURL string) (bridge.JWK
 	if err != nil {
 		return bridge.JWKS{}, err
 	}
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	hc := &http.Client{Timeout: 15 * time.Second}
+	if caFile != "" {
+		pool, err := loadCAs(caFile)
+		if err != nil {
+			return bridge.JWKS{}, err
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return bridge.JWKS{}, fmt.Errorf("fetch commerce keys: %w", err)
 	}

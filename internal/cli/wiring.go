@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
+	"os"
 	"fmt"
 	"io"
 	"log/slog"
@@ -46,7 +48,10 @@ type Options struct {
 	// InvoiceGrace is how long invoices stay drafts after their month ends
 	// (default 24h, Partner Center's late-usage window).
 	InvoiceGrace time.Duration
-	Clock        *clock.Clock
+	// CommerceCA is a PEM file of the CAs the bridge trusts for commerce's
+	// TLS certificate (empty: the system's roots).
+	CommerceCA string
+	Clock      *clock.Clock
 	Logger       *slog.Logger
 }
 
@@ -135,6 +140,14 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	bill := billing.NewService(db, o.Clock, o.Logger.With("component", "billing"), o.InvoiceGrace)
 	kick := make(chan struct{}, 1)
 	forwarder := bridge.NewForwarder(db, o.Clock, ten, o.Logger.With("component", "bridge"), o.BridgeBatch)
+	if o.CommerceCA != "" {
+		pool, err := loadCAs(o.CommerceCA)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		forwarder.PinCA(pool)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.Role != "commerce" {
@@ -242,4 +255,17 @@ func (a *App) RunBilling(ctx context.Context, autoFinalize bool) {
 		case <-a.exportKick:
 		}
 	}
+}
+
+// loadCAs reads a PEM bundle of CA certificates.
+func loadCAs(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usagef("--commerce-ca: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, usagef("--commerce-ca %s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
