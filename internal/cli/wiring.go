@@ -3,11 +3,11 @@ package cli
 import (
 	"context"
 	"crypto/x509"
-	"os"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -52,7 +52,7 @@ type Options struct {
 	// TLS certificate (empty: the system's roots).
 	CommerceCA string
 	Clock      *clock.Clock
-	Logger       *slog.Logger
+	Logger     *slog.Logger
 }
 
 // App is a wired stackbill instance.
