@@ -1,7 +1,9 @@
 package arm
 
 import (
+	"encoding/base64"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -43,13 +45,24 @@ func TestPatternAndSegments(t *testing.T) {
 func TestTokensAndNextLink(t *testing.T) {
 	t.Parallel()
 	type cur struct{ A string }
-	tok := EncodeToken(cur{"x+y/z=="})
+	tokens := NewTokens([]byte("0123456789abcdef0123456789abcdef"))
+	tok := tokens.Encode(cur{"x+y/z=="})
 	var got cur
-	if err := DecodeToken("$skipToken", tok, &got); err != nil || got.A != "x+y/z==" {
+	if err := tokens.Decode("$skipToken", tok, &got); err != nil || got.A != "x+y/z==" {
 		t.Fatalf("round trip: %v %+v", err, got)
 	}
-	if err := DecodeToken("$skipToken", "!!", &got); err == nil || err.Status != 400 {
+	if err := tokens.Decode("$skipToken", "!!", &got); err == nil || err.Status != 400 {
 		t.Fatalf("garbage token: %v", err)
+	}
+	// An edited cursor, a forged one and one sealed under another key are
+	// all refused.
+	body, seal, _ := strings.Cut(tok, ".")
+	forged := base64.RawURLEncoding.EncodeToString([]byte(`{"A":"other"}`))
+	other := NewTokens([]byte("another key, another installation"))
+	for _, bad := range []string{forged + "." + seal, body + "x." + seal, body, forged, other.Encode(cur{"x+y/z=="})} {
+		if err := tokens.Decode("$skipToken", bad, &got); err == nil || err.Status != 400 {
+			t.Fatalf("tampered token %q accepted", bad)
+		}
 	}
 	r := httptest.NewRequest("GET", "http://host:8080/subscriptions/s/providers/Microsoft.AzureStack/registrations?api-version=2017-06-01", nil)
 	r.Header.Set("X-Forwarded-Proto", "https")

@@ -1,6 +1,8 @@
 package arm
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -37,21 +39,44 @@ func NextLink(r *http.Request, tokenParam, token string) string {
 	return BaseURL(r) + r.URL.EscapedPath() + "?" + q.Encode()
 }
 
-// EncodeToken turns a cursor into an opaque base64url token.
-func EncodeToken(v any) string {
-	b, _ := json.Marshal(v)
-	return base64.RawURLEncoding.EncodeToString(b)
+// Tokens seals paging cursors (skip tokens, continuation tokens) so that
+// clients cannot forge or edit them: a token is base64url JSON followed by a
+// truncated HMAC-SHA256 under a server key. The key is generated once and
+// kept in the database, so tokens survive restarts and work on every
+// instance that shares the database.
+type Tokens struct{ key []byte }
+
+// NewTokens builds a sealer with key (at least 16 bytes).
+func NewTokens(key []byte) Tokens { return Tokens{key: key} }
+
+func (t Tokens) mac(body string) string {
+	m := hmac.New(sha256.New, t.key)
+	m.Write([]byte(body))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
 }
 
-// DecodeToken reads a token produced by EncodeToken into v. A token that does
-// not decode is the client's mistake: a 400, never a 500.
-func DecodeToken(param, token string, v any) *Error {
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(token, "="))
+// Encode turns a cursor into an opaque, sealed token.
+func (t Tokens) Encode(v any) string {
+	b, _ := json.Marshal(v)
+	body := base64.RawURLEncoding.EncodeToString(b)
+	return body + "." + t.mac(body)
+}
+
+// Decode reads a token produced by Encode into v. A token that does not
+// decode or whose seal does not match (edited, forged, or sealed under another
+// key) is the client's mistake: a 400, never a 500, and never read.
+func (t Tokens) Decode(param, token string, v any) *Error {
+	body, seal, ok := strings.Cut(token, ".")
+	bad := InvalidRequest(param, "The %s '%s' is not valid. Use the nextLink returned by the previous page.", param, token)
+	if !ok || !hmac.Equal([]byte(seal), []byte(t.mac(body))) {
+		return bad
+	}
+	b, err := base64.RawURLEncoding.DecodeString(body)
 	if err == nil {
 		err = json.Unmarshal(b, v)
 	}
 	if err != nil {
-		return InvalidRequest(param, "The %s '%s' is not valid. Use the nextLink returned by the previous page.", param, token)
+		return bad
 	}
 	return nil
 }

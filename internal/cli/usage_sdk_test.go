@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -186,8 +188,34 @@ func TestUsageAggregatesSDK(t *testing.T) {
 		// Azure Stack's documented time form, +00:00 followed by Z, lower-case path and granularity.
 		docq := "?reportedStartTime=" + strings.ReplaceAll(reported.Format("2006-01-02T15:04:05")+"+00:00Z", ":", "%3a") + "&reportedEndTime=" +
 			strings.ReplaceAll(reported.Add(time.Hour).Format("2006-01-02T15:04:05")+"%2b00:00Z", ":", "%3a") + "&aggregationGranularity=hourly&api-version=2015-06-01-preview"
-		if resp, body := se.raw("GET", "/subscriptions/"+sub+"/providers/microsoft.commerce/usageaggregates"+docq, tenantTok, "", nil); resp.StatusCode != 200 || strings.Count(body, `"meterId"`) != 1000 {
+		resp, body := se.raw("GET", "/subscriptions/"+sub+"/providers/microsoft.commerce/usageaggregates"+docq, tenantTok, "", nil)
+		if resp.StatusCode != 200 || strings.Count(body, `"meterId"`) != 1000 {
 			t.Fatalf("documented form: %d %.300s", resp.StatusCode, body)
+		}
+		// Continuation tokens are sealed: an edited token, or one replayed
+		// against another subscription, is a 400 and reads nothing.
+		var first struct {
+			NextLink string `json:"nextLink"`
+		}
+		_ = json.Unmarshal([]byte(body), &first)
+		nl, err := url.Parse(first.NextLink)
+		if err != nil || nl.Query().Get("continuationToken") == "" {
+			t.Fatalf("nextLink %q", first.NextLink)
+		}
+		tok := nl.Query().Get("continuationToken")
+		cursorPart, seal, _ := strings.Cut(tok, ".")
+		raw, _ := base64.RawURLEncoding.DecodeString(cursorPart)
+		edited := base64.RawURLEncoding.EncodeToString([]byte(strings.Replace(string(raw), sub, other, 1))) + "." + seal
+		for name, bad := range map[string]string{"edited": edited, "truncated": cursorPart, "flipped seal": cursorPart + "." + strings.ToUpper(seal)} {
+			q := nl.Query()
+			q.Set("continuationToken", bad)
+			if resp, body := se.raw("GET", nl.Path+"?"+q.Encode(), tenantTok, "", nil); resp.StatusCode != 400 || strings.Contains(body, `"meterId"`) {
+				t.Fatalf("%s continuation token: %d %.200s", name, resp.StatusCode, body)
+			}
+		}
+		otherTok, _, _ := se.app.Auth.Create(ctx, auth.RoleTenant, "", other, "", 0)
+		if resp, body := se.raw("GET", strings.Replace(nl.RequestURI(), sub, other, 1), otherTok, "", nil); resp.StatusCode != 400 || strings.Contains(body, `"meterId"`) {
+			t.Fatalf("token replayed on another subscription: %d %.200s", resp.StatusCode, body)
 		}
 		// Provider API: direct tenants only.
 		adminQ := q + "&api-version=2015-06-01-preview"

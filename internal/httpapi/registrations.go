@@ -117,13 +117,13 @@ type readOnlyEcho struct {
 }
 
 // writePage writes one page of an ARM list with its absolute nextLink.
-func writePage[T, J any](w http.ResponseWriter, r *http.Request, items []T, next string, conv func(T) J) {
+func writePage[T, J any](w http.ResponseWriter, r *http.Request, tokens arm.Tokens, items []T, next string, conv func(T) J) {
 	out := listJSON[J]{Value: make([]J, 0, len(items))}
 	for _, it := range items {
 		out.Value = append(out.Value, conv(it))
 	}
 	if next != "" {
-		out.NextLink = arm.NextLink(r, skipTokenQP, arm.EncodeToken(skipCursor{After: next}))
+		out.NextLink = arm.NextLink(r, skipTokenQP, tokens.Encode(skipCursor{After: next}))
 	}
 	arm.WriteJSON(w, http.StatusOK, out)
 }
@@ -242,7 +242,7 @@ func (s *Server) pageParams(r *http.Request) (string, int, error) {
 	}
 	var cur skipCursor
 	if tok := arm.QueryParam(q, skipTokenQP); tok != "" {
-		if e := arm.DecodeToken(skipTokenQP, tok, &cur); e != nil {
+		if e := s.tokens.Decode(skipTokenQP, tok, &cur); e != nil {
 			return "", 0, e
 		}
 	}
@@ -274,7 +274,7 @@ func (s *Server) registrationPage(w http.ResponseWriter, r *http.Request, p auth
 	if err != nil {
 		return err
 	}
-	writePage(w, r, regs, next, func(reg registration.Registration) registrationJSON { return toRegistrationJSON(reg, version) })
+	writePage(w, r, s.tokens, regs, next, func(reg registration.Registration) registrationJSON { return toRegistrationJSON(reg, version) })
 	return nil
 }
 
@@ -412,7 +412,7 @@ func (s *Server) listCustomerSubscriptions(w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return err
 	}
-	writePage(w, r, items, next, func(cs registration.CustomerSubscription) customerSubscriptionJSON {
+	writePage(w, r, s.tokens, items, next, func(cs registration.CustomerSubscription) customerSubscriptionJSON {
 		return toCustomerSubscriptionJSON(cs, v)
 	})
 	return nil

@@ -55,6 +55,8 @@ type Config struct {
 	// as much.
 	MaxBodyBytes  int64
 	DBDescription string
+	// PagingKey seals skip and continuation tokens (see arm.Tokens).
+	PagingKey []byte
 }
 
 // Deps are the services the server exposes.
@@ -88,6 +90,7 @@ type Server struct {
 	deps   Deps
 	routes []route
 	reqID  atomic.Uint64
+	tokens arm.Tokens
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -102,7 +105,7 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	s := &Server{cfg: cfg, deps: deps}
+	s := &Server{cfg: cfg, deps: deps, tokens: arm.NewTokens(cfg.PagingKey)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "stackbill_http_requests_total", Help: "HTTP requests by route and status code.",
 	}, []string{"route", "code"})

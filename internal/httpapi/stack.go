@@ -453,7 +453,7 @@ func (s *Server) usageAggregates(admin bool) handlerFunc {
 		fp := usage.Fingerprint(fmt.Sprint(admin), path, subscriber, q.Start.String(), q.End.String(), string(q.Granularity), fmt.Sprint(q.ShowDetails))
 		if tok := arm.QueryParam(r.URL.Query(), "continuationToken"); tok != "" {
 			var c usage.Cursor
-			if e := arm.DecodeToken("continuationToken", tok, &c); e != nil || c.Query != fp {
+			if e := s.tokens.Decode("continuationToken", tok, &c); e != nil || c.Query != fp {
 				return arm.Errorf(http.StatusBadRequest, "InvalidProperty",
 					"The continuationToken is not valid for this query. Use the nextLink of the previous page with the same parameters.").WithTarget("continuationToken")
 			}
@@ -469,7 +469,7 @@ func (s *Server) usageAggregates(admin bool) handlerFunc {
 		}
 		if next != nil {
 			next.Query = fp
-			out.NextLink = arm.NextLink(r, "continuationToken", arm.EncodeToken(next))
+			out.NextLink = arm.NextLink(r, "continuationToken", s.tokens.Encode(next))
 		}
 		arm.WriteJSON(w, http.StatusOK, out)
 		return nil
