@@ -31,6 +31,10 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	autoFinalize := fs.Bool("auto-finalize", true, "finalize periods automatically once their grace has passed")
 	clockStart := fs.String("clock-start", "", "run on a simulated clock starting at this RFC 3339 instant")
 	clockRate := fs.Int64("clock-rate", 1, "simulated seconds per real second (with --clock-start)")
+	maxInflight := fs.Int("max-inflight", 512, "requests handled at once; more get 429 with Retry-After (0: unlimited)")
+	rateLimit := fs.Float64("rate-limit", 1000, "requests per second per token; more get 429 with Retry-After (0: unlimited)")
+	rateBurst := fs.Int("rate-burst", 2000, "requests a token may send at once above --rate-limit")
+	readTimeout := fs.Duration("read-timeout", 60*time.Second, "longest time to read a request, body included (slow clients are cut off)")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate (chain) file")
 	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert")
 	commerceCA := fs.String("commerce-ca", "", "PEM file of the CAs the bridge trusts for commerce's certificate, instead of the system's roots (pins commerce's CA)")
@@ -67,7 +71,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		DB: *dbFlag, Role: *role, OperatorToken: env.Getenv("STACKBILL_OPERATOR_TOKEN"),
 		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"), DirectoryTimeout: *dirTimeout,
 		ProviderSubscription: *providerSub, BridgeBatch: *bridgeBatch, PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
-		InvoiceGrace: *grace, CommerceCA: *commerceCA,
+		InvoiceGrace: *grace, CommerceCA: *commerceCA, MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
 	})
 	if err != nil {
 		return err
@@ -80,8 +84,8 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	}
 	srv := &http.Server{
 		Handler:           app.Handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, *readTimeout),
+		ReadTimeout:       *readTimeout,
 		WriteTimeout:      120 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,

@@ -50,6 +50,11 @@ type Options struct {
 	// InvoiceGrace is how long invoices stay drafts after their month ends
 	// (default 24h, Partner Center's late-usage window).
 	InvoiceGrace time.Duration
+	// MaxInflight bounds requests in flight; RateLimit and RateBurst bound
+	// each token's requests per second. Zero is unlimited (serve sets them).
+	MaxInflight int
+	RateLimit   float64
+	RateBurst   int
 	// CommerceCA is a PEM file of the CAs the bridge trusts for commerce's
 	// TLS certificate (empty: the system's roots).
 	CommerceCA string
@@ -171,7 +176,8 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		return nil, err
 	}
 	key, _ := hex.DecodeString(pagingKey)
-	h := httpapi.New(httpapi.Config{Role: o.Role, PageSize: o.PageSize, MaxBodyBytes: o.MaxBodyBytes, DBDescription: string(db.Dialect), PagingKey: key},
+	h := httpapi.New(httpapi.Config{Role: o.Role, PageSize: o.PageSize, MaxBodyBytes: o.MaxBodyBytes, DBDescription: string(db.Dialect), PagingKey: key,
+		MaxInflight: o.MaxInflight, RateLimit: o.RateLimit, RateBurst: o.RateBurst},
 		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
 			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer,
 			Ingestor: ingestor, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web, Audit: audit.NewLog(db),

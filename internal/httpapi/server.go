@@ -57,6 +57,11 @@ type Config struct {
 	DBDescription string
 	// PagingKey seals skip and continuation tokens (see arm.Tokens).
 	PagingKey []byte
+	// MaxInflight bounds requests in flight (0: unlimited); RateLimit and
+	// RateBurst bound each token's requests per second (0: unlimited).
+	MaxInflight int
+	RateLimit   float64
+	RateBurst   int
 }
 
 // Deps are the services the server exposes.
@@ -91,6 +96,7 @@ type Server struct {
 	routes []route
 	reqID  atomic.Uint64
 	tokens arm.Tokens
+	limits *limits
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -105,7 +111,7 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	s := &Server{cfg: cfg, deps: deps, tokens: arm.NewTokens(cfg.PagingKey)}
+	s := &Server{cfg: cfg, deps: deps, tokens: arm.NewTokens(cfg.PagingKey), limits: newLimits(cfg.MaxInflight, cfg.RateLimit, cfg.RateBurst)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "stackbill_http_requests_total", Help: "HTTP requests by route and status code.",
 	}, []string{"route", "code"})
@@ -191,6 +197,16 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		s.deps.Logger.Log(r.Context(), level, "request", attrs...)
 	}()
 
+	if r.URL.Path != "/healthz" {
+		// Health checks stay answerable when the server is saturated.
+		release, lerr := s.limits.enter()
+		if lerr != nil {
+			routeName = "limited"
+			arm.WriteError(w, lerr)
+			return
+		}
+		defer release()
+	}
 	if s.deps.Portal != nil {
 		switch {
 		case r.URL.Path == "/" || r.URL.Path == "/portal":
@@ -245,6 +261,11 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	principal = p
+	if lerr := s.limits.allow(p.TokenID, time.Now()); lerr != nil {
+		routeName = "limited"
+		arm.WriteError(w, lerr)
+		return
+	}
 	r = r.WithContext(auth.WithPrincipal(r.Context(), p))
 
 	if r.URL.Path == "/metrics" {
