@@ -33,6 +33,8 @@ func commands() map[string]command {
 	return map[string]command{
 		"serve":        {"run the commerce and/or stack services", runServe},
 		"migrate":      {"apply database migrations and print the schema version", runMigrate},
+		"backup":       {"write a consistent backup of the database while stackbill runs (SQLite snapshot, or pg_dump)", runBackup},
+		"restore":      {"restore a backup into a database and verify it (schema and audit chain)", runRestore},
 		"audit":        {"verify the hash-chained audit log, or list records in your scope (audit verify|list)", runAudit},
 		"token":        {"create, list and revoke bearer tokens (token create|list|revoke)", runToken},
 		"directory":    {"manage the partner directory (directory import|partner|customer|subscription)", runDirectory},

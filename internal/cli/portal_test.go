@@ -20,6 +20,7 @@ import (
 type portalWorld struct {
 	app *App
 	url string
+	dsn string
 	w   demoWorld
 }
 
@@ -47,7 +48,7 @@ func newPortalWorld(t *testing.T, backend string, days int) *portalWorld {
 			break
 		}
 	}
-	return &portalWorld{app: app, url: srv.URL, w: w}
+	return &portalWorld{app: app, url: srv.URL, dsn: dsn, w: w}
 }
 
 // signIn returns a client with a portal session for token.

@@ -55,7 +55,8 @@ type DB struct {
 	logger *slog.Logger
 	dsn    string
 
-	rebound sync.Map // query text -> rebound query text (PostgreSQL only)
+	rebound   sync.Map // query text -> rebound query text (PostgreSQL only)
+	closeOnce sync.Once
 
 	// SQLite re-parses every statement database/sql hands it, which cost
 	// over a third of the CPU of a registration PUT; prepared statements
@@ -232,8 +233,14 @@ func redactDSN(dsn string) string {
 // String describes the database for logs without credentials.
 func (db *DB) String() string { return string(db.Dialect) + ":" + db.dsn }
 
-// Close closes every pool.
+// Close closes every pool. Closing twice is harmless.
 func (db *DB) Close() error {
+	var err error
+	db.closeOnce.Do(func() { err = db.close() })
+	return err
+}
+
+func (db *DB) close() error {
 	if db.stop != nil {
 		close(db.stop)
 		<-db.stopped
