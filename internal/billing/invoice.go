@@ -589,6 +589,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 					}
 				}
 			}
+			s.db.FailPoint("finalize-mid")
 			res.Invoices = append(res.Invoices, inv.summary())
 			// The audit record names the final document by its digest; the
 			// document itself is in invoices.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/bridge"
@@ -71,7 +72,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		DB: *dbFlag, Role: *role, OperatorToken: env.Getenv("STACKBILL_OPERATOR_TOKEN"),
 		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"), DirectoryTimeout: *dirTimeout,
 		ProviderSubscription: *providerSub, BridgeBatch: *bridgeBatch, PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
-		InvoiceGrace: *grace, CommerceCA: *commerceCA, MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
+		InvoiceGrace: *grace, CommerceCA: *commerceCA, FailPoints: failPoints(env), MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
 	})
 	if err != nil {
 		return err
@@ -152,7 +153,7 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	app, err := Build(ctx, Options{DB: *dbFlag})
+	app, err := Build(ctx, Options{DB: *dbFlag, FailPoints: failPoints(env)})
 	if err != nil {
 		return err
 	}
@@ -181,4 +182,12 @@ func purgeLoop(ctx context.Context, app *App) {
 		case <-t.C:
 		}
 	}
+}
+
+// failPoints reads the crash points armed for recovery tests.
+func failPoints(env Env) []string {
+	if v := env.Getenv("STACKBILL_FAILPOINTS"); v != "" {
+		return strings.Split(v, ",")
+	}
+	return nil
 }

@@ -55,6 +55,8 @@ type Options struct {
 	MaxInflight int
 	RateLimit   float64
 	RateBurst   int
+	// FailPoints arms crash points for recovery tests (STACKBILL_FAILPOINTS).
+	FailPoints []string
 	// CommerceCA is a PEM file of the CAs the bridge trusts for commerce's
 	// TLS certificate (empty: the system's roots).
 	CommerceCA string
@@ -106,6 +108,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	db.SetFailPoints(o.FailPoints)
 	if _, err := db.Migrate(ctx); err != nil {
 		db.Close()
 		return nil, err

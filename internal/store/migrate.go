@@ -125,6 +125,7 @@ func (db *DB) Migrate(ctx context.Context) (applied int, err error) {
 					return fmt.Errorf("%s: %w\n%s", m.Name, err, stmt)
 				}
 			}
+			db.FailPoint("migrate-mid:" + strconv.Itoa(m.Version))
 			_, err := tx.tx.ExecContext(ctx, db.Rebind(`INSERT INTO schema_migrations (version, name, checksum, applied_at_us) VALUES (?, ?, ?, ?)`),
 				m.Version, m.Name, m.Checksum, time.Now().UnixMicro())
 			return err

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -57,6 +58,9 @@ type DB struct {
 
 	rebound   sync.Map // query text -> rebound query text (PostgreSQL only)
 	closeOnce sync.Once
+	// failPoints are named places where the process kills itself with
+	// SIGKILL, for crash-recovery tests (see FailPoint).
+	failPoints map[string]bool
 
 	// SQLite re-parses every statement database/sql hands it, which cost
 	// over a third of the CPU of a registration PUT; prepared statements
@@ -488,3 +492,28 @@ func IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 // the driver itself (PostgreSQL COPY in benchmarks). Queries on it are not
 // rebound: write them in the engine's own placeholder syntax.
 func (db *DB) Conn(ctx context.Context) (*sql.Conn, error) { return db.write.Conn(ctx) }
+
+// SetFailPoints arms crash points by name (stackbill reads them from
+// STACKBILL_FAILPOINTS). Only tests arm them: they prove that a process killed
+// mid-migration or mid-finalization recovers on restart.
+func (db *DB) SetFailPoints(names []string) {
+	db.failPoints = map[string]bool{}
+	for _, n := range names {
+		if n = strings.TrimSpace(n); n != "" {
+			db.failPoints[n] = true
+		}
+	}
+}
+
+// FailPoint kills the process with SIGKILL, exactly as kill -9 would, when
+// the named point is armed; it does nothing otherwise.
+func (db *DB) FailPoint(name string) {
+	if !db.failPoints[name] {
+		return
+	}
+	if db.logger != nil {
+		db.logger.Warn("fail point reached: killing the process", "point", name)
+	}
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}

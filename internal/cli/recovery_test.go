@@ -1,0 +1,185 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stackbill/stackbill/internal/audit"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+)
+
+// killedBySIGKILL reports whether a finished command died of SIGKILL.
+func killedBySIGKILL(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// TestRecoveryAfterCrashMidMigration kills `stackbill migrate` with SIGKILL
+// inside the transaction of the last migration: the database stays at the
+// previous version with nothing of the half-applied migration, and the next
+// start applies it whole.
+func TestRecoveryAfterCrashMidMigration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills processes")
+	}
+	bin := buildBinary(t)
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		dsn := storetest.DSN(t, backend)
+		migs, err := store.Migrations(store.SQLite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := len(migs)
+		cmd := exec.Command(bin, "migrate", "--db", dsn)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("STACKBILL_FAILPOINTS=migrate-mid:%d", last))
+		if out, err := cmd.CombinedOutput(); !killedBySIGKILL(err) {
+			t.Fatalf("migrate with a crash point: %v\n%s", err, out)
+		}
+		db, err := store.Open(ctx, dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := db.SchemaVersion(ctx)
+		if err != nil || v != last-1 {
+			t.Fatalf("after the crash: schema version %d (%v), want %d", v, err, last-1)
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_head`).Scan(&n); err == nil {
+			t.Fatalf("migration %d is half there: audit_head exists with %d rows", last, n)
+		}
+		db.Close()
+		out, err := exec.Command(bin, "migrate", "--db", dsn).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), fmt.Sprintf("schema version %d", last)) {
+			t.Fatalf("migrate after the crash: %v\n%s", err, out)
+		}
+		db, err = store.Open(ctx, dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_head`).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("after recovery: audit_head has %d rows (%v), want 1", n, err)
+		}
+	})
+}
+
+// TestRecoveryAfterCrashMidFinalization kills the serving process with
+// SIGKILL inside the finalization transaction, after the invoices were
+// written: after the restart the period is still open with no invoice and no
+// usage stamped, and finalizing again produces exactly the invoices that
+// would have been.
+func TestRecoveryAfterCrashMidFinalization(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills processes")
+	}
+	bin := buildBinary(t)
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		w := newBillingWorld(t, backend)
+		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
+		drafts, err := w.env.app.Billing.Invoices(ctx, op, "2026-10")
+		if err != nil || len(drafts) == 0 {
+			t.Fatalf("drafts: %v %d", err, len(drafts))
+		}
+		want := map[string]string{}
+		for _, inv := range drafts {
+			want[inv.Number] = inv.Total.String()
+		}
+		var usageRows int
+		if err := w.env.app.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM commerce_usage WHERE usage_hour_us < ?`, int64(1793491200000000)).Scan(&usageRows); err != nil {
+			t.Fatal(err)
+		}
+		dsn := w.env.dsn
+		w.env.app.Close()
+		serve := func(failpoint string) *proc {
+			ln, _ := net.Listen("tcp", "127.0.0.1:0")
+			addr := ln.Addr().String()
+			ln.Close()
+			p := &proc{t: t, bin: bin, url: "http://" + addr, args: []string{"serve", "--addr", addr, "--db", dsn, "--clock-start", "2026-11-05T00:00:00Z",
+				"--auto-finalize=false"}, env: []string{"STACKBILL_OPERATOR_TOKEN=op-recovery", "STACKBILL_FAILPOINTS=" + failpoint}}
+			p.start()
+			return p
+		}
+		finalize := func(p *proc) (*http.Response, error) {
+			req, _ := http.NewRequest("POST", p.url+"/v1/billing/periods/2026-10/finalize", nil)
+			req.Header.Set("Authorization", "Bearer op-recovery")
+			return http.DefaultClient.Do(req)
+		}
+		p := serve("finalize-mid")
+		if resp, err := finalize(p); err == nil {
+			resp.Body.Close()
+			t.Fatalf("finalize with a crash point answered %d", resp.StatusCode)
+		}
+		if err := p.cmd.Wait(); !killedBySIGKILL(err) {
+			t.Fatalf("the server was not killed at the crash point: %v", err)
+		}
+		p = serve("")
+		defer p.kill9()
+		resp, body := getJSON(t, p.url+"/v1/billing/periods/2026-10", "op-recovery")
+		if resp.StatusCode != 200 || !strings.Contains(body, `"status":"open"`) {
+			t.Fatalf("after the crash the period is not open: %d %s", resp.StatusCode, body)
+		}
+		resp, err = finalize(p)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("finalize after restart: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		for number, total := range want {
+			_, body := getJSON(t, p.url+"/v1/billing/invoices/"+number, "op-recovery")
+			var inv struct {
+				Status string          `json:"status"`
+				Total  json.RawMessage `json:"total"`
+			}
+			_ = json.Unmarshal([]byte(body), &inv)
+			if inv.Status != "final" || string(inv.Total) != total {
+				t.Fatalf("invoice %s after recovery: %s %s, want final %s", number, inv.Status, inv.Total, total)
+			}
+		}
+		p.kill9()
+		db, err := store.Open(ctx, dsn, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var invoices, billed int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM invoices WHERE period = '2026-10'`).Scan(&invoices); err != nil || invoices != len(want) {
+			t.Fatalf("%d invoices stored (%v), want %d", invoices, err, len(want))
+		}
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM commerce_usage WHERE billed_period = '2026-10'`).Scan(&billed); err != nil || billed != usageRows {
+			t.Fatalf("%d usage rows billed to 2026-10 (%v), want %d", billed, err, usageRows)
+		}
+		if _, err := audit.Verify(ctx, db, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func getJSON(t *testing.T, url, token string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
