@@ -124,3 +124,13 @@ func (s *Server) buildRoutes() []route {
 		{name: "WhoAmI", method: "GET", pattern: arm.NewPattern("v1/whoami"), h: s.whoami, service: ""},
 	}
 }
+
+// RouteNames lists every route's name, for tests that must cover them all
+// (the authorization matrix).
+func RouteNames() []string {
+	var out []string
+	for _, r := range (&Server{}).buildRoutes() {
+		out = append(out, r.name)
+	}
+	return out
+}
