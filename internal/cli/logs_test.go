@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+)
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestNoTokensInLogs logs at debug level through valid, invalid, revoked and
+// portal sign-ins, and checks that no token (nor its secret part) appears.
+func TestNoTokensInLogs(t *testing.T) {
+	ctx := context.Background()
+	var logs syncBuffer
+	app, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), OperatorToken: "op-secret-in-env", Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	srv := httptest.NewServer(app.Handler)
+	defer srv.Close()
+	partner, _, _ := app.Auth.Create(ctx, auth.RolePartner, "contoso", "", "", 0)
+	revoked, meta, _ := app.Auth.Create(ctx, auth.RoleTenant, "", randomGUID(), "", 0)
+	_ = app.Auth.Revoke(ctx, meta.ID)
+	secrets := []string{"op-secret-in-env", partner, revoked, "sbk_forged_guess", partner[strings.LastIndex(partner, "_")+1:]}
+	for _, tok := range secrets[:4] {
+		for _, path := range []string{"/v1/partners", "/v1/stack/info", "/metrics", "/nothing"} {
+			req, _ := http.NewRequest("GET", srv.URL+path, nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+		if resp, err := http.PostForm(srv.URL+"/portal/login", url.Values{"token": {tok}}); err == nil {
+			resp.Body.Close()
+		}
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"msg":"request"`) {
+		t.Fatalf("nothing was logged: %.300s", out)
+	}
+	for _, s := range secrets {
+		if strings.Contains(out, s) {
+			t.Fatalf("a token (%q…) appears in the logs", s[:6])
+		}
+	}
+}
