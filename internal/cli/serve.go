@@ -36,6 +36,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	rateLimit := fs.Float64("rate-limit", 1000, "requests per second per token; more get 429 with Retry-After (0: unlimited)")
 	rateBurst := fs.Int("rate-burst", 2000, "requests a token may send at once above --rate-limit")
 	readTimeout := fs.Duration("read-timeout", 60*time.Second, "longest time to read a request, body included (slow clients are cut off)")
+	maxDB := fs.Int64("db-max-bytes", 0, "SQLite only: refuse writes (507) once the database reaches this size, before the disk fills (0: no cap)")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate (chain) file")
 	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert")
 	commerceCA := fs.String("commerce-ca", "", "PEM file of the CAs the bridge trusts for commerce's certificate, instead of the system's roots (pins commerce's CA)")
@@ -72,7 +73,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		DB: *dbFlag, Role: *role, OperatorToken: env.Getenv("STACKBILL_OPERATOR_TOKEN"),
 		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"), DirectoryTimeout: *dirTimeout,
 		ProviderSubscription: *providerSub, BridgeBatch: *bridgeBatch, PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
-		InvoiceGrace: *grace, CommerceCA: *commerceCA, FailPoints: failPoints(env), MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
+		InvoiceGrace: *grace, CommerceCA: *commerceCA, FailPoints: failPoints(env), MaxDBBytes: *maxDB, MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
 	})
 	if err != nil {
 		return err

@@ -55,6 +55,9 @@ type Options struct {
 	MaxInflight int
 	RateLimit   float64
 	RateBurst   int
+	// MaxDBBytes caps a SQLite database's size (0: no cap); past it, writes
+	// are refused with 507 as on a full disk.
+	MaxDBBytes int64
 	// FailPoints arms crash points for recovery tests (STACKBILL_FAILPOINTS).
 	FailPoints []string
 	// CommerceCA is a PEM file of the CAs the bridge trusts for commerce's
@@ -104,7 +107,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	default:
 		return nil, usagef("--role must be all, commerce or stack, not %q", o.Role)
 	}
-	db, err := store.Open(ctx, o.DB, o.Logger)
+	db, err := store.Open(ctx, o.DB, o.Logger, store.MaxSize(o.MaxDBBytes))
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
 )
@@ -363,6 +364,15 @@ func (s *Server) serveError(w http.ResponseWriter, requestID string, err error) 
 	}
 	if errors.Is(err, context.Canceled) {
 		return // the client went away; nobody is listening
+	}
+	if store.IsFull(err) {
+		// Nothing was written (the transaction rolled back); the client
+		// keeps its data and retries once space returns.
+		s.deps.Logger.Error("storage full: refusing writes", "request_id", requestID, "err", err)
+		e := arm.Errorf(http.StatusInsufficientStorage, "InsufficientStorage", "The server's storage is full; nothing was stored. Retry after the operator frees space.")
+		e.RetryAfter = 30
+		arm.WriteError(w, e)
+		return
 	}
 	s.deps.Logger.Error("request failed", "request_id", requestID, "err", err)
 	arm.WriteError(w, arm.ErrInternal)

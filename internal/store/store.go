@@ -145,7 +145,14 @@ func IsPostgresDSN(dsn string) bool {
 // Open connects to the database named by dsn: a postgres:// URL, a SQLite
 // file path (created with its folder if missing), or a SQLite "file:" URI used
 // as given. It does not migrate; call Migrate.
-func Open(ctx context.Context, dsn string, logger *slog.Logger) (*DB, error) {
+func Open(ctx context.Context, dsn string, logger *slog.Logger, opts ...Option) (*DB, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	if IsPostgresDSN(dsn) {
 		pool, err := sql.Open("pgx", dsn)
 		if err != nil {
@@ -165,6 +172,11 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*DB, error) {
 	writeDSN, readDSN, err := sqliteDSNs(dsn)
 	if err != nil {
 		return nil, err
+	}
+	if o.maxBytes > 0 {
+		// A size cap is a full disk that arrives on purpose: writes fail
+		// with SQLITE_FULL, reads and existing data are untouched.
+		writeDSN += "&_pragma=" + url.QueryEscape(fmt.Sprintf("max_page_count(%d)", max(1, o.maxBytes/4096)))
 	}
 	w, err := sql.Open("sqlite", writeDSN)
 	if err != nil {
@@ -450,6 +462,30 @@ func isRetryable(err error) bool {
 	if errors.As(err, &sqErr) {
 		c := sqErr.Code() & 0xff
 		return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
+	}
+	return false
+}
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct{ maxBytes int64 }
+
+// MaxSize caps a SQLite database at about n bytes (4 KiB pages); past it,
+// writes fail as they would on a full disk (see IsFull). PostgreSQL ignores
+// it: its operators cap storage with the file system or quotas.
+func MaxSize(n int64) Option { return func(o *options) { o.maxBytes = n } }
+
+// IsFull reports whether err means storage is full: SQLite's SQLITE_FULL
+// (a full disk or the MaxSize cap) or PostgreSQL's disk_full (53100).
+func IsFull(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "53100"
+	}
+	var sqErr *sqlite.Error
+	if errors.As(err, &sqErr) {
+		return sqErr.Code()&0xff == sqlite3.SQLITE_FULL
 	}
 	return false
 }
