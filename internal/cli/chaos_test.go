@@ -1,0 +1,451 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/audit"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/tenancy"
+)
+
+// chaosProxy stands between the stacks' bridges and commerce and, while
+// faults are on, fails requests in every way a network and a struggling
+// server do: an error status, a dropped connection before or after commerce
+// did the work, and a hang.
+type chaosProxy struct {
+	target string
+	faults atomic.Bool
+	mu     sync.Mutex
+	rnd    *rand.Rand
+	counts map[string]int
+}
+
+func (c *chaosProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	mode := "pass"
+	if c.faults.Load() {
+		c.mu.Lock()
+		switch p := c.rnd.Float64(); {
+		case p < 0.50:
+		case p < 0.62:
+			mode = "error"
+		case p < 0.74:
+			mode = "drop"
+		case p < 0.86:
+			mode = "drop-after"
+		default:
+			mode = "hang"
+		}
+		c.counts[mode]++
+		c.mu.Unlock()
+	}
+	switch mode {
+	case "error":
+		http.Error(w, `{"error":{"code":"ServiceUnavailable","message":"chaos"}}`, http.StatusServiceUnavailable)
+		return
+	case "drop":
+		hangUp(w)
+		return
+	case "hang":
+		time.Sleep(1500 * time.Millisecond)
+	}
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, c.target+r.URL.RequestURI(), bytes.NewReader(body))
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if mode == "drop-after" {
+		hangUp(w) // commerce did the work; the bridge never hears of it
+		return
+	}
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(out)
+}
+
+func hangUp(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			conn.Close()
+		}
+	}
+}
+
+// TestChaos runs commerce and two stacks (each with its bridge) as real
+// processes on a simulated clock that crosses a month end, and for the whole
+// run: producers post usage to both stacks, re-sending until acknowledged; a
+// loop kills (kill -9) and restarts a random process at least 50 times; the
+// proxy in front of commerce answers errors, drops connections (before and
+// after commerce commits) and hangs; one stack's storage fills up and later
+// frees; invoices are read and October is finalized automatically. At the
+// end every acknowledged event is billed exactly once: forwarded usage and
+// the invoices' quantities equal what was acknowledged, to the last digit.
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes for about two minutes")
+	}
+	bin := buildBinary(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	const rate = 1800 // simulated seconds per real second: an hour every 2 s
+	vStart := time.Date(2026, 10, 31, 20, 0, 0, 0, time.UTC)
+	wall0 := time.Now()
+	vnow := func() time.Time { return vStart.Add(time.Since(wall0) * rate) }
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "chaos"}
+	const baseVM = "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5"
+
+	// Commerce: the directory, a price list, and two registered stamps.
+	comDB := filepath.Join(dir, "commerce.db")
+	comAddr := freeAddr(t)
+	proxy := &chaosProxy{target: "http://" + comAddr, rnd: rand.New(rand.NewPCG(3, 4)), counts: map[string]int{}}
+	front := httptest.NewServer(proxy)
+	defer front.Close()
+	com, err := Build(ctx, Options{DB: comDB, Clock: clock.Manual(vnow())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := com.Directory.Import(ctx, "chaos", storetest.WorldJSON()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := com.Billing.ImportPriceList(ctx, op, "chaos", []byte(testPriceListUSD), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	type stamp struct {
+		name, db, addr, defaultSub, partner string
+		subs                                []string
+		writer                              string
+		p                                   *proc
+		acked                               money.Quantity
+		events, refusedFull                 atomic.Int64
+	}
+	stamps := []*stamp{
+		{name: "a", defaultSub: W.ContosoDefault, partner: "contoso"},
+		{name: "b", defaultSub: W.NorthwindDefault, partner: "northwind"},
+	}
+	for _, s := range stamps {
+		s.db, s.addr, s.acked = filepath.Join(dir, s.name+".db"), freeAddr(t), money.Zero
+		st, err := Build(ctx, Options{DB: s.db, Clock: clock.Manual(vnow())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "chaos"}
+		for i := 0; i < 4; i++ {
+			sub, tenant := randomGUID(), randomGUID()
+			if _, _, err := st.Tenancy.PutDirectoryTenant(ctx, sop, st.Tenancy.Provider(), tenancy.DirectoryTenant{Name: tenant, TenantID: tenant}); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := st.Tenancy.PutSubscription(ctx, sop, st.Tenancy.Provider(), sub, tenancy.Subscription{TenantID: tenant, Owner: "o", OfferID: "o"}); err != nil {
+				t.Fatal(err)
+			}
+			s.subs = append(s.subs, sub)
+		}
+		key, keys, err := registerStack(ctx, com, st, registration.Key{SubscriptionID: s.defaultSub, ResourceGroup: "azurestack", Name: "chaos-" + s.name}, front.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bridge.Activate(ctx, st.DB, key, keys, vnow()); err != nil {
+			t.Fatal(err)
+		}
+		if s.writer, _, err = st.Auth.Create(ctx, auth.RoleUsageWriter, "", "", "chaos", 0); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+	}
+	com.Close()
+
+	// The processes. Each (re)start continues the one simulated timeline.
+	comProc := &proc{t: t, bin: bin, url: "http://" + comAddr, env: []string{"STACKBILL_OPERATOR_TOKEN=chaos-op"}}
+	comProc.args = []string{"serve", "--role", "commerce", "--addr", comAddr, "--db", comDB, "--invoice-grace", "2h", "--log-level", "error"}
+	for _, s := range stamps {
+		s.p = &proc{t: t, bin: bin, url: "http://" + s.addr, env: []string{"STACKBILL_OPERATOR_TOKEN=chaos-op"}}
+		s.p.args = []string{"serve", "--role", "stack", "--addr", s.addr, "--db", s.db, "--bridge-max-backoff", "500ms", "--log-level", "error"}
+	}
+	start := func(p *proc, extra ...string) {
+		base := p.args
+		p.args = append(append(append([]string{}, base...), "--clock-start", vnow().Format(time.RFC3339Nano), "--clock-rate", fmt.Sprint(rate)), extra...)
+		p.start()
+		p.args = base
+	}
+	start(comProc)
+	for _, s := range stamps {
+		start(s.p)
+	}
+	var procMu sync.Mutex // restarts and the final checks take turns
+	defer func() {
+		procMu.Lock()
+		defer procMu.Unlock()
+		comProc.kill9()
+		for _, s := range stamps {
+			s.p.kill9()
+		}
+	}()
+
+	// Producers: one per stamp, re-sending each batch until acknowledged.
+	stop := make(chan struct{})
+	var producers sync.WaitGroup
+	hc := &http.Client{Timeout: 5 * time.Second}
+	for si, s := range stamps {
+		producers.Add(1)
+		go func() {
+			defer producers.Done()
+			r := rand.New(rand.NewPCG(uint64(si), 99))
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var body bytes.Buffer
+				batch := money.Zero
+				hour := clock.HourStart(vnow()).Add(-2 * time.Hour)
+				for i := 0; i < 25; i++ {
+					q := money.MustQuantity(fmt.Sprintf("%d.%02d", r.IntN(4), r.IntN(100)))
+					batch = batch.Add(q)
+					fmt.Fprintf(&body, `{"id":"%s-%d-%d","subscriptionId":"%s","meterId":"%s","quantity":"%s","startTime":"%s","endTime":"%s"}`+"\n",
+						s.name, n, i, s.subs[r.IntN(len(s.subs))], baseVM, q, hour.Format(time.RFC3339), hour.Add(time.Hour).Format(time.RFC3339))
+				}
+				for {
+					req, _ := http.NewRequest("POST", s.p.url+"/v1/usage/events", bytes.NewReader(body.Bytes()))
+					req.Header.Set("Authorization", "Bearer "+s.writer)
+					req.Header.Set("Content-Type", "application/x-ndjson")
+					resp, err := hc.Do(req)
+					if err == nil {
+						b, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode == 200 {
+							var res struct {
+								Rejected []any `json:"rejected"`
+							}
+							if json.Unmarshal(b, &res) != nil || len(res.Rejected) > 0 {
+								t.Errorf("stamp %s rejected valid events: %s", s.name, b)
+							}
+							s.acked = s.acked.Add(batch)
+							s.events.Add(25)
+							break
+						}
+						if resp.StatusCode == http.StatusInsufficientStorage && strings.Contains(string(b), "InsufficientStorage") {
+							s.refusedFull.Add(1)
+						}
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	// Invoices are read throughout, as partners and the portal would.
+	invoiceReads := atomic.Int64{}
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(400 * time.Millisecond):
+			}
+			for _, period := range []string{"2026-10", "2026-11"} {
+				if resp, err := hc.Do(authed("GET", comProc.url+"/v1/billing/invoices?period="+period, "chaos-op")); err == nil {
+					resp.Body.Close()
+					invoiceReads.Add(1)
+				}
+			}
+		}
+	}()
+
+	// Chaos: kill -9 and restart a random process, at least 50 times, with
+	// the proxy failing requests; stamp b's storage fills for a while.
+	proxy.faults.Store(true)
+	r := rand.New(rand.NewPCG(7, 8))
+	kills := map[string]int{}
+	var bAtRecovery int64
+	const totalKills = 54
+	for k := 0; k < totalKills; k++ {
+		time.Sleep(time.Duration(300+r.IntN(900)) * time.Millisecond)
+		procMu.Lock()
+		switch v := r.IntN(3); {
+		case k == 20: // b's disk fills: restart it capped just above its size
+			fi, err := os.Stat(stamps[1].db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stamps[1].p.kill9()
+			start(stamps[1].p, "--db-max-bytes", fmt.Sprint(fi.Size()+32<<10))
+			kills["b"]++
+		case k >= 20 && k < 32 && v == 2:
+			// While b is full, other processes are killed instead.
+			comProc.kill9()
+			start(comProc)
+			kills["commerce"]++
+		case k == 32: // space returns
+			stamps[1].p.kill9()
+			start(stamps[1].p)
+			kills["b"]++
+			bAtRecovery = stamps[1].events.Load()
+		case v == 0:
+			comProc.kill9()
+			start(comProc)
+			kills["commerce"]++
+		default:
+			s := stamps[v-1]
+			s.p.kill9()
+			start(s.p)
+			kills[s.name]++
+		}
+		procMu.Unlock()
+	}
+	proxy.faults.Store(false)
+	close(stop)
+	producers.Wait()
+
+	// Drain: the last reported hour closes (two simulated hours pass in
+	// about 4 s) and both bridges forward everything.
+	lastHour := clock.HourStart(vnow())
+	for vnow().Before(lastHour.Add(time.Hour + bridge.Grace + time.Minute)) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for _, s := range stamps {
+		for {
+			var st bridge.Status
+			resp, err := hc.Do(authed("GET", s.p.url+"/v1/stack/bridge", "chaos-op"))
+			if err == nil {
+				_ = json.NewDecoder(resp.Body).Decode(&st)
+				resp.Body.Close()
+				if st.Backlog == 0 && st.Watermark.ReportedHour >= clock.Micros(lastHour) {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("stamp %s did not catch up: %+v %v", s.name, st, err)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+
+	// Every acknowledged event is forwarded, charged and invoiced once.
+	for _, s := range stamps {
+		resp, err := hc.Do(authed("GET", comProc.url+"/v1/usage/forwarded?subscriptionId="+s.defaultSub, "chaos-op"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fw struct {
+			Value []bridge.ChargedTotal `json:"value"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&fw)
+		resp.Body.Close()
+		forwarded := money.Zero
+		for _, v := range fw.Value {
+			forwarded = forwarded.Add(v.Quantity)
+		}
+		invoiced := money.Zero
+		finals := 0
+		for _, period := range []string{"2026-10", "2026-11"} {
+			resp, err := hc.Do(authed("GET", comProc.url+"/v1/billing/invoices/SB-"+strings.ReplaceAll(period, "-", "")+"-"+s.partner, "chaos-op"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var inv struct {
+				Status   string `json:"status"`
+				Sections []struct {
+					Lines []struct {
+						MeterID        string         `json:"meterId"`
+						BilledQuantity money.Quantity `json:"billedQuantity"`
+					} `json:"lines"`
+				} `json:"sections"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&inv)
+			resp.Body.Close()
+			if inv.Status == "final" {
+				finals++
+			}
+			for _, sec := range inv.Sections {
+				for _, l := range sec.Lines {
+					invoiced = invoiced.Add(l.BilledQuantity)
+				}
+			}
+		}
+		if !forwarded.Equal(s.acked) || !invoiced.Equal(s.acked) {
+			t.Errorf("stamp %s: acknowledged %s in %d events; forwarded %s; invoiced %s", s.name, s.acked, s.events.Load(), forwarded, invoiced)
+		}
+		if finals != 1 {
+			t.Errorf("stamp %s: %d final invoices for October, want exactly 1", s.name, finals)
+		}
+	}
+	procMu.Lock()
+	comProc.kill9()
+	for _, s := range stamps {
+		s.p.kill9()
+	}
+	procMu.Unlock()
+	for _, path := range []string{comDB, stamps[0].db, stamps[1].db} {
+		db, err := store.Open(ctx, path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var check string
+		if err := db.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&check); err != nil || check != "ok" {
+			t.Errorf("%s integrity: %q %v", filepath.Base(path), check, err)
+		}
+		if path == comDB {
+			if _, err := audit.Verify(ctx, db, nil); err != nil {
+				t.Error(err)
+			}
+			var finals int
+			_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM invoices WHERE period = '2026-10'`).Scan(&finals)
+			if finals != 2 {
+				t.Errorf("%d final October invoices stored, want 2", finals)
+			}
+		}
+		db.Close()
+	}
+	if stamps[1].refusedFull.Load() == 0 {
+		t.Error("stamp b's full storage never refused an event with 507 InsufficientStorage")
+	}
+	if stamps[1].events.Load() <= bAtRecovery {
+		t.Errorf("stamp b acknowledged nothing after space returned (%d events before, %d after)", bAtRecovery, stamps[1].events.Load())
+	}
+	total := 0
+	for _, n := range kills {
+		total += n
+	}
+	if total < 50 {
+		t.Errorf("only %d kills", total)
+	}
+	for _, mode := range []string{"error", "drop", "drop-after", "hang"} {
+		if proxy.counts[mode] == 0 {
+			t.Errorf("the proxy never injected %q", mode)
+		}
+	}
+	t.Logf("chaos: %d kill -9 (%v); proxy faults %v; %d events acknowledged (%d + %d), %d refused while b was full; %d invoice reads; totals exact: a %s, b %s",
+		total, kills, proxy.counts, stamps[0].events.Load()+stamps[1].events.Load(), stamps[0].events.Load(), stamps[1].events.Load(), stamps[1].refusedFull.Load(), invoiceReads.Load(), stamps[0].acked, stamps[1].acked)
+}
+
+func authed(method, url, token string) *http.Request {
+	req, _ := http.NewRequest(method, url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	return req
+}
