@@ -50,16 +50,10 @@ func RunIntakeBench(ctx context.Context, app *App, token string, n, clients int,
 	}
 	defer stop()
 	c := &client{base: base, token: token, http: &http.Client{Timeout: time.Minute}}
-	w := simulate.New(simulate.Config{Tenants: 50, Seed: 7})
+	w, events := intakeEvents(clock.HourStart(app.Clock.Now()), n)
 	if err := c.onboard(ctx, w); err != nil {
 		return IntakeBenchResult{}, err
 	}
-	end := clock.HourStart(app.Clock.Now())
-	var events []usage.Event
-	for h := end.Add(-24 * 30 * time.Hour); len(events) < n && h.Before(end); h = h.Add(time.Hour) {
-		events = append(events, w.Events(h)...)
-	}
-	events = events[:min(n, len(events))]
 	bar := newProgress(progress, int64(len(events)), "intake")
 	batches := make(chan []usage.Event)
 	errs := make(chan error, clients)
@@ -90,6 +84,18 @@ func RunIntakeBench(ctx context.Context, app *App, token string, n, clients int,
 		return IntakeBenchResult{}, err
 	}
 	return IntakeBenchResult{Events: len(events), Duration: time.Since(start)}, nil
+}
+
+// intakeEvents is the intake benchmark's input: the first n events of 50
+// simulated tenants over the 30 days before end (the same for every stage
+// and baseline that uses it).
+func intakeEvents(end time.Time, n int) (simulate.World, []usage.Event) {
+	w := simulate.New(simulate.Config{Tenants: 50, Seed: 7})
+	var events []usage.Event
+	for h := end.Add(-24 * 30 * time.Hour); len(events) < n && h.Before(end); h = h.Add(time.Hour) {
+		events = append(events, w.Events(h)...)
+	}
+	return w, events[:min(n, len(events))]
 }
 
 // UsageAPIBenchResult is what the usage API benchmark measured.

@@ -1,0 +1,476 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/usage"
+)
+
+// BenchFigure is one measured figure of the pipeline benchmark, with the
+// baseline measured in the same run on the same data where there is one.
+type BenchFigure struct {
+	Stage        string   `json:"stage"`
+	Figure       string   `json:"figure"`
+	Value        float64  `json:"value"`
+	Unit         string   `json:"unit"`
+	BaselineName string   `json:"baselineName,omitempty"`
+	Baseline     *float64 `json:"baseline,omitempty"`
+	Ratio        *float64 `json:"ratio,omitempty"` // Value / Baseline
+	Target       string   `json:"target,omitempty"`
+	Met          *bool    `json:"met,omitempty"`
+	PeakHeapMiB  float64  `json:"peakHeapMiB,omitempty"`
+	Note         string   `json:"note,omitempty"`
+}
+
+// BenchReport is a whole pipeline benchmark run.
+type BenchReport struct {
+	Database   string        `json:"database"`
+	Machine    string        `json:"machine"`
+	Go         string        `json:"go"`
+	Figures    []BenchFigure `json:"figures"`
+	PeakRSSMiB float64       `json:"peakRssMiB"`
+	Seconds    float64       `json:"seconds"`
+}
+
+// benchSizes are the pipeline benchmark's data sizes.
+type benchSizes struct {
+	Events, Records                     int
+	ForwardTenants, ForwardDays         int
+	APIResources, APIDays               int
+	RegistrationClients, RegistrationMs int
+}
+
+var benchStages = []string{"floor", "intake", "aggregation", "forward", "rating", "usage-api", "registration"}
+
+// stageDB hands each stage a fresh database: a SQLite file in a temporary
+// folder, or a schema of its own in the PostgreSQL database given.
+type stageDB struct {
+	base string
+	dir  string
+	made []string
+}
+
+func (s *stageDB) next(ctx context.Context, stage string) (string, error) {
+	if !store.IsPostgresDSN(s.base) {
+		return filepath.Join(s.dir, stage+".db"), nil
+	}
+	schema := "bench_" + strings.ReplaceAll(stage, "-", "_") + "_" + randomGUID()[:8]
+	db, err := sql.Open("pgx", s.base)
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return "", err
+	}
+	s.made = append(s.made, schema)
+	u, err := url.Parse(s.base)
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+func (s *stageDB) cleanup() {
+	if len(s.made) > 0 {
+		if db, err := sql.Open("pgx", s.base); err == nil {
+			for _, sc := range s.made {
+				_, _ = db.Exec("DROP SCHEMA " + sc + " CASCADE")
+			}
+			db.Close()
+		}
+	}
+	os.RemoveAll(s.dir)
+}
+
+// heapPeak samples the Go heap while a stage runs.
+func heapPeak() (stop func() float64) {
+	runtime.GC()
+	var peak atomic.Uint64
+	done, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(25 * time.Millisecond):
+			}
+		}
+	}()
+	return func() float64 {
+		close(done)
+		<-sampled
+		return float64(peak.Load()) / (1 << 20)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func target(value, want float64, atLeast bool, text string) (string, *bool) {
+	met := value >= want
+	if !atLeast {
+		met = value < want
+	}
+	return text, &met
+}
+
+// RunPipelineBench runs the chosen stages on fresh databases and returns
+// their figures. progress receives progress bars (nil: none).
+func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz benchSizes, progress io.Writer) (BenchReport, error) {
+	started := time.Now()
+	dir, err := os.MkdirTemp("", "stackbill-bench-")
+	if err != nil {
+		return BenchReport{}, err
+	}
+	dbs := &stageDB{base: dsn, dir: dir}
+	defer dbs.cleanup()
+	rep := BenchReport{Database: "sqlite", Go: runtime.Version(), Machine: machine()}
+	if store.IsPostgresDSN(dsn) {
+		rep.Database = "postgres"
+	}
+	want := map[string]bool{}
+	for _, s := range stages {
+		want[s] = true
+	}
+	add := func(f BenchFigure) { rep.Figures = append(rep.Figures, f) }
+	open := func(stage string) (*App, string, func(), error) {
+		d, err := dbs.next(ctx, stage)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return openBenchApp(ctx, d)
+	}
+	var floor float64
+	if want["floor"] || want["intake"] {
+		// The floor: parse the generated input, nothing else.
+		_, events := intakeEvents(clock.HourStart(time.Now()), sz.Events)
+		var batches [][]byte
+		bar := newProgress(progress, int64(len(events)), "generating events")
+		for i := 0; i < len(events); i += 1000 {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			for j := i; j < min(i+1000, len(events)); j++ {
+				_ = enc.Encode(&events[j])
+			}
+			batches = append(batches, buf.Bytes())
+			if bar != nil {
+				_ = bar.Add(min(1000, len(events)-i))
+			}
+		}
+		t0 := time.Now()
+		for _, b := range batches {
+			if _, rej, err := usage.Parse(usage.NDJSON, b); err != nil || len(rej) > 0 {
+				return rep, fmt.Errorf("floor: parse: %v %v", err, rej)
+			}
+		}
+		floor = float64(len(events)) / time.Since(t0).Seconds()
+		add(BenchFigure{Stage: "floor", Figure: "parse the NDJSON input only", Value: floor, Unit: "events/s", Note: fmt.Sprintf("%d events", len(events))})
+	}
+	if want["intake"] {
+		app, token, closeApp, err := open("intake")
+		if err != nil {
+			return rep, err
+		}
+		stop := heapPeak()
+		res, err := RunIntakeBench(ctx, app, token, sz.Events, 4, progress)
+		peak := stop()
+		if err != nil {
+			closeApp()
+			return rep, err
+		}
+		v := float64(res.Events) / res.Duration.Seconds()
+		base, err := bulkInsertBaseline(ctx, app.DB, sz.Events)
+		if err != nil {
+			closeApp()
+			return rep, err
+		}
+		text, met := target(v, 250000, true, "≥ 250,000 events/s (SQLite)")
+		if rep.Database != "sqlite" {
+			text, met = "(target stated for SQLite)", nil
+		}
+		name := "bulk INSERT of the same events (SQLite)"
+		if rep.Database == "postgres" {
+			name = "COPY of the same events (PostgreSQL)"
+		}
+		add(BenchFigure{Stage: "intake", Figure: "HTTP NDJSON batches of 1,000, 4 producers, durable, deduplicated", Value: v, Unit: "events/s",
+			BaselineName: name, Baseline: &base, Ratio: ptr(v / base), Target: text, Met: met, PeakHeapMiB: peak,
+			Note: fmt.Sprintf("%.1f%% of the parse-only floor", 100*v/floor)})
+		if want["aggregation"] {
+			var records int64
+			if err := app.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM usage_records`).Scan(&records); err != nil {
+				closeApp()
+				return rep, err
+			}
+			stop := heapPeak()
+			t0 := time.Now()
+			now := app.Clock.Now()
+			pts, err := app.Usage.Series(ctx, usage.SeriesQuery{From: now.Add(-31 * 24 * time.Hour), To: now, Granularity: usage.Daily, By: usage.BySubscription})
+			d := time.Since(t0)
+			peak := stop()
+			if err != nil {
+				closeApp()
+				return rep, err
+			}
+			add(BenchFigure{Stage: "aggregation", Figure: "hourly records rolled up to daily totals per subscription (exact decimals)", Value: float64(records) / d.Seconds(),
+				Unit: "records/s", PeakHeapMiB: peak, Note: fmt.Sprintf("%d records into %d daily points", records, len(pts))})
+		}
+		closeApp()
+	}
+	if want["forward"] {
+		comDSN, err := dbs.next(ctx, "forward-commerce")
+		if err != nil {
+			return rep, err
+		}
+		stackDSN, err := dbs.next(ctx, "forward-stack")
+		if err != nil {
+			return rep, err
+		}
+		com, _, closeCom, err := openBenchApp(ctx, comDSN)
+		if err != nil {
+			return rep, err
+		}
+		stack, _, closeStack, err := openBenchApp(ctx, stackDSN)
+		if err != nil {
+			closeCom()
+			return rep, err
+		}
+		stop := heapPeak()
+		res, err := RunForwardBench(ctx, com, stack, sz.ForwardTenants, sz.ForwardDays, 0, progress)
+		peak := stop()
+		closeStack()
+		closeCom()
+		if err != nil {
+			return rep, err
+		}
+		v := float64(res.Records) / res.Duration.Seconds()
+		text, met := target(v, 200000, true, "≥ 200,000 records/s")
+		add(BenchFigure{Stage: "forward", Figure: "bridge catch-up over HTTP, commerce ingest with tenant mapping and dedup", Value: v, Unit: "records/s",
+			Target: text, Met: met, PeakHeapMiB: peak, Note: fmt.Sprintf("%d records (%d tenants × %d days)", res.Records, sz.ForwardTenants, sz.ForwardDays)})
+	}
+	if want["rating"] {
+		app, _, closeApp, err := open("rating")
+		if err != nil {
+			return rep, err
+		}
+		res, err := RunRatingBench(ctx, app, int64(sz.Records), 200, true)
+		closeApp()
+		if err != nil {
+			return rep, err
+		}
+		v := res.RecordsPerSecond()
+		text, met := target(v, 1e6, true, "≥ 1,000,000 records/s, flat memory")
+		f := BenchFigure{Stage: "rating", Figure: "rating + invoice drafts of a month", Value: v, Unit: "records/s", Target: text, Met: met,
+			PeakHeapMiB: float64(res.PeakHeapBytes) / (1 << 20), Note: fmt.Sprintf("%d records, invoice total %s", res.Records, res.Total)}
+		if res.Baseline > 0 {
+			b := float64(res.Records) / res.Baseline.Seconds()
+			f.BaselineName, f.Baseline, f.Ratio = "hand-written SQL (COPY + INSERT…SELECT…GROUP BY), same total", &b, ptr(v/b)
+			if rep.Database == "sqlite" {
+				f.BaselineName = "hand-written SQL (bulk INSERT + INSERT…SELECT…GROUP BY, REAL arithmetic)"
+				f.Note += fmt.Sprintf("; SQL baseline total %s (floating point)", res.BaselineTotal)
+			}
+		}
+		add(f)
+	}
+	if want["usage-api"] {
+		app, token, closeApp, err := open("usage-api")
+		if err != nil {
+			return rep, err
+		}
+		res, err := RunUsageAPIBench(ctx, app, token, sz.APIResources, sz.APIDays, 3, progress)
+		closeApp()
+		if err != nil {
+			return rep, err
+		}
+		p99 := float64(res.P99.Microseconds()) / 1000
+		text, met := target(p99, 50, false, "p99 < 50 ms")
+		add(BenchFigure{Stage: "usage-api", Figure: "one page (1,000 rows) of Hourly data, p50", Value: float64(res.P50.Microseconds()) / 1000, Unit: "ms",
+			Note: fmt.Sprintf("%d resources × %d days, %d requests", sz.APIResources, sz.APIDays, res.Requests)})
+		add(BenchFigure{Stage: "usage-api", Figure: "one page (1,000 rows) of Hourly data, p99", Value: p99, Unit: "ms", Target: text, Met: met})
+	}
+	if want["registration"] {
+		app, token, closeApp, err := open("registration")
+		if err != nil {
+			return rep, err
+		}
+		res, err := RunRegistrationBench(ctx, app, token, sz.RegistrationClients, time.Duration(sz.RegistrationMs)*time.Millisecond, 0, 0, progress)
+		closeApp()
+		if err != nil {
+			return rep, err
+		}
+		v := res.PutsPerSecond()
+		text, met := target(v, 2000, true, "≥ 2,000 PUT/s")
+		add(BenchFigure{Stage: "registration", Figure: fmt.Sprintf("customerSubscriptions PUT, %d clients (each with a GET)", res.Clients), Value: v, Unit: "PUT/s",
+			Target: text, Met: met, Note: fmt.Sprintf("p50 %s, p99 %s, %d errors", res.PutP50.Round(time.Microsecond), res.PutP99.Round(time.Microsecond), res.Errors)})
+		add(BenchFigure{Stage: "registration", Figure: "customerSubscriptions PUT p99", Value: float64(res.PutP99.Microseconds()) / 1000, Unit: "ms"})
+	}
+	rep.PeakRSSMiB = peakRSS()
+	rep.Seconds = time.Since(started).Seconds()
+	return rep, nil
+}
+
+// bulkInsertBaseline loads the intake benchmark's events into a bare table
+// in batches of 1,000 (one transaction each, as intake commits per batch):
+// SQLite multi-row INSERTs, PostgreSQL COPY. It is what storing the events
+// costs with nothing else done.
+func bulkInsertBaseline(ctx context.Context, db *store.DB, n int) (float64, error) {
+	_, events := intakeEvents(clock.HourStart(time.Now()), n)
+	if err := db.Write(ctx, func(tx *store.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TABLE bench_raw_events (id TEXT PRIMARY KEY, subscription_id TEXT, meter_id TEXT, quantity TEXT, start_us BIGINT, end_us BIGINT, resource_uri TEXT)`)
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	cols := []string{"id", "subscription_id", "meter_id", "quantity", "start_us", "end_us", "resource_uri"}
+	t0 := time.Now()
+	for i := 0; i < len(events); i += 1000 {
+		part := events[i:min(i+1000, len(events))]
+		if err := loadRecords(ctx, db, "bench_raw_events", cols, int64(len(part)), func(j int64) []any {
+			e := part[j]
+			return []any{e.ID, e.SubscriptionID, e.MeterID, e.Quantity.String(), clock.Micros(*e.StartTime), clock.Micros(*e.EndTime), e.ResourceURI}
+		}); err != nil {
+			return 0, err
+		}
+	}
+	return float64(len(events)) / time.Since(t0).Seconds(), nil
+}
+
+// peakRSS is the process's peak resident memory (VmHWM), 0 where unknown.
+func peakRSS() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb float64
+			fmt.Sscanf(strings.TrimSpace(rest), "%f", &kb)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func machine() string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores, %s", runtime.NumCPU(), cpu)
+}
+
+// benchAll is `stackbill bench` (or `bench all`): every stage, or those of
+// --stages, on fresh databases, as a table or JSON.
+func benchAll(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "bench")
+	dbFlag := fs.String("db", "", "PostgreSQL DSN to run on (each stage gets a schema of its own); default: fresh SQLite files")
+	asJSON := fs.Bool("json", false, "print the figures as JSON")
+	stagesFlag := fs.String("stages", strings.Join(benchStages, ","), "stages to run: "+strings.Join(benchStages, ", "))
+	var sz benchSizes
+	fs.IntVar(&sz.Events, "events", 100000, "events for the floor and intake stages")
+	fs.IntVar(&sz.Records, "records", 200000, "forwarded records to rate")
+	fs.IntVar(&sz.ForwardTenants, "forward-tenants", 50, "tenants of the forwarding backlog")
+	fs.IntVar(&sz.ForwardDays, "forward-days", 7, "days of the forwarding backlog")
+	fs.IntVar(&sz.APIResources, "api-resources", 100, "resources of the usage API subscription")
+	fs.IntVar(&sz.APIDays, "api-days", 30, "days of hourly usage behind the usage API")
+	fs.IntVar(&sz.RegistrationClients, "registration-clients", 16, "concurrent registration API clients")
+	regDur := fs.Duration("registration-duration", 5*time.Second, "how long to drive the registration API")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	sz.RegistrationMs = int(regDur.Milliseconds())
+	var stages []string
+	for _, s := range strings.Split(*stagesFlag, ",") {
+		s = strings.TrimSpace(s)
+		ok := false
+		for _, known := range benchStages {
+			ok = ok || s == known
+		}
+		if !ok {
+			return usagef("unknown stage %q: choose from %s", s, strings.Join(benchStages, ", "))
+		}
+		stages = append(stages, s)
+	}
+	if *dbFlag != "" && !store.IsPostgresDSN(*dbFlag) {
+		return usagef("--db takes a postgres:// DSN; SQLite stages always use fresh files")
+	}
+	rep, err := RunPipelineBench(ctx, *dbFlag, stages, sz, env.Stderr)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	fmt.Fprintf(env.Stdout, "stackbill pipeline benchmark on %s — %s, %s, %.0f s, peak RSS %.0f MiB\n\n", rep.Database, rep.Machine, rep.Go, rep.Seconds, rep.PeakRSSMiB)
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STAGE\tFIGURE\tVALUE\tBASELINE (same run, same data)\tRATIO\tPEAK HEAP\tTARGET\tMET")
+	for _, f := range rep.Figures {
+		base, ratio, heap, met := "—", "—", "—", ""
+		if f.Baseline != nil {
+			base = fmt.Sprintf("%s: %s %s", f.BaselineName, human(*f.Baseline), f.Unit)
+			ratio = fmt.Sprintf("%.2f×", *f.Ratio)
+		}
+		if f.PeakHeapMiB > 0 {
+			heap = fmt.Sprintf("%.0f MiB", f.PeakHeapMiB)
+		}
+		if f.Met != nil {
+			met = map[bool]string{true: "yes", false: "NO"}[*f.Met]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\t%s\t%s\n", f.Stage, f.Figure, human(f.Value), f.Unit, base, ratio, heap, f.Target, met)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, f := range rep.Figures {
+		if f.Note != "" {
+			fmt.Fprintf(env.Stdout, "  %s: %s\n", f.Stage, f.Note)
+		}
+	}
+	return nil
+}
+
+// human prints a figure with thousands separators, or two decimals below 100.
+func human(v float64) string {
+	if v < 100 {
+		return fmt.Sprintf("%.2f", v)
+	}
+	s := fmt.Sprintf("%.0f", v)
+	var out []byte
+	for i := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
