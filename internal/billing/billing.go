@@ -41,12 +41,15 @@ type Service struct {
 	// Grace is how long after a period ends its invoices stay drafts, so
 	// that usage still on its way from the stacks lands on them.
 	grace time.Duration
+	// ExportStale is how long a running export may go without progress
+	// before another runner (on this or another instance) takes it over.
+	ExportStale time.Duration
 }
 
 // NewService builds the billing service. grace is how long invoices stay
 // drafts after their month ends.
 func NewService(db *store.DB, c *clock.Clock, logger *slog.Logger, grace time.Duration) *Service {
-	return &Service{db: db, clock: c, logger: logger, grace: grace}
+	return &Service{db: db, clock: c, logger: logger, grace: grace, ExportStale: 2 * time.Minute}
 }
 
 // MinorUnits is a currency's number of decimal places (ISO 4217), which is

@@ -506,6 +506,13 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 	res := FinalizeResult{Period: period}
 	err = s.db.Write(ctx, func(tx *store.Tx) error {
 		res = FinalizeResult{Period: period}
+		if s.db.Dialect == store.Postgres {
+			// Instances sharing a database finalize one at a time: the
+			// second waits here, then finds the period final.
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7261004113)`); err != nil {
+				return err
+			}
+		}
 		st, err := s.periodState(ctx, tx, period)
 		if err != nil {
 			return err

@@ -343,19 +343,16 @@ func (c *chunkWriter) close() error {
 	return nil
 }
 
-// staleExport is how long a running job may go without progress before
-// another runner takes it over (its runner died).
-const staleExport = 2 * time.Minute
-
-// RunExports claims and runs queued exports until none is left. A job whose
-// runner stopped reporting progress is claimed again and restarted from
-// scratch.
+// RunExports claims and runs queued exports until none is left. A claim is
+// a compare-and-set UPDATE, so across instances sharing a database each job
+// has one runner; a job whose runner stopped reporting progress for
+// ExportStale (its process died) is claimed again and restarted from scratch.
 func (s *Service) RunExports(ctx context.Context) error {
 	for {
 		now := s.clock.Now()
 		var id string
 		err := s.db.QueryRowContext(ctx, `SELECT id FROM export_jobs WHERE status = 'queued' OR (status = 'running' AND updated_at_us < ?) ORDER BY created_at_us LIMIT 1`,
-			clock.Micros(now.Add(-staleExport))).Scan(&id)
+			clock.Micros(now.Add(-s.ExportStale))).Scan(&id)
 		if store.IsNoRows(err) {
 			return nil
 		}
@@ -365,7 +362,7 @@ func (s *Service) RunExports(ctx context.Context) error {
 		claimed := false
 		err = s.db.Write(ctx, func(tx *store.Tx) error {
 			res, err := tx.ExecContext(ctx, `UPDATE export_jobs SET status = 'running', rows_done = 0, updated_at_us = ? WHERE id = ? AND (status = 'queued' OR (status = 'running' AND updated_at_us < ?))`,
-				clock.Micros(now), id, clock.Micros(now.Add(-staleExport)))
+				clock.Micros(now), id, clock.Micros(now.Add(-s.ExportStale)))
 			if err != nil {
 				return err
 			}

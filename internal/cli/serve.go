@@ -29,6 +29,8 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	grace := fs.Duration("invoice-grace", 24*time.Hour, "how long invoices stay drafts after their month ends, for usage still on its way")
+	billingEvery := fs.Duration("billing-interval", time.Minute, "how often background billing work runs: reconciliation exports, automatic finalization")
+	exportStale := fs.Duration("export-stale", 2*time.Minute, "how long a running export may stall (its instance died) before another instance takes it over")
 	autoFinalize := fs.Bool("auto-finalize", true, "finalize periods automatically once their grace has passed")
 	clockStart := fs.String("clock-start", "", "run on a simulated clock starting at this RFC 3339 instant")
 	clockRate := fs.Int64("clock-rate", 1, "simulated seconds per real second (with --clock-start)")
@@ -73,7 +75,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		DB: *dbFlag, Role: *role, OperatorToken: env.Getenv("STACKBILL_OPERATOR_TOKEN"),
 		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"), DirectoryTimeout: *dirTimeout,
 		ProviderSubscription: *providerSub, BridgeBatch: *bridgeBatch, PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
-		InvoiceGrace: *grace, CommerceCA: *commerceCA, FailPoints: failPoints(env), MaxDBBytes: *maxDB, MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
+		InvoiceGrace: *grace, CommerceCA: *commerceCA, FailPoints: failPoints(env), MaxDBBytes: *maxDB, BillingInterval: *billingEvery, ExportStale: *exportStale, MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
 	})
 	if err != nil {
 		return err

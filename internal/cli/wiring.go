@@ -58,6 +58,11 @@ type Options struct {
 	// MaxDBBytes caps a SQLite database's size (0: no cap); past it, writes
 	// are refused with 507 as on a full disk.
 	MaxDBBytes int64
+	// BillingInterval is how often the background billing loop runs
+	// (exports, automatic finalization); default 1m. ExportStale is how
+	// long a running export may stall before another runner takes it over.
+	BillingInterval time.Duration
+	ExportStale     time.Duration
 	// FailPoints arms crash points for recovery tests (STACKBILL_FAILPOINTS).
 	FailPoints []string
 	// CommerceCA is a PEM file of the CAs the bridge trusts for commerce's
@@ -86,6 +91,8 @@ type App struct {
 	Handler       http.Handler
 	// exportKick wakes the reconciliation export runner.
 	exportKick chan struct{}
+	// billingEvery is the background billing loop's period.
+	billingEvery time.Duration
 }
 
 // Close releases the database.
@@ -151,6 +158,12 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		o.InvoiceGrace = 24 * time.Hour
 	}
 	bill := billing.NewService(db, o.Clock, o.Logger.With("component", "billing"), o.InvoiceGrace)
+	if o.ExportStale > 0 {
+		bill.ExportStale = o.ExportStale
+	}
+	if o.BillingInterval <= 0 {
+		o.BillingInterval = time.Minute
+	}
 	kick := make(chan struct{}, 1)
 	forwarder := bridge.NewForwarder(db, o.Clock, ten, o.Logger.With("component", "bridge"), o.BridgeBatch)
 	if o.CommerceCA != "" {
@@ -194,7 +207,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 				}
 			}})
 	return &App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
-		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Billing: bill, Handler: h, exportKick: kick}, nil
+		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Billing: bill, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}, nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -259,7 +272,11 @@ func registerBridgeMetrics(reg *prometheus.Registry, f *bridge.Forwarder) {
 // reconciliation exports (woken at once when one is queued) and, when
 // autoFinalize is set, finalization of periods whose grace has passed.
 func (a *App) RunBilling(ctx context.Context, autoFinalize bool) {
-	t := time.NewTicker(time.Minute)
+	every := a.billingEvery
+	if every <= 0 {
+		every = time.Minute
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		if err := a.Billing.RunExports(ctx); err != nil && ctx.Err() == nil {

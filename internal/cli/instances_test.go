@@ -1,0 +1,249 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/audit"
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/simulate"
+	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/tenancy"
+	"github.com/stackbill/stackbill/internal/usage"
+)
+
+// roundRobin is a load balancer without sticky sessions: each request goes to
+// the next backend, and to the one after it when a backend is down.
+type roundRobin struct {
+	backends []string
+	next     atomic.Uint64
+}
+
+func (lb *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	start := lb.next.Add(1)
+	for i := range lb.backends {
+		target := lb.backends[(int(start)+i)%len(lb.backends)]
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), bytes.NewReader(body))
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue // this backend is down: fail over
+		}
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+		resp.Body.Close()
+		return
+	}
+	http.Error(w, "no backend", http.StatusBadGateway)
+}
+
+// TestTwoCommerceInstances runs two `serve --role commerce` processes on one
+// PostgreSQL database behind a round-robin balancer. Both start past October's
+// grace and race to finalize it: it is finalized once. Reconciliation exports
+// are queued and the instance running them is killed (kill -9): the survivor
+// takes them over and completes them. A stack keeps forwarding through the
+// balancer after the kill, and every record is charged once.
+func TestTwoCommerceInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	ctx := context.Background()
+	dsn := storetest.DSN(t, "postgres")
+	bin := buildBinary(t)
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
+	nov5 := time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC)
+
+	// Setup: the directory, prices, and a stack registered through the
+	// balancer with October usage already charged.
+	lb := &roundRobin{}
+	front := httptest.NewServer(lb)
+	defer front.Close()
+	com, err := Build(ctx, Options{DB: dsn, Clock: clock.Manual(nov5)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := com.Directory.Import(ctx, "t", storetest.WorldJSON()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := com.Billing.ImportPriceList(ctx, op, "t", []byte(testPriceListUSD), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	stack, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), Clock: clock.Manual(time.Date(2026, 10, 20, 0, 0, 0, 0, time.UTC))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stack.Close()
+	key, keys, err := registerStack(ctx, com, stack, regKey(W.ContosoDefault, "azurestack", "ha-stamp"), front.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bridge.Activate(ctx, stack.DB, key, keys, stack.Clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sub, tenant := randomGUID(), randomGUID()
+	sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "t"}
+	if _, _, err := stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: tenant, TenantID: tenant}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), sub, tenancy.Subscription{TenantID: tenant, Owner: "o", OfferID: "o"}); err != nil {
+		t.Fatal(err)
+	}
+	want := money.Zero
+	ingestDay := func(day time.Time, n int) {
+		t.Helper()
+		var evs []*usage.Event
+		for i := 0; i < n; i++ {
+			h := day.Add(time.Duration(i%24) * time.Hour)
+			e := ev(fmt.Sprintf("ha-%s-%d", day.Format("0102"), i), sub, simulate.MeterBaseVM, "1.5", h, h.Add(time.Hour), fmt.Sprintf("/r/vm%d", i))
+			evs = append(evs, &e)
+			want = want.Add(money.MustQuantity("1.5"))
+		}
+		if _, err := stack.Usage.IngestAt(ctx, day.Add(25*time.Hour), evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forwardAll := func(through string) {
+		t.Helper()
+		for i := 0; ; i++ {
+			n, err := stack.Forwarder.Step(ctx)
+			if err == nil && n == 0 {
+				return
+			}
+			if i > 200 {
+				t.Fatalf("forwarding through %s: %v", through, err)
+			}
+			if err != nil {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
+	// October usage reaches commerce through the balancer before the
+	// instances start (the setup process serves it).
+	setup := httptest.NewServer(com.Handler)
+	lb.backends = []string{setup.URL}
+	for d := 0; d < 5; d++ {
+		ingestDay(time.Date(2026, 10, 10+d, 0, 0, 0, 0, time.UTC), 200)
+	}
+	stack.Clock.Set(time.Date(2026, 10, 20, 0, 0, 0, 0, time.UTC))
+	forwardAll("setup")
+	setup.Close()
+	com.Close()
+
+	// Two instances, started together: both find October due.
+	start := func(name string) *proc {
+		addr := freeAddr(t)
+		p := &proc{t: t, bin: bin, url: "http://" + addr, env: []string{"STACKBILL_OPERATOR_TOKEN=ha-op"},
+			args: []string{"serve", "--role", "commerce", "--addr", addr, "--db", dsn, "--clock-start", nov5.Format(time.RFC3339), "--invoice-grace", "24h",
+				"--billing-interval", "300ms", "--export-stale", "3s", "--log-level", "error"}}
+		p.start()
+		return p
+	}
+	a, b := start("a"), start("b")
+	defer a.kill9()
+	defer b.kill9()
+	lb.backends = []string{a.url, b.url}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, body := getJSON(t, front.URL+"/v1/billing/periods/2026-10", "ha-op")
+		if resp.StatusCode == 200 && strings.Contains(body, `"status":"finalized"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("October was not finalized: %s", body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Exports: queue three through the balancer, then kill instance a
+	// whatever it is doing; b completes them all.
+	var ids []string
+	for i := 0; i < 3; i++ {
+		req := authed("POST", front.URL+"/v1/billing/exports", "ha-op")
+		req.Body = io.NopCloser(strings.NewReader(`{"partner":"contoso","period":"2026-10"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var job struct {
+			ID string `json:"id"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&job)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted || job.ID == "" {
+			t.Fatalf("start export: %d", resp.StatusCode)
+		}
+		ids = append(ids, job.ID)
+	}
+	a.kill9()
+	for _, id := range ids {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, body := getJSON(t, front.URL+"/v1/billing/exports/"+id, "ha-op")
+			if strings.Contains(body, `"status":"succeeded"`) {
+				break
+			}
+			if time.Now().After(deadline) || strings.Contains(body, `"status":"failed"`) {
+				t.Fatalf("export %s after instance a died: %s", id, body)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		resp, file := getJSON(t, front.URL+"/v1/billing/exports/"+id+"/file", "ha-op")
+		if resp.StatusCode != 200 || strings.Count(file, "\n") < 2 {
+			t.Fatalf("export %s file: %d, %d lines", id, resp.StatusCode, strings.Count(file, "\n"))
+		}
+	}
+
+	// Ingestion continues through the survivor.
+	for d := 0; d < 3; d++ {
+		ingestDay(time.Date(2026, 11, 1+d, 0, 0, 0, 0, time.UTC), 100)
+	}
+	stack.Clock.Set(time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC))
+	forwardAll("the survivor")
+	resp, body := getJSON(t, front.URL+"/v1/usage/forwarded?subscriptionId="+W.ContosoDefault, "ha-op")
+	var fw struct {
+		Value []bridge.ChargedTotal `json:"value"`
+	}
+	_ = json.Unmarshal([]byte(body), &fw)
+	got := money.Zero
+	for _, v := range fw.Value {
+		got = got.Add(v.Quantity)
+	}
+	if resp.StatusCode != 200 || !got.Equal(want) {
+		t.Fatalf("forwarded through two instances and a kill: %s, want %s", got, want)
+	}
+	b.kill9()
+
+	db, err := store.Open(ctx, dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var periods, invoices, finalizeRecords int
+	_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM billing_periods WHERE period = '2026-10'`).Scan(&periods)
+	_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM invoices WHERE period = '2026-10'`).Scan(&invoices)
+	_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log WHERE action = 'invoice.finalize'`).Scan(&finalizeRecords)
+	if periods != 1 || invoices != 1 || finalizeRecords != 1 {
+		t.Fatalf("October finalized by two racing instances: %d period rows, %d invoices, %d finalize records; want 1, 1, 1", periods, invoices, finalizeRecords)
+	}
+	if _, err := audit.Verify(ctx, db, nil); err != nil {
+		t.Fatal(err)
+	}
+}
