@@ -318,3 +318,27 @@ func (f *Forwarder) Status(ctx context.Context) (Status, error) {
 	}
 	return st, nil
 }
+
+// RetentionCutoff is how far back a stack may delete its hourly records
+// when it keeps them for keep: never past what the bridge has forwarded,
+// unless the stack does not report usage (no activation, or reporting off),
+// when age alone decides.
+func (f *Forwarder) RetentionCutoff(ctx context.Context, keep time.Duration) (time.Time, error) {
+	cutoff := clock.HourStart(f.clock.Now().Add(-keep))
+	a, err := LoadActivation(ctx, f.db)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if a == nil || !a.Claims.UsageReportingEnabled {
+		return cutoff, nil
+	}
+	w, err := f.watermark(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	// Records of the watermark's hour may not all be forwarded yet.
+	if forwarded := clock.FromMicros(w.ReportedHour); forwarded.Before(cutoff) {
+		return forwarded, nil
+	}
+	return cutoff, nil
+}

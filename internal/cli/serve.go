@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/clock"
 )
 
 func runServe(ctx context.Context, env Env, args []string) error {
@@ -39,6 +40,8 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	rateBurst := fs.Int("rate-burst", 2000, "requests a token may send at once above --rate-limit")
 	readTimeout := fs.Duration("read-timeout", 60*time.Second, "longest time to read a request, body included (slow clients are cut off)")
 	maxDB := fs.Int64("db-max-bytes", 0, "SQLite only: refuse writes (507) once the database reaches this size, before the disk fills (0: no cap)")
+	usageKeep := fs.Duration("usage-retention", 0, "stack: delete hourly usage records reported longer ago than this, once forwarded (e.g. 9504h for 13 months; 0 keeps them)")
+	billedKeep := fs.Int("billed-usage-retention", 0, "commerce: delete forwarded usage of finalized periods older than this many months (invoices stay; 0 keeps it)")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate (chain) file")
 	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert")
 	commerceCA := fs.String("commerce-ca", "", "PEM file of the CAs the bridge trusts for commerce's certificate, instead of the system's roots (pins commerce's CA)")
@@ -109,7 +112,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(env.Stderr, "stackbill %s listening on %s://%s (role %s, clock %s)\n", Version, scheme, ln.Addr(), *role, describeClock(clk))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	go purgeLoop(ctx, app)
+	go purgeLoop(ctx, app, *role, *usageKeep, *billedKeep)
 	if *role == "all" || *role == "stack" {
 		app.Forwarder.MaxBackoff = *bridgeBackoff
 		go app.Forwarder.Run(ctx)
@@ -169,8 +172,11 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	return nil
 }
 
-// purgeLoop forgets usage idempotency keys past their retention, hourly.
-func purgeLoop(ctx context.Context, app *App) {
+// purgeLoop applies the retention settings hourly: idempotency keys past 35
+// days, and (when set) old hourly records on the stack and old billed usage
+// on commerce. Every purge deletes in small batches along an index, so it
+// never holds long locks.
+func purgeLoop(ctx context.Context, app *App, role string, usageKeep time.Duration, billedMonths int) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
@@ -178,6 +184,26 @@ func purgeLoop(ctx context.Context, app *App) {
 			app.Logger.Error("purge usage idempotency keys", "err", err)
 		} else if n > 0 {
 			app.Logger.Info("purged usage idempotency keys", "count", n)
+		}
+		if usageKeep > 0 && role != "commerce" {
+			cutoff, err := app.Forwarder.RetentionCutoff(ctx, usageKeep)
+			if err == nil {
+				var n int64
+				if n, err = app.Usage.PurgeRecords(ctx, cutoff); n > 0 {
+					app.Logger.Info("purged hourly usage records", "count", n, "reported_before", cutoff)
+				}
+			}
+			if err != nil && ctx.Err() == nil {
+				app.Logger.Error("purge hourly usage records", "err", err)
+			}
+		}
+		if billedMonths > 0 && role != "stack" {
+			before := clock.Period(clock.MonthStart(app.Clock.Now()).AddDate(0, -billedMonths, 0))
+			if n, err := app.Billing.PurgeBilledUsage(ctx, before); err != nil && ctx.Err() == nil {
+				app.Logger.Error("purge billed usage", "err", err)
+			} else if n > 0 {
+				app.Logger.Info("purged billed usage", "count", n, "periods_before", before)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/simulate"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/tenancy"
+	"github.com/stackbill/stackbill/internal/usage"
+)
+
+// TestRetention proves the retention settings delete only what may go: the
+// stack keeps every record the bridge has not forwarded whatever its age, old
+// idempotency keys go in batches, and commerce deletes billed usage of old
+// finalized periods while their invoices stay exactly as they were.
+func TestRetention(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		clk := clock.Manual(time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC))
+		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
+		stack, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stack.Close()
+		srvURL := com.url
+		key, keys, err := registerStack(ctx, com.app, stack, regKey(W.ContosoDefault, "azurestack", "ret-stamp"), srvURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bridge.Activate(ctx, stack.DB, key, keys, clk.Now()); err != nil {
+			t.Fatal(err)
+		}
+		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
+		if _, err := com.app.Billing.ImportPriceList(ctx, op, "t", []byte(testPriceListUSD), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		sub, tenant := randomGUID(), randomGUID()
+		sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "t"}
+		_, _, _ = stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: tenant, TenantID: tenant})
+		if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), sub, tenancy.Subscription{TenantID: tenant, Owner: "o", OfferID: "o"}); err != nil {
+			t.Fatal(err)
+		}
+		// One record a day for August, September and October, each reported
+		// the next day.
+		total := money.Zero
+		for d := time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC); d.Before(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)); d = d.AddDate(0, 0, 1) {
+			e := ev("r-"+d.Format("0102"), sub, simulate.MeterBaseVM, "2", d.Add(10*time.Hour), d.Add(11*time.Hour), "/r/vm")
+			if _, err := stack.Usage.IngestAt(ctx, d.Add(24*time.Hour), []*usage.Event{&e}); err != nil {
+				t.Fatal(err)
+			}
+			total = total.Add(money.FromInt(2))
+		}
+		count := func() (n int) {
+			_ = stack.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM usage_records`).Scan(&n)
+			return n
+		}
+		// The bridge forwards August and September only.
+		clk.Set(time.Date(2026, 10, 1, 0, 5, 0, 0, time.UTC))
+		for {
+			n, err := stack.Forwarder.Step(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
+		}
+		// November 15, keeping 30 days: the cutoff stops at what was forwarded.
+		clk.Set(time.Date(2026, 11, 15, 0, 0, 0, 0, time.UTC))
+		before := count()
+		cutoff, err := stack.Forwarder.RetentionCutoff(ctx, 30*24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cutoff.Before(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)) {
+			t.Fatalf("cutoff %s passes the unforwarded October records", cutoff)
+		}
+		purged, err := stack.Usage.PurgeRecords(ctx, cutoff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if purged < 55 || count() != before-int(purged) || count() < 31 {
+			t.Fatalf("purged %d of %d records, %d left; want August and September gone (but the last forwarded hour) and October kept", purged, before, count())
+		}
+		for {
+			n, err := stack.Forwarder.Step(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
+		}
+		totals, _ := com.app.Ingestor.Totals(ctx, []string{W.ContosoDefault}, time.Time{}, clk.Now())
+		got := money.Zero
+		for _, tt := range totals {
+			got = got.Add(tt.Quantity)
+		}
+		if !got.Equal(total) {
+			t.Fatalf("commerce has %s after the stack's purge, want %s: retention lost usage", got, total)
+		}
+		// Idempotency keys past 35 days go, in batches.
+		if n, err := stack.Usage.PurgeExpiredKeys(ctx); err != nil || n < 60 {
+			t.Fatalf("expired keys purged: %d %v", n, err)
+		}
+		// Commerce: finalize August to October, then drop August's billed usage.
+		for _, p := range []string{"2026-08", "2026-09", "2026-10"} {
+			if _, err := com.app.Billing.Finalize(ctx, op, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		inv := func() string {
+			i, err := com.app.Billing.Invoice(ctx, op, "SB-202608-contoso")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return fmt.Sprint(i.Status, i.Total)
+		}
+		augBefore := inv()
+		n, err := com.app.Billing.PurgeBilledUsage(ctx, "2026-09")
+		if err != nil || n != 31 {
+			t.Fatalf("purged %d billed records of August (%v), want 31", n, err)
+		}
+		if augAfter := inv(); augAfter != augBefore {
+			t.Fatalf("August's invoice changed with its usage purged: %s → %s", augBefore, augAfter)
+		}
+		var left int
+		_ = com.app.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM commerce_usage`).Scan(&left)
+		if left != 30+31 {
+			t.Fatalf("%d forwarded records left, want September's and October's 61", left)
+		}
+	})
+}
