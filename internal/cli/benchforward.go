@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -48,6 +50,8 @@ func registerStack(ctx context.Context, com, stack *App, k registration.Key, usa
 type ForwardBenchResult struct {
 	Records  int
 	Duration time.Duration
+	// Ingest is commerce's server time for the bridge's batches.
+	Ingest time.Duration
 }
 
 // RunForwardBench builds a registered, activated stack with a backlog of
@@ -74,7 +78,17 @@ func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, b
 	if _, err := com.Directory.Import(ctx, "bench", data); err != nil {
 		return ForwardBenchResult{}, err
 	}
-	comURL, stop, err := serveLoopback(com)
+	// Commerce's side is timed on its own: the server time of every bridge
+	// POST (decompression, decoding, mapping, the deduplicated write).
+	var ingest atomic.Int64
+	timed := &App{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t0 := time.Now()
+		com.Handler.ServeHTTP(w, r)
+		if r.URL.Path == "/v1/bridge/usage" {
+			ingest.Add(int64(time.Since(t0)))
+		}
+	})}
+	comURL, stop, err := serveLoopback(timed)
 	if err != nil {
 		return ForwardBenchResult{}, err
 	}
@@ -144,7 +158,7 @@ func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, b
 	if sent != records {
 		return ForwardBenchResult{}, fmt.Errorf("forwarded %d of %d records", sent, records)
 	}
-	return ForwardBenchResult{Records: sent, Duration: time.Since(t0)}, nil
+	return ForwardBenchResult{Records: sent, Duration: time.Since(t0), Ingest: time.Duration(ingest.Load())}, nil
 }
 
 func benchForward(ctx context.Context, env Env, args []string) error {
