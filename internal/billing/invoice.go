@@ -672,23 +672,5 @@ func (s *Service) PurgeBilledUsage(ctx context.Context, before string) (int64, e
 	if _, err := clock.ParsePeriod(before); err != nil {
 		return 0, badPeriod(err)
 	}
-	var total int64
-	for {
-		var n int64
-		err := s.db.Write(ctx, func(tx *store.Tx) error {
-			res, err := tx.ExecContext(ctx, `DELETE FROM commerce_usage WHERE id IN (SELECT id FROM commerce_usage WHERE billed_period IS NOT NULL AND billed_period < ? LIMIT 5000)`, before)
-			if err != nil {
-				return err
-			}
-			n, _ = res.RowsAffected()
-			return nil
-		})
-		if err != nil {
-			return total, err
-		}
-		total += n
-		if n == 0 {
-			return total, nil
-		}
-	}
+	return s.db.DeleteInBatches(ctx, `DELETE FROM commerce_usage WHERE id IN (SELECT id FROM commerce_usage WHERE billed_period IS NOT NULL AND billed_period < ? LIMIT 5000)`, before)
 }

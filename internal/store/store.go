@@ -553,3 +553,29 @@ func (db *DB) FailPoint(name string) {
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	select {}
 }
+
+// DeleteInBatches runs q, a DELETE … WHERE key IN (SELECT key … LIMIT n),
+// until it deletes nothing, one short transaction per batch, so that purging
+// a large table never holds the writer or long row locks. It returns the
+// rows deleted.
+func (db *DB) DeleteInBatches(ctx context.Context, q string, args ...any) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := db.Write(ctx, func(tx *Tx) error {
+			res, err := tx.ExecContext(ctx, q, args...)
+			if err != nil {
+				return err
+			}
+			n, _ = res.RowsAffected()
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n == 0 || ctx.Err() != nil {
+			return total, ctx.Err()
+		}
+	}
+}

@@ -593,37 +593,13 @@ func (s *Service) addToExisting(ctx context.Context, tx *store.Tx, reportedHour 
 // batches of purgeBatch rows, each its own short transaction, so a large
 // purge never holds the writer (SQLite) or long row locks (PostgreSQL).
 func (s *Service) PurgeExpiredKeys(ctx context.Context) (int64, error) {
-	return purgeBatched(ctx, s.db, `DELETE FROM usage_dedup WHERE key IN (SELECT key FROM usage_dedup WHERE expires_at_us < ? LIMIT 5000)`, clock.Micros(s.clock.Now()))
-}
-
-// purgeBatched runs a DELETE … IN (SELECT … LIMIT n) until it deletes
-// nothing, one transaction per batch.
-func purgeBatched(ctx context.Context, db *store.DB, q string, args ...any) (int64, error) {
-	var total int64
-	for {
-		var n int64
-		err := db.Write(ctx, func(tx *store.Tx) error {
-			res, err := tx.ExecContext(ctx, q, args...)
-			if err != nil {
-				return err
-			}
-			n, _ = res.RowsAffected()
-			return nil
-		})
-		if err != nil {
-			return total, err
-		}
-		total += n
-		if n == 0 || ctx.Err() != nil {
-			return total, ctx.Err()
-		}
-	}
+	return s.db.DeleteInBatches(ctx, `DELETE FROM usage_dedup WHERE key IN (SELECT key FROM usage_dedup WHERE expires_at_us < ? LIMIT 5000)`, clock.Micros(s.clock.Now()))
 }
 
 // PurgeRecords deletes hourly records reported before cutoff, in batches
 // along the (reported hour, id) index. The caller decides the cutoff: the
 // bridge never lets it pass records not yet forwarded.
 func (s *Service) PurgeRecords(ctx context.Context, cutoff time.Time) (int64, error) {
-	return purgeBatched(ctx, s.db, `DELETE FROM usage_records WHERE id IN (SELECT id FROM usage_records WHERE reported_hour_us < ? ORDER BY reported_hour_us, id LIMIT 5000)`,
+	return s.db.DeleteInBatches(ctx, `DELETE FROM usage_records WHERE id IN (SELECT id FROM usage_records WHERE reported_hour_us < ? ORDER BY reported_hour_us, id LIMIT 5000)`,
 		clock.Micros(cutoff))
 }
