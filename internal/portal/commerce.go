@@ -246,6 +246,13 @@ func (p *Portal) showRegistration(w http.ResponseWriter, r *http.Request, s *ses
 	if err != nil {
 		return err
 	}
+	// The customers in scope, read once: they name the registered tenants
+	// and offer the unregistered ones to pick from.
+	cs, cerr := p.d.Directory.ListCustomers(ctx, s.P, "")
+	names := map[string]string{}
+	for _, c := range cs {
+		names[c.TenantID] = c.Name
+	}
 	var tenants []tenantRow
 	after := ""
 	for {
@@ -253,21 +260,16 @@ func (p *Portal) showRegistration(w http.ResponseWriter, r *http.Request, s *ses
 		if err != nil {
 			return err
 		}
-		for _, cs := range page {
-			row := tenantRow{CustomerSubscription: cs}
-			if c, err := p.d.Directory.GetCustomer(ctx, s.P, cs.TenantID); err == nil {
-				row.CustomerName = c.Name
-			}
-			tenants = append(tenants, row)
+		for _, m := range page {
+			tenants = append(tenants, tenantRow{CustomerSubscription: m, CustomerName: names[m.TenantID]})
 		}
 		if next == "" {
 			break
 		}
 		after = next
 	}
-	// Customers of this partner not yet registered, to pick from.
 	var candidates []customerRow
-	if cs, err := p.d.Directory.ListCustomers(ctx, s.P, ""); err == nil {
+	if cerr == nil {
 		registered := map[string]bool{}
 		for _, t := range tenants {
 			registered[t.TenantID] = true
