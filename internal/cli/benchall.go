@@ -102,8 +102,9 @@ func (s *stageDB) cleanup() {
 	os.RemoveAll(s.dir)
 }
 
-// heapPeak samples the Go heap while a stage runs.
-func heapPeak() (stop func() float64) {
+// heapPeak samples the Go heap in use while a stage runs; stop returns the
+// peak in bytes.
+func heapPeak() (stop func() uint64) {
 	runtime.GC()
 	var peak atomic.Uint64
 	done, sampled := make(chan struct{}), make(chan struct{})
@@ -122,14 +123,16 @@ func heapPeak() (stop func() float64) {
 			}
 		}
 	}()
-	return func() float64 {
+	return func() uint64 {
 		close(done)
 		<-sampled
-		return float64(peak.Load()) / (1 << 20)
+		return peak.Load()
 	}
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
 func target(value, want float64, atLeast bool, text string) (string, *bool) {
 	met := value >= want
@@ -198,7 +201,7 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 		}
 		stop := heapPeak()
 		res, err := RunIntakeBench(ctx, app, token, sz.Events, 4, progress)
-		peak := stop()
+		peak := mib(stop())
 		if err != nil {
 			closeApp()
 			return rep, err
@@ -231,7 +234,7 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 			now := app.Clock.Now()
 			pts, err := app.Usage.Series(ctx, usage.SeriesQuery{From: now.Add(-31 * 24 * time.Hour), To: now, Granularity: usage.Daily, By: usage.BySubscription})
 			d := time.Since(t0)
-			peak := stop()
+			peak := mib(stop())
 			if err != nil {
 				closeApp()
 				return rep, err
@@ -261,7 +264,7 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 		}
 		stop := heapPeak()
 		res, err := RunForwardBench(ctx, com, stack, sz.ForwardTenants, sz.ForwardDays, 0, progress)
-		peak := stop()
+		peak := mib(stop())
 		closeStack()
 		closeCom()
 		if err != nil {
@@ -291,7 +294,7 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 		v := res.RecordsPerSecond()
 		text, met := target(v, 1e6, true, "≥ 1,000,000 records/s, flat memory")
 		f := BenchFigure{Stage: "rating", Figure: "rating + invoice drafts of a month", Value: v, Unit: "records/s", Target: text, Met: met,
-			PeakHeapMiB: float64(res.PeakHeapBytes) / (1 << 20), Note: fmt.Sprintf("%d records, invoice total %s", res.Records, res.Total)}
+			PeakHeapMiB: mib(res.PeakHeapBytes), Note: fmt.Sprintf("%d records, invoice total %s", res.Records, res.Total)}
 		if res.Baseline > 0 {
 			b := float64(res.Records) / res.Baseline.Seconds()
 			f.BaselineName, f.Baseline, f.Ratio = "hand-written SQL (COPY + INSERT…SELECT…GROUP BY), same total", &b, ptr(v/b)

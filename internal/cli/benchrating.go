@@ -4,9 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -81,31 +79,11 @@ func RunRatingBench(ctx context.Context, app *App, n int64, subs int, withBaseli
 		return res, err
 	}
 	res.Load = time.Since(t0)
-	runtime.GC()
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
+	stop := heapPeak()
 	t0 = time.Now()
 	sum, err := app.Billing.Period(ctx, op, "2026-10")
 	res.Rate = time.Since(t0)
-	close(stop)
-	<-sampled
-	res.PeakHeapBytes = peak.Load()
+	res.PeakHeapBytes = stop()
 	if err != nil {
 		return res, err
 	}
