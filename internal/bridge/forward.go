@@ -28,9 +28,22 @@ const watermarkSetting = "bridge.watermark"
 // it, so that intake transactions that began inside the hour have committed.
 const Grace = 2 * time.Minute
 
-// Owners tells the forwarder which directory tenant owns a subscription.
+// Owners tells the forwarder which directory tenants have owned a
+// subscription: owners[i] from since[i] on.
 type Owners interface {
-	Owner(ctx context.Context, subscriptionID string) (string, error)
+	Owners(ctx context.Context, subscriptionID string) (since []time.Time, owners []string, err error)
+}
+
+// ownerAt picks the owner at t from an ownership history.
+func ownerAt(since []time.Time, owners []string, t time.Time) string {
+	owner := ""
+	for i, from := range since {
+		if from.After(t) {
+			break
+		}
+		owner = owners[i]
+	}
+	return owner
 }
 
 // Watermark is the last record forwarded, in (reported hour, id) order.
@@ -123,7 +136,11 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 	}
 	b := Batch{CloudID: a.Claims.CloudID}
 	last := w
-	owners := map[string]string{}
+	type history struct {
+		since  []time.Time
+		owners []string
+	}
+	owners := map[string]history{}
 	type raw struct {
 		id                   int64
 		sub, meter, inst     string
@@ -145,13 +162,16 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	for _, r := range rs {
-		owner, ok := owners[r.sub]
-		if !ok {
-			if owner, err = f.owners.Owner(ctx, r.sub); err != nil {
+		// The tenant that owned the subscription in the usage hour: a
+		// subscription that changed hands bills each hour to its owner then.
+		h, seen := owners[r.sub]
+		if !seen {
+			if h.since, h.owners, err = f.owners.Owners(ctx, r.sub); err != nil {
 				return 0, err
 			}
-			owners[r.sub] = owner
+			owners[r.sub] = h
 		}
+		owner := ownerAt(h.since, h.owners, clock.FromMicros(r.hour))
 		b.Records = append(b.Records, Record{ID: RecordID(a.Claims.CloudID, r.sub, r.meter, r.inst, r.hour, r.reported), SubscriptionID: r.sub, TenantID: owner,
 			MeterID: r.meter, Quantity: r.qty, UsageHour: clock.FromMicros(r.hour), ReportedHour: clock.FromMicros(r.reported), ResourceURI: r.uri, Location: r.loc,
 			Tags: json.RawMessage(r.tags), AdditionalInfo: json.RawMessage(r.addl)})

@@ -449,10 +449,36 @@ func (s *Service) Exists(ctx context.Context, id string) (bool, error) {
 	return ok, err
 }
 
-// Owner returns the directory tenant that owns a user subscription ("" for
-// an unknown one); the bridge sends it so commerce can map usage to the
-// tenant's customer subscription.
-func (s *Service) Owner(ctx context.Context, id string) (string, error) {
-	sub, _, err := s.Lookup(ctx, id)
-	return sub.TenantID, err
+// Owners returns the directory tenants that have owned a user subscription,
+// in order: owner i owned it from since[i] (the first from the beginning of
+// time, since usage may predate the subscription's record). An unknown
+// subscription has none. The bridge sends each hour's owner then, so that
+// commerce maps usage to the customer subscription of the tenant that owned
+// it at the time, even if the subscription changed hands since.
+func (s *Service) Owners(ctx context.Context, id string) (since []time.Time, owners []string, err error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT at_us, data FROM user_subscription_changes WHERE subscription_id = ? ORDER BY at_us, seq`, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var at int64
+		var data string
+		if err := rows.Scan(&at, &data); err != nil {
+			return nil, nil, err
+		}
+		var v Subscription
+		if err := json.Unmarshal([]byte(data), &v); err != nil {
+			return nil, nil, err
+		}
+		if n := len(owners); n > 0 && owners[n-1] == v.TenantID {
+			continue // a change that kept the owner
+		}
+		from := clock.FromMicros(at)
+		if len(owners) == 0 {
+			from = time.Time{}
+		}
+		since, owners = append(since, from), append(owners, v.TenantID)
+	}
+	return since, owners, rows.Err()
 }
