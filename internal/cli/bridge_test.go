@@ -252,13 +252,7 @@ func TestBridgeRidesOutAnOutage(t *testing.T) {
 		}
 	}))
 	defer front.Close()
-	key, keys, err := registerStack(ctx, com.app, stack, regKey(W.ContosoDefault, "azurestack", "stamp"), front.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bridge.Activate(ctx, stack.DB, key, keys, clk.Now()); err != nil {
-		t.Fatal(err)
-	}
+	activateStack(t, com.app, stack, regKey(W.ContosoDefault, "azurestack", "stamp"), front.URL, clk.Now())
 	sub, tenant := randomGUID(), randomGUID()
 	sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "t"}
 	stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: tenant, TenantID: tenant})

@@ -25,7 +25,6 @@ import (
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
-	"github.com/stackbill/stackbill/internal/tenancy"
 )
 
 // chaosProxy stands between the stacks' bridges and commerce and, while
@@ -154,24 +153,12 @@ func TestChaos(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "chaos"}
 		for i := 0; i < 4; i++ {
 			sub, tenant := randomGUID(), randomGUID()
-			if _, _, err := st.Tenancy.PutDirectoryTenant(ctx, sop, st.Tenancy.Provider(), tenancy.DirectoryTenant{Name: tenant, TenantID: tenant}); err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := st.Tenancy.PutSubscription(ctx, sop, st.Tenancy.Provider(), sub, tenancy.Subscription{TenantID: tenant, Owner: "o", OfferID: "o"}); err != nil {
-				t.Fatal(err)
-			}
+			onboardLocal(t, st, tenant, sub)
 			s.subs = append(s.subs, sub)
 		}
-		key, keys, err := registerStack(ctx, com, st, registration.Key{SubscriptionID: s.defaultSub, ResourceGroup: "azurestack", Name: "chaos-" + s.name}, front.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bridge.Activate(ctx, st.DB, key, keys, vnow()); err != nil {
-			t.Fatal(err)
-		}
+		activateStack(t, com, st, registration.Key{SubscriptionID: s.defaultSub, ResourceGroup: "azurestack", Name: "chaos-" + s.name}, front.URL, vnow())
 		if s.writer, _, err = st.Auth.Create(ctx, auth.RoleUsageWriter, "", "", "chaos", 0); err != nil {
 			t.Fatal(err)
 		}

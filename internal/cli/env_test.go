@@ -13,15 +13,18 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/services/azurestack/mgmt/2017-06-01/azurestack"
 	"github.com/Azure/go-autorest/autorest"
 	"github.com/Azure/go-autorest/autorest/azure"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/tenancy"
 )
 
 // testEnv is a whole stackbill (Build) on a fresh database, served over real
@@ -215,4 +218,31 @@ func fmtFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
 
 func regKey(sub, rg, name string) registration.Key {
 	return registration.Key{SubscriptionID: sub, ResourceGroup: rg, Name: name}
+}
+
+// activateStack registers stack on commerce under k and activates it with
+// the activation key, naming url as commerce's usage endpoint.
+func activateStack(t *testing.T, com, stack *App, k registration.Key, url string, now time.Time) {
+	t.Helper()
+	key, keys, err := registerStack(context.Background(), com, stack, k, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bridge.Activate(context.Background(), stack.DB, key, keys, now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// onboardLocal onboards tenant's directory on stack and a user subscription
+// sub it owns.
+func onboardLocal(t *testing.T, stack *App, tenant, sub string) {
+	t.Helper()
+	ctx := context.Background()
+	sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "t"}
+	if _, _, err := stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: tenant, TenantID: tenant}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), sub, tenancy.Subscription{TenantID: tenant, Owner: "o", OfferID: "o"}); err != nil {
+		t.Fatal(err)
+	}
 }

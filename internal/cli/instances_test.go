@@ -21,7 +21,6 @@ import (
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
-	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
 )
 
@@ -90,21 +89,9 @@ func TestTwoCommerceInstances(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stack.Close()
-	key, keys, err := registerStack(ctx, com, stack, regKey(W.ContosoDefault, "azurestack", "ha-stamp"), front.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bridge.Activate(ctx, stack.DB, key, keys, stack.Clock.Now()); err != nil {
-		t.Fatal(err)
-	}
+	activateStack(t, com, stack, regKey(W.ContosoDefault, "azurestack", "ha-stamp"), front.URL, stack.Clock.Now())
 	sub, tenant := randomGUID(), randomGUID()
-	sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "t"}
-	if _, _, err := stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: tenant, TenantID: tenant}); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), sub, tenancy.Subscription{TenantID: tenant, Owner: "o", OfferID: "o"}); err != nil {
-		t.Fatal(err)
-	}
+	onboardLocal(t, stack, tenant, sub)
 	want := money.Zero
 	ingestDay := func(day time.Time, n int) {
 		t.Helper()

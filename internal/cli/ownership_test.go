@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
@@ -33,13 +32,7 @@ func TestOwnershipChangeMidMonth(t *testing.T) {
 		}
 		defer stack.Close()
 		k := regKey(W.ContosoDefault, "azurestack", "move-stamp")
-		key, keys, err := registerStack(ctx, com.app, stack, k, com.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bridge.Activate(ctx, stack.DB, key, keys, clk.Now()); err != nil {
-			t.Fatal(err)
-		}
+		activateStack(t, com.app, stack, k, com.url, clk.Now())
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
 		for _, c := range []struct{ sub, tenant string }{{W.Adatum.Subscription, W.Adatum.Tenant}, {W.Litware.Subscription, W.Litware.Tenant}} {
 			if _, err := com.app.Registrations.PutCustomerSubscription(ctx, op, k, c.sub, c.tenant, registration.Precondition{}); err != nil {

@@ -7,12 +7,10 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
-	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
 )
 
@@ -31,23 +29,13 @@ func TestRetention(t *testing.T) {
 		}
 		defer stack.Close()
 		srvURL := com.url
-		key, keys, err := registerStack(ctx, com.app, stack, regKey(W.ContosoDefault, "azurestack", "ret-stamp"), srvURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bridge.Activate(ctx, stack.DB, key, keys, clk.Now()); err != nil {
-			t.Fatal(err)
-		}
+		activateStack(t, com.app, stack, regKey(W.ContosoDefault, "azurestack", "ret-stamp"), srvURL, clk.Now())
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
 		if _, err := com.app.Billing.ImportPriceList(ctx, op, "t", []byte(testPriceListUSD), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		sub, tenant := randomGUID(), randomGUID()
-		sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "t"}
-		_, _, _ = stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: tenant, TenantID: tenant})
-		if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), sub, tenancy.Subscription{TenantID: tenant, Owner: "o", OfferID: "o"}); err != nil {
-			t.Fatal(err)
-		}
+		onboardLocal(t, stack, tenant, sub)
 		// One record a day for August, September and October, each reported
 		// the next day.
 		total := money.Zero

@@ -21,11 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stackbill/stackbill/internal/auth"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
-	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
 )
 
@@ -141,21 +138,9 @@ func TestBridgeVerifiesCommerce(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer stack.Close()
-		key, keys, err := registerStack(ctx, com.app, stack, regKey(W.ContosoDefault, "azurestack", fmt.Sprintf("tls-%d", i)), srv.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bridge.Activate(ctx, stack.DB, key, keys, stack.Clock.Now()); err != nil {
-			t.Fatal(err)
-		}
+		activateStack(t, com.app, stack, regKey(W.ContosoDefault, "azurestack", fmt.Sprintf("tls-%d", i)), srv.URL, stack.Clock.Now())
 		sub, tenant := randomGUID(), randomGUID()
-		sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "t"}
-		if _, _, err := stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: tenant, TenantID: tenant}); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), sub, tenancy.Subscription{TenantID: tenant, Owner: "o", OfferID: "o"}); err != nil {
-			t.Fatal(err)
-		}
+		onboardLocal(t, stack, tenant, sub)
 		h := stack.Clock.Now().Truncate(time.Hour).Add(-3 * time.Hour)
 		e := ev("e1", sub, simulate.MeterBaseVM, "2", h, h.Add(time.Hour), "/r/vm")
 		if _, err := stack.Usage.IngestAt(ctx, h.Add(time.Hour), []*usage.Event{&e}); err != nil {
