@@ -204,6 +204,29 @@ func (s Sum) Quantity() Quantity {
 	return Quantity{d}
 }
 
+// UnitScale is the number of fractional digits of Units: quantities are
+// stored beside their exact text as integers of 1e-9 so that the database
+// can sum them (SQLite has no exact decimal type), and rating reads one sum
+// per subscription, meter and day instead of every record.
+const UnitScale = sumScale
+
+// Units is q in units of 1e-9 when that is exact and fits an int64 with
+// headroom; ok is false otherwise and the caller keeps the exact text path.
+func (q Quantity) Units() (units int64, ok bool) {
+	return parseScaled([]byte(q.d.String()))
+}
+
+// FromUnits reads a sum of Units as a database returns it, as integer text
+// (SQLite) or numeric text (PostgreSQL's sum of bigint, which never
+// overflows), back into an exact quantity.
+func FromUnits(b []byte) (Quantity, error) {
+	d, err := decimal.NewFromString(string(b))
+	if err != nil || !d.Equal(d.Truncate(0)) {
+		return Quantity{}, fmt.Errorf("%q is not a whole number of units", b)
+	}
+	return Quantity{d.Shift(-sumScale)}, nil
+}
+
 // parseScaled parses plain decimal text ("12", "-0.5", "3.000000001") into
 // units of 1e-9, refusing exponents, more than nine significant fractional
 // digits and anything that would overflow.
