@@ -60,6 +60,7 @@ type Ingestor struct {
 	regs    *registration.Service
 	billing *meter.BillingMap
 	clock   *clock.Clock
+	series  seriesCache
 }
 
 // NewIngestor builds an Ingestor.
@@ -103,7 +104,8 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 	}
 	now := in.clock.Now()
 	type row struct {
-		args []any
+		args   []any
+		series SeriesKey // zero for local-only meters, which are never rated
 	}
 	rows := make([]row, 0, len(b.Records))
 	for i, r := range b.Records {
@@ -131,26 +133,52 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		if billed {
 			billingQty = r.Quantity.Mul(bm.Factor)
 		}
-		rows = append(rows, row{[]any{r.ID, reg.UID, reg.CloudID, charged, store.Bool(mapped), reason, strings.ToLower(r.SubscriptionID), tenant, key, bm.ID,
-			r.Quantity.String(), billingQty.String(), version, clock.Micros(r.UsageHour), clock.Micros(r.ReportedHour), clock.Micros(now),
+		var units any
+		var series SeriesKey
+		if billed {
+			series = SeriesKey{reg.UID, charged, bm.ID}
+			if u, ok := billingQty.Units(); ok {
+				units = u
+			}
+		}
+		rows = append(rows, row{series: series, args: []any{r.ID, reg.UID, reg.CloudID, charged, store.Bool(mapped), reason, strings.ToLower(r.SubscriptionID), tenant, key, bm.ID,
+			r.Quantity.String(), billingQty.String(), units, version, clock.Micros(r.UsageHour), clock.Micros(clock.DayStart(r.UsageHour)), clock.Micros(r.ReportedHour), clock.Micros(now),
 			r.ResourceURI, r.Location, rawOr(r.Tags), rawOr(r.AdditionalInfo)}})
 	}
+	keys := make([]SeriesKey, 0, 16)
+	for _, r := range rows {
+		if r.series != (SeriesKey{}) {
+			keys = append(keys, r.series)
+		}
+	}
 	var res IngestResult
+	var created map[SeriesKey]int64
+	rowPlaceholders := "(" + store.Placeholders(23) + ")"
 	err = in.db.Write(ctx, func(tx *store.Tx) error {
 		res = IngestResult{}
+		ids, missing := in.series.lookup(keys)
+		var err error
+		if created, err = ResolveSeries(ctx, tx, missing); err != nil {
+			return err
+		}
+		for k, id := range created {
+			ids[k] = id
+		}
 		const chunk = 200
 		for start := 0; start < len(rows); start += chunk {
 			part := rows[start:min(start+chunk, len(rows))]
 			var sb strings.Builder
-			args := make([]any, 0, 20*len(part))
+			args := make([]any, 0, 23*len(part))
 			sb.WriteString(`INSERT INTO commerce_usage (id, registration_uid, cloud_id, charged_subscription_id, mapped, reason, local_subscription_id, tenant_id, local_meter_key,
-				billing_meter_id, quantity, billing_quantity, meter_map_version, usage_hour_us, reported_hour_us, received_at_us, resource_uri, location, tags, additional_info) VALUES `)
+				billing_meter_id, quantity, billing_quantity, billing_units, meter_map_version, usage_hour_us, usage_day_us, reported_hour_us, received_at_us, resource_uri, location, tags, additional_info,
+				series_id) VALUES `)
 			for i, r := range part {
 				if i > 0 {
 					sb.WriteString(", ")
 				}
-				sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+				sb.WriteString(rowPlaceholders)
 				args = append(args, r.args...)
+				args = append(args, ids[r.series]) // 0 for the zero key
 			}
 			sb.WriteString(` ON CONFLICT (id) DO NOTHING`)
 			out, err := tx.ExecContext(ctx, sb.String(), args...)
@@ -161,11 +189,14 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 			res.Accepted += int(n)
 		}
 		res.Duplicates = len(rows) - res.Accepted
-		_, err := tx.ExecContext(ctx, `INSERT INTO ingest_hours (registration_uid, cloud_id, hour_us, records, duplicates, batches, last_at_us) VALUES (?, ?, ?, ?, ?, 1, ?)
+		_, err = tx.ExecContext(ctx, `INSERT INTO ingest_hours (registration_uid, cloud_id, hour_us, records, duplicates, batches, last_at_us) VALUES (?, ?, ?, ?, ?, 1, ?)
 			ON CONFLICT (registration_uid, hour_us) DO UPDATE SET records = ingest_hours.records + excluded.records, duplicates = ingest_hours.duplicates + excluded.duplicates,
 			batches = ingest_hours.batches + 1, last_at_us = excluded.last_at_us`, reg.UID, reg.CloudID, clock.Micros(clock.HourStart(now)), res.Accepted, res.Duplicates, clock.Micros(now))
 		return err
 	})
+	if err == nil {
+		in.series.remember(created)
+	}
 	return res, err
 }
 
