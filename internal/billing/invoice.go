@@ -537,7 +537,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 			}
 		} else {
 			var early sql.NullInt64
-			if err := tx.QueryRowContext(ctx, `SELECT MIN(usage_hour_us) FROM commerce_usage WHERE billed_period IS NULL AND usage_hour_us < ?`, clock.Micros(start)).Scan(&early); err != nil {
+			if err := tx.QueryRowContext(ctx, `SELECT MIN(usage_day_us) FROM commerce_usage WHERE billed_period IS NULL AND usage_day_us < ?`, clock.Micros(start)).Scan(&early); err != nil {
 				return err
 			}
 			if early.Valid {
@@ -548,7 +548,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 		if _, err := tx.ExecContext(ctx, `INSERT INTO billing_periods (period, finalized_at_us, finalized_by) VALUES (?, ?, ?)`, period, clock.Micros(now), actor); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE commerce_usage SET billed_period = ? WHERE billed_period IS NULL AND usage_hour_us < ?`, period, clock.Micros(end)); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE commerce_usage SET billed_period = ? WHERE billed_period IS NULL AND usage_day_us < ?`, period, clock.Micros(end)); err != nil {
 			return fmt.Errorf("stamp usage: %w", err)
 		}
 		dir, err := loadDirectory(ctx, tx)
@@ -645,7 +645,7 @@ func (s *Service) FinalizeDue(ctx context.Context) ([]string, error) {
 			next = clock.Period(clock.NextMonth(ls))
 		} else {
 			var early sql.NullInt64
-			if err := s.db.QueryRowContext(ctx, `SELECT MIN(usage_hour_us) FROM commerce_usage WHERE billed_period IS NULL`).Scan(&early); err != nil {
+			if err := s.db.QueryRowContext(ctx, `SELECT MIN(usage_day_us) FROM commerce_usage WHERE billed_period IS NULL`).Scan(&early); err != nil {
 				return done, err
 			}
 			if !early.Valid {

@@ -113,7 +113,7 @@ func (s *Service) writeRecon(ctx context.Context, partner, period string, w io.W
 	where, args := rs.where()
 	rows, err := s.db.QueryContext(ctx, `SELECT registration_uid, charged_subscription_id, billing_meter_id, usage_hour_us, billing_quantity, resource_uri,
 		local_meter_key, local_subscription_id, location, tags FROM commerce_usage WHERE `+where+`
-		ORDER BY charged_subscription_id, billing_meter_id, usage_hour_us / 86400000000, registration_uid, resource_uri, local_meter_key, local_subscription_id`, args...)
+		ORDER BY charged_subscription_id, billing_meter_id, usage_day_us, registration_uid, resource_uri, local_meter_key, local_subscription_id`, args...)
 	if err != nil {
 		return err
 	}
