@@ -12,7 +12,9 @@ import (
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store"
 )
 
@@ -62,20 +64,39 @@ func RunRatingBench(ctx context.Context, app *App, n int64, subs int, withBaseli
 	if _, err := app.Billing.ImportPriceList(ctx, op, "sample", billing.SamplePriceList(), time.Time{}); err != nil {
 		return res, err
 	}
+	subID := func(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-000000000002", i) }
+	var keys []bridge.SeriesKey
+	for i := 0; i < subs; i++ {
+		for _, m := range benchMeters {
+			keys = append(keys, bridge.SeriesKey{Registration: "bench-reg", Subscription: subID(i), BillingMeter: m.id})
+		}
+	}
+	var series map[bridge.SeriesKey]int64
+	if err := app.DB.Write(ctx, func(tx *store.Tx) (err error) {
+		series, err = bridge.ResolveSeries(ctx, tx, keys)
+		return err
+	}); err != nil {
+		return res, err
+	}
 	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 	row := func(i int64) []any {
 		m := benchMeters[i%int64(len(benchMeters))]
-		sub := fmt.Sprintf("%08x-0000-4000-8000-000000000002", int(i/4)%subs)
+		sub := subID(int(i/4) % subs)
 		hour := start.Add(time.Duration(i%744) * time.Hour)
 		qty := fmt.Sprintf("%d.%03d", 1+i%7, i%1000)
-		return []any{fmt.Sprintf("%032x", i), "bench-reg", "bench-cloud", sub, 1, "bench", sub, "t", "k", m.id, qty, qty, 1,
-			clock.Micros(hour), clock.Micros(hour), clock.Micros(hour), "/r", "local", "null", "null"}
+		units, _ := money.MustQuantity(qty).Units()
+		return []any{fmt.Sprintf("%032x", i), "bench-reg", "bench-cloud", sub, 1, "bench", sub, "t", "k", m.id, qty, qty, units, 1,
+			clock.Micros(hour), clock.Micros(clock.DayStart(hour)), clock.Micros(hour), clock.Micros(hour), "/r", "local", "null", "null",
+			series[bridge.SeriesKey{Registration: "bench-reg", Subscription: sub, BillingMeter: m.id}]}
 	}
 	cols := []string{"id", "registration_uid", "cloud_id", "charged_subscription_id", "mapped", "reason", "local_subscription_id", "tenant_id",
-		"local_meter_key", "billing_meter_id", "quantity", "billing_quantity", "meter_map_version", "usage_hour_us", "reported_hour_us",
-		"received_at_us", "resource_uri", "location", "tags", "additional_info"}
+		"local_meter_key", "billing_meter_id", "quantity", "billing_quantity", "billing_units", "meter_map_version", "usage_hour_us", "usage_day_us", "reported_hour_us",
+		"received_at_us", "resource_uri", "location", "tags", "additional_info", "series_id"}
 	t0 := time.Now()
 	if err := loadRecords(ctx, app.DB, "commerce_usage", cols, n, row); err != nil {
+		return res, err
+	}
+	if err := app.DB.Checkpoint(ctx); err != nil {
 		return res, err
 	}
 	res.Load = time.Since(t0)
@@ -109,6 +130,10 @@ func RunRatingBench(ctx context.Context, app *App, n int64, subs int, withBaseli
 	}
 	return res, nil
 }
+
+// baselineRow is what the SQL baselines load of a generated record:
+// subscription, billing meter, usage hour and billing quantity.
+func baselineRow(r []any) []any { return []any{r[3], r[9], r[14], r[11]} }
 
 // loadRecords bulk-loads generated rows: COPY on PostgreSQL, batched
 // multi-row INSERTs in one transaction on SQLite.
@@ -194,7 +219,7 @@ func sqlBaseline(ctx context.Context, db *store.DB, n int64, row func(int64) []a
 				}
 				r := row(i)
 				i++
-				return []any{r[3], r[9], r[13], r[11]}, nil
+				return baselineRow(r), nil
 			}))
 		return err
 	})
@@ -223,9 +248,15 @@ func benchRating(ctx context.Context, env Env, args []string) error {
 	n := fs.Int64("records", 1000000, "forwarded usage records to rate")
 	subs := fs.Int("subscriptions", 1000, "customer subscriptions they are charged to")
 	baseline := fs.Bool("baseline", true, "also run the hand-written SQL pipeline (bulk load + INSERT … SELECT … GROUP BY; REAL arithmetic on SQLite) and print the ratio")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	app, _, closeApp, err := openBenchApp(ctx, *dbFlag)
 	if err != nil {
 		return err
@@ -271,7 +302,7 @@ func sqliteBaseline(ctx context.Context, db *store.DB, n int64, row func(int64) 
 	t0 := time.Now()
 	if err := loadRecords(ctx, db, "baseline_usage", []string{"subscription_id", "meter_id", "usage_hour_us", "quantity"}, n, func(i int64) []any {
 		r := row(i)
-		return []any{r[3], r[9], r[13], r[11]}
+		return baselineRow(r)
 	}); err != nil {
 		return 0, "", err
 	}
