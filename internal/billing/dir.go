@@ -2,6 +2,10 @@ package billing
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"sort"
 
 	"github.com/stackbill/stackbill/internal/directory"
@@ -134,4 +138,58 @@ func (d *dirSnapshot) accountOf(subID string) (account, bool) {
 		}
 	}
 	return a, true
+}
+
+// dirJSON is a dirSnapshot as stored with a finalized period.
+type dirJSON struct {
+	Partners      map[string]directory.Partner      `json:"partners"`
+	Customers     map[string]directory.Customer     `json:"customers"`
+	Subscriptions map[string]directory.Subscription `json:"subscriptions"`
+	Currencies    map[string]string                 `json:"currencies"`
+	Registrations map[string]regJSON                `json:"registrations"`
+}
+
+type regJSON struct {
+	Name    string `json:"name"`
+	CloudID string `json:"cloudId"`
+}
+
+// saveDirectory stores the directory a period was finalized with.
+func saveDirectory(ctx context.Context, tx *store.Tx, period string, d *dirSnapshot) error {
+	j := dirJSON{Partners: d.partners, Customers: d.customers, Subscriptions: d.subs, Currencies: d.currencies,
+		Registrations: map[string]regJSON{}}
+	for uid, r := range d.regs {
+		j.Registrations[uid] = regJSON{r.name, r.cloudID}
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO period_directories (period, snapshot) VALUES (?, ?)`, period, string(b))
+	return err
+}
+
+// periodDirectory is the directory a finalized period was finalized with,
+// or the current one for periods finalized before snapshots were kept.
+func periodDirectory(ctx context.Context, q store.Querier, period string) (*dirSnapshot, error) {
+	var doc string
+	err := q.QueryRowContext(ctx, `SELECT snapshot FROM period_directories WHERE period = ?`, period).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return loadDirectory(ctx, q)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var j dirJSON
+	if err := json.Unmarshal([]byte(doc), &j); err != nil {
+		return nil, fmt.Errorf("period %s directory snapshot: %w", period, err)
+	}
+	d := &dirSnapshot{partners: j.Partners, customers: j.Customers, subs: j.Subscriptions, currencies: j.Currencies, regs: map[string]regInfo{}}
+	for uid, r := range j.Registrations {
+		d.regs[uid] = regInfo{name: r.Name, cloudID: r.CloudID}
+	}
+	if d.currencies == nil {
+		d.currencies = map[string]string{}
+	}
+	return d, nil
 }

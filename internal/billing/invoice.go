@@ -555,6 +555,9 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 		if err != nil {
 			return err
 		}
+		if err := saveDirectory(ctx, tx, period, dir); err != nil {
+			return err
+		}
 		run, err := s.rate(ctx, tx, dir, period, true, nil)
 		if err != nil {
 			return err

@@ -69,7 +69,13 @@ func (s *Service) reconSet(ctx context.Context, partner, period string) (rateSet
 	if err != nil {
 		return rateSet{}, nil, err
 	}
-	dir, err := loadDirectory(ctx, s.db)
+	// A finalized period is reconciled against the directory it was
+	// finalized with, so its file never changes; a draft's against today's.
+	load := loadDirectory
+	if st.finalized {
+		load = func(ctx context.Context, q store.Querier) (*dirSnapshot, error) { return periodDirectory(ctx, q, period) }
+	}
+	dir, err := load(ctx, s.db)
 	if err != nil {
 		return rateSet{}, nil, err
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
@@ -383,6 +384,26 @@ func TestBillingGolden(t *testing.T) {
 		w.goldenJSON(t, "statements-contoso-202610.json", stC)
 		w.goldenJSON(t, "statements-fabrikam-202610.json", stF)
 		w.goldenJSON(t, "statements-tailspin-202610.json", stT)
+
+		// A finalized period's reconciliation is rebuilt from the directory
+		// it was finalized with: renaming the customer afterwards changes
+		// nothing in October's file.
+		var before, after bytes.Buffer
+		if err := bs.Reconciliation(ctx, w.op, "contoso", "2026-10", &before, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(before.String(), ",Adatum,") {
+			t.Fatal("October's reconciliation does not name Adatum")
+		}
+		if _, _, err := w.env.app.Directory.PutCustomer(ctx, w.op, directory.Customer{TenantID: W.Adatum.Tenant, Name: "Adatum Renamed", Partner: "contoso"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := bs.Reconciliation(ctx, w.op, "contoso", "2026-10", &after, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(before.Bytes(), after.Bytes()) {
+			t.Fatalf("a finalized period's reconciliation changed with the directory:\n%s", after.String())
+		}
 	})
 }
 
