@@ -71,11 +71,12 @@ func (s *Service) reconSet(ctx context.Context, partner, period string) (rateSet
 	}
 	// A finalized period is reconciled against the directory it was
 	// finalized with, so its file never changes; a draft's against today's.
-	load := loadDirectory
+	var dir *dirSnapshot
 	if st.finalized {
-		load = func(ctx context.Context, q store.Querier) (*dirSnapshot, error) { return periodDirectory(ctx, q, period) }
+		dir, err = periodDirectory(ctx, s.db, period)
+	} else {
+		dir, err = loadDirectory(ctx, s.db)
 	}
-	dir, err := load(ctx, s.db)
 	if err != nil {
 		return rateSet{}, nil, err
 	}
