@@ -96,7 +96,7 @@ func RunRatingBench(ctx context.Context, app *App, n int64, subs int, withBaseli
 	if err := loadRecords(ctx, app.DB, "commerce_usage", cols, n, row); err != nil {
 		return res, err
 	}
-	if err := app.DB.Checkpoint(ctx); err != nil {
+	if err := app.DB.Settle(ctx); err != nil {
 		return res, err
 	}
 	res.Load = time.Since(t0)
