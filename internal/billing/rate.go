@@ -267,9 +267,8 @@ func (rs rateSet) where() (string, []any) {
 // aggregate sums a rate set's records per rating series (registration,
 // subscription and meter) and day. The database does the sums over each
 // record's integer units in one ordered pass of commerce_usage_rating, whose
-// keys are integers (day, series), so rating reads one
-// row per group instead of one per record; memory grows with the groups,
-// never with the records. A group holding records whose quantity has no
+// keys are integers (day, series), so rating reads one row per group instead
+// of one per record; memory grows with the groups, never with the records. A group holding records whose quantity has no
 // exact integer units (more than nine decimals, or stored before the units
 // column existed) adds those from their exact text, and a sum that would
 // overflow SQLite's 64-bit integers falls back to summing every record's
