@@ -75,11 +75,7 @@ func newBillingWorld(t *testing.T, backend string) *billingWorld {
 	env := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
 	w := &billingWorld{env: env, clk: clk, op: auth.Principal{Role: auth.RoleOperator, TokenID: "t"}, usageTotal: map[string]money.Quantity{}}
 	register := func(partner, defaultSub, name string) bridgeStamp {
-		stack, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer stack.Close()
+		stack := newStackApp(t, clk)
 		tok, err := bridge.RegistrationToken(ctx, stack.DB, "PayAsYouUse", "", nil)
 		if err != nil {
 			t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store/storetest"
@@ -245,4 +246,16 @@ func onboardLocal(t *testing.T, stack *App, tenant, sub string) {
 	if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), sub, tenancy.Subscription{TenantID: tenant, Owner: "o", OfferID: "o"}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// newStackApp builds a stack's services on a SQLite database of its own,
+// on clk, closed when the test ends.
+func newStackApp(t *testing.T, clk *clock.Clock) *App {
+	t.Helper()
+	stack, err := Build(context.Background(), Options{DB: storetest.DSN(t, "sqlite"), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stack.Close() })
+	return stack
 }

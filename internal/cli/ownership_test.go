@@ -26,11 +26,7 @@ func TestOwnershipChangeMidMonth(t *testing.T) {
 		ctx := context.Background()
 		clk := clock.Manual(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
-		stack, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer stack.Close()
+		stack := newStackApp(t, clk)
 		k := regKey(W.ContosoDefault, "azurestack", "move-stamp")
 		activateStack(t, com.app, stack, k, com.url, clk.Now())
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}

@@ -23,11 +23,7 @@ func TestRetention(t *testing.T) {
 		ctx := context.Background()
 		clk := clock.Manual(time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC))
 		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
-		stack, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer stack.Close()
+		stack := newStackApp(t, clk)
 		srvURL := com.url
 		activateStack(t, com.app, stack, regKey(W.ContosoDefault, "azurestack", "ret-stamp"), srvURL, clk.Now())
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
