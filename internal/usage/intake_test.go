@@ -60,16 +60,16 @@ func TestParseFormats(t *testing.T) {
 		if f != tc.format {
 			t.Errorf("%s: format %v", name, f)
 		}
-		events, rej, err := Parse(f, []byte(tc.body))
+		events, rej, err := NewParser().Parse(f, []byte(tc.body))
 		if err != nil || len(events) != tc.n || len(rej) != tc.rej {
 			t.Errorf("%s: %d events, %d rejected, %v", name, len(events), len(rej), err)
 		}
 	}
-	if _, _, err := Parse(JSONArray, []byte(strings.Repeat("[", 3))); err == nil {
+	if _, _, err := NewParser().Parse(JSONArray, []byte(strings.Repeat("[", 3))); err == nil {
 		t.Error("broken array accepted")
 	}
 	big := "[" + strings.TrimSuffix(strings.Repeat(ev+",", MaxBatch+1), ",") + "]"
-	if _, _, err := Parse(JSONArray, []byte(big)); err == nil || !strings.Contains(err.Error(), fmt.Sprint(MaxBatch)) {
+	if _, _, err := NewParser().Parse(JSONArray, []byte(big)); err == nil || !strings.Contains(err.Error(), fmt.Sprint(MaxBatch)) {
 		t.Errorf("oversized batch: %v", err)
 	}
 }
@@ -82,7 +82,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("{}\n{\"quantity\":\"-0\"}\n[]"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, format := range []Format{NDJSON, JSONArray, CloudEventsBatch} {
-			events, rej, err := Parse(format, body)
+			events, rej, err := NewParser().Parse(format, body)
 			if err != nil {
 				continue
 			}
@@ -97,4 +97,33 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLogPayloadRoundTrip: what intake logs is what aggregation reads, and a
+// damaged payload is refused, never half-read.
+func TestLogPayloadRoundTrip(t *testing.T) {
+	t.Parallel()
+	in := []logged{
+		{sub: "249356fe-5102-4bf2-902c-91b3eaa77be0", meterKey: "fab6eb84500b4a09a8ca7358f8bbaea5", qty: "12345678901234567890.123456789",
+			startUs: 1_790_000_000_000_000, endUs: 1_790_003_600_000_000, uri: "/subscriptions/x/vm0", location: "local", tags: `{"a":"1"}`, addl: `{"ServiceType":"Standard_D1_v2"}`},
+		{sub: "s", meterKey: "m", level: true, qty: "0.000000000001", startUs: -5, endUs: -5, tags: "null", addl: "null"},
+	}
+	b := encodeLog(nil, in)
+	out, err := decodeLog(b)
+	if err != nil || len(out) != len(in) {
+		t.Fatalf("decode: %v, %d events", err, len(out))
+	}
+	for i := range in {
+		if out[i] != in[i] {
+			t.Errorf("event %d: got %+v, want %+v", i, out[i], in[i])
+		}
+	}
+	for cut := 0; cut < len(b); cut++ {
+		if _, err := decodeLog(b[:cut]); err == nil {
+			t.Fatalf("a payload cut at %d of %d bytes decoded", cut, len(b))
+		}
+	}
+	if _, err := decodeLog(append(append([]byte(nil), b...), 0)); err == nil {
+		t.Fatal("a payload with a trailing byte decoded")
+	}
 }

@@ -90,6 +90,9 @@ func (s *Service) Aggregates(ctx context.Context, q Query) ([]Aggregate, *Cursor
 	if q.Limit <= 0 || q.Limit > PageSize {
 		q.Limit = PageSize
 	}
+	if err := s.Settle(ctx, q.End); err != nil {
+		return nil, nil, err
+	}
 	bucket := func(h int64) time.Time {
 		t := clock.FromMicros(h)
 		if q.Granularity == Daily {

@@ -41,6 +41,9 @@ type Point struct {
 // Series sums usage per bucket and key with exact decimals; points come in
 // bucket order.
 func (s *Service) Series(ctx context.Context, q SeriesQuery) ([]Point, error) {
+	if err := s.Settle(ctx, time.Time{}); err != nil {
+		return nil, err
+	}
 	col := map[Dimension]string{BySubscription: "subscription_id", ByMeter: "meter_key", ByResource: "resource_uri"}[q.By]
 	if col == "" {
 		col = "meter_key"

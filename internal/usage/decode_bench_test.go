@@ -1,0 +1,53 @@
+package usage
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+
+	"github.com/stackbill/stackbill/internal/money"
+)
+
+func benchLines(n int) [][]byte {
+	var out [][]byte
+	t := time.Date(2026, 10, 1, 3, 0, 0, 0, time.UTC)
+	for i := 0; i < n; i++ {
+		q := money.MustQuantity(fmt.Sprint(i%8 + 1))
+		s, e := t, t.Add(time.Hour)
+		b, _ := json.Marshal(Event{ID: fmt.Sprintf("a6845505-acd6-4500-bcc8-%012d", i), Source: "stackbill-simulator", SubscriptionID: "8a1d0a3c-5b8e-4f5e-9c7e-0c2f1d2e3f40", MeterID: "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5", Quantity: &q,
+			StartTime: &s, EndTime: &e, ResourceURI: fmt.Sprintf("/subscriptions/8a1d0a3c-5b8e-4f5e-9c7e-0c2f1d2e3f40/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm%03d", i%100), Location: "local",
+			AdditionalInfo: json.RawMessage(`{"ServiceType":"Standard_D1_v2"}`)})
+		out = append(out, b)
+	}
+	return out
+}
+
+// BenchmarkDecodeEvent compares the intake's decoder (sonic) with
+// encoding/json/v2's reference implementation on simulator-like events.
+func BenchmarkDecodeEvent(b *testing.B) {
+	lines := benchLines(1000)
+	b.Run("sonic", func(b *testing.B) {
+		p := NewParser()
+		b.RunParallel(func(pb *testing.PB) {
+			for i := 0; pb.Next(); i++ {
+				var e Event
+				if err := p.strictDecode(lines[i%1000], &e); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("jsonv2", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for i := 0; pb.Next(); i++ {
+				var e Event
+				if err := jsonv2.Unmarshal(lines[i%1000], &e, jsonv2.RejectUnknownMembers(true), jsonv2.MatchCaseInsensitiveNames(true)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
