@@ -66,10 +66,17 @@ type Status struct {
 	Forwarded      int64      `json:"forwardedRecords"`
 }
 
+// Settler completes the hourly records of reported hours before an instant
+// (the stack aggregates intake asynchronously).
+type Settler interface {
+	Settle(ctx context.Context, until time.Time) error
+}
+
 // Forwarder sends a stack's closed hourly records to commerce, at least
 // once; commerce's deduplication makes billing exactly once.
 type Forwarder struct {
 	db     *store.DB
+	settle Settler
 	clock  *clock.Clock
 	owners Owners
 	logger *slog.Logger
@@ -83,14 +90,14 @@ type Forwarder struct {
 }
 
 // NewForwarder builds a Forwarder that sends batches of batch records.
-func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, logger *slog.Logger, batch int) *Forwarder {
+func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, settle Settler, logger *slog.Logger, batch int) *Forwarder {
 	if batch <= 0 || batch > MaxRecords {
 		// Measured over loopback with mapping and dedup: 1,000 records per
 		// batch caught up at 7.6k records/s, 5,000 at 9.5k, 20,000 at 14.5k;
 		// commerce's commit cost is per batch.
 		batch = MaxRecords
 	}
-	return &Forwarder{db: db, clock: c, owners: owners, logger: logger, batch: batch, client: &http.Client{Timeout: 60 * time.Second}, MaxBackoff: time.Minute}
+	return &Forwarder{db: db, settle: settle, clock: c, owners: owners, logger: logger, batch: batch, client: &http.Client{Timeout: 60 * time.Second}, MaxBackoff: time.Minute}
 }
 
 // PinCA makes the forwarder trust only the given CAs for commerce's TLS
@@ -128,9 +135,13 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	horizon := f.horizon()
+	if err := f.settle.Settle(ctx, clock.FromMicros(horizon)); err != nil {
+		return 0, err
+	}
 	rows, err := f.db.QueryContext(ctx, `SELECT id, subscription_id, meter_key, instance, usage_hour_us, reported_hour_us, quantity, resource_uri, location, tags, additional_info
 		FROM usage_records WHERE reported_hour_us < ? AND (reported_hour_us, id) > (?, ?) ORDER BY reported_hour_us, id LIMIT ?`,
-		f.horizon(), w.ReportedHour, w.ID, f.batch)
+		horizon, w.ReportedHour, w.ID, f.batch)
 	if err != nil {
 		return 0, err
 	}
