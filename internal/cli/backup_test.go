@@ -25,7 +25,7 @@ func fingerprint(t *testing.T, app *App) string {
 	t.Helper()
 	ctx := context.Background()
 	var parts []string
-	for _, table := range []string{"partners", "customers", "subscriptions", "registrations", "tenant_mappings", "usage_records", "usage_dedup", "commerce_usage", "price_books", "tokens", "audit_log"} {
+	for _, table := range []string{"partners", "customers", "subscriptions", "registrations", "tenant_mappings", "usage_records", "usage_dedup", "usage_log", "commerce_usage", "price_books", "tokens", "audit_log"} {
 		var n int64
 		if err := app.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+table).Scan(&n); err != nil {
 			t.Fatal(err)

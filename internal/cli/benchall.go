@@ -185,9 +185,10 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 				_ = bar.Add(min(1000, len(events)-i))
 			}
 		}
+		parser := usage.NewParser()
 		t0 := time.Now()
 		for _, b := range batches {
-			if _, rej, err := usage.Parse(usage.NDJSON, b); err != nil || len(rej) > 0 {
+			if _, rej, err := parser.Parse(usage.NDJSON, b); err != nil || len(rej) > 0 {
 				return rep, fmt.Errorf("floor: parse: %v %v", err, rej)
 			}
 		}

@@ -142,7 +142,7 @@ func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, b
 			_ = bar.Add(1)
 		}
 	}
-	f := bridge.NewForwarder(stack.DB, stack.Clock, stack.Tenancy, stack.Logger, batch)
+	f := bridge.NewForwarder(stack.DB, stack.Clock, stack.Tenancy, stack.Usage, stack.Logger, batch)
 	t0 := time.Now()
 	sent := 0
 	for {

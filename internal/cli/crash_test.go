@@ -145,6 +145,11 @@ func TestIntakeSurvivesKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
+		// Acknowledged events may still be in the intake log: aggregate
+		// what the killed process left, as the next one would.
+		if err := usage.NewService(db, clock.Real(), nil, nil).Settle(ctx, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
 		got := map[string]map[string]money.Quantity{}
 		rows, err := db.QueryContext(ctx, `SELECT subscription_id, meter_key, quantity FROM usage_records`)
 		if err != nil {
@@ -175,7 +180,14 @@ func TestIntakeSurvivesKill9(t *testing.T) {
 			events += len(b)
 		}
 		var keys int
-		_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM usage_dedup`).Scan(&keys)
+		// SQLite keeps a batch's keys in one row of 16-byte keys.
+		q := `SELECT COUNT(*) FROM usage_dedup`
+		if db.Dialect == store.SQLite {
+			q = `SELECT COALESCE(SUM(LENGTH(keys) / 16), 0) FROM usage_dedup_blocks`
+		}
+		if err := db.QueryRowContext(ctx, q).Scan(&keys); err != nil {
+			t.Fatal(err)
+		}
 		if keys != events {
 			t.Errorf("%d idempotency keys for %d events", keys, events)
 		}

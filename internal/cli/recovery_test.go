@@ -64,6 +64,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 		// name its own probe here, so the test keeps crashing the newest.
 		probe, ok := map[string]string{
 			"0009_period_directory.sql": `SELECT COUNT(*) FROM period_directories`,
+			"0010_intake_log.sql":       `SELECT COUNT(*) FROM usage_log`,
 		}[migs[last-1].Name]
 		if !ok {
 			t.Fatalf("no probe for the last migration %s", migs[last-1].Name)

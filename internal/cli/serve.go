@@ -114,6 +114,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	go func() { errc <- srv.Serve(ln) }()
 	go purgeLoop(ctx, app, *role, *usageKeep, *billedKeep)
 	if *role == "all" || *role == "stack" {
+		go app.Usage.Run(ctx, logger.With("component", "usage"))
 		app.Forwarder.MaxBackoff = *bridgeBackoff
 		go app.Forwarder.Run(ctx)
 	}

@@ -62,14 +62,28 @@ func (c *client) onboard(ctx context.Context, w simulate.World) error {
 // postEvents sends one NDJSON batch and fails on any rejection: the
 // simulator's events are valid by construction, so a rejection is a bug.
 func (c *client) postEvents(ctx context.Context, events []usage.Event) (usage.Result, error) {
+	body, err := ndjson(events)
+	if err != nil {
+		return usage.Result{}, err
+	}
+	return c.postNDJSON(ctx, body)
+}
+
+// ndjson encodes events one per line.
+func ndjson(events []usage.Event) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	for i := range events {
 		if err := enc.Encode(&events[i]); err != nil {
-			return usage.Result{}, err
+			return nil, err
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/usage/events", &buf)
+	return buf.Bytes(), nil
+}
+
+// postNDJSON posts one NDJSON batch to the intake.
+func (c *client) postNDJSON(ctx context.Context, body []byte) (usage.Result, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/usage/events", bytes.NewReader(body))
 	if err != nil {
 		return usage.Result{}, err
 	}
@@ -80,12 +94,12 @@ func (c *client) postEvents(ctx context.Context, events []usage.Event) (usage.Re
 		return usage.Result{}, err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	answer, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 {
-		return usage.Result{}, fmt.Errorf("intake answered %d: %s", resp.StatusCode, body)
+		return usage.Result{}, fmt.Errorf("intake answered %d: %s", resp.StatusCode, answer)
 	}
 	var res usage.Result
-	if err := json.Unmarshal(body, &res); err != nil {
+	if err := json.Unmarshal(answer, &res); err != nil {
 		return res, err
 	}
 	if len(res.Rejected) > 0 {

@@ -40,6 +40,9 @@ func TestSimulateRealtime(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("simulate exited %d: %s", code, errb.String())
 	}
+	if err := app.Usage.Settle(context.Background(), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
 	var hours int
 	if err := app.DB.QueryRowContext(context.Background(), `SELECT COUNT(DISTINCT usage_hour_us) FROM usage_records`).Scan(&hours); err != nil {
 		t.Fatal(err)

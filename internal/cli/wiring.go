@@ -165,7 +165,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		o.BillingInterval = time.Minute
 	}
 	kick := make(chan struct{}, 1)
-	forwarder := bridge.NewForwarder(db, o.Clock, ten, o.Logger.With("component", "bridge"), o.BridgeBatch)
+	forwarder := bridge.NewForwarder(db, o.Clock, ten, use, o.Logger.With("component", "bridge"), o.BridgeBatch)
 	if o.CommerceCA != "" {
 		pool, err := loadCAs(o.CommerceCA)
 		if err != nil {
@@ -178,6 +178,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.Role != "commerce" {
 		registerBridgeMetrics(reg, forwarder)
+		registerIntakeMetrics(reg, use)
 	}
 	web, err := portal.New(portal.Deps{Role: o.Role, Clock: o.Clock, Logger: o.Logger.With("component", "portal"), Auth: authSvc, Directory: dir,
 		Registrations: regs, Tenancy: ten, Meters: meters, BillingMap: billingMap, Usage: use, Forwarder: forwarder, Ingestor: ingestor, Billing: bill})
@@ -248,6 +249,17 @@ func describeClock(c *clock.Clock) string {
 		return "real"
 	}
 	return fmt.Sprintf("SIMULATED at %s, %dx real time", c.Now().Format(time.RFC3339), c.Rate())
+}
+
+// registerIntakeMetrics exposes the intake log: events acknowledged and not
+// yet in the hourly records, and events aggregated.
+func registerIntakeMetrics(reg *prometheus.Registry, u *usage.Service) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_usage_intake_backlog_events", Help: "Acknowledged usage events waiting in the intake log for aggregation."},
+			func() float64 { return float64(u.Backlog()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_usage_aggregated_events_total", Help: "Usage events aggregated into hourly records by this process."},
+			func() float64 { return float64(u.Aggregated()) }),
+	)
 }
 
 // registerBridgeMetrics exposes the bridge's state; each scrape reads it.

@@ -242,7 +242,7 @@ func (s *Server) postUsageEvents(w http.ResponseWriter, r *http.Request, p auth.
 	if err != nil {
 		return err
 	}
-	events, rej, err := usage.Parse(usage.FormatOf(contentType, body), body)
+	events, rej, err := s.deps.Usage.Parse(usage.FormatOf(contentType, body), body)
 	if err != nil {
 		return err
 	}
