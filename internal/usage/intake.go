@@ -318,7 +318,7 @@ func NewService(db *store.DB, c *clock.Clock, meters *meter.Catalogue, subs Subs
 // thousand subscriptions, and each lookup is a query.
 const knownFor = 5 * time.Second
 
-func (s *Service) subscriptionExists(ctx context.Context, now time.Time, sub string) (bool, error) {
+func (s *Service) subscriptionExists(ctx context.Context, sub string) (bool, error) {
 	wall := time.Now()
 	s.knownMu.RLock()
 	until, ok := s.known[sub]
@@ -379,7 +379,7 @@ func (s *Service) validate(ctx context.Context, now time.Time, e *Event, subCach
 	exists, seen := subCache[sub]
 	if !seen {
 		var err error
-		if exists, err = s.subscriptionExists(ctx, now, sub); err != nil {
+		if exists, err = s.subscriptionExists(ctx, sub); err != nil {
 			return meter.Meter{}, "", err
 		}
 		subCache[sub] = exists
