@@ -71,24 +71,17 @@ type logReader struct {
 	err error
 }
 
-func (r *logReader) uvarint() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = errCorruptLog
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
+func (r *logReader) uvarint() uint64 { return readVarint(r, binary.Uvarint) }
 
-func (r *logReader) varint() int64 {
+func (r *logReader) varint() int64 { return readVarint(r, binary.Varint) }
+
+// readVarint reads one varint with read (binary.Uvarint or binary.Varint),
+// remembering the first failure so that callers check once at the end.
+func readVarint[T uint64 | int64](r *logReader, read func([]byte) (T, int)) T {
 	if r.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(r.b)
+	v, n := read(r.b)
 	if n <= 0 {
 		r.err = errCorruptLog
 		return 0
