@@ -278,3 +278,49 @@ func parseScaled(b []byte) (int64, bool) {
 	}
 	return n, true
 }
+
+// QuantityText checks that s is a decimal number that ParseQuantity accepts
+// and returns text that parses to the same quantity, and its sign. Intake
+// calls it once per event and keeps the text, so the common plain form
+// ("12", "0.25", "-3") is recognised without building a big integer and
+// returned as it is; anything else (exponents, a leading plus) goes through
+// ParseQuantity and comes back canonical.
+func QuantityText(s string) (text string, sign int, err error) {
+	if plain, nonZero := plainDecimal(s); plain {
+		switch {
+		case !nonZero:
+			return s, 0, nil
+		case s[0] == '-':
+			return s, -1, nil
+		}
+		return s, 1, nil
+	}
+	q, err := ParseQuantity(s)
+	if err != nil {
+		return "", 0, err
+	}
+	return q.String(), q.Sign(), nil
+}
+
+// plainDecimal reports whether s is -?digits(.digits)? with at most 40
+// digits, and whether any digit is non-zero.
+func plainDecimal(s string) (plain, nonZero bool) {
+	i := 0
+	if len(s) > 0 && s[0] == '-' {
+		i++
+	}
+	digits, point := 0, false
+	for ; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			digits++
+			nonZero = nonZero || c != '0'
+		case c == '.' && !point && digits > 0 && i < len(s)-1:
+			point = true
+		default:
+			return false, false
+		}
+	}
+	return digits > 0 && digits <= 40, nonZero
+}

@@ -77,3 +77,36 @@ func FuzzSum(f *testing.F) {
 		}
 	})
 }
+
+// TestQuantityTextAgreesWithParse checks the fast path against ParseQuantity:
+// the same inputs are refused, and the text parses to the same quantity with
+// the same sign.
+func TestQuantityTextAgreesWithParse(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"0", "-0", "0.000", "12", "-3", "0.25", "-0.0001", "1.50", "007", "12345678901234567890.123456789",
+		"1e3", "+2", "1.", ".5", "", "-", "1.2.3", "one", " 1", "1 ", "--1", "1-", "0x10", "1e", strings.Repeat("9", 41), strings.Repeat("9", 40)} {
+		checkQuantityText(t, s)
+	}
+}
+
+func FuzzQuantityText(f *testing.F) {
+	for _, s := range []string{"0", "-0.5", "1e3", "12.", "+1"} {
+		f.Add(s)
+	}
+	f.Fuzz(checkQuantityText)
+}
+
+func checkQuantityText(t *testing.T, s string) {
+	text, sign, err := QuantityText(s)
+	want, werr := ParseQuantity(s)
+	if (err != nil) != (werr != nil) {
+		t.Fatalf("%q: QuantityText error %v, ParseQuantity error %v", s, err, werr)
+	}
+	if err != nil {
+		return
+	}
+	got, perr := ParseQuantity(text)
+	if perr != nil || !got.Equal(want) || sign != want.Sign() {
+		t.Fatalf("%q: text %q (sign %d, %v), want %s (sign %d)", s, text, sign, perr, want, want.Sign())
+	}
+}
