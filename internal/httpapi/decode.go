@@ -37,13 +37,27 @@ func readCSVBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, e
 }
 
 func readLimited(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), r.ContentLength, limit)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return nil, arm.Errorf(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "The request body is larger than the limit of %d bytes.", limit)
 		}
 		return nil, arm.InvalidRequest("", "The request body could not be read: %v", err)
+	}
+	return body, nil
+}
+
+// readAll reads a body into one buffer of its declared length when it has
+// one: growing a buffer by doubling copied each megabyte of an intake batch
+// about twice. net/http never lets a body run past its Content-Length.
+func readAll(rd io.Reader, declared, limit int64) ([]byte, error) {
+	if declared <= 0 || declared > limit {
+		return io.ReadAll(rd)
+	}
+	body := make([]byte, declared)
+	if _, err := io.ReadFull(rd, body); err != nil {
+		return nil, err
 	}
 	return body, nil
 }
