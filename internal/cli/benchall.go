@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
@@ -188,8 +189,12 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 		parser := usage.NewParser()
 		t0 := time.Now()
 		for _, b := range batches {
-			if _, rej, err := parser.Parse(usage.NDJSON, b); err != nil || len(rej) > 0 {
-				return rep, fmt.Errorf("floor: parse: %v %v", err, rej)
+			batch, err := parser.Parse(usage.NDJSON, b)
+			if err != nil {
+				return rep, fmt.Errorf("floor: parse: %v", err)
+			}
+			if rej := batch.Rejected(); len(rej) > 0 {
+				return rep, fmt.Errorf("floor: parse: %v", rej)
 			}
 		}
 		floor = float64(len(events)) / time.Since(t0).Seconds()
@@ -201,7 +206,7 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 			return rep, err
 		}
 		stop := heapPeak()
-		res, err := RunIntakeBench(ctx, app, token, sz.Events, 4, progress)
+		res, err := RunIntakeBench(ctx, app, token, sz.Events, 4, progress, nil)
 		peak := mib(stop())
 		if err != nil {
 			closeApp()
@@ -510,5 +515,5 @@ func startCPUProfile(path string) (stop func(), err error) {
 		f.Close()
 		return nil, err
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return sync.OnceFunc(func() { pprof.StopCPUProfile(); f.Close() }), nil
 }

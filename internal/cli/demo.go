@@ -268,7 +268,7 @@ func runDemoSimulator(ctx context.Context, app *App, w simulate.World) {
 			for i := range evs {
 				ptrs[i] = &evs[i]
 			}
-			if _, err := app.Usage.Ingest(ctx, ptrs, nil); err != nil {
+			if _, err := app.Usage.Ingest(ctx, ptrs); err != nil {
 				if ctx.Err() != nil {
 					return
 				}

@@ -242,11 +242,11 @@ func (s *Server) postUsageEvents(w http.ResponseWriter, r *http.Request, p auth.
 	if err != nil {
 		return err
 	}
-	events, rej, err := s.deps.Usage.Parse(usage.FormatOf(contentType, body), body)
+	batch, err := s.deps.Usage.Parse(usage.FormatOf(contentType, body), body)
 	if err != nil {
 		return err
 	}
-	res, err := s.deps.Usage.Ingest(r.Context(), events, rej)
+	res, err := s.deps.Usage.IngestBatch(r.Context(), batch)
 	if err != nil {
 		return err
 	}

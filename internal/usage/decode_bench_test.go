@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bytedance/sonic"
 	jsonv2 "github.com/go-json-experiment/json"
 
 	"github.com/stackbill/stackbill/internal/money"
@@ -25,16 +26,30 @@ func benchLines(n int) [][]byte {
 	return out
 }
 
-// BenchmarkDecodeEvent compares the intake's decoder (sonic) with
-// encoding/json/v2's reference implementation on simulator-like events.
+// BenchmarkDecodeEvent compares the intake's decoder (sonic into wireEvent)
+// with decoding into Event's typed fields, and with encoding/json/v2's
+// reference implementation, on simulator-like events.
 func BenchmarkDecodeEvent(b *testing.B) {
 	lines := benchLines(1000)
 	b.Run("sonic", func(b *testing.B) {
 		p := NewParser()
 		b.RunParallel(func(pb *testing.PB) {
 			for i := 0; pb.Next(); i++ {
-				var e Event
+				var e wireEvent
 				if err := p.strictDecode(lines[i%1000], &e); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	// The previous design: typed fields (decimal quantity, time.Time) and
+	// copied strings.
+	b.Run("sonic-typed", func(b *testing.B) {
+		api := sonic.Config{DisallowUnknownFields: true, CopyString: true}.Froze()
+		b.RunParallel(func(pb *testing.PB) {
+			for i := 0; pb.Next(); i++ {
+				var e Event
+				if err := api.Unmarshal(lines[i%1000], &e); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -43,7 +58,7 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	b.Run("jsonv2", func(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			for i := 0; pb.Next(); i++ {
-				var e Event
+				var e wireEvent
 				if err := jsonv2.Unmarshal(lines[i%1000], &e, jsonv2.RejectUnknownMembers(true), jsonv2.MatchCaseInsensitiveNames(true)); err != nil {
 					b.Fatal(err)
 				}

@@ -60,16 +60,16 @@ func TestParseFormats(t *testing.T) {
 		if f != tc.format {
 			t.Errorf("%s: format %v", name, f)
 		}
-		events, rej, err := NewParser().Parse(f, []byte(tc.body))
-		if err != nil || len(events) != tc.n || len(rej) != tc.rej {
-			t.Errorf("%s: %d events, %d rejected, %v", name, len(events), len(rej), err)
+		b, err := NewParser().Parse(f, []byte(tc.body))
+		if err != nil || b.Len() != tc.n || len(b.Rejected()) != tc.rej {
+			t.Errorf("%s: %+v, %v", name, b, err)
 		}
 	}
-	if _, _, err := NewParser().Parse(JSONArray, []byte(strings.Repeat("[", 3))); err == nil {
+	if _, err := NewParser().Parse(JSONArray, []byte(strings.Repeat("[", 3))); err == nil {
 		t.Error("broken array accepted")
 	}
 	big := "[" + strings.TrimSuffix(strings.Repeat(ev+",", MaxBatch+1), ",") + "]"
-	if _, _, err := NewParser().Parse(JSONArray, []byte(big)); err == nil || !strings.Contains(err.Error(), fmt.Sprint(MaxBatch)) {
+	if _, err := NewParser().Parse(JSONArray, []byte(big)); err == nil || !strings.Contains(err.Error(), fmt.Sprint(MaxBatch)) {
 		t.Errorf("oversized batch: %v", err)
 	}
 }
@@ -82,18 +82,18 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("{}\n{\"quantity\":\"-0\"}\n[]"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, format := range []Format{NDJSON, JSONArray, CloudEventsBatch} {
-			events, rej, err := NewParser().Parse(format, body)
+			b, err := NewParser().Parse(format, body)
 			if err != nil {
 				continue
 			}
 			ok := 0
-			for _, e := range events {
-				if e != nil {
+			for _, e := range b.events {
+				if e.parsed {
 					ok++
 				}
 			}
-			if ok+len(rej) != len(events) {
-				t.Fatalf("%d events, %d parsed, %d rejected", len(events), ok, len(rej))
+			if ok+len(b.rejected) != len(b.events) {
+				t.Fatalf("%d events, %d parsed, %d rejected", len(b.events), ok, len(b.rejected))
 			}
 		}
 	})
@@ -125,5 +125,26 @@ func TestLogPayloadRoundTrip(t *testing.T) {
 	}
 	if _, err := decodeLog(append(append([]byte(nil), b...), 0)); err == nil {
 		t.Fatal("a payload with a trailing byte decoded")
+	}
+}
+
+// TestQuantityToken: a quantity arrives as a JSON number or string and is
+// kept as the text that was sent; null and a missing quantity are empty.
+func TestQuantityToken(t *testing.T) {
+	t.Parallel()
+	for tok, want := range map[string]string{`12.5`: "12.5", `"0.25"`: "0.25", `"\u0031.5"`: "1.5", ` 7 `: "7", `null`: "", ``: "", `1e3`: "1e3"} {
+		got, err := quantityText([]byte(tok))
+		if err != nil || got != want {
+			t.Errorf("%s: %q, %v; want %q", tok, got, err, want)
+		}
+	}
+	if _, err := quantityText([]byte(`"1.5`)); err == nil {
+		t.Error("an unterminated string was accepted")
+	}
+	if _, err := eventTime("startTime", "2026-01-01 00:00:00"); err == nil || !strings.Contains(err.Error(), "malformed value") {
+		t.Errorf("a time that is not RFC 3339: %v", err)
+	}
+	if got, err := eventTime("startTime", "2026-01-01T02:00:00+02:00"); err != nil || got.Location() != time.UTC || got.Hour() != 0 {
+		t.Errorf("offset time: %v %v", got, err)
 	}
 }
