@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -50,7 +51,9 @@ type IntakeBenchResult struct {
 // deduplicated, with the stack's background aggregation running as it does
 // in serve. Bodies are encoded before the clock starts: producers are other
 // machines, and their JSON encoding is not the stack's work.
-func RunIntakeBench(ctx context.Context, app *App, token string, n, clients int, progress io.Writer) (IntakeBenchResult, error) {
+// onAcked, when not nil, runs the moment the last batch is acknowledged (the
+// bench stops its acknowledgement-phase profile there).
+func RunIntakeBench(ctx context.Context, app *App, token string, n, clients int, progress io.Writer, onAcked func()) (IntakeBenchResult, error) {
 	base, stop, err := serveLoopback(app)
 	if err != nil {
 		return IntakeBenchResult{}, err
@@ -76,6 +79,7 @@ func RunIntakeBench(ctx context.Context, app *App, token string, n, clients int,
 	work := make(chan []byte)
 	errs := make(chan error, clients)
 	var wg sync.WaitGroup
+	var accepted atomic.Int64
 	start := time.Now()
 	for i := 0; i < max(1, clients); i++ {
 		wg.Add(1)
@@ -87,6 +91,7 @@ func RunIntakeBench(ctx context.Context, app *App, token string, n, clients int,
 					errs <- err
 					return
 				}
+				accepted.Add(int64(res.Accepted))
 				if bar != nil {
 					_ = bar.Add(res.Accepted + res.Duplicates)
 				}
@@ -99,6 +104,9 @@ func RunIntakeBench(ctx context.Context, app *App, token string, n, clients int,
 	close(work)
 	wg.Wait()
 	acked := time.Since(start)
+	if onAcked != nil {
+		onAcked()
+	}
 	close(errs)
 	if err := <-errs; err != nil {
 		return IntakeBenchResult{}, err
@@ -106,7 +114,17 @@ func RunIntakeBench(ctx context.Context, app *App, token string, n, clients int,
 	if err := app.Usage.Settle(ctx, time.Time{}); err != nil {
 		return IntakeBenchResult{}, err
 	}
-	return IntakeBenchResult{Events: len(events), Duration: acked, Aggregated: time.Since(start)}, nil
+	aggregated := time.Since(start)
+	// A figure counts only if every event was accepted once and reached the
+	// hourly records.
+	var inRecords int64
+	if err := app.DB.QueryRowContext(ctx, `SELECT COALESCE(SUM(events), 0) FROM usage_records`).Scan(&inRecords); err != nil {
+		return IntakeBenchResult{}, err
+	}
+	if accepted.Load() != int64(len(events)) || inRecords != int64(len(events)) {
+		return IntakeBenchResult{}, fmt.Errorf("intake bench: %d events posted, %d accepted, %d in the hourly records", len(events), accepted.Load(), inRecords)
+	}
+	return IntakeBenchResult{Events: len(events), Duration: acked, Aggregated: aggregated}, nil
 }
 
 // intakeEvents is the intake benchmark's input: the first n events of 50
@@ -226,6 +244,7 @@ func benchIntake(ctx context.Context, env Env, args []string) error {
 	n := fs.Int("events", 200000, "events to post")
 	clients := fs.Int("clients", 4, "concurrent producers")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed run to this file (go tool pprof)")
+	ackProfile := fs.String("ack-cpuprofile", "", "write a CPU profile of the acknowledgement phase alone to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -234,11 +253,19 @@ func benchIntake(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer closeApp()
-	stopProfile, err := startCPUProfile(*cpuProfile)
+	profile := *cpuProfile
+	var onAcked func()
+	if *ackProfile != "" {
+		profile = *ackProfile
+	}
+	stopProfile, err := startCPUProfile(profile)
 	if err != nil {
 		return err
 	}
-	res, err := RunIntakeBench(ctx, app, token, *n, *clients, env.Stderr)
+	if *ackProfile != "" {
+		onAcked = stopProfile
+	}
+	res, err := RunIntakeBench(ctx, app, token, *n, *clients, env.Stderr, onAcked)
 	stopProfile()
 	if err != nil {
 		return err

@@ -14,7 +14,7 @@ func BenchmarkIntake(b *testing.B) {
 		b.Run(backend, func(b *testing.B) {
 			app, token := benchApp(b, backend)
 			b.ResetTimer()
-			res, err := RunIntakeBench(context.Background(), app, token, b.N, 4, nil)
+			res, err := RunIntakeBench(context.Background(), app, token, b.N, 4, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
