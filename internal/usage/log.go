@@ -1,12 +1,14 @@
 package usage
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -350,6 +352,7 @@ func (s *Service) drain(ctx context.Context, until int64, settle bool) (int, err
 			return fmt.Errorf("read intake log: %w", err)
 		}
 		groups := map[recordKey]*recordVal{}
+		instances := map[string]string{}
 		var order []recordKey
 		var ids []any
 		for rows.Next() {
@@ -366,7 +369,7 @@ func (s *Service) drain(ctx context.Context, until int64, settle bool) (int, err
 			}
 			reported := clock.Micros(clock.HourStart(clock.FromMicros(received)))
 			for i := range evs {
-				if err := addToGroups(groups, &order, reported, &evs[i]); err != nil {
+				if err := addToGroups(groups, &order, instances, reported, &evs[i]); err != nil {
 					rows.Close()
 					return fmt.Errorf("intake log row %d: %w", id, err)
 				}
@@ -381,6 +384,9 @@ func (s *Service) drain(ctx context.Context, until int64, settle bool) (int, err
 		if len(ids) == 0 {
 			return nil
 		}
+		// In index order, consecutive inserts land on the same pages of
+		// the record key index instead of all over it.
+		slices.SortFunc(order, compareRecordKeys)
 		if err := s.addRecords(ctx, tx, order, groups); err != nil {
 			return err
 		}
@@ -401,9 +407,14 @@ func (s *Service) drain(ctx context.Context, until int64, settle bool) (int, err
 	return batches, nil
 }
 
+func compareRecordKeys(a, b recordKey) int {
+	return cmp.Or(strings.Compare(a.sub, b.sub), strings.Compare(a.meter, b.meter), strings.Compare(a.instance, b.instance),
+		cmp.Compare(a.hour, b.hour), cmp.Compare(a.reported, b.reported))
+}
+
 // addToGroups splits one logged event across its usage hours and adds the
 // parts to the records of its reported hour.
-func addToGroups(groups map[recordKey]*recordVal, order *[]recordKey, reported int64, e *logged) error {
+func addToGroups(groups map[recordKey]*recordVal, order *[]recordKey, instances map[string]string, reported int64, e *logged) error {
 	total, err := money.ParseQuantity(e.qty)
 	if err != nil {
 		return err
@@ -413,7 +424,13 @@ func addToGroups(groups map[recordKey]*recordVal, order *[]recordKey, reported i
 		// A level held for a time: the amount is level × hours.
 		total = total.MulFrac(e.endUs-e.startUs, int64(time.Hour/time.Microsecond), partPlaces)
 	}
-	inst := instanceKey(e.uri)
+	// A resource reports several meters every hour: hash its URI once per
+	// transaction.
+	inst, ok := instances[e.uri]
+	if !ok {
+		inst = instanceKey(e.uri)
+		instances[e.uri] = inst
+	}
 	for _, p := range split(total, start, end) {
 		k := recordKey{e.sub, e.meterKey, inst, clock.Micros(p.hour), reported}
 		v := groups[k]
