@@ -286,6 +286,7 @@ func benchUsageAPI(ctx context.Context, env Env, args []string) error {
 	resources := fs.Int("resources", 100, "resources in the subscription")
 	days := fs.Int("days", 30, "days of hourly usage")
 	passes := fs.Int("passes", 3, "times to walk every page")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -294,7 +295,12 @@ func benchUsageAPI(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer closeApp()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
 	res, err := RunUsageAPIBench(ctx, app, token, *resources, *days, *passes, env.Stderr)
+	stopProfile()
 	if err != nil {
 		return err
 	}
