@@ -142,6 +142,7 @@ func TestChaos(t *testing.T) {
 		p                                   *proc
 		acked                               money.Quantity
 		events, refusedFull                 atomic.Int64
+		lastRefusal                         atomic.Value // string: the last answer that was not 200, for diagnosis
 	}
 	stamps := []*stamp{
 		{name: "a", defaultSub: W.ContosoDefault, partner: "contoso"},
@@ -239,6 +240,9 @@ func TestChaos(t *testing.T) {
 						if resp.StatusCode == http.StatusInsufficientStorage && strings.Contains(string(b), "InsufficientStorage") {
 							s.refusedFull.Add(1)
 						}
+						s.lastRefusal.Store(fmt.Sprintf("%s: %d %.300s", vnow().Format(time.RFC3339), resp.StatusCode, b))
+					} else {
+						s.lastRefusal.Store(fmt.Sprintf("%s: %v", vnow().Format(time.RFC3339), err))
 					}
 					time.Sleep(100 * time.Millisecond)
 				}
@@ -327,7 +331,8 @@ func TestChaos(t *testing.T) {
 				}
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("stamp %s did not catch up: %+v %v", s.name, st, err)
+				t.Fatalf("stamp %s did not catch up: %+v %v; last hour %s; %d events acknowledged; intake's last refusal: %v",
+					s.name, st, err, lastHour.Format(time.RFC3339), s.events.Load(), s.lastRefusal.Load())
 			}
 			time.Sleep(300 * time.Millisecond)
 		}
