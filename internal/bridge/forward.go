@@ -64,6 +64,11 @@ type Status struct {
 	LastError      string     `json:"lastError,omitempty"`
 	LastErrorAt    *time.Time `json:"lastErrorAt,omitempty"`
 	Forwarded      int64      `json:"forwardedRecords"`
+	// ForwardedThrough is the instant before which every reported hour has
+	// been forwarded whole: usage acknowledged by intake before it is in
+	// commerce. It trails the clock by at least Grace, since open hours
+	// are never forwarded.
+	ForwardedThrough *time.Time `json:"forwardedThrough,omitempty"`
 }
 
 // Settler completes the hourly records of reported hours before an instant
@@ -137,6 +142,7 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 	}
 	horizon := f.horizon()
 	if err := f.settle.Settle(ctx, clock.FromMicros(horizon)); err != nil {
+		f.failed(fmt.Errorf("aggregate usage before forwarding: %w", err))
 		return 0, err
 	}
 	rows, err := f.db.QueryContext(ctx, `SELECT id, subscription_id, meter_key, instance, usage_hour_us, reported_hour_us, quantity, resource_uri, location, tags, additional_info
@@ -324,7 +330,9 @@ func (f *Forwarder) ForwardedPerHour(ctx context.Context, since time.Time) ([]Ho
 	return out, rows.Err()
 }
 
-// Status reports the bridge's state, with the backlog counted now.
+// Status reports the bridge's state, with the backlog counted now. It
+// settles intake first, so acknowledged events not yet aggregated count in
+// the backlog rather than hiding from it.
 func (f *Forwarder) Status(ctx context.Context) (Status, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -339,13 +347,23 @@ func (f *Forwarder) Status(ctx context.Context) (Status, error) {
 	if st.Watermark, err = f.watermark(ctx); err != nil {
 		return st, err
 	}
-	var oldest *int64
-	if err := f.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(reported_hour_us) FROM usage_records WHERE reported_hour_us < ? AND (reported_hour_us, id) > (?, ?)`,
-		f.horizon(), st.Watermark.ReportedHour, st.Watermark.ID).Scan(&st.Backlog, &oldest); err != nil {
+	horizon := f.horizon()
+	if err := f.settle.Settle(ctx, clock.FromMicros(horizon)); err != nil {
 		return st, err
 	}
+	var oldest *int64
+	if err := f.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(reported_hour_us) FROM usage_records WHERE reported_hour_us < ? AND (reported_hour_us, id) > (?, ?)`,
+		horizon, st.Watermark.ReportedHour, st.Watermark.ID).Scan(&st.Backlog, &oldest); err != nil {
+		return st, err
+	}
+	through := horizon
 	if oldest != nil {
 		st.LagSeconds = f.clock.Now().Sub(clock.FromMicros(*oldest).Add(time.Hour)).Seconds()
+		through = *oldest
+	}
+	if st.Activated && st.UsageReporting {
+		t := clock.FromMicros(through)
+		st.ForwardedThrough = &t
 	}
 	return st, nil
 }

@@ -174,8 +174,14 @@ func TestBridgeChargesByHour(t *testing.T) {
 		if err != nil || st.Backlog != 0 || !st.Activated || st.Forwarded != 2*72*3*4 {
 			t.Fatalf("status %+v %v", st, err)
 		}
+		// Caught up: every hour that may be forwarded (closed, past the grace) is.
+		horizon := clock.HourStart(stack.Clock.Now().Add(-bridge.Grace))
+		if st.ForwardedThrough == nil || !st.ForwardedThrough.Equal(horizon) {
+			t.Fatalf("forwarded through %v, want %s", st.ForwardedThrough, horizon)
+		}
 		if r := runCLI(t, nil, "stack", "bridge", "status", "--url", ssrv.URL, "--token", "stack-op"); r.code != 0 ||
-			!strings.Contains(r.stdout, "forwarding for registration stamp") || !strings.Contains(r.stdout, "backlog      0 records") {
+			!strings.Contains(r.stdout, "forwarding for registration stamp") || !strings.Contains(r.stdout, "backlog      0 records") ||
+			!strings.Contains(r.stdout, "complete to  "+horizon.Format(time.RFC3339)) {
 			t.Fatalf("bridge status: %+v", r)
 		}
 		if resp, body := se.raw("GET", "/metrics", "stack-op", "", nil); resp.StatusCode != 200 || !strings.Contains(body, "stackbill_bridge_backlog_records 0") ||
@@ -287,13 +293,18 @@ func TestBridgeRidesOutAnOutage(t *testing.T) {
 		t.Fatalf("timed out waiting for %s: %+v", what, st)
 		return st
 	}
-	waitFor("the 503 to show", func(st bridge.Status) bool { return strings.Contains(st.LastError, "503") && st.Backlog == 300 })
+	// While down, the backlog's oldest hour (reported at t0+10h) bounds what is complete in commerce.
+	waitFor("the 503 to show", func(st bridge.Status) bool {
+		return strings.Contains(st.LastError, "503") && st.Backlog == 300 && st.ForwardedThrough != nil && st.ForwardedThrough.Equal(t0.Add(10*time.Hour))
+	})
 	down.Store(2)
 	waitFor("the dropped connection to show", func(st bridge.Status) bool {
 		return strings.Contains(st.LastError, "EOF") || strings.Contains(st.LastError, "reset")
 	})
 	down.Store(0)
-	st := waitFor("the catch-up", func(st bridge.Status) bool { return st.Backlog == 0 })
+	st := waitFor("the catch-up", func(st bridge.Status) bool {
+		return st.Backlog == 0 && st.ForwardedThrough != nil && st.ForwardedThrough.Equal(clock.HourStart(clk.Now().Add(-bridge.Grace)))
+	})
 	totals, err := com.app.Ingestor.Totals(ctx, []string{W.ContosoDefault}, t0, t0.Add(10*time.Hour))
 	if err != nil {
 		t.Fatal(err)

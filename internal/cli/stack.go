@@ -158,6 +158,9 @@ func stackBridge(ctx context.Context, env Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "state        %s\nbacklog      %d records\nlag          %s\nforwarded    %d records\n", state, st.Backlog,
 		(time.Duration(st.LagSeconds) * time.Second).String(), st.Forwarded)
+	if st.ForwardedThrough != nil {
+		fmt.Fprintf(env.Stdout, "complete to  %s (every hour reported before it is in commerce)\n", st.ForwardedThrough.Format(time.RFC3339))
+	}
 	if st.LastSuccess != nil {
 		fmt.Fprintf(env.Stdout, "last success %s\n", st.LastSuccess.Format(time.RFC3339))
 	}

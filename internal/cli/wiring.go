@@ -262,22 +262,41 @@ func registerIntakeMetrics(reg *prometheus.Registry, u *usage.Service) {
 	)
 }
 
-// registerBridgeMetrics exposes the bridge's state; each scrape reads it.
+// registerBridgeMetrics exposes the bridge's state. Each scrape reads the
+// status once (it settles intake and counts the backlog), for all three
+// series.
 func registerBridgeMetrics(reg *prometheus.Registry, f *bridge.Forwarder) {
-	status := func() bridge.Status {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		st, _ := f.Status(ctx)
-		return st
+	reg.MustRegister(&bridgeCollector{f: f,
+		backlog:   prometheus.NewDesc("stackbill_bridge_backlog_records", "Closed-hour usage records not yet forwarded to commerce.", nil, nil),
+		lag:       prometheus.NewDesc("stackbill_bridge_lag_seconds", "Age of the oldest unforwarded closed reported hour.", nil, nil),
+		forwarded: prometheus.NewDesc("stackbill_bridge_forwarded_records_total", "Records forwarded by this process.", nil, nil),
+	})
+}
+
+type bridgeCollector struct {
+	f                       *bridge.Forwarder
+	backlog, lag, forwarded *prometheus.Desc
+}
+
+func (c *bridgeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.backlog
+	ch <- c.lag
+	ch <- c.forwarded
+}
+
+func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := c.f.Status(ctx)
+	if err != nil {
+		// A gauge of zero would say "caught up"; an invalid metric makes
+		// the scrape report the failure instead.
+		ch <- prometheus.NewInvalidMetric(c.backlog, err)
+		return
 	}
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_bridge_backlog_records", Help: "Closed-hour usage records not yet forwarded to commerce."},
-			func() float64 { return float64(status().Backlog) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_bridge_lag_seconds", Help: "Age of the oldest unforwarded closed reported hour."},
-			func() float64 { return status().LagSeconds }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_bridge_forwarded_records_total", Help: "Records forwarded by this process."},
-			func() float64 { return float64(status().Forwarded) }),
-	)
+	ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(st.Backlog))
+	ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, st.LagSeconds)
+	ch <- prometheus.MustNewConstMetric(c.forwarded, prometheus.CounterValue, float64(st.Forwarded))
 }
 
 // RunBilling runs commerce's billing background work until ctx ends: queued

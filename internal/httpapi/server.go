@@ -121,7 +121,9 @@ func New(cfg Config, deps Deps) *Server {
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"route"})
 	deps.Registry.MustRegister(s.requests, s.duration)
-	s.metrics = promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry})
+	// One failing collector must not blank the rest of a scrape;
+	// promhttp_metric_handler_errors_total counts the failure.
+	s.metrics = promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{Registry: deps.Registry, ErrorHandling: promhttp.ContinueOnError})
 	s.routes = s.buildRoutes()
 	return s
 }
