@@ -17,6 +17,7 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/varbuf"
 )
 
 // logged is one accepted event as the intake log keeps it: validated and
@@ -30,117 +31,57 @@ type logged struct {
 	tags, addl     string
 }
 
-// encodeLog appends events to a log payload: a count, then each event's
-// fields as varint-prefixed strings and varint times. It is private to this
-// package and read back only by decodeLog, within one version of stackbill
-// or the next (a change of layout gets a new leading version byte).
+// encodeLog appends events to a log payload: a version byte, a count, then
+// each event's fields (varbuf). It is private to this package and read back
+// only by decodeLog, within one version of stackbill or the next (a change
+// of layout gets a new leading version byte).
 func encodeLog(b []byte, events []logged) []byte {
 	b = append(b, logVersion)
 	b = binary.AppendUvarint(b, uint64(len(events)))
 	for i := range events {
 		e := &events[i]
-		b = appendStr(b, e.sub)
-		b = appendStr(b, e.meterKey)
-		if e.level {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
-		}
-		b = appendStr(b, e.qty)
+		b = varbuf.AppendString(b, e.sub)
+		b = varbuf.AppendString(b, e.meterKey)
+		b = varbuf.AppendBool(b, e.level)
+		b = varbuf.AppendString(b, e.qty)
 		b = binary.AppendVarint(b, e.startUs)
 		b = binary.AppendVarint(b, e.endUs-e.startUs)
-		b = appendStr(b, e.uri)
-		b = appendStr(b, e.location)
-		b = appendStr(b, e.tags)
-		b = appendStr(b, e.addl)
+		b = varbuf.AppendString(b, e.uri)
+		b = varbuf.AppendString(b, e.location)
+		b = varbuf.AppendString(b, e.tags)
+		b = varbuf.AppendString(b, e.addl)
 	}
 	return b
 }
 
 const logVersion = 1
 
-func appendStr(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
 // errCorruptLog means a log payload does not decode; aggregation stops
 // rather than guess, and says which row.
 var errCorruptLog = errors.New("corrupt intake log payload")
 
-type logReader struct {
-	b   []byte
-	err error
-}
-
-func (r *logReader) uvarint() uint64 { return readVarint(r, binary.Uvarint) }
-
-func (r *logReader) varint() int64 { return readVarint(r, binary.Varint) }
-
-// readVarint reads one varint with read (binary.Uvarint or binary.Varint),
-// remembering the first failure so that callers check once at the end.
-func readVarint[T uint64 | int64](r *logReader, read func([]byte) (T, int)) T {
-	if r.err != nil {
-		return 0
-	}
-	v, n := read(r.b)
-	if n <= 0 {
-		r.err = errCorruptLog
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *logReader) str() string {
-	n := r.uvarint()
-	if r.err != nil {
-		return ""
-	}
-	if n > uint64(len(r.b)) {
-		r.err = errCorruptLog
-		return ""
-	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
-	return s
-}
-
-func (r *logReader) byte() byte {
-	if r.err != nil || len(r.b) == 0 {
-		r.err = errCorruptLog
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
 func decodeLog(b []byte) ([]logged, error) {
-	r := &logReader{b: b}
-	if r.byte() != logVersion {
+	r := varbuf.NewReader(b)
+	if r.Byte() != logVersion {
 		return nil, errCorruptLog
 	}
-	n := r.uvarint()
-	if n > uint64(len(b)) {
-		return nil, errCorruptLog
-	}
+	n := r.Count()
 	out := make([]logged, 0, n)
-	for i := uint64(0); i < n && r.err == nil; i++ {
+	for i := 0; i < n; i++ {
 		var e logged
-		e.sub = r.str()
-		e.meterKey = r.str()
-		e.level = r.byte() == 1
-		e.qty = r.str()
-		e.startUs = r.varint()
-		e.endUs = e.startUs + r.varint()
-		e.uri = r.str()
-		e.location = r.str()
-		e.tags = r.str()
-		e.addl = r.str()
+		e.sub = r.String()
+		e.meterKey = r.String()
+		e.level = r.Bool()
+		e.qty = r.String()
+		e.startUs = r.Varint()
+		e.endUs = e.startUs + r.Varint()
+		e.uri = r.String()
+		e.location = r.String()
+		e.tags = r.String()
+		e.addl = r.String()
 		out = append(out, e)
 	}
-	if r.err != nil || len(r.b) != 0 {
+	if r.Done() != nil {
 		return nil, errCorruptLog
 	}
 	return out, nil

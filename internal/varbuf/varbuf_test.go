@@ -1,0 +1,48 @@
+package varbuf
+
+import (
+	"encoding/binary"
+	"testing"
+)
+
+func TestRoundTripAndTruncation(t *testing.T) {
+	b := AppendString(nil, "subscription")
+	b = AppendBool(b, true)
+	b = binary.AppendVarint(b, -3_600_000_000)
+	b = binary.AppendUvarint(b, 1) // one item follows
+	b = AppendString(b, "")
+	r := NewReader(b)
+	if s, ok, v, n, e := r.String(), r.Bool(), r.Varint(), r.Count(), r.String(); s != "subscription" || !ok || v != -3_600_000_000 || n != 1 || e != "" || r.Done() != nil {
+		t.Fatalf("read back %q %v %d %d %q %v", s, ok, v, n, e, r.Done())
+	}
+	for cut := 0; cut < len(b); cut++ {
+		r := NewReader(b[:cut])
+		r.String()
+		r.Bool()
+		r.Varint()
+		r.Count()
+		r.String()
+		if r.Done() == nil {
+			t.Fatalf("a payload cut at %d of %d bytes read as whole", cut, len(b))
+		}
+	}
+	if r := NewReader(append(b, 0)); func() error { r.String(); r.Bool(); r.Varint(); r.Count(); r.String(); return r.Done() }() == nil {
+		t.Fatal("trailing bytes were not reported")
+	}
+}
+
+// FuzzReader: arbitrary input never panics, and a count never exceeds what
+// the input could hold.
+func FuzzReader(f *testing.F) {
+	f.Add(AppendString(binary.AppendUvarint(nil, 3), "abc"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := NewReader(b)
+		if n := r.Count(); n > len(b) {
+			t.Fatalf("count %d from %d bytes", n, len(b))
+		}
+		_ = r.String()
+		_ = r.Bool()
+		_ = r.Varint()
+		_ = r.Done()
+	})
+}
