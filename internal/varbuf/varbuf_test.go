@@ -26,7 +26,14 @@ func TestRoundTripAndTruncation(t *testing.T) {
 			t.Fatalf("a payload cut at %d of %d bytes read as whole", cut, len(b))
 		}
 	}
-	if r := NewReader(append(b, 0)); func() error { r.String(); r.Bool(); r.Varint(); r.Count(); r.String(); return r.Done() }() == nil {
+	if r := NewReader(append(b, 0)); func() error {
+		r.String()
+		r.Bool()
+		r.Varint()
+		r.Count()
+		r.String()
+		return r.Done()
+	}() == nil {
 		t.Fatal("trailing bytes were not reported")
 	}
 }
