@@ -33,8 +33,19 @@ func ParseQuantity(s string) (Quantity, error) {
 	if err != nil {
 		return Quantity{}, fmt.Errorf("%q is not a decimal number", s)
 	}
+	// An exponent is stored, not expanded, so "1e999999999" parses in
+	// nanoseconds and would take minutes and a gigabyte to print or add.
+	// Bound the digits on both sides of the point before anything expands it.
+	if exp := int64(d.Exponent()); exp < -maxDigits || (!d.IsZero() && int64(d.NumDigits())+exp > maxDigits) || (d.IsZero() && exp > maxDigits) {
+		return Quantity{}, fmt.Errorf("%q has more than %d digits before or after the decimal point", s, maxDigits)
+	}
 	return Quantity{d}, nil
 }
+
+// maxDigits bounds a quantity's integer digits and its decimal places. Usage
+// and prices need far fewer; the plain-decimal fast path of QuantityText
+// allows 40 digits in all, which this admits.
+const maxDigits = 40
 
 // MustQuantity parses s and panics on error; for constants and tests.
 func MustQuantity(s string) Quantity {

@@ -84,8 +84,26 @@ func FuzzSum(f *testing.F) {
 func TestQuantityTextAgreesWithParse(t *testing.T) {
 	t.Parallel()
 	for _, s := range []string{"0", "-0", "0.000", "12", "-3", "0.25", "-0.0001", "1.50", "007", "12345678901234567890.123456789",
-		"1e3", "+2", "1.", ".5", "", "-", "1.2.3", "one", " 1", "1 ", "--1", "1-", "0x10", "1e", strings.Repeat("9", 41), strings.Repeat("9", 40)} {
+		"1e3", "+2", "1.", ".5", "", "-", "1.2.3", "one", " 1", "1 ", "--1", "1-", "0x10", "1e", strings.Repeat("9", 41), strings.Repeat("9", 40),
+		"1e39", "1e40", "1e-40", "1e-41", "0e999999999", "1e999999999", "1e-999999999", "-1E+2147483647"} {
 		checkQuantityText(t, s)
+	}
+}
+
+// TestHugeExponentsAreRefused: a valid decimal with an enormous exponent is
+// refused when parsed, before anything expands it (printing "1e999999999"
+// would run for minutes).
+func TestHugeExponentsAreRefused(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"1e999999999", "1e-999999999", "0e999999999", "1e40", "1e-41", "0." + strings.Repeat("0", 40) + "1"} {
+		if q, err := ParseQuantity(s); err == nil {
+			t.Errorf("%q parsed as a quantity with exponent %d", s, q.d.Exponent())
+		}
+	}
+	for _, s := range []string{"1e39", "1e-40", strings.Repeat("9", 40) + "." + strings.Repeat("9", 40)} {
+		if q, err := ParseQuantity(s); err != nil || len(q.String()) > 81 {
+			t.Errorf("%q: %v", s, err)
+		}
 	}
 }
 
