@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
@@ -87,6 +88,10 @@ type Forwarder struct {
 	logger *slog.Logger
 	client *http.Client
 	batch  int
+	// zstd compresses batches: at its fastest level it took a quarter of
+	// gzip's default CPU to compress (1.0 against 3.9 µs per record) and
+	// half to decompress, with a smaller body (BenchmarkWire).
+	zstd *zstd.Encoder
 	// MaxBackoff caps the wait between failed attempts.
 	MaxBackoff time.Duration
 
@@ -102,7 +107,10 @@ func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, settle Settler, l
 		// commerce's commit cost is per batch.
 		batch = MaxRecords
 	}
-	return &Forwarder{db: db, settle: settle, clock: c, owners: owners, logger: logger, batch: batch, client: &http.Client{Timeout: 60 * time.Second}, MaxBackoff: time.Minute}
+	// The level is a constant and valid, so NewWriter cannot fail here.
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	return &Forwarder{db: db, settle: settle, clock: c, owners: owners, logger: logger, batch: batch, zstd: enc,
+		client: &http.Client{Timeout: 60 * time.Second}, MaxBackoff: time.Minute}
 }
 
 // PinCA makes the forwarder trust only the given CAs for commerce's TLS
@@ -225,20 +233,16 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 }
 
 func (f *Forwarder) post(ctx context.Context, a *Activation, b Batch) error {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if err := json.NewEncoder(zw).Encode(b); err != nil {
-		return err
-	}
-	if err := zw.Close(); err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(a.Claims.UsageEndpoint, "/")+"/v1/bridge/usage", &buf)
+	raw, err := b.MarshalBinary()
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Content-Encoding", "gzip")
+	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(a.Claims.UsageEndpoint, "/")+"/v1/bridge/usage", bytes.NewReader(f.zstd.EncodeAll(raw, nil)))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", ContentTypeBinary)
+	req.Header.Set("Content-Encoding", "zstd")
 	req.Header.Set("Authorization", "Bearer "+a.Claims.BridgeToken)
 	resp, err := f.client.Do(req)
 	if err != nil {

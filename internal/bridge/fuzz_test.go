@@ -3,12 +3,15 @@ package bridge
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/stackbill/stackbill/internal/money"
 )
 
 // FuzzVerifyActivationKey edits a genuine activation key: verification never
@@ -55,6 +58,74 @@ func FuzzVerifyActivationKey(f *testing.F) {
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("an edited key verified with other claims: %+v", got)
+		}
+	})
+}
+
+// TestBinaryBatchRoundTrip: the binary layout carries every field exactly,
+// and a truncated, extended or corrupted batch is refused, never misread.
+func TestBinaryBatchRoundTrip(t *testing.T) {
+	in := benchBatch(50)
+	in.Records[3].Tags = json.RawMessage(`{"env":"prod"}`)
+	in.Records[4].AdditionalInfo = nil
+	in.Records[5].Quantity = money.MustQuantity("0.000000000001")
+	in.Records[6].ReportedHour = in.Records[6].UsageHour.Add(49 * time.Hour) // late usage
+	raw, err := in.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Batch
+	if err := out.UnmarshalBinary(raw); err != nil {
+		t.Fatal(err)
+	}
+	if out.CloudID != in.CloudID || len(out.Records) != len(in.Records) {
+		t.Fatalf("batch header: %q %d", out.CloudID, len(out.Records))
+	}
+	for i := range in.Records {
+		a, b := in.Records[i], out.Records[i]
+		if !a.Quantity.Equal(b.Quantity) || !a.UsageHour.Equal(b.UsageHour) || !a.ReportedHour.Equal(b.ReportedHour) ||
+			string(a.Tags) != string(b.Tags) || string(a.AdditionalInfo) != string(b.AdditionalInfo) {
+			t.Fatalf("record %d: %+v became %+v", i, a, b)
+		}
+		a.Quantity, b.Quantity = money.Zero, money.Zero
+		a.Tags, b.Tags, a.AdditionalInfo, b.AdditionalInfo = nil, nil, nil, nil
+		a.UsageHour, b.UsageHour, a.ReportedHour, b.ReportedHour = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("record %d: %+v became %+v", i, a, b)
+		}
+	}
+	for cut := 0; cut < len(raw); cut += 97 {
+		if err := new(Batch).UnmarshalBinary(raw[:cut]); !errors.Is(err, ErrWire) {
+			t.Fatalf("cut at %d: %v", cut, err)
+		}
+	}
+	if err := new(Batch).UnmarshalBinary(append(raw, 0)); !errors.Is(err, ErrWire) {
+		t.Fatalf("trailing byte: %v", err)
+	}
+	bad := benchBatch(1)
+	bad.Records[0].Tags = json.RawMessage(`{not json`)
+	if raw, _ := bad.MarshalBinary(); !errors.Is(new(Batch).UnmarshalBinary(raw), ErrWire) {
+		t.Fatal("tags that are not JSON were accepted")
+	}
+}
+
+// FuzzBinaryBatch: any input decodes to a batch or ErrWire, never a panic;
+// what decodes re-encodes to a batch that decodes alike.
+func FuzzBinaryBatch(f *testing.F) {
+	raw, _ := benchBatch(3).MarshalBinary()
+	f.Add(raw)
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var b Batch
+		if err := b.UnmarshalBinary(p); err != nil {
+			if !errors.Is(err, ErrWire) {
+				t.Fatalf("error %v is not ErrWire", err)
+			}
+			return
+		}
+		again, _ := b.MarshalBinary()
+		var c Batch
+		if err := c.UnmarshalBinary(again); err != nil || len(c.Records) != len(b.Records) {
+			t.Fatalf("re-encoded batch does not decode: %v", err)
 		}
 	})
 }

@@ -271,7 +271,7 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 			return rep, err
 		}
 		stop := heapPeak()
-		res, err := RunForwardBench(ctx, com, stack, sz.ForwardTenants, sz.ForwardDays, 0, progress)
+		res, err := RunForwardBench(ctx, com, stack, sz.ForwardTenants, sz.ForwardDays, 0, progress, "")
 		peak := mib(stop())
 		closeStack()
 		closeCom()

@@ -58,7 +58,8 @@ type ForwardBenchResult struct {
 // tenants × days × 24 hours × 2 meters of records (half the tenants mapped
 // to customer subscriptions) and times the bridge catching up with commerce
 // over loopback HTTP, mapping and deduplication included.
-func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, batch int, progress io.Writer) (ForwardBenchResult, error) {
+// A non-empty cpuProfile profiles the catch-up alone into that file.
+func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, batch int, progress io.Writer, cpuProfile string) (ForwardBenchResult, error) {
 	op := auth.Principal{Role: auth.RoleOperator, TokenID: "bench"}
 	partner := "bench-" + randomGUID()[:8]
 	defSub := randomGUID()
@@ -143,6 +144,11 @@ func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, b
 		}
 	}
 	f := bridge.NewForwarder(stack.DB, stack.Clock, stack.Tenancy, stack.Usage, stack.Logger, batch)
+	stopProfile, err := startCPUProfile(cpuProfile)
+	if err != nil {
+		return ForwardBenchResult{}, err
+	}
+	defer stopProfile()
 	t0 := time.Now()
 	sent := 0
 	for {
@@ -167,6 +173,7 @@ func benchForward(ctx context.Context, env Env, args []string) error {
 	tenants := fs.Int("tenants", 1000, "tenants on the stack")
 	days := fs.Int("days", 7, "days of backlog")
 	batch := fs.Int("batch", bridge.MaxRecords, "records per forwarded batch")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the catch-up (both sides) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -185,7 +192,7 @@ func benchForward(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer stack.Close()
-	res, err := RunForwardBench(ctx, com, stack, *tenants, *days, *batch, env.Stderr)
+	res, err := RunForwardBench(ctx, com, stack, *tenants, *days, *batch, env.Stderr, *cpuProfile)
 	if err != nil {
 		return err
 	}

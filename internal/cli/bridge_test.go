@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +24,7 @@ import (
 	"github.com/stackbill/stackbill/internal/store/storetest"
 	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
+	"github.com/stackbill/stackbill/internal/varbuf"
 )
 
 // TestBridgeChargesByHour forwards three days of a stack's usage to commerce
@@ -209,6 +212,28 @@ func TestBridgeChargesByHour(t *testing.T) {
 				t.Errorf("%s: %d %s", name, resp.StatusCode, body)
 			}
 		}
+		// The binary layout and its encodings: bad input is a 4xx that changes nothing.
+		cloud := claimValue(t, to.String(key.ActivationKey), "cloudId")
+		for name, tc := range map[string]struct {
+			contentType, encoding string
+			body                  []byte
+			status                int
+			code                  string
+		}{
+			"unknown encoding": {bridge.ContentTypeBinary, "br", []byte{1}, 415, "UnsupportedContentEncoding"},
+			"not zstd":         {bridge.ContentTypeBinary, "zstd", []byte("plain"), 400, "InvalidRequestContent"},
+			"truncated":        {bridge.ContentTypeBinary, "", []byte{1, 36}, 400, "InvalidRequestContent"},
+			"too many records": {bridge.ContentTypeBinary, "", append(binary.AppendUvarint(varbuf.AppendString([]byte{1}, cloud), bridge.MaxRecords+1), make([]byte, 30000)...), 400, "InvalidRequestContent"},
+		} {
+			resp, body := com.raw("POST", "/v1/bridge/usage", bridgeTok, tc.contentType, bytes.NewReader(tc.body), "Content-Encoding", tc.encoding)
+			if resp.StatusCode != tc.status || !strings.Contains(body, `"code":"`+tc.code+`"`) {
+				t.Errorf("%s: %d %s", name, resp.StatusCode, body)
+			}
+		}
+		if n := forwardAll(); n != 0 {
+			t.Fatalf("after refused batches the bridge had %d records to send", n)
+		}
+		check()
 		// Partners read their customers' forwarded usage; others cannot.
 		q := "/v1/usage/forwarded?subscriptionId=" + W.Adatum.Subscription
 		if resp, body := com.raw("GET", q, com.tokens["contoso"], "", nil); resp.StatusCode != 200 || !strings.Contains(body, "fb8c0713-ea20-40bf-901f-5560fd3f6330") {

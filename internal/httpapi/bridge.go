@@ -1,12 +1,16 @@
 package httpapi
 
 import (
+	"bytes"
 	"compress/gzip"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
@@ -18,16 +22,10 @@ import (
 const maxBridgeBody = 64 << 20
 
 func (s *Server) postBridgeUsage(w http.ResponseWriter, r *http.Request, p auth.Principal, _ map[string]string) error {
-	var body io.Reader = http.MaxBytesReader(w, r.Body, maxBridgeBody)
-	if strings.EqualFold(r.Header.Get("Content-Encoding"), "gzip") {
-		zr, err := gzip.NewReader(body)
-		if err != nil {
-			return arm.InvalidRequest("", "The gzip body could not be read: %v", err)
-		}
-		defer zr.Close()
-		body = io.LimitReader(zr, maxBridgeBody+1)
+	tooLarge := func() error {
+		return arm.Errorf(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "The decompressed batch is larger than %d bytes.", maxBridgeBody)
 	}
-	raw, err := io.ReadAll(body)
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBridgeBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -35,11 +33,38 @@ func (s *Server) postBridgeUsage(w http.ResponseWriter, r *http.Request, p auth.
 		}
 		return arm.InvalidRequest("", "The body could not be read: %v", err)
 	}
-	if len(raw) > maxBridgeBody {
-		return arm.Errorf(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "The decompressed batch is larger than %d bytes.", maxBridgeBody)
+	switch enc := strings.ToLower(r.Header.Get("Content-Encoding")); enc {
+	case "", "identity":
+	case "zstd":
+		if s.zstd == nil {
+			return arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedContentEncoding", "Content-Encoding zstd is not available; use gzip or none.")
+		}
+		if raw, err = s.zstd.DecodeAll(raw, nil); err != nil {
+			if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+				return tooLarge()
+			}
+			return arm.InvalidRequest("", "The zstd body could not be read: %v", err)
+		}
+	case "gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return arm.InvalidRequest("", "The gzip body could not be read: %v", err)
+		}
+		if raw, err = io.ReadAll(io.LimitReader(zr, maxBridgeBody+1)); err != nil {
+			return arm.InvalidRequest("", "The gzip body could not be read: %v", err)
+		}
+		if len(raw) > maxBridgeBody {
+			return tooLarge()
+		}
+	default:
+		return arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedContentEncoding", "Content-Encoding %q is not supported; use zstd, gzip or none.", enc)
 	}
 	var b bridge.Batch
-	if err := decodeStrict(raw, &b); err != nil {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == bridge.ContentTypeBinary {
+		if err := b.UnmarshalBinary(raw); err != nil {
+			return arm.InvalidRequest("", "The batch could not be decoded: %v", err)
+		}
+	} else if err := decodeStrict(raw, &b); err != nil {
 		return err
 	}
 	res, err := s.deps.Ingestor.Ingest(r.Context(), p, b)

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -102,6 +103,9 @@ type Server struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	metrics  http.Handler
+	// zstd decodes compressed bridge batches; DecodeAll is safe for
+	// concurrent use, and the memory cap bounds a batch's decoded size.
+	zstd *zstd.Decoder
 }
 
 // New builds the server.
@@ -113,6 +117,11 @@ func New(cfg Config, deps Deps) *Server {
 		cfg.MaxBodyBytes = 1 << 20
 	}
 	s := &Server{cfg: cfg, deps: deps, tokens: arm.NewTokens(cfg.PagingKey), limits: newLimits(cfg.MaxInflight, cfg.RateLimit, cfg.RateBurst)}
+	// The options are constant and valid; were they not, zstd bodies would
+	// be refused as unsupported rather than the server failing to start.
+	if dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxBridgeBody)); err == nil {
+		s.zstd = dec
+	}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "stackbill_http_requests_total", Help: "HTTP requests by route and status code.",
 	}, []string{"route", "code"})

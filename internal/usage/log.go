@@ -69,16 +69,16 @@ func decodeLog(b []byte) ([]logged, error) {
 	out := make([]logged, 0, n)
 	for i := 0; i < n; i++ {
 		var e logged
-		e.sub = r.String()
-		e.meterKey = r.String()
+		e.sub = r.Text()
+		e.meterKey = r.Text()
 		e.level = r.Bool()
-		e.qty = r.String()
+		e.qty = r.Text()
 		e.startUs = r.Varint()
 		e.endUs = e.startUs + r.Varint()
-		e.uri = r.String()
-		e.location = r.String()
-		e.tags = r.String()
-		e.addl = r.String()
+		e.uri = r.Text()
+		e.location = r.Text()
+		e.tags = r.Text()
+		e.addl = r.Text()
 		out = append(out, e)
 	}
 	if r.Done() != nil {

@@ -70,8 +70,8 @@ func (r *Reader) Count() int {
 	return int(n)
 }
 
-// String reads a length-prefixed string (a copy: the input may be reused).
-func (r *Reader) String() string {
+// Text reads a length-prefixed string (a copy: the input may be reused).
+func (r *Reader) Text() string {
 	n := r.Uvarint()
 	if r.err != nil {
 		return ""
@@ -107,6 +107,9 @@ func (r *Reader) Bool() bool {
 	r.err = ErrCorrupt
 	return false
 }
+
+// Err reports the first failure so far.
+func (r *Reader) Err() error { return r.err }
 
 // Done reports the first failure, or ErrCorrupt if input is left over.
 func (r *Reader) Done() error {

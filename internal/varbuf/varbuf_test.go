@@ -12,26 +12,26 @@ func TestRoundTripAndTruncation(t *testing.T) {
 	b = binary.AppendUvarint(b, 1) // one item follows
 	b = AppendString(b, "")
 	r := NewReader(b)
-	if s, ok, v, n, e := r.String(), r.Bool(), r.Varint(), r.Count(), r.String(); s != "subscription" || !ok || v != -3_600_000_000 || n != 1 || e != "" || r.Done() != nil {
+	if s, ok, v, n, e := r.Text(), r.Bool(), r.Varint(), r.Count(), r.Text(); s != "subscription" || !ok || v != -3_600_000_000 || n != 1 || e != "" || r.Done() != nil {
 		t.Fatalf("read back %q %v %d %d %q %v", s, ok, v, n, e, r.Done())
 	}
 	for cut := 0; cut < len(b); cut++ {
 		r := NewReader(b[:cut])
-		r.String()
+		r.Text()
 		r.Bool()
 		r.Varint()
 		r.Count()
-		r.String()
+		r.Text()
 		if r.Done() == nil {
 			t.Fatalf("a payload cut at %d of %d bytes read as whole", cut, len(b))
 		}
 	}
 	if r := NewReader(append(b, 0)); func() error {
-		r.String()
+		r.Text()
 		r.Bool()
 		r.Varint()
 		r.Count()
-		r.String()
+		r.Text()
 		return r.Done()
 	}() == nil {
 		t.Fatal("trailing bytes were not reported")
@@ -47,7 +47,7 @@ func FuzzReader(f *testing.F) {
 		if n := r.Count(); n > len(b) {
 			t.Fatalf("count %d from %d bytes", n, len(b))
 		}
-		_ = r.String()
+		_ = r.Text()
 		_ = r.Bool()
 		_ = r.Varint()
 		_ = r.Done()

@@ -1,0 +1,105 @@
+package bridge
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/varbuf"
+)
+
+// ContentTypeBinary is the media type of a batch in the bridge's binary
+// layout, which the forwarder sends. Commerce also takes JSON (a Batch as
+// application/json), which is easier to write by hand and costs more: on
+// 20,000 realistic records, encoding/json took 4.4 µs per record to encode
+// and 13.5 µs to decode (sonic 3.6 µs), against well under 1 µs each way for
+// this layout (BenchmarkWire).
+const ContentTypeBinary = "application/vnd.stackbill.usage-batch"
+
+const wireVersion = 1
+
+// MarshalBinary encodes the batch in the bridge's binary layout: a version
+// byte, the cloud ID, a count, then each record's fields as varbuf strings
+// and varint microseconds.
+func (b Batch) MarshalBinary() ([]byte, error) {
+	out := make([]byte, 0, 64+300*len(b.Records))
+	out = append(out, wireVersion)
+	out = varbuf.AppendString(out, b.CloudID)
+	out = binary.AppendUvarint(out, uint64(len(b.Records)))
+	for i := range b.Records {
+		r := &b.Records[i]
+		out = varbuf.AppendString(out, r.ID)
+		out = varbuf.AppendString(out, r.SubscriptionID)
+		out = varbuf.AppendString(out, r.TenantID)
+		out = varbuf.AppendString(out, r.MeterID)
+		out = varbuf.AppendString(out, r.Quantity.String())
+		out = binary.AppendVarint(out, clock.Micros(r.UsageHour))
+		out = binary.AppendVarint(out, clock.Micros(r.ReportedHour)-clock.Micros(r.UsageHour))
+		out = varbuf.AppendString(out, r.ResourceURI)
+		out = varbuf.AppendString(out, r.Location)
+		out = varbuf.AppendString(out, string(r.Tags))
+		out = varbuf.AppendString(out, string(r.AdditionalInfo))
+	}
+	return out, nil
+}
+
+// ErrWire means a binary batch does not decode; the message says where.
+var ErrWire = errors.New("malformed binary batch")
+
+// UnmarshalBinary decodes what MarshalBinary wrote. It checks what the JSON
+// decoder would: quantities are decimals, and tags and additional info are
+// JSON, so a binary batch can store nothing a JSON one could not.
+func (b *Batch) UnmarshalBinary(p []byte) error {
+	r := varbuf.NewReader(p)
+	if v := r.Byte(); v != wireVersion {
+		return fmt.Errorf("%w: layout version %d, want %d", ErrWire, v, wireVersion)
+	}
+	b.CloudID = r.Text()
+	n := r.Count()
+	if n > MaxRecords {
+		// Refused before allocating: a count is cheap to write and costly to
+		// believe.
+		return fmt.Errorf("%w: %d records; a batch holds at most %d", ErrWire, n, MaxRecords)
+	}
+	b.Records = make([]Record, n)
+	for i := range b.Records {
+		rec := &b.Records[i]
+		rec.ID = r.Text()
+		rec.SubscriptionID = r.Text()
+		rec.TenantID = r.Text()
+		rec.MeterID = r.Text()
+		qty := r.Text()
+		usage := r.Varint()
+		reported := usage + r.Varint()
+		rec.ResourceURI = r.Text()
+		rec.Location = r.Text()
+		tags, addl := r.Text(), r.Text()
+		if r.Err() != nil {
+			break
+		}
+		var err error
+		if rec.Quantity, err = money.ParseQuantity(qty); err != nil {
+			return fmt.Errorf("%w: records[%d].quantity: %v", ErrWire, i, err)
+		}
+		rec.UsageHour, rec.ReportedHour = clock.FromMicros(usage), clock.FromMicros(reported)
+		for _, raw := range []struct {
+			name, text string
+			dst        *json.RawMessage
+		}{{"tags", tags, &rec.Tags}, {"additionalInfo", addl, &rec.AdditionalInfo}} {
+			if raw.text == "" {
+				continue
+			}
+			if !json.Valid([]byte(raw.text)) {
+				return fmt.Errorf("%w: records[%d].%s is not JSON", ErrWire, i, raw.name)
+			}
+			*raw.dst = json.RawMessage(raw.text)
+		}
+	}
+	if err := r.Done(); err != nil {
+		return fmt.Errorf("%w: truncated or with trailing bytes", ErrWire)
+	}
+	return nil
+}
