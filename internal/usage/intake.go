@@ -42,6 +42,7 @@ import (
 	"github.com/bytedance/sonic"
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/idempotency"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store"
@@ -354,7 +355,7 @@ type Service struct {
 	clock  *clock.Clock
 	meters *meter.Catalogue
 	subs   SubscriptionLookup
-	dedup  keyDedup
+	dedup  idempotency.Keys
 	parser *Parser
 	counters
 
@@ -364,10 +365,7 @@ type Service struct {
 
 // NewService builds a Service.
 func NewService(db *store.DB, c *clock.Clock, meters *meter.Catalogue, subs SubscriptionLookup) *Service {
-	s := &Service{db: db, clock: c, meters: meters, subs: subs, dedup: &blockDedup{}, parser: NewParser()}
-	if db.Dialect == store.Postgres {
-		s.dedup = tableDedup{}
-	}
+	s := &Service{db: db, clock: c, meters: meters, subs: subs, dedup: idempotency.New(db, "usage_dedup"), parser: NewParser()}
 	s.wake = make(chan struct{}, 1)
 	s.known = map[string]time.Time{}
 	return s
@@ -653,7 +651,7 @@ func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, 
 		if received.IsZero() {
 			received = s.clock.Now()
 		}
-		fresh, u, err := s.dedup.claim(ctx, tx, keys, clock.Micros(received.Add(DedupRetention)))
+		fresh, u, err := s.dedup.Claim(ctx, tx, keys, clock.Micros(received.Add(DedupRetention)))
 		if err != nil {
 			return err
 		}
@@ -794,7 +792,7 @@ func (s *Service) addToExisting(ctx context.Context, tx *store.Tx, k recordKey, 
 // batches of purgeBatch rows, each its own short transaction, so a large
 // purge never holds the writer (SQLite) or long row locks (PostgreSQL).
 func (s *Service) PurgeExpiredKeys(ctx context.Context) (int64, error) {
-	return s.dedup.purge(ctx, s.db, clock.Micros(s.clock.Now()))
+	return s.dedup.Purge(ctx, s.db, clock.Micros(s.clock.Now()))
 }
 
 // PurgeRecords deletes hourly records reported before cutoff, in batches
