@@ -44,12 +44,29 @@ type Service struct {
 	// ExportStale is how long a running export may go without progress
 	// before another runner (on this or another instance) takes it over.
 	ExportStale time.Duration
+	usage       UsageSettler
+}
+
+// UsageSettler completes commerce's forwarded usage: batches already
+// acknowledged to a stack's bridge but not yet materialised are added to
+// commerce_usage, so that what billing reads includes them.
+type UsageSettler interface {
+	Settle(ctx context.Context) error
 }
 
 // NewService builds the billing service. grace is how long invoices stay
-// drafts after their month ends.
-func NewService(db *store.DB, c *clock.Clock, logger *slog.Logger, grace time.Duration) *Service {
-	return &Service{db: db, clock: c, logger: logger, grace: grace, ExportStale: 2 * time.Minute}
+// drafts after their month ends; usage is settled before usage is read.
+func NewService(db *store.DB, c *clock.Clock, logger *slog.Logger, grace time.Duration, usage UsageSettler) *Service {
+	return &Service{db: db, clock: c, logger: logger, grace: grace, ExportStale: 2 * time.Minute, usage: usage}
+}
+
+// settle completes forwarded usage before a read of commerce_usage. It
+// takes the writer, so callers run it before their own write transaction.
+func (s *Service) settle(ctx context.Context) error {
+	if s.usage == nil {
+		return nil
+	}
+	return s.usage.Settle(ctx)
 }
 
 // MinorUnits is a currency's number of decimal places (ISO 4217), which is

@@ -320,6 +320,9 @@ func (s *Service) Invoices(ctx context.Context, p auth.Principal, period string)
 // (rated now); partner limits them to one bill-to partner. dir is the
 // caller's directory snapshot, or nil to read one when a draft needs it.
 func (s *Service) periodInvoices(ctx context.Context, dir *dirSnapshot, period, partner string) (map[string]*Invoice, error) {
+	if err := s.settle(ctx); err != nil {
+		return nil, err
+	}
 	st, err := s.periodState(ctx, s.db, period)
 	if err != nil {
 		return nil, err
@@ -438,6 +441,9 @@ func (s *Service) Period(ctx context.Context, p auth.Principal, period string) (
 	if p.Role != auth.RoleOperator {
 		return PeriodSummary{}, arm.Forbidden(p.Actor(), "periods/read", "/v1/billing/periods/"+period)
 	}
+	if err := s.settle(ctx); err != nil {
+		return PeriodSummary{}, err
+	}
 	_, end, err := clock.PeriodBounds(period)
 	if err != nil {
 		return PeriodSummary{}, badPeriod(err)
@@ -498,6 +504,9 @@ func (s *Service) Finalize(ctx context.Context, p auth.Principal, period string)
 }
 
 func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeResult, error) {
+	if err := s.settle(ctx); err != nil {
+		return FinalizeResult{}, err
+	}
 	start, end, err := clock.PeriodBounds(period)
 	if err != nil {
 		return FinalizeResult{}, badPeriod(err)
@@ -636,6 +645,9 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 // commerce service runs it periodically; finalization is idempotent, so
 // several instances may race on it safely.
 func (s *Service) FinalizeDue(ctx context.Context) ([]string, error) {
+	if err := s.settle(ctx); err != nil {
+		return nil, err
+	}
 	var done []string
 	for {
 		var last sql.NullString

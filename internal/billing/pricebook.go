@@ -260,6 +260,9 @@ type stmtAcc struct {
 // for that reseller, list price without one), so a reseller never sees the
 // provider's invoice or margin.
 func (s *Service) Statements(ctx context.Context, p auth.Principal, owner, period string) ([]Statement, error) {
+	if err := s.settle(ctx); err != nil {
+		return nil, err
+	}
 	dir, op, err := s.ownerScope(ctx, p, owner)
 	if err != nil {
 		return nil, err

@@ -84,6 +84,9 @@ func (s *Service) reconSet(ctx context.Context, partner, period string) (rateSet
 }
 
 func (s *Service) countRecon(ctx context.Context, partner, period string) (int64, error) {
+	if err := s.settle(ctx); err != nil {
+		return 0, err
+	}
 	rs, _, err := s.reconSet(ctx, partner, period)
 	if err != nil {
 		return 0, err
@@ -95,6 +98,9 @@ func (s *Service) countRecon(ctx context.Context, partner, period string) (int64
 }
 
 func (s *Service) writeRecon(ctx context.Context, partner, period string, w io.Writer, progress func(int64)) error {
+	if err := s.settle(ctx); err != nil {
+		return err
+	}
 	rs, dir, err := s.reconSet(ctx, partner, period)
 	if err != nil {
 		return err

@@ -129,3 +129,27 @@ func FuzzBinaryBatch(f *testing.F) {
 		}
 	})
 }
+
+// TestChargedLogRoundTrip: commerce's log carries every mapped field, and a
+// damaged payload is refused rather than materialised wrongly.
+func TestChargedLogRoundTrip(t *testing.T) {
+	in := []charged{
+		{id: "0123456789abcdef0123456789abcdef", subscription: "s", mapped: true, localSub: "l", tenant: "t", meterKey: "m", billingMeter: "b",
+			qty: "1.5", billingQty: "3", units: 3_000_000_000, hasUnits: true, mapVersion: 2, usageUs: 1_790_000_000_000_000, reportedUs: 1_790_003_600_000_000,
+			uri: "/r", location: "local", tags: `{"a":"b"}`, addl: "null"},
+		{id: "fedcba9876543210fedcba9876543210", tenant: "u", subscription: "d", meterKey: "x", qty: "0", billingQty: "0", usageUs: 5, reportedUs: 5, tags: "null", addl: "null"},
+	}
+	b := encodeCharged("reg", "cloud", in)
+	reg, cloud, out, err := decodeCharged(b)
+	if err != nil || reg != "reg" || cloud != "cloud" || !reflect.DeepEqual(in, out) {
+		t.Fatalf("%q %q %+v %v", reg, cloud, out, err)
+	}
+	if in[0].reason() != "mapped via tenant t → subscription s" || in[1].reason() != "tenant u not registered → default subscription d" {
+		t.Fatalf("reasons %q, %q", in[0].reason(), in[1].reason())
+	}
+	for cut := 0; cut < len(b); cut++ {
+		if _, _, _, err := decodeCharged(b[:cut]); err == nil {
+			t.Fatalf("a payload cut at %d of %d bytes decoded", cut, len(b))
+		}
+	}
+}

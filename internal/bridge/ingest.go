@@ -6,13 +6,16 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/idempotency"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
@@ -61,22 +64,36 @@ type Ingestor struct {
 	billing *meter.BillingMap
 	clock   *clock.Clock
 	series  seriesCache
+	dedup   idempotency.Keys
+	logger  *slog.Logger
+	wake    chan struct{}
+	// lastIngest (unix nanoseconds) and inflight let materialisation give
+	// way to a stack catching up, as intake's aggregation does.
+	lastIngest, inflight, backlog atomic.Int64
 }
 
 // NewIngestor builds an Ingestor.
-func NewIngestor(db *store.DB, regs *registration.Service, billing *meter.BillingMap, c *clock.Clock) *Ingestor {
-	return &Ingestor{db: db, regs: regs, billing: billing, clock: c}
+func NewIngestor(db *store.DB, regs *registration.Service, billing *meter.BillingMap, c *clock.Clock, logger *slog.Logger) *Ingestor {
+	return &Ingestor{db: db, regs: regs, billing: billing, clock: c, dedup: idempotency.New(db, "commerce_dedup"), logger: logger, wake: make(chan struct{}, 1)}
 }
 
 // MaxRecords bounds one batch.
 const MaxRecords = 20000
+
+// KeyRetention is how long commerce remembers a record ID in memory (and
+// its key blocks). A bridge re-sends within minutes of a failure; a record
+// re-sent later still counts once, because commerce_usage's primary key
+// refuses it when it is materialised.
+const KeyRetention = 3 * 24 * time.Hour
 
 // Ingest charges a batch of records. The caller must be the bridge
 // credential of a live registration whose cloudId the batch names and whose
 // billing model reports usage. Each record is charged, for its usage hour, to
 // the customer subscription its tenant was mapped to then, or else to the
 // registration's default subscription; the reason is stored with it. Records
-// are deduplicated by ID in the same transaction as the write.
+// are deduplicated by ID in the same transaction that logs them, and the
+// batch is acknowledged once that commits: commerce_usage follows from the
+// log (Run), and every reader settles it first.
 func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (IngestResult, error) {
 	if p.Role != auth.RoleBridge || p.RegistrationUID == "" {
 		return IngestResult{}, arm.Forbidden(p.Actor(), "bridge/usage/write", "/v1/bridge/usage")
@@ -102,102 +119,105 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 	if err != nil {
 		return IngestResult{}, err
 	}
-	now := in.clock.Now()
-	type row struct {
-		args   []any
-		series SeriesKey // zero for local-only meters, which are never rated
-	}
-	rows := make([]row, 0, len(b.Records))
-	for i, r := range b.Records {
+	in.inflight.Add(1)
+	defer func() {
+		in.lastIngest.Store(time.Now().UnixNano())
+		in.inflight.Add(-1)
+	}()
+	recs := make([]charged, 0, len(b.Records))
+	keys := make([][16]byte, 0, len(b.Records))
+	inBatch := make(map[[16]byte]struct{}, len(b.Records))
+	dups := 0
+	for i := range b.Records {
+		r := &b.Records[i]
 		key, ok := meter.Normalize(r.MeterID)
+		var id [16]byte
 		switch {
-		case len(r.ID) != 32:
+		case len(r.ID) != 32 || hexDecode(id[:], r.ID) != nil:
 			return IngestResult{}, arm.InvalidRequest(fmt.Sprintf("records[%d].id", i), "Record IDs are 32 hex digits.")
 		case !ok:
 			return IngestResult{}, arm.InvalidRequest(fmt.Sprintf("records[%d].meterId", i), "'%s' is not a meter ID.", r.MeterID)
 		case r.Quantity.Sign() < 0 || r.UsageHour.IsZero() || !clock.IsHourStart(r.UsageHour) || !clock.IsHourStart(r.ReportedHour):
 			return IngestResult{}, arm.InvalidRequest(fmt.Sprintf("records[%d]", i), "Records carry a non-negative quantity and hour-aligned usage and reported hours.")
 		}
+		if _, dup := inBatch[id]; dup {
+			dups++
+			continue
+		}
+		inBatch[id] = struct{}{}
 		tenant, _ := arm.CanonicalGUID(r.TenantID)
-		charged, mapped, reason := reg.Key.SubscriptionID, false, fmt.Sprintf("tenant %s not registered → default subscription %s", tenant, reg.Key.SubscriptionID)
+		c := charged{id: strings.ToLower(r.ID), subscription: reg.Key.SubscriptionID, localSub: strings.ToLower(r.SubscriptionID), tenant: tenant, meterKey: key,
+			qty: r.Quantity.String(), usageUs: clock.Micros(r.UsageHour), reportedUs: clock.Micros(r.ReportedHour),
+			uri: r.ResourceURI, location: r.Location, tags: rawOr(r.Tags), addl: rawOr(r.AdditionalInfo)}
 		for _, m := range intervals {
 			if m.TenantID == tenant && !m.From.After(r.UsageHour) && (m.To.IsZero() || m.To.After(r.UsageHour)) {
-				charged, mapped, reason = m.CustomerSubscription, true, fmt.Sprintf("mapped via tenant %s → subscription %s", tenant, m.CustomerSubscription)
+				c.subscription, c.mapped = m.CustomerSubscription, true
 			}
 		}
 		bm, version, billed, err := in.billing.At(ctx, key, r.UsageHour)
 		if err != nil {
 			return IngestResult{}, err
 		}
-		billingQty := money.Zero
+		c.mapVersion, c.billingMeter, c.billingQty = version, bm.ID, "0"
 		if billed {
-			billingQty = r.Quantity.Mul(bm.Factor)
+			q := r.Quantity.Mul(bm.Factor)
+			c.billingQty = q.String()
+			c.units, c.hasUnits = q.Units()
 		}
-		var units any
-		var series SeriesKey
-		if billed {
-			series = SeriesKey{reg.UID, charged, bm.ID}
-			if u, ok := billingQty.Units(); ok {
-				units = u
-			}
-		}
-		rows = append(rows, row{series: series, args: []any{r.ID, reg.UID, reg.CloudID, charged, store.Bool(mapped), reason, strings.ToLower(r.SubscriptionID), tenant, key, bm.ID,
-			r.Quantity.String(), billingQty.String(), units, version, clock.Micros(r.UsageHour), clock.Micros(clock.DayStart(r.UsageHour)), clock.Micros(r.ReportedHour), clock.Micros(now),
-			r.ResourceURI, r.Location, rawOr(r.Tags), rawOr(r.AdditionalInfo)}})
+		recs = append(recs, c)
+		keys = append(keys, id)
 	}
-	keys := make([]SeriesKey, 0, 16)
-	for _, r := range rows {
-		if r.series != (SeriesKey{}) {
-			keys = append(keys, r.series)
-		}
-	}
-	var res IngestResult
-	var created map[SeriesKey]int64
-	rowPlaceholders := "(" + store.Placeholders(23) + ")"
+	var stored int
+	var undo func()
+	now := in.clock.Now()
 	err = in.db.Write(ctx, func(tx *store.Tx) error {
-		res = IngestResult{}
-		ids, missing := in.series.lookup(keys)
-		var err error
-		if created, err = ResolveSeries(ctx, tx, missing); err != nil {
+		if undo != nil { // an earlier attempt did not commit
+			undo()
+			undo = nil
+		}
+		now = in.clock.Now()
+		fresh, u, err := in.dedup.Claim(ctx, tx, keys, clock.Micros(now.Add(KeyRetention)))
+		if err != nil {
 			return err
 		}
-		for k, id := range created {
-			ids[k] = id
-		}
-		const chunk = 200
-		for start := 0; start < len(rows); start += chunk {
-			part := rows[start:min(start+chunk, len(rows))]
-			var sb strings.Builder
-			args := make([]any, 0, 23*len(part))
-			sb.WriteString(`INSERT INTO commerce_usage (id, registration_uid, cloud_id, charged_subscription_id, mapped, reason, local_subscription_id, tenant_id, local_meter_key,
-				billing_meter_id, quantity, billing_quantity, billing_units, meter_map_version, usage_hour_us, usage_day_us, reported_hour_us, received_at_us, resource_uri, location, tags, additional_info,
-				series_id) VALUES `)
-			for i, r := range part {
-				if i > 0 {
-					sb.WriteString(", ")
-				}
-				sb.WriteString(rowPlaceholders)
-				args = append(args, r.args...)
-				args = append(args, ids[r.series]) // 0 for the zero key
+		undo = u
+		batch := make([]charged, 0, len(recs))
+		for i := range recs {
+			if fresh[i] {
+				batch = append(batch, recs[i])
 			}
-			sb.WriteString(` ON CONFLICT (id) DO NOTHING`)
-			out, err := tx.ExecContext(ctx, sb.String(), args...)
-			if err != nil {
+		}
+		stored = len(batch)
+		if stored > 0 {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage_log (received_us, records, payload) VALUES (?, ?, ?)`,
+				clock.Micros(now), stored, encodeCharged(reg.UID, reg.CloudID, batch)); err != nil {
 				return fmt.Errorf("store forwarded usage: %w", err)
 			}
-			n, _ := out.RowsAffected()
-			res.Accepted += int(n)
 		}
-		res.Duplicates = len(rows) - res.Accepted
 		_, err = tx.ExecContext(ctx, `INSERT INTO ingest_hours (registration_uid, cloud_id, hour_us, records, duplicates, batches, last_at_us) VALUES (?, ?, ?, ?, ?, 1, ?)
 			ON CONFLICT (registration_uid, hour_us) DO UPDATE SET records = ingest_hours.records + excluded.records, duplicates = ingest_hours.duplicates + excluded.duplicates,
-			batches = ingest_hours.batches + 1, last_at_us = excluded.last_at_us`, reg.UID, reg.CloudID, clock.Micros(clock.HourStart(now)), res.Accepted, res.Duplicates, clock.Micros(now))
+			batches = ingest_hours.batches + 1, last_at_us = excluded.last_at_us`, reg.UID, reg.CloudID, clock.Micros(clock.HourStart(now)), stored, len(b.Records)-stored, clock.Micros(now))
 		return err
 	})
-	if err == nil {
-		in.series.remember(created)
+	if err != nil {
+		if undo != nil {
+			undo()
+		}
+		return IngestResult{}, err
 	}
-	return res, err
+	if stored > 0 {
+		in.backlog.Add(int64(stored))
+		select {
+		case in.wake <- struct{}{}:
+		default:
+		}
+	}
+	return IngestResult{Accepted: stored, Duplicates: len(b.Records) - stored}, nil
+}
+
+func hexDecode(dst []byte, s string) error {
+	_, err := hex.Decode(dst, []byte(s))
+	return err
 }
 
 func rawOr(r json.RawMessage) string {
@@ -223,6 +243,9 @@ type ChargedTotal struct {
 func (in *Ingestor) Totals(ctx context.Context, subscriptions []string, from, to time.Time) ([]ChargedTotal, error) {
 	if len(subscriptions) == 0 {
 		return nil, nil
+	}
+	if err := in.Settle(ctx); err != nil {
+		return nil, err
 	}
 	args := []any{clock.Micros(from), clock.Micros(to)}
 	for _, s := range subscriptions {

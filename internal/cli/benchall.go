@@ -281,8 +281,10 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 		if want["forward"] {
 			v := float64(res.Records) / res.Duration.Seconds()
 			text, met := target(v, 200000, true, "≥ 200,000 records/s")
-			add(BenchFigure{Stage: "forward", Figure: "bridge catch-up over HTTP, commerce ingest with tenant mapping and dedup", Value: v, Unit: "records/s",
+			add(BenchFigure{Stage: "forward", Figure: "bridge catch-up over HTTP, acknowledged by commerce (mapped, deduplicated, durable)", Value: v, Unit: "records/s",
 				Target: text, Met: met, PeakHeapMiB: peak, Note: fmt.Sprintf("%d records (%d tenants × %d days)", res.Records, sz.ForwardTenants, sz.ForwardDays)})
+			add(BenchFigure{Stage: "forward", Figure: "bridge catch-up until every record is in commerce_usage (billing's table)", Value: float64(res.Records) / res.Materialized.Seconds(), Unit: "records/s",
+				Note: "same run, measured from the same start"})
 		}
 		if want["ingest"] && res.Ingest > 0 {
 			add(BenchFigure{Stage: "ingest", Figure: "commerce ingest with tenant mapping and dedup (server time of the bridge's batches)", Value: float64(res.Records) / res.Ingest.Seconds(),

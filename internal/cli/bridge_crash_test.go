@@ -14,7 +14,6 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/simulate"
-	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
@@ -120,11 +119,17 @@ func TestBridgeSurvivesKill9(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		comP.kill9()
-		db, err := store.Open(ctx, comDSN, storetest.Logger())
+		// What commerce acknowledged but had not materialised when killed
+		// is in its log; commerce settles it before anything reads usage.
+		after, err := Build(ctx, Options{DB: comDSN})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer db.Close()
+		defer after.Close()
+		if err := after.Ingestor.Settle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		db := after.DB
 		rows, err := db.QueryContext(ctx, `SELECT local_meter_key, quantity, charged_subscription_id FROM commerce_usage`)
 		if err != nil {
 			t.Fatal(err)

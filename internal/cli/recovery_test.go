@@ -65,6 +65,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 		probe, ok := map[string]string{
 			"0009_period_directory.sql": `SELECT COUNT(*) FROM period_directories`,
 			"0010_intake_log.sql":       `SELECT COUNT(*) FROM usage_log`,
+			"0011_commerce_log.sql":     `SELECT COUNT(*) FROM commerce_usage_log`,
 		}[migs[last-1].Name]
 		if !ok {
 			t.Fatalf("no probe for the last migration %s", migs[last-1].Name)

@@ -118,6 +118,9 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		app.Forwarder.MaxBackoff = *bridgeBackoff
 		go app.Forwarder.Run(ctx)
 	}
+	if *role == "all" || *role == "commerce" {
+		go app.Ingestor.Run(ctx)
+	}
 	if (*role == "all" || *role == "commerce") && !*demo {
 		go app.RunBilling(ctx, *autoFinalize)
 	}
@@ -173,8 +176,8 @@ func runMigrate(ctx context.Context, env Env, args []string) error {
 	return nil
 }
 
-// purgeLoop applies the retention settings hourly: idempotency keys past 35
-// days, and (when set) old hourly records on the stack and old billed usage
+// purgeLoop applies the retention settings hourly: intake's idempotency
+// keys past 35 days and commerce's record keys past 3, and (when set) old hourly records on the stack and old billed usage
 // on commerce. Every purge deletes in small batches along an index, so it
 // never holds long locks.
 func purgeLoop(ctx context.Context, app *App, role string, usageKeep time.Duration, billedMonths int) {
@@ -185,6 +188,13 @@ func purgeLoop(ctx context.Context, app *App, role string, usageKeep time.Durati
 			app.Logger.Error("purge usage idempotency keys", "err", err)
 		} else if n > 0 {
 			app.Logger.Info("purged usage idempotency keys", "count", n)
+		}
+		if role != "stack" {
+			if n, err := app.Ingestor.PurgeExpiredKeys(ctx); err != nil && ctx.Err() == nil {
+				app.Logger.Error("purge forwarded record keys", "err", err)
+			} else if n > 0 {
+				app.Logger.Info("purged forwarded record keys", "count", n)
+			}
 		}
 		if usageKeep > 0 && role != "commerce" {
 			cutoff, err := app.Forwarder.RetentionCutoff(ctx, usageKeep)

@@ -153,11 +153,11 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	signer := bridge.NewSigner(db)
 	issuer := bridge.NewIssuer(signer, regs, authSvc, o.Clock.Now)
 	billingMap := meter.NewBillingMap(db, o.Clock)
-	ingestor := bridge.NewIngestor(db, regs, billingMap, o.Clock)
+	ingestor := bridge.NewIngestor(db, regs, billingMap, o.Clock, o.Logger.With("component", "ingest"))
 	if o.InvoiceGrace <= 0 {
 		o.InvoiceGrace = 24 * time.Hour
 	}
-	bill := billing.NewService(db, o.Clock, o.Logger.With("component", "billing"), o.InvoiceGrace)
+	bill := billing.NewService(db, o.Clock, o.Logger.With("component", "billing"), o.InvoiceGrace, ingestor)
 	if o.ExportStale > 0 {
 		bill.ExportStale = o.ExportStale
 	}

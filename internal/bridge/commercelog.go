@@ -1,0 +1,333 @@
+package bridge
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/varbuf"
+)
+
+// charged is one forwarded record after mapping: what commerce_usage will
+// hold, less what follows from the rest (the reason, the usage day, the
+// series). Ingest logs it; materialisation writes it.
+type charged struct {
+	id                     string
+	subscription           string // the charged subscription
+	mapped                 bool
+	localSub, tenant       string
+	meterKey, billingMeter string // billingMeter is empty for local-only meters
+	qty, billingQty        string
+	units                  int64
+	hasUnits               bool
+	mapVersion             int
+	usageUs, reportedUs    int64
+	uri, location          string
+	tags, addl             string
+}
+
+// reason says why the record is charged where it is.
+func (c *charged) reason() string {
+	if c.mapped {
+		return "mapped via tenant " + c.tenant + " → subscription " + c.subscription
+	}
+	return "tenant " + c.tenant + " not registered → default subscription " + c.subscription
+}
+
+const chargedVersion = 1
+
+// encodeCharged is a log payload: a version byte, the registration and
+// cloud, a count, then each record (varbuf). It is private to this package
+// and read back only by decodeCharged.
+func encodeCharged(regUID, cloudID string, recs []charged) []byte {
+	b := make([]byte, 0, 64+320*len(recs))
+	b = append(b, chargedVersion)
+	b = varbuf.AppendString(b, regUID)
+	b = varbuf.AppendString(b, cloudID)
+	b = binary.AppendUvarint(b, uint64(len(recs)))
+	for i := range recs {
+		c := &recs[i]
+		b = varbuf.AppendString(b, c.id)
+		b = varbuf.AppendString(b, c.subscription)
+		b = varbuf.AppendBool(b, c.mapped)
+		b = varbuf.AppendString(b, c.localSub)
+		b = varbuf.AppendString(b, c.tenant)
+		b = varbuf.AppendString(b, c.meterKey)
+		b = varbuf.AppendString(b, c.billingMeter)
+		b = varbuf.AppendString(b, c.qty)
+		b = varbuf.AppendString(b, c.billingQty)
+		b = varbuf.AppendBool(b, c.hasUnits)
+		b = binary.AppendVarint(b, c.units)
+		b = binary.AppendVarint(b, int64(c.mapVersion))
+		b = binary.AppendVarint(b, c.usageUs)
+		b = binary.AppendVarint(b, c.reportedUs-c.usageUs)
+		b = varbuf.AppendString(b, c.uri)
+		b = varbuf.AppendString(b, c.location)
+		b = varbuf.AppendString(b, c.tags)
+		b = varbuf.AppendString(b, c.addl)
+	}
+	return b
+}
+
+// errCorruptCommerceLog means a log payload does not decode;
+// materialisation stops rather than guess, and says which row.
+var errCorruptCommerceLog = errors.New("corrupt commerce usage log payload")
+
+func decodeCharged(b []byte) (regUID, cloudID string, recs []charged, err error) {
+	r := varbuf.NewReader(b)
+	if r.Byte() != chargedVersion {
+		return "", "", nil, errCorruptCommerceLog
+	}
+	regUID, cloudID = r.Text(), r.Text()
+	n := r.Count()
+	recs = make([]charged, 0, n)
+	for i := 0; i < n && r.Err() == nil; i++ {
+		var c charged
+		c.id = r.Text()
+		c.subscription = r.Text()
+		c.mapped = r.Bool()
+		c.localSub = r.Text()
+		c.tenant = r.Text()
+		c.meterKey = r.Text()
+		c.billingMeter = r.Text()
+		c.qty = r.Text()
+		c.billingQty = r.Text()
+		c.hasUnits = r.Bool()
+		c.units = r.Varint()
+		c.mapVersion = int(r.Varint())
+		c.usageUs = r.Varint()
+		c.reportedUs = c.usageUs + r.Varint()
+		c.uri = r.Text()
+		c.location = r.Text()
+		c.tags = r.Text()
+		c.addl = r.Text()
+		recs = append(recs, c)
+	}
+	if r.Done() != nil {
+		return "", "", nil, errCorruptCommerceLog
+	}
+	return regUID, cloudID, recs, nil
+}
+
+// drainRows is how many logged batches one materialisation transaction
+// takes: up to 40,000 records at the forwarder's batch size.
+const drainRows = 2
+
+// drain materialises logged batches up to log id upTo into commerce_usage
+// and deletes them from the log, in one transaction. settle waits for
+// batches another instance is materialising (PostgreSQL); the background
+// loop skips those instead.
+func (in *Ingestor) drain(ctx context.Context, settle bool, upTo int64) (int, error) {
+	var batches, records int
+	var created map[SeriesKey]int64
+	err := in.db.Write(ctx, func(tx *store.Tx) error {
+		batches, records, created = 0, 0, nil
+		q := `SELECT id, received_us, payload FROM commerce_usage_log WHERE id <= ? ORDER BY id LIMIT ?`
+		if in.db.Dialect == store.Postgres {
+			// Another instance may be materialising the same rows: settling
+			// waits for it (the rows are then gone), the background skips.
+			if settle {
+				q += ` FOR UPDATE`
+			} else {
+				q += ` FOR UPDATE SKIP LOCKED`
+			}
+		}
+		rows, err := tx.QueryContext(ctx, q, upTo, drainRows)
+		if err != nil {
+			return fmt.Errorf("read commerce usage log: %w", err)
+		}
+		type logged struct {
+			regUID, cloudID string
+			received        int64
+			recs            []charged
+		}
+		var batch []logged
+		var ids []any
+		for rows.Next() {
+			var id, received int64
+			var payload []byte
+			if err := rows.Scan(&id, &received, &payload); err != nil {
+				rows.Close()
+				return err
+			}
+			reg, cloud, recs, err := decodeCharged(payload)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("commerce usage log row %d: %w", id, err)
+			}
+			batch = append(batch, logged{reg, cloud, received, recs})
+			ids = append(ids, id)
+			records += len(recs)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		keys := make([]SeriesKey, 0, 16)
+		for _, l := range batch {
+			for i := range l.recs {
+				if c := &l.recs[i]; c.billingMeter != "" {
+					keys = append(keys, SeriesKey{l.regUID, c.subscription, c.billingMeter})
+				}
+			}
+		}
+		found, missing := in.series.lookup(keys)
+		if created, err = ResolveSeries(ctx, tx, missing); err != nil {
+			return err
+		}
+		for k, id := range created {
+			found[k] = id
+		}
+		const chunk = 200
+		placeholders := "(" + store.Placeholders(23) + ")"
+		for _, l := range batch {
+			for start := 0; start < len(l.recs); start += chunk {
+				part := l.recs[start:min(start+chunk, len(l.recs))]
+				var sb strings.Builder
+				args := make([]any, 0, 23*len(part))
+				sb.WriteString(`INSERT INTO commerce_usage (id, registration_uid, cloud_id, charged_subscription_id, mapped, reason, local_subscription_id, tenant_id, local_meter_key,
+					billing_meter_id, quantity, billing_quantity, billing_units, meter_map_version, usage_hour_us, usage_day_us, reported_hour_us, received_at_us, resource_uri, location, tags, additional_info,
+					series_id) VALUES `)
+				for i := range part {
+					c := &part[i]
+					if i > 0 {
+						sb.WriteString(", ")
+					}
+					sb.WriteString(placeholders)
+					var units any
+					if c.hasUnits {
+						units = c.units
+					}
+					var series int64 // 0 for local-only meters, which are never rated
+					if c.billingMeter != "" {
+						series = found[SeriesKey{l.regUID, c.subscription, c.billingMeter}]
+					}
+					args = append(args, c.id, l.regUID, l.cloudID, c.subscription, store.Bool(c.mapped), c.reason(), c.localSub, c.tenant, c.meterKey,
+						c.billingMeter, c.qty, c.billingQty, units, c.mapVersion, c.usageUs, clock.Micros(clock.DayStart(clock.FromMicros(c.usageUs))), c.reportedUs, l.received,
+						c.uri, c.location, c.tags, c.addl, series)
+				}
+				// A record whose key expired from the idempotency store
+				// and was re-sent is refused here.
+				sb.WriteString(` ON CONFLICT (id) DO NOTHING`)
+				if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+					return fmt.Errorf("store forwarded usage: %w", err)
+				}
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM commerce_usage_log WHERE id IN (`+store.Placeholders(len(ids))+`)`, ids...); err != nil {
+			return fmt.Errorf("trim commerce usage log: %w", err)
+		}
+		batches = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	in.series.remember(created)
+	if batches > 0 {
+		in.backlog.Add(-int64(records))
+	}
+	return batches, nil
+}
+
+// Settle materialises every batch acknowledged before it was called, so
+// that commerce_usage is complete. Everything that reads commerce_usage
+// calls it first; it costs one short transaction when nothing is pending.
+// Batches logged meanwhile are left to the next settle or the background,
+// so a steady stream of batches cannot keep a reader waiting.
+func (in *Ingestor) Settle(ctx context.Context) error {
+	// Every acknowledged batch has committed, so its row is visible here;
+	// log ids only grow.
+	var upTo int64
+	if err := in.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM commerce_usage_log`).Scan(&upTo); err != nil {
+		return fmt.Errorf("read commerce usage log: %w", err)
+	}
+	if upTo == 0 {
+		return nil
+	}
+	for {
+		n, err := in.drain(ctx, true, upTo)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+// MaterializeDelay is how long background materialisation gives way to a
+// stack that keeps sending batches: a catch-up shorter than this is
+// acknowledged at full speed and materialised after it. Readers never wait
+// for it: they Settle.
+const MaterializeDelay = 10 * time.Second
+
+// maxCommerceBacklog bounds the records waiting in the log before
+// materialisation stops giving way.
+const maxCommerceBacklog = 2_000_000
+
+// Run materialises the log in the background until ctx ends.
+func (in *Ingestor) Run(ctx context.Context) {
+	var pending int64
+	_ = in.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(records), 0) FROM commerce_usage_log`).Scan(&pending)
+	in.backlog.Store(pending)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var since time.Time
+	for ctx.Err() == nil {
+		busy := in.inflight.Load() > 0 || time.Since(time.Unix(0, in.lastIngest.Load())) < 100*time.Millisecond
+		if busy && in.backlog.Load() < maxCommerceBacklog {
+			if since.IsZero() {
+				since = time.Now()
+			}
+			if time.Since(since) < MaterializeDelay {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				continue
+			}
+		}
+		n, err := in.drain(ctx, false, math.MaxInt64)
+		if err != nil {
+			if ctx.Err() == nil && in.logger != nil {
+				in.logger.Error("materialising forwarded usage failed", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if n > 0 {
+			continue
+		}
+		since = time.Time{}
+		select {
+		case <-ctx.Done():
+			return
+		case <-in.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// Backlog is the number of acknowledged records not yet materialised, as
+// this process counts them.
+func (in *Ingestor) Backlog() int64 { return in.backlog.Load() }
+
+// PurgeExpiredKeys forgets record IDs older than KeyRetention.
+func (in *Ingestor) PurgeExpiredKeys(ctx context.Context) (int64, error) {
+	return in.dedup.Purge(ctx, in.db, clock.Micros(in.clock.Now()))
+}
