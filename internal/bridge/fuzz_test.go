@@ -3,8 +3,11 @@ package bridge
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -151,5 +154,16 @@ func TestChargedLogRoundTrip(t *testing.T) {
 		if _, _, _, err := decodeCharged(b[:cut]); err == nil {
 			t.Fatalf("a payload cut at %d of %d bytes decoded", cut, len(b))
 		}
+	}
+}
+
+// TestRecordIDIsStable pins record IDs: a change would make records re-sent
+// across an upgrade look new to commerce and count twice.
+func TestRecordIDIsStable(t *testing.T) {
+	got := RecordID("5bf881b2-6be7-42a1-9f47-d6fcb6737747", "sub", "fab6eb84500b4a09a8ca7358f8bbaea5", "0123abcd", 1790000000000000, -1)
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s|%s|%s|%s|%d|%d", "5bf881b2-6be7-42a1-9f47-d6fcb6737747", "sub", "fab6eb84500b4a09a8ca7358f8bbaea5", "0123abcd", 1790000000000000, -1)))
+	// The literal is the ID stackbill has always produced for this record.
+	if want := hex.EncodeToString(sum[:16]); got != want || got != "f63d7752a0f3379dba1f0c5b1c45834d" {
+		t.Fatalf("RecordID %s, want %s", got, want)
 	}
 }

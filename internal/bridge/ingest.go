@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -40,8 +41,18 @@ type Record struct {
 
 // RecordID is the deterministic ID of a stack's hourly record, so that a
 // re-sent record is recognised on commerce whatever batch carries it.
+// The hashed text is "cloud|subscription|meter|instance|usageHour|reportedHour"
+// with the hours in decimal microseconds; it may never change, or records
+// re-sent across an upgrade would get new IDs and be counted twice.
 func RecordID(cloudID, sub, meterKey, instance string, usageHour, reportedHour int64) string {
-	h := sha256.Sum256([]byte(fmt.Sprintf("%s|%s|%s|%s|%d|%d", cloudID, sub, meterKey, instance, usageHour, reportedHour)))
+	var buf [256]byte
+	b := append(buf[:0], cloudID...)
+	b = append(append(b, '|'), sub...)
+	b = append(append(b, '|'), meterKey...)
+	b = append(append(b, '|'), instance...)
+	b = strconv.AppendInt(append(b, '|'), usageHour, 10)
+	b = strconv.AppendInt(append(b, '|'), reportedHour, 10)
+	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:16])
 }
 
