@@ -137,6 +137,20 @@ var ErrNotActivated = errors.New("the stack is not activated for usage reporting
 
 // Step forwards one batch and returns how many records it sent.
 func (f *Forwarder) Step(ctx context.Context) (int, error) {
+	return f.forward(ctx, 1)
+}
+
+// CatchUp forwards every closed hour's records and returns how many it
+// sent. It reads and encodes the next batch while commerce takes the
+// current one; the watermark still advances one acknowledged batch at a
+// time, in order, so a failure re-sends from the first batch not
+// acknowledged.
+func (f *Forwarder) CatchUp(ctx context.Context) (int, error) {
+	return f.forward(ctx, 0)
+}
+
+// forward sends up to maxBatches batches (0: until none is left).
+func (f *Forwarder) forward(ctx context.Context, maxBatches int) (int, error) {
 	a, err := LoadActivation(ctx, f.db)
 	if err != nil {
 		return 0, err
@@ -153,14 +167,58 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 		f.failed(fmt.Errorf("aggregate usage before forwarding: %w", err))
 		return 0, err
 	}
+	cur, err := f.prepare(ctx, a, w, horizon)
+	if err != nil {
+		return 0, err
+	}
+	if len(cur.Records) == 0 {
+		f.succeeded(0)
+		return 0, nil
+	}
+	sent := 0
+	for batches := 1; ; batches++ {
+		posted := make(chan error, 1)
+		go func(b Batch) { posted <- f.post(ctx, a, b) }(cur.Batch)
+		var next prepared
+		var nextErr error
+		if maxBatches == 0 || batches < maxBatches {
+			next, nextErr = f.prepare(ctx, a, cur.last, horizon)
+		}
+		if err := <-posted; err != nil {
+			f.failed(err)
+			return sent, err
+		}
+		// Only after commerce acknowledged: a crash before this line
+		// re-sends the batch, which commerce recognises record by record.
+		if err := f.commit(ctx, cur.last, len(cur.Records)); err != nil {
+			return sent, err
+		}
+		sent += len(cur.Records)
+		if nextErr != nil {
+			return sent, nextErr
+		}
+		if len(next.Records) == 0 {
+			return sent, nil
+		}
+		cur = next
+	}
+}
+
+// prepared is a batch ready to post, and the watermark it advances to.
+type prepared struct {
+	Batch
+	last Watermark
+}
+
+// prepare reads the next batch of closed-hour records after w.
+func (f *Forwarder) prepare(ctx context.Context, a *Activation, w Watermark, horizon int64) (prepared, error) {
+	out := prepared{Batch: Batch{CloudID: a.Claims.CloudID}, last: w}
 	rows, err := f.db.QueryContext(ctx, `SELECT id, subscription_id, meter_key, instance, usage_hour_us, reported_hour_us, quantity, resource_uri, location, tags, additional_info
 		FROM usage_records WHERE reported_hour_us < ? AND (reported_hour_us, id) > (?, ?) ORDER BY reported_hour_us, id LIMIT ?`,
 		horizon, w.ReportedHour, w.ID, f.batch)
 	if err != nil {
-		return 0, err
+		return out, err
 	}
-	b := Batch{CloudID: a.Claims.CloudID}
-	last := w
 	type history struct {
 		since  []time.Time
 		owners []string
@@ -173,45 +231,41 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 		qty                  money.Quantity
 		uri, loc, tags, addl string
 	}
-	var rs []raw
+	rs := make([]raw, 0, min(f.batch, 4096))
 	for rows.Next() {
 		var r raw
 		if err := rows.Scan(&r.id, &r.sub, &r.meter, &r.inst, &r.hour, &r.reported, &r.qty, &r.uri, &r.loc, &r.tags, &r.addl); err != nil {
 			rows.Close()
-			return 0, err
+			return out, err
 		}
 		rs = append(rs, r)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return out, err
 	}
+	out.Records = make([]Record, 0, len(rs))
 	for _, r := range rs {
 		// The tenant that owned the subscription in the usage hour: a
 		// subscription that changed hands bills each hour to its owner then.
 		h, seen := owners[r.sub]
 		if !seen {
 			if h.since, h.owners, err = f.owners.Owners(ctx, r.sub); err != nil {
-				return 0, err
+				return out, err
 			}
 			owners[r.sub] = h
 		}
 		owner := ownerAt(h.since, h.owners, clock.FromMicros(r.hour))
-		b.Records = append(b.Records, Record{ID: RecordID(a.Claims.CloudID, r.sub, r.meter, r.inst, r.hour, r.reported), SubscriptionID: r.sub, TenantID: owner,
+		out.Records = append(out.Records, Record{ID: RecordID(a.Claims.CloudID, r.sub, r.meter, r.inst, r.hour, r.reported), SubscriptionID: r.sub, TenantID: owner,
 			MeterID: r.meter, Quantity: r.qty, UsageHour: clock.FromMicros(r.hour), ReportedHour: clock.FromMicros(r.reported), ResourceURI: r.uri, Location: r.loc,
 			Tags: json.RawMessage(r.tags), AdditionalInfo: json.RawMessage(r.addl)})
-		last = Watermark{ReportedHour: r.reported, ID: r.id}
+		out.last = Watermark{ReportedHour: r.reported, ID: r.id}
 	}
-	if len(b.Records) == 0 {
-		f.succeeded(0)
-		return 0, nil
-	}
-	if err := f.post(ctx, a, b); err != nil {
-		f.failed(err)
-		return 0, err
-	}
-	// Only after commerce acknowledged: a crash before this line re-sends
-	// the batch, which commerce recognises record by record.
+	return out, nil
+}
+
+// commit advances the watermark past an acknowledged batch of n records.
+func (f *Forwarder) commit(ctx context.Context, last Watermark, n int) error {
 	text, _ := json.Marshal(last)
 	hour := clock.Micros(clock.HourStart(f.clock.Now()))
 	// The watermark and the in-memory counters change together under mu, so
@@ -223,13 +277,13 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO bridge_forward_hours (hour_us, records, batches) VALUES (?, ?, 1)
-			ON CONFLICT (hour_us) DO UPDATE SET records = bridge_forward_hours.records + excluded.records, batches = bridge_forward_hours.batches + 1`, hour, len(b.Records))
+			ON CONFLICT (hour_us) DO UPDATE SET records = bridge_forward_hours.records + excluded.records, batches = bridge_forward_hours.batches + 1`, hour, n)
 		return err
 	}); err != nil {
-		return 0, err
+		return err
 	}
-	f.succeededLocked(len(b.Records))
-	return len(b.Records), nil
+	f.succeededLocked(n)
+	return nil
 }
 
 func (f *Forwarder) post(ctx context.Context, a *Activation, b Batch) error {
@@ -281,7 +335,7 @@ func (f *Forwarder) failed(err error) {
 func (f *Forwarder) Run(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
-		n, err := f.Step(ctx)
+		n, err := f.CatchUp(ctx)
 		wait := time.Duration(0)
 		switch {
 		case errors.Is(err, ErrNotActivated):

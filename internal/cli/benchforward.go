@@ -155,16 +155,9 @@ func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, b
 	}
 	defer stopProfile()
 	t0 := time.Now()
-	sent := 0
-	for {
-		n, err := f.Step(ctx)
-		if err != nil {
-			return ForwardBenchResult{}, err
-		}
-		if n == 0 {
-			break
-		}
-		sent += n
+	sent, err := f.CatchUp(ctx)
+	if err != nil {
+		return ForwardBenchResult{}, err
 	}
 	if sent != records {
 		return ForwardBenchResult{}, fmt.Errorf("forwarded %d of %d records", sent, records)
