@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -161,6 +162,10 @@ func (in *Ingestor) drain(ctx context.Context, settle bool, upTo int64) (int, er
 				rows.Close()
 				return fmt.Errorf("commerce usage log row %d: %w", id, err)
 			}
+			// In ID order, consecutive inserts land on the same pages of the
+			// primary key index (IDs are hashes, so a batch's own order is
+			// random there).
+			slices.SortFunc(recs, func(a, b charged) int { return strings.Compare(a.id, b.id) })
 			batch = append(batch, logged{reg, cloud, received, recs})
 			ids = append(ids, id)
 			records += len(recs)
