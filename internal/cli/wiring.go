@@ -180,6 +180,11 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		registerBridgeMetrics(reg, forwarder)
 		registerIntakeMetrics(reg, use)
 	}
+	if o.Role != "stack" {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_commerce_usage_backlog_records",
+			Help: "Forwarded records acknowledged to a bridge and waiting in commerce's log to be materialised for billing."},
+			func() float64 { return float64(ingestor.Backlog()) }))
+	}
 	web, err := portal.New(portal.Deps{Role: o.Role, Clock: o.Clock, Logger: o.Logger.With("component", "portal"), Auth: authSvc, Directory: dir,
 		Registrations: regs, Tenancy: ten, Meters: meters, BillingMap: billingMap, Usage: use, Forwarder: forwarder, Ingestor: ingestor, Billing: bill})
 	if err != nil {
