@@ -130,6 +130,13 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 	if err != nil {
 		return IngestResult{}, err
 	}
+	// Each record looks only at its own tenant's intervals, still in
+	// (valid from, id) order: a registration with thousands of mapped
+	// tenants would otherwise cost thousands of comparisons per record.
+	byTenant := make(map[string][]registration.MappingInterval, len(intervals))
+	for _, m := range intervals {
+		byTenant[m.TenantID] = append(byTenant[m.TenantID], m)
+	}
 	in.inflight.Add(1)
 	defer func() {
 		in.lastIngest.Store(time.Now().UnixNano())
@@ -160,8 +167,8 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		c := charged{id: strings.ToLower(r.ID), subscription: reg.Key.SubscriptionID, localSub: strings.ToLower(r.SubscriptionID), tenant: tenant, meterKey: key,
 			qty: r.Quantity.String(), usageUs: clock.Micros(r.UsageHour), reportedUs: clock.Micros(r.ReportedHour),
 			uri: r.ResourceURI, location: r.Location, tags: rawOr(r.Tags), addl: rawOr(r.AdditionalInfo)}
-		for _, m := range intervals {
-			if m.TenantID == tenant && !m.From.After(r.UsageHour) && (m.To.IsZero() || m.To.After(r.UsageHour)) {
+		for _, m := range byTenant[tenant] {
+			if !m.From.After(r.UsageHour) && (m.To.IsZero() || m.To.After(r.UsageHour)) {
 				c.subscription, c.mapped = m.CustomerSubscription, true
 			}
 		}
