@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -239,7 +238,7 @@ func (in *Ingestor) drain(ctx context.Context, settle bool, upTo int64) (int, er
 	}
 	in.series.remember(created)
 	if batches > 0 {
-		in.backlog.Add(-int64(records))
+		in.loop.Drained(int64(records))
 	}
 	return batches, nil
 }
@@ -284,53 +283,12 @@ const maxCommerceBacklog = 2_000_000
 func (in *Ingestor) Run(ctx context.Context) {
 	var pending int64
 	_ = in.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(records), 0) FROM commerce_usage_log`).Scan(&pending)
-	in.backlog.Store(pending)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	var since time.Time
-	for ctx.Err() == nil {
-		busy := in.inflight.Load() > 0 || time.Since(time.Unix(0, in.lastIngest.Load())) < 100*time.Millisecond
-		if busy && in.backlog.Load() < maxCommerceBacklog {
-			if since.IsZero() {
-				since = time.Now()
-			}
-			if time.Since(since) < MaterializeDelay {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(5 * time.Millisecond):
-				}
-				continue
-			}
-		}
-		n, err := in.drain(ctx, false, math.MaxInt64)
-		if err != nil {
-			if ctx.Err() == nil && in.logger != nil {
-				in.logger.Error("materialising forwarded usage failed", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		if n > 0 {
-			continue
-		}
-		since = time.Time{}
-		select {
-		case <-ctx.Done():
-			return
-		case <-in.wake:
-		case <-tick.C:
-		}
-	}
+	in.loop.Run(ctx, pending, in.logger, "materialising forwarded usage failed")
 }
 
 // Backlog is the number of acknowledged records not yet materialised, as
 // this process counts them.
-func (in *Ingestor) Backlog() int64 { return in.backlog.Load() }
+func (in *Ingestor) Backlog() int64 { return in.loop.Backlog() }
 
 // PurgeExpiredKeys forgets record IDs older than KeyRetention.
 func (in *Ingestor) PurgeExpiredKeys(ctx context.Context) (int64, error) {

@@ -7,15 +7,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/drainer"
 	"github.com/stackbill/stackbill/internal/idempotency"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
@@ -77,15 +78,16 @@ type Ingestor struct {
 	series  seriesCache
 	dedup   idempotency.Keys
 	logger  *slog.Logger
-	wake    chan struct{}
-	// lastIngest (unix nanoseconds) and inflight let materialisation give
-	// way to a stack catching up, as intake's aggregation does.
-	lastIngest, inflight, backlog atomic.Int64
+	// loop materialises the log behind ingestion, giving way to a stack
+	// that is catching up, as intake's aggregation does.
+	loop *drainer.Loop
 }
 
 // NewIngestor builds an Ingestor.
 func NewIngestor(db *store.DB, regs *registration.Service, billing *meter.BillingMap, c *clock.Clock, logger *slog.Logger) *Ingestor {
-	return &Ingestor{db: db, regs: regs, billing: billing, clock: c, dedup: idempotency.New(db, "commerce_dedup"), logger: logger, wake: make(chan struct{}, 1)}
+	in := &Ingestor{db: db, regs: regs, billing: billing, clock: c, dedup: idempotency.New(db, "commerce_dedup"), logger: logger}
+	in.loop = drainer.New(func(ctx context.Context) (int, error) { return in.drain(ctx, false, math.MaxInt64) }, MaterializeDelay, maxCommerceBacklog)
+	return in
 }
 
 // MaxRecords bounds one batch.
@@ -137,11 +139,7 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 	for _, m := range intervals {
 		byTenant[m.TenantID] = append(byTenant[m.TenantID], m)
 	}
-	in.inflight.Add(1)
-	defer func() {
-		in.lastIngest.Store(time.Now().UnixNano())
-		in.inflight.Add(-1)
-	}()
+	defer in.loop.Begin()()
 	recs := make([]charged, 0, len(b.Records))
 	keys := make([][16]byte, 0, len(b.Records))
 	inBatch := make(map[[16]byte]struct{}, len(b.Records))
@@ -224,11 +222,7 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		return IngestResult{}, err
 	}
 	if stored > 0 {
-		in.backlog.Add(int64(stored))
-		select {
-		case in.wake <- struct{}{}:
-		default:
-		}
+		in.loop.Logged(int64(stored))
 	}
 	return IngestResult{Accepted: stored, Duplicates: len(b.Records) - stored}, nil
 }

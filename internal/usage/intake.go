@@ -33,15 +33,18 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/bytedance/sonic"
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/drainer"
 	"github.com/stackbill/stackbill/internal/idempotency"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
@@ -357,7 +360,9 @@ type Service struct {
 	subs   SubscriptionLookup
 	dedup  idempotency.Keys
 	parser *Parser
-	counters
+	// loop aggregates the intake log behind intake.
+	loop       *drainer.Loop
+	aggregated atomic.Int64
 
 	knownMu sync.RWMutex
 	known   map[string]time.Time // subscription → trusted until (wall clock)
@@ -366,7 +371,7 @@ type Service struct {
 // NewService builds a Service.
 func NewService(db *store.DB, c *clock.Clock, meters *meter.Catalogue, subs SubscriptionLookup) *Service {
 	s := &Service{db: db, clock: c, meters: meters, subs: subs, dedup: idempotency.New(db, "usage_dedup"), parser: NewParser()}
-	s.wake = make(chan struct{}, 1)
+	s.loop = drainer.New(func(ctx context.Context) (int, error) { return s.drain(ctx, math.MaxInt64, false) }, AggregateDelay, maxBacklog)
 	s.known = map[string]time.Time{}
 	return s
 }
@@ -589,11 +594,7 @@ func (s *Service) IngestAt(ctx context.Context, now time.Time, events []*Event) 
 }
 
 func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, rejected []Rejection) (Result, error) {
-	s.inflight.Add(1)
-	defer func() {
-		s.lastAck.Store(time.Now().UnixNano())
-		s.inflight.Add(-1)
-	}()
+	defer s.loop.Begin()()
 	now := at
 	if now.IsZero() {
 		now = s.clock.Now()
@@ -681,8 +682,7 @@ func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, 
 	res.Accepted = stored
 	res.Duplicates += len(ok) - stored
 	if stored > 0 {
-		s.backlog.Add(int64(stored))
-		s.notify()
+		s.loop.Logged(int64(stored))
 	}
 	return res, nil
 }

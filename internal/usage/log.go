@@ -10,7 +10,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/clock"
@@ -168,7 +167,7 @@ func (s *Service) drain(ctx context.Context, until int64, settle bool) (int, err
 		return 0, err
 	}
 	if batches > 0 {
-		s.backlog.Add(-int64(events))
+		s.loop.Drained(int64(events))
 		s.aggregated.Add(int64(events))
 	}
 	return batches, nil
@@ -247,76 +246,12 @@ const maxBacklog = 2_000_000
 func (s *Service) Run(ctx context.Context, logger *slog.Logger) {
 	var pending int64
 	_ = s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(events), 0) FROM usage_log`).Scan(&pending)
-	s.backlog.Store(pending)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	var deferSince time.Time
-	for ctx.Err() == nil {
-		if s.busy() && s.backlog.Load() < maxBacklog {
-			if deferSince.IsZero() {
-				deferSince = time.Now()
-			}
-			if time.Since(deferSince) < AggregateDelay {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(5 * time.Millisecond):
-				}
-				continue
-			}
-		}
-		n, err := s.drain(ctx, math.MaxInt64, false)
-		if err != nil {
-			if ctx.Err() == nil && logger != nil {
-				logger.Error("usage aggregation failed", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		if n > 0 {
-			continue
-		}
-		deferSince = time.Time{}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.wake:
-		case <-tick.C:
-		}
-	}
+	s.loop.Run(ctx, pending, logger, "usage aggregation failed")
 }
 
 // Backlog is the number of acknowledged events not yet aggregated, as this
 // process counts them.
-func (s *Service) Backlog() int64 { return s.backlog.Load() }
+func (s *Service) Backlog() int64 { return s.loop.Backlog() }
 
 // Aggregated counts the events this process has aggregated.
 func (s *Service) Aggregated() int64 { return s.aggregated.Load() }
-
-// counters is embedded in Service.
-type counters struct {
-	inflight, backlog, aggregated atomic.Int64
-	lastAck                       atomic.Int64 // unix nanoseconds
-	wake                          chan struct{}
-}
-
-// idleGap is how long intake must have been quiet before background
-// aggregation takes the writer: producers leave gaps of a few milliseconds
-// between batches while they send and the stack parses.
-const idleGap = 100 * time.Millisecond
-
-// busy reports whether intake is taking batches now.
-func (s *Service) busy() bool {
-	return s.inflight.Load() > 0 || time.Since(time.Unix(0, s.lastAck.Load())) < idleGap
-}
-
-func (s *Service) notify() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}

@@ -1,0 +1,117 @@
+// Package drainer runs the background half of stackbill's
+// acknowledge-from-a-log designs: the stack's intake (events logged, then
+// aggregated into hourly records) and commerce's bridge ingestion (records
+// logged, then materialised for billing). The hot path acknowledges once a
+// batch is in its log; a Loop drains the log behind it and gives way to the
+// hot path while batches keep coming, for a bounded time and backlog, so
+// that a burst is acknowledged at full speed. Readers never wait for the
+// loop: they settle what they read themselves.
+package drainer
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// idleGap is how long the hot path must have been quiet before the loop
+// takes the writer: producers leave gaps of a few milliseconds between
+// batches while they send and the server parses.
+const idleGap = 100 * time.Millisecond
+
+// Loop drains a log in the background.
+type Loop struct {
+	drain      func(ctx context.Context) (int, error)
+	delay      time.Duration
+	maxBacklog int64
+
+	inflight, lastEnd, backlog atomic.Int64
+	wake                       chan struct{}
+}
+
+// New builds a Loop. drain takes one transaction's worth of the log and
+// reports how many log rows it took (0: nothing is left that it may take).
+// delay is how long the loop gives way while batches keep arriving, and
+// maxBacklog the backlog at which it stops giving way.
+func New(drain func(ctx context.Context) (int, error), delay time.Duration, maxBacklog int64) *Loop {
+	return &Loop{drain: drain, delay: delay, maxBacklog: maxBacklog, wake: make(chan struct{}, 1)}
+}
+
+// Begin marks a batch in flight on the hot path; the returned function ends
+// it.
+func (l *Loop) Begin() (end func()) {
+	l.inflight.Add(1)
+	return func() {
+		l.lastEnd.Store(time.Now().UnixNano())
+		l.inflight.Add(-1)
+	}
+}
+
+// Logged counts n more units (events, records) waiting in the log and wakes
+// the loop.
+func (l *Loop) Logged(n int64) {
+	l.backlog.Add(n)
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Drained counts n units taken from the log, by the loop or by a reader
+// that settled.
+func (l *Loop) Drained(n int64) { l.backlog.Add(-n) }
+
+// Backlog is the number of units waiting in the log, as this process counts
+// them (Run starts from what the log holds).
+func (l *Loop) Backlog() int64 { return l.backlog.Load() }
+
+func (l *Loop) busy() bool {
+	return l.inflight.Load() > 0 || time.Since(time.Unix(0, l.lastEnd.Load())) < idleGap
+}
+
+// Run drains until ctx ends. pending is what the log held at start;
+// failure is the message logged when a drain fails.
+func (l *Loop) Run(ctx context.Context, pending int64, logger *slog.Logger, failure string) {
+	l.backlog.Store(pending)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var since time.Time
+	for ctx.Err() == nil {
+		if l.busy() && l.backlog.Load() < l.maxBacklog {
+			if since.IsZero() {
+				since = time.Now()
+			}
+			if time.Since(since) < l.delay {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				continue
+			}
+		}
+		n, err := l.drain(ctx)
+		if err != nil {
+			if ctx.Err() == nil && logger != nil {
+				logger.Error(failure, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if n > 0 {
+			continue
+		}
+		since = time.Time{}
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.wake:
+		case <-tick.C:
+		}
+	}
+}
