@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/drainer"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/varbuf"
 )
@@ -128,49 +129,26 @@ func (in *Ingestor) drain(ctx context.Context, settle bool, upTo int64) (int, er
 	var created map[SeriesKey]int64
 	err := in.db.Write(ctx, func(tx *store.Tx) error {
 		batches, records, created = 0, 0, nil
-		q := `SELECT id, received_us, payload FROM commerce_usage_log WHERE id <= ? ORDER BY id LIMIT ?`
-		if in.db.Dialect == store.Postgres {
-			// Another instance may be materialising the same rows: settling
-			// waits for it (the rows are then gone), the background skips.
-			if settle {
-				q += ` FOR UPDATE`
-			} else {
-				q += ` FOR UPDATE SKIP LOCKED`
-			}
-		}
-		rows, err := tx.QueryContext(ctx, q, upTo, drainRows)
-		if err != nil {
-			return fmt.Errorf("read commerce usage log: %w", err)
-		}
 		type logged struct {
 			regUID, cloudID string
 			received        int64
 			recs            []charged
 		}
 		var batch []logged
-		var ids []any
-		for rows.Next() {
-			var id, received int64
-			var payload []byte
-			if err := rows.Scan(&id, &received, &payload); err != nil {
-				rows.Close()
-				return err
-			}
+		ids, err := drainer.Take(ctx, tx, "commerce_usage_log", "id <= ?", upTo, drainRows, settle, func(_, received int64, payload []byte) error {
 			reg, cloud, recs, err := decodeCharged(payload)
 			if err != nil {
-				rows.Close()
-				return fmt.Errorf("commerce usage log row %d: %w", id, err)
+				return err
 			}
 			// In ID order, consecutive inserts land on the same pages of the
 			// primary key index (IDs are hashes, so a batch's own order is
 			// random there).
 			slices.SortFunc(recs, func(a, b charged) int { return strings.Compare(a.id, b.id) })
 			batch = append(batch, logged{reg, cloud, received, recs})
-			ids = append(ids, id)
 			records += len(recs)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		if len(ids) == 0 {
@@ -227,8 +205,8 @@ func (in *Ingestor) drain(ctx context.Context, settle bool, upTo int64) (int, er
 				}
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM commerce_usage_log WHERE id IN (`+store.Placeholders(len(ids))+`)`, ids...); err != nil {
-			return fmt.Errorf("trim commerce usage log: %w", err)
+		if err := drainer.Trim(ctx, tx, "commerce_usage_log", ids); err != nil {
+			return err
 		}
 		batches = len(ids)
 		return nil
@@ -258,15 +236,7 @@ func (in *Ingestor) Settle(ctx context.Context) error {
 	if upTo == 0 {
 		return nil
 	}
-	for {
-		n, err := in.drain(ctx, true, upTo)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return nil
-		}
-	}
+	return drainer.Settle(ctx, func(ctx context.Context) (int, error) { return in.drain(ctx, true, upTo) })
 }
 
 // MaterializeDelay is how long background materialisation gives way to a

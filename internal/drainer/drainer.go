@@ -10,9 +10,12 @@ package drainer
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
+
+	"github.com/stackbill/stackbill/internal/store"
 )
 
 // idleGap is how long the hot path must have been quiet before the loop
@@ -112,6 +115,64 @@ func (l *Loop) Run(ctx context.Context, pending int64, logger *slog.Logger, fail
 			return
 		case <-l.wake:
 		case <-tick.C:
+		}
+	}
+}
+
+// Take reads up to limit rows (id, received_us, payload) of a log table that
+// match where (one placeholder, bound to arg), in id order, inside tx, and
+// hands each to each. On PostgreSQL it locks what it reads: a settling
+// reader waits for rows another instance is draining (they are gone once it
+// commits), the background loop skips them. It returns the ids it read, for
+// Trim in the same transaction.
+func Take(ctx context.Context, tx *store.Tx, table, where string, arg any, limit int, settle bool,
+	each func(id, received int64, payload []byte) error) ([]any, error) {
+	q := `SELECT id, received_us, payload FROM ` + table + ` WHERE ` + where + ` ORDER BY id LIMIT ?`
+	if tx.DB().Dialect == store.Postgres {
+		if settle {
+			q += ` FOR UPDATE`
+		} else {
+			q += ` FOR UPDATE SKIP LOCKED`
+		}
+	}
+	rows, err := tx.QueryContext(ctx, q, arg, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", table, err)
+	}
+	defer rows.Close()
+	var ids []any
+	for rows.Next() {
+		var id, received int64
+		var payload []byte
+		if err := rows.Scan(&id, &received, &payload); err != nil {
+			return nil, err
+		}
+		if err := each(id, received, payload); err != nil {
+			return nil, fmt.Errorf("%s row %d: %w", table, id, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+// Trim deletes the log rows Take read, in the transaction that used them, so
+// that each is drained exactly once.
+func Trim(ctx context.Context, tx *store.Tx, table string, ids []any) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE id IN (`+store.Placeholders(len(ids))+`)`, ids...); err != nil {
+		return fmt.Errorf("trim %s: %w", table, err)
+	}
+	return nil
+}
+
+// Settle calls drain until a call takes nothing.
+func Settle(ctx context.Context, drain func(ctx context.Context) (int, error)) error {
+	for {
+		n, err := drain(ctx)
+		if err != nil || n == 0 {
+			return err
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/drainer"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/varbuf"
@@ -102,49 +102,29 @@ func (s *Service) drain(ctx context.Context, until int64, settle bool) (int, err
 	var batches, events int
 	err := s.db.Write(ctx, func(tx *store.Tx) error {
 		batches, events = 0, 0
-		q := `SELECT id, received_us, payload FROM usage_log WHERE received_us < ? ORDER BY id LIMIT ?`
-		if s.db.Dialect == store.Postgres {
-			if settle {
-				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, intakeLock); err != nil {
-					return err
-				}
-				q += ` FOR UPDATE`
-			} else {
-				q += ` FOR UPDATE SKIP LOCKED`
+		if s.db.Dialect == store.Postgres && settle {
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, intakeLock); err != nil {
+				return err
 			}
-		}
-		rows, err := tx.QueryContext(ctx, q, until, drainRows)
-		if err != nil {
-			return fmt.Errorf("read intake log: %w", err)
 		}
 		groups := map[recordKey]*recordVal{}
 		instances := map[string]string{}
 		var order []recordKey
-		var ids []any
-		for rows.Next() {
-			var id, received int64
-			var payload []byte
-			if err := rows.Scan(&id, &received, &payload); err != nil {
-				rows.Close()
-				return err
-			}
+		ids, err := drainer.Take(ctx, tx, "usage_log", "received_us < ?", until, drainRows, settle, func(_, received int64, payload []byte) error {
 			evs, err := decodeLog(payload)
 			if err != nil {
-				rows.Close()
-				return fmt.Errorf("intake log row %d: %w", id, err)
+				return err
 			}
 			reported := clock.Micros(clock.HourStart(clock.FromMicros(received)))
 			for i := range evs {
 				if err := addToGroups(groups, &order, instances, reported, &evs[i]); err != nil {
-					rows.Close()
-					return fmt.Errorf("intake log row %d: %w", id, err)
+					return err
 				}
 			}
-			ids = append(ids, id)
 			events += len(evs)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		if len(ids) == 0 {
@@ -156,9 +136,8 @@ func (s *Service) drain(ctx context.Context, until int64, settle bool) (int, err
 		if err := s.addRecords(ctx, tx, order, groups); err != nil {
 			return err
 		}
-		ph := strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")
-		if _, err := tx.ExecContext(ctx, `DELETE FROM usage_log WHERE id IN (`+ph+`)`, ids...); err != nil {
-			return fmt.Errorf("trim intake log: %w", err)
+		if err := drainer.Trim(ctx, tx, "usage_log", ids); err != nil {
+			return err
 		}
 		batches = len(ids)
 		return nil
@@ -220,15 +199,7 @@ func (s *Service) Settle(ctx context.Context, until time.Time) error {
 	if until.IsZero() {
 		u = math.MaxInt64
 	}
-	for {
-		n, err := s.drain(ctx, u, true)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return nil
-		}
-	}
+	return drainer.Settle(ctx, func(ctx context.Context) (int, error) { return s.drain(ctx, u, true) })
 }
 
 // AggregateDelay is how long the background aggregation defers to intake
