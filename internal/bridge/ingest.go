@@ -184,19 +184,13 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		keys = append(keys, id)
 	}
 	var stored int
-	var undo func()
 	now := in.clock.Now()
 	err = in.db.Write(ctx, func(tx *store.Tx) error {
-		if undo != nil { // an earlier attempt did not commit
-			undo()
-			undo = nil
-		}
 		now = in.clock.Now()
-		fresh, u, err := in.dedup.Claim(ctx, tx, keys, clock.Micros(now.Add(KeyRetention)))
+		fresh, err := in.dedup.Claim(ctx, tx, keys, clock.Micros(now.Add(KeyRetention)))
 		if err != nil {
 			return err
 		}
-		undo = u
 		batch := make([]charged, 0, len(recs))
 		for i := range recs {
 			if fresh[i] {
@@ -216,9 +210,6 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		return err
 	})
 	if err != nil {
-		if undo != nil {
-			undo()
-		}
 		return IngestResult{}, err
 	}
 	if stored > 0 {

@@ -13,12 +13,12 @@ import (
 )
 
 // Keys remembers idempotency keys. Claim runs inside the caller's write
-// transaction: it reports which keys are new and records them, so that the
-// record commits or fails with the transaction. undo forgets what an
-// attempt that did not commit recorded in memory; the caller runs it when
-// the transaction fails or is retried.
+// transaction, at most once per transaction: it reports which keys are new
+// and records them, so that the record commits or fails with the
+// transaction, and no other transaction sees a key as taken unless the
+// claim that took it committed.
 type Keys interface {
-	Claim(ctx context.Context, tx *store.Tx, keys [][16]byte, expires int64) (fresh []bool, undo func(), err error)
+	Claim(ctx context.Context, tx *store.Tx, keys [][16]byte, expires int64) (fresh []bool, err error)
 	// Purge forgets keys that expired before now (microseconds).
 	Purge(ctx context.Context, db *store.DB, now int64) (int64, error)
 }
@@ -40,6 +40,15 @@ func New(db *store.DB, table string) Keys {
 // those rows on first use and topped up from any rows another process
 // added: claim runs under SQLite's exclusive write lock, so reading the
 // highest block ID there sees every committed batch.
+//
+// A claim holds mu until its transaction has ended, and takes its keys back
+// out of memory if it rolled back. database/sql gives the writer to the
+// next transaction as soon as one ends, and ends one at once when its
+// context is cancelled (a client that hung up), while the request is still
+// unwinding; the next is often that client's re-send of the same batch. Had
+// it found the keys of a claim that never committed, it would have
+// acknowledged the batch as duplicates of nothing, and the usage would be
+// lost.
 type blocks struct {
 	table  string
 	mu     sync.Mutex
@@ -82,11 +91,23 @@ func (d *blocks) catchUp(ctx context.Context, tx *store.Tx) error {
 	return nil
 }
 
-func (d *blocks) Claim(ctx context.Context, tx *store.Tx, keys [][16]byte, expires int64) ([]bool, func(), error) {
+func (d *blocks) Claim(ctx context.Context, tx *store.Tx, keys [][16]byte, expires int64) ([]bool, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	var added [][16]byte
+	var before int64 // d.last before this claim's own block
+	tx.AfterEnd(func(committed bool) {
+		if !committed && added != nil {
+			for _, k := range added {
+				delete(d.keys, k)
+			}
+			d.last = before
+		}
+		d.mu.Unlock()
+	})
+	// What catchUp reads was committed by others and stays, whatever
+	// becomes of this transaction.
 	if err := d.catchUp(ctx, tx); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	fresh := make([]bool, len(keys))
 	blob := make([]byte, 0, 16*len(keys))
@@ -97,32 +118,21 @@ func (d *blocks) Claim(ctx context.Context, tx *store.Tx, keys [][16]byte, expir
 		}
 	}
 	if len(blob) == 0 {
-		return fresh, func() {}, nil
+		return fresh, nil
 	}
 	var id int64
 	if err := tx.QueryRowContext(ctx, `INSERT INTO `+d.table+` (expires_at_us, keys) VALUES (?, ?) RETURNING id`, expires, blob).Scan(&id); err != nil {
-		return nil, nil, fmt.Errorf("store idempotency keys: %w", err)
+		return nil, fmt.Errorf("store idempotency keys: %w", err)
 	}
-	prevLast := d.last
+	before, added = d.last, make([][16]byte, 0, len(blob)/16)
 	for i, k := range keys {
 		if fresh[i] {
 			d.keys[k] = struct{}{}
+			added = append(added, k)
 		}
 	}
 	d.last = id
-	undo := func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		for i, k := range keys {
-			if fresh[i] {
-				delete(d.keys, k)
-			}
-		}
-		if d.last == id {
-			d.last = prevLast
-		}
-	}
-	return fresh, undo, nil
+	return fresh, nil
 }
 
 // purge forgets expired blocks, a few at a time so the writer is never held
@@ -168,32 +178,32 @@ func (d *blocks) Purge(ctx context.Context, db *store.DB, now int64) (int64, err
 // concurrent instances agree on.
 type rows struct{ table string }
 
-func (d rows) Claim(ctx context.Context, tx *store.Tx, keys [][16]byte, expires int64) ([]bool, func(), error) {
+func (d rows) Claim(ctx context.Context, tx *store.Tx, keys [][16]byte, expires int64) ([]bool, error) {
 	hexKeys := make([]string, len(keys))
 	for i, k := range keys {
 		hexKeys[i] = fmt.Sprintf("%x", k)
 	}
 	rows, err := tx.QueryContext(ctx, `INSERT INTO `+d.table+` (key, expires_at_us) SELECT k, $2 FROM unnest($1::text[]) AS k ON CONFLICT (key) DO NOTHING RETURNING key`, hexKeys, expires)
 	if err != nil {
-		return nil, nil, fmt.Errorf("store idempotency keys: %w", err)
+		return nil, fmt.Errorf("store idempotency keys: %w", err)
 	}
 	defer rows.Close()
 	inserted := make(map[string]bool, len(keys))
 	for rows.Next() {
 		var k string
 		if err := rows.Scan(&k); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		inserted[k] = true
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	fresh := make([]bool, len(keys))
 	for i, k := range hexKeys {
 		fresh[i] = inserted[k]
 	}
-	return fresh, func() {}, nil
+	return fresh, nil
 }
 
 func (d rows) Purge(ctx context.Context, db *store.DB, now int64) (int64, error) {

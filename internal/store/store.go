@@ -378,7 +378,18 @@ type Tx struct {
 	tx   *sql.Tx
 	db   *DB
 	read bool
+	ends []func(committed bool)
 }
+
+// AfterEnd runs fn once the write transaction has committed (committed is
+// true) or rolled back, and before Write returns or retries. It is for
+// memory that mirrors what the transaction wrote: database/sql hands the
+// connection to the next transaction the moment this one ends (and rolls
+// back at once when ctx ends, even while fn is still running), so state
+// kept in memory must be settled by a hook that the next transaction can
+// wait for, never by the caller after Write returns. Hooks run last added
+// first.
+func (tx *Tx) AfterEnd(fn func(committed bool)) { tx.ends = append(tx.ends, fn) }
 
 // DB returns the database the transaction belongs to.
 func (tx *Tx) DB() *DB { return tx.db }
@@ -476,13 +487,23 @@ func (db *DB) writeOnce(ctx context.Context, fn func(tx *Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(&Tx{tx: sqlTx, db: db}); err != nil {
-		_ = sqlTx.Rollback()
+	tx := &Tx{tx: sqlTx, db: db}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = sqlTx.Rollback() // ErrTxDone when it already ended
+		}
+		for i := len(tx.ends) - 1; i >= 0; i-- {
+			tx.ends[i](committed)
+		}
+	}()
+	if err := fn(tx); err != nil {
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	committed = true
 	return nil
 }
 

@@ -633,13 +633,8 @@ func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, 
 	if len(ok) == 0 {
 		return res, nil
 	}
-	var undo func()
 	var stored int
 	err := s.db.Write(ctx, func(tx *store.Tx) error {
-		if undo != nil { // an earlier attempt did not commit
-			undo()
-			undo = nil
-		}
 		if s.db.Dialect == store.Postgres {
 			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock_shared(?)`, intakeLock); err != nil {
 				return err
@@ -652,11 +647,10 @@ func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, 
 		if received.IsZero() {
 			received = s.clock.Now()
 		}
-		fresh, u, err := s.dedup.Claim(ctx, tx, keys, clock.Micros(received.Add(DedupRetention)))
+		fresh, err := s.dedup.Claim(ctx, tx, keys, clock.Micros(received.Add(DedupRetention)))
 		if err != nil {
 			return err
 		}
-		undo = u
 		batch := make([]logged, 0, len(ok))
 		for i := range ok {
 			if fresh[i] {
@@ -674,9 +668,6 @@ func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, 
 		return nil
 	})
 	if err != nil {
-		if undo != nil {
-			undo()
-		}
 		return Result{}, err
 	}
 	res.Accepted = stored
