@@ -90,7 +90,10 @@ func TestBinaryBatchRoundTrip(t *testing.T) {
 			string(a.Tags) != string(b.Tags) || string(a.AdditionalInfo) != string(b.AdditionalInfo) {
 			t.Fatalf("record %d: %+v became %+v", i, a, b)
 		}
-		a.Quantity, b.Quantity = money.Zero, money.Zero
+		if b.quantityText != a.Quantity.String() {
+			t.Fatalf("record %d: decoded quantity text %q, want %q", i, b.quantityText, a.Quantity.String())
+		}
+		a.Quantity, b.Quantity, b.quantityText = money.Zero, money.Zero, ""
 		a.Tags, b.Tags, a.AdditionalInfo, b.AdditionalInfo = nil, nil, nil, nil
 		a.UsageHour, b.UsageHour, a.ReportedHour, b.ReportedHour = time.Time{}, time.Time{}, time.Time{}, time.Time{}
 		if !reflect.DeepEqual(a, b) {

@@ -38,6 +38,10 @@ type Record struct {
 	Location       string          `json:"location"`
 	Tags           json.RawMessage `json:"tags,omitempty"`
 	AdditionalInfo json.RawMessage `json:"additionalInfo,omitempty"`
+
+	// quantityText is Quantity's canonical text when the decoder already
+	// has it (the binary layout), so that ingest does not format it again.
+	quantityText string
 }
 
 // RecordID is the deterministic ID of a stack's hourly record, so that a
@@ -140,6 +144,7 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		byTenant[m.TenantID] = append(byTenant[m.TenantID], m)
 	}
 	defer in.loop.Begin()()
+	one := money.MustQuantity("1") // every shipped factor: the billed quantity is the local one
 	recs := make([]charged, 0, len(b.Records))
 	keys := make([][16]byte, 0, len(b.Records))
 	inBatch := make(map[[16]byte]struct{}, len(b.Records))
@@ -162,8 +167,12 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		}
 		inBatch[id] = struct{}{}
 		tenant, _ := arm.CanonicalGUID(r.TenantID)
+		qty := r.quantityText
+		if qty == "" {
+			qty = r.Quantity.String()
+		}
 		c := charged{id: strings.ToLower(r.ID), subscription: reg.Key.SubscriptionID, localSub: strings.ToLower(r.SubscriptionID), tenant: tenant, meterKey: key,
-			qty: r.Quantity.String(), usageUs: clock.Micros(r.UsageHour), reportedUs: clock.Micros(r.ReportedHour),
+			qty: qty, usageUs: clock.Micros(r.UsageHour), reportedUs: clock.Micros(r.ReportedHour),
 			uri: r.ResourceURI, location: r.Location, tags: rawOr(r.Tags), addl: rawOr(r.AdditionalInfo)}
 		for _, m := range byTenant[tenant] {
 			if !m.From.After(r.UsageHour) && (m.To.IsZero() || m.To.After(r.UsageHour)) {
@@ -176,9 +185,11 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		}
 		c.mapVersion, c.billingMeter, c.billingQty = version, bm.ID, "0"
 		if billed {
-			q := r.Quantity.Mul(bm.Factor)
-			c.billingQty = q.String()
-			c.units, c.hasUnits = q.Units()
+			c.billingQty = qty
+			if !bm.Factor.Equal(one) {
+				c.billingQty = r.Quantity.Mul(bm.Factor).String()
+			}
+			c.units, c.hasUnits = money.TextUnits(c.billingQty)
 		}
 		recs = append(recs, c)
 		keys = append(keys, id)

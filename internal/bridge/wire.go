@@ -81,7 +81,7 @@ func (b *Batch) UnmarshalBinary(p []byte) error {
 			break
 		}
 		var err error
-		if rec.Quantity, err = money.ParseQuantity(qty); err != nil {
+		if rec.Quantity, rec.quantityText, err = money.ParseCanonical(qty); err != nil {
 			return fmt.Errorf("%w: records[%d].quantity: %v", ErrWire, i, err)
 		}
 		rec.UsageHour, rec.ReportedHour = clock.FromMicros(usage), clock.FromMicros(reported)

@@ -227,6 +227,50 @@ func (q Quantity) Units() (units int64, ok bool) {
 	return parseScaled([]byte(q.d.String()))
 }
 
+// TextUnits is Units of a quantity given by its text.
+func TextUnits(text string) (units int64, ok bool) { return parseScaled([]byte(text)) }
+
+// ParseCanonical parses s like ParseQuantity and also returns the quantity's
+// canonical text (String). When s is already canonical (digits without
+// leading zeros, an optional fraction without trailing zeros, no sign or
+// exponent), that is s itself and costs no formatting: a bridge batch
+// carries tens of thousands of quantities that the stack wrote canonically.
+func ParseCanonical(s string) (Quantity, string, error) {
+	q, err := ParseQuantity(s)
+	if err != nil {
+		return q, "", err
+	}
+	if isCanonical(s) {
+		return q, s, nil
+	}
+	return q, q.String(), nil
+}
+
+func isCanonical(s string) bool {
+	if s == "" || len(s) > 40 {
+		return false
+	}
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 || (s[0] == '0' && i > 1) {
+		return false
+	}
+	if i == len(s) {
+		return true
+	}
+	if s[i] != '.' || i == len(s)-1 || s[len(s)-1] == '0' {
+		return false
+	}
+	for _, c := range []byte(s[i+1:]) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // FromUnits reads a sum of Units as a database returns it, as integer text
 // (SQLite) or numeric text (PostgreSQL's sum of bigint, which never
 // overflows), back into an exact quantity.

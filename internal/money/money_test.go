@@ -83,7 +83,7 @@ func FuzzSum(f *testing.F) {
 // the same sign.
 func TestQuantityTextAgreesWithParse(t *testing.T) {
 	t.Parallel()
-	for _, s := range []string{"0", "-0", "0.000", "12", "-3", "0.25", "-0.0001", "1.50", "007", "12345678901234567890.123456789",
+	for _, s := range []string{"0", "-0", "0.000", "12", "-3", "0.25", "-0.0001", "1.50", "007", "10", "100.05", "0.5", "00.5", "0.0625", "12345678901234567890.123456789",
 		"1e3", "+2", "1.", ".5", "", "-", "1.2.3", "one", " 1", "1 ", "--1", "1-", "0x10", "1e", strings.Repeat("9", 41), strings.Repeat("9", 40),
 		"1e39", "1e40", "1e-40", "1e-41", "0e999999999", "1e999999999", "1e-999999999", "-1E+2147483647"} {
 		checkQuantityText(t, s)
@@ -126,5 +126,15 @@ func checkQuantityText(t *testing.T, s string) {
 	got, perr := ParseQuantity(text)
 	if perr != nil || !got.Equal(want) || sign != want.Sign() {
 		t.Fatalf("%q: text %q (sign %d, %v), want %s (sign %d)", s, text, sign, perr, want, want.Sign())
+	}
+	// ParseCanonical's text is exactly String's, however s was written.
+	q, canon, cerr := ParseCanonical(s)
+	if cerr != nil || !q.Equal(want) || canon != want.String() {
+		t.Fatalf("%q: ParseCanonical gave %q (%v), want %q", s, canon, cerr, want.String())
+	}
+	if u, ok := TextUnits(canon); ok {
+		if wu, wok := want.Units(); !wok || wu != u {
+			t.Fatalf("%q: TextUnits %d, Units %d (%v)", s, u, wu, wok)
+		}
 	}
 }
