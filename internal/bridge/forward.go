@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +24,10 @@ import (
 	"github.com/stackbill/stackbill/internal/store"
 )
 
-const watermarkSetting = "bridge.watermark"
+const (
+	watermarkSetting = "bridge.watermark"
+	sealedSetting    = "bridge.sealed"
+)
 
 // Grace is how long after an hour closes the forwarder waits before reading
 // it, so that intake transactions that began inside the hour have committed.
@@ -129,6 +133,22 @@ func (f *Forwarder) watermark(ctx context.Context) (Watermark, error) {
 	return w, json.Unmarshal([]byte(text), &w)
 }
 
+// sealed reads the last record sealed into the outbox, and the setting's
+// text for a compare and set. A stack that forwarded before the outbox
+// existed starts sealing after its watermark.
+func (f *Forwarder) sealed(ctx context.Context) (Watermark, string, error) {
+	var w Watermark
+	text, err := f.db.Setting(ctx, sealedSetting, func() (string, error) {
+		w, err := f.watermark(ctx)
+		text, _ := json.Marshal(w)
+		return string(text), err
+	})
+	if err != nil {
+		return w, "", err
+	}
+	return w, text, json.Unmarshal([]byte(text), &w)
+}
+
 // horizon is the end of the reported hours that may be forwarded now.
 func (f *Forwarder) horizon() int64 { return clock.Micros(clock.HourStart(f.clock.Now().Add(-Grace))) }
 
@@ -141,48 +161,127 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 }
 
 // CatchUp forwards every closed hour's records and returns how many it
-// sent. It reads and encodes the next batch while commerce takes the
-// current one; the watermark still advances one acknowledged batch at a
-// time, in order, so a failure re-sends from the first batch not
-// acknowledged.
+// sent. It reads the next sealed batch while commerce takes the current
+// one; the watermark still advances one acknowledged batch at a time, in
+// order, so a failure re-sends from the first batch not acknowledged.
 func (f *Forwarder) CatchUp(ctx context.Context) (int, error) {
 	return f.forward(ctx, 0)
 }
 
-// forward sends up to maxBatches batches (0: until none is left).
-func (f *Forwarder) forward(ctx context.Context, maxBatches int) (int, error) {
+// active returns the activation when it reports usage.
+func (f *Forwarder) active(ctx context.Context) (*Activation, error) {
 	a, err := LoadActivation(ctx, f.db)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if a == nil || !a.Claims.UsageReportingEnabled {
-		return 0, ErrNotActivated
+		return nil, ErrNotActivated
 	}
-	w, err := f.watermark(ctx)
+	return a, nil
+}
+
+// Seal completes intake's aggregation of the closed hours and seals their
+// records into the outbox; it returns how many records it sealed. Run seals
+// before every attempt to post, so the outbox keeps up while commerce is
+// unreachable.
+func (f *Forwarder) Seal(ctx context.Context) (int, error) {
+	a, err := f.active(ctx)
 	if err != nil {
 		return 0, err
 	}
-	horizon := f.horizon()
+	return f.seal(ctx, a, f.horizon())
+}
+
+func (f *Forwarder) seal(ctx context.Context, a *Activation, horizon int64) (int, error) {
 	if err := f.settle.Settle(ctx, clock.FromMicros(horizon)); err != nil {
-		f.failed(fmt.Errorf("aggregate usage before forwarding: %w", err))
+		err = fmt.Errorf("aggregate usage before forwarding: %w", err)
+		f.failed(err)
 		return 0, err
 	}
-	cur, err := f.prepare(ctx, a, w, horizon)
+	total := 0
+	for {
+		from, was, err := f.sealed(ctx)
+		if err != nil {
+			return total, err
+		}
+		p, err := f.prepare(ctx, a, from, horizon)
+		if err != nil || len(p.Records) == 0 {
+			return total, err
+		}
+		raw, err := p.Batch.MarshalBinary()
+		if err != nil {
+			return total, err
+		}
+		payload := f.zstd.EncodeAll(raw, make([]byte, 0, len(raw)/4))
+		now, _ := json.Marshal(p.last)
+		sealed := false
+		if err := f.db.Write(ctx, func(tx *store.Tx) error {
+			// Compare and set: another instance of this stack that sealed
+			// the same records first wins, and this batch is dropped.
+			res, err := tx.ExecContext(ctx, `UPDATE settings SET value = ? WHERE key = ? AND value = ?`, string(now), sealedSetting, was)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
+				return err
+			}
+			sealed = true
+			_, err = tx.ExecContext(ctx, `INSERT INTO bridge_outbox (first_reported_hour_us, last_reported_hour_us, last_record_id, records, payload) VALUES (?, ?, ?, ?, ?)`,
+				clock.Micros(p.Records[0].ReportedHour), p.last.ReportedHour, p.last.ID, len(p.Records), payload)
+			return err
+		}); err != nil {
+			return total, fmt.Errorf("seal usage for forwarding: %w", err)
+		}
+		if sealed {
+			total += len(p.Records)
+		}
+	}
+}
+
+// outboxRow is a sealed batch.
+type outboxRow struct {
+	id      int64
+	records int
+	last    Watermark
+	payload []byte
+}
+
+// nextSealed reads the first sealed batch after outbox row id.
+func (f *Forwarder) nextSealed(ctx context.Context, after int64) (outboxRow, bool, error) {
+	var r outboxRow
+	err := f.db.QueryRowContext(ctx, `SELECT id, records, last_reported_hour_us, last_record_id, payload FROM bridge_outbox WHERE id > ? ORDER BY id LIMIT 1`, after).
+		Scan(&r.id, &r.records, &r.last.ReportedHour, &r.last.ID, &r.payload)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, false, nil
+	}
+	return r, err == nil, err
+}
+
+// forward sends up to maxBatches batches (0: until none is left).
+func (f *Forwarder) forward(ctx context.Context, maxBatches int) (int, error) {
+	a, err := f.active(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if len(cur.Records) == 0 {
+	if _, err := f.seal(ctx, a, f.horizon()); err != nil {
+		return 0, err
+	}
+	cur, ok, err := f.nextSealed(ctx, 0)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
 		f.succeeded(0)
 		return 0, nil
 	}
 	sent := 0
 	for batches := 1; ; batches++ {
 		posted := make(chan error, 1)
-		go func(b Batch) { posted <- f.post(ctx, a, b) }(cur.Batch)
-		var next prepared
-		var nextErr error
+		go func(payload []byte) { posted <- f.post(ctx, a, payload) }(cur.payload)
+		var next outboxRow
+		more, nextErr := false, error(nil)
 		if maxBatches == 0 || batches < maxBatches {
-			next, nextErr = f.prepare(ctx, a, cur.last, horizon)
+			next, more, nextErr = f.nextSealed(ctx, cur.id)
 		}
 		if err := <-posted; err != nil {
 			f.failed(err)
@@ -190,14 +289,14 @@ func (f *Forwarder) forward(ctx context.Context, maxBatches int) (int, error) {
 		}
 		// Only after commerce acknowledged: a crash before this line
 		// re-sends the batch, which commerce recognises record by record.
-		if err := f.commit(ctx, cur.last, len(cur.Records)); err != nil {
+		if err := f.commit(ctx, cur); err != nil {
 			return sent, err
 		}
-		sent += len(cur.Records)
+		sent += cur.records
 		if nextErr != nil {
 			return sent, nextErr
 		}
-		if len(next.Records) == 0 {
+		if !more {
 			return sent, nil
 		}
 		cur = next
@@ -264,34 +363,34 @@ func (f *Forwarder) prepare(ctx context.Context, a *Activation, w Watermark, hor
 	return out, nil
 }
 
-// commit advances the watermark past an acknowledged batch of n records.
-func (f *Forwarder) commit(ctx context.Context, last Watermark, n int) error {
-	text, _ := json.Marshal(last)
+// commit advances the watermark past an acknowledged sealed batch and
+// removes it from the outbox.
+func (f *Forwarder) commit(ctx context.Context, r outboxRow) error {
+	text, _ := json.Marshal(r.last)
 	hour := clock.Micros(clock.HourStart(f.clock.Now()))
 	// The watermark and the in-memory counters change together under mu, so
 	// a Status never shows the new backlog with the old count.
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.db.Write(ctx, func(tx *store.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM bridge_outbox WHERE id = ?`, r.id); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, watermarkSetting, string(text)); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO bridge_forward_hours (hour_us, records, batches) VALUES (?, ?, 1)
-			ON CONFLICT (hour_us) DO UPDATE SET records = bridge_forward_hours.records + excluded.records, batches = bridge_forward_hours.batches + 1`, hour, n)
+			ON CONFLICT (hour_us) DO UPDATE SET records = bridge_forward_hours.records + excluded.records, batches = bridge_forward_hours.batches + 1`, hour, r.records)
 		return err
 	}); err != nil {
 		return err
 	}
-	f.succeededLocked(n)
+	f.succeededLocked(r.records)
 	return nil
 }
 
-func (f *Forwarder) post(ctx context.Context, a *Activation, b Batch) error {
-	raw, err := b.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(a.Claims.UsageEndpoint, "/")+"/v1/bridge/usage", bytes.NewReader(f.zstd.EncodeAll(raw, nil)))
+func (f *Forwarder) post(ctx context.Context, a *Activation, payload []byte) error {
+	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(a.Claims.UsageEndpoint, "/")+"/v1/bridge/usage", bytes.NewReader(payload))
 	if err != nil {
 		return err
 	}
@@ -409,10 +508,24 @@ func (f *Forwarder) Status(ctx context.Context) (Status, error) {
 	if err := f.settle.Settle(ctx, clock.FromMicros(horizon)); err != nil {
 		return st, err
 	}
-	var oldest *int64
-	if err := f.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(reported_hour_us) FROM usage_records WHERE reported_hour_us < ? AND (reported_hour_us, id) > (?, ?)`,
-		horizon, st.Watermark.ReportedHour, st.Watermark.ID).Scan(&st.Backlog, &oldest); err != nil {
+	// The backlog is what is sealed and not acknowledged, and what is not
+	// sealed yet.
+	sealed, _, err := f.sealed(ctx)
+	if err != nil {
 		return st, err
+	}
+	var oldest, oldestSealed *int64
+	var unsealed int64
+	if err := f.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(reported_hour_us) FROM usage_records WHERE reported_hour_us < ? AND (reported_hour_us, id) > (?, ?)`,
+		horizon, sealed.ReportedHour, sealed.ID).Scan(&unsealed, &oldest); err != nil {
+		return st, err
+	}
+	if err := f.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(records), 0), MIN(first_reported_hour_us) FROM bridge_outbox`).Scan(&st.Backlog, &oldestSealed); err != nil {
+		return st, err
+	}
+	st.Backlog += unsealed
+	if oldestSealed != nil {
+		oldest = oldestSealed
 	}
 	through := horizon
 	if oldest != nil {

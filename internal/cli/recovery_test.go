@@ -66,6 +66,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 			"0009_period_directory.sql": `SELECT COUNT(*) FROM period_directories`,
 			"0010_intake_log.sql":       `SELECT COUNT(*) FROM usage_log`,
 			"0011_commerce_log.sql":     `SELECT COUNT(*) FROM commerce_usage_log`,
+			"0012_bridge_outbox.sql":    `SELECT COUNT(*) FROM bridge_outbox`,
 		}[migs[last-1].Name]
 		if !ok {
 			t.Fatalf("no probe for the last migration %s", migs[last-1].Name)
