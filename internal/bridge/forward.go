@@ -539,6 +539,13 @@ func (f *Forwarder) Status(ctx context.Context) (Status, error) {
 	return st, nil
 }
 
+// PurgeOutbox deletes sealed batches that end before cutoff, with the
+// records they were sealed from (RetentionCutoff): a stack that stopped
+// reporting usage keeps neither past its retention.
+func (f *Forwarder) PurgeOutbox(ctx context.Context, cutoff time.Time) (int64, error) {
+	return f.db.DeleteInBatches(ctx, `DELETE FROM bridge_outbox WHERE id IN (SELECT id FROM bridge_outbox WHERE last_reported_hour_us < ? ORDER BY id LIMIT 50)`, clock.Micros(cutoff))
+}
+
 // RetentionCutoff is how far back a stack may delete its hourly records
 // when it keeps them for keep: never past what the bridge has forwarded,
 // unless the stack does not report usage (no activation, or reporting off),

@@ -203,6 +203,11 @@ func purgeLoop(ctx context.Context, app *App, role string, usageKeep time.Durati
 				if n, err = app.Usage.PurgeRecords(ctx, cutoff); n > 0 {
 					app.Logger.Info("purged hourly usage records", "count", n, "reported_before", cutoff)
 				}
+				if err == nil {
+					if n, err = app.Forwarder.PurgeOutbox(ctx, cutoff); n > 0 {
+						app.Logger.Info("purged sealed batches of a stack that does not report usage", "count", n, "reported_before", cutoff)
+					}
+				}
 			}
 			if err != nil && ctx.Err() == nil {
 				app.Logger.Error("purge hourly usage records", "err", err)
