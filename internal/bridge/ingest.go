@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
@@ -144,55 +146,42 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		byTenant[m.TenantID] = append(byTenant[m.TenantID], m)
 	}
 	defer in.loop.Begin()()
-	one := money.MustQuantity("1") // every shipped factor: the billed quantity is the local one
-	recs := make([]charged, 0, len(b.Records))
-	keys := make([][16]byte, 0, len(b.Records))
-	inBatch := make(map[[16]byte]struct{}, len(b.Records))
-	dups := 0
-	for i := range b.Records {
-		r := &b.Records[i]
-		key, ok := meter.Normalize(r.MeterID)
-		var id [16]byte
-		switch {
-		case len(r.ID) != 32 || hexDecode(id[:], r.ID) != nil:
-			return IngestResult{}, arm.InvalidRequest(fmt.Sprintf("records[%d].id", i), "Record IDs are 32 hex digits.")
-		case !ok:
-			return IngestResult{}, arm.InvalidRequest(fmt.Sprintf("records[%d].meterId", i), "'%s' is not a meter ID.", r.MeterID)
-		case r.Quantity.Sign() < 0 || r.UsageHour.IsZero() || !clock.IsHourStart(r.UsageHour) || !clock.IsHourStart(r.ReportedHour):
-			return IngestResult{}, arm.InvalidRequest(fmt.Sprintf("records[%d]", i), "Records carry a non-negative quantity and hour-aligned usage and reported hours.")
-		}
-		if _, dup := inBatch[id]; dup {
-			dups++
-			continue
-		}
-		inBatch[id] = struct{}{}
-		tenant, _ := arm.CanonicalGUID(r.TenantID)
-		qty := r.quantityText
-		if qty == "" {
-			qty = r.Quantity.String()
-		}
-		c := charged{id: strings.ToLower(r.ID), subscription: reg.Key.SubscriptionID, localSub: strings.ToLower(r.SubscriptionID), tenant: tenant, meterKey: key,
-			qty: qty, usageUs: clock.Micros(r.UsageHour), reportedUs: clock.Micros(r.ReportedHour),
-			uri: r.ResourceURI, location: r.Location, tags: rawOr(r.Tags), addl: rawOr(r.AdditionalInfo)}
-		for _, m := range byTenant[tenant] {
-			if !m.From.After(r.UsageHour) && (m.To.IsZero() || m.To.After(r.UsageHour)) {
-				c.subscription, c.mapped = m.CustomerSubscription, true
+	// Mapping is per record and independent: a large batch (a stack
+	// catching up) is split across the cores, each record landing in its
+	// own slot, and the first refusal in record order is the answer.
+	n := len(b.Records)
+	mapped := make([]charged, n)
+	ids := make([][16]byte, n)
+	m := recordMapper{in: in, byTenant: byTenant, def: reg.Key.SubscriptionID, one: money.MustQuantity("1")}
+	parts := max(1, min(runtime.GOMAXPROCS(0), n/mapChunk))
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := p * n / parts; i < (p+1)*n/parts; i++ {
+				if errs[p] = m.mapRecord(ctx, i, &b.Records[i], &mapped[i], &ids[i]); errs[p] != nil {
+					return
+				}
 			}
-		}
-		bm, version, billed, err := in.billing.At(ctx, key, r.UsageHour)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return IngestResult{}, err
 		}
-		c.mapVersion, c.billingMeter, c.billingQty = version, bm.ID, "0"
-		if billed {
-			c.billingQty = qty
-			if !bm.Factor.Equal(one) {
-				c.billingQty = r.Quantity.Mul(bm.Factor).String()
-			}
-			c.units, c.hasUnits = money.TextUnits(c.billingQty)
+	}
+	recs := mapped[:0]
+	keys := ids[:0]
+	inBatch := make(map[[16]byte]struct{}, n)
+	for i := range mapped {
+		if _, dup := inBatch[ids[i]]; dup {
+			continue
 		}
-		recs = append(recs, c)
-		keys = append(keys, id)
+		inBatch[ids[i]] = struct{}{}
+		recs, keys = append(recs, mapped[i]), append(keys, ids[i])
 	}
 	var stored int
 	now := in.clock.Now()
@@ -227,6 +216,58 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		in.loop.Logged(int64(stored))
 	}
 	return IngestResult{Accepted: stored, Duplicates: len(b.Records) - stored}, nil
+}
+
+// mapChunk is the fewest records worth a goroutine of their own.
+const mapChunk = 2000
+
+// recordMapper maps one batch's records; it is shared, read-only, by the
+// goroutines of a batch.
+type recordMapper struct {
+	in       *Ingestor
+	byTenant map[string][]registration.MappingInterval
+	def      string // the registration's default subscription
+	one      money.Quantity
+}
+
+// mapRecord checks record i and maps it into c, with its ID's bytes in id.
+func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *charged, id *[16]byte) error {
+	key, ok := meter.Normalize(r.MeterID)
+	switch {
+	case len(r.ID) != 32 || hexDecode(id[:], r.ID) != nil:
+		return arm.InvalidRequest(fmt.Sprintf("records[%d].id", i), "Record IDs are 32 hex digits.")
+	case !ok:
+		return arm.InvalidRequest(fmt.Sprintf("records[%d].meterId", i), "'%s' is not a meter ID.", r.MeterID)
+	case r.Quantity.Sign() < 0 || r.UsageHour.IsZero() || !clock.IsHourStart(r.UsageHour) || !clock.IsHourStart(r.ReportedHour):
+		return arm.InvalidRequest(fmt.Sprintf("records[%d]", i), "Records carry a non-negative quantity and hour-aligned usage and reported hours.")
+	}
+	tenant, _ := arm.CanonicalGUID(r.TenantID)
+	qty := r.quantityText
+	if qty == "" {
+		qty = r.Quantity.String()
+	}
+	*c = charged{id: strings.ToLower(r.ID), subscription: m.def, localSub: strings.ToLower(r.SubscriptionID), tenant: tenant, meterKey: key,
+		qty: qty, usageUs: clock.Micros(r.UsageHour), reportedUs: clock.Micros(r.ReportedHour),
+		uri: r.ResourceURI, location: r.Location, tags: rawOr(r.Tags), addl: rawOr(r.AdditionalInfo)}
+	for _, iv := range m.byTenant[tenant] {
+		if !iv.From.After(r.UsageHour) && (iv.To.IsZero() || iv.To.After(r.UsageHour)) {
+			c.subscription, c.mapped = iv.CustomerSubscription, true
+		}
+	}
+	bm, version, billed, err := m.in.billing.At(ctx, key, r.UsageHour)
+	if err != nil {
+		return err
+	}
+	c.mapVersion, c.billingMeter, c.billingQty = version, bm.ID, "0"
+	if billed {
+		// Every shipped factor is 1: the billed quantity is the local one.
+		c.billingQty = qty
+		if !bm.Factor.Equal(m.one) {
+			c.billingQty = r.Quantity.Mul(bm.Factor).String()
+		}
+		c.units, c.hasUnits = money.TextUnits(c.billingQty)
+	}
+	return nil
 }
 
 func hexDecode(dst []byte, s string) error {

@@ -234,6 +234,25 @@ func TestBridgeChargesByHour(t *testing.T) {
 				t.Errorf("%s: %d %s", name, resp.StatusCode, body)
 			}
 		}
+		// A large batch is mapped in parallel parts; the answer is still the
+		// first bad record in record order, and nothing of the batch is kept.
+		big := bridge.Batch{CloudID: cloud}
+		hour := clock.HourStart(stack.Clock.Now().Add(-48 * time.Hour))
+		for i := 0; i < 6000; i++ {
+			q := money.MustQuantity("1")
+			big.Records = append(big.Records, bridge.Record{ID: fmt.Sprintf("%032x", 1<<40+i), SubscriptionID: subX, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM,
+				Quantity: q, UsageHour: hour, ReportedHour: hour, ResourceURI: "/r", Location: "local"})
+		}
+		big.Records[5500].ID = "not hex"
+		big.Records[1500].MeterID = "not-a-meter"
+		raw, err := big.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, body := com.raw("POST", "/v1/bridge/usage", bridgeTok, bridge.ContentTypeBinary, bytes.NewReader(raw)); resp.StatusCode != 400 ||
+			!strings.Contains(body, `"target":"records[1500].meterId"`) {
+			t.Errorf("large bad batch: %d %s", resp.StatusCode, body)
+		}
 		if n := forwardAll(); n != 0 {
 			t.Fatalf("after refused batches the bridge had %d records to send", n)
 		}
