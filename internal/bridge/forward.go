@@ -161,9 +161,9 @@ func (f *Forwarder) Step(ctx context.Context) (int, error) {
 }
 
 // CatchUp forwards every closed hour's records and returns how many it
-// sent. It reads the next sealed batch while commerce takes the current
-// one; the watermark still advances one acknowledged batch at a time, in
-// order, so a failure re-sends from the first batch not acknowledged.
+// sent. It keeps inFlight batches posted at once; the watermark still
+// advances one acknowledged batch at a time, in order, so a failure
+// re-sends from the first batch not acknowledged.
 func (f *Forwarder) CatchUp(ctx context.Context) (int, error) {
 	return f.forward(ctx, 0)
 }
@@ -257,6 +257,11 @@ func (f *Forwarder) nextSealed(ctx context.Context, after int64) (outboxRow, boo
 	return r, err == nil, err
 }
 
+// inFlight is how many sealed batches the forwarder has posted and not yet
+// seen acknowledged. Two let commerce decode and map one batch while it
+// writes the other; acknowledgements are still taken in order.
+const inFlight = 2
+
 // forward sends up to maxBatches batches (0: until none is left).
 func (f *Forwarder) forward(ctx context.Context, maxBatches int) (int, error) {
 	a, err := f.active(ctx)
@@ -266,40 +271,52 @@ func (f *Forwarder) forward(ctx context.Context, maxBatches int) (int, error) {
 	if _, err := f.seal(ctx, a, f.horizon()); err != nil {
 		return 0, err
 	}
-	cur, ok, err := f.nextSealed(ctx, 0)
+	next, more, err := f.nextSealed(ctx, 0)
 	if err != nil {
 		return 0, err
 	}
-	if !ok {
+	if !more {
 		f.succeeded(0)
 		return 0, nil
 	}
-	sent := 0
-	for batches := 1; ; batches++ {
-		posted := make(chan error, 1)
-		go func(payload []byte) { posted <- f.post(ctx, a, payload) }(cur.payload)
-		var next outboxRow
-		more, nextErr := false, error(nil)
-		if maxBatches == 0 || batches < maxBatches {
-			next, more, nextErr = f.nextSealed(ctx, cur.id)
+	type posting struct {
+		row  outboxRow
+		done chan error
+	}
+	var window []posting
+	// A failure leaves later batches in flight; they finish (commerce may
+	// well keep them, and recognises them when they are sent again) before
+	// forward returns, so no post outlives it.
+	defer func() {
+		for _, p := range window {
+			<-p.done
 		}
-		if err := <-posted; err != nil {
+	}()
+	sent, started := 0, 0
+	var readErr error
+	for {
+		for more && readErr == nil && len(window) < inFlight && (maxBatches == 0 || started < maxBatches) {
+			p := posting{row: next, done: make(chan error, 1)}
+			go func() { p.done <- f.post(ctx, a, p.row.payload) }()
+			window, started = append(window, p), started+1
+			next, more, readErr = f.nextSealed(ctx, p.row.id)
+		}
+		if len(window) == 0 {
+			return sent, readErr
+		}
+		head := window[0]
+		window = window[1:]
+		if err := <-head.done; err != nil {
 			f.failed(err)
 			return sent, err
 		}
-		// Only after commerce acknowledged: a crash before this line
-		// re-sends the batch, which commerce recognises record by record.
-		if err := f.commit(ctx, cur); err != nil {
+		// Only after commerce acknowledged, and in order: a crash before
+		// this line re-sends the batch, which commerce recognises record by
+		// record.
+		if err := f.commit(ctx, head.row); err != nil {
 			return sent, err
 		}
-		sent += cur.records
-		if nextErr != nil {
-			return sent, nextErr
-		}
-		if !more {
-			return sent, nil
-		}
-		cur = next
+		sent += head.row.records
 	}
 }
 
