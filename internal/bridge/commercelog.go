@@ -81,7 +81,7 @@ func encodeCharged(regUID, cloudID string, recs []charged) []byte {
 var errCorruptCommerceLog = errors.New("corrupt commerce usage log payload")
 
 func decodeCharged(b []byte) (regUID, cloudID string, recs []charged, err error) {
-	r := varbuf.NewReader(b)
+	r := varbuf.NewSharedReader(b)
 	if r.Byte() != chargedVersion {
 		return "", "", nil, errCorruptCommerceLog
 	}

@@ -93,7 +93,10 @@ func TestBinaryBatchRoundTrip(t *testing.T) {
 		if b.quantityText != a.Quantity.String() {
 			t.Fatalf("record %d: decoded quantity text %q, want %q", i, b.quantityText, a.Quantity.String())
 		}
-		a.Quantity, b.Quantity, b.quantityText = money.Zero, money.Zero, ""
+		if (b.tagsText != "" && b.tagsText != string(b.Tags)) || (b.addlText != "" && b.addlText != string(b.AdditionalInfo)) {
+			t.Fatalf("record %d: JSON texts %q %q, raw %s %s", i, b.tagsText, b.addlText, b.Tags, b.AdditionalInfo)
+		}
+		a.Quantity, b.Quantity, b.quantityText, b.tagsText, b.addlText = money.Zero, money.Zero, "", "", ""
 		a.Tags, b.Tags, a.AdditionalInfo, b.AdditionalInfo = nil, nil, nil, nil
 		a.UsageHour, b.UsageHour, a.ReportedHour, b.ReportedHour = time.Time{}, time.Time{}, time.Time{}, time.Time{}
 		if !reflect.DeepEqual(a, b) {

@@ -41,9 +41,10 @@ type Record struct {
 	Tags           json.RawMessage `json:"tags,omitempty"`
 	AdditionalInfo json.RawMessage `json:"additionalInfo,omitempty"`
 
-	// quantityText is Quantity's canonical text when the decoder already
-	// has it (the binary layout), so that ingest does not format it again.
-	quantityText string
+	// quantityText is Quantity's canonical text, and tagsText and addlText
+	// the JSON's, when the decoder already has them as strings (the binary
+	// layout), so that ingest does not format or copy them again.
+	quantityText, tagsText, addlText string
 }
 
 // RecordID is the deterministic ID of a stack's hourly record, so that a
@@ -248,7 +249,7 @@ func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *charg
 	}
 	*c = charged{id: strings.ToLower(r.ID), subscription: m.def, localSub: strings.ToLower(r.SubscriptionID), tenant: tenant, meterKey: key,
 		qty: qty, usageUs: clock.Micros(r.UsageHour), reportedUs: clock.Micros(r.ReportedHour),
-		uri: r.ResourceURI, location: r.Location, tags: rawOr(r.Tags), addl: rawOr(r.AdditionalInfo)}
+		uri: r.ResourceURI, location: r.Location, tags: rawOr(r.tagsText, r.Tags), addl: rawOr(r.addlText, r.AdditionalInfo)}
 	for _, iv := range m.byTenant[tenant] {
 		if !iv.From.After(r.UsageHour) && (iv.To.IsZero() || iv.To.After(r.UsageHour)) {
 			c.subscription, c.mapped = iv.CustomerSubscription, true
@@ -275,8 +276,13 @@ func hexDecode(dst []byte, s string) error {
 	return err
 }
 
-func rawOr(r json.RawMessage) string {
-	if len(r) == 0 {
+// rawOr is a record's JSON as stored: its text when decoded as one, else
+// the raw message, or null.
+func rawOr(text string, r json.RawMessage) string {
+	switch {
+	case text != "":
+		return text
+	case len(r) == 0:
 		return "null"
 	}
 	return string(r)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
@@ -53,7 +54,10 @@ var ErrWire = errors.New("malformed binary batch")
 // decoder would: quantities are decimals, and tags and additional info are
 // JSON, so a binary batch can store nothing a JSON one could not.
 func (b *Batch) UnmarshalBinary(p []byte) error {
-	r := varbuf.NewReader(p)
+	// The decoded strings and JSON live as long as the batch: one copy of it
+	// backs them all (the caller may reuse p).
+	own := slices.Clone(p)
+	r := varbuf.NewSharedReader(own)
 	if v := r.Byte(); v != wireVersion {
 		return fmt.Errorf("%w: layout version %d, want %d", ErrWire, v, wireVersion)
 	}
@@ -76,7 +80,8 @@ func (b *Batch) UnmarshalBinary(p []byte) error {
 		reported := usage + r.Varint()
 		rec.ResourceURI = r.Text()
 		rec.Location = r.Text()
-		tags, addl := r.Text(), r.Text()
+		tags, tagsRaw := r.Field()
+		addl, addlRaw := r.Field()
 		if r.Err() != nil {
 			break
 		}
@@ -87,15 +92,17 @@ func (b *Batch) UnmarshalBinary(p []byte) error {
 		rec.UsageHour, rec.ReportedHour = clock.FromMicros(usage), clock.FromMicros(reported)
 		for _, raw := range []struct {
 			name, text string
+			bytes      []byte
 			dst        *json.RawMessage
-		}{{"tags", tags, &rec.Tags}, {"additionalInfo", addl, &rec.AdditionalInfo}} {
+			dstText    *string
+		}{{"tags", tags, tagsRaw, &rec.Tags, &rec.tagsText}, {"additionalInfo", addl, addlRaw, &rec.AdditionalInfo, &rec.addlText}} {
 			if raw.text == "" {
 				continue
 			}
-			if !json.Valid([]byte(raw.text)) {
+			if raw.text != "null" && !json.Valid(raw.bytes) {
 				return fmt.Errorf("%w: records[%d].%s is not JSON", ErrWire, i, raw.name)
 			}
-			*raw.dst = json.RawMessage(raw.text)
+			*raw.dst, *raw.dstText = raw.bytes, raw.text
 		}
 	}
 	if err := r.Done(); err != nil {

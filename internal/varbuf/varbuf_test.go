@@ -11,12 +11,22 @@ func TestRoundTripAndTruncation(t *testing.T) {
 	b = binary.AppendVarint(b, -3_600_000_000)
 	b = binary.AppendUvarint(b, 1) // one item follows
 	b = AppendString(b, "")
-	r := NewReader(b)
-	if s, ok, v, n, e := r.Text(), r.Bool(), r.Varint(), r.Count(), r.Text(); s != "subscription" || !ok || v != -3_600_000_000 || n != 1 || e != "" || r.Done() != nil {
-		t.Fatalf("read back %q %v %d %d %q %v", s, ok, v, n, e, r.Done())
+	for _, newReader := range []func([]byte) *Reader{NewReader, NewSharedReader} {
+		r := newReader(b)
+		if s, ok, v, n, e := r.Text(), r.Bool(), r.Varint(), r.Count(), r.Text(); s != "subscription" || !ok || v != -3_600_000_000 || n != 1 || e != "" || r.Done() != nil {
+			t.Fatalf("read back %q %v %d %d %q %v", s, ok, v, n, e, r.Done())
+		}
+	}
+	// A shared reader's strings survive the input's reuse, as copies do.
+	in := AppendString(AppendString(nil, "tenant"), "meter")
+	r := NewSharedReader(in)
+	a, m := r.Text(), r.Text()
+	clear(in)
+	if a != "tenant" || m != "meter" {
+		t.Fatalf("after reuse of the input: %q %q", a, m)
 	}
 	for cut := 0; cut < len(b); cut++ {
-		r := NewReader(b[:cut])
+		r := NewSharedReader(b[:cut])
 		r.Text()
 		r.Bool()
 		r.Varint()
