@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/varbuf"
 )
 
 // FuzzVerifyActivationKey edits a genuine activation key: verification never
@@ -148,10 +150,28 @@ func TestChargedLogRoundTrip(t *testing.T) {
 			uri: "/r", location: "local", tags: `{"a":"b"}`, addl: "null"},
 		{id: "fedcba9876543210fedcba9876543210", tenant: "u", subscription: "d", meterKey: "x", qty: "0", billingQty: "0", usageUs: 5, reportedUs: 5, tags: "null", addl: "null"},
 	}
+	// A third record repeats the first's strings: they travel as
+	// back-references and come back the same.
+	third := in[0]
+	third.id, third.units = "00000000000000000000000000000003", 7
+	in = append(in, third)
 	b := encodeCharged("reg", "cloud", in)
 	reg, cloud, out, err := decodeCharged(b)
 	if err != nil || reg != "reg" || cloud != "cloud" || !reflect.DeepEqual(in, out) {
 		t.Fatalf("%q %q %+v %v", reg, cloud, out, err)
+	}
+	if v1 := encodeChargedV1("reg", "cloud", in); len(b) >= len(v1) {
+		t.Errorf("the string table saved nothing: %d bytes against %d", len(b), len(v1))
+	} else if reg, cloud, out, err := decodeCharged(v1); err != nil || reg != "reg" || cloud != "cloud" || !reflect.DeepEqual(in, out) {
+		// A log written before the upgrade is still materialised.
+		t.Fatalf("version 1: %q %q %+v %v", reg, cloud, out, err)
+	}
+	// A back-reference past the strings seen so far is corrupt.
+	bad := append([]byte{chargedVersion}, varbuf.AppendString(varbuf.AppendString(nil, "reg"), "cloud")...)
+	bad = binary.AppendUvarint(bad, 1)
+	bad = binary.AppendUvarint(varbuf.AppendString(bad, in[0].id), 9)
+	if _, _, _, err := decodeCharged(bad); err == nil {
+		t.Fatal("a dangling back-reference decoded")
 	}
 	if in[0].reason() != "mapped via tenant t → subscription s" || in[1].reason() != "tenant u not registered → default subscription d" {
 		t.Fatalf("reasons %q, %q", in[0].reason(), in[1].reason())
@@ -172,4 +192,28 @@ func TestRecordIDIsStable(t *testing.T) {
 	if want := hex.EncodeToString(sum[:16]); got != want || got != "f63d7752a0f3379dba1f0c5b1c45834d" {
 		t.Fatalf("RecordID %s, want %s", got, want)
 	}
+}
+
+// encodeChargedV1 is the log layout before the string table, as the
+// version 1 writer laid it out.
+func encodeChargedV1(regUID, cloudID string, recs []charged) []byte {
+	b := varbuf.AppendString(varbuf.AppendString([]byte{chargedV1}, regUID), cloudID)
+	b = binary.AppendUvarint(b, uint64(len(recs)))
+	for _, c := range recs {
+		for _, s := range []string{c.id, c.subscription} {
+			b = varbuf.AppendString(b, s)
+		}
+		b = varbuf.AppendBool(b, c.mapped)
+		for _, s := range []string{c.localSub, c.tenant, c.meterKey, c.billingMeter, c.qty, c.billingQty} {
+			b = varbuf.AppendString(b, s)
+		}
+		b = varbuf.AppendBool(b, c.hasUnits)
+		for _, v := range []int64{c.units, int64(c.mapVersion), c.usageUs, c.reportedUs - c.usageUs} {
+			b = binary.AppendVarint(b, v)
+		}
+		for _, s := range []string{c.uri, c.location, c.tags, c.addl} {
+			b = varbuf.AppendString(b, s)
+		}
+	}
+	return b
 }

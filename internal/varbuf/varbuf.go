@@ -130,6 +130,14 @@ func (r *Reader) Bool() bool {
 	return false
 }
 
+// Fail marks the input corrupt, for a check the caller makes on what it
+// read (an index out of range, say).
+func (r *Reader) Fail() {
+	if r.err == nil {
+		r.err = ErrCorrupt
+	}
+}
+
 // Err reports the first failure so far.
 func (r *Reader) Err() error { return r.err }
 
