@@ -320,13 +320,14 @@ func (f *Forwarder) forward(ctx context.Context, maxBatches int) (int, error) {
 	}
 }
 
-// prepared is a batch ready to post, and the watermark it advances to.
+// prepared is a batch ready to seal, and the last record it covers.
 type prepared struct {
 	Batch
 	last Watermark
 }
 
-// prepare reads the next batch of closed-hour records after w.
+// prepare reads the next batch of closed-hour records after w, each with
+// the tenant that owned its subscription in its usage hour.
 func (f *Forwarder) prepare(ctx context.Context, a *Activation, w Watermark, horizon int64) (prepared, error) {
 	out := prepared{Batch: Batch{CloudID: a.Claims.CloudID}, last: w}
 	rows, err := f.db.QueryContext(ctx, `SELECT id, subscription_id, meter_key, instance, usage_hour_us, reported_hour_us, quantity, resource_uri, location, tags, additional_info
