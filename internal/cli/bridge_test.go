@@ -21,6 +21,7 @@ import (
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/simulate"
+	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
@@ -177,6 +178,17 @@ func TestBridgeChargesByHour(t *testing.T) {
 			t.Fatalf("re-sent %d", n)
 		}
 		check()
+		// A stack upgraded from before the outbox has a watermark and no
+		// sealed position: it seals after its watermark, re-sending nothing.
+		if err := stack.DB.Write(ctx, func(tx *store.Tx) error {
+			_, err := tx.ExecContext(ctx, `DELETE FROM settings WHERE key = 'bridge.sealed'`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n := forwardAll(); n != 0 {
+			t.Fatalf("after the upgrade the bridge re-sent %d records", n)
+		}
 		st, err := stack.Forwarder.Status(ctx)
 		if err != nil || st.Backlog != 0 || !st.Activated || st.Forwarded != 2*72*3*4 {
 			t.Fatalf("status %+v %v", st, err)
