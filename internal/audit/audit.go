@@ -9,7 +9,9 @@
 //
 // Each record's hash is SHA-256 over its predecessor's hash and its own
 // canonical content, so editing, reordering or deleting a record breaks the
-// chain from that point; Verify walks it. Appenders lock the one-row chain head
+// chain from that point; Verify walks it. Commerce signs checkpoints of the
+// chain's head (Checkpoint), so that a chain recomputed after an edit, or
+// cut short, fails verification against the last checkpoint. Appenders lock the one-row chain head
 // for the rest of their transaction, which keeps the chain linear across
 // several instances on one PostgreSQL (SQLite serialises writers anyway).
 // Audited changes are administrative and rare next to usage, so one lock is
@@ -177,6 +179,66 @@ func List(ctx context.Context, db *store.DB, q Query) ([]Entry, error) {
 	return out, rows.Err()
 }
 
+// CheckpointSigner signs checkpoints of the chain's head: commerce's
+// activation signing key (package bridge), whose public half stacks already
+// hold and commerce publishes.
+type CheckpointSigner interface {
+	SignCheckpoint(ctx context.Context, msg []byte) (kid, signature string, err error)
+}
+
+// CheckpointVerifier checks a checkpoint's signature with the key kid.
+type CheckpointVerifier func(kid string, msg []byte, signature string) error
+
+func checkpointMessage(seq int64, hash string, atUs int64) []byte {
+	return []byte("stackbill-audit-checkpoint/1\n" + strconv.FormatInt(seq, 10) + "\n" + hash + "\n" + strconv.FormatInt(atUs, 10))
+}
+
+// Checkpoint signs the chain's head if it moved since the last checkpoint,
+// and reports whether it wrote one. The hashes alone prove only that the
+// chain is consistent: anyone who can write the table can edit a record and
+// recompute every hash after it, or cut records off the end. A signed
+// checkpoint pins the head at an instant, so Verify catches both up to the
+// last checkpoint; commerce writes one every minute.
+func Checkpoint(ctx context.Context, db *store.DB, signer CheckpointSigner, now time.Time) (bool, error) {
+	var seq, last int64
+	var hash string
+	if err := db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, &hash); err != nil {
+		return false, err
+	}
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints`).Scan(&last); err != nil {
+		return false, err
+	}
+	if seq == 0 || seq <= last {
+		return false, nil
+	}
+	at := clock.Micros(now)
+	kid, sig, err := signer.SignCheckpoint(ctx, checkpointMessage(seq, hash, at))
+	if err != nil {
+		return false, err
+	}
+	wrote := false
+	err = db.Write(ctx, func(tx *store.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO audit_checkpoints (seq, hash, at_us, kid, signature) VALUES (?, ?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING`, seq, hash, at, kid, sig)
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		wrote = n == 1
+		return nil
+	})
+	return wrote, err
+}
+
+// VerifyReport is what Verify found.
+type VerifyReport struct {
+	Records     int64
+	Checkpoints int
+	// LastCheckpoint is the sequence of the last checkpoint (0: none);
+	// records after it are protected by their hashes only.
+	LastCheckpoint int64
+	LastAt         time.Time
+}
+
 // Broken describes where the chain fails verification.
 type Broken struct {
 	Seq    int64
@@ -189,45 +251,81 @@ func (b *Broken) Error() string {
 
 // Verify walks the whole chain and reports the records checked, or a
 // *Broken error at the first record that does not fit: a changed field, a
-// missing or reordered record, or a head that does not match the last record.
-func Verify(ctx context.Context, db *store.DB, progress func(n int64)) (int64, error) {
+// missing or reordered record, or a head that does not match the last
+// record. With verify, it also checks every signed checkpoint: a bad
+// signature, a record whose hash differs from its checkpoint's (the chain
+// was recomputed after an edit), or a checkpoint past the chain's end (the
+// tail was cut) is a *Broken too.
+func Verify(ctx context.Context, db *store.DB, progress func(n int64), verify CheckpointVerifier) (VerifyReport, error) {
+	var rep VerifyReport
 	var headSeq int64
 	var headHash string
 	if err := db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&headSeq, &headHash); err != nil {
-		return 0, err
+		return rep, err
+	}
+	checkpoints := map[int64]string{}
+	if verify != nil {
+		rows, err := db.QueryContext(ctx, `SELECT seq, hash, at_us, kid, signature FROM audit_checkpoints ORDER BY seq`)
+		if err != nil {
+			return rep, err
+		}
+		for rows.Next() {
+			var seq, at int64
+			var hash, kid, sig string
+			if err := rows.Scan(&seq, &hash, &at, &kid, &sig); err != nil {
+				rows.Close()
+				return rep, err
+			}
+			if err := verify(kid, checkpointMessage(seq, hash, at), sig); err != nil {
+				rows.Close()
+				return rep, &Broken{Seq: seq, Reason: fmt.Sprintf("the checkpoint at record %d is not signed by commerce's key (%v)", seq, err)}
+			}
+			checkpoints[seq] = hash
+			rep.Checkpoints++
+			rep.LastCheckpoint, rep.LastAt = seq, clock.FromMicros(at)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return rep, err
+		}
 	}
 	prev, want := "", int64(1)
 	const chunk = 5000
 	for {
 		rows, err := db.QueryContext(ctx, `SELECT `+columns+` FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT ?`, want, chunk)
 		if err != nil {
-			return want - 1, err
+			return rep, err
 		}
 		n := 0
 		for rows.Next() {
 			e, err := scan(rows)
 			if err != nil {
 				rows.Close()
-				return want - 1, err
+				return rep, err
 			}
 			n++
 			switch {
 			case e.Seq != want:
 				rows.Close()
-				return want - 1, &Broken{Seq: want, Reason: fmt.Sprintf("record %d is missing (next is %d)", want, e.Seq)}
+				return rep, &Broken{Seq: want, Reason: fmt.Sprintf("record %d is missing (next is %d)", want, e.Seq)}
 			case e.PrevHash != prev:
 				rows.Close()
-				return want - 1, &Broken{Seq: e.Seq, Reason: "it does not link to the record before it"}
+				return rep, &Broken{Seq: e.Seq, Reason: "it does not link to the record before it"}
 			case hash(prev, e) != e.Hash:
 				rows.Close()
-				return want - 1, &Broken{Seq: e.Seq, Reason: "its content does not match its hash (edited after it was written)"}
+				return rep, &Broken{Seq: e.Seq, Reason: "its content does not match its hash (edited after it was written)"}
+			}
+			if cp, ok := checkpoints[e.Seq]; ok && cp != e.Hash {
+				rows.Close()
+				return rep, &Broken{Seq: e.Seq, Reason: "its hash differs from the signed checkpoint of it: the chain was recomputed after an edit at or before this record"}
 			}
 			prev = e.Hash
+			rep.Records = want
 			want++
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return want - 1, err
+			return rep, err
 		}
 		if progress != nil {
 			progress(want - 1)
@@ -237,12 +335,14 @@ func Verify(ctx context.Context, db *store.DB, progress func(n int64)) (int64, e
 		}
 	}
 	switch {
+	case rep.LastCheckpoint > want-1:
+		return rep, &Broken{Seq: want, Reason: fmt.Sprintf("the chain ends at record %d, but a signed checkpoint covers record %d: records were cut from the end", want-1, rep.LastCheckpoint)}
 	case want-1 != headSeq:
-		return want - 1, &Broken{Seq: want, Reason: fmt.Sprintf("the chain ends at record %d but its head says %d (records removed from the end?)", want-1, headSeq)}
+		return rep, &Broken{Seq: want, Reason: fmt.Sprintf("the chain ends at record %d but its head says %d (records removed from the end?)", want-1, headSeq)}
 	case prev != headHash:
-		return want - 1, &Broken{Seq: headSeq, Reason: "the head's hash does not match the last record"}
+		return rep, &Broken{Seq: headSeq, Reason: "the head's hash does not match the last record"}
 	}
-	return want - 1, nil
+	return rep, nil
 }
 
 // Log reads the audit log for the API and the CLI.
@@ -254,9 +354,9 @@ func NewLog(db *store.DB) *Log { return &Log{db: db} }
 // List returns records in chain order; see Query.
 func (l *Log) List(ctx context.Context, q Query) ([]Entry, error) { return List(ctx, l.db, q) }
 
-// Verify checks the whole chain; see Verify.
-func (l *Log) Verify(ctx context.Context, progress func(n int64)) (int64, error) {
-	return Verify(ctx, l.db, progress)
+// Verify checks the whole chain and its checkpoints; see Verify.
+func (l *Log) Verify(ctx context.Context, progress func(n int64), verify CheckpointVerifier) (VerifyReport, error) {
+	return Verify(ctx, l.db, progress, verify)
 }
 
 // Count is the number of records (the chain head's sequence).

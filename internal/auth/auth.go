@@ -117,6 +117,21 @@ func NewService(db *store.DB, c *clock.Clock, operatorToken string) *Service {
 
 // Create issues a token and returns its full text, which is shown once.
 func (s *Service) Create(ctx context.Context, role Role, partnerID, subscriptionID, name string, ttl time.Duration) (string, Token, error) {
+	var text string
+	var t Token
+	err := s.db.Write(ctx, func(tx *store.Tx) error {
+		var err error
+		text, t, err = s.create(ctx, tx, DirectActor, partnerID, role, partnerID, subscriptionID, "", name, ttl)
+		return err
+	})
+	if err != nil {
+		return "", Token{}, fmt.Errorf("store token: %w", err)
+	}
+	return text, t, nil
+}
+
+// create inserts a token inside tx and audits it as actor's, in scope.
+func (s *Service) create(ctx context.Context, tx *store.Tx, actor, scope string, role Role, partnerID, subscriptionID, registrationUID, name string, ttl time.Duration) (string, Token, error) {
 	idBytes := make([]byte, 10)
 	secret := make([]byte, 32)
 	if _, err := rand.Read(idBytes); err != nil {
@@ -136,17 +151,15 @@ func (s *Service) Create(ctx context.Context, role Role, partnerID, subscription
 		t.ExpiresAt = &e
 		expires = clock.Micros(e)
 	}
-	err := s.db.Write(ctx, func(tx *store.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO tokens (id, hash, role, partner_id, subscription_id, name, created_at_us, expires_at_us)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, id, hex.EncodeToString(sum[:]), string(role), partnerID, subscriptionID, name, clock.Micros(now), expires)
-		if err != nil {
-			return err
-		}
-		// Metadata only: neither the secret nor its hash enters the log.
-		return audit.Append(ctx, tx, audit.Entry{At: now, Actor: DirectActor, Action: "token.create", Kind: "token", ID: id, Scope: partnerID, After: audit.JSON(t)})
-	})
-	if err != nil {
-		return "", Token{}, fmt.Errorf("store token: %w", err)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO tokens (id, hash, role, partner_id, subscription_id, registration_uid, name, created_at_us, expires_at_us)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, hex.EncodeToString(sum[:]), string(role), partnerID, subscriptionID, registrationUID, name, clock.Micros(now), expires); err != nil {
+		return "", Token{}, err
+	}
+	// Metadata only: neither the secret nor its hash enters the log.
+	after := map[string]any{"id": id, "role": role, "partnerId": partnerID, "subscriptionId": subscriptionID, "registrationUid": registrationUID,
+		"name": name, "createdAt": now, "expiresAt": t.ExpiresAt}
+	if err := audit.Append(ctx, tx, audit.Entry{At: now, Actor: actor, Action: "token.create", Kind: "token", ID: id, Scope: scope, After: audit.JSON(after)}); err != nil {
+		return "", Token{}, err
 	}
 	return "sbk_" + id + "_" + secretText, t, nil
 }
@@ -204,26 +217,48 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, e
 	return Principal{Role: Role(role), PartnerID: partnerID, SubscriptionID: subID, RegistrationUID: regUID, TokenID: id}, nil
 }
 
-// CreateBridge issues the bridge credential of a registration and revokes the
-// registration's earlier ones: only the most recently activated stack may
-// push usage for it.
-func (s *Service) CreateBridge(ctx context.Context, registrationUID, name string) (string, error) {
-	tok, t, err := s.Create(ctx, RoleBridge, "", "", name, 0)
-	if err != nil {
-		return "", err
-	}
-	err = s.db.Write(ctx, func(tx *store.Tx) error {
-		now := clock.Micros(s.clock.Now())
-		if _, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at_us = ? WHERE registration_uid = ? AND revoked_at_us IS NULL`, now, registrationUID); err != nil {
+// CreateBridge issues the bridge credential of a registration and revokes
+// the registration's earlier ones, in one transaction: only the most
+// recently activated stack may push usage for it, and a crash never leaves
+// two. Both are audited as actor's (who asked for the activation key), in
+// scope (the registration's partner), with the registration they belong to.
+func (s *Service) CreateBridge(ctx context.Context, actor, scope, registrationUID, name string) (string, error) {
+	var text string
+	err := s.db.Write(ctx, func(tx *store.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM tokens WHERE registration_uid = ? AND revoked_at_us IS NULL`, registrationUID)
+		if err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE tokens SET registration_uid = ? WHERE id = ?`, registrationUID, t.ID)
+		var old []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			old = append(old, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		now := s.clock.Now()
+		for _, id := range old {
+			if _, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at_us = ? WHERE id = ?`, clock.Micros(now), id); err != nil {
+				return err
+			}
+			if err := audit.Append(ctx, tx, audit.Entry{At: now, Actor: actor, Action: "token.revoke", Kind: "token", ID: id, Scope: scope,
+				After: audit.JSON(map[string]any{"id": id, "revoked": true, "registrationUid": registrationUID, "reason": "superseded by a new activation key"})}); err != nil {
+				return err
+			}
+		}
+		text, _, err = s.create(ctx, tx, actor, scope, RoleBridge, "", "", registrationUID, name, 0)
 		return err
 	})
 	if err != nil {
 		return "", err
 	}
-	return tok, nil
+	return text, nil
 }
 
 // List returns every stored token's metadata, newest first.

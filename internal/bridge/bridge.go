@@ -21,6 +21,8 @@ package bridge
 
 import (
 	"context"
+	"crypto"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -87,36 +89,43 @@ type JWKS struct {
 // use and kept in the database so keys stay verifiable across restarts and
 // instances.
 type Signer struct {
-	db   *store.DB
-	once sync.Once
-	key  *rsa.PrivateKey
-	kid  string
-	err  error
+	db  *store.DB
+	mu  sync.Mutex
+	key *rsa.PrivateKey
+	kid string
 }
 
 // NewSigner returns a Signer; the key is loaded or generated lazily.
 func NewSigner(db *store.DB) *Signer { return &Signer{db: db} }
 
 func (s *Signer) load(ctx context.Context) error {
-	s.once.Do(func() {
-		pemText, err := s.db.Setting(ctx, signingKeySetting, func() (string, error) {
-			k, err := rsa.GenerateKey(rand.Reader, 2048)
-			if err != nil {
-				return "", err
-			}
-			der, err := x509.MarshalPKCS8PrivateKey(k)
-			if err != nil {
-				return "", err
-			}
-			return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
-		})
+	// A mutex, not a sync.Once: a first caller whose request was cancelled
+	// must not leave the error behind for every later caller.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.key != nil {
+		return nil
+	}
+	pemText, err := s.db.Setting(ctx, signingKeySetting, func() (string, error) {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
-			s.err = fmt.Errorf("activation signing key: %w", err)
-			return
+			return "", err
 		}
-		s.key, s.kid, s.err = parseKey(pemText)
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return "", err
+		}
+		return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
 	})
-	return s.err
+	if err != nil {
+		return fmt.Errorf("activation signing key: %w", err)
+	}
+	key, kid, err := parseKey(pemText)
+	if err != nil {
+		return err
+	}
+	s.key, s.kid = key, kid
+	return nil
 }
 
 func parseKey(pemText string) (*rsa.PrivateKey, string, error) {
@@ -154,6 +163,43 @@ func toJWK(pub *rsa.PublicKey, kid string) JWK {
 		N: base64.RawURLEncoding.EncodeToString(pub.N.Bytes()), E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes())}
 }
 
+// SignCheckpoint signs an audit checkpoint (package audit) with commerce's
+// key: RS256 over the message, base64url.
+func (s *Signer) SignCheckpoint(ctx context.Context, msg []byte) (string, string, error) {
+	if err := s.load(ctx); err != nil {
+		return "", "", err
+	}
+	h := sha256.Sum256(msg)
+	sig, err := rsa.SignPKCS1v15(rand.Reader, s.key, crypto.SHA256, h[:])
+	if err != nil {
+		return "", "", err
+	}
+	return s.kid, base64.RawURLEncoding.EncodeToString(sig), nil
+}
+
+// CheckpointVerifier verifies audit checkpoints against a key set: the one
+// this database holds, or one kept elsewhere (a stack's, or a saved copy
+// of /v1/activation/keys), which an attacker with the database cannot swap.
+func CheckpointVerifier(keys JWKS) func(kid string, msg []byte, signature string) error {
+	return func(kid string, msg []byte, signature string) error {
+		for _, k := range keys.Keys {
+			if k.Kid != kid || k.Kty != "RSA" {
+				continue
+			}
+			n, err1 := base64.RawURLEncoding.DecodeString(k.N)
+			e, err2 := base64.RawURLEncoding.DecodeString(k.E)
+			sig, err3 := base64.RawURLEncoding.DecodeString(signature)
+			if err1 != nil || err2 != nil || err3 != nil {
+				return fmt.Errorf("malformed key or signature")
+			}
+			pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+			h := sha256.Sum256(msg)
+			return rsa.VerifyPKCS1v15(pub, crypto.SHA256, h[:], sig)
+		}
+		return fmt.Errorf("no key %q in the key set", kid)
+	}
+}
+
 // LocalKeys returns commerce's key set when this database holds it (stack
 // and commerce in one installation), without creating one.
 func LocalKeys(ctx context.Context, db *store.DB) (JWKS, bool, error) {
@@ -172,11 +218,12 @@ func LocalKeys(ctx context.Context, db *store.DB) (JWKS, bool, error) {
 // Registrations is what issuing needs of the registration service.
 type Registrations interface {
 	Get(ctx context.Context, p auth.Principal, k registration.Key) (registration.Registration, error)
+	ScopeOf(ctx context.Context, r registration.Registration) (string, error)
 }
 
 // Credentials issues bridge credentials.
 type Credentials interface {
-	CreateBridge(ctx context.Context, registrationUID, name string) (string, error)
+	CreateBridge(ctx context.Context, actor, scope, registrationUID, name string) (string, error)
 }
 
 // Issuer issues activation keys on commerce.
@@ -202,7 +249,11 @@ func (i *Issuer) ActivationKey(ctx context.Context, p auth.Principal, k registra
 	if err := i.signer.load(ctx); err != nil {
 		return "", err
 	}
-	cred, err := i.creds.CreateBridge(ctx, reg.UID, "bridge for "+reg.Key.Name+" (cloud "+reg.CloudID+")")
+	scope, err := i.regs.ScopeOf(ctx, reg)
+	if err != nil {
+		return "", err
+	}
+	cred, err := i.creds.CreateBridge(ctx, p.Actor(), scope, reg.UID, "bridge for "+reg.Key.Name+" (cloud "+reg.CloudID+")")
 	if err != nil {
 		return "", err
 	}
@@ -276,7 +327,11 @@ func Activate(ctx context.Context, db *store.DB, key string, keys JWKS, now time
 func LoadActivation(ctx context.Context, db *store.DB) (*Activation, error) {
 	var text string
 	if err := db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, activationSetting).Scan(&text); err != nil {
-		return nil, nil
+		if store.IsNoRows(err) {
+			return nil, nil
+		}
+		// An outage is not "not activated": the forwarder must say so.
+		return nil, fmt.Errorf("read the stack's activation: %w", err)
 	}
 	var a Activation
 	if err := json.Unmarshal([]byte(text), &a); err != nil {
@@ -302,6 +357,27 @@ func Identity(ctx context.Context, db *store.DB) (StackIdentity, error) {
 	return StackIdentity{CloudID: cloud, ObjectID: obj}, err
 }
 
+// stackKey is the stack's signing key for its registration tokens: Ed25519,
+// generated once beside its cloudId and kept in its database, so that
+// commerce can tell this stack's tokens from anyone else's for its cloud.
+func stackKey(ctx context.Context, db *store.DB) (ed25519.PrivateKey, error) {
+	seed, err := db.Setting(ctx, "stack.signing_key", func() (string, error) {
+		b := make([]byte, ed25519.SeedSize)
+		if _, err := rand.Read(b); err != nil {
+			return "", err
+		}
+		return base64.RawURLEncoding.EncodeToString(b), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	b, err := base64.RawURLEncoding.DecodeString(seed)
+	if err != nil || len(b) != ed25519.SeedSize {
+		return nil, errors.New("the stack's signing key is corrupt")
+	}
+	return ed25519.NewKeyFromSeed(b), nil
+}
+
 // RegistrationToken builds the stack's registration token. usageReporting nil
 // takes the billing model's default (reference §2.2).
 func RegistrationToken(ctx context.Context, db *store.DB, model, agreement string, usageReporting *bool) (string, error) {
@@ -319,7 +395,11 @@ func RegistrationToken(ctx context.Context, db *store.DB, model, agreement strin
 	if m == registration.Capacity && usageReporting != nil && *usageReporting {
 		return "", errors.New("registrations with the Capacity billing model do not report usage; drop --usage-reporting=true")
 	}
-	s := t.Encode()
+	key, err := stackKey(ctx, db)
+	if err != nil {
+		return "", err
+	}
+	s := t.Sign(key)
 	if _, aerr := registration.DecodeToken(s); aerr != nil {
 		return "", errors.New(aerr.Message)
 	}

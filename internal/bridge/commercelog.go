@@ -11,6 +11,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/drainer"
+	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/varbuf"
 )
@@ -31,6 +32,9 @@ type charged struct {
 	usageUs, reportedUs    int64
 	uri, location          string
 	tags, addl             string
+	// held is why ingestion holds the record in quarantine instead of
+	// logging it ("" for a record it takes); never encoded.
+	held string
 }
 
 // reason says why the record is charged where it is.
@@ -186,10 +190,15 @@ func (in *Ingestor) drain(ctx context.Context, settle bool, upTo int64) (int, er
 			recs            []charged
 		}
 		var batch []logged
-		ids, err := drainer.Take(ctx, tx, "commerce_usage_log", "id <= ?", upTo, drainRows, settle, func(_, received int64, payload []byte) error {
+		var held []quarantine.Item
+		ids, err := drainer.Take(ctx, tx, "commerce_usage_log", "id <= ?", upTo, drainRows, settle, func(id, received int64, payload []byte) error {
 			reg, cloud, recs, err := decodeCharged(payload)
 			if err != nil {
-				return err
+				// Guessing would bill wrongly and stopping would bill
+				// nobody: the row is held for the operator.
+				held = append(held, quarantine.Item{At: in.clock.Now(), Stage: quarantine.Materialise, Key: fmt.Sprintf("log-%d-%d", id, received),
+					Reason: "the commerce usage log row does not decode: " + err.Error(), Payload: payload})
+				return nil
 			}
 			// In ID order, consecutive inserts land on the same pages of the
 			// primary key index (IDs are hashes, so a batch's own order is
@@ -204,6 +213,11 @@ func (in *Ingestor) drain(ctx context.Context, settle bool, upTo int64) (int, er
 		}
 		if len(ids) == 0 {
 			return nil
+		}
+		for _, it := range held {
+			if err := quarantine.Add(ctx, tx, it); err != nil {
+				return err
+			}
 		}
 		keys := make([]SeriesKey, 0, 16)
 		for _, l := range batch {
@@ -270,6 +284,12 @@ func (in *Ingestor) drain(ctx context.Context, settle bool, upTo int64) (int, er
 		in.loop.Drained(int64(records))
 	}
 	return batches, nil
+}
+
+// ReleaseLog takes a log row that materialisation held back into the log,
+// to be materialised again (it is held again if it still does not decode).
+func (in *Ingestor) ReleaseLog(ctx context.Context, tx *store.Tx, it quarantine.Item, now time.Time) error {
+	return in.relog(ctx, tx, it, now)
 }
 
 // Settle materialises every batch acknowledged before it was called, so

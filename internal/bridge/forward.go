@@ -19,8 +19,10 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/store"
 )
 
@@ -205,14 +207,17 @@ func (f *Forwarder) seal(ctx context.Context, a *Activation, horizon int64) (int
 			return total, err
 		}
 		p, err := f.prepare(ctx, a, from, horizon)
-		if err != nil || len(p.Records) == 0 {
+		if err != nil || p.last == from {
 			return total, err
 		}
-		raw, err := p.Batch.MarshalBinary()
-		if err != nil {
-			return total, err
+		var payload []byte
+		if len(p.Records) > 0 {
+			raw, err := p.Batch.MarshalBinary()
+			if err != nil {
+				return total, err
+			}
+			payload = f.zstd.EncodeAll(raw, make([]byte, 0, len(raw)/4))
 		}
-		payload := f.zstd.EncodeAll(raw, make([]byte, 0, len(raw)/4))
 		now, _ := json.Marshal(p.last)
 		sealed := false
 		if err := f.db.Write(ctx, func(tx *store.Tx) error {
@@ -226,6 +231,14 @@ func (f *Forwarder) seal(ctx context.Context, a *Activation, horizon int64) (int
 				return err
 			}
 			sealed = true
+			for _, it := range p.held {
+				if err := quarantine.Add(ctx, tx, it); err != nil {
+					return err
+				}
+			}
+			if len(p.Records) == 0 {
+				return nil
+			}
 			_, err = tx.ExecContext(ctx, `INSERT INTO bridge_outbox (first_reported_hour_us, last_reported_hour_us, last_record_id, records, payload) VALUES (?, ?, ?, ?, ?)`,
 				clock.Micros(p.Records[0].ReportedHour), p.last.ReportedHour, p.last.ID, len(p.Records), payload)
 			return err
@@ -236,6 +249,40 @@ func (f *Forwarder) seal(ctx context.Context, a *Activation, horizon int64) (int
 			total += len(p.Records)
 		}
 	}
+}
+
+// Release seals a record that sealing held, once it passes the checks that
+// held it (an operator's release after the cause was fixed), as a batch of
+// its own. Commerce deduplicates by record ID, so its place in the order
+// does not matter; the batch commits the watermark where sealing stands, as
+// every batch before it in the outbox ends at or before that.
+func (f *Forwarder) Release(ctx context.Context, tx *store.Tx, it quarantine.Item, now time.Time) error {
+	var r Record
+	if err := json.Unmarshal(it.Payload, &r); err != nil {
+		return arm.InvalidRequest("", "Quarantined item %d does not decode (%v), so it cannot be sealed; drop it.", it.ID, err)
+	}
+	if why := r.check(); why != "" {
+		return arm.InvalidRequest("", "Quarantined item %d still cannot be forwarded: %s. Drop it.", it.ID, why)
+	}
+	a, err := f.active(ctx)
+	if err != nil {
+		return arm.InvalidRequest("", "The stack is not activated for usage reporting, so nothing can be sealed.")
+	}
+	var text string
+	if err := tx.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, sealedSetting).Scan(&text); err != nil {
+		return err
+	}
+	var at Watermark
+	if err := json.Unmarshal([]byte(text), &at); err != nil {
+		return err
+	}
+	raw, err := (Batch{CloudID: a.Claims.CloudID, Records: []Record{r}}).MarshalBinary()
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO bridge_outbox (first_reported_hour_us, last_reported_hour_us, last_record_id, records, payload) VALUES (?, ?, ?, 1, ?)`,
+		clock.Micros(r.ReportedHour), at.ReportedHour, at.ID, f.zstd.EncodeAll(raw, nil))
+	return err
 }
 
 // outboxRow is a sealed batch.
@@ -320,10 +367,12 @@ func (f *Forwarder) forward(ctx context.Context, maxBatches int) (int, error) {
 	}
 }
 
-// prepared is a batch ready to seal, and the last record it covers.
+// prepared is a batch ready to seal, the last record it covers, and the
+// records it holds back because commerce could not take them.
 type prepared struct {
 	Batch
 	last Watermark
+	held []quarantine.Item
 }
 
 // prepare reads the next batch of closed-hour records after w, each with
@@ -373,10 +422,20 @@ func (f *Forwarder) prepare(ctx context.Context, a *Activation, w Watermark, hor
 			owners[r.sub] = h
 		}
 		owner := ownerAt(h.since, h.owners, clock.FromMicros(r.hour))
-		out.Records = append(out.Records, Record{ID: RecordID(a.Claims.CloudID, r.sub, r.meter, r.inst, r.hour, r.reported), SubscriptionID: r.sub, TenantID: owner,
+		rec := Record{ID: RecordID(a.Claims.CloudID, r.sub, r.meter, r.inst, r.hour, r.reported), SubscriptionID: r.sub, TenantID: owner,
 			MeterID: r.meter, Quantity: r.qty, UsageHour: clock.FromMicros(r.hour), ReportedHour: clock.FromMicros(r.reported), ResourceURI: r.uri, Location: r.loc,
-			Tags: json.RawMessage(r.tags), AdditionalInfo: json.RawMessage(r.addl)})
+			Tags: json.RawMessage(r.tags), AdditionalInfo: json.RawMessage(r.addl)}
 		out.last = Watermark{ReportedHour: r.reported, ID: r.id}
+		if why := rec.check(); why != "" {
+			// Commerce would refuse the whole batch for it, and the stack's
+			// other tenants would wait forever: hold it instead.
+			payload, _ := json.Marshal(rec)
+			hour := rec.UsageHour
+			out.held = append(out.held, quarantine.Item{At: f.clock.Now(), Stage: quarantine.Seal, Key: rec.ID, Reason: why, SubscriptionID: r.sub,
+				MeterKey: r.meter, UsageHour: &hour, Quantity: r.qty.String(), Records: 1, Payload: payload})
+			continue
+		}
+		out.Records = append(out.Records, rec)
 	}
 	return out, nil
 }

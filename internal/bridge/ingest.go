@@ -22,9 +22,18 @@ import (
 	"github.com/stackbill/stackbill/internal/idempotency"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/usage"
 )
+
+// SetID gives r the ID its cloud's stack derives for it (RecordID); tools
+// and tests that build records by hand use it.
+func (r *Record) SetID(cloudID string) {
+	key, _ := meter.Normalize(r.MeterID)
+	r.ID = RecordID(cloudID, r.SubscriptionID, key, usage.InstanceKey(r.ResourceURI), clock.Micros(r.UsageHour), clock.Micros(r.ReportedHour))
+}
 
 // Record is one hourly usage record as a stack forwards it: the local facts,
 // like Azure's azureStack.* additional info.
@@ -74,6 +83,9 @@ type Batch struct {
 type IngestResult struct {
 	Accepted   int `json:"accepted"`
 	Duplicates int `json:"duplicates"`
+	// Quarantined counts records held for the operator (usage outside the
+	// registration's window); they are acknowledged, not billed.
+	Quarantined int `json:"quarantined,omitempty"`
 }
 
 // Ingestor is commerce's usage ingestion.
@@ -139,6 +151,10 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 	if err != nil {
 		return IngestResult{}, err
 	}
+	since, err := in.regs.CloudSince(ctx, reg.CloudID)
+	if err != nil {
+		return IngestResult{}, err
+	}
 	// Each record looks only at its own tenant's intervals, still in
 	// (valid from, id) order: a registration with thousands of mapped
 	// tenants would otherwise cost thousands of comparisons per record.
@@ -153,7 +169,9 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 	n := len(b.Records)
 	mapped := make([]charged, n)
 	ids := make([][16]byte, n)
-	m := recordMapper{in: in, byTenant: byTenant, def: reg.Key.SubscriptionID, one: money.MustQuantity("1")}
+	now := in.clock.Now()
+	m := recordMapper{in: in, byTenant: byTenant, def: reg.Key.SubscriptionID, cloud: reg.CloudID, one: money.MustQuantity("1"),
+		earliest: clock.HourStart(since.Add(-PreRegistrationUsage)), latest: now.Add(time.Hour)}
 	parts := max(1, min(runtime.GOMAXPROCS(0), n/mapChunk))
 	errs := make([]error, parts)
 	var wg sync.WaitGroup
@@ -161,8 +179,9 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			instances := map[string]string{}
 			for i := p * n / parts; i < (p+1)*n/parts; i++ {
-				if errs[p] = m.mapRecord(ctx, i, &b.Records[i], &mapped[i], &ids[i]); errs[p] != nil {
+				if errs[p] = m.mapRecord(ctx, i, &b.Records[i], &mapped[i], &ids[i], instances); errs[p] != nil {
 					return
 				}
 			}
@@ -184,17 +203,30 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		inBatch[ids[i]] = struct{}{}
 		recs, keys = append(recs, mapped[i]), append(keys, ids[i])
 	}
-	var stored int
-	now := in.clock.Now()
+	var stored, held int
 	err = in.db.Write(ctx, func(tx *store.Tx) error {
 		now = in.clock.Now()
+		held = 0
+		// A held record's key is claimed too, so that a re-send is a
+		// duplicate and not held twice.
 		fresh, err := in.dedup.Claim(ctx, tx, keys, clock.Micros(now.Add(KeyRetention)))
 		if err != nil {
 			return err
 		}
 		batch := make([]charged, 0, len(recs))
 		for i := range recs {
-			if fresh[i] {
+			switch {
+			case !fresh[i]:
+			case recs[i].held != "":
+				held++
+				c := &recs[i]
+				hour := clock.FromMicros(c.usageUs)
+				if err := quarantine.Add(ctx, tx, quarantine.Item{At: now, Stage: quarantine.Ingest, Key: c.id, Reason: c.held, RegistrationUID: reg.UID,
+					SubscriptionID: c.subscription, MeterKey: c.meterKey, UsageHour: &hour, Quantity: c.qty, Records: 1,
+					Payload: encodeCharged(reg.UID, reg.CloudID, []charged{*c})}); err != nil {
+					return err
+				}
+			default:
 				batch = append(batch, recs[i])
 			}
 		}
@@ -207,7 +239,7 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO ingest_hours (registration_uid, cloud_id, hour_us, records, duplicates, batches, last_at_us) VALUES (?, ?, ?, ?, ?, 1, ?)
 			ON CONFLICT (registration_uid, hour_us) DO UPDATE SET records = ingest_hours.records + excluded.records, duplicates = ingest_hours.duplicates + excluded.duplicates,
-			batches = ingest_hours.batches + 1, last_at_us = excluded.last_at_us`, reg.UID, reg.CloudID, clock.Micros(clock.HourStart(now)), stored, len(b.Records)-stored, clock.Micros(now))
+			batches = ingest_hours.batches + 1, last_at_us = excluded.last_at_us`, reg.UID, reg.CloudID, clock.Micros(clock.HourStart(now)), stored, len(b.Records)-stored-held, clock.Micros(now))
 		return err
 	})
 	if err != nil {
@@ -216,7 +248,40 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 	if stored > 0 {
 		in.loop.Logged(int64(stored))
 	}
-	return IngestResult{Accepted: stored, Duplicates: len(b.Records) - stored}, nil
+	return IngestResult{Accepted: stored, Duplicates: len(b.Records) - stored - held, Quarantined: held}, nil
+}
+
+// PreRegistrationUsage is how long before its cloud was first registered a
+// forwarded record's usage may lie: a stack may run for a while before it
+// registers, and keeps its usage meanwhile, but its intake takes no event
+// older than usage.MaxEventAge (34 days). Older usage, or usage in the
+// future, is held in quarantine for the operator to judge: a stamp with a
+// wrong clock must not bill years 1969 or 9999, and must not stop the rest
+// of its batch either.
+const PreRegistrationUsage = 35 * 24 * time.Hour
+
+// Release takes a record that ingestion held outside its registration's
+// window into billing as it is: the operator has judged it genuine. It is
+// logged anew as received now.
+func (in *Ingestor) Release(ctx context.Context, tx *store.Tx, it quarantine.Item, now time.Time) error {
+	return in.relog(ctx, tx, it, now)
+}
+
+// relog appends a held log payload to commerce's usage log again.
+func (in *Ingestor) relog(ctx context.Context, tx *store.Tx, it quarantine.Item, now time.Time) error {
+	_, _, recs, err := decodeCharged(it.Payload)
+	if err != nil {
+		return arm.InvalidRequest("", "Quarantined item %d does not decode (%v), so it cannot be taken again; drop it.", it.ID, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage_log (received_us, records, payload) VALUES (?, ?, ?)`, clock.Micros(now), len(recs), it.Payload); err != nil {
+		return err
+	}
+	tx.AfterEnd(func(committed bool) {
+		if committed {
+			in.loop.Logged(int64(len(recs)))
+		}
+	})
+	return nil
 }
 
 // mapChunk is the fewest records worth a goroutine of their own.
@@ -228,19 +293,35 @@ type recordMapper struct {
 	in       *Ingestor
 	byTenant map[string][]registration.MappingInterval
 	def      string // the registration's default subscription
+	cloud    string // the registration's cloud, whose records alone it takes
 	one      money.Quantity
+	// earliest and latest bound a record's usage and reported hours.
+	earliest, latest time.Time
 }
 
 // mapRecord checks record i and maps it into c, with its ID's bytes in id.
-func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *charged, id *[16]byte) error {
+// instances caches resource URIs' instance keys for one goroutine.
+func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *charged, id *[16]byte, instances map[string]string) error {
 	key, ok := meter.Normalize(r.MeterID)
 	switch {
 	case len(r.ID) != 32 || hexDecode(id[:], r.ID) != nil:
 		return arm.InvalidRequest(fmt.Sprintf("records[%d].id", i), "Record IDs are 32 hex digits.")
 	case !ok:
 		return arm.InvalidRequest(fmt.Sprintf("records[%d].meterId", i), "'%s' is not a meter ID.", r.MeterID)
-	case r.Quantity.Sign() < 0 || r.UsageHour.IsZero() || !clock.IsHourStart(r.UsageHour) || !clock.IsHourStart(r.ReportedHour):
-		return arm.InvalidRequest(fmt.Sprintf("records[%d]", i), "Records carry a non-negative quantity and hour-aligned usage and reported hours.")
+	}
+	if why := r.check(); why != "" {
+		return arm.InvalidRequest(fmt.Sprintf("records[%d]", i), "%s.", why)
+	}
+	// A record's ID is derived from its cloud and its own key, so a bridge
+	// can neither claim nor probe another stack's records: deduplication
+	// is in effect per cloud, and a registration's cloud is its stack's.
+	inst, seen := instances[r.ResourceURI]
+	if !seen {
+		inst = usage.InstanceKey(r.ResourceURI)
+		instances[r.ResourceURI] = inst
+	}
+	if want := RecordID(m.cloud, r.SubscriptionID, key, inst, clock.Micros(r.UsageHour), clock.Micros(r.ReportedHour)); !strings.EqualFold(want, r.ID) {
+		return arm.InvalidRequest(fmt.Sprintf("records[%d].id", i), "The record ID is not the one this cloud's stack derives from the record's subscription, meter, resource and hours.")
 	}
 	tenant, _ := arm.CanonicalGUID(r.TenantID)
 	qty := r.quantityText
@@ -250,6 +331,12 @@ func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *charg
 	*c = charged{id: strings.ToLower(r.ID), subscription: m.def, localSub: strings.ToLower(r.SubscriptionID), tenant: tenant, meterKey: key,
 		qty: qty, usageUs: clock.Micros(r.UsageHour), reportedUs: clock.Micros(r.ReportedHour),
 		uri: r.ResourceURI, location: r.Location, tags: rawOr(r.tagsText, r.Tags), addl: rawOr(r.addlText, r.AdditionalInfo)}
+	switch {
+	case r.UsageHour.Before(m.earliest):
+		c.held = fmt.Sprintf("the usage hour %s is more than 35 days before the cloud was first registered (%s)", r.UsageHour.Format(time.RFC3339), m.earliest.Add(PreRegistrationUsage).Format(time.RFC3339))
+	case r.UsageHour.After(m.latest) || r.ReportedHour.After(m.latest):
+		c.held = fmt.Sprintf("the usage hour %s or reported hour %s is in the future", r.UsageHour.Format(time.RFC3339), r.ReportedHour.Format(time.RFC3339))
+	}
 	for _, iv := range m.byTenant[tenant] {
 		if !iv.From.After(r.UsageHour) && (iv.To.IsZero() || iv.To.After(r.UsageHour)) {
 			c.subscription, c.mapped = iv.CustomerSubscription, true

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
@@ -109,4 +111,43 @@ func (b *Batch) UnmarshalBinary(p []byte) error {
 		return fmt.Errorf("%w: truncated or with trailing bytes", ErrWire)
 	}
 	return nil
+}
+
+// Bounds of a forwarded record's text, the same as intake's for an event
+// (package usage), so a stack never holds a record it could not forward.
+const (
+	maxURI      = 2048
+	maxLocation = 128
+	maxJSON     = 64 << 10
+)
+
+func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// check says whether a record's content is within what every stage after
+// the bridge can hold: a non-negative quantity within money.MaxRecordQuantity,
+// hour-aligned times, and text that both engines store. The stack checks its
+// records before it seals them, and commerce checks what it receives, with
+// this one function: a stack never seals what commerce would refuse.
+func (r *Record) check() string {
+	switch {
+	case r.Quantity.Sign() < 0 || r.Quantity.Above(money.MaxRecordQuantity):
+		return fmt.Sprintf("the quantity %s is not between 0 and %s", r.Quantity, money.MaxRecordQuantity)
+	case r.UsageHour.IsZero() || !clock.IsHourStart(r.UsageHour) || !clock.IsHourStart(r.ReportedHour):
+		return "records carry hour-aligned usage and reported hours"
+	case len(r.ResourceURI) > maxURI || !storable(r.ResourceURI) || len(r.Location) > maxLocation || !storable(r.Location):
+		return fmt.Sprintf("resourceUri (at most %d bytes) and location (at most %d) must be valid UTF-8 without NUL", maxURI, maxLocation)
+	case len(r.Tags) > maxJSON || len(r.AdditionalInfo) > maxJSON || len(r.tagsText) > maxJSON || len(r.addlText) > maxJSON:
+		return fmt.Sprintf("tags and additionalInfo are limited to %d bytes each", maxJSON)
+	case !jsonStorable(rawOr(r.tagsText, r.Tags)) || !jsonStorable(rawOr(r.addlText, r.AdditionalInfo)):
+		return "tags and additionalInfo must be valid UTF-8 without NUL"
+	case !storable(r.SubscriptionID) || !storable(r.TenantID) || len(r.SubscriptionID) > 64 || len(r.TenantID) > 64:
+		return "subscriptionId and tenantId must be GUIDs"
+	}
+	return ""
+}
+
+// jsonStorable reports whether JSON text decodes to strings both engines
+// store: a \u0000 escape would become NUL in a decoded value.
+func jsonStorable(text string) bool {
+	return storable(text) && !strings.Contains(text, `\u0000`)
 }

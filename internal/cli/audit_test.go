@@ -2,8 +2,12 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
@@ -93,9 +98,10 @@ func TestAuditLog(t *testing.T) {
 				t.Fatalf("a token secret reached the audit log: %s", r.After)
 			}
 		}
-		n, err := log.Verify(ctx, nil)
-		if err != nil || n != int64(len(all)) {
-			t.Fatalf("verify: %d of %d records, %v", n, len(all), err)
+		verifier := bridge.CheckpointVerifier(mustKeys(t, e))
+		rep, err := log.Verify(ctx, nil, verifier)
+		if err != nil || rep.Records != int64(len(all)) {
+			t.Fatalf("verify: %d of %d records, %v", rep.Records, len(all), err)
 		}
 
 		// Partners read their own scope over the API, resellers theirs.
@@ -129,8 +135,8 @@ func TestAuditLog(t *testing.T) {
 			t.Fatal(err)
 		}
 		var broken *audit.Broken
-		if n, err := log.Verify(ctx, nil); !errors.As(err, &broken) || broken.Seq != 3 || n != 2 {
-			t.Fatalf("after editing record 3: %d verified, %v", n, err)
+		if rep, err := log.Verify(ctx, nil, verifier); !errors.As(err, &broken) || broken.Seq != 3 || rep.Records != 2 {
+			t.Fatalf("after editing record 3: %d verified, %v", rep.Records, err)
 		}
 		if backend == "sqlite" {
 			res := runCLI(t, nil, "audit", "verify", "--db", e.dsn)
@@ -141,16 +147,106 @@ func TestAuditLog(t *testing.T) {
 		if _, err := tamperExec(t, e, `UPDATE audit_log SET actor = ? WHERE seq = 3`, all[2].Actor); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := log.Verify(ctx, nil); err != nil {
+		if _, err := log.Verify(ctx, nil, verifier); err != nil {
 			t.Fatalf("restored record: %v", err)
 		}
-		if _, err := tamperExec(t, e, `DELETE FROM audit_log WHERE seq = ?`, len(all)); err != nil {
+
+		// The hashes alone cannot see an attacker who edits a record and
+		// recomputes every hash after it, or cuts records off the end and
+		// moves the head back: the chain is consistent again. Commerce's
+		// signed checkpoint of the head can.
+		if wrote, err := audit.Checkpoint(ctx, e.app.DB, e.app.Signer, e.app.Clock.Now()); err != nil || !wrote {
+			t.Fatalf("checkpoint: %v %v", wrote, err)
+		}
+		if rep, err := log.Verify(ctx, nil, verifier); err != nil || rep.Checkpoints != 1 || rep.LastCheckpoint != int64(len(all)) {
+			t.Fatalf("verify with a checkpoint: %+v %v", rep, err)
+		}
+		recomputeFrom(t, e, 3, func(r *audit.Entry) { r.Actor = "someone else" })
+		if _, err := log.Verify(ctx, nil, nil); err != nil {
+			t.Fatalf("a recomputed chain is consistent by its hashes alone, but verify says %v", err)
+		}
+		if _, err := log.Verify(ctx, nil, verifier); !errors.As(err, &broken) || !strings.Contains(broken.Reason, "recomputed") {
+			t.Fatalf("a recomputed chain passed its checkpoint: %v", err)
+		}
+		recomputeFrom(t, e, 3, func(r *audit.Entry) { r.Actor = all[2].Actor })
+		if _, err := log.Verify(ctx, nil, verifier); err != nil {
+			t.Fatalf("restored chain: %v", err)
+		}
+		last := all[len(all)-1]
+		if _, err := tamperExec(t, e, `DELETE FROM audit_log WHERE seq = ?`, last.Seq); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := log.Verify(ctx, nil); !errors.As(err, &broken) {
+		if _, err := log.Verify(ctx, nil, verifier); !errors.As(err, &broken) {
 			t.Fatalf("after removing the last record: %v", err)
 		}
+		if _, err := tamperExec(t, e, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, last.Seq-1, all[len(all)-2].Hash); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := log.Verify(ctx, nil, nil); err != nil {
+			t.Fatalf("a chain cut short with its head moved back is consistent by its hashes alone, but verify says %v", err)
+		}
+		if _, err := log.Verify(ctx, nil, verifier); !errors.As(err, &broken) || !strings.Contains(broken.Reason, "cut from the end") {
+			t.Fatalf("a truncated chain passed its checkpoint: %v", err)
+		}
+		// A forged checkpoint (another key) is refused.
+		if _, err := tamperExec(t, e, `UPDATE audit_checkpoints SET signature = ?`, "AAAA"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := log.Verify(ctx, nil, verifier); !errors.As(err, &broken) || !strings.Contains(broken.Reason, "not signed") {
+			t.Fatalf("a forged checkpoint passed: %v", err)
+		}
 	})
+}
+
+func mustKeys(t *testing.T, e *testEnv) bridge.JWKS {
+	t.Helper()
+	if _, err := e.app.Signer.JWKS(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	k, ok, err := bridge.LocalKeys(context.Background(), e.app.DB)
+	if err != nil || !ok {
+		t.Fatalf("commerce's keys: %v %v", ok, err)
+	}
+	return k
+}
+
+// recomputeFrom edits the records from seq on with edit and recomputes
+// their hashes and the head, as an attacker with write access would: the
+// hash is SHA-256 over the predecessor's hash and the length-prefixed
+// fields, which anyone can read in the source.
+func recomputeFrom(t *testing.T, e *testEnv, seq int64, edit func(*audit.Entry)) {
+	t.Helper()
+	ctx := context.Background()
+	recs, err := audit.List(ctx, e.app.DB, audit.Query{After: seq - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := ""
+	if seq > 1 {
+		before, err := audit.List(ctx, e.app.DB, audit.Query{After: seq - 2, Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev = before[0].Hash
+	}
+	for i := range recs {
+		r := &recs[i]
+		if i == 0 {
+			edit(r)
+		}
+		h := sha256.New()
+		for _, f := range []string{prev, strconv.FormatInt(r.Seq, 10), strconv.FormatInt(r.At.UnixMicro(), 10), r.Actor, r.Action, r.Kind, r.ID, r.Scope, string(r.Before), string(r.After)} {
+			fmt.Fprintf(h, "%d:%s;", len(f), f)
+		}
+		r.PrevHash, r.Hash = prev, hex.EncodeToString(h.Sum(nil))
+		prev = r.Hash
+		if _, err := tamperExec(t, e, `UPDATE audit_log SET actor = ?, prev_hash = ?, hash = ? WHERE seq = ?`, r.Actor, r.PrevHash, r.Hash, r.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tamperExec(t, e, `UPDATE audit_head SET hash = ? WHERE id = 1`, prev); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func keys(m map[string]bool) []string {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/stackbill/stackbill/internal/audit"
+	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/store"
 )
 
@@ -138,11 +139,15 @@ func runRestore(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("the restored database does not open: %w", err)
 	}
 	defer app.Close()
-	n, err := audit.NewLog(app.DB).Verify(ctx, nil)
+	keys, err := checkpointKeys(ctx, app, "")
+	if err != nil {
+		return err
+	}
+	rep, err := audit.NewLog(app.DB).Verify(ctx, nil, bridge.CheckpointVerifier(keys))
 	if err != nil {
 		return fmt.Errorf("the restored database's audit chain does not verify: %w", err)
 	}
-	fmt.Fprintf(env.Stdout, "restored %s from %s; schema migrated, audit chain of %d records intact\n", redacted(*dbFlag), *in, n)
+	fmt.Fprintf(env.Stdout, "restored %s from %s; schema migrated, audit chain of %d records intact\n", redacted(*dbFlag), *in, rep.Records)
 	return nil
 }
 

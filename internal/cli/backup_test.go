@@ -108,7 +108,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 			if got := fingerprint(t, app); got != want {
 				t.Fatalf("restored content differs:\n got %s\nwant %s", got, want)
 			}
-			if _, err := audit.NewLog(app.DB).Verify(ctx, nil); err != nil {
+			if _, err := audit.NewLog(app.DB).Verify(ctx, nil, nil); err != nil {
 				t.Fatal(err)
 			}
 			if res := runCLI(t, nil, "restore", "--db", filepath.Join(t.TempDir(), "x.db"), "--from", filepath.Join(t.TempDir(), "missing")); res.code != 2 {

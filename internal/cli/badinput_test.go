@@ -21,7 +21,15 @@ func TestBadInputChangesNothing(t *testing.T) {
 		reg := "/subscriptions/" + W.ContosoDefault + "/resourceGroups/azurestack/providers/Microsoft.AzureStack/registrations/"
 		cs := reg + "payg/customerSubscriptions/"
 		v := "?api-version=2017-06-01"
-		token := base64JSON
+		// Tokens signed as a stack signs them, so each case meets the
+		// check it is about.
+		token := func(s string) string {
+			var tok registration.Token
+			if err := json.Unmarshal([]byte(s), &tok); err != nil {
+				t.Fatal(err)
+			}
+			return storetest.SignedToken(tok)
+		}
 		goodTenant := `{"properties":{"tenantId":"` + W.Adatum.Tenant + `"}}`
 		big := `{"properties":{"tenantId":"` + W.Adatum.Tenant + `"},"tags":{"x":"` + strings.Repeat("a", 2<<20) + `"}}`
 		cases := []struct {

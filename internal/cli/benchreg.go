@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -59,7 +60,11 @@ func seedBenchWorld(ctx context.Context, app *App, n int) (benchWorld, error) {
 		return w, err
 	}
 	op := auth.Principal{Role: auth.RoleOperator, TokenID: "bench"}
-	tok := registration.Token{CloudID: randomGUID(), ObjectID: randomGUID(), BillingModel: registration.PayAsYouUse}.Encode()
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return w, err
+	}
+	tok := registration.Token{CloudID: randomGUID(), ObjectID: randomGUID(), BillingModel: registration.PayAsYouUse}.Sign(key)
 	loc := "global"
 	if _, _, err := app.Registrations.Put(ctx, op, w.Key, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
 		return w, err

@@ -3,9 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/csv"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -149,12 +147,23 @@ func (w *billingWorld) ingest(t *testing.T, st bridgeStamp, day time.Time, recs 
 	var b bridge.Batch
 	b.CloudID = st.cloud
 	hour := day.Add(12 * time.Hour)
+	// Usage sent later is reported later: a record is its stack's for one
+	// reported hour, and its ID says which.
+	// A stack forwards an hour after it closes: the clock moves on to
+	// then if it is earlier (commerce holds usage from the future).
+	reported := hour.Add(time.Hour)
+	if now := w.clk.Now(); now.Before(reported) {
+		w.clk.Set(reported)
+	} else {
+		reported = clock.HourStart(now)
+	}
 	for _, r := range recs {
-		h := sha256.Sum256([]byte(fmt.Sprint(r.localSub, r.meterID, r.resource, hour.Unix(), w.clk.Now().Unix())))
-		b.Records = append(b.Records, bridge.Record{ID: hex.EncodeToString(h[:16]), SubscriptionID: r.localSub, TenantID: r.tenant, MeterID: r.meterID,
-			Quantity: money.MustQuantity(r.qty), UsageHour: hour, ReportedHour: hour.Add(time.Hour),
+		rec := bridge.Record{SubscriptionID: r.localSub, TenantID: r.tenant, MeterID: r.meterID,
+			Quantity: money.MustQuantity(r.qty), UsageHour: hour, ReportedHour: reported,
 			ResourceURI: "/subscriptions/" + r.localSub + "/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/" + r.resource, Location: "local",
-			Tags: json.RawMessage(`{"costCenter":"` + r.resource + `"}`)})
+			Tags: json.RawMessage(`{"costCenter":"` + r.resource + `"}`)}
+		rec.SetID(st.cloud)
+		b.Records = append(b.Records, rec)
 	}
 	res, err := w.env.app.Ingestor.Ingest(context.Background(), st.p, b)
 	if err != nil || res.Accepted != len(recs) {

@@ -252,8 +252,10 @@ func TestBridgeChargesByHour(t *testing.T) {
 		hour := clock.HourStart(stack.Clock.Now().Add(-48 * time.Hour))
 		for i := 0; i < 6000; i++ {
 			q := money.MustQuantity("1")
-			big.Records = append(big.Records, bridge.Record{ID: fmt.Sprintf("%032x", 1<<40+i), SubscriptionID: subX, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM,
-				Quantity: q, UsageHour: hour, ReportedHour: hour, ResourceURI: "/r", Location: "local"})
+			rec := bridge.Record{SubscriptionID: subX, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM,
+				Quantity: q, UsageHour: hour, ReportedHour: hour, ResourceURI: fmt.Sprintf("/r/%d", i), Location: "local"}
+			rec.SetID(cloud)
+			big.Records = append(big.Records, rec)
 		}
 		big.Records[5500].ID = "not hex"
 		big.Records[1500].MeterID = "not-a-meter"

@@ -418,7 +418,7 @@ func TestChaos(t *testing.T) {
 			t.Errorf("%s integrity: %q %v", filepath.Base(path), check, err)
 		}
 		if path == comDB {
-			if _, err := audit.Verify(ctx, db, nil); err != nil {
+			if _, err := audit.Verify(ctx, db, nil, nil); err != nil {
 				t.Error(err)
 			}
 			var finals int

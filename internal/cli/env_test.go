@@ -125,7 +125,7 @@ func wantARMError(t *testing.T, err error, status int, code string) string {
 }
 
 func registrationToken(cloudID string, model registration.BillingModel, agreement string) *string {
-	s := registration.Token{CloudID: cloudID, ObjectID: "0b000000-0000-4000-8000-0000000000b0", BillingModel: model, AgreementNumber: agreement}.Encode()
+	s := storetest.SignedToken(registration.Token{CloudID: cloudID, ObjectID: "0b000000-0000-4000-8000-0000000000b0", BillingModel: model, AgreementNumber: agreement})
 	return &s
 }
 

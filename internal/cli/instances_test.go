@@ -230,7 +230,7 @@ func TestTwoCommerceInstances(t *testing.T) {
 	if periods != 1 || invoices != 1 || finalizeRecords != 1 {
 		t.Fatalf("October finalized by two racing instances: %d period rows, %d invoices, %d finalize records; want 1, 1, 1", periods, invoices, finalizeRecords)
 	}
-	if _, err := audit.Verify(ctx, db, nil); err != nil {
+	if _, err := audit.Verify(ctx, db, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -57,8 +57,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b := bridge.Batch{CloudID: r.CloudID, Records: []bridge.Record{{ID: fmt.Sprintf("%032x", i+1), SubscriptionID: randomGUID(), TenantID: randomGUID(),
-				MeterID: "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5", Quantity: money.FromInt(10), UsageHour: hourNow.Add(-2 * time.Hour), ReportedHour: hourNow.Add(-time.Hour)}}}
+			rec := bridge.Record{SubscriptionID: randomGUID(), TenantID: randomGUID(),
+				MeterID: "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5", Quantity: money.FromInt(10), UsageHour: hourNow.Add(-2 * time.Hour), ReportedHour: hourNow.Add(-time.Hour)}
+			rec.SetID(r.CloudID)
+			b := bridge.Batch{CloudID: r.CloudID, Records: []bridge.Record{rec}}
 			if _, err := e.app.Ingestor.Ingest(ctx, auth.Principal{Role: auth.RoleBridge, RegistrationUID: r.UID, TokenID: "b"}, b); err != nil {
 				t.Fatal(err)
 			}
@@ -84,7 +86,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		tok["tenant"], _, _ = e.app.Auth.Create(ctx, auth.RoleTenant, "", localSub, "", 0)
 		tok["usage-writer"], _, _ = e.app.Auth.Create(ctx, auth.RoleUsageWriter, "", "", "", 0)
 		var err error
-		if tok["bridge"], err = e.app.Auth.CreateBridge(ctx, reg.UID, "matrix"); err != nil {
+		if tok["bridge"], err = e.app.Auth.CreateBridge(ctx, "test", "", reg.UID, "matrix"); err != nil {
 			t.Fatal(err)
 		}
 		now := e.app.Clock.Now()
@@ -198,6 +200,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 			"PriceBooks_Put":                  {"operator": {in("PUT", "/v1/billing/price-books/fabrikam/default", `{"markupPercent":5}`, 200)}, "partner": {in("PUT", "/v1/billing/price-books/contoso/default", `{"markupPercent":5}`, 200), out("PUT", "/v1/billing/price-books/fabrikam/default", `{"markupPercent":5}`, 404)}, "reseller": {in("PUT", "/v1/billing/price-books/tailspin/default", `{"markupPercent":5}`, 200), out("PUT", "/v1/billing/price-books/wingtip/default", `{"markupPercent":5}`, 404)}},
 			"PriceBooks_Delete":               {"operator": {in("DELETE", "/v1/billing/price-books/fabrikam/default", "", 204)}, "partner": {in("DELETE", "/v1/billing/price-books/contoso/default", "", 204), out("DELETE", "/v1/billing/price-books/fabrikam/default", "", 404)}, "reseller": {in("DELETE", "/v1/billing/price-books/tailspin/default", "", 204), out("DELETE", "/v1/billing/price-books/wingtip/default", "", 404)}},
 			"Statements_List":                 {"operator": {in("GET", "/v1/billing/statements/fabrikam?period="+period, "", 200)}, "partner": {in("GET", "/v1/billing/statements/contoso?period="+period, "", 200), out("GET", "/v1/billing/statements/fabrikam?period="+period, "", 404)}, "reseller": {in("GET", "/v1/billing/statements/tailspin?period="+period, "", 200), out("GET", "/v1/billing/statements/wingtip?period="+period, "", 404)}},
+			"Quarantine_List":                 {"operator": {in("GET", "/v1/quarantine", "", 200)}, "stack-operator": {in("GET", "/v1/quarantine?stage=seal", "", 200)}},
+			"Quarantine_Get":                  {"operator": {in("GET", "/v1/quarantine/999", "", 404)}, "stack-operator": {in("GET", "/v1/quarantine/999", "", 404)}},
+			"Quarantine_Release":              {"operator": {in("POST", "/v1/quarantine/999/release", "", 404)}, "stack-operator": {in("POST", "/v1/quarantine/999/release", "", 404)}},
+			"Quarantine_Drop":                 {"operator": {in("POST", "/v1/quarantine/999/drop", "", 404)}, "stack-operator": {in("POST", "/v1/quarantine/999/drop", "", 404)}},
 			"Audit_List":                      {"operator": {in("GET", "/v1/audit", "", 200)}, "partner": {in("GET", "/v1/audit", "", 200)}, "reseller": {in("GET", "/v1/audit", "", 200)}},
 			"Registrations_ListAll":           {"operator": {in("GET", "/v1/registrations", "", 200)}, "partner": {in("GET", "/v1/registrations?subscriptionId="+W.ContosoDefault, "", 200), out("GET", "/v1/registrations", "", 403)}, "reseller": {in("GET", "/v1/registrations?subscriptionId="+W.Proseware.Subscription, "", 200), out("GET", "/v1/registrations?subscriptionId="+W.FabrikamDefault, "", 403)}},
 			"Registrations_Approve":           {"operator": {in("POST", "/v1/registrations/approve", `{"subscriptionId":"`+W.FabrikamDefault+`","resourceGroup":"azurestack","name":"fabrikam-stamp"}`, 200)}},

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store/storetest"
 )
 
 // chromium finds the browser for the portal tests: STACKBILL_CHROMIUM, or
@@ -182,11 +182,8 @@ func (b *browserSession) clickAndLoad(sel string) {
 }
 
 func demoRegistrationToken(cloud, model, agreement string) string {
-	body := fmt.Sprintf(`{"cloudId":%q,"objectId":"0b5e0000-0000-4000-8000-000000000001","billingModel":%q`, cloud, model)
-	if agreement != "" {
-		body += fmt.Sprintf(`,"agreementNumber":%q`, agreement)
-	}
-	return base64.StdEncoding.EncodeToString([]byte(body + "}"))
+	m, _ := registration.ParseBillingModel(model)
+	return storetest.SignedToken(registration.Token{CloudID: cloud, ObjectID: "0b5e0000-0000-4000-8000-000000000001", BillingModel: m, AgreementNumber: agreement})
 }
 
 // TestPortalInBrowser walks the demo in headless Chromium: every role signs

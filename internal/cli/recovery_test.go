@@ -67,6 +67,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 			"0010_intake_log.sql":       `SELECT COUNT(*) FROM usage_log`,
 			"0011_commerce_log.sql":     `SELECT COUNT(*) FROM commerce_usage_log`,
 			"0012_bridge_outbox.sql":    `SELECT COUNT(*) FROM bridge_outbox`,
+			"0013_containment.sql":      `SELECT COUNT(*) FROM audit_checkpoints`,
 		}[migs[last-1].Name]
 		if !ok {
 			t.Fatalf("no probe for the last migration %s", migs[last-1].Name)
@@ -176,7 +177,7 @@ func TestRecoveryAfterCrashMidFinalization(t *testing.T) {
 		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM commerce_usage WHERE billed_period = '2026-10'`).Scan(&billed); err != nil || billed != usageRows {
 			t.Fatalf("%d usage rows billed to 2026-10 (%v), want %d", billed, err, usageRows)
 		}
-		if _, err := audit.Verify(ctx, db, nil); err != nil {
+		if _, err := audit.Verify(ctx, db, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/bridge"
@@ -112,17 +113,32 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(env.Stderr, "stackbill %s listening on %s://%s (role %s, clock %s)\n", Version, scheme, ln.Addr(), *role, describeClock(clk))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	go purgeLoop(ctx, app, *role, *usageKeep, *billedKeep)
+	// Background workers stop before the database closes: the deferred
+	// calls run in reverse, so workers are told to stop, then waited for.
+	var bg sync.WaitGroup
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer bg.Wait()
+	defer stopWorkers()
+	worker := func(run func(context.Context)) {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			run(wctx)
+		}()
+	}
+	ctx = wctx
+	worker(func(ctx context.Context) { purgeLoop(ctx, app, *role, *usageKeep, *billedKeep) })
 	if *role == "all" || *role == "stack" {
-		go app.Usage.Run(ctx, logger.With("component", "usage"))
+		worker(func(ctx context.Context) { app.Usage.Run(ctx, logger.With("component", "usage")) })
 		app.Forwarder.MaxBackoff = *bridgeBackoff
-		go app.Forwarder.Run(ctx)
+		worker(app.Forwarder.Run)
 	}
 	if *role == "all" || *role == "commerce" {
-		go app.Ingestor.Run(ctx)
+		worker(app.Ingestor.Run)
+		worker(app.RunAuditCheckpoints)
 	}
 	if (*role == "all" || *role == "commerce") && !*demo {
-		go app.RunBilling(ctx, *autoFinalize)
+		worker(func(ctx context.Context) { app.RunBilling(ctx, *autoFinalize) })
 	}
 	if *demo {
 		url := scheme + "://" + ln.Addr().String()
@@ -134,13 +150,13 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		if w.backlog > 0 {
 			fmt.Fprintf(env.Stderr, "demo: backfilled %d usage events in %s; the bridge is forwarding them to commerce now\n", w.backlog, time.Since(started).Round(time.Millisecond))
 		}
-		go runDemoSimulator(ctx, app, w.sim)
-		go func() {
+		worker(func(ctx context.Context) { runDemoSimulator(ctx, app, w.sim) })
+		worker(func(ctx context.Context) {
 			// Finalize the backfilled months only once the bridge has
 			// delivered their usage, as a live stamp would have long ago.
 			waitForwarded(ctx, app, 5*time.Minute)
 			app.RunBilling(ctx, *autoFinalize)
-		}()
+		})
 		printDemo(env.Stdout, url, w)
 	}
 	select {

@@ -145,7 +145,10 @@ func stackBridge(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(rest); err != nil {
 		return err
 	}
-	var st bridge.Status
+	var st struct {
+		bridge.Status
+		Quarantined int64 `json:"quarantinedRecords"`
+	}
 	if _, err := mk().do(ctx, "GET", "/v1/stack/bridge", nil, &st); err != nil {
 		return err
 	}
@@ -166,6 +169,9 @@ func stackBridge(ctx context.Context, env Env, args []string) error {
 	}
 	if st.LastError != "" {
 		fmt.Fprintf(env.Stdout, "last error   %s (%s)\n", st.LastError, st.LastErrorAt.Format(time.RFC3339))
+	}
+	if st.Quarantined > 0 {
+		fmt.Fprintf(env.Stdout, "quarantined  %d records held back (stackbill quarantine list)\n", st.Quarantined)
 	}
 	return nil
 }

@@ -253,7 +253,7 @@ func TestUsageIntakeRejectsBadEvents(t *testing.T) {
 			line("backwards", sub, simulate.MeterBaseVM, "1", end, start),
 			line("bad-qty", sub, simulate.MeterBaseVM, `"one"`, start, end),
 			`{"id":"broken", "quantity": }`,
-			line("ok-2", sub, strings.ToLower(strings.ReplaceAll(simulate.MeterBaseVM, "-", "")), `12345678901234567890.123456789`, start, end),
+			line("ok-2", sub, strings.ToLower(strings.ReplaceAll(simulate.MeterBaseVM, "-", "")), `123456789012.123456789123456789`, start, end),
 			`{"id":"extra","subscriptionId":"` + sub + `","meterId":"` + simulate.MeterBaseVM + `","quantity":1,"startTime":"` + start + `","endTime":"` + end + `","colour":"red"}`,
 		}, "\n")
 		resp, out := se.raw("POST", "/v1/usage/events", se.operator, "application/x-ndjson", strings.NewReader(body))
@@ -287,7 +287,7 @@ func TestUsageIntakeRejectsBadEvents(t *testing.T) {
 		}
 		se.clk.Advance(time.Hour)
 		items, _, err := listAll(t, usageClient(se.url, sub, se.operator), day, day.Add(time.Hour), to.BoolPtr(false), commerce.Hourly)
-		want2 := money.MustQuantity("12345678901234567890.123456789").Add(money.MustQuantity("2.75"))
+		want2 := money.MustQuantity("123456789012.123456789123456789").Add(money.MustQuantity("2.75"))
 		if err != nil || len(items) != 1 {
 			t.Fatalf("stored: %+v %v", items, err)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/stackbill/stackbill/internal/httpapi"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/portal"
+	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/tenancy"
@@ -88,6 +89,7 @@ type App struct {
 	Forwarder     *bridge.Forwarder
 	Ingestor      *bridge.Ingestor
 	Billing       *billing.Service
+	Quarantine    *quarantine.Service
 	Handler       http.Handler
 	// exportKick wakes the reconciliation export runner.
 	exportKick chan struct{}
@@ -174,7 +176,18 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		}
 		forwarder.PinCA(pool)
 	}
+	// Each stage releases what it held where that stage runs.
+	releasers := map[quarantine.Stage]quarantine.Releaser{}
+	if o.Role != "commerce" {
+		releasers[quarantine.Aggregation], releasers[quarantine.Seal] = use.Release, forwarder.Release
+	}
+	if o.Role != "stack" {
+		releasers[quarantine.Ingest], releasers[quarantine.Materialise] = ingestor.Release, ingestor.ReleaseLog
+	}
+	quar := quarantine.NewService(db, o.Clock, releasers)
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(&quarantineCollector{q: quar, held: prometheus.NewDesc("stackbill_quarantined_records",
+		"Records (or undecodable batches) a background stage held back for the operator, unresolved, by stage.", []string{"stage"}, nil)})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.Role != "commerce" {
 		registerBridgeMetrics(reg, forwarder)
@@ -205,7 +218,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		MaxInflight: o.MaxInflight, RateLimit: o.RateLimit, RateBurst: o.RateBurst},
 		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
 			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer,
-			Ingestor: ingestor, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web, Audit: audit.NewLog(db),
+			Ingestor: ingestor, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web, Audit: audit.NewLog(db), Quarantine: quar,
 			ExportKick: func() {
 				select {
 				case kick <- struct{}{}:
@@ -213,7 +226,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 				}
 			}})
 	return &App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
-		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Billing: bill, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}, nil
+		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Billing: bill, Quarantine: quar, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}, nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -304,6 +317,27 @@ func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.forwarded, prometheus.CounterValue, float64(st.Forwarded))
 }
 
+// quarantineCollector exposes what background stages hold, per stage.
+type quarantineCollector struct {
+	q    *quarantine.Service
+	held *prometheus.Desc
+}
+
+func (c *quarantineCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.held }
+
+func (c *quarantineCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	counts, err := c.q.Counts(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.held, err)
+		return
+	}
+	for _, st := range quarantine.Stages {
+		ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(counts[st]), string(st))
+	}
+}
+
 // RunBilling runs commerce's billing background work until ctx ends: queued
 // reconciliation exports (woken at once when one is queued) and, when
 // autoFinalize is set, finalization of periods whose grace has passed.
@@ -330,6 +364,23 @@ func (a *App) RunBilling(ctx context.Context, autoFinalize bool) {
 			return
 		case <-t.C:
 		case <-a.exportKick:
+		}
+	}
+}
+
+// RunAuditCheckpoints signs a checkpoint of the audit chain's head every
+// minute while it moves (audit.Checkpoint), until ctx ends.
+func (a *App) RunAuditCheckpoints(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if _, err := audit.Checkpoint(ctx, a.DB, a.Signer, a.Clock.Now()); err != nil && ctx.Err() == nil {
+			a.Logger.Error("audit checkpoint", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/meter"
+	"github.com/stackbill/stackbill/internal/quarantine"
 )
 
 // maxBridgeBody bounds a decompressed bridge batch.
@@ -75,12 +76,23 @@ func (s *Server) postBridgeUsage(w http.ResponseWriter, r *http.Request, p auth.
 	return nil
 }
 
+// bridgeStatusJSON is the bridge's status with what the stack's stages hold
+// in quarantine.
+type bridgeStatusJSON struct {
+	bridge.Status
+	Quarantined int64 `json:"quarantinedRecords"`
+}
+
 func (s *Server) bridgeStatus(w http.ResponseWriter, r *http.Request, _ auth.Principal, _ map[string]string) error {
 	st, err := s.deps.Forwarder.Status(r.Context())
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, st)
+	counts, err := s.deps.Quarantine.Counts(r.Context())
+	if err != nil {
+		return err
+	}
+	arm.WriteJSON(w, http.StatusOK, bridgeStatusJSON{Status: st, Quarantined: counts[quarantine.Aggregation] + counts[quarantine.Seal]})
 	return nil
 }
 

@@ -15,6 +15,8 @@ var (
 	stackOperators = []auth.Role{auth.RoleStackOperator, auth.RoleOperator}
 	usageWriters   = []auth.Role{auth.RoleUsageWriter, auth.RoleStackOperator, auth.RoleOperator}
 	usageReaders   = []auth.Role{auth.RoleTenant, auth.RoleStackOperator, auth.RoleOperator}
+	// quarantine.Visible narrows a stack operator to the stack's stages.
+	quarantineRoles = []auth.Role{auth.RoleOperator, auth.RoleStackOperator}
 )
 
 // buildRoutes lists every route stackbill serves, in one place. /healthz and
@@ -95,6 +97,13 @@ func (s *Server) buildRoutes() []route {
 		// The audit log, each partner's part of it.
 		r("Audit_List", "GET", "v1/audit", commerceRoles, s.listAudit),
 
+		// What background stages held back, for the operator (and the
+		// stamp's stack operator, the stack's stages) to judge.
+		{name: "Quarantine_List", method: "GET", pattern: arm.NewPattern("v1/quarantine"), roles: quarantineRoles, h: s.listQuarantine},
+		{name: "Quarantine_Get", method: "GET", pattern: arm.NewPattern("v1/quarantine/{id}"), roles: quarantineRoles, h: s.getQuarantine},
+		{name: "Quarantine_Release", method: "POST", pattern: arm.NewPattern("v1/quarantine/{id}/release"), roles: quarantineRoles, h: s.resolveQuarantine(true)},
+		{name: "Quarantine_Drop", method: "POST", pattern: arm.NewPattern("v1/quarantine/{id}/drop"), roles: quarantineRoles, h: s.resolveQuarantine(false)},
+
 		// Native API: operator actions on registrations.
 		r("Registrations_ListAll", "GET", "v1/registrations", commerceRoles, s.listAllRegistrations),
 		r("Registrations_Approve", "POST", "v1/registrations/approve", operatorOnly, s.approval(true)),
@@ -112,17 +121,24 @@ func (s *Server) buildRoutes() []route {
 		st("Subscriptions_Delete", "DELETE", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions/{id}", stackOperators, s.deleteUserSubscription),
 		st("Subscriptions_History", "GET", "v1/stack/subscriptions/{id}/history", stackOperators, s.userSubscriptionHistory),
 		st("Stack_Info", "GET", "v1/stack/info", stackOperators, s.stackInfo),
-		st("Stack_BridgeStatus", "GET", "v1/stack/bridge", stackOperators, s.bridgeStatus),
+		wholeStamp(st("Stack_BridgeStatus", "GET", "v1/stack/bridge", stackOperators, s.bridgeStatus)),
 
 		// Stack: meters, intake and the usage APIs (api-version 2015-06-01-preview).
 		st("Meters_List", "GET", "v1/meters", nil, s.listMeters),
-		st("Meters_Put", "PUT", "v1/meters/{id}", stackOperators, s.putMeter),
+		wholeStamp(st("Meters_Put", "PUT", "v1/meters/{id}", stackOperators, s.putMeter)),
 		st("Usage_PostEvents", "POST", "v1/usage/events", usageWriters, s.postUsageEvents),
 		st("UsageAggregates_List", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Commerce/UsageAggregates", usageReaders, s.usageAggregates(false)),
 		st("SubscriberUsageAggregates_List", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates", stackOperators, s.usageAggregates(true)),
 
 		{name: "WhoAmI", method: "GET", pattern: arm.NewPattern("v1/whoami"), h: s.whoami, service: ""},
 	}
+}
+
+// wholeStamp marks a route about the whole stamp: a delegated provider's
+// stack-operator token, which manages only its own tenants, may not call it.
+func wholeStamp(r route) route {
+	r.wholeStamp = true
+	return r
 }
 
 // RouteNames lists every route's name, for tests that must cover them all

@@ -32,6 +32,7 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/meter"
+	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/tenancy"
@@ -87,6 +88,7 @@ type Deps struct {
 	// ExportKick wakes the export runner after a job is queued.
 	ExportKick func()
 	Audit      *audit.Log
+	Quarantine *quarantine.Service
 	// Portal serves /portal/ (nil: no portal).
 	Portal http.Handler
 }
@@ -146,7 +148,10 @@ type route struct {
 	pattern arm.Pattern
 	roles   []auth.Role // nil: any authenticated principal
 	service string      // "commerce" or "stack": which --role serves it
-	h       handlerFunc
+	// wholeStamp refuses stack-operator tokens scoped to a delegated
+	// provider: the route shows or changes the whole stamp.
+	wholeStamp bool
+	h          handlerFunc
 }
 
 type statusWriter struct {
@@ -282,7 +287,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 
 	if r.URL.Path == "/metrics" {
 		routeName = "metrics"
-		if p.Role != auth.RoleOperator && p.Role != auth.RoleStackOperator {
+		if (p.Role != auth.RoleOperator && p.Role != auth.RoleStackOperator) || delegated(p) {
 			arm.WriteError(w, arm.Forbidden(p.Actor(), "metrics/read", "/metrics"))
 			return
 		}
@@ -330,7 +335,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		arm.WriteError(w, arm.Errorf(http.StatusNotFound, "NotFound", "This instance runs the %s role and does not serve %s.", s.cfg.Role, matched.name))
 		return
 	}
-	if matched.roles != nil && !hasRole(matched.roles, p.Role) {
+	if (matched.roles != nil && !hasRole(matched.roles, p.Role)) || (matched.wholeStamp && delegated(p)) {
 		arm.WriteError(w, arm.Forbidden(p.Actor(), matched.name, r.URL.Path))
 		return
 	}
@@ -341,6 +346,12 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 
 func (s *Server) serves(service string) bool {
 	return service == "" || s.cfg.Role == "" || s.cfg.Role == "all" || s.cfg.Role == service
+}
+
+// delegated reports a stack-operator token scoped to one delegated
+// provider's tenants rather than the whole stamp.
+func delegated(p auth.Principal) bool {
+	return p.Role == auth.RoleStackOperator && p.SubscriptionID != ""
 }
 
 func hasRole(roles []auth.Role, r auth.Role) bool {

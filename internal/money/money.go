@@ -1,11 +1,22 @@
-// Package money holds stackbill's exact decimal numbers: usage quantities now,
-// prices and amounts later. Nothing in stackbill uses float64 for either.
+// Package money owns stackbill's exact decimal numbers (usage quantities,
+// prices, amounts) and the bounds every stage of the pipeline holds them to.
+// Nothing in stackbill uses float64 for either.
 //
 // One decimal library (shopspring/decimal, arbitrary precision) sits behind
 // these types, so it can be swapped without touching callers. Quantities
 // travel as JSON numbers (Azure's usage APIs and SDKs expect a number) but are
 // parsed from either a number or a string without going through float64, and
 // are stored as canonical decimal TEXT.
+//
+// # Bounds
+//
+// Input is parsed strictly (ParseQuantity: at most 40 digits either side of
+// the point) and then held to a bound per kind of value (MaxEventQuantity,
+// MaxRecordQuantity, MaxUnitPrice, MaxMarkupPercent), each far beyond what a
+// legitimate stack or price list reaches. Sums of bounded values are stored
+// and read back with a much wider limit (storedDigits), so that reading a
+// value stackbill accepted can never fail: a stored sum of a month's bounded
+// records times a bounded price stays far inside it.
 package money
 
 import (
@@ -24,7 +35,53 @@ type Quantity struct{ d decimal.Decimal }
 var Zero = Quantity{}
 
 // ParseQuantity parses a decimal string such as "12.5", "-0.001" or "1e3".
-func ParseQuantity(s string) (Quantity, error) {
+// Input is held to maxDigits either side of the point.
+func ParseQuantity(s string) (Quantity, error) { return parseBounded(s, maxDigits) }
+
+// ParseStored parses a decimal text that stackbill stored: a bounded input
+// or a sum or product of them. Its limit is wider than ParseQuantity's, so a
+// value that was accepted always reads back.
+func ParseStored(s string) (Quantity, error) { return parseBounded(s, storedDigits) }
+
+// IntegerDigits counts the digits before the point of a plain decimal text
+// (as QuantityText and String return it), without leading zeros: a cheap
+// first test against a bound, so that only rare large values are parsed.
+func IntegerDigits(s string) int {
+	n, lead := 0, true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '-' || c == '+':
+		case c == '.':
+			return n
+		case c >= '0' && c <= '9':
+			if lead && c == '0' {
+				continue
+			}
+			lead = false
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+// Above reports whether q is greater than bound.
+func (q Quantity) Above(bound Quantity) bool { return q.d.Cmp(bound.d) > 0 }
+
+// maxDigits bounds a quantity's integer digits and its decimal places. Usage
+// and prices need far fewer; the plain-decimal fast path of QuantityText
+// allows 40 digits in all, which this admits.
+const maxDigits = 40
+
+// storedDigits bounds what is read back from the store. Stored values are
+// inputs (at most maxDigits either side) or sums and products of bounded
+// inputs; 120 digits either side holds any of them with room to spare, while
+// still refusing a corrupt text such as "1e999999999" before it expands.
+const storedDigits = 120
+
+func parseBounded(s string, limit int64) (Quantity, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return Quantity{}, fmt.Errorf("empty quantity")
@@ -36,16 +93,29 @@ func ParseQuantity(s string) (Quantity, error) {
 	// An exponent is stored, not expanded, so "1e999999999" parses in
 	// nanoseconds and would take minutes and a gigabyte to print or add.
 	// Bound the digits on both sides of the point before anything expands it.
-	if exp := int64(d.Exponent()); exp < -maxDigits || (!d.IsZero() && int64(d.NumDigits())+exp > maxDigits) || (d.IsZero() && exp > maxDigits) {
-		return Quantity{}, fmt.Errorf("%q has more than %d digits before or after the decimal point", s, maxDigits)
+	if exp := int64(d.Exponent()); exp < -limit || (!d.IsZero() && int64(d.NumDigits())+exp > limit) || (d.IsZero() && exp > limit) {
+		return Quantity{}, fmt.Errorf("%q has more than %d digits before or after the decimal point", s, limit)
 	}
 	return Quantity{d}, nil
 }
 
-// maxDigits bounds a quantity's integer digits and its decimal places. Usage
-// and prices need far fewer; the plain-decimal fast path of QuantityText
-// allows 40 digits in all, which this admits.
-const maxDigits = 40
+// The bounds of each kind of value, chosen so that every later stage holds
+// the largest legal one (docs/security.md, "Bounded arithmetic").
+var (
+	// MaxEventQuantity bounds one usage event's quantity (a level meter's
+	// level): a million times the largest legitimate hourly figure of any
+	// Azure Stack meter (a petabyte of storage is 10^6 GB).
+	MaxEventQuantity = FromInt(1_000_000_000_000)
+	// MaxRecordQuantity bounds one hourly record, the sum of the events of
+	// one subscription, meter, resource and hour, and so every record a stack
+	// forwards: a thousand maximal events. A legitimate stack stays more than
+	// a billion times below it.
+	MaxRecordQuantity = FromInt(1_000_000_000_000_000)
+	// MaxUnitPrice bounds any unit price, in any currency (JPY included).
+	MaxUnitPrice = FromInt(1_000_000_000)
+	// MaxMarkupPercent bounds a price book's markup over cost.
+	MaxMarkupPercent = FromInt(10_000)
+)
 
 // MustQuantity parses s and panics on error; for constants and tests.
 func MustQuantity(s string) Quantity {
@@ -130,7 +200,7 @@ func (q *Quantity) Scan(src any) error {
 }
 
 func (q *Quantity) set(s string) error {
-	p, err := ParseQuantity(s)
+	p, err := ParseStored(s)
 	if err != nil {
 		return err
 	}

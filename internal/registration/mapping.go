@@ -48,6 +48,62 @@ func (m mappingRow) public(k Key) CustomerSubscription {
 	return CustomerSubscription{Registration: k, ID: m.cs, TenantID: m.tenant, ETag: m.etag, CreatedAt: clock.FromMicros(m.from), CreatedBy: m.createdBy}
 }
 
+// mappingVisible says whether p may see and change the mapping of customer
+// subscription cs on a registration p may manage. A partner sees every
+// mapping on its registrations; a reseller only its own customers'
+// (a provider may map another reseller's customer onto a registration the
+// reseller can manage, and that mapping stays the other reseller's).
+func (s *Service) mappingVisible(ctx context.Context, p auth.Principal, cs string) (bool, error) {
+	if p.Role != auth.RoleReseller {
+		return true, nil
+	}
+	r, err := s.resolver.Resolve(ctx, cs)
+	if errors.Is(err, directory.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, errMetadataResolverBadGateway()
+	}
+	return r.Reseller != "" && r.Reseller == p.PartnerID, nil
+}
+
+// requireMappingsManageable refuses a change that would touch a live
+// mapping the caller may not change (deleting or moving the registration
+// that holds it), without naming the mapping.
+func (s *Service) requireMappingsManageable(ctx context.Context, p auth.Principal, regUID string) error {
+	if p.Role != auth.RoleReseller {
+		return nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT customer_subscription_id FROM tenant_mappings WHERE registration_uid = ? AND valid_to_us IS NULL`, regUID)
+	if err != nil {
+		return err
+	}
+	var subs []string
+	for rows.Next() {
+		var cs string
+		if err := rows.Scan(&cs); err != nil {
+			rows.Close()
+			return err
+		}
+		subs = append(subs, cs)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, cs := range subs {
+		ok, err := s.mappingVisible(ctx, p, cs)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return arm.Errorf(http.StatusForbidden, "AuthorizationFailed",
+				"The registration holds tenant mappings of customers that are not yours, so you cannot delete or move it. Ask your provider to remove those mappings first.")
+		}
+	}
+	return nil
+}
+
 // checkMultiTenant applies rules 2 and 3 of the package documentation.
 func checkMultiTenant(r Registration) *arm.Error {
 	if r.BillingModel != PayAsYouUse {
@@ -190,6 +246,19 @@ func (s *Service) writeMapping(ctx context.Context, p auth.Principal, reg Regist
 		if perr := pre.check("customer subscription", hasCS, byCS.etag); perr != nil {
 			return perr
 		}
+		// A re-map closes the mappings it replaces: the caller must be
+		// allowed to change each of them.
+		for _, old := range replaced {
+			if old == cs {
+				continue
+			}
+			if ok, err := s.mappingVisible(ctx, p, old); err != nil || !ok {
+				if err != nil {
+					return err
+				}
+				return arm.Forbidden(p.Actor(), "Microsoft.AzureStack/registrations/customerSubscriptions/write", k.ResourceID()+"/customerSubscriptions/"+cs)
+			}
+		}
 		if hasCS && byCS.tenant == tenant {
 			out = byCS.public(k)
 			return nil // already mapped exactly so: PUT is idempotent
@@ -226,6 +295,13 @@ func (s *Service) GetCustomerSubscription(ctx context.Context, p auth.Principal,
 	if !ok {
 		return CustomerSubscription{}, errCustomerSubscriptionNotFound(customerSub, reg.Key.Name)
 	}
+	// Another reseller's mapping answers exactly as a missing one.
+	if ok, err := s.mappingVisible(ctx, p, cs); err != nil || !ok {
+		if err != nil {
+			return CustomerSubscription{}, err
+		}
+		return CustomerSubscription{}, errCustomerSubscriptionNotFound(customerSub, reg.Key.Name)
+	}
 	m, ok, err := s.liveMapping(ctx, s.db, reg.UID, "customer_subscription_id", cs)
 	if err != nil {
 		return CustomerSubscription{}, err
@@ -246,22 +322,41 @@ func (s *Service) ListCustomerSubscriptions(ctx context.Context, p auth.Principa
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT id, customer_subscription_id, tenant_id, etag, valid_from_us, created_by FROM tenant_mappings
-		WHERE registration_uid = ? AND valid_to_us IS NULL AND customer_subscription_id > ? ORDER BY customer_subscription_id LIMIT ?`, reg.UID, after, limit+1)
-	if err != nil {
-		return nil, "", err
-	}
-	defer rows.Close()
+	// A reseller's page skips other resellers' mappings, so it may take
+	// several reads to fill.
 	var out []CustomerSubscription
-	for rows.Next() {
-		var m mappingRow
-		if err := rows.Scan(&m.id, &m.cs, &m.tenant, &m.etag, &m.from, &m.createdBy); err != nil {
+	for {
+		rows, err := s.db.QueryContext(ctx, `SELECT id, customer_subscription_id, tenant_id, etag, valid_from_us, created_by FROM tenant_mappings
+			WHERE registration_uid = ? AND valid_to_us IS NULL AND customer_subscription_id > ? ORDER BY customer_subscription_id LIMIT ?`, reg.UID, after, limit+1)
+		if err != nil {
 			return nil, "", err
 		}
-		out = append(out, m.public(reg.Key))
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", err
+		var ms []mappingRow
+		for rows.Next() {
+			var m mappingRow
+			if err := rows.Scan(&m.id, &m.cs, &m.tenant, &m.etag, &m.from, &m.createdBy); err != nil {
+				rows.Close()
+				return nil, "", err
+			}
+			ms = append(ms, m)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, "", err
+		}
+		for _, m := range ms {
+			ok, err := s.mappingVisible(ctx, p, m.cs)
+			if err != nil {
+				return nil, "", err
+			}
+			if ok {
+				out = append(out, m.public(reg.Key))
+			}
+			after = m.cs
+		}
+		if len(out) > limit || len(ms) <= limit {
+			break
+		}
 	}
 	next := ""
 	if len(out) > limit {
@@ -283,6 +378,12 @@ func (s *Service) DeleteCustomerSubscription(ctx context.Context, p auth.Princip
 	}
 	cs, ok := arm.CanonicalGUID(customerSub)
 	if !ok {
+		return false, errCustomerSubscriptionNotFound(customerSub, reg.Key.Name)
+	}
+	if ok, err := s.mappingVisible(ctx, p, cs); err != nil || !ok {
+		if err != nil {
+			return false, err
+		}
 		return false, errCustomerSubscriptionNotFound(customerSub, reg.Key.Name)
 	}
 	existed := false
@@ -367,6 +468,11 @@ func (s *Service) Mappings(ctx context.Context, registrationUID string) ([]Mappi
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+// ScopeOf is the partner whose audit view holds what concerns r.
+func (s *Service) ScopeOf(ctx context.Context, r Registration) (string, error) {
+	return directory.ScopeOfSubscription(ctx, s.db, r.Key.SubscriptionID)
 }
 
 // ByUID returns a registration by its internal ID, and whether it is still

@@ -1,9 +1,12 @@
 package registration
 
 import (
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/stackbill/stackbill/internal/arm"
 )
@@ -37,6 +40,14 @@ func DefaultUsageReporting(m BillingModel) bool {
 
 // Token is the content of a registration token: base64 of a JSON object that
 // the stack generates (reference §2.5).
+//
+// stackbill's stacks sign their tokens: StackKey is the stack's Ed25519
+// public key, generated once with its cloudId and kept beside it, and
+// Signature covers every field that decides how the stack is billed. The
+// first registration of a cloud binds the cloud to its key, and every later
+// token for that cloud must be signed by it, so a cloudId seen in a log or a
+// portal is not enough to claim a stamp. Clients handle the token as an
+// opaque string, so the Azure SDKs' flow is unchanged.
 type Token struct {
 	CloudID                       string          `json:"cloudId"`
 	ObjectID                      string          `json:"objectId"`
@@ -48,6 +59,38 @@ type Token struct {
 	Issuer                        string          `json:"issuer,omitempty"`
 	Version                       string          `json:"version,omitempty"`
 	MsAssetTag                    string          `json:"msAssetTag,omitempty"`
+	StackKey                      string          `json:"stackKey,omitempty"`
+	Signature                     string          `json:"signature,omitempty"`
+}
+
+// signedMessage is what a token's signature covers: a fixed prefix and the
+// billing-relevant fields in canonical form, each length-prefixed so that no
+// two different tokens sign alike.
+func (t Token) signedMessage() []byte {
+	cloud, _ := arm.CanonicalGUID(t.CloudID)
+	object, _ := arm.CanonicalGUID(t.ObjectID)
+	model, _ := ParseBillingModel(string(t.BillingModel))
+	opt := func(b *bool) string {
+		if b == nil {
+			return ""
+		}
+		return strconv.FormatBool(*b)
+	}
+	var b []byte
+	for _, f := range []string{"stackbill-registration-token/1", cloud, object, string(model), strings.TrimSpace(t.AgreementNumber),
+		opt(t.UsageReportingEnabled), opt(t.MarketplaceSyndicationEnabled), t.MsAssetTag, t.StackKey} {
+		b = strconv.AppendInt(b, int64(len(f)), 10)
+		b = append(append(b, ':'), f...)
+		b = append(b, ';')
+	}
+	return b
+}
+
+// Sign signs the token with the stack's key and returns its encoding.
+func (t Token) Sign(key ed25519.PrivateKey) string {
+	t.StackKey = base64.RawURLEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+	t.Signature = base64.RawURLEncoding.EncodeToString(ed25519.Sign(key, t.signedMessage()))
+	return t.Encode()
 }
 
 // Encode renders the token as the stack hands it out.
@@ -114,9 +157,20 @@ func DecodeToken(s string) (Token, *arm.Error) {
 		return Token{}, errInvalidToken("billingModel %q is not one of PayAsYouUse, Capacity, Development, Custom.", t.BillingModel)
 	}
 	t.BillingModel = m
-	t.AgreementNumber = strings.TrimSpace(t.AgreementNumber)
-	if m == Capacity && t.AgreementNumber == "" {
+	if m == Capacity && strings.TrimSpace(t.AgreementNumber) == "" {
 		return Token{}, errInvalidToken("the Capacity billing model requires an agreementNumber (the EA agreement number).")
 	}
+	if len(t.AgreementNumber) > 256 || len(t.MsAssetTag) > 256 || !utf8.ValidString(t.AgreementNumber+t.MsAssetTag) || strings.ContainsRune(t.AgreementNumber+t.MsAssetTag, 0) {
+		return Token{}, errInvalidToken("agreementNumber and msAssetTag are limited to 256 characters of valid UTF-8.")
+	}
+	pub, err1 := base64.RawURLEncoding.DecodeString(t.StackKey)
+	sig, err2 := base64.RawURLEncoding.DecodeString(t.Signature)
+	switch {
+	case t.StackKey == "" || t.Signature == "":
+		return Token{}, errInvalidToken("it is not signed by its stack (stackKey and signature are missing).")
+	case err1 != nil || err2 != nil || len(pub) != ed25519.PublicKeySize || !ed25519.Verify(ed25519.PublicKey(pub), t.signedMessage(), sig):
+		return Token{}, errInvalidToken("its signature does not verify with its stackKey.")
+	}
+	t.AgreementNumber = strings.TrimSpace(t.AgreementNumber)
 	return t, nil
 }

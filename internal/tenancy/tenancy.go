@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/store"
@@ -135,7 +136,10 @@ func (s *Service) PutDirectoryTenant(ctx context.Context, p auth.Principal, prov
 		}
 		n, _ := res.RowsAffected()
 		created = n == 1
-		return nil
+		if !created {
+			return nil
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: s.clock.Now(), Actor: p.Actor(), Action: "directoryTenant.onboard", Kind: "directoryTenant", ID: id, After: audit.JSON(t)})
 	})
 	return t, created, err
 }
@@ -196,8 +200,10 @@ func (s *Service) DeleteDirectoryTenant(ctx context.Context, p auth.Principal, p
 		if n > 0 {
 			return arm.Errorf(http.StatusBadRequest, "DirectoryTenantInUse", "The directory tenant %s still owns %d subscriptions; delete them first.", t.TenantID, n)
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM directory_tenants WHERE tenant_id = ?`, t.TenantID)
-		return err
+		if _, err := tx.ExecContext(ctx, `DELETE FROM directory_tenants WHERE tenant_id = ?`, t.TenantID); err != nil {
+			return err
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: s.clock.Now(), Actor: p.Actor(), Action: "directoryTenant.offboard", Kind: "directoryTenant", ID: t.TenantID, After: audit.JSON(nil)})
 	})
 	return err == nil, err
 }
@@ -312,10 +318,14 @@ func (s *Service) PutSubscription(ctx context.Context, p auth.Principal, provide
 	return in, created, err
 }
 
+// change records a subscription's new state in its history and in the
+// audit log, in the transaction of the change.
 func (s *Service) change(ctx context.Context, tx *store.Tx, id, actor string, sub Subscription) error {
 	b, _ := json.Marshal(sub)
-	_, err := tx.ExecContext(ctx, `INSERT INTO user_subscription_changes (subscription_id, at_us, actor, data) VALUES (?, ?, ?, ?)`, id, clock.Micros(s.clock.Now()), actor, string(b))
-	return err
+	if _, err := tx.ExecContext(ctx, `INSERT INTO user_subscription_changes (subscription_id, at_us, actor, data) VALUES (?, ?, ?, ?)`, id, clock.Micros(s.clock.Now()), actor, string(b)); err != nil {
+		return err
+	}
+	return audit.Append(ctx, tx, audit.Entry{At: s.clock.Now(), Actor: actor, Action: "userSubscription.put", Kind: "userSubscription", ID: id, After: b})
 }
 
 // GetSubscription returns a user subscription visible to p.

@@ -39,6 +39,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/bytedance/sonic"
@@ -53,6 +54,28 @@ import (
 
 // DedupRetention is how long an event ID is remembered.
 const DedupRetention = 35 * 24 * time.Hour
+
+// MaxEventAge bounds how old an event's usage may be when it arrives: a
+// month of backfill and a few days' slack. It is inside DedupRetention on
+// purpose: an event is first received no earlier than its start, so by the
+// time its ID is forgotten the event itself is too old to be taken again,
+// and a re-sent event can never be counted twice.
+const MaxEventAge = 34 * 24 * time.Hour
+
+// Bounds of an event's strings. Stored strings must also be valid UTF-8
+// without NUL, which PostgreSQL's TEXT refuses: an event that one engine
+// could not store would stop aggregation for every tenant.
+const (
+	maxURI       = 2048
+	maxLocation  = 128
+	maxTags      = 50
+	maxTagKey    = 512
+	maxTagValue  = 256
+	maxAddlBytes = 16 << 10
+)
+
+// storable reports whether s can be stored as TEXT by both engines.
+func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
 
 // MaxBatch bounds the events in one request.
 const MaxBatch = 10000
@@ -361,8 +384,9 @@ type Service struct {
 	dedup  idempotency.Keys
 	parser *Parser
 	// loop aggregates the intake log behind intake.
-	loop       *drainer.Loop
-	aggregated atomic.Int64
+	loop        *drainer.Loop
+	aggregated  atomic.Int64
+	quarantined atomic.Int64
 
 	knownMu sync.RWMutex
 	known   map[string]time.Time // subscription → trusted until (wall clock)
@@ -531,6 +555,28 @@ func (s *Service) validate(ctx context.Context, now time.Time, e *wireEvent, l *
 		return logged{}, reject("the event spans more than 31 days")
 	case start.After(now.Add(5 * time.Minute)):
 		return logged{}, reject("startTime %s is in the future", start.Format(time.RFC3339))
+	case start.Before(now.Add(-MaxEventAge)):
+		return logged{}, reject("startTime %s is more than 34 days ago; usage that old is refused, because a re-sent event must never be counted twice", start.Format(time.RFC3339))
+	}
+	if money.IntegerDigits(qty) >= 13 {
+		if q, err := money.ParseQuantity(qty); err != nil || q.Above(money.MaxEventQuantity) {
+			return logged{}, reject("quantity %s is above the bound of %s for one event", qty, money.MaxEventQuantity)
+		}
+	}
+	switch {
+	case len(e.ResourceURI) > maxURI || !storable(e.ResourceURI):
+		return logged{}, reject("resourceUri must be valid UTF-8 of at most %d bytes, without NUL", maxURI)
+	case len(e.Location) > maxLocation || !storable(e.Location):
+		return logged{}, reject("location must be valid UTF-8 of at most %d bytes, without NUL", maxLocation)
+	case len(e.Tags) > maxTags:
+		return logged{}, reject("at most %d tags", maxTags)
+	case len(e.AdditionalInfo) > maxAddlBytes:
+		return logged{}, reject("additionalInfo is limited to %d bytes", maxAddlBytes)
+	}
+	for k, v := range e.Tags {
+		if len(k) > maxTagKey || len(v) > maxTagValue || !storable(k) || !storable(v) {
+			return logged{}, reject("tag names (at most %d bytes) and values (at most %d) must be valid UTF-8 without NUL", maxTagKey, maxTagValue)
+		}
 	}
 	sub, err := s.lookupSub(ctx, l, e.SubscriptionID)
 	switch {
@@ -607,6 +653,11 @@ func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, 
 	keys := make([][16]byte, 0, len(events))
 	l := &lookups{subs: map[string]subAnswer{}, meters: map[string]meterAnswer{}}
 	inBatch := make(map[[16]byte]struct{}, len(events))
+	// Large quantities (at least 10^11, which no legitimate event reaches)
+	// are summed per subscription, meter and resource, so that no request
+	// can push one hourly record past money.MaxRecordQuantity. Fewer than
+	// MaxBatch smaller events cannot reach it.
+	var large map[[3]string]money.Quantity
 	for i := range events {
 		e := &events[i]
 		if !e.parsed {
@@ -624,6 +675,22 @@ func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, 
 		if _, dup := inBatch[dk]; dup {
 			res.Duplicates++
 			continue
+		}
+		if money.IntegerDigits(rec.qty) >= 12 {
+			if large == nil {
+				large = map[[3]string]money.Quantity{}
+			}
+			k := [3]string{rec.sub, rec.meterKey, strings.ToLower(rec.uri)}
+			// Every hourly part of an event is at most its quantity (a level
+			// meter's part is at most its level).
+			q, _ := money.ParseQuantity(rec.qty)
+			if sum := large[k].Add(q); sum.Above(money.MaxRecordQuantity) {
+				res.Rejected = append(res.Rejected, Rejection{Index: i, ID: e.ID,
+					Reason: fmt.Sprintf("this request would push one hourly record of subscription %s past the bound of %s", rec.sub, money.MaxRecordQuantity)})
+				continue
+			} else {
+				large[k] = sum
+			}
 		}
 		inBatch[dk] = struct{}{}
 		ok = append(ok, rec)
@@ -678,11 +745,12 @@ func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, 
 	return res, nil
 }
 
-// instanceKey identifies a resource instance in the record index: 16 bytes
+// InstanceKey identifies a resource instance in the record index: 16 bytes
 // of SHA-256 of its lower-cased URI, hex encoded. URIs run to 150 bytes or
 // more; the index stays a third of the size, and the URI itself is kept in the
-// record.
-func instanceKey(resourceURI string) string {
+// record. A forwarded record's ID is derived from it, so commerce computes it
+// from the record's URI with this same function.
+func InstanceKey(resourceURI string) string {
 	if resourceURI == "" {
 		return ""
 	}
@@ -724,10 +792,26 @@ func (s *Service) addRecords(ctx context.Context, tx *store.Tx, order []recordKe
 		}
 		sb.WriteString(` ON CONFLICT (subscription_id, meter_key, instance, usage_hour_us, reported_hour_us) `)
 		if s.db.Dialect == store.Postgres {
+			// The guard keeps a record within its bound even when another
+			// instance added to it since this one looked; a row it refuses
+			// is missing from RETURNING, and the careful path takes over.
 			sb.WriteString(`DO UPDATE SET quantity = (usage_records.quantity::numeric + excluded.quantity::numeric)::text, events = usage_records.events + excluded.events,
-				resource_uri = excluded.resource_uri, location = excluded.location, tags = excluded.tags, additional_info = excluded.additional_info`)
-			if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+				resource_uri = excluded.resource_uri, location = excluded.location, tags = excluded.tags, additional_info = excluded.additional_info
+				WHERE usage_records.quantity::numeric + excluded.quantity::numeric <= ` + money.MaxRecordQuantity.String() + ` RETURNING 1`)
+			rows, err := tx.QueryContext(ctx, sb.String(), args...)
+			if err != nil {
 				return fmt.Errorf("store usage records: %w", err)
+			}
+			n := 0
+			for rows.Next() {
+				n++
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("store usage records: %w", err)
+			}
+			if n != len(keys) {
+				return poison{"an hourly record would exceed its bound"}
 			}
 			continue
 		}
@@ -770,9 +854,13 @@ func (s *Service) addToExisting(ctx context.Context, tx *store.Tx, k recordKey, 
 		k.sub, k.meter, k.instance, k.hour, k.reported).Scan(&q, &n); err != nil {
 		return fmt.Errorf("read usage record: %w", err)
 	}
+	sum := q.Add(v.qty)
+	if sum.Above(money.MaxRecordQuantity) {
+		return poison{"an hourly record would exceed its bound"}
+	}
 	_, err := tx.ExecContext(ctx, `UPDATE usage_records SET quantity = ?, events = ?, resource_uri = ?, location = ?, tags = ?, additional_info = ?
 		WHERE subscription_id = ? AND meter_key = ? AND instance = ? AND usage_hour_us = ? AND reported_hour_us = ?`,
-		q.Add(v.qty).String(), n+v.events, v.resourceURI, v.location, v.tags, v.addl, k.sub, k.meter, k.instance, k.hour, k.reported)
+		sum.String(), n+v.events, v.resourceURI, v.location, v.tags, v.addl, k.sub, k.meter, k.instance, k.hour, k.reported)
 	if err != nil {
 		return fmt.Errorf("update usage record: %w", err)
 	}

@@ -5,15 +5,18 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/drainer"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/varbuf"
 )
@@ -94,31 +97,60 @@ const intakeLock = 0x73626c6f67 // "sblog"
 // drainRows is how many logged batches one aggregation transaction takes.
 const drainRows = 16
 
+// poison is logged data that aggregation cannot take: a payload that does
+// not decode, or an event that would push an hourly record past
+// money.MaxRecordQuantity. The fast path meets it and gives up its
+// transaction; drain then takes the log row by row and event by event, and
+// quarantines what does not fit, so that nobody else's usage waits on it.
+type poison struct{ reason string }
+
+func (p poison) Error() string { return p.reason }
+
 // drain aggregates logged batches received before until into hourly
 // records and deletes them from the log, in one transaction. settle waits
 // for batches other instances are still writing or aggregating (PostgreSQL);
 // the background loop skips those instead.
 func (s *Service) drain(ctx context.Context, until int64, settle bool) (int, error) {
+	n, err := s.drainFast(ctx, until, settle)
+	var p poison
+	if errors.As(err, &p) {
+		return s.drainCareful(ctx, until, settle)
+	}
+	return n, err
+}
+
+func (s *Service) lockForSettle(ctx context.Context, tx *store.Tx, settle bool) error {
+	if s.db.Dialect == store.Postgres && settle {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, intakeLock); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) drainFast(ctx context.Context, until int64, settle bool) (int, error) {
 	var batches, events int
 	err := s.db.Write(ctx, func(tx *store.Tx) error {
 		batches, events = 0, 0
-		if s.db.Dialect == store.Postgres && settle {
-			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, intakeLock); err != nil {
-				return err
-			}
+		if err := s.lockForSettle(ctx, tx, settle); err != nil {
+			return err
 		}
-		groups := map[recordKey]*recordVal{}
-		instances := map[string]string{}
-		var order []recordKey
+		g := newGroups()
 		ids, err := drainer.Take(ctx, tx, "usage_log", "received_us < ?", until, drainRows, settle, func(_, received int64, payload []byte) error {
 			evs, err := decodeLog(payload)
 			if err != nil {
-				return err
+				return poison{err.Error()}
 			}
 			reported := clock.Micros(clock.HourStart(clock.FromMicros(received)))
 			for i := range evs {
-				if err := addToGroups(groups, &order, instances, reported, &evs[i]); err != nil {
-					return err
+				parts, err := g.parts(&evs[i])
+				if err != nil {
+					return poison{err.Error()}
+				}
+				for _, p := range parts {
+					if g.add(recordKey{evs[i].sub, evs[i].meterKey, g.instance(evs[i].uri), clock.Micros(p.hour), reported}, p.qty, &evs[i]).Above(money.MaxRecordQuantity) {
+						return poison{"an hourly record would exceed its bound"}
+					}
 				}
 			}
 			events += len(evs)
@@ -130,10 +162,7 @@ func (s *Service) drain(ctx context.Context, until int64, settle bool) (int, err
 		if len(ids) == 0 {
 			return nil
 		}
-		// In index order, consecutive inserts land on the same pages of
-		// the record key index instead of all over it.
-		slices.SortFunc(order, compareRecordKeys)
-		if err := s.addRecords(ctx, tx, order, groups); err != nil {
+		if err := s.addRecords(ctx, tx, g.sorted(), g.vals); err != nil {
 			return err
 		}
 		if err := drainer.Trim(ctx, tx, "usage_log", ids); err != nil {
@@ -145,11 +174,136 @@ func (s *Service) drain(ctx context.Context, until int64, settle bool) (int, err
 	if err != nil {
 		return 0, err
 	}
+	s.drained(batches, events)
+	return batches, nil
+}
+
+func (s *Service) drained(batches, events int) {
 	if batches > 0 {
 		s.loop.Drained(int64(events))
 		s.aggregated.Add(int64(events))
 	}
+}
+
+// drainCareful takes one log row, checks each of its events against the
+// records as stored, and quarantines what it cannot take: the whole row if
+// it does not decode, else each event that is malformed or would push a
+// record past its bound. The rest is aggregated as usual.
+func (s *Service) drainCareful(ctx context.Context, until int64, settle bool) (int, error) {
+	var batches, events int
+	var held []quarantine.Item
+	err := s.db.Write(ctx, func(tx *store.Tx) error {
+		batches, events, held = 0, 0, nil
+		if err := s.lockForSettle(ctx, tx, settle); err != nil {
+			return err
+		}
+		now := s.clock.Now()
+		g := newGroups()
+		stored := map[recordKey]money.Quantity{}
+		ids, err := drainer.Take(ctx, tx, "usage_log", "received_us < ?", until, 1, settle, func(_, received int64, payload []byte) error {
+			evs, err := decodeLog(payload)
+			if err != nil {
+				held = append(held, quarantine.Item{At: now, Stage: quarantine.Aggregation, Reason: "the intake log row does not decode: " + err.Error(),
+					Payload: payload, Records: 1})
+				return nil
+			}
+			reported := clock.Micros(clock.HourStart(clock.FromMicros(received)))
+		events:
+			for i := range evs {
+				e := &evs[i]
+				events++
+				parts, err := g.parts(e)
+				if err != nil {
+					held = append(held, heldEvent(now, e, "the event's quantity does not parse: "+err.Error()))
+					continue
+				}
+				keys := make([]recordKey, len(parts))
+				for j, p := range parts {
+					k := recordKey{e.sub, e.meterKey, g.instance(e.uri), clock.Micros(p.hour), reported}
+					keys[j] = k
+					base, ok := stored[k]
+					if !ok {
+						if base, err = s.storedQuantity(ctx, tx, k); err != nil {
+							return err
+						}
+						stored[k] = base
+					}
+					sum := base.Add(p.qty)
+					if v := g.vals[k]; v != nil {
+						sum = sum.Add(v.qty)
+					}
+					if sum.Above(money.MaxRecordQuantity) {
+						held = append(held, heldEvent(now, e, fmt.Sprintf("the hourly record of %s would exceed the bound of %s per record", clock.FromMicros(k.hour).Format(time.RFC3339), money.MaxRecordQuantity)))
+						continue events
+					}
+				}
+				for j, p := range parts {
+					g.add(keys[j], p.qty, e)
+				}
+			}
+			return nil
+		})
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		if err := s.addRecords(ctx, tx, g.sorted(), g.vals); err != nil {
+			return err
+		}
+		for _, it := range held {
+			if err := quarantine.Add(ctx, tx, it); err != nil {
+				return err
+			}
+		}
+		if err := drainer.Trim(ctx, tx, "usage_log", ids); err != nil {
+			return err
+		}
+		batches = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	s.drained(batches, events)
+	s.quarantined.Add(int64(len(held)))
 	return batches, nil
+}
+
+func heldEvent(now time.Time, e *logged, reason string) quarantine.Item {
+	hour := clock.HourStart(clock.FromMicros(e.startUs))
+	return quarantine.Item{At: now, Stage: quarantine.Aggregation, Reason: reason, SubscriptionID: e.sub, MeterKey: e.meterKey, UsageHour: &hour,
+		Quantity: e.qty, Records: 1, Payload: encodeLog(nil, []logged{*e})}
+}
+
+// storedQuantity is an hourly record's quantity as stored, zero if absent.
+func (s *Service) storedQuantity(ctx context.Context, tx *store.Tx, k recordKey) (money.Quantity, error) {
+	var q money.Quantity
+	err := tx.QueryRowContext(ctx, `SELECT quantity FROM usage_records WHERE subscription_id = ? AND meter_key = ? AND instance = ? AND usage_hour_us = ? AND reported_hour_us = ?`,
+		k.sub, k.meter, k.instance, k.hour, k.reported).Scan(&q)
+	if store.IsNoRows(err) {
+		return money.Zero, nil
+	}
+	return q, err
+}
+
+// Release takes a quarantined aggregation item again: its events are logged
+// anew as received now, so they land in the open reported hour as late
+// usage and a closed hour that a client or the bridge has read never
+// changes. Aggregation checks them again; an event that still does not fit
+// is held again.
+func (s *Service) Release(ctx context.Context, tx *store.Tx, it quarantine.Item, now time.Time) error {
+	evs, err := decodeLog(it.Payload)
+	if err != nil {
+		return arm.InvalidRequest("", "Quarantined item %d does not decode (%v), so it cannot be taken again; drop it.", it.ID, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO usage_log (received_us, events, payload) VALUES (?, ?, ?)`, clock.Micros(now), len(evs), it.Payload); err != nil {
+		return err
+	}
+	tx.AfterEnd(func(committed bool) {
+		if committed {
+			s.loop.Logged(int64(len(evs)))
+		}
+	})
+	return nil
 }
 
 func compareRecordKeys(a, b recordKey) int {
@@ -157,38 +311,61 @@ func compareRecordKeys(a, b recordKey) int {
 		cmp.Compare(a.hour, b.hour), cmp.Compare(a.reported, b.reported))
 }
 
-// addToGroups splits one logged event across its usage hours and adds the
-// parts to the records of its reported hour.
-func addToGroups(groups map[recordKey]*recordVal, order *[]recordKey, instances map[string]string, reported int64, e *logged) error {
+// groups collects one transaction's additions to hourly records.
+type groups struct {
+	vals      map[recordKey]*recordVal
+	order     []recordKey
+	instances map[string]string
+}
+
+func newGroups() *groups {
+	return &groups{vals: map[recordKey]*recordVal{}, instances: map[string]string{}}
+}
+
+// instance is the record key of a resource URI; a resource reports several
+// meters every hour, so its URI is hashed once per transaction.
+func (g *groups) instance(uri string) string {
+	inst, ok := g.instances[uri]
+	if !ok {
+		inst = InstanceKey(uri)
+		g.instances[uri] = inst
+	}
+	return inst
+}
+
+// parts splits one logged event across its usage hours.
+func (g *groups) parts(e *logged) ([]part, error) {
 	total, err := money.ParseQuantity(e.qty)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	start, end := clock.FromMicros(e.startUs), clock.FromMicros(e.endUs)
 	if e.level {
 		// A level held for a time: the amount is level × hours.
 		total = total.MulFrac(e.endUs-e.startUs, int64(time.Hour/time.Microsecond), partPlaces)
 	}
-	// A resource reports several meters every hour: hash its URI once per
-	// transaction.
-	inst, ok := instances[e.uri]
-	if !ok {
-		inst = instanceKey(e.uri)
-		instances[e.uri] = inst
+	return split(total, clock.FromMicros(e.startUs), clock.FromMicros(e.endUs)), nil
+}
+
+// add adds one part of e to its record and returns the record's new
+// quantity in this transaction.
+func (g *groups) add(k recordKey, qty money.Quantity, e *logged) money.Quantity {
+	v := g.vals[k]
+	if v == nil {
+		v = &recordVal{qty: money.Zero}
+		g.vals[k] = v
+		g.order = append(g.order, k)
 	}
-	for _, p := range split(total, start, end) {
-		k := recordKey{e.sub, e.meterKey, inst, clock.Micros(p.hour), reported}
-		v := groups[k]
-		if v == nil {
-			v = &recordVal{qty: money.Zero}
-			groups[k] = v
-			*order = append(*order, k)
-		}
-		v.qty = v.qty.Add(p.qty)
-		v.events++
-		v.resourceURI, v.location, v.tags, v.addl = e.uri, e.location, e.tags, e.addl
-	}
-	return nil
+	v.qty = v.qty.Add(qty)
+	v.events++
+	v.resourceURI, v.location, v.tags, v.addl = e.uri, e.location, e.tags, e.addl
+	return v.qty
+}
+
+// sorted is the records in index order: consecutive inserts land on the
+// same pages of the record key index instead of all over it.
+func (g *groups) sorted() []recordKey {
+	slices.SortFunc(g.order, compareRecordKeys)
+	return g.order
 }
 
 // Settle aggregates every batch acknowledged before until, so that records

@@ -196,7 +196,7 @@ func RunConformance(t *testing.T, backend string) {
 		}
 		regs := registration.NewService(db, dir, clk)
 		k := registration.Key{SubscriptionID: World.ContosoDefault, ResourceGroup: "azurestack", Name: "stamp1"}
-		tok := registration.Token{CloudID: "0f000000-0000-4000-8000-000000000001", ObjectID: "0f000000-0000-4000-8000-000000000002", BillingModel: registration.PayAsYouUse}.Encode()
+		tok := SignedToken(registration.Token{CloudID: "0f000000-0000-4000-8000-000000000001", ObjectID: "0f000000-0000-4000-8000-000000000002", BillingModel: registration.PayAsYouUse})
 		loc := "global"
 		reg, created, err := regs.Put(ctx, operator, k, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{})
 		if err != nil || !created {
@@ -248,7 +248,7 @@ func RunConformance(t *testing.T, backend string) {
 		}
 		regs := registration.NewService(db, dir, clock.Real())
 		k := registration.Key{SubscriptionID: World.ContosoDefault, ResourceGroup: "rg", Name: "stamp"}
-		tok := registration.Token{CloudID: "0f000000-0000-4000-8000-000000000003", ObjectID: "0f000000-0000-4000-8000-000000000004", BillingModel: registration.PayAsYouUse}.Encode()
+		tok := SignedToken(registration.Token{CloudID: "0f000000-0000-4000-8000-000000000003", ObjectID: "0f000000-0000-4000-8000-000000000004", BillingModel: registration.PayAsYouUse})
 		loc := "global"
 		if _, _, err := regs.Put(ctx, operator, k, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
 			t.Fatal(err)

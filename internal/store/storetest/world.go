@@ -1,7 +1,12 @@
 package storetest
 
 import (
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
+	"strings"
+
+	"github.com/stackbill/stackbill/internal/registration"
 )
 
 // World is a small, fixed partner directory that tests share:
@@ -66,4 +71,13 @@ func WorldJSON() []byte {
 	doc["customers"], doc["subscriptions"] = customers, subs
 	b, _ := json.MarshalIndent(doc, "", "  ")
 	return b
+}
+
+// SignedToken encodes a registration token signed the way a stack signs
+// it, with a key derived from the token's cloudId: the same cloud always
+// gets the same key, as a real stack's does, so tests can re-register or
+// update a cloud with a new token.
+func SignedToken(t registration.Token) string {
+	seed := sha256.Sum256([]byte("stackbill test stack key " + strings.ToLower(t.CloudID)))
+	return t.Sign(ed25519.NewKeyFromSeed(seed[:]))
 }

@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"text/tabwriter"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/quarantine"
+)
+
+// runQuarantine lists, shows, releases and drops what background stages
+// held back, over the API.
+func runQuarantine(ctx context.Context, env Env, args []string) error {
+	verb, rest, err := subcommand(args, "list", "show", "release", "drop")
+	if err != nil {
+		return err
+	}
+	fs := newFlags(env, "quarantine "+verb)
+	mk := clientFlags(fs, env)
+	stage := fs.String("stage", "", "only this stage: aggregation, seal, ingest or materialise (list)")
+	all := fs.Bool("all", false, "include resolved items (list)")
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	if verb == "list" {
+		if fs.NArg() > 0 {
+			return usagef("unexpected arguments: %v", fs.Args())
+		}
+		q := url.Values{}
+		if *stage != "" {
+			q.Set("stage", *stage)
+		}
+		if *all {
+			q.Set("state", "all")
+		}
+		var page struct {
+			Value []quarantine.Item `json:"value"`
+		}
+		if _, err := mk().do(ctx, "GET", "/v1/quarantine?"+q.Encode(), nil, &page); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tHELD AT\tSTAGE\tSUBSCRIPTION\tQUANTITY\tSTATE\tREASON")
+		for _, it := range page.Value {
+			state := "held"
+			if it.Resolution != "" {
+				state = it.Resolution
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", it.ID, it.At.Format(time.RFC3339), it.Stage, orDash(it.SubscriptionID), orDash(it.Quantity), state, it.Reason)
+		}
+		return tw.Flush()
+	}
+	if fs.NArg() != 1 {
+		return usagef("quarantine %s takes one item ID", verb)
+	}
+	path := "/v1/quarantine/" + url.PathEscape(fs.Arg(0))
+	method := "GET"
+	if verb != "show" {
+		method, path = "POST", path+"/"+verb
+	}
+	var it quarantine.Item
+	if _, err := mk().do(ctx, method, path, nil, &it); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "item %d (%s): %s\n", it.ID, it.Stage, it.Reason)
+	if it.SubscriptionID != "" {
+		fmt.Fprintf(env.Stdout, "subscription %s, meter %s, quantity %s\n", it.SubscriptionID, orDash(it.MeterKey), orDash(it.Quantity))
+	}
+	if it.Resolution != "" {
+		fmt.Fprintf(env.Stdout, "%s by %s at %s\n", it.Resolution, it.ResolvedBy, it.ResolvedAt.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
