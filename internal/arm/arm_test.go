@@ -65,8 +65,14 @@ func TestTokensAndNextLink(t *testing.T) {
 		}
 	}
 	r := httptest.NewRequest("GET", "http://host:8080/subscriptions/s/providers/Microsoft.AzureStack/registrations?api-version=2017-06-01", nil)
-	r.Header.Set("X-Forwarded-Proto", "https")
-	if got := NextLink(r, "$skipToken", tok); got != "https://host:8080/subscriptions/s/providers/Microsoft.AzureStack/registrations?%24skipToken="+tok+"&api-version=2017-06-01" {
+	// A forwarded header alone changes nothing: the server decides the
+	// base URL (its public URL, or a trusted proxy's word) and sets it.
+	r.Header.Set("X-Forwarded-Host", "evil.example")
+	if got := NextLink(r, "$skipToken", tok); got != "http://host:8080/subscriptions/s/providers/Microsoft.AzureStack/registrations?%24skipToken="+tok+"&api-version=2017-06-01" {
+		t.Fatalf("NextLink = %s", got)
+	}
+	r = r.WithContext(WithBaseURL(r.Context(), "https://billing.example.com/"))
+	if got := NextLink(r, "$skipToken", tok); got != "https://billing.example.com/subscriptions/s/providers/Microsoft.AzureStack/registrations?%24skipToken="+tok+"&api-version=2017-06-01" {
 		t.Fatalf("NextLink = %s", got)
 	}
 }

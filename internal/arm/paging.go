@@ -1,6 +1,7 @@
 package arm
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -12,21 +13,25 @@ import (
 
 // BaseURL is the scheme and host a client used to reach this server. Clients
 // follow nextLink verbatim and the Go SDK rejects relative links, so links are
-// absolute. X-Forwarded-Proto/Host are honoured for deployments behind a
-// reverse proxy that sets them.
+// absolute. The server decides it once per request (WithBaseURL): its
+// configured public URL, or what a trusted proxy forwarded; without either,
+// the request's own Host. Forwarded headers from anyone else are ignored.
 func BaseURL(r *http.Request) string {
+	if b, ok := r.Context().Value(baseURLKey{}).(string); ok {
+		return b
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	if p := r.Header.Get("X-Forwarded-Proto"); p == "http" || p == "https" {
-		scheme = p
-	}
-	host := r.Host
-	if h := r.Header.Get("X-Forwarded-Host"); h != "" && !strings.ContainsAny(h, "/ \\") {
-		host = h
-	}
-	return scheme + "://" + host
+	return scheme + "://" + r.Host
+}
+
+type baseURLKey struct{}
+
+// WithBaseURL fixes the base URL that BaseURL reports for a request.
+func WithBaseURL(ctx context.Context, base string) context.Context {
+	return context.WithValue(ctx, baseURLKey{}, strings.TrimRight(base, "/"))
 }
 
 // NextLink builds the absolute URL of the next page: the same path and query

@@ -33,15 +33,34 @@ type Pattern struct {
 	parts []string
 }
 
-// NewPattern parses a template.
+// NewPattern parses a template. A last segment "{name...}" matches the rest
+// of the path, any number of segments; "" is the root.
 func NewPattern(text string) Pattern {
-	return Pattern{text: text, parts: strings.Split(strings.Trim(text, "/"), "/")}
+	t := strings.Trim(text, "/")
+	if t == "" {
+		return Pattern{text: text}
+	}
+	return Pattern{text: text, parts: strings.Split(t, "/")}
 }
 
 func (p Pattern) String() string { return p.text }
 
 // Match returns the path parameters when segs fit the pattern.
 func (p Pattern) Match(segs []string) (map[string]string, bool) {
+	if n := len(p.parts); n > 0 && strings.HasSuffix(p.parts[n-1], "...}") {
+		if len(segs) < n-1 {
+			return nil, false
+		}
+		params, ok := Pattern{parts: p.parts[:n-1]}.Match(segs[:n-1])
+		if !ok {
+			return nil, false
+		}
+		if params == nil {
+			params = map[string]string{}
+		}
+		params[strings.TrimSuffix(p.parts[n-1][1:], "...}")] = strings.Join(segs[n-1:], "/")
+		return params, true
+	}
 	if len(segs) != len(p.parts) {
 		return nil, false
 	}

@@ -188,17 +188,12 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, e
 	if !ok || id == "" || secret == "" {
 		return Principal{}, ErrInvalid
 	}
-	var (
-		hash, role, partnerID, subID, regUID string
-		expires, revoked                     sql.NullInt64
-	)
-	err := s.db.QueryRowContext(ctx, `SELECT hash, role, partner_id, subscription_id, registration_uid, expires_at_us, revoked_at_us FROM tokens WHERE id = ?`, id).
-		Scan(&hash, &role, &partnerID, &subID, &regUID, &expires, &revoked)
-	if errors.Is(err, sql.ErrNoRows) {
+	if len(id) > 64 || len(secret) > 128 {
 		return Principal{}, ErrInvalid
 	}
+	hash, p, err := s.byID(ctx, id)
 	if err != nil {
-		return Principal{}, fmt.Errorf("look up token: %w", err)
+		return Principal{}, err
 	}
 	want, err := hex.DecodeString(hash)
 	if err != nil {
@@ -208,13 +203,124 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (Principal, e
 	if subtle.ConstantTimeCompare(got[:], want) != 1 {
 		return Principal{}, ErrInvalid
 	}
-	if revoked.Valid {
-		return Principal{}, ErrInvalid
+	return p, nil
+}
+
+// byID loads a live token's hash and principal: ErrInvalid when it does not
+// exist, was revoked or has expired.
+func (s *Service) byID(ctx context.Context, id string) (string, Principal, error) {
+	var (
+		hash, role, partnerID, subID, regUID string
+		expires, revoked                     sql.NullInt64
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT hash, role, partner_id, subscription_id, registration_uid, expires_at_us, revoked_at_us FROM tokens WHERE id = ?`, id).
+		Scan(&hash, &role, &partnerID, &subID, &regUID, &expires, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", Principal{}, ErrInvalid
 	}
-	if expires.Valid && !s.clock.Now().Before(clock.FromMicros(expires.Int64)) {
-		return Principal{}, ErrInvalid
+	if err != nil {
+		return "", Principal{}, fmt.Errorf("look up token: %w", err)
 	}
-	return Principal{Role: Role(role), PartnerID: partnerID, SubscriptionID: subID, RegistrationUID: regUID, TokenID: id}, nil
+	if revoked.Valid || (expires.Valid && !s.clock.Now().Before(clock.FromMicros(expires.Int64))) {
+		return "", Principal{}, ErrInvalid
+	}
+	return hash, Principal{Role: Role(role), PartnerID: partnerID, SubscriptionID: subID, RegistrationUID: regUID, TokenID: id}, nil
+}
+
+// SessionTTL is how long a portal sign-in lasts.
+const SessionTTL = 12 * time.Hour
+
+// Session is a portal sign-in: its principal, and the secret its forms
+// carry against cross-site requests.
+type Session struct {
+	Principal Principal
+	CSRF      string
+}
+
+// StartSession signs a bearer token in to the portal and returns the new
+// session's ID, which the browser keeps in a cookie. Only the ID's SHA-256
+// is stored, and the cookie never holds the token itself: a stolen cookie
+// ends with its session, and the API token stays out of the browser.
+func (s *Service) StartSession(ctx context.Context, bearer string) (string, Session, error) {
+	p, err := s.Authenticate(ctx, bearer)
+	if err != nil {
+		return "", Session{}, err
+	}
+	envHash := ""
+	if p.TokenID == "env" {
+		envHash = hex.EncodeToString(s.operator)
+	}
+	raw := make([]byte, 32)
+	csrf := make([]byte, 16)
+	if _, err := rand.Read(raw); err != nil {
+		return "", Session{}, err
+	}
+	if _, err := rand.Read(csrf); err != nil {
+		return "", Session{}, err
+	}
+	id := base64.RawURLEncoding.EncodeToString(raw)
+	sum := sha256.Sum256([]byte(id))
+	sess := Session{Principal: p, CSRF: hex.EncodeToString(csrf)}
+	now := s.clock.Now()
+	err = s.db.Write(ctx, func(tx *store.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO portal_sessions (id_hash, token_id, env_hash, csrf, created_at_us, expires_at_us) VALUES (?, ?, ?, ?, ?, ?)`,
+			hex.EncodeToString(sum[:]), p.TokenID, envHash, sess.CSRF, clock.Micros(now), clock.Micros(now.Add(SessionTTL)))
+		return err
+	})
+	if err != nil {
+		return "", Session{}, fmt.Errorf("store session: %w", err)
+	}
+	return id, sess, nil
+}
+
+// Session returns a live session by its ID: ErrInvalid when it does not
+// exist or has expired, or when its token was revoked or expired since.
+func (s *Service) Session(ctx context.Context, id string) (Session, error) {
+	if id == "" || len(id) > 64 {
+		return Session{}, ErrInvalid
+	}
+	sum := sha256.Sum256([]byte(id))
+	var tokenID, envHash, csrf string
+	var expires int64
+	err := s.db.QueryRowContext(ctx, `SELECT token_id, env_hash, csrf, expires_at_us FROM portal_sessions WHERE id_hash = ?`, hex.EncodeToString(sum[:])).
+		Scan(&tokenID, &envHash, &csrf, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Session{}, ErrInvalid
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("look up session: %w", err)
+	}
+	if !s.clock.Now().Before(clock.FromMicros(expires)) {
+		return Session{}, ErrInvalid
+	}
+	if tokenID == "env" {
+		// The operator's token from the environment: the session lasts
+		// while the process accepts the same token.
+		if s.operator == nil || envHash != hex.EncodeToString(s.operator) {
+			return Session{}, ErrInvalid
+		}
+		return Session{Principal: Principal{Role: RoleOperator, TokenID: "env"}, CSRF: csrf}, nil
+	}
+	_, p, err := s.byID(ctx, tokenID)
+	if err != nil {
+		return Session{}, err
+	}
+	return Session{Principal: p, CSRF: csrf}, nil
+}
+
+// EndSession signs a session out. Ending one that is gone is harmless.
+func (s *Service) EndSession(ctx context.Context, id string) error {
+	sum := sha256.Sum256([]byte(id))
+	return s.db.Write(ctx, func(tx *store.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM portal_sessions WHERE id_hash = ?`, hex.EncodeToString(sum[:]))
+		return err
+	})
+}
+
+// PurgeSessions deletes expired sessions.
+func (s *Service) PurgeSessions(ctx context.Context) (int64, error) {
+	return s.db.DeleteInBatches(ctx, `DELETE FROM portal_sessions WHERE id_hash IN (SELECT id_hash FROM portal_sessions WHERE expires_at_us < ? LIMIT 5000)`,
+		clock.Micros(s.clock.Now()))
 }
 
 // CreateBridge issues the bridge credential of a registration and revokes
@@ -316,6 +422,20 @@ type ctxKey struct{}
 // WithPrincipal returns a context carrying p.
 func WithPrincipal(ctx context.Context, p Principal) context.Context {
 	return context.WithValue(ctx, ctxKey{}, p)
+}
+
+type sessionKey struct{}
+
+// WithSession returns a context carrying a portal session (and its
+// principal).
+func WithSession(ctx context.Context, s Session) context.Context {
+	return context.WithValue(WithPrincipal(ctx, s.Principal), sessionKey{}, s)
+}
+
+// SessionFrom returns the request's portal session, if signed in.
+func SessionFrom(ctx context.Context) (Session, bool) {
+	s, ok := ctx.Value(sessionKey{}).(Session)
+	return s, ok
 }
 
 // FromContext returns the principal of the request, if authenticated.

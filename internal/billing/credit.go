@@ -12,6 +12,7 @@ import (
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store"
@@ -47,6 +48,25 @@ type CreditRequest struct {
 // CreateCreditNote issues a credit note against a finalized invoice. Each
 // credited amount is positive, in the currency's minor unit, and no line can
 // be credited beyond its amount across all its credit notes.
+// isDraftNumber reports whether number names a bill-to partner's invoice of
+// an open period: one that exists as a draft.
+func (s *Service) isDraftNumber(ctx context.Context, number string) bool {
+	rest, ok := strings.CutPrefix(number, "SB-")
+	if !ok || len(rest) < 8 || rest[6] != '-' {
+		return false
+	}
+	period, err := time.Parse("200601", rest[:6])
+	if err != nil {
+		return false
+	}
+	dir, err := loadDirectory(ctx, s.db)
+	if err != nil {
+		return false
+	}
+	pt, ok := dir.partners[rest[7:]]
+	return ok && pt.Type != directory.IndirectReseller && !period.After(s.clock.Now())
+}
+
 func (s *Service) CreateCreditNote(ctx context.Context, p auth.Principal, invoiceNumber string, req CreditRequest) (CreditNote, error) {
 	if p.Role != auth.RoleOperator {
 		return CreditNote{}, arm.Forbidden(p.Actor(), "creditNotes/write", "/v1/billing/invoices/"+invoiceNumber+"/credit-notes")
@@ -64,7 +84,11 @@ func (s *Service) CreateCreditNote(ctx context.Context, p auth.Principal, invoic
 		err := tx.QueryRowContext(ctx, `SELECT document FROM invoices WHERE number = ?`+s.db.ForUpdate(), invoiceNumber).Scan(&doc)
 		if err != nil {
 			if store.IsNoRows(err) {
-				return arm.Errorf(http.StatusBadRequest, "InvoiceNotFinal", "Invoice '%s' is not finalized (or does not exist); drafts change with usage and are not credited.", invoiceNumber)
+				// Only finalized invoices are stored; a draft is computed.
+				if s.isDraftNumber(ctx, invoiceNumber) {
+					return arm.Errorf(http.StatusBadRequest, "InvoiceNotFinal", "Invoice '%s' is not finalized; drafts change with usage and are not credited.", invoiceNumber)
+				}
+				return notFound("Invoice", invoiceNumber)
 			}
 			return err
 		}

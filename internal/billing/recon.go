@@ -44,6 +44,17 @@ func (s *Service) canExport(ctx context.Context, p auth.Principal, partner strin
 	if !sc.billTo(partner) {
 		return notFound("Partner", partner)
 	}
+	if sc.all {
+		// Even the operator gets a 404 for a partner that does not exist,
+		// rather than an empty file that looks like a month without usage.
+		dir, err := loadDirectory(ctx, s.db)
+		if err != nil {
+			return err
+		}
+		if _, ok := dir.partners[partner]; !ok {
+			return notFound("Partner", partner)
+		}
+	}
 	return nil
 }
 

@@ -97,9 +97,10 @@ func TestAuthorization(t *testing.T) {
 		if _, err := tail.Create(ctx, "azurestack", "tailspin-stamp", W.Proseware.Subscription, body(W.Proseware.Tenant)); err != nil {
 			t.Fatalf("reseller adds its own customer: %v", err)
 		}
-		// Wingtip's customer rolls up to the same provider, but is not tailspin's.
+		// Wingtip's customer rolls up to the same provider, but is not
+		// tailspin's: it answers as a subscription that does not exist.
 		_, err = tail.Create(ctx, "azurestack", "tailspin-stamp", W.Relecloud.Subscription, body(W.Relecloud.Tenant))
-		wantARMError(t, err, 403, "AuthorizationFailed")
+		wantARMError(t, err, 400, "InvalidCustomerSubscriptionId")
 		// The provider may add any of its resellers' customers to its resellers' stamps.
 		if _, err := e.csClient(W.Proseware.Subscription, e.tokens["fabrikam"]).Create(ctx, "azurestack", "tailspin-stamp", W.Relecloud.Subscription, body(W.Relecloud.Tenant)); err != nil {
 			t.Fatalf("provider adds a reseller's customer: %v", err)

@@ -56,15 +56,31 @@ func (pw *portalWorld) signIn(t *testing.T, token string) *http.Client {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
-	resp, err := c.PostForm(pw.url+"/portal/login", url.Values{"token": {token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := postLogin(t, c, pw.url, url.Values{"token": {token}})
 	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path == "/portal/login" {
 		t.Fatalf("sign-in: status %d at %s", resp.StatusCode, resp.Request.URL)
 	}
 	return c
+}
+
+var loginCSRF = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
+
+// postLogin opens the sign-in form, as a browser does (it sets the form's
+// CSRF cookie), and posts form with the form's CSRF field.
+func postLogin(t *testing.T, c *http.Client, base string, form url.Values) *http.Response {
+	t.Helper()
+	_, page := get(t, c, base+"/portal/login")
+	m := loginCSRF.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("the sign-in form has no CSRF field: %.300s", page)
+	}
+	form.Set("csrf", m[1])
+	resp, err := c.PostForm(base+"/portal/login", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
 }
 
 func get(t *testing.T, c *http.Client, u string) (int, string) {
@@ -232,21 +248,13 @@ func TestPortalForms(t *testing.T) {
 	}
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
-	resp, err = c.PostForm(pw.url+"/portal/login", url.Values{"token": {"sbk_not_a_token"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp = postLogin(t, c, pw.url, url.Values{"token": {"sbk_not_a_token"}})
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("bad token sign-in: status %d, want 401", resp.StatusCode)
 	}
 	// A redirect after sign-in never leaves the portal.
-	resp, err = (&http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).PostForm(pw.url+"/portal/login",
+	resp = postLogin(t, &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, pw.url,
 		url.Values{"token": {pw.w.token("tenant")}, "next": {"//evil.example/"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
 	if loc := resp.Header.Get("Location"); loc != "/portal/" {
 		t.Fatalf("open redirect after sign-in: Location %q", loc)
 	}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -45,6 +47,10 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	billedKeep := fs.Int("billed-usage-retention", 0, "commerce: delete forwarded usage of finalized periods older than this many months (invoices stay; 0 keeps it)")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate (chain) file")
 	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert")
+	publicURL := fs.String("public-url", "", "where clients reach stackbill, e.g. https://billing.example.com: the host of nextLinks and of the usage endpoint in activation keys; https makes the portal's cookies Secure")
+	trusted := fs.String("trusted-proxies", "", "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-Proto/Host/For headers are believed (ignored from anyone else)")
+	anonInflight := fs.Int("max-anon-inflight", 64, "unauthenticated requests handled at once (health checks, public keys, the portal's sign-in), apart from --max-inflight")
+	anonRate := fs.Float64("anon-rate", 20, "unauthenticated requests and failed sign-ins per second per client address; more get 429 (0: unlimited)")
 	commerceCA := fs.String("commerce-ca", "", "PEM file of the CAs the bridge trusts for commerce's certificate, instead of the system's roots (pins commerce's CA)")
 	demo := fs.Bool("demo", false, "seed a demo world (partners, customers, a registered and activated stamp, 30 days of usage) on its own database (default ./data/demo.db), and simulate usage in real time")
 	demoDays := fs.Int("demo-days", 30, "days of usage the demo backfills")
@@ -67,6 +73,16 @@ func runServe(ctx context.Context, env Env, args []string) error {
 			*dbFlag = demoDB(env)
 		}
 	}
+	proxies, err := parseProxies(*trusted)
+	if err != nil {
+		return err
+	}
+	if *publicURL != "" {
+		u, err := url.Parse(*publicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return usagef("--public-url %q: want a scheme and host, such as https://billing.example.com", *publicURL)
+		}
+	}
 	logger, err := newLogger(env.Stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
@@ -80,6 +96,8 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"), DirectoryTimeout: *dirTimeout,
 		ProviderSubscription: *providerSub, BridgeBatch: *bridgeBatch, PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
 		InvoiceGrace: *grace, CommerceCA: *commerceCA, FailPoints: failPoints(env), MaxDBBytes: *maxDB, BillingInterval: *billingEvery, ExportStale: *exportStale, MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
+		PublicURL: strings.TrimRight(*publicURL, "/"), TrustedProxies: proxies, TLS: *tlsCert != "", MaxAnonInflight: *anonInflight, AnonRate: *anonRate,
+		AnonBodyTimeout: min(5*time.Second, *readTimeout),
 	})
 	if err != nil {
 		return err
@@ -200,6 +218,9 @@ func purgeLoop(ctx context.Context, app *App, role string, usageKeep time.Durati
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
+		if _, err := app.Auth.PurgeSessions(ctx); err != nil && ctx.Err() == nil {
+			app.Logger.Error("purge expired portal sessions", "err", err)
+		}
 		if n, err := app.Usage.PurgeExpiredKeys(ctx); err != nil && ctx.Err() == nil {
 			app.Logger.Error("purge usage idempotency keys", "err", err)
 		} else if n > 0 {
@@ -243,6 +264,27 @@ func purgeLoop(ctx context.Context, app *App, role string, usageKeep time.Durati
 		case <-t.C:
 		}
 	}
+}
+
+// parseProxies reads --trusted-proxies: addresses or CIDRs, comma-separated.
+func parseProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, usagef("--trusted-proxies: %q is neither an address nor a CIDR", f)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }
 
 // failPoints reads the crash points armed for recovery tests.

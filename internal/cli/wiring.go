@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -69,8 +70,21 @@ type Options struct {
 	// CommerceCA is a PEM file of the CAs the bridge trusts for commerce's
 	// TLS certificate (empty: the system's roots).
 	CommerceCA string
-	Clock      *clock.Clock
-	Logger     *slog.Logger
+	// PublicURL is where clients reach stackbill (nextLinks, activation
+	// keys, the portal's Secure cookie); TrustedProxies are the peers whose
+	// X-Forwarded-* headers are believed without it.
+	PublicURL      string
+	TrustedProxies []netip.Prefix
+	// TLS says stackbill itself serves HTTPS (its cookies are Secure).
+	TLS bool
+	// MaxAnonInflight, AnonBodyTimeout and AnonRate bound unauthenticated
+	// work (see httpapi.Config); zero takes the defaults, and AnonRate
+	// zero is unlimited.
+	MaxAnonInflight int
+	AnonBodyTimeout time.Duration
+	AnonRate        float64
+	Clock           *clock.Clock
+	Logger          *slog.Logger
 }
 
 // App is a wired stackbill instance.
@@ -198,8 +212,10 @@ func Build(ctx context.Context, o Options) (*App, error) {
 			Help: "Forwarded records acknowledged to a bridge and waiting in commerce's log to be materialised for billing."},
 			func() float64 { return float64(ingestor.Backlog()) }))
 	}
+	refusals := audit.NewRefusals(db, o.Clock)
 	web, err := portal.New(portal.Deps{Role: o.Role, Clock: o.Clock, Logger: o.Logger.With("component", "portal"), Auth: authSvc, Directory: dir,
-		Registrations: regs, Tenancy: ten, Meters: meters, BillingMap: billingMap, Usage: use, Forwarder: forwarder, Ingestor: ingestor, Billing: bill})
+		Registrations: regs, Tenancy: ten, Meters: meters, BillingMap: billingMap, Usage: use, Forwarder: forwarder, Ingestor: ingestor, Billing: bill,
+		Refusals: refusals, SecureCookies: o.TLS || strings.HasPrefix(strings.ToLower(o.PublicURL), "https://")})
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -215,10 +231,11 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	}
 	key, _ := hex.DecodeString(pagingKey)
 	h := httpapi.New(httpapi.Config{Role: o.Role, PageSize: o.PageSize, MaxBodyBytes: o.MaxBodyBytes, DBDescription: string(db.Dialect), PagingKey: key,
-		MaxInflight: o.MaxInflight, RateLimit: o.RateLimit, RateBurst: o.RateBurst},
+		MaxInflight: o.MaxInflight, RateLimit: o.RateLimit, RateBurst: o.RateBurst, MaxAnonInflight: o.MaxAnonInflight, AnonBodyTimeout: o.AnonBodyTimeout,
+		AnonRate: o.AnonRate, PublicURL: o.PublicURL, TrustedProxies: o.TrustedProxies},
 		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
 			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer,
-			Ingestor: ingestor, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web, Audit: audit.NewLog(db), Quarantine: quar,
+			Ingestor: ingestor, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web, Audit: audit.NewLog(db), Refusals: refusals, Quarantine: quar,
 			ExportKick: func() {
 				select {
 				case kick <- struct{}{}:

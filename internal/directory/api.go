@@ -85,8 +85,11 @@ func (s *Service) DeletePartner(ctx context.Context, p auth.Principal, id string
 	existed := false
 	err := s.db.Write(ctx, func(tx *store.Tx) error {
 		old, ok, err := getPartner(ctx, tx, id)
-		if err != nil || !ok {
+		if err != nil {
 			return err
+		}
+		if !ok {
+			return notFound("Partner", id)
 		}
 		existed = true
 		if err := ensureUnreferenced(ctx, tx, id, "delete"); err != nil {
@@ -182,11 +185,12 @@ func (s *Service) DeleteCustomer(ctx context.Context, p auth.Principal, tenantID
 	id, _ := arm.CanonicalGUID(tenantID)
 	existed := false
 	err = s.db.Write(ctx, func(tx *store.Tx) error {
+		// Missing and not yours answer alike: a 404.
 		old, ok, err := getCustomer(ctx, tx, id)
-		if err != nil || !ok {
+		if err != nil {
 			return err
 		}
-		if !sc.hasPartner(old.Partner) {
+		if !ok || !sc.hasPartner(old.Partner) {
 			return notFound("Customer", tenantID)
 		}
 		existed = true
@@ -232,6 +236,16 @@ func (s *Service) PutSubscription(ctx context.Context, p auth.Principal, in Subs
 	}
 	var op string
 	err = s.db.Write(ctx, func(tx *store.Tx) error {
+		// Scope first: a partner that does not exist and one that is not
+		// the caller's answer alike, so the directory's IDs do not leak.
+		if !sc.All {
+			if ok, err := s.mayNameSubscription(ctx, tx, p, sc, in); err != nil || !ok {
+				if err != nil {
+					return err
+				}
+				return forbidden("Subscription %s would be outside your scope.", in.ID)
+			}
+		}
 		if err := normalizeSubscription(&in, txLookups(ctx, tx)); err != nil {
 			return err
 		}
@@ -263,6 +277,21 @@ func (s *Service) PutSubscription(ctx context.Context, p auth.Principal, in Subs
 		return err
 	})
 	return op, in, err
+}
+
+// mayNameSubscription is the check a partner or reseller passes before the
+// body is validated: a partner names itself as the partner; a reseller names
+// one of its own customers.
+func (s *Service) mayNameSubscription(ctx context.Context, tx *store.Tx, p auth.Principal, sc Scope, in Subscription) (bool, error) {
+	if p.Role == auth.RolePartner {
+		return in.Partner == p.PartnerID, nil
+	}
+	cid, _ := arm.CanonicalGUID(in.CustomerTenantID)
+	c, ok, err := getCustomer(ctx, tx, cid)
+	if err != nil || !ok {
+		return false, err
+	}
+	return sc.hasPartner(c.Partner), nil
 }
 
 // GetSubscription returns a subscription in scope.
@@ -328,9 +357,13 @@ func (s *Service) DeleteSubscription(ctx context.Context, p auth.Principal, id s
 	cid, _ := arm.CanonicalGUID(id)
 	existed := false
 	err = s.db.Write(ctx, func(tx *store.Tx) error {
+		// Missing and not yours answer alike: a 404.
 		old, ok, err := getSubscription(ctx, tx, cid)
-		if err != nil || !ok {
+		if err != nil {
 			return err
+		}
+		if !ok {
+			return notFound("Subscription", id)
 		}
 		if vis, err := subscriptionVisible(ctx, tx, sc, old); err != nil {
 			return err

@@ -19,8 +19,8 @@ var (
 	quarantineRoles = []auth.Role{auth.RoleOperator, auth.RoleStackOperator}
 )
 
-// buildRoutes lists every route stackbill serves, in one place. /healthz and
-// /metrics are handled before routing.
+// buildRoutes lists every route stackbill serves, in one place: the ARM and
+// native APIs, health, metrics, public keys and the portal.
 func (s *Server) buildRoutes() []route {
 	const (
 		reg  = "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.AzureStack/registrations"
@@ -35,6 +35,16 @@ func (s *Server) buildRoutes() []route {
 		return route{name: name, method: method, pattern: arm.NewPattern(pattern), roles: roles, service: "stack", h: h}
 	}
 	return []route{
+		// Open to anyone: health checks, commerce's public keys (a stack
+		// verifies an activation key with them before it holds any
+		// credential), and the portal, which signs callers in and checks
+		// each page's roles itself with the principal found here.
+		{name: "Health", method: "GET", pattern: arm.NewPattern("healthz"), anon: true, unlimited: true, h: s.healthz},
+		{name: "Activation_Keys", method: "GET", pattern: arm.NewPattern("v1/activation/keys"), anon: true, service: "commerce", h: s.activationKeys},
+		{name: "Portal_Root", method: "GET", pattern: arm.NewPattern(""), anon: true, h: s.portalHandler},
+		{name: "Portal", method: "*", pattern: arm.NewPattern("portal/{page...}"), anon: true, session: true, h: s.portalHandler},
+		{name: "Metrics", method: "GET", pattern: arm.NewPattern("metrics"), roles: stackOperators, h: s.metricsHandler},
+
 		// Microsoft.AzureStack (ARM), api-versions 2017-06-01, 2020-06-01-preview, 2022-06-01.
 		r("Operations_List", "GET", "providers/Microsoft.AzureStack/operations", nil, s.listOperations),
 		r("Registrations_ListBySubscription", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.AzureStack/registrations", commerceRoles, s.listRegistrations),
@@ -99,10 +109,10 @@ func (s *Server) buildRoutes() []route {
 
 		// What background stages held back, for the operator (and the
 		// stamp's stack operator, the stack's stages) to judge.
-		{name: "Quarantine_List", method: "GET", pattern: arm.NewPattern("v1/quarantine"), roles: quarantineRoles, h: s.listQuarantine},
-		{name: "Quarantine_Get", method: "GET", pattern: arm.NewPattern("v1/quarantine/{id}"), roles: quarantineRoles, h: s.getQuarantine},
-		{name: "Quarantine_Release", method: "POST", pattern: arm.NewPattern("v1/quarantine/{id}/release"), roles: quarantineRoles, h: s.resolveQuarantine(true)},
-		{name: "Quarantine_Drop", method: "POST", pattern: arm.NewPattern("v1/quarantine/{id}/drop"), roles: quarantineRoles, h: s.resolveQuarantine(false)},
+		{wholeStamp: true, name: "Quarantine_List", method: "GET", pattern: arm.NewPattern("v1/quarantine"), roles: quarantineRoles, h: s.listQuarantine},
+		{wholeStamp: true, name: "Quarantine_Get", method: "GET", pattern: arm.NewPattern("v1/quarantine/{id}"), roles: quarantineRoles, h: s.getQuarantine},
+		{wholeStamp: true, name: "Quarantine_Release", method: "POST", pattern: arm.NewPattern("v1/quarantine/{id}/release"), roles: quarantineRoles, h: s.resolveQuarantine(true)},
+		{wholeStamp: true, name: "Quarantine_Drop", method: "POST", pattern: arm.NewPattern("v1/quarantine/{id}/drop"), roles: quarantineRoles, h: s.resolveQuarantine(false)},
 
 		// Native API: operator actions on registrations.
 		r("Registrations_ListAll", "GET", "v1/registrations", commerceRoles, s.listAllRegistrations),
@@ -111,10 +121,10 @@ func (s *Server) buildRoutes() []route {
 		r("Registrations_History", "GET", "v1/registrations/history", commerceRoles, s.registrationHistory),
 
 		// Stack: local tenancy (Microsoft.Subscriptions.Admin, api-version 2015-11-01).
-		st("DirectoryTenants_List", "GET", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants", stackOperators, s.listDirectoryTenants),
-		st("DirectoryTenants_Get", "GET", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants/{name}", stackOperators, s.getDirectoryTenant),
-		st("DirectoryTenants_CreateOrUpdate", "PUT", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants/{name}", stackOperators, s.putDirectoryTenant),
-		st("DirectoryTenants_Delete", "DELETE", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants/{name}", stackOperators, s.deleteDirectoryTenant),
+		wholeStamp(st("DirectoryTenants_List", "GET", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants", stackOperators, s.listDirectoryTenants)),
+		wholeStamp(st("DirectoryTenants_Get", "GET", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants/{name}", stackOperators, s.getDirectoryTenant)),
+		wholeStamp(st("DirectoryTenants_CreateOrUpdate", "PUT", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants/{name}", stackOperators, s.putDirectoryTenant)),
+		wholeStamp(st("DirectoryTenants_Delete", "DELETE", "subscriptions/{subscriptionId}/resourceGroups/{resourceGroup}/providers/Microsoft.Subscriptions.Admin/directoryTenants/{name}", stackOperators, s.deleteDirectoryTenant)),
 		st("Subscriptions_List", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions", stackOperators, s.listUserSubscriptions),
 		st("Subscriptions_Get", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions/{id}", stackOperators, s.getUserSubscription),
 		st("Subscriptions_CreateOrUpdate", "PUT", "subscriptions/{subscriptionId}/providers/Microsoft.Subscriptions.Admin/subscriptions/{id}", stackOperators, s.putUserSubscription),

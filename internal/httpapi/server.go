@@ -14,11 +14,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +34,7 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/meter"
+	"github.com/stackbill/stackbill/internal/portal"
 	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
@@ -39,9 +42,10 @@ import (
 	"github.com/stackbill/stackbill/internal/usage"
 )
 
-// Authenticator checks bearer tokens.
+// Authenticator checks bearer tokens and portal sessions.
 type Authenticator interface {
 	Authenticate(ctx context.Context, bearer string) (auth.Principal, error)
+	Session(ctx context.Context, id string) (auth.Session, error)
 }
 
 // Pinger reports database health.
@@ -65,6 +69,19 @@ type Config struct {
 	MaxInflight int
 	RateLimit   float64
 	RateBurst   int
+	// MaxAnonInflight bounds unauthenticated requests in flight, apart
+	// from MaxInflight, and AnonBodyTimeout how long one may take to send
+	// its body (defaults 64 and 5s).
+	MaxAnonInflight int
+	AnonBodyTimeout time.Duration
+	// AnonRate bounds each address's anonymous requests and failed
+	// authentications per second (0: unlimited).
+	AnonRate float64
+	// PublicURL is the scheme and host clients reach stackbill at (nextLinks,
+	// activation keys); TrustedProxies are the peers whose X-Forwarded-*
+	// headers are believed when PublicURL is unset.
+	PublicURL      string
+	TrustedProxies []netip.Prefix
 }
 
 // Deps are the services the server exposes.
@@ -88,6 +105,7 @@ type Deps struct {
 	// ExportKick wakes the export runner after a job is queued.
 	ExportKick func()
 	Audit      *audit.Log
+	Refusals   *audit.Refusals
 	Quarantine *quarantine.Service
 	// Portal serves /portal/ (nil: no portal).
 	Portal http.Handler
@@ -118,7 +136,13 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	s := &Server{cfg: cfg, deps: deps, tokens: arm.NewTokens(cfg.PagingKey), limits: newLimits(cfg.MaxInflight, cfg.RateLimit, cfg.RateBurst)}
+	if cfg.MaxAnonInflight <= 0 {
+		cfg.MaxAnonInflight = 64
+	}
+	if cfg.AnonBodyTimeout <= 0 {
+		cfg.AnonBodyTimeout = 5 * time.Second
+	}
+	s := &Server{cfg: cfg, deps: deps, tokens: arm.NewTokens(cfg.PagingKey), limits: newLimits(cfg.MaxInflight, cfg.RateLimit, cfg.RateBurst, cfg.MaxAnonInflight, cfg.AnonRate)}
 	// The options are constant and valid; were they not, zstd bodies would
 	// be refused as unsupported rather than the server failing to start.
 	if dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxBridgeBody)); err == nil {
@@ -151,13 +175,22 @@ type route struct {
 	// wholeStamp refuses stack-operator tokens scoped to a delegated
 	// provider: the route shows or changes the whole stamp.
 	wholeStamp bool
-	h          handlerFunc
+	// anon routes answer without a credential (health, public keys, the
+	// portal's sign-in); session routes take the portal's cookie;
+	// unlimited ones bypass the request budgets (health checks stay
+	// answerable when the server is saturated).
+	anon, session, unlimited bool
+	h                        handlerFunc
 }
 
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 }
+
+// Unwrap lets http.ResponseController reach the connection (read
+// deadlines, flushing) through the wrapper.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
@@ -214,115 +247,31 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		s.deps.Logger.Log(r.Context(), level, "request", attrs...)
 	}()
 
-	if r.URL.Path != "/healthz" {
-		// Health checks stay answerable when the server is saturated.
-		release, lerr := s.limits.enter()
-		if lerr != nil {
-			routeName = "limited"
-			arm.WriteError(w, lerr)
-			return
-		}
-		defer release()
-	}
-	if s.deps.Portal != nil {
-		switch {
-		case r.URL.Path == "/" || r.URL.Path == "/portal":
-			routeName = "portal"
-			http.Redirect(w, r, "/portal/", http.StatusFound)
-			return
-		case strings.HasPrefix(r.URL.Path, "/portal/"):
-			// The portal authenticates by its own session cookie and applies
-			// the same services' scope; see package portal.
-			routeName = "portal"
-			s.deps.Portal.ServeHTTP(w, r)
-			return
-		}
-	}
-	switch r.URL.Path {
-	case "/healthz":
-		routeName = "healthz"
-		s.serveHealth(w, r)
-		return
-	case "/v1/activation/keys":
-		// Commerce's public keys: stacks fetch them to verify an activation
-		// key before they hold any credential, so this is unauthenticated.
-		routeName = "Activation_Keys"
-		if !s.serves("commerce") {
-			arm.WriteError(w, arm.Errorf(http.StatusNotFound, "NotFound", "This instance does not run commerce."))
-			return
-		}
-		keys, err := s.deps.Signer.JWKS(r.Context())
-		if err != nil {
-			s.serveError(w, id, err)
-			return
-		}
-		arm.WriteJSON(w, http.StatusOK, keys)
-		return
-	}
-
-	bearer, ok := bearerToken(r)
-	if !ok {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill"`)
-		arm.WriteError(w, arm.ErrUnauthenticated)
-		return
-	}
-	p, err := s.deps.Auth.Authenticate(r.Context(), bearer)
-	if err != nil {
-		if !errors.Is(err, auth.ErrInvalid) {
-			s.deps.Logger.Error("authenticate", "request_id", id, "err", err)
-			arm.WriteError(w, arm.ErrInternal)
-			return
-		}
-		w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill", error="invalid_token"`)
-		arm.WriteError(w, arm.ErrUnauthenticated)
-		return
-	}
-	principal = p
-	if lerr := s.limits.allow(p.TokenID, time.Now()); lerr != nil {
-		routeName = "limited"
-		arm.WriteError(w, lerr)
-		return
-	}
-	r = r.WithContext(auth.WithPrincipal(r.Context(), p))
-
-	if r.URL.Path == "/metrics" {
-		routeName = "metrics"
-		if (p.Role != auth.RoleOperator && p.Role != auth.RoleStackOperator) || delegated(p) {
-			arm.WriteError(w, arm.Forbidden(p.Actor(), "metrics/read", "/metrics"))
-			return
-		}
-		s.metrics.ServeHTTP(w, r)
-		return
-	}
-
-	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
-		// net/url silently drops malformed pairs; a client that sent one
-		// would get answers to a question it did not ask.
-		arm.WriteError(w, arm.InvalidRequest("query", "The query string is not validly percent-encoded: %v", err))
-		return
-	}
+	r = r.WithContext(arm.WithBaseURL(r.Context(), s.baseURL(r)))
 	segs, ok := arm.Segments(r)
 	if !ok {
 		arm.WriteError(w, arm.InvalidRequest("path", "The request path is not validly percent-encoded."))
 		return
 	}
-	var matched *route
-	var params map[string]string
-	methodMismatch := false
-	for i := range s.routes {
-		rt := &s.routes[i]
-		pm, ok := rt.pattern.Match(segs)
-		if !ok {
-			continue
-		}
-		if rt.method != r.Method {
-			methodMismatch = true
-			continue
-		}
-		matched, params = rt, pm
-		break
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		// net/url silently drops malformed pairs; a client that sent one
+		// would get answers to a question it did not ask.
+		arm.WriteError(w, arm.InvalidRequest("query", "The query string is not validly percent-encoded: %v", err))
+		return
 	}
+	if !pathAndQueryStorable(segs, query) {
+		arm.WriteError(w, arm.InvalidRequest("", "The path and query must be valid UTF-8 without NUL characters."))
+		return
+	}
+	matched, params, methodMismatch := s.match(r.Method, segs)
 	if matched == nil {
+		// Who may not use the API learns nothing of its shape.
+		if _, authed, _ := s.authenticate(r, &route{}); !authed {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill"`)
+			arm.WriteError(w, arm.ErrUnauthenticated)
+			return
+		}
 		if methodMismatch {
 			arm.WriteError(w, arm.Errorf(http.StatusMethodNotAllowed, "MethodNotAllowed", "The method %s is not allowed on %s.", r.Method, r.URL.Path))
 			return
@@ -335,13 +284,259 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		arm.WriteError(w, arm.Errorf(http.StatusNotFound, "NotFound", "This instance runs the %s role and does not serve %s.", s.cfg.Role, matched.name))
 		return
 	}
+
+	// Who is asking: a bearer token, or on portal pages a session cookie.
+	// Looking either up is bounded work of its own, done before a request
+	// may hold a slot or read its body.
+	p, authed, aerr := s.authenticate(r, matched)
+	if aerr != nil {
+		if aerr != errUnauthenticated {
+			s.deps.Logger.Error("authenticate", "request_id", id, "err", aerr)
+		}
+		if lerr, ok := aerr.(*arm.Error); ok {
+			routeName = "limited"
+			arm.WriteError(w, lerr)
+			return
+		}
+		if !matched.anon {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill", error="invalid_token"`)
+			arm.WriteError(w, arm.ErrUnauthenticated)
+			return
+		}
+	}
+	if authed {
+		principal = p
+		if s, ok := sessionOf(r, p); ok {
+			r = r.WithContext(auth.WithSession(r.Context(), s))
+		} else {
+			r = r.WithContext(auth.WithPrincipal(r.Context(), p))
+		}
+	} else if !matched.anon {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill"`)
+		arm.WriteError(w, arm.ErrUnauthenticated)
+		return
+	}
+
+	// Slots: an authenticated caller takes one of the server's; an
+	// anonymous one one of a small budget of its own, with a short deadline
+	// and a small cap on its body, so that slow or many anonymous requests
+	// cannot starve anyone who signed in.
+	if !matched.unlimited {
+		var release func()
+		var lerr *arm.Error
+		if authed {
+			release, lerr = s.limits.enter()
+			if lerr == nil {
+				if lerr = s.limits.allow(p.TokenID, time.Now()); lerr != nil {
+					release()
+				}
+			}
+		} else {
+			release, lerr = s.limits.enterAnon(clientIP(r, s.cfg.TrustedProxies), time.Now())
+			if lerr == nil {
+				_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.AnonBodyTimeout))
+				r.Body = http.MaxBytesReader(w, r.Body, anonBodyBytes)
+			}
+		}
+		if lerr != nil {
+			routeName = "limited"
+			arm.WriteError(w, lerr)
+			return
+		}
+		defer release()
+	}
+
 	if (matched.roles != nil && !hasRole(matched.roles, p.Role)) || (matched.wholeStamp && delegated(p)) {
-		arm.WriteError(w, arm.Forbidden(p.Actor(), matched.name, r.URL.Path))
+		e := arm.Forbidden(p.Actor(), matched.name, r.URL.Path)
+		arm.WriteError(w, e)
+		s.refused(r, p, matched, e)
 		return
 	}
 	if err := matched.h(w, r, p, params); err != nil {
-		s.serveError(w, id, err)
+		if e := s.serveError(w, id, err); e != nil {
+			s.refused(r, p, matched, e)
+		}
 	}
+}
+
+// errUnauthenticated is a missing or invalid credential.
+var errUnauthenticated = errors.New("unauthenticated")
+
+// anonBodyBytes caps what an anonymous request may send: a sign-in form.
+const anonBodyBytes = 64 << 10
+
+// authenticate finds the caller: a bearer token, or (on routes that take
+// it) a portal session cookie. It runs under its own small concurrency
+// budget and per-address rate, so that a flood of made-up tokens costs a
+// bounded number of lookups.
+func (s *Server) authenticate(r *http.Request, rt *route) (auth.Principal, bool, error) {
+	bearer, hasBearer := bearerToken(r)
+	var cookie string
+	if rt.session && !hasBearer {
+		if c, err := r.Cookie(portal.CookieName); err == nil {
+			cookie = c.Value
+		}
+	}
+	if !hasBearer && cookie == "" {
+		return auth.Principal{}, false, nil
+	}
+	release, lerr := s.limits.enterAuth(clientIP(r, s.cfg.TrustedProxies), time.Now())
+	if lerr != nil {
+		return auth.Principal{}, false, lerr
+	}
+	defer release()
+	if hasBearer {
+		p, err := s.deps.Auth.Authenticate(r.Context(), bearer)
+		if errors.Is(err, auth.ErrInvalid) {
+			s.limits.failed(clientIP(r, s.cfg.TrustedProxies), time.Now())
+			return auth.Principal{}, false, errUnauthenticated
+		}
+		return p, err == nil, err
+	}
+	sess, err := s.deps.Auth.Session(r.Context(), cookie)
+	if errors.Is(err, auth.ErrInvalid) {
+		// An ended session is simply signed out: the portal asks again.
+		return auth.Principal{}, false, nil
+	}
+	if err != nil {
+		return auth.Principal{}, false, err
+	}
+	*r = *r.WithContext(context.WithValue(r.Context(), sessionCtxKey{}, sess))
+	return sess.Principal, true, nil
+}
+
+type sessionCtxKey struct{}
+
+// sessionOf is the portal session authenticate found, if it found one.
+func sessionOf(r *http.Request, _ auth.Principal) (auth.Session, bool) {
+	s, ok := r.Context().Value(sessionCtxKey{}).(auth.Session)
+	return s, ok
+}
+
+// refused records a refused change in the audit log: who tried what, and
+// why not. Reads are not recorded (a refused read changes nothing), nor are
+// requests nobody signed in for.
+func (s *Server) refused(r *http.Request, p auth.Principal, rt *route, e *arm.Error) {
+	if s.deps.Refusals == nil || p.TokenID == "" || e.Status < 400 || e.Status >= 500 || e.Status == http.StatusTooManyRequests {
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return
+	}
+	scope := ""
+	if p.Role == auth.RolePartner || p.Role == auth.RoleReseller {
+		scope = p.PartnerID
+	}
+	if err := s.deps.Refusals.Record(r.Context(), audit.Refusal{Actor: p.Actor(), Scope: scope, Route: rt.name, Method: r.Method, Path: r.URL.Path,
+		Status: e.Status, Code: e.Code, Message: e.Message}); err != nil {
+		s.deps.Logger.Error("audit a refused change", "route", rt.name, "err", err)
+	}
+}
+
+// match finds the route of a request.
+func (s *Server) match(method string, segs []string) (*route, map[string]string, bool) {
+	methodMismatch := false
+	for i := range s.routes {
+		rt := &s.routes[i]
+		pm, ok := rt.pattern.Match(segs)
+		if !ok {
+			continue
+		}
+		if rt.method != "*" && rt.method != method {
+			methodMismatch = true
+			continue
+		}
+		return rt, pm, false
+	}
+	return nil, nil, methodMismatch
+}
+
+// pathAndQueryStorable reports whether every path segment and query value
+// is valid UTF-8 without NUL: PostgreSQL refuses NUL in TEXT, and a value
+// one engine cannot take must be a 400, not a 500.
+func pathAndQueryStorable(segs []string, q url.Values) bool {
+	for _, seg := range segs {
+		if !storable(seg) {
+			return false
+		}
+	}
+	for k, vs := range q {
+		if !storable(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !storable(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// baseURL is the scheme and host clients reach this server at: the
+// configured public URL, else what a trusted proxy says, else the request's
+// own Host. X-Forwarded-* from anyone else is ignored: it would set the
+// host of nextLinks and of the usage endpoint signed into activation keys.
+func (s *Server) baseURL(r *http.Request) string {
+	if s.cfg.PublicURL != "" {
+		return s.cfg.PublicURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	host := r.Host
+	if fromTrustedProxy(r, s.cfg.TrustedProxies) {
+		if p := r.Header.Get("X-Forwarded-Proto"); p == "http" || p == "https" {
+			scheme = p
+		}
+		if h := r.Header.Get("X-Forwarded-Host"); h != "" && !strings.ContainsAny(h, "/ \\@") {
+			host = h
+		}
+	}
+	return scheme + "://" + host
+}
+
+func peerIP(r *http.Request) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap(), true
+}
+
+func fromTrustedProxy(r *http.Request, trusted []netip.Prefix) bool {
+	ip, ok := peerIP(r)
+	if !ok {
+		return false
+	}
+	for _, p := range trusted {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientIP is the address anonymous work is budgeted by: the peer, or the
+// last address a trusted proxy appended to X-Forwarded-For.
+func clientIP(r *http.Request, trusted []netip.Prefix) string {
+	ip, ok := peerIP(r)
+	if !ok {
+		return r.RemoteAddr
+	}
+	if fromTrustedProxy(r, trusted) {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			parts := strings.Split(xff, ",")
+			if a, err := netip.ParseAddr(strings.TrimSpace(parts[len(parts)-1])); err == nil {
+				return a.Unmap().String()
+			}
+		}
+	}
+	return ip.String()
 }
 
 func (s *Server) serves(service string) bool {
@@ -373,19 +568,22 @@ func bearerToken(r *http.Request) (string, bool) {
 	return tok, tok != ""
 }
 
-// serveError is the one place errors become responses.
-func (s *Server) serveError(w http.ResponseWriter, requestID string, err error) {
+// serveError is the one place errors become responses. It returns the
+// error it wrote when the caller's request was refused (a 4xx), so that
+// the refusal can be recorded.
+func (s *Server) serveError(w http.ResponseWriter, requestID string, err error) *arm.Error {
 	if e, ok := arm.As(err); ok {
 		arm.WriteError(w, e)
-		return
+		return e
 	}
 	var ie *directory.ImportError
 	if errors.As(err, &ie) {
-		arm.WriteError(w, arm.Errorf(http.StatusBadRequest, "InvalidDirectoryImport", "%s", ie.Error()))
-		return
+		e := arm.Errorf(http.StatusBadRequest, "InvalidDirectoryImport", "%s", ie.Error())
+		arm.WriteError(w, e)
+		return e
 	}
 	if errors.Is(err, context.Canceled) {
-		return // the client went away; nobody is listening
+		return nil // the client went away; nobody is listening
 	}
 	if store.IsFull(err) {
 		// Nothing was written (the transaction rolled back); the client
@@ -394,10 +592,51 @@ func (s *Server) serveError(w http.ResponseWriter, requestID string, err error) 
 		e := arm.Errorf(http.StatusInsufficientStorage, "InsufficientStorage", "The server's storage is full; nothing was stored. Retry after the operator frees space.")
 		e.RetryAfter = 30
 		arm.WriteError(w, e)
-		return
+		return nil
 	}
 	s.deps.Logger.Error("request failed", "request_id", requestID, "err", err)
 	arm.WriteError(w, arm.ErrInternal)
+	return nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ auth.Principal, _ map[string]string) error {
+	s.serveHealth(w, r)
+	return nil
+}
+
+// activationKeys serves commerce's public keys: stacks fetch them to verify
+// an activation key before they hold any credential, so this is open.
+func (s *Server) activationKeys(w http.ResponseWriter, r *http.Request, _ auth.Principal, _ map[string]string) error {
+	keys, err := s.deps.Signer.JWKS(r.Context())
+	if err != nil {
+		return err
+	}
+	arm.WriteJSON(w, http.StatusOK, keys)
+	return nil
+}
+
+// metricsHandler serves Prometheus metrics to the operator and the stamp's
+// own stack operator (a delegated provider's token sees none of it).
+func (s *Server) metricsHandler(w http.ResponseWriter, r *http.Request, p auth.Principal, _ map[string]string) error {
+	if delegated(p) {
+		return arm.Forbidden(p.Actor(), "metrics/read", "/metrics")
+	}
+	s.metrics.ServeHTTP(w, r)
+	return nil
+}
+
+// portalHandler serves the portal, which authorizes each page with the
+// principal the server found (or sends the browser to sign in).
+func (s *Server) portalHandler(w http.ResponseWriter, r *http.Request, _ auth.Principal, _ map[string]string) error {
+	if s.deps.Portal == nil {
+		return arm.Errorf(http.StatusNotFound, "NotFound", "This instance serves no portal.")
+	}
+	if r.URL.Path == "/" || r.URL.Path == "/portal" {
+		http.Redirect(w, r, "/portal/", http.StatusFound)
+		return nil
+	}
+	s.deps.Portal.ServeHTTP(w, r)
+	return nil
 }
 
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {

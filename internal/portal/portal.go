@@ -9,15 +9,19 @@
 // enhances: charts draw from JSON embedded in the page, and each chart has a
 // table beside it that works without scripts.
 //
-// Sign-in takes a bearer token (the same tokens the API accepts). The token
-// is kept in an HttpOnly, SameSite=Strict cookie and authenticated on every
-// request, so revoking or expiring a token ends its portal session at once.
-// Forms that change state carry a CSRF field derived from the token.
+// Sign-in takes a bearer token (the same tokens the API accepts) and starts
+// a server-side session (auth.StartSession): the HttpOnly, SameSite=Strict
+// cookie holds a random session ID, never the token, and is Secure whenever
+// the public URL is https. The server looks the session up before the
+// portal runs (the same place it authenticates API tokens, inside the small
+// budget for unauthenticated work), and it ends with its token, so revoking
+// or expiring a token ends its portal sessions at once. Every form that
+// changes state, sign-in and sign-out included, carries a CSRF field.
 package portal
 
 import (
 	"context"
-	"crypto/sha256"
+	"crypto/rand"
 	"crypto/subtle"
 	"embed"
 	"encoding/hex"
@@ -33,6 +37,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
+	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/bridge"
@@ -68,6 +73,10 @@ type Deps struct {
 	Forwarder     *bridge.Forwarder
 	Ingestor      *bridge.Ingestor
 	Billing       *billing.Service
+	// Refusals records refused changes in the audit log, as the API does.
+	Refusals *audit.Refusals
+	// SecureCookies marks cookies Secure: the public URL is https.
+	SecureCookies bool
 }
 
 // Portal serves /portal/.
@@ -77,7 +86,13 @@ type Portal struct {
 	mux  *http.ServeMux
 }
 
-const cookieName = "stackbill_session"
+// CookieName is the portal's session cookie; the server resolves it.
+const CookieName = "stackbill_session"
+
+// loginCookie carries the sign-in form's CSRF secret (double submit): a
+// cross-site page cannot read it, so it cannot sign a browser in under the
+// attacker's token.
+const loginCookie = "stackbill_login"
 
 // pageSize is the rows per page of the portal's long lists.
 const pageSize = 50
@@ -124,21 +139,14 @@ type session struct {
 	CSRF string
 }
 
-func csrfOf(token string) string {
-	h := sha256.Sum256([]byte("stackbill-portal-csrf\x00" + token))
-	return hex.EncodeToString(h[:16])
-}
-
+// session is the request's portal session, which the server looked up
+// before the portal ran.
 func (p *Portal) session(r *http.Request) (*session, bool) {
-	c, err := r.Cookie(cookieName)
-	if err != nil || c.Value == "" {
+	s, ok := auth.SessionFrom(r.Context())
+	if !ok {
 		return nil, false
 	}
-	pr, err := p.d.Auth.Authenticate(r.Context(), c.Value)
-	if err != nil {
-		return nil, false
-	}
-	return &session{P: pr, CSRF: csrfOf(c.Value)}, true
+	return &session{P: s.Principal, CSRF: s.CSRF}, true
 }
 
 // handler is a page that needs a signed-in principal of one of roles.
@@ -202,6 +210,16 @@ func (p *Portal) fail(w http.ResponseWriter, r *http.Request, s *session, err er
 	ve := toViewError(err)
 	if ve.Status >= 500 {
 		p.d.Logger.Error("portal page failed", "path", r.URL.Path, "err", err)
+	}
+	if s != nil && r.Method == http.MethodPost && ve.Status >= 400 && ve.Status < 500 && p.d.Refusals != nil {
+		scope := ""
+		if s.P.Role == auth.RolePartner || s.P.Role == auth.RoleReseller {
+			scope = s.P.PartnerID
+		}
+		if err := p.d.Refusals.Record(r.Context(), audit.Refusal{Actor: s.P.Actor(), Scope: scope, Route: "Portal " + r.URL.Path, Method: r.Method, Path: r.URL.Path,
+			Status: ve.Status, Code: ve.Code, Message: ve.Message}); err != nil {
+			p.d.Logger.Error("audit a refused change", "path", r.URL.Path, "err", err)
+		}
 	}
 	w.WriteHeader(ve.Status)
 	p.render(w, r, s, "error", "Error", ve)
@@ -308,7 +326,20 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request, s *session) error 
 }
 
 func (p *Portal) loginPage(w http.ResponseWriter, r *http.Request) {
-	p.render(w, r, nil, "login", "Sign in", map[string]string{"Next": safeNext(r.URL.Query().Get("next"))})
+	p.renderLogin(w, r, http.StatusOK, safeNext(r.URL.Query().Get("next")), "")
+}
+
+// renderLogin shows the sign-in form with a fresh CSRF secret in a cookie
+// and in the form.
+func (p *Portal) renderLogin(w http.ResponseWriter, r *http.Request, status int, next, message string) {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	secret := hex.EncodeToString(b)
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: secret, Path: "/portal/", MaxAge: 3600, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: p.d.SecureCookies})
+	if status != http.StatusOK {
+		w.WriteHeader(status)
+	}
+	p.render(w, r, nil, "login", "Sign in", map[string]string{"Next": next, "Error": message, "CSRF": secret})
 }
 
 // safeNext keeps post-login redirects inside the portal.
@@ -321,19 +352,42 @@ func safeNext(next string) string {
 
 func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm()
-	token := strings.TrimSpace(r.PostFormValue("token"))
 	next := safeNext(r.PostFormValue("next"))
-	if _, err := p.d.Auth.Authenticate(r.Context(), token); token == "" || err != nil {
-		w.WriteHeader(http.StatusUnauthorized)
-		p.render(w, r, nil, "login", "Sign in", map[string]string{"Next": next, "Error": "That token is not valid, has expired or was revoked. Create one with: stackbill token create --role …"})
+	c, err := r.Cookie(loginCookie)
+	if err != nil || c.Value == "" || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(c.Value)) != 1 {
+		p.renderLogin(w, r, http.StatusForbidden, next, "The sign-in form expired or did not come from this portal. Try again.")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: token, Path: "/portal/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	token := strings.TrimSpace(r.PostFormValue("token"))
+	id, _, err := p.d.Auth.StartSession(r.Context(), token)
+	if err != nil {
+		if !errors.Is(err, auth.ErrInvalid) {
+			p.d.Logger.Error("portal sign-in", "err", err)
+		}
+		p.renderLogin(w, r, http.StatusUnauthorized, next, "That token is not valid, has expired or was revoked. Create one with: stackbill token create --role …")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/portal/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: p.d.SecureCookies})
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: id, Path: "/portal/", MaxAge: int(auth.SessionTTL.Seconds()), HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: p.d.SecureCookies})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (p *Portal) logout(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/portal/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	s, ok := p.session(r)
+	if ok {
+		if err := r.ParseForm(); err != nil || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.CSRF)) != 1 {
+			p.fail(w, r, s, arm.Errorf(http.StatusForbidden, "InvalidCsrfToken", "The form expired or did not come from this portal. Reload the page and try again."))
+			return
+		}
+		if c, err := r.Cookie(CookieName); err == nil {
+			if err := p.d.Auth.EndSession(r.Context(), c.Value); err != nil {
+				p.fail(w, r, s, err)
+				return
+			}
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/portal/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: p.d.SecureCookies})
 	http.Redirect(w, r, "/portal/login", http.StatusSeeOther)
 }
 

@@ -168,9 +168,11 @@ func (s *Service) PutCustomerSubscription(ctx context.Context, p auth.Principal,
 	if def == nil || def.RollsUpTo == "" || target.RollsUpTo != def.RollsUpTo {
 		return CustomerSubscription{}, errBadCustomerSubscriptionID(customerSub, reg.Key.Name)
 	}
-	// Rule 9.
+	// Rule 9: a sibling reseller's customer answers exactly as a
+	// subscription that does not exist (rule 6), so a reseller cannot learn
+	// which subscriptions its siblings hold.
 	if p.Role == auth.RoleReseller && target.Reseller != p.PartnerID {
-		return CustomerSubscription{}, arm.Forbidden(p.Actor(), "Microsoft.AzureStack/registrations/customerSubscriptions/write", k.ResourceID()+"/customerSubscriptions/"+cs)
+		return CustomerSubscription{}, errInvalidCustomerSubscriptionID(customerSub)
 	}
 	// Rule 10: the mapping decides whose usage is billed to the subscription,
 	// so it must name the tenant that owns it.

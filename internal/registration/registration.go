@@ -20,7 +20,9 @@
 //  8. it rolls up to the same partner as the
 //     default subscription                  → BadCustomerSubscriptionId (400)
 //  9. a reseller may add only its own
-//     customers' subscriptions              → AuthorizationFailed (403)
+//     customers' subscriptions              → InvalidCustomerSubscriptionId
+//     (400, as for one that does not exist: a reseller learns nothing of
+//     its siblings' customers)
 //  10. the body's tenantId is the directory
 //     tenant that owns the subscription      → CustomerTenantMismatch (400)
 //  11. If-Match/If-None-Match hold           → PreconditionFailed (412)

@@ -200,7 +200,19 @@ func (s *Service) drainCareful(ctx context.Context, until int64, settle bool) (i
 		now := s.clock.Now()
 		g := newGroups()
 		stored := map[recordKey]money.Quantity{}
-		ids, err := drainer.Take(ctx, tx, "usage_log", "received_us < ?", until, 1, settle, func(_, received int64, payload []byte) error {
+		// The row is read first and checked after: a query against the
+		// stored records cannot run while the log's rows are still being
+		// read on the same connection (PostgreSQL).
+		var received int64
+		var payload []byte
+		ids, err := drainer.Take(ctx, tx, "usage_log", "received_us < ?", until, 1, settle, func(_, r int64, p []byte) error {
+			received, payload = r, append([]byte(nil), p...)
+			return nil
+		})
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		err = func() error {
 			evs, err := decodeLog(payload)
 			if err != nil {
 				held = append(held, quarantine.Item{At: now, Stage: quarantine.Aggregation, Reason: "the intake log row does not decode: " + err.Error(),
@@ -242,8 +254,8 @@ func (s *Service) drainCareful(ctx context.Context, until int64, settle bool) (i
 				}
 			}
 			return nil
-		})
-		if err != nil || len(ids) == 0 {
+		}()
+		if err != nil {
 			return err
 		}
 		if err := s.addRecords(ctx, tx, g.sorted(), g.vals); err != nil {
