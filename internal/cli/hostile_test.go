@@ -397,7 +397,9 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 	csBody := func(tenant string) string { return `{"properties":{"tenantId":"` + tenant + `"}}` }
 	cs := func(reg, sub string) string { return reg + "/customerSubscriptions/" + sub + v17 }
 	usageQ := "reportedStartTime=" + hour.Add(-2*time.Hour).Format(time.RFC3339) + "&reportedEndTime=" + hour.Format(time.RFC3339) + "&aggregationGranularity=Hourly&api-version=2015-06-01-preview"
-	usageAt := func(sub string) string { return "/subscriptions/" + sub + "/providers/Microsoft.Commerce/UsageAggregates?" + usageQ }
+	usageAt := func(sub string) string {
+		return "/subscriptions/" + sub + "/providers/Microsoft.Commerce/UsageAggregates?" + usageQ
+	}
 	adminUsage := func(prov string) string {
 		return "/subscriptions/" + prov + "/providers/Microsoft.Commerce.Admin/subscriberUsageAggregates?" + usageQ
 	}
@@ -410,7 +412,9 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 	dirTenants := func(prov string) string {
 		return "/subscriptions/" + prov + "/resourceGroups/system.local/providers/Microsoft.Subscriptions.Admin/directoryTenants"
 	}
-	userSubs := func(prov string) string { return "/subscriptions/" + prov + "/providers/Microsoft.Subscriptions.Admin/subscriptions" }
+	userSubs := func(prov string) string {
+		return "/subscriptions/" + prov + "/providers/Microsoft.Subscriptions.Admin/subscriptions"
+	}
 	all := func(a *attempt) map[string]trio {
 		m := map[string]trio{}
 		for _, p := range hostilePrincipals {
@@ -478,7 +482,9 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 
 		// Microsoft.AzureStack.
 		"Registrations_ListBySubscription": partners(func(w string) trio {
-			path := func(sub string) string { return "/subscriptions/" + sub + "/providers/Microsoft.AzureStack/registrations" + v17 }
+			path := func(sub string) string {
+				return "/subscriptions/" + sub + "/providers/Microsoft.AzureStack/registrations" + v17
+			}
 			if w == "operator" {
 				return trio{in: getA(path(mySub[w]), 200, "")}
 			}
@@ -601,8 +607,12 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 				at("PUT", "/v1/subscriptions/"+fresh(), `{"offer":"CSP","partner":"nobody","customerTenantId":"`+randomGUID()+`"}`, 403, "AuthorizationFailed"))
 		}),
 		"Directory_DeleteSubscription": partners(func(w string) trio {
-			return withOut(w, at("DELETE", "/v1/subscriptions/"+newSub[w], "", 200, ""), func() *attempt { return at("DELETE", "/v1/subscriptions/"+theirCSub[w], "", 404, "SubscriptionNotFound") },
-				func() *attempt { return at("DELETE", "/v1/subscriptions/"+randomGUID(), "", 404, "SubscriptionNotFound") })
+			return withOut(w, at("DELETE", "/v1/subscriptions/"+newSub[w], "", 200, ""), func() *attempt {
+				return at("DELETE", "/v1/subscriptions/"+theirCSub[w], "", 404, "SubscriptionNotFound")
+			},
+				func() *attempt {
+					return at("DELETE", "/v1/subscriptions/"+randomGUID(), "", 404, "SubscriptionNotFound")
+				})
 		}),
 		"Directory_History": {"operator": {in: getA("/v1/directory/history/partners/contoso", 200, "")}},
 		"Directory_Import":  {"operator": {in: at("POST", "/v1/directory/import", string(storetest.WorldJSON()), 200, "")}},
@@ -613,8 +623,12 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 			out:     at("POST", "/v1/bridge/usage", `{"cloudId":"`+randomGUID()+`","records":[]}`, 403, "CloudIdMismatch"),
 			missing: at("POST", "/v1/bridge/usage", `{"cloudId":"`+randomGUID()+`","records":[]}`, 403, "CloudIdMismatch")}},
 		"Usage_Forwarded": partners(func(w string) trio {
-			return withOut(w, getA("/v1/usage/forwarded?subscriptionId="+myCSub[w], 200, ""), func() *attempt { return getA("/v1/usage/forwarded?subscriptionId="+theirCSub[w], 404, "SubscriptionNotFound") },
-				func() *attempt { return getA("/v1/usage/forwarded?subscriptionId="+randomGUID(), 404, "SubscriptionNotFound") })
+			return withOut(w, getA("/v1/usage/forwarded?subscriptionId="+myCSub[w], 200, ""), func() *attempt {
+				return getA("/v1/usage/forwarded?subscriptionId="+theirCSub[w], 404, "SubscriptionNotFound")
+			},
+				func() *attempt {
+					return getA("/v1/usage/forwarded?subscriptionId="+randomGUID(), 404, "SubscriptionNotFound")
+				})
 		}),
 		"MeterMap_Get": partners(func(string) trio { return trio{in: getA("/v1/meter-map", 200, "")} }),
 		"MeterMap_Publish": {"operator": {in: at("PUT", "/v1/meter-map", `{"effectiveFrom":"`+now.AddDate(1, 0, 0).Format(time.RFC3339)+
@@ -644,7 +658,9 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 		"Periods_Get":      {"operator": {in: getA("/v1/billing/periods/"+h.period, 200, "")}},
 		"Periods_Finalize": {"operator": {in: at("POST", "/v1/billing/periods/"+h.period+"/finalize", "", 400, "PeriodNotClosed")}},
 		"Reconciliation_Get": partners(func(w string) trio {
-			q := func(partner string) string { return "/v1/billing/reconciliation?partner=" + partner + "&period=" + h.period }
+			q := func(partner string) string {
+				return "/v1/billing/reconciliation?partner=" + partner + "&period=" + h.period
+			}
 			if w == "reseller" {
 				return trio{in: getA(q("tailspin"), 403, "AuthorizationFailed"), out: getA(q("fabrikam"), 403, "AuthorizationFailed"), missing: getA(q("nobody"), 403, "AuthorizationFailed")}
 			}
@@ -656,7 +672,9 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 				return trio{in: at("POST", "/v1/billing/exports", body("tailspin"), 403, "AuthorizationFailed"), out: at("POST", "/v1/billing/exports", body("fabrikam"), 403, "AuthorizationFailed"),
 					missing: at("POST", "/v1/billing/exports", body("nobody"), 403, "AuthorizationFailed")}
 			}
-			return withOut(w, at("POST", "/v1/billing/exports", body(partnerID[w]), 202, ""), func() *attempt { return at("POST", "/v1/billing/exports", body(otherPartner[w]), 404, "PartnerNotFound") },
+			return withOut(w, at("POST", "/v1/billing/exports", body(partnerID[w]), 202, ""), func() *attempt {
+				return at("POST", "/v1/billing/exports", body(otherPartner[w]), 404, "PartnerNotFound")
+			},
 				func() *attempt { return at("POST", "/v1/billing/exports", body("nobody"), 404, "PartnerNotFound") })
 		}),
 		"Exports_Get": partners(func(w string) trio {
@@ -683,12 +701,20 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 		}),
 		"PriceBooks_Put": partners(func(w string) trio {
 			body := `{"markupPercent":5}`
-			return withOut(w, at("PUT", "/v1/billing/price-books/"+bookOwner[w]+"/default", body, 200, ""), func() *attempt { return at("PUT", "/v1/billing/price-books/"+otherPartner[w]+"/default", body, 404, "PartnerNotFound") },
-				func() *attempt { return at("PUT", "/v1/billing/price-books/nobody/default", body, 404, "PartnerNotFound") })
+			return withOut(w, at("PUT", "/v1/billing/price-books/"+bookOwner[w]+"/default", body, 200, ""), func() *attempt {
+				return at("PUT", "/v1/billing/price-books/"+otherPartner[w]+"/default", body, 404, "PartnerNotFound")
+			},
+				func() *attempt {
+					return at("PUT", "/v1/billing/price-books/nobody/default", body, 404, "PartnerNotFound")
+				})
 		}),
 		"PriceBooks_Delete": partners(func(w string) trio {
-			return withOut(w, at("DELETE", "/v1/billing/price-books/"+bookOwner[w]+"/default", "", 204, ""), func() *attempt { return at("DELETE", "/v1/billing/price-books/"+otherPartner[w]+"/default", "", 404, "PartnerNotFound") },
-				func() *attempt { return at("DELETE", "/v1/billing/price-books/nobody/default", "", 404, "PartnerNotFound") })
+			return withOut(w, at("DELETE", "/v1/billing/price-books/"+bookOwner[w]+"/default", "", 204, ""), func() *attempt {
+				return at("DELETE", "/v1/billing/price-books/"+otherPartner[w]+"/default", "", 404, "PartnerNotFound")
+			},
+				func() *attempt {
+					return at("DELETE", "/v1/billing/price-books/nobody/default", "", 404, "PartnerNotFound")
+				})
 		}),
 		"Statements_List": partners(func(w string) trio {
 			q := func(who string) string { return "/v1/billing/statements/" + who + "?period=" + h.period }
