@@ -91,8 +91,8 @@ func (s *Service) PutPriceBook(ctx context.Context, p auth.Principal, b PriceBoo
 			return PriceBook{}, arm.InvalidRequest("target", "'%s' is not one of %s's %s; a price book targets 'default' or one of them.", b.Target, owner.ID, what)
 		}
 	}
-	if b.MarkupPercent.Cmp(money.FromInt(-100)) < 0 {
-		return PriceBook{}, arm.InvalidRequest("markupPercent", "A markup below -100%% would make prices negative; got %s.", b.MarkupPercent)
+	if b.MarkupPercent.Cmp(money.FromInt(-100)) < 0 || b.MarkupPercent.Above(money.MaxMarkupPercent) {
+		return PriceBook{}, arm.InvalidRequest("markupPercent", "A markup is between -100%% (prices would be negative below it) and %s%%; got %s.", money.MaxMarkupPercent, b.MarkupPercent)
 	}
 	prices := map[string]money.Quantity{}
 	for id, v := range b.Prices {
@@ -100,8 +100,8 @@ func (s *Service) PutPriceBook(ctx context.Context, p auth.Principal, b PriceBoo
 		if !ok {
 			return PriceBook{}, arm.InvalidRequest("prices", "'%s' is not a meter ID.", id)
 		}
-		if v.Sign() < 0 {
-			return PriceBook{}, arm.InvalidRequest("prices", "The price of meter %s is negative (%s).", id, v)
+		if v.Sign() < 0 || v.Above(money.MaxUnitPrice) {
+			return PriceBook{}, arm.InvalidRequest("prices", "The price of meter %s must be between 0 and %s; got %s.", id, money.MaxUnitPrice, v)
 		}
 		prices[key] = v
 	}

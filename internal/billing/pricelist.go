@@ -254,8 +254,8 @@ func parsePriceList(data []byte, effectiveOverride time.Time) (parsed, error) {
 		included := money.Zero
 		if s := get(rec, "included"); s != "" {
 			included, err = money.ParseQuantity(s)
-			if err != nil || included.Sign() < 0 {
-				errs.add(line, "IncludedQuantity %q is not a non-negative decimal", s)
+			if err != nil || included.Sign() < 0 || included.Above(money.MaxRecordQuantity) {
+				errs.add(line, "IncludedQuantity %q is not a decimal between 0 and %s", s, money.MaxRecordQuantity)
 				continue
 			}
 		}
@@ -316,6 +316,9 @@ func parseDate(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is not a date (want YYYY-MM-DD)", s)
 }
 
+// maxTiers bounds a meter's tiers (Azure's rate cards have a handful).
+const maxTiers = 100
+
 // parseRates reads a rate card's MeterRates: either JSON ({"0": 0.008,
 // "1000": 0.007}) or "0:0.008;1000:0.007".
 func parseRates(s string) ([]Tier, error) {
@@ -348,6 +351,9 @@ func parseRates(s string) ([]Tier, error) {
 	if len(tiers) == 0 {
 		return nil, fmt.Errorf("MeterRates is empty")
 	}
+	if len(tiers) > maxTiers {
+		return nil, fmt.Errorf("MeterRates has %d tiers; a meter has at most %d", len(tiers), maxTiers)
+	}
 	for i := range tiers {
 		for j := i + 1; j < len(tiers); j++ {
 			if tiers[i].From.Equal(tiers[j].From) {
@@ -362,12 +368,12 @@ func parseTierColumns(from, price string) (Tier, error) {
 	var t Tier
 	var err error
 	if strings.TrimSpace(from) != "" {
-		if t.From, err = money.ParseQuantity(from); err != nil || t.From.Sign() < 0 {
-			return t, fmt.Errorf("tier threshold %q is not a non-negative decimal", from)
+		if t.From, err = money.ParseQuantity(from); err != nil || t.From.Sign() < 0 || t.From.Above(money.MaxRecordQuantity) {
+			return t, fmt.Errorf("tier threshold %q is not a decimal between 0 and %s", from, money.MaxRecordQuantity)
 		}
 	}
-	if t.Price, err = money.ParseQuantity(price); err != nil || t.Price.Sign() < 0 {
-		return t, fmt.Errorf("price %q is not a non-negative decimal", price)
+	if t.Price, err = money.ParseQuantity(price); err != nil || t.Price.Sign() < 0 || t.Price.Above(money.MaxUnitPrice) {
+		return t, fmt.Errorf("price %q is not a decimal between 0 and %s", price, money.MaxUnitPrice)
 	}
 	return t, nil
 }

@@ -6,10 +6,10 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/stackbill/stackbill/internal/csvexport"
 	"io"
 	"log/slog"
 	"net/http"
@@ -130,7 +130,7 @@ func (s *Service) writeRecon(ctx context.Context, partner, period string, w io.W
 	minor, _ := MinorUnits(cur)
 	number := invoiceNumber(partner, period)
 	bw := bufio.NewWriterSize(w, 1<<16)
-	cw := csv.NewWriter(bw)
+	cw := csvexport.NewWriter(bw)
 	if err := cw.Write(ReconColumns()); err != nil {
 		return err
 	}

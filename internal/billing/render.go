@@ -1,7 +1,7 @@
 package billing
 
 import (
-	"encoding/csv"
+	"github.com/stackbill/stackbill/internal/csvexport"
 	"html/template"
 	"io"
 	"strconv"
@@ -11,7 +11,7 @@ import (
 // WriteInvoiceCSV writes an invoice's lines as CSV, one row per line, with
 // the partner and reseller columns a reconciliation expects.
 func WriteInvoiceCSV(w io.Writer, inv Invoice) error {
-	cw := csv.NewWriter(w)
+	cw := csvexport.NewWriter(w)
 	_ = cw.Write([]string{"InvoiceNumber", "Status", "PartnerId", "PartnerName", "LineNo", "ChargeType", "ResellerId", "ResellerMpnId", "CustomerId",
 		"CustomerName", "SubscriptionId", "Registration", "CloudId", "UsagePeriod", "ChargeStartDate", "ChargeEndDate", "MeterId", "MeterName",
 		"MeterCategory", "MeterSubCategory", "UnitOfMeasure", "PriceListId", "Tier", "Quantity", "UnitPrice", "Amount", "Currency"})
@@ -22,6 +22,28 @@ func WriteInvoiceCSV(w io.Writer, inv Invoice) error {
 				l.CustomerTenantID, l.CustomerName, l.SubscriptionID, l.Registration, l.CloudID, l.UsagePeriod, l.ChargeStart.Format(time.RFC3339),
 				l.ChargeEnd.Format(time.RFC3339), l.MeterID, l.MeterName, l.MeterCategory, l.MeterSubCategory, l.Unit, strconv.FormatInt(l.PriceListID, 10),
 				l.Tier, l.Quantity.String(), l.UnitPrice.String(), l.Amount.StringFixed(minor), l.Currency})
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// WriteStatementsCSV writes statements as CSV, one row per line, with each
+// statement's owner and account on every row.
+func WriteStatementsCSV(w io.Writer, sts []Statement) error {
+	cw := csvexport.NewWriter(w)
+	_ = cw.Write([]string{"Owner", "OwnerName", "Account", "AccountName", "Period", "SubscriptionId", "MeterId", "MeterName", "LocalOnly", "UnitOfMeasure",
+		"Quantity", "Cost", "UnitPrice", "Amount", "Margin", "Basis", "Currency"})
+	for _, st := range sts {
+		minor, _ := MinorUnits(st.Currency)
+		for _, l := range st.Lines {
+			price := ""
+			if l.UnitPrice != nil {
+				price = l.UnitPrice.String()
+			}
+			_ = cw.Write([]string{st.Owner, st.OwnerName, st.Account, st.AccountName, st.Period, l.SubscriptionID, l.MeterID, l.MeterName,
+				strconv.FormatBool(l.LocalOnly), l.Unit, l.Quantity.String(), l.Cost.StringFixed(minor), price, l.Amount.StringFixed(minor),
+				l.Margin.StringFixed(minor), l.Basis, st.Currency})
 		}
 	}
 	cw.Flush()

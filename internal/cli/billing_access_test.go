@@ -150,7 +150,8 @@ func TestBillingBadInput(t *testing.T) {
 			{"mixed currencies", "/v1/billing/price-lists", "text/csv", header + row(base, "0:0.008", "USD", "2027-01-01") + row("fb8c0713-ea20-40bf-901f-5560fd3f6330", "0:1", "EUR", "2027-01-01"), 400, "InvalidPriceList", "one price list holds one currency"},
 			{"bad date", "/v1/billing/price-lists", "text/csv", header + row(base, "0:0.008", "USD", "yesterday"), 400, "InvalidPriceList", "line 2"},
 			{"tier not from zero", "/v1/billing/price-lists", "text/csv", header + row(base, "10:0.008", "USD", "2027-01-01"), 400, "InvalidPriceList", "must start at 0"},
-			{"negative price", "/v1/billing/price-lists", "text/csv", header + row(base, "0:-1", "USD", "2027-01-01"), 400, "InvalidPriceList", "not a non-negative"},
+			{"negative price", "/v1/billing/price-lists", "text/csv", header + row(base, "0:-1", "USD", "2027-01-01"), 400, "InvalidPriceList", "not a decimal between 0 and"},
+			{"price past its bound", "/v1/billing/price-lists", "text/csv", header + row(base, "0:1e39", "USD", "2027-01-01"), 400, "InvalidPriceList", "not a decimal between 0 and"},
 			{"only other regions", "/v1/billing/price-lists", "text/csv", strings.ReplaceAll(header+row(base, "0:0.008", "USD", "2027-01-01"), "Azure Stack,", "US West,"), 400, "InvalidPriceList", "no Azure Stack rows"},
 			{"overlapping version", "/v1/billing/price-lists", "text/csv", strings.ReplaceAll(testPriceListUSD, "0:0.046", "0:0.05"), 400, "OverlappingPriceList", "already covers USD from 2019-12-03"},
 			{"reprices finalized", "/v1/billing/price-lists?effective=2026-10-15", "text/csv", testPriceListUSD, 0, "", ""},
@@ -160,7 +161,10 @@ func TestBillingBadInput(t *testing.T) {
 			{"period not closed", "/v1/billing/periods/2026-11/finalize", "", "", 400, "PeriodNotClosed", ""},
 			{"credit a draft", "/v1/billing/invoices/SB-202611-contoso/credit-notes", "application/json", `{"reason":"x","lines":[{"line":1,"amount":"1"}]}`, 400, "InvoiceNotFinal", ""},
 			{"book for someone else's customer", "/v1/billing/price-books/contoso/" + W.Proseware.Tenant, "application/json", `{"markupPercent":"10"}`, 400, "InvalidRequestContent", "not one of contoso's customers"},
-			{"book below -100%", "/v1/billing/price-books/contoso/default", "application/json", `{"markupPercent":"-150"}`, 400, "InvalidRequestContent", "below -100%"},
+			{"book below -100%", "/v1/billing/price-books/contoso/default", "application/json", `{"markupPercent":"-150"}`, 400, "InvalidRequestContent", "between -100%"},
+			// What the review found: a markup of 1e39 was accepted.
+			{"book markup of 1e39", "/v1/billing/price-books/contoso/default", "application/json", `{"markupPercent":"1e39"}`, 400, "InvalidRequestContent", "between -100%"},
+			{"book price past its bound", "/v1/billing/price-books/contoso/default", "application/json", `{"markupPercent":"1","prices":{"fab6eb84-500b-4a09-a8ca-7358f8bbaea5":"1e12"}}`, 400, "InvalidRequestContent", "between 0 and"},
 			{"book bad meter", "/v1/billing/price-books/contoso/default", "application/json", `{"markupPercent":"1","prices":{"sql":"1"}}`, 400, "InvalidRequestContent", "not a meter ID"},
 		}
 		before, _ := e.app.Billing.PriceLists(ctx, w.op)

@@ -279,6 +279,15 @@ func (s *Server) listStatements(w http.ResponseWriter, r *http.Request, p auth.P
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
-	return nil
+	switch f := r.URL.Query().Get("format"); f {
+	case "", "json":
+		arm.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
+		return nil
+	case "csv":
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Content-Disposition", `attachment; filename="statements-`+params["owner"]+`-`+per+`.csv"`)
+		return billing.WriteStatementsCSV(w, out)
+	default:
+		return arm.InvalidRequest("format", "Unknown format '%s': want json or csv.", f)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/stackbill/stackbill/internal/arm"
 )
@@ -22,7 +23,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 			return nil, arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "The content type '%s' is not supported; send application/json.", ct)
 		}
 	}
-	return readLimited(w, r, limit)
+	return storableBody(readLimited(w, r, limit))
 }
 
 // readCSVBody reads a bounded CSV upload (text/csv, or no content type).
@@ -33,7 +34,7 @@ func readCSVBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, e
 			return nil, arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "The content type '%s' is not supported; send text/csv.", ct)
 		}
 	}
-	return readLimited(w, r, limit)
+	return storableBody(readLimited(w, r, limit))
 }
 
 func readLimited(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
@@ -46,6 +47,36 @@ func readLimited(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, e
 		return nil, arm.InvalidRequest("", "The request body could not be read: %v", err)
 	}
 	return body, nil
+}
+
+// storableBody refuses a body that is not valid UTF-8 or holds NUL, raw or
+// escaped: PostgreSQL's TEXT refuses NUL, and a value one engine cannot
+// store must be a clear 400 on both, never a 500. (Usage intake checks
+// event by event instead, so that one bad event does not sink its batch.)
+func storableBody(body []byte, err error) ([]byte, error) {
+	if err != nil {
+		return nil, err
+	}
+	if !utf8.Valid(body) || bytes.IndexByte(body, 0) >= 0 || hasNULEscape(body) {
+		return nil, arm.InvalidRequest("", "The request body must be valid UTF-8 without NUL characters (nor \\u0000 escapes).")
+	}
+	return body, nil
+}
+
+// hasNULEscape reports a JSON \u0000 escape: outside a string it is not
+// JSON anyway, inside one it would decode to NUL. An escaped backslash
+// before "u0000" is not one.
+func hasNULEscape(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' || i+1 >= len(b) {
+			continue
+		}
+		if b[i+1] == 'u' && i+5 < len(b) && string(b[i+2:i+6]) == "0000" {
+			return true
+		}
+		i++ // skip the escaped character
+	}
+	return false
 }
 
 // readAll reads a body into one buffer of its declared length when it has

@@ -260,8 +260,8 @@ func readUsageBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte,
 		return nil, arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedMediaType",
 			"The content type '%s' is not supported; send application/x-ndjson, application/json or application/cloudevents-batch+json.", r.Header.Get("Content-Type"))
 	}
-	r.Header.Del("Content-Type") // readBody's JSON check is done above
-	return readBody(w, r, limit)
+	// Events are checked one by one (usage.Service), not the body whole.
+	return readLimited(w, r, limit)
 }
 
 type usageAggregateJSON struct {

@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/audit"
@@ -167,6 +168,14 @@ func (p *Portal) page(pattern string, roles []auth.Role, h handler) {
 			if err := r.ParseForm(); err != nil || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.CSRF)) != 1 {
 				p.fail(w, r, s, arm.Errorf(http.StatusForbidden, "InvalidCsrfToken", "The form expired or did not come from this portal. Reload the page and try again."))
 				return
+			}
+			for _, vs := range r.PostForm {
+				for _, v := range vs {
+					if !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
+						p.fail(w, r, s, arm.InvalidRequest("", "The form's fields must be valid UTF-8 without NUL characters."))
+						return
+					}
+				}
 			}
 		}
 		if err := h(w, r, s); err != nil {

@@ -1,8 +1,8 @@
 package portal
 
 import (
-	"encoding/csv"
 	"errors"
+	"github.com/stackbill/stackbill/internal/csvexport"
 	"net/http"
 	"sort"
 	"strconv"
@@ -312,7 +312,7 @@ func (p *Portal) myUsageCSV(w http.ResponseWriter, r *http.Request, s *session) 
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="usage-`+tenantSub(s)+`-`+rg.FromText()+`-`+rg.ToText()+`.csv"`)
-	cw := csv.NewWriter(w)
+	cw := csvexport.NewWriter(w)
 	_ = cw.Write([]string{"subscriptionId", "usageStartTime", "granularity", "meterId", "meterName", "unit", "quantity"})
 	for _, pt := range pts {
 		m := names[pt.Key]

@@ -572,6 +572,8 @@ func (s *Service) validate(ctx context.Context, now time.Time, e *wireEvent, l *
 		return logged{}, reject("at most %d tags", maxTags)
 	case len(e.AdditionalInfo) > maxAddlBytes:
 		return logged{}, reject("additionalInfo is limited to %d bytes", maxAddlBytes)
+	case !storable(string(e.AdditionalInfo)):
+		return logged{}, reject("additionalInfo must be valid UTF-8 without NUL")
 	}
 	for k, v := range e.Tags {
 		if len(k) > maxTagKey || len(v) > maxTagValue || !storable(k) || !storable(v) {
