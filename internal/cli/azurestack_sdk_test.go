@@ -69,7 +69,10 @@ func TestAzureStackSDKRegistrations(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if _, err := c.CreateOrUpdate(ctx, "other-rg", "stamp-d", param); err != nil {
+		// Another stamp in another resource group. (The same cloud there
+		// would move stamp-a: a cloud has one live registration.)
+		if _, err := c.CreateOrUpdate(ctx, "other-rg", "stamp-d", azurestack.RegistrationParameter{Location: &loc,
+			RegistrationParameterProperties: &azurestack.RegistrationParameterProperties{RegistrationToken: registrationToken(randomGUID(), registration.Development, "")}}); err != nil {
 			t.Fatal(err)
 		}
 		page, err := c.List(ctx, "azurestack")
@@ -119,9 +122,10 @@ func TestAzureStackSDKRegistrations(t *testing.T) {
 		if strings.Join(all, ",") != "stamp-a,stamp-b,stamp-c,stamp-d" {
 			t.Fatalf("ListBySubscription = %v", all)
 		}
-		// Filter by cloudId finds the registration of a given cloud.
+		// Filter by cloudId finds the registration of a given cloud (one:
+		// a cloud has one live registration).
 		resp, body := e.raw("GET", "/v1/registrations?cloudId="+cloud, e.operator, "", nil)
-		if resp.StatusCode != 200 || strings.Count(body, `"name":"stamp-`) != 2 || !strings.Contains(body, "stamp-a") || !strings.Contains(body, "stamp-d") {
+		if resp.StatusCode != 200 || strings.Count(body, `"name":"stamp-`) != 1 || !strings.Contains(body, "stamp-a") {
 			t.Fatalf("cloudId filter: %d %s", resp.StatusCode, body)
 		}
 		// EnableRemoteManagement (spec-only), with and without api-version.

@@ -196,6 +196,12 @@ func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
 	}
+	if code == http.StatusUnauthorized || code == http.StatusTooManyRequests {
+		// A refused unauthenticated or over-budget request closes its
+		// connection: net/http would otherwise read the unread body of a
+		// slow client before answering.
+		w.Header().Set("Connection", "close")
+	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
@@ -248,6 +254,12 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}()
 
 	r = r.WithContext(arm.WithBaseURL(r.Context(), s.baseURL(r)))
+	if r.Header.Get("Authorization") == "" {
+		// Without a credential the body gets a short deadline from the
+		// start: net/http reads an unread body before it answers, so even
+		// a refusal would otherwise wait for a slow client.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.AnonBodyTimeout))
+	}
 	segs, ok := arm.Segments(r)
 	if !ok {
 		arm.WriteError(w, arm.InvalidRequest("path", "The request path is not validly percent-encoded."))

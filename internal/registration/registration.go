@@ -353,6 +353,11 @@ func (s *Service) Put(ctx context.Context, p auth.Principal, k Key, in PutInput,
 		return Registration{}, false, arm.Errorf(http.StatusNotFound, "SubscriptionNotFound",
 			"The subscription '%s' could not be found in the partner directory. A registration's subscription is its default subscription and must exist.", k.SubscriptionID)
 	}
+	// The token must come from the stack of its cloud before anything else
+	// is decided about that cloud (checked again when it is bound, below).
+	if err := s.checkCloudKey(ctx, tok); err != nil {
+		return Registration{}, false, err
+	}
 	moving, err := s.movesFrom(ctx, p, k, tok.CloudID, resolved)
 	if err != nil {
 		return Registration{}, false, err
@@ -423,7 +428,10 @@ func (s *Service) Put(ctx context.Context, p auth.Principal, k Key, in PutInput,
 // the same CSP partner; a stack cannot be taken over by another partner's
 // subscription, nor by a reseller from its provider.
 func (s *Service) movesFrom(ctx context.Context, p auth.Principal, k Key, cloudID string, target *directory.ResolvedSubscription) ([]Registration, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+regColumns+` FROM registrations WHERE cloud_id = ? AND deleted_at_us IS NULL AND subscription_id <> ?`, cloudID, k.SubscriptionID)
+	// A cloud has one live registration: one under another name, in this
+	// subscription or another, moves here. Two at once would give two
+	// bridge credentials the same cloud's record IDs.
+	rows, err := s.db.QueryContext(ctx, `SELECT `+regColumns+` FROM registrations WHERE cloud_id = ? AND deleted_at_us IS NULL AND lookup_key <> ?`, cloudID, k.lookup())
 	if err != nil {
 		return nil, err
 	}
@@ -470,6 +478,21 @@ func (s *Service) movesFrom(ctx context.Context, p auth.Principal, k Key, cloudI
 		}
 	}
 	return olds, nil
+}
+
+// checkCloudKey refuses a token for a bound cloud signed by another key.
+func (s *Service) checkCloudKey(ctx context.Context, tok Token) error {
+	var key string
+	err := s.db.QueryRowContext(ctx, `SELECT stack_key FROM cloud_keys WHERE cloud_id = ?`, tok.CloudID).Scan(&key)
+	switch {
+	case store.IsNoRows(err):
+		return nil
+	case err != nil:
+		return err
+	case key != tok.StackKey:
+		return errInvalidToken("it is not signed by the stack of cloud %s: a cloud's tokens are signed by the key of the stack that first registered it.", tok.CloudID)
+	}
+	return nil
 }
 
 // bindCloud ties a cloud to the key that signed its first registration
