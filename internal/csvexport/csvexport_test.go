@@ -2,6 +2,7 @@ package csvexport
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -38,4 +39,21 @@ func TestWriter(t *testing.T) {
 	if got, want := b.String(), "'=cmd|' /C calc'!A0,-3.25,Adatum\n"; got != want || w.Error() != nil {
 		t.Fatalf("got %q, want %q (%v)", got, want, w.Error())
 	}
+}
+
+// FuzzCell: whatever a name holds, the cell a spreadsheet sees never
+// starts a formula, and plain numbers come through unchanged.
+func FuzzCell(f *testing.F) {
+	for _, s := range []string{"=1+1", "-3.5", "@x", "+", "\t=", "Adatum", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c := Cell(s)
+		if c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])) && !plainNumber(c) {
+			t.Fatalf("Cell(%q) = %q starts a formula", s, c)
+		}
+		if s != "" && plainNumber(s) && c != s {
+			t.Fatalf("the number %q became %q", s, c)
+		}
+	})
 }

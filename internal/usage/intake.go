@@ -572,7 +572,8 @@ func (s *Service) validate(ctx context.Context, now time.Time, e *wireEvent, l *
 		return logged{}, reject("at most %d tags", maxTags)
 	case len(e.AdditionalInfo) > maxAddlBytes:
 		return logged{}, reject("additionalInfo is limited to %d bytes", maxAddlBytes)
-	case !storable(string(e.AdditionalInfo)):
+	case !storable(string(e.AdditionalInfo)) || bytes.Contains(e.AdditionalInfo, []byte(`\u0000`)):
+		// An escaped NUL decodes to one wherever the JSON is read.
 		return logged{}, reject("additionalInfo must be valid UTF-8 without NUL")
 	}
 	for k, v := range e.Tags {
