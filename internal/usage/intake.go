@@ -8,8 +8,9 @@
 // Each accepted event is split across the UTC hours it covers, in proportion
 // to time, and added to the hourly record of its subscription, meter,
 // resource instance, usage hour and reported hour (the hour in which stackbill
-// received it). Parts are rounded to 12 decimal places with the remainder on
-// the last part, so they always sum exactly to the event. A record changes
+// received it). Each part is the difference of the event's running total,
+// rounded to 12 decimal places, at the end and at the start of its hour, so
+// parts are never negative and always sum exactly to the event. A record changes
 // only while its reported hour is open; the APIs answer only closed reported
 // hours (reportedEndTime may not be in the future and must lie on an hour
 // boundary), so what a client or the bridge has read never changes. A late
@@ -325,21 +326,29 @@ func split(total money.Quantity, start, end time.Time) []part {
 	if !end.After(start) {
 		return []part{{clock.HourStart(start), total}}
 	}
+	// Each part is the difference of the rounded running total at its
+	// hour's end and at its start. A rounded running total never falls as
+	// time goes on and never passes the total, so no part is negative (the
+	// fuzzer found one when every part was rounded on its own and a month's
+	// rounding errors landed on a last hour of 68 µs), and the parts still
+	// sum exactly to the event.
 	span := end.Sub(start).Microseconds()
 	var parts []part
-	remaining := total
+	before := money.Zero
 	for h := clock.HourStart(start); h.Before(end); h = h.Add(time.Hour) {
 		from, to := maxTime(h, start), minTime(h.Add(time.Hour), end)
 		if !to.After(from) {
 			continue
 		}
-		if !h.Add(time.Hour).Before(end) { // last hour takes the remainder
-			parts = append(parts, part{h, remaining})
-			break
+		upTo := total
+		if to.Before(end) {
+			upTo = total.MulFrac(to.Sub(start).Microseconds(), span, partPlaces)
+			if upTo.Above(total) {
+				upTo = total
+			}
 		}
-		q := total.MulFrac(to.Sub(from).Microseconds(), span, partPlaces)
-		remaining = remaining.Sub(q)
-		parts = append(parts, part{h, q})
+		parts = append(parts, part{h, upTo.Sub(before)})
+		before = upTo
 	}
 	return parts
 }
