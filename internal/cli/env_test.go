@@ -24,6 +24,7 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 	"github.com/stackbill/stackbill/internal/tenancy"
 )
@@ -177,11 +178,35 @@ func (e *testEnv) raw(method, path, token, contentType string, body io.Reader, h
 
 // fingerprint hashes every row of every domain table, to prove a rejected
 // request changed nothing.
+// fingerprint hashes every table but the audit log (which records refusals
+// as well as changes; see auditCounts), so a test can prove that a refused
+// request changed nothing.
 func (e *testEnv) fingerprint() string {
 	e.t.Helper()
+	ctx := context.Background()
+	db := e.app.DB
+	q := `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`
+	if db.Dialect == store.Postgres {
+		q = `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name`
+	}
+	rows, err := db.QueryContext(ctx, q)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			e.t.Fatal(err)
+		}
+		if n != "audit_log" && n != "audit_head" && !strings.HasPrefix(n, "sqlite_") {
+			tables = append(tables, n)
+		}
+	}
+	rows.Close()
 	h := sha256.New()
-	for _, table := range []string{"partners", "customers", "subscriptions", "directory_changes", "registrations", "registration_events", "tenant_mappings", "tokens"} {
-		rows, err := e.app.DB.QueryContext(context.Background(), "SELECT * FROM "+table+" ORDER BY 1")
+	for _, table := range tables {
+		rows, err := db.QueryContext(ctx, "SELECT * FROM "+table+" ORDER BY 1")
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -200,6 +225,19 @@ func (e *testEnv) fingerprint() string {
 		rows.Close()
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// auditCounts counts the audit log's records of changes and of refusals.
+func (e *testEnv) auditCounts() (changes, refusals int64) {
+	e.t.Helper()
+	ctx := context.Background()
+	if err := e.app.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log WHERE action <> 'request.refused'`).Scan(&changes); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.app.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log WHERE action = 'request.refused'`).Scan(&refusals); err != nil {
+		e.t.Fatal(err)
+	}
+	return changes, refusals
 }
 
 func errCode(body string) string {

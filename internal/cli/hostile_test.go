@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -18,7 +16,6 @@ import (
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
-	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 	"github.com/stackbill/stackbill/internal/tenancy"
 )
@@ -191,59 +188,13 @@ func (h *hostileWorld) try(t *testing.T, route, principal, scope string, a *atte
 
 type auditCounts struct{ other, refusals int64 }
 
-// fingerprint hashes every table but the audit log, which it counts apart:
-// records of changes, and records of refusals.
+// fingerprint is the database's state: every table but the audit log, and
+// the audit log's records of changes and of refusals.
 func (h *hostileWorld) fingerprint(t *testing.T) (string, auditCounts) {
 	t.Helper()
-	ctx := context.Background()
-	db := h.e.app.DB
-	q := `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`
-	if db.Dialect == store.Postgres {
-		q = `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name`
-	}
-	rows, err := db.QueryContext(ctx, q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tables []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n != "audit_log" && n != "audit_head" && !strings.HasPrefix(n, "sqlite_") {
-			tables = append(tables, n)
-		}
-	}
-	rows.Close()
-	sum := sha256.New()
-	for _, table := range tables {
-		rows, err := db.QueryContext(ctx, "SELECT * FROM "+table+" ORDER BY 1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cols, _ := rows.Columns()
-		for rows.Next() {
-			vals := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatal(err)
-			}
-			fmt.Fprintf(sum, "%s:%v\n", table, vals)
-		}
-		rows.Close()
-	}
 	var c auditCounts
-	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log WHERE action <> 'request.refused'`).Scan(&c.other); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log WHERE action = 'request.refused'`).Scan(&c.refusals); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(sum.Sum(nil)), c
+	c.other, c.refusals = h.e.auditCounts()
+	return h.e.fingerprint(), c
 }
 
 // newHostileWorld builds the world the suite attacks: registrations of a

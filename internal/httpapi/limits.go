@@ -23,18 +23,19 @@ type limits struct {
 	anon     chan struct{}
 	authing  chan struct{}
 
-	perToken rate.Limit // 0: unlimited
-	burst    int
-	mu       sync.Mutex
-	buckets  map[string]*bucket
-	swept    time.Time
+	tokens    *buckets // per token (nil: unlimited)
+	addresses *buckets // per address, anonymous requests and failed sign-ins
+}
 
-	// perAddress bounds each address's anonymous requests and failed
-	// authentications per second (0: unlimited).
-	perAddress rate.Limit
-	anonMu     sync.Mutex
-	addresses  map[string]*bucket
-	anonSwept  time.Time
+// buckets is a table of token buckets by key. maxBuckets bounds it: past
+// it, idle buckets are dropped, so a flood of distinct keys (even invalid
+// tokens) cannot grow memory without end.
+type buckets struct {
+	per   rate.Limit
+	burst int
+	mu    sync.Mutex
+	m     map[string]*bucket
+	swept time.Time
 }
 
 type bucket struct {
@@ -42,65 +43,63 @@ type bucket struct {
 	seen time.Time
 }
 
-// maxBuckets bounds the limiter table: past it, idle buckets are dropped, so
-// a flood of distinct (even invalid) tokens cannot grow memory without end.
 const maxBuckets = 10000
 
-func newLimits(maxInflight int, perToken float64, burst int, maxAnon int, perAddress float64) *limits {
-	l := &limits{perToken: rate.Limit(perToken), burst: burst, buckets: map[string]*bucket{},
-		anon: make(chan struct{}, maxAnon), authing: make(chan struct{}, maxAnon),
-		perAddress: rate.Limit(perAddress), addresses: map[string]*bucket{}}
-	if maxInflight > 0 {
-		l.inflight = make(chan struct{}, maxInflight)
-	}
-	if l.burst <= 0 {
-		l.burst = int(math.Max(1, 2*perToken))
-	}
-	return l
-}
-
-// enter takes an in-flight slot; the caller must call the returned release.
-func (l *limits) enter() (release func(), err *arm.Error) {
-	if l.inflight == nil {
-		return func() {}, nil
-	}
-	return take(l.inflight, "requests")
-}
-
-// allow spends one request of token's budget.
-func (l *limits) allow(token string, now time.Time) *arm.Error {
-	if l.perToken <= 0 {
+func newBuckets(per float64, burst int) *buckets {
+	if per <= 0 {
 		return nil
 	}
-	l.mu.Lock()
-	b := l.buckets[token]
+	if burst <= 0 {
+		burst = int(math.Max(1, 2*per))
+	}
+	return &buckets{per: rate.Limit(per), burst: burst, m: map[string]*bucket{}}
+}
+
+// take spends one of key's budget, or with peek only looks whether one is
+// left; it returns how long until one would be.
+func (t *buckets) take(key string, now time.Time, peek bool) time.Duration {
+	if t == nil {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := t.m[key]
 	if b == nil {
-		if len(l.buckets) >= maxBuckets && now.Sub(l.swept) > time.Second {
-			for k, v := range l.buckets {
+		if len(t.m) >= maxBuckets && now.Sub(t.swept) > time.Second {
+			for k, v := range t.m {
 				if now.Sub(v.seen) > time.Minute {
-					delete(l.buckets, k)
+					delete(t.m, k)
 				}
 			}
-			l.swept = now
+			t.swept = now
 		}
-		b = &bucket{lim: rate.NewLimiter(l.perToken, l.burst)}
-		if len(l.buckets) < maxBuckets {
-			l.buckets[token] = b
+		b = &bucket{lim: rate.NewLimiter(t.per, t.burst)}
+		if len(t.m) < maxBuckets {
+			t.m[key] = b
 		}
 	}
 	b.seen = now
+	if peek {
+		if b.lim.TokensAt(now) >= 1 {
+			return 0
+		}
+		return time.Second
+	}
 	r := b.lim.ReserveN(now, 1)
 	delay := r.DelayFrom(now)
 	if delay > 0 {
 		r.CancelAt(now)
 	}
-	l.mu.Unlock()
-	if delay <= 0 {
-		return nil
+	return delay
+}
+
+func newLimits(maxInflight int, perToken float64, burst int, maxAnon int, perAddress float64) *limits {
+	l := &limits{anon: make(chan struct{}, maxAnon), authing: make(chan struct{}, maxAnon),
+		tokens: newBuckets(perToken, burst), addresses: newBuckets(perAddress, 0)}
+	if maxInflight > 0 {
+		l.inflight = make(chan struct{}, maxInflight)
 	}
-	e := arm.Errorf(http.StatusTooManyRequests, "TooManyRequests", "This token's limit of %g requests per second (burst %d) is used up; retry after the delay in Retry-After.", float64(l.perToken), l.burst)
-	e.RetryAfter = int(math.Ceil(delay.Seconds()))
-	return e
+	return l
 }
 
 func busy(what string, n int) *arm.Error {
@@ -118,36 +117,27 @@ func take(ch chan struct{}, what string) (func(), *arm.Error) {
 	}
 }
 
-// addressAllows spends one of an address's anonymous budget.
-func (l *limits) addressAllows(addr string, now time.Time, spend bool) *arm.Error {
-	if l.perAddress <= 0 {
+// enter takes an in-flight slot; the caller must call the returned release.
+func (l *limits) enter() (release func(), err *arm.Error) {
+	if l.inflight == nil {
+		return func() {}, nil
+	}
+	return take(l.inflight, "requests")
+}
+
+// allow spends one request of token's budget.
+func (l *limits) allow(token string, now time.Time) *arm.Error {
+	delay := l.tokens.take(token, now, false)
+	if delay <= 0 {
 		return nil
 	}
-	l.anonMu.Lock()
-	b := l.addresses[addr]
-	if b == nil {
-		if len(l.addresses) >= maxBuckets && now.Sub(l.anonSwept) > time.Second {
-			for k, v := range l.addresses {
-				if now.Sub(v.seen) > time.Minute {
-					delete(l.addresses, k)
-				}
-			}
-			l.anonSwept = now
-		}
-		b = &bucket{lim: rate.NewLimiter(l.perAddress, int(math.Max(1, 2*float64(l.perAddress))))}
-		if len(l.addresses) < maxBuckets {
-			l.addresses[addr] = b
-		}
-	}
-	b.seen = now
-	ok := true
-	if spend {
-		ok = b.lim.AllowN(now, 1)
-	} else {
-		ok = b.lim.TokensAt(now) >= 1
-	}
-	l.anonMu.Unlock()
-	if ok {
+	e := arm.Errorf(http.StatusTooManyRequests, "TooManyRequests", "This token's limit of %g requests per second (burst %d) is used up; retry after the delay in Retry-After.", float64(l.tokens.per), l.tokens.burst)
+	e.RetryAfter = int(math.Ceil(delay.Seconds()))
+	return e
+}
+
+func (l *limits) addressAllows(addr string, now time.Time, peek bool) *arm.Error {
+	if l.addresses.take(addr, now, peek) <= 0 {
 		return nil
 	}
 	e := arm.Errorf(http.StatusTooManyRequests, "TooManyRequests", "Too many unauthenticated requests or failed sign-ins from this address; retry shortly.")
@@ -157,7 +147,7 @@ func (l *limits) addressAllows(addr string, now time.Time, spend bool) *arm.Erro
 
 // enterAnon takes one of the anonymous slots, within the address's rate.
 func (l *limits) enterAnon(addr string, now time.Time) (func(), *arm.Error) {
-	if e := l.addressAllows(addr, now, true); e != nil {
+	if e := l.addressAllows(addr, now, false); e != nil {
 		return nil, e
 	}
 	return take(l.anon, "unauthenticated requests")
@@ -166,11 +156,11 @@ func (l *limits) enterAnon(addr string, now time.Time) (func(), *arm.Error) {
 // enterAuth takes a slot to look a credential up, unless the address has
 // used up its failures.
 func (l *limits) enterAuth(addr string, now time.Time) (func(), *arm.Error) {
-	if e := l.addressAllows(addr, now, false); e != nil {
+	if e := l.addressAllows(addr, now, true); e != nil {
 		return nil, e
 	}
 	return take(l.authing, "credential lookups")
 }
 
 // failed spends one of the address's budget on a failed authentication.
-func (l *limits) failed(addr string, now time.Time) { _ = l.addressAllows(addr, now, true) }
+func (l *limits) failed(addr string, now time.Time) { _ = l.addresses.take(addr, now, false) }

@@ -162,20 +162,29 @@ func (s *Service) drainFast(ctx context.Context, until int64, settle bool) (int,
 		if len(ids) == 0 {
 			return nil
 		}
-		if err := s.addRecords(ctx, tx, g.sorted(), g.vals); err != nil {
-			return err
-		}
-		if err := drainer.Trim(ctx, tx, "usage_log", ids); err != nil {
-			return err
-		}
 		batches = len(ids)
-		return nil
+		return s.finishDrain(ctx, tx, g, nil, ids)
 	})
 	if err != nil {
 		return 0, err
 	}
 	s.drained(batches, events)
 	return batches, nil
+}
+
+// finishDrain writes a drain's records and held items and deletes the log
+// rows it took, in the drain's transaction, so each event lands exactly
+// once: in a record or in quarantine.
+func (s *Service) finishDrain(ctx context.Context, tx *store.Tx, g *groups, held []quarantine.Item, ids []any) error {
+	if err := s.addRecords(ctx, tx, g.sorted(), g.vals); err != nil {
+		return err
+	}
+	for _, it := range held {
+		if err := quarantine.Add(ctx, tx, it); err != nil {
+			return err
+		}
+	}
+	return drainer.Trim(ctx, tx, "usage_log", ids)
 }
 
 func (s *Service) drained(batches, events int) {
@@ -258,19 +267,8 @@ func (s *Service) drainCareful(ctx context.Context, until int64, settle bool) (i
 		if err != nil {
 			return err
 		}
-		if err := s.addRecords(ctx, tx, g.sorted(), g.vals); err != nil {
-			return err
-		}
-		for _, it := range held {
-			if err := quarantine.Add(ctx, tx, it); err != nil {
-				return err
-			}
-		}
-		if err := drainer.Trim(ctx, tx, "usage_log", ids); err != nil {
-			return err
-		}
 		batches = len(ids)
-		return nil
+		return s.finishDrain(ctx, tx, g, held, ids)
 	})
 	if err != nil {
 		return 0, err
