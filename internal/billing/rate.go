@@ -509,8 +509,13 @@ func sortDayAggs(out []dayAgg) {
 // where late usage continues the period's tiers.
 type priorKey struct{ sub, meter, period string }
 
+// loadPrior is what the invoices of periods before period billed, per
+// subscription, meter and usage period. Only earlier invoices count: a
+// finalized period's own LateUsage lines are what its rating produces, and
+// counting them as already billed would bill them twice.
 func loadPrior(ctx context.Context, q store.Querier, before string) (map[priorKey]money.Quantity, error) {
-	rows, err := q.QueryContext(ctx, `SELECT subscription_id, meter_id, usage_period, quantity FROM invoice_lines WHERE usage_period < ?`, before)
+	rows, err := q.QueryContext(ctx, `SELECT l.subscription_id, l.meter_id, l.usage_period, l.quantity FROM invoice_lines l
+		JOIN invoices i ON i.number = l.invoice_number WHERE l.usage_period < ? AND i.period < ?`, before, before)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/simulate"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+)
+
+// TestFinalizedReconciliationCountsLateUsageOnce: finalize March, send late
+// March usage, finalize April. April's invoice bills the late usage as
+// LateUsage lines that continue March's tiers, but the finalized April
+// reconciliation file counted April's own LateUsage lines as already billed
+// before April and priced them again past the tier: the invoice said 151.83
+// and the file's rows 149.74.
+func TestFinalizedReconciliationCountsLateUsageOnce(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		clk := clock.Manual(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
+		e := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
+		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
+		if _, err := e.app.Billing.ImportPriceList(ctx, op, "tiers", []byte(testPriceListUSD), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		e.createRegistration(W.ContosoDefault, "azurestack", "stamp", registration.PayAsYouUse, true)
+		reg, _ := e.app.Registrations.Get(ctx, op, regKey(W.ContosoDefault, "azurestack", "stamp"))
+		bp := auth.Principal{Role: auth.RoleBridge, RegistrationUID: reg.UID, TokenID: "b"}
+		sub := randomGUID()
+		send := func(usage time.Time, qty string, vm string) {
+			t.Helper()
+			if now := clk.Now(); now.Before(usage.Add(time.Hour)) {
+				clk.Set(usage.Add(time.Hour))
+			}
+			r := bridge.Record{SubscriptionID: sub, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.MustQuantity(qty),
+				UsageHour: usage, ReportedHour: clock.HourStart(clk.Now()), ResourceURI: "/r/" + vm, Location: "local"}
+			r.SetID(reg.CloudID)
+			if res, err := e.app.Ingestor.Ingest(ctx, bp, bridge.Batch{CloudID: reg.CloudID, Records: []bridge.Record{r}}); err != nil || res.Accepted != 1 {
+				t.Fatalf("ingest: %+v %v", res, err)
+			}
+		}
+		// March: 400 vCPU-hours (the first tier runs to 500).
+		send(time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC), "400", "a")
+		clk.Set(time.Date(2026, 4, 2, 1, 0, 0, 0, time.UTC))
+		if _, err := e.app.Billing.Finalize(ctx, op, "2026-03"); err != nil {
+			t.Fatal(err)
+		}
+		// Late March usage, 200, across the tier boundary; and April's own.
+		send(time.Date(2026, 3, 31, 22, 0, 0, 0, time.UTC), "200", "b")
+		send(time.Date(2026, 4, 15, 12, 0, 0, 0, time.UTC), "50", "a")
+		recon := func() string {
+			t.Helper()
+			resp, body := e.raw("GET", "/v1/billing/reconciliation?partner=contoso&period=2026-04", e.tokens["contoso"], "", nil)
+			if resp.StatusCode != 200 {
+				t.Fatalf("reconciliation: %d %s", resp.StatusCode, body)
+			}
+			return body
+		}
+		draft := recon()
+		clk.Set(time.Date(2026, 5, 2, 1, 0, 0, 0, time.UTC))
+		if _, err := e.app.Billing.Finalize(ctx, op, "2026-04"); err != nil {
+			t.Fatal(err)
+		}
+		inv, err := e.app.Billing.Invoice(ctx, op, "SB-202604-contoso")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 100 late at 0.008 and 100 at 0.0065 (continuing March's 400),
+		// then April's 50 at 0.008.
+		if inv.Total.String() != "1.85" {
+			t.Fatalf("April's invoice: %s, want 1.85 (0.80 + 0.65 late, 0.40 own)", inv.Total)
+		}
+		final := recon()
+		for name, file := range map[string]string{"draft": draft, "finalized": final} {
+			if sum := reconTotal(t, []byte(file)); !sum.Equal(inv.Total) {
+				t.Errorf("the %s reconciliation file's rows sum to %s; the invoice is %s", name, sum, inv.Total)
+			}
+		}
+		if final != draft {
+			t.Errorf("finalizing changed the reconciliation file:\n%s\nwas\n%s", final, draft)
+		}
+		resp, body := e.raw("POST", "/v1/billing/exports", e.tokens["contoso"], "application/json", strings.NewReader(`{"partner":"contoso","period":"2026-04"}`))
+		var job struct {
+			ID string `json:"id"`
+		}
+		if resp.StatusCode != 202 || json.Unmarshal([]byte(body), &job) != nil {
+			t.Fatalf("export: %d %s", resp.StatusCode, body)
+		}
+		if err := e.app.Billing.RunExports(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, file := e.raw("GET", "/v1/billing/exports/"+job.ID+"/file", e.tokens["contoso"], "", nil); file != final {
+			t.Fatalf("the exported file differs from the streamed one")
+		}
+		_ = fmt.Sprint
+	})
+}
