@@ -33,6 +33,9 @@ const unusual = "\u202egnp.exe\u200d\u200b e\u0301\u0301\u0301 \U0001F4A9\U0001F
 // with its reason, and that other tenants' usage, the usage APIs,
 // forwarding, invoices, reconciliation files and statements keep working.
 func TestPoisonPills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("every background stage through a month and its finalization: the full suite runs it")
+	}
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
 		start := time.Date(2026, 10, 20, 9, 30, 0, 0, time.UTC)
