@@ -35,6 +35,10 @@ type Invoice struct {
 	FinalizedAt *time.Time     `json:"finalizedAt,omitempty"`
 	Currency    string         `json:"currency"`
 	Rounding    string         `json:"rounding"`
+	// TierRule and LateUsageRule state the rules the invoice was rated
+	// under; a finalized invoice keeps them, whatever changes later.
+	TierRule      string         `json:"tierRule"`
+	LateUsageRule string         `json:"lateUsageRule"`
 	Total       money.Quantity `json:"total"`
 	Sections    []Section      `json:"sections"`
 	CreditNotes []CreditNote   `json:"creditNotes"`
@@ -84,6 +88,22 @@ type Line struct {
 	Currency         string         `json:"currency"`
 }
 
+// lateUsageRule states which usage a period's invoice takes, and where
+// usage that arrives later goes.
+func (s *Service) lateUsageRule(end time.Time) string {
+	closes := end.Add(s.grace)
+	grace := s.grace.String()
+	if s.grace%time.Hour == 0 {
+		grace = fmt.Sprintf("%d hours", s.grace/time.Hour)
+	}
+	how := fmt.Sprintf("%s after the month ends, for usage still on its way (--invoice-grace)", grace)
+	if s.grace == 0 {
+		how = "as the month ends, as Partner Center closes a period"
+	}
+	return fmt.Sprintf("This period closes at %s, %s. Usage reported until then is billed here; usage of this period reported later is billed on the next open invoice as LateUsage, continuing this period's tiers and included quantity.",
+		closes.Format(time.RFC3339), how)
+}
+
 // Rounding states how amounts are rounded.
 const Rounding = "each line rounded once to the currency's minor unit, half away from zero; total = sum of rounded lines"
 
@@ -123,7 +143,7 @@ func (s *Service) build(dir *dirSnapshot, r *rater, period string, status string
 			pt := dir.partners[acct.billTo]
 			inv = &Invoice{Number: invoiceNumber(acct.billTo, period), PartnerID: acct.billTo, PartnerName: pt.Name, MpnID: pt.MpnID, Period: period,
 				PeriodStart: start, PeriodEnd: end, Status: status, DraftUntil: end.Add(s.grace), Currency: dir.currency(acct.billTo), Rounding: Rounding,
-				CreditNotes: []CreditNote{}}
+				TierRule: TierRule, LateUsageRule: s.lateUsageRule(end), CreditNotes: []CreditNote{}}
 			out[acct.billTo] = inv
 			sections[acct.billTo] = map[string]*Section{}
 		}
@@ -139,7 +159,7 @@ func (s *Service) build(dir *dirSnapshot, r *rater, period string, status string
 		st := l.sched.steps[l.key.step]
 		ln := Line{Kind: "Usage", CustomerTenantID: acct.customer, ResellerID: acct.reseller, ResellerMpnID: sec.ResellerMpnID,
 			SubscriptionID: l.key.sub, SubscriptionName: dir.subs[l.key.sub].Name, RegistrationUID: l.key.reg, Registration: dir.regs[l.key.reg].name,
-			CloudID: dir.regs[l.key.reg].cloudID, UsagePeriod: l.key.usagePeriod, ChargeStart: l.from, ChargeEnd: l.to.Add(24*time.Hour - time.Second),
+			CloudID: dir.regs[l.key.reg].cloudID, UsagePeriod: l.key.usagePeriod, ChargeStart: l.from, ChargeEnd: clock.ChargeEnd(l.to),
 			MeterID: l.key.meter, MeterName: l.sched.price.MeterName, MeterCategory: l.sched.price.Category, MeterSubCategory: l.sched.price.SubCategory,
 			Unit: l.sched.price.Unit, PriceListID: l.key.priceList, Tier: st.tier, Quantity: quantityIn(l.qty, l.sched.div), BilledQuantity: l.qty,
 			UnitPrice: st.price, Amount: amountOf(l.numer, l.sched.div, minor), Currency: inv.Currency}

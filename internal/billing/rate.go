@@ -88,6 +88,15 @@ func (c *catalog) at(ctx context.Context, currency, meterID string, day time.Tim
 // schedule is a price converted to billing units: the included quantity is
 // a free first step, then each tier. Thresholds are multiplied by the unit
 // divisor (exact); amounts are divided by it once, per line.
+//
+// The tier rule is the Azure RateCard's: MeterRates keys are "the meter
+// quantity" at which each rate starts, counted over everything consumed in
+// the period, and IncludedQuantity is "included in the offer at no cost;
+// consumption beyond this quantity will be charged". So the first
+// IncludedQuantity units are free, and every unit after them is at the rate
+// of the tier whose threshold it has passed: with 100 included and tiers at
+// 0 and 500, units 100–500 are at the first rate and the rest at the second
+// (TierRule states it on every invoice).
 type schedule struct {
 	priceList int64
 	price     Price
@@ -101,6 +110,10 @@ type step struct {
 	tier  string         // "included" or the tier's threshold in price units
 }
 
+// TierRule states how included quantities and tiers apply; every invoice
+// carries it.
+const TierRule = "IncludedQuantity is free; tier thresholds count all the quantity consumed in the usage period (the Azure RateCard's MeterRates), so each unit after the included ones is priced at the tier whose threshold it has passed; late usage continues its period's count"
+
 func newSchedule(id int64, p Price) *schedule {
 	div, _ := unitDivisor(p.Unit)
 	d := money.FromInt(div)
@@ -109,8 +122,17 @@ func newSchedule(id int64, p Price) *schedule {
 	if inc.Sign() > 0 {
 		s.steps = append(s.steps, step{from: money.Zero, price: money.Zero, tier: "included"})
 	}
-	for _, t := range p.Tiers {
-		s.steps = append(s.steps, step{from: inc.Add(t.From.Mul(d)), price: t.Price, tier: t.From.String()})
+	tiers := append([]Tier(nil), p.Tiers...)
+	sort.Slice(tiers, func(i, j int) bool { return tiers[i].From.Cmp(tiers[j].From) < 0 })
+	for i, t := range tiers {
+		from := t.From.Mul(d)
+		if i+1 < len(tiers) && tiers[i+1].From.Mul(d).Cmp(inc) <= 0 {
+			continue // every unit of this tier is included
+		}
+		if from.Cmp(inc) < 0 {
+			from = inc
+		}
+		s.steps = append(s.steps, step{from: from, price: t.Price, tier: t.From.String()})
 	}
 	return s
 }

@@ -75,6 +75,7 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 <strong>Period:</strong> {{.Period}} ({{date .PeriodStart}} to {{date .PeriodEnd}}, UTC)<br>
 {{if .FinalizedAt}}<strong>Finalized:</strong> {{.FinalizedAt.Format "2006-01-02 15:04 UTC"}}{{else}}<strong>Draft until:</strong> {{.DraftUntil.Format "2006-01-02 15:04 UTC"}}{{end}}<br>
 <strong>Currency:</strong> {{.Currency}}. Rounding: {{.Rounding}}.</p>
+<p class="rules"><strong>Tiers:</strong> {{.TierRule}}.<br><strong>Late usage:</strong> {{.LateUsageRule}}</p>
 {{range .Sections}}
 <h2>{{if .ResellerID}}Reseller {{.ResellerName}} ({{.ResellerID}}{{if .ResellerMpnID}}, MPN {{.ResellerMpnID}}{{end}}){{else}}Direct{{end}}</h2>
 <table><thead><tr><th>#</th><th>Type</th><th>Customer</th><th>Subscription</th><th>Registration</th><th>Usage</th><th>Meter</th><th>Tier</th>

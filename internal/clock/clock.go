@@ -150,3 +150,8 @@ func PeriodBounds(period string) (time.Time, time.Time, error) {
 	}
 	return start, NextMonth(start), nil
 }
+
+// ChargeEnd is how a charge that runs through day d is dated: 23:59 of that
+// day, as Partner Center's reconciliation files show a charge's end (they
+// use minutes; the last minute of a day, not its last second).
+func ChargeEnd(d time.Time) time.Time { return DayStart(d).Add(24*time.Hour - time.Minute) }
