@@ -637,6 +637,58 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 				After: audit.JSON(map[string]any{"summary": inv.summary(), "documentSha256": hex.EncodeToString(sum[:])})}); err != nil {
 				return err
 			}
+			// The partner's reconciliation file, as every later reader
+			// will get it.
+			w := &periodFileWriter{ctx: ctx, tx: tx, period: period, kind: fileReconciliation, owner: id}
+			if err := s.writeRecon(ctx, tx, id, period, w, nil); err != nil {
+				return fmt.Errorf("reconciliation file of %s: %w", id, err)
+			}
+			if err := w.close(); err != nil {
+				return err
+			}
+		}
+		// Every owner's statements, priced with today's price books.
+		owners := make([]string, 0, len(dir.partners))
+		for id := range dir.partners {
+			owners = append(owners, id)
+		}
+		sort.Strings(owners)
+		for _, id := range owners {
+			stmts, err := s.statements(ctx, tx, dir, dir.partners[id], period, run.invoices)
+			if err != nil {
+				return fmt.Errorf("statements of %s: %w", id, err)
+			}
+			doc, err := json.Marshal(stmts)
+			if err != nil {
+				return err
+			}
+			w := &periodFileWriter{ctx: ctx, tx: tx, period: period, kind: fileStatements, owner: id}
+			if _, err := w.Write(doc); err != nil {
+				return err
+			}
+			if err := w.close(); err != nil {
+				return err
+			}
+		}
+		// Conservation: every view just stored agrees with the invoices,
+		// and the invoices with the usage they bill; if not, nothing of
+		// this finalization is kept.
+		var rep VerifyReport
+		if err := s.verifyPeriod(ctx, tx, period, run.invoices, &rep); err != nil {
+			return err
+		}
+		if len(rep.Differences) > 0 {
+			var lines []string
+			for i, d := range rep.Differences {
+				if i == 10 {
+					lines = append(lines, fmt.Sprintf("… and %d more", len(rep.Differences)-10))
+					break
+				}
+				lines = append(lines, d.String())
+			}
+			s.logger.Error("finalization refused: the views of the bill disagree", "period", period, "differences", len(rep.Differences))
+			return arm.Errorf(http.StatusInternalServerError, "BillingNotConserved",
+				"Period %s was not finalized: its views disagree (stackbill billing verify --period %s lists them): %s", period, period, strings.Join(lines, "; "))
 		}
 		return nil
 	})

@@ -125,7 +125,7 @@ func (s *Service) PriceBooks(ctx context.Context, p auth.Principal, owner string
 	if _, _, err := s.ownerScope(ctx, p, owner); err != nil {
 		return nil, err
 	}
-	books, err := s.loadBooks(ctx, owner)
+	books, err := loadBooks(ctx, s.db, owner)
 	if err != nil {
 		return nil, err
 	}
@@ -157,8 +157,8 @@ func (s *Service) DeletePriceBook(ctx context.Context, p auth.Principal, owner, 
 	})
 }
 
-func (s *Service) loadBooks(ctx context.Context, owner string) (map[string]PriceBook, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT target, markup_percent, prices, updated_at_us, updated_by FROM price_books WHERE owner_id = ?`, owner)
+func loadBooks(ctx context.Context, q store.Querier, owner string) (map[string]PriceBook, error) {
+	rows, err := q.QueryContext(ctx, `SELECT target, markup_percent, prices, updated_at_us, updated_by FROM price_books WHERE owner_id = ?`, owner)
 	if err != nil {
 		return nil, err
 	}
@@ -259,6 +259,10 @@ type stmtAcc struct {
 // reseller's cost is its provider's price to it (the provider's price book
 // for that reseller, list price without one), so a reseller never sees the
 // provider's invoice or margin.
+//
+// A finalized period's statements are the ones finalization stored, priced
+// with the price books of that moment: a price book changed later changes
+// only open periods.
 func (s *Service) Statements(ctx context.Context, p auth.Principal, owner, period string) ([]Statement, error) {
 	if err := s.settle(ctx); err != nil {
 		return nil, err
@@ -267,28 +271,53 @@ func (s *Service) Statements(ctx context.Context, p auth.Principal, owner, perio
 	if err != nil {
 		return nil, err
 	}
+	if _, _, err := clock.PeriodBounds(period); err != nil {
+		return nil, badPeriod(err)
+	}
+	st, err := s.periodState(ctx, s.db, period)
+	if err != nil {
+		return nil, err
+	}
+	if st.finalized {
+		if out, ok, err := storedStatements(ctx, s.db, period, owner); ok || err != nil {
+			return out, err
+		}
+	}
+	invs, err := s.periodInvoices(ctx, dir, period, billingPartner(op))
+	if err != nil {
+		return nil, err
+	}
+	return s.statements(ctx, s.db, dir, op, period, invs)
+}
+
+// billingPartner is who holds the billing relationship for an owner's
+// usage: itself, or a reseller's provider.
+func billingPartner(op directory.Partner) string {
+	if op.Type == directory.IndirectReseller {
+		return op.Provider
+	}
+	return op.ID
+}
+
+// statements prices an owner's accounts for a period from its invoices, on
+// q (the reader pool, or the finalization's transaction).
+func (s *Service) statements(ctx context.Context, q store.Querier, dir *dirSnapshot, op directory.Partner, period string, invs map[string]*Invoice) ([]Statement, error) {
+	owner := op.ID
 	start, end, err := clock.PeriodBounds(period)
 	if err != nil {
 		return nil, badPeriod(err)
 	}
-	billTo := op.ID
-	if op.Type == directory.IndirectReseller {
-		billTo = op.Provider
-	}
-	invs, err := s.periodInvoices(ctx, dir, period, billTo)
-	if err != nil {
-		return nil, err
-	}
+	billTo := billingPartner(op)
 	cur := dir.currency(billTo)
 	minor, _ := MinorUnits(cur)
 	accounts := dir.accounts(op)
-	books, err := s.loadBooks(ctx, owner)
+	books, err := loadBooks(ctx, q, owner)
 	if err != nil {
 		return nil, err
 	}
 	var providerBooks map[string]PriceBook
 	if op.Type == directory.IndirectReseller {
-		if providerBooks, err = s.loadBooks(ctx, op.Provider); err != nil {
+		if providerBooks, err = loadBooks(ctx, q, op.Provider); err != nil {
 			return nil, err
 		}
 	}
@@ -336,7 +365,7 @@ func (s *Service) Statements(ctx context.Context, p auth.Principal, owner, perio
 			}
 		}
 		if len(subsOf) > 0 {
-			rows, err := s.db.QueryContext(ctx, `SELECT charged_subscription_id, local_meter_key, quantity FROM commerce_usage
+			rows, err := q.QueryContext(ctx, `SELECT charged_subscription_id, local_meter_key, quantity FROM commerce_usage
 				WHERE billing_meter_id = '' AND usage_hour_us >= ? AND usage_hour_us < ?`, clock.Micros(start), clock.Micros(end))
 			if err != nil {
 				return nil, err

@@ -47,6 +47,20 @@ func newCatalog(ctx context.Context, q store.Querier) (*catalog, error) {
 	return c, rows.Err()
 }
 
+// preload reads every version's prices now: a run that rates while it reads
+// records (a reconciliation file in the finalization's transaction) cannot
+// query prices while its record query is open on the same connection.
+func (c *catalog) preload(ctx context.Context) error {
+	for cur, vs := range c.versions {
+		for _, v := range vs {
+			if _, err := c.at(ctx, cur, "", v.from); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // at returns the schedule in force, or nil when the meter has no price.
 func (c *catalog) at(ctx context.Context, currency, meterID string, day time.Time) (*schedule, error) {
 	vs := c.versions[currency]

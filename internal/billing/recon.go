@@ -68,15 +68,38 @@ func (s *Service) Reconciliation(ctx context.Context, p auth.Principal, partner,
 	if err := s.canExport(ctx, p, partner); err != nil {
 		return err
 	}
-	return s.writeRecon(ctx, partner, period, w, progress)
+	return s.reconFile(ctx, partner, period, w, progress)
 }
 
-func (s *Service) reconSet(ctx context.Context, partner, period string) (rateSet, *dirSnapshot, error) {
+// reconFile writes a partner's reconciliation file: for a finalized period
+// the file finalization stored, which never changes; for an open period the
+// file rated now. (Periods finalized before files were stored are rated
+// from their stamped usage and stored directory.)
+func (s *Service) reconFile(ctx context.Context, partner, period string, w io.Writer, progress func(int64)) error {
+	if _, err := clock.ParsePeriod(period); err != nil {
+		return badPeriod(err)
+	}
+	if err := s.settle(ctx); err != nil {
+		return err
+	}
+	st, err := s.periodState(ctx, s.db, period)
+	if err != nil {
+		return err
+	}
+	if st.finalized {
+		if ok, err := copyPeriodFile(ctx, s.db, period, fileReconciliation, partner, w); ok || err != nil {
+			return err
+		}
+	}
+	return s.writeRecon(ctx, s.db, partner, period, w, progress)
+}
+
+func (s *Service) reconSet(ctx context.Context, q store.Querier, partner, period string) (rateSet, *dirSnapshot, error) {
 	start, end, err := clock.PeriodBounds(period)
 	if err != nil {
 		return rateSet{}, nil, badPeriod(err)
 	}
-	st, err := s.periodState(ctx, s.db, period)
+	st, err := s.periodState(ctx, q, period)
 	if err != nil {
 		return rateSet{}, nil, err
 	}
@@ -84,9 +107,9 @@ func (s *Service) reconSet(ctx context.Context, partner, period string) (rateSet
 	// finalized with, so its file never changes; a draft's against today's.
 	var dir *dirSnapshot
 	if st.finalized {
-		dir, err = periodDirectory(ctx, s.db, period)
+		dir, err = periodDirectory(ctx, q, period)
 	} else {
-		dir, err = loadDirectory(ctx, s.db)
+		dir, err = loadDirectory(ctx, q)
 	}
 	if err != nil {
 		return rateSet{}, nil, err
@@ -98,7 +121,7 @@ func (s *Service) countRecon(ctx context.Context, partner, period string) (int64
 	if err := s.settle(ctx); err != nil {
 		return 0, err
 	}
-	rs, _, err := s.reconSet(ctx, partner, period)
+	rs, _, err := s.reconSet(ctx, s.db, partner, period)
 	if err != nil {
 		return 0, err
 	}
@@ -108,20 +131,22 @@ func (s *Service) countRecon(ctx context.Context, partner, period string) (int64
 	return n, err
 }
 
-func (s *Service) writeRecon(ctx context.Context, partner, period string, w io.Writer, progress func(int64)) error {
-	if err := s.settle(ctx); err != nil {
-		return err
-	}
-	rs, dir, err := s.reconSet(ctx, partner, period)
+// writeRecon rates a partner's period record by record, on q (the reader
+// pool, or the finalization's transaction), and writes its file.
+func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, period string, w io.Writer, progress func(int64)) error {
+	rs, dir, err := s.reconSet(ctx, q, partner, period)
 	if err != nil {
 		return err
 	}
-	prior, err := loadPrior(ctx, s.db, period)
+	prior, err := loadPrior(ctx, q, period)
 	if err != nil {
 		return err
 	}
-	cat, err := newCatalog(ctx, s.db)
+	cat, err := newCatalog(ctx, q)
 	if err != nil {
+		return err
+	}
+	if err := cat.preload(ctx); err != nil {
 		return err
 	}
 	r := newRater(ctx, cat, dir, prior)
@@ -135,7 +160,7 @@ func (s *Service) writeRecon(ctx context.Context, partner, period string, w io.W
 		return err
 	}
 	where, args := rs.where()
-	rows, err := s.db.QueryContext(ctx, `SELECT registration_uid, charged_subscription_id, billing_meter_id, usage_hour_us, billing_quantity, resource_uri,
+	rows, err := q.QueryContext(ctx, `SELECT registration_uid, charged_subscription_id, billing_meter_id, usage_hour_us, billing_quantity, resource_uri,
 		local_meter_key, local_subscription_id, location, tags FROM commerce_usage WHERE `+where+`
 		ORDER BY charged_subscription_id, billing_meter_id, usage_day_us, registration_uid, resource_uri, local_meter_key, local_subscription_id`, args...)
 	if err != nil {
@@ -426,7 +451,7 @@ func (s *Service) runExport(ctx context.Context, id string) {
 	update("running", 0, total, "")
 	cw := &chunkWriter{ctx: ctx, db: s.db, id: id}
 	last := time.Now()
-	err = s.writeRecon(ctx, j.PartnerID, j.Period, cw, func(n int64) {
+	err = s.reconFile(ctx, j.PartnerID, j.Period, cw, func(n int64) {
 		if time.Since(last) > 500*time.Millisecond {
 			last = time.Now()
 			update("running", n, total, "")

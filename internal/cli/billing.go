@@ -20,11 +20,13 @@ import (
 // runBilling is the billing CLI: price lists, agreements, invoices, periods,
 // credit notes, reconciliation exports, price books and statements.
 func runBilling(ctx context.Context, env Env, args []string) error {
-	sub, rest, err := subcommand(args, "price-list", "agreement", "invoice", "period", "credit-note", "export", "price-book", "statements")
+	sub, rest, err := subcommand(args, "price-list", "agreement", "invoice", "period", "credit-note", "export", "price-book", "statements", "verify")
 	if err != nil {
 		return err
 	}
 	switch sub {
+	case "verify":
+		return runBillingVerify(ctx, env, rest)
 	case "price-list":
 		return runPriceList(ctx, env, rest)
 	case "agreement":
@@ -360,4 +362,49 @@ func (c *client) raw(ctx context.Context, method, path, contentType string, body
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err
+}
+
+// runBillingVerify checks, on the database, that every view of every bill
+// agrees with the bill (billing.Service.Verify), and lists each difference
+// with the records it involves.
+func runBillingVerify(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "billing verify")
+	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
+	period := fs.String("period", "", "only this period (YYYY-MM); default: every finalized period and the open one")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	app, err := Build(ctx, Options{DB: *dbFlag, Role: "commerce"})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	rep, err := app.Billing.Verify(ctx, *period)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(env.Stdout, "periods %s: %d invoices, %d lines, %d reconciliation rows, %d statements, %d usage series checked\n",
+			strings.Join(rep.Periods, ", "), rep.Invoices, rep.Lines, rep.ReconRows, rep.Statements, rep.Series)
+		for _, n := range rep.Notes {
+			fmt.Fprintf(env.Stdout, "note: %s\n", n)
+		}
+		for _, d := range rep.Differences {
+			fmt.Fprintf(env.Stdout, "DIFFERS: %s\n", d)
+		}
+		if len(rep.Differences) == 0 {
+			fmt.Fprintln(env.Stdout, "ok: every view agrees with its bill, to the cent")
+		}
+	}
+	if len(rep.Differences) > 0 {
+		return fmt.Errorf("%d differences", len(rep.Differences))
+	}
+	return nil
 }

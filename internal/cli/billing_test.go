@@ -233,6 +233,25 @@ func TestBillingGolden(t *testing.T) {
 			t.Errorf("contoso October total %s, want %s", draft.Total, wantContoso)
 		}
 
+		// Chargeback, set before October closes (a finalized period keeps the
+		// statements it was finalized with): contoso marks up 20% and charges SQL databases; fabrikam
+		// prices tailspin at 10% over cost; tailspin marks up 25%.
+		sqlKey := strings.ToLower(simulate.MeterSQLDatabase)
+		books := []billing.PriceBook{
+			{Owner: "contoso", Target: "default", MarkupPercent: money.MustQuantity("20"), Prices: map[string]money.Quantity{sqlKey: money.MustQuantity("0.0001")}},
+			{Owner: "contoso", Target: W.Adatum.Tenant, MarkupPercent: money.MustQuantity("15")},
+			{Owner: "fabrikam", Target: "tailspin", MarkupPercent: money.MustQuantity("10")},
+			{Owner: "tailspin", Target: "default", MarkupPercent: money.MustQuantity("25")},
+		}
+		for _, b := range books {
+			p := auth.Principal{Role: auth.RolePartner, PartnerID: b.Owner, TokenID: "x"}
+			if b.Owner == "tailspin" {
+				p.Role = auth.RoleReseller
+			}
+			if _, err := bs.PutPriceBook(ctx, p, b); err != nil {
+				t.Fatal(err)
+			}
+		}
 		w.clk.Set(time.Date(2026, 11, 2, 1, 0, 0, 0, time.UTC))
 		fin, err := bs.Finalize(ctx, w.op, "2026-10")
 		if err != nil || fin.Already || len(fin.Invoices) != 2 {
@@ -288,24 +307,6 @@ func TestBillingGolden(t *testing.T) {
 			t.Fatalf("credited invoice: total %s balance %s", octCredited.Total, octCredited.Balance)
 		}
 
-		// Chargeback: contoso marks up 20% and charges SQL databases; fabrikam
-		// prices tailspin at 10% over cost; tailspin marks up 25%.
-		sqlKey := strings.ToLower(simulate.MeterSQLDatabase)
-		books := []billing.PriceBook{
-			{Owner: "contoso", Target: "default", MarkupPercent: money.MustQuantity("20"), Prices: map[string]money.Quantity{sqlKey: money.MustQuantity("0.0001")}},
-			{Owner: "contoso", Target: W.Adatum.Tenant, MarkupPercent: money.MustQuantity("15")},
-			{Owner: "fabrikam", Target: "tailspin", MarkupPercent: money.MustQuantity("10")},
-			{Owner: "tailspin", Target: "default", MarkupPercent: money.MustQuantity("25")},
-		}
-		for _, b := range books {
-			p := auth.Principal{Role: auth.RolePartner, PartnerID: b.Owner, TokenID: "x"}
-			if b.Owner == "tailspin" {
-				p.Role = auth.RoleReseller
-			}
-			if _, err := bs.PutPriceBook(ctx, p, b); err != nil {
-				t.Fatal(err)
-			}
-		}
 		fab := auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "f"}
 		tail := auth.Principal{Role: auth.RoleReseller, PartnerID: "tailspin", TokenID: "s"}
 		fabOct, err := bs.Invoice(ctx, fab, "SB-202610-fabrikam")
@@ -327,6 +328,17 @@ func TestBillingGolden(t *testing.T) {
 		// Tailspin's cost is fabrikam's price to it, which is what fabrikam's statement charges it.
 		if len(stT) != 1 || len(stF) != 2 || !stT[0].Cost.Equal(accountAmount(stF, "tailspin")) {
 			t.Fatalf("tailspin cost %v vs fabrikam's statement to it", stT)
+		}
+		// A price book changed after October closed changes no statement of
+		// October, which finalization stored.
+		if _, err := bs.PutPriceBook(ctx, contoso, billing.PriceBook{Owner: "contoso", Target: "default", MarkupPercent: money.MustQuantity("90")}); err != nil {
+			t.Fatal(err)
+		}
+		if again, _ := bs.Statements(ctx, contoso, "contoso", "2026-10"); fmt.Sprint(again) != fmt.Sprint(stC) {
+			t.Fatalf("October's statements changed with a later price book")
+		}
+		if _, err := bs.PutPriceBook(ctx, contoso, books[0]); err != nil {
+			t.Fatal(err)
 		}
 
 		// Reconciliation rows add up to their invoices, to the cent.

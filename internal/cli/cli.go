@@ -44,7 +44,7 @@ func commands() map[string]command {
 		"stack":        {"the stack's identity, handshake and bridge (stack info|registration-token|activate|bridge status)", runStack},
 		"usage":        {"usage forwarded to commerce, by subscription, meter and day (usage forwarded)", runUsage},
 		"quarantine":   {"records a background stage held back: inspect, release or drop them (quarantine list|show|release|drop)", runQuarantine},
-		"billing":      {"price lists, invoices, finalization, credit notes, reconciliation exports, price books and statements (billing price-list|agreement|invoice|period|credit-note|export|price-book|statements)", runBilling},
+		"billing":      {"price lists, invoices, finalization, credit notes, reconciliation exports, price books and statements (billing price-list|agreement|invoice|period|credit-note|export|price-book|statements|verify)", runBilling},
 		"bench":        {"measure the whole pipeline against in-run baselines (bench [--json] [--db DSN] [--stages …]), or one stage (bench registration|intake|usage-api|forward|rating)", runBench},
 		"version":      {"print the version", runVersion},
 	}

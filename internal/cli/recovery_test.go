@@ -68,6 +68,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 			"0011_commerce_log.sql":     `SELECT COUNT(*) FROM commerce_usage_log`,
 			"0012_bridge_outbox.sql":    `SELECT COUNT(*) FROM bridge_outbox`,
 			"0013_containment.sql":      `SELECT COUNT(*) FROM audit_checkpoints`,
+			"0014_period_files.sql":     `SELECT COUNT(*) FROM period_files`,
 		}[migs[last-1].Name]
 		if !ok {
 			t.Fatalf("no probe for the last migration %s", migs[last-1].Name)

@@ -101,6 +101,18 @@ func TestFinalizedReconciliationCountsLateUsageOnce(t *testing.T) {
 		if _, file := e.raw("GET", "/v1/billing/exports/"+job.ID+"/file", e.tokens["contoso"], "", nil); file != final {
 			t.Fatalf("the exported file differs from the streamed one")
 		}
+		// stackbill billing verify finds every view in agreement, and then
+		// the difference an edit behind stackbill's back makes.
+		if res := runCLI(t, nil, "billing", "verify", "--db", e.dsn); res.code != 0 || !strings.Contains(res.stdout, "ok: every view agrees") {
+			t.Fatalf("billing verify: %d %s %s", res.code, res.stdout, res.stderr)
+		}
+		if _, err := tamperExec(t, e, `UPDATE invoice_lines SET amount = '0.66' WHERE invoice_number = 'SB-202604-contoso' AND amount = '0.65'`); err != nil {
+			t.Fatal(err)
+		}
+		res := runCLI(t, nil, "billing", "verify", "--db", e.dsn, "--period", "2026-04")
+		if res.code == 0 || !strings.Contains(res.stdout, "DIFFERS: 2026-04 contoso: invoice total = Σ stored invoice lines [SB-202604-contoso]: want 1.85, got 1.86") {
+			t.Fatalf("billing verify after an edit: %d %s", res.code, res.stdout)
+		}
 		_ = fmt.Sprint
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,6 +110,8 @@ type App struct {
 	exportKick chan struct{}
 	// billingEvery is the background billing loop's period.
 	billingEvery time.Duration
+	// billingDifferences is what the last continuous check found.
+	billingDifferences atomic.Int64
 }
 
 // Close releases the database.
@@ -207,7 +210,11 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		registerBridgeMetrics(reg, forwarder)
 		registerIntakeMetrics(reg, use)
 	}
+	app := &App{}
 	if o.Role != "stack" {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_billing_verify_differences",
+			Help: "Differences between the views of the open period's bills (invoice, lines, CSV, reconciliation, statements) found by the last hourly check."},
+			func() float64 { return float64(app.billingDifferences.Load()) }))
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_commerce_usage_backlog_records",
 			Help: "Forwarded records acknowledged to a bridge and waiting in commerce's log to be materialised for billing."},
 			func() float64 { return float64(ingestor.Backlog()) }))
@@ -242,8 +249,9 @@ func Build(ctx context.Context, o Options) (*App, error) {
 				default:
 				}
 			}})
-	return &App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
-		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Billing: bill, Quarantine: quar, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}, nil
+	*app = App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
+		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Billing: bill, Quarantine: quar, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}
+	return app, nil
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -365,9 +373,24 @@ func (a *App) RunBilling(ctx context.Context, autoFinalize bool) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var lastVerify time.Time
 	for {
 		if err := a.Billing.RunExports(ctx); err != nil && ctx.Err() == nil {
 			a.Logger.Error("reconciliation exports", "err", err)
+		}
+		// Conservation is checked continuously: the open period's views
+		// every hour (finalization checks a period before it commits).
+		if time.Since(lastVerify) > time.Hour {
+			lastVerify = time.Now()
+			open := clock.Period(a.Clock.Now())
+			if rep, err := a.Billing.Verify(ctx, open); err != nil && ctx.Err() == nil {
+				a.Logger.Error("billing verify", "period", open, "err", err)
+			} else if err == nil {
+				a.billingDifferences.Store(int64(len(rep.Differences)))
+				for _, d := range rep.Differences {
+					a.Logger.Error("billing views disagree", "difference", d.String())
+				}
+			}
 		}
 		if autoFinalize {
 			if done, err := a.Billing.FinalizeDue(ctx); err != nil && ctx.Err() == nil {
