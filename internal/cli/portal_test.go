@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/csv"
 	"html"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
 
@@ -257,5 +259,56 @@ func TestPortalForms(t *testing.T) {
 		url.Values{"token": {pw.w.token("tenant")}, "next": {"//evil.example/"}})
 	if loc := resp.Header.Get("Location"); loc != "/portal/" {
 		t.Fatalf("open redirect after sign-in: Location %q", loc)
+	}
+}
+
+var invoiceRow = regexp.MustCompile(`<tr><td>(\d+)</td><td>[^<]*</td><td><code>[^<]*</code></td><td>[^<]*(?:<span[^>]*>[^<]*</span>)?</td><td>[^<]*</td><td class="num">([0-9.]+) ([^<]+)</td><td class="num">([0-9.]+)</td><td class="num">([0-9.,]+) ([A-Z]{3})</td></tr>`)
+
+// TestPortalInvoicePageAddsUp: the invoice page showed storage quantities
+// in GB-hours under the GB/Month label ("353740.483 1 GB/Month × 0.006 =
+// 2.91 USD"), so a partner who checked one line by hand found the bill
+// wrong. Every line of the page must now be quantity × unit price, rounded
+// to the amount it shows, and the page must be the CSV, line for line.
+func TestPortalInvoicePageAddsUp(t *testing.T) {
+	pw := newPortalWorld(t, "sqlite", 3)
+	c := pw.signIn(t, pw.w.token("fabrikam"))
+	number := "SB-" + pw.app.Clock.Now().Format("200601") + "-fabrikam"
+	st, page := get(t, c, pw.url+"/portal/invoices/"+number)
+	if st != 200 {
+		t.Fatalf("invoice page: %d", st)
+	}
+	rows := invoiceRow.FindAllStringSubmatch(page, -1)
+	if len(rows) < 5 {
+		t.Fatalf("found %d lines on the invoice page", len(rows))
+	}
+	_, file := get(t, c, pw.url+"/portal/invoices/"+number+"/download?format=csv")
+	recs, err := csv.NewReader(strings.NewReader(file)).ReadAll()
+	if err != nil || len(recs) != len(rows)+1 {
+		t.Fatalf("the CSV has %d lines, the page %d (%v)", len(recs)-1, len(rows), err)
+	}
+	col := map[string]int{}
+	for i, h := range recs[0] {
+		col[h] = i
+	}
+	monthly := 0
+	for i, r := range rows {
+		qty, unit, price, amount := money.MustQuantity(r[2]), html.UnescapeString(r[3]), money.MustQuantity(r[4]), money.MustQuantity(strings.ReplaceAll(r[5], ",", ""))
+		if got := qty.Mul(price).Round(2); !got.Equal(amount) {
+			t.Errorf("line %s: %s %s × %s = %s, but the page says %s", r[1], qty, unit, price, got, amount)
+		}
+		if strings.Contains(unit, "Month") {
+			monthly++
+		}
+		csvLine := recs[i+1]
+		if csvLine[col["LineNo"]] != r[1] || !money.MustQuantity(csvLine[col["Quantity"]]).Equal(qty) || csvLine[col["UnitOfMeasure"]] != unit ||
+			!money.MustQuantity(csvLine[col["UnitPrice"]]).Equal(price) || !money.MustQuantity(csvLine[col["Amount"]]).Equal(amount) {
+			t.Errorf("line %s differs: page %s %s × %s = %s; CSV %v", r[1], qty, unit, price, amount, csvLine)
+		}
+	}
+	if monthly == 0 {
+		t.Fatal("no line priced per month: the case the review found is not covered")
+	}
+	if !strings.Contains(page, "Late usage") || !strings.Contains(page, "tier thresholds count") {
+		t.Fatal("the invoice page does not state its rules")
 	}
 }
