@@ -45,9 +45,6 @@ type CreditRequest struct {
 	Lines  []CreditLine `json:"lines"`
 }
 
-// CreateCreditNote issues a credit note against a finalized invoice. Each
-// credited amount is positive, in the currency's minor unit, and no line can
-// be credited beyond its amount across all its credit notes.
 // isDraftNumber reports whether number names a bill-to partner's invoice of
 // an open period: one that exists as a draft.
 func (s *Service) isDraftNumber(ctx context.Context, number string) bool {
@@ -67,6 +64,9 @@ func (s *Service) isDraftNumber(ctx context.Context, number string) bool {
 	return ok && pt.Type != directory.IndirectReseller && !period.After(s.clock.Now())
 }
 
+// CreateCreditNote issues a credit note against a finalized invoice. Each
+// credited amount is positive, in the currency's minor unit, and no line can
+// be credited beyond its amount across all its credit notes.
 func (s *Service) CreateCreditNote(ctx context.Context, p auth.Principal, invoiceNumber string, req CreditRequest) (CreditNote, error) {
 	if p.Role != auth.RoleOperator {
 		return CreditNote{}, arm.Forbidden(p.Actor(), "creditNotes/write", "/v1/billing/invoices/"+invoiceNumber+"/credit-notes")
