@@ -23,27 +23,27 @@ import (
 
 // Invoice is one bill-to partner's invoice for one period.
 type Invoice struct {
-	Number      string         `json:"invoiceNumber"`
-	PartnerID   string         `json:"partnerId"`
-	PartnerName string         `json:"partnerName"`
-	MpnID       string         `json:"mpnId,omitempty"`
-	Period      string         `json:"period"`
-	PeriodStart time.Time      `json:"periodStart"`
-	PeriodEnd   time.Time      `json:"periodEnd"`
-	Status      string         `json:"status"` // draft or final
-	DraftUntil  time.Time      `json:"draftUntil"`
-	FinalizedAt *time.Time     `json:"finalizedAt,omitempty"`
-	Currency    string         `json:"currency"`
-	Rounding    string         `json:"rounding"`
+	Number      string     `json:"invoiceNumber"`
+	PartnerID   string     `json:"partnerId"`
+	PartnerName string     `json:"partnerName"`
+	MpnID       string     `json:"mpnId,omitempty"`
+	Period      string     `json:"period"`
+	PeriodStart time.Time  `json:"periodStart"`
+	PeriodEnd   time.Time  `json:"periodEnd"`
+	Status      string     `json:"status"` // draft or final
+	DraftUntil  time.Time  `json:"draftUntil"`
+	FinalizedAt *time.Time `json:"finalizedAt,omitempty"`
+	Currency    string     `json:"currency"`
+	Rounding    string     `json:"rounding"`
 	// TierRule and LateUsageRule state the rules the invoice was rated
 	// under; a finalized invoice keeps them, whatever changes later.
 	TierRule      string         `json:"tierRule"`
 	LateUsageRule string         `json:"lateUsageRule"`
-	Total       money.Quantity `json:"total"`
-	Sections    []Section      `json:"sections"`
-	CreditNotes []CreditNote   `json:"creditNotes"`
-	Credited    money.Quantity `json:"credited"`
-	Balance     money.Quantity `json:"balance"`
+	Total         money.Quantity `json:"total"`
+	Sections      []Section      `json:"sections"`
+	CreditNotes   []CreditNote   `json:"creditNotes"`
+	Credited      money.Quantity `json:"credited"`
+	Balance       money.Quantity `json:"balance"`
 }
 
 // Section groups an invoice's lines per reseller (Tier 2); a direct

@@ -210,7 +210,7 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 				tags = ""
 			}
 			copy(rec, []string{partner, pt.Name, pt.MpnID, acct.customer, cust.Name, resellerMpn, number, g.sub,
-				ustart.Format(time.RFC3339), clock.ChargeEnd(uend.Add(-24*time.Hour)).Format(time.RFC3339), day.Format("2006-01-02"),
+				ustart.Format(time.RFC3339), clock.ChargeEnd(uend.Add(-24 * time.Hour)).Format(time.RFC3339), day.Format("2006-01-02"),
 				l.sched.price.Category, l.sched.price.SubCategory, l.key.meter, l.sched.price.MeterName, l.sched.price.Region,
 				l.sched.price.Unit, g.loc, g.uri, tags, string(info), chargeType, st.price.String(), quantityIn(qty, l.sched.div).String(),
 				amt.StringFixed(minor), cur})

@@ -24,7 +24,7 @@ import (
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
 
-var truthWorlds = flag.Int("truth-worlds", 0, "worlds TestBillingTruthProperty generates per engine (default 120 on SQLite, 40 on PostgreSQL)")
+var truthWorlds = flag.Int("truth-worlds", 0, "worlds TestBillingTruthProperty generates per engine (default 60 on SQLite, 40 on PostgreSQL)")
 
 // TestBillingTruthProperty generates random billing worlds and checks every
 // view of every bill against an independent recomputation from the raw
