@@ -263,8 +263,8 @@ func (s *Service) rate(ctx context.Context, q store.Querier, dir *dirSnapshot, p
 		return rateRun{}, err
 	}
 	prior := map[priorKey]money.Quantity{}
-	if hasLate(aggs, start) {
-		if prior, err = loadPrior(ctx, q, period); err != nil {
+	if earliest := earliestDay(aggs); earliest.Before(start) {
+		if prior, err = loadPrior(ctx, q, earliest, period); err != nil {
 			return rateRun{}, err
 		}
 	}
@@ -285,13 +285,15 @@ func (s *Service) rate(ctx context.Context, q store.Querier, dir *dirSnapshot, p
 	return rateRun{invoices: s.build(dir, r, period, status), rater: r, records: n}, nil
 }
 
-func hasLate(aggs []dayAgg, start time.Time) bool {
+// earliestDay is the first usage day among aggs (zero when there are none).
+func earliestDay(aggs []dayAgg) time.Time {
+	var first time.Time
 	for _, a := range aggs {
-		if a.day.Before(start) {
-			return true
+		if first.IsZero() || a.day.Before(first) {
+			first = a.day
 		}
 	}
-	return false
+	return first
 }
 
 // subsBilledTo lists the charged subscriptions whose bill goes to partnerID.

@@ -549,9 +549,13 @@ type priorKey struct{ sub, meter, period string }
 // subscription, meter and usage period. Only earlier invoices count: a
 // finalized period's own LateUsage lines are what its rating produces, and
 // counting them as already billed would bill them twice.
-func loadPrior(ctx context.Context, q store.Querier, before string) (map[priorKey]money.Quantity, error) {
+//
+// Only usage periods from the earliest day being rated are read, so that the
+// cost stays that of the months late usage reaches, not of all history.
+func loadPrior(ctx context.Context, q store.Querier, earliest time.Time, before string) (map[priorKey]money.Quantity, error) {
 	rows, err := q.QueryContext(ctx, `SELECT l.subscription_id, l.meter_id, l.usage_period, l.quantity FROM invoice_lines l
-		JOIN invoices i ON i.number = l.invoice_number WHERE l.usage_period < ? AND i.period < ?`, before, before)
+		JOIN invoices i ON i.number = l.invoice_number WHERE l.usage_period >= ? AND l.usage_period < ? AND i.period < ?`,
+		clock.Period(earliest), before, before)
 	if err != nil {
 		return nil, err
 	}

@@ -138,9 +138,18 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 	if err != nil {
 		return err
 	}
-	prior, err := loadPrior(ctx, q, period)
-	if err != nil {
+	prior := map[priorKey]money.Quantity{}
+	all := rs
+	all.subs = nil // the bound holds for the partner's records too, and is one index probe
+	allWhere, allArgs := all.where()
+	var first sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT MIN(usage_day_us) FROM commerce_usage WHERE `+allWhere, allArgs...).Scan(&first); err != nil {
 		return err
+	}
+	if earliest := clock.FromMicros(first.Int64); first.Valid && earliest.Before(rs.start) {
+		if prior, err = loadPrior(ctx, q, earliest, period); err != nil {
+			return err
+		}
 	}
 	cat, err := newCatalog(ctx, q)
 	if err != nil {

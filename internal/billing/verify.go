@@ -397,8 +397,8 @@ func (s *Service) verifyUsage(ctx context.Context, q store.Querier, period strin
 		type key struct{ sub, meter string }
 		forwarded := map[key]*money.Sum{}
 		recs, err := q.QueryContext(ctx, `SELECT charged_subscription_id, billing_meter_id, billing_quantity FROM commerce_usage
-			WHERE series_id > 0 AND billed_period IS NOT NULL AND billed_period <= ? AND usage_day_us >= ? AND usage_day_us < ?`,
-			period, clock.Micros(start), clock.Micros(end))
+			WHERE series_id > 0 AND billed_period >= ? AND billed_period <= ? AND usage_day_us >= ? AND usage_day_us < ?`,
+			u, period, clock.Micros(start), clock.Micros(end)) // usage is never billed before its own period, so the rating index bounds the scan
 		if err != nil {
 			return err
 		}
