@@ -257,7 +257,7 @@ func (s *Service) rate(ctx context.Context, q store.Querier, dir *dirSnapshot, p
 	if err != nil {
 		return rateRun{}, err
 	}
-	rs := rateSet{period: period, start: start, end: end, final: final, late: !final && st.prevFinal, subs: subs}
+	rs := s.rateSetFor(period, start, end, final, st, subs)
 	aggs, n, err := aggregate(ctx, q, rs)
 	if err != nil {
 		return rateRun{}, err
@@ -579,7 +579,10 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 		if _, err := tx.ExecContext(ctx, `INSERT INTO billing_periods (period, finalized_at_us, finalized_by) VALUES (?, ?, ?)`, period, clock.Micros(now), actor); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE commerce_usage SET billed_period = ? WHERE billed_period IS NULL AND usage_day_us < ?`, period, clock.Micros(end)); err != nil {
+		// What commerce received after the close waits for the next
+		// invoice, however late finalization runs: the invoice states the rule.
+		if _, err := tx.ExecContext(ctx, `UPDATE commerce_usage SET billed_period = ? WHERE billed_period IS NULL AND usage_day_us < ? AND received_at_us < ?`,
+			period, clock.Micros(end), clock.Micros(end.Add(s.grace))); err != nil {
 			return fmt.Errorf("stamp usage: %w", err)
 		}
 		dir, err := loadDirectory(ctx, tx)

@@ -251,6 +251,20 @@ type rateSet struct {
 	// dayFrom and dayTo, when set, narrow the set to part of its usage days,
 	// so that parts can be summed side by side.
 	dayFrom, dayTo time.Time
+	// receivedBefore, for a draft whose period has closed, leaves out what
+	// commerce received after the close: finalization will leave it for the
+	// next invoice, so the draft shows now what the invoice will be.
+	receivedBefore time.Time
+}
+
+// rateSetFor is the records a period's invoices take: those finalization
+// stamped with it, or for a draft those finalization would stamp now.
+func (s *Service) rateSetFor(period string, start, end time.Time, final bool, st periodState, subs []string) rateSet {
+	rs := rateSet{period: period, start: start, end: end, final: final, late: !final && st.prevFinal, subs: subs}
+	if closes := end.Add(s.grace); !final && !s.clock.Now().Before(closes) {
+		rs.receivedBefore = closes
+	}
+	return rs
 }
 
 // dayAgg is usage summed per registration, subscription, meter and day.
@@ -286,6 +300,10 @@ func (rs rateSet) where() (string, []any) {
 	if !rs.dayTo.IsZero() {
 		sb.WriteString(` AND usage_day_us < ?`)
 		args = append(args, clock.Micros(rs.dayTo))
+	}
+	if !rs.receivedBefore.IsZero() {
+		sb.WriteString(` AND received_at_us < ?`)
+		args = append(args, clock.Micros(rs.receivedBefore))
 	}
 	if rs.subs != nil {
 		if len(rs.subs) == 0 {

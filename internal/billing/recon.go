@@ -114,7 +114,7 @@ func (s *Service) reconSet(ctx context.Context, q store.Querier, partner, period
 	if err != nil {
 		return rateSet{}, nil, err
 	}
-	return rateSet{period: period, start: start, end: end, final: st.finalized, late: !st.finalized && st.prevFinal, subs: dir.subsBilledTo(partner)}, dir, nil
+	return s.rateSetFor(period, start, end, st.finalized, st, dir.subsBilledTo(partner)), dir, nil
 }
 
 func (s *Service) countRecon(ctx context.Context, partner, period string) (int64, error) {

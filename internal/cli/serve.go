@@ -32,7 +32,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	maxBody := fs.Int64("max-body-bytes", 1<<20, "largest accepted request body")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	grace := fs.Duration("invoice-grace", 24*time.Hour, "how long invoices stay drafts after their month ends, for usage still on its way")
+	grace := fs.Duration("invoice-grace", 24*time.Hour, "how long after its month ends a period closes, for usage still on its way; 0 closes it as the month ends, as Partner Center does (usage reported later goes on the next invoice)")
 	billingEvery := fs.Duration("billing-interval", time.Minute, "how often background billing work runs: reconciliation exports, automatic finalization")
 	exportStale := fs.Duration("export-stale", 2*time.Minute, "how long a running export may stall (its instance died) before another instance takes it over")
 	autoFinalize := fs.Bool("auto-finalize", true, "finalize periods automatically once their grace has passed")
@@ -73,6 +73,9 @@ func runServe(ctx context.Context, env Env, args []string) error {
 			*dbFlag = demoDB(env)
 		}
 	}
+	if *grace < 0 || *grace > 7*24*time.Hour {
+		return usagef("--invoice-grace %s: want 0 (close as the month ends) up to 168h", *grace)
+	}
 	proxies, err := parseProxies(*trusted)
 	if err != nil {
 		return err
@@ -95,7 +98,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		DB: *dbFlag, Role: *role, OperatorToken: env.Getenv("STACKBILL_OPERATOR_TOKEN"),
 		DirectoryURL: *dirURL, DirectoryToken: env.Getenv("STACKBILL_DIRECTORY_TOKEN"), DirectoryTimeout: *dirTimeout,
 		ProviderSubscription: *providerSub, BridgeBatch: *bridgeBatch, PageSize: *pageSize, MaxBodyBytes: *maxBody, Clock: clk, Logger: logger,
-		InvoiceGrace: *grace, CommerceCA: *commerceCA, FailPoints: failPoints(env), MaxDBBytes: *maxDB, BillingInterval: *billingEvery, ExportStale: *exportStale, MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
+		InvoiceGrace: grace, CommerceCA: *commerceCA, FailPoints: failPoints(env), MaxDBBytes: *maxDB, BillingInterval: *billingEvery, ExportStale: *exportStale, MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
 		PublicURL: strings.TrimRight(*publicURL, "/"), TrustedProxies: proxies, TLS: *tlsCert != "", MaxAnonInflight: *anonInflight, AnonRate: *anonRate,
 		AnonBodyTimeout: min(5*time.Second, *readTimeout),
 	})

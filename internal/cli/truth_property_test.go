@@ -116,7 +116,7 @@ type truthWorld struct {
 	k                  int
 	rng                *rand.Rand
 	m1, m2             time.Time
-	fin1, fin2         time.Time
+	close1, fin1, fin2 time.Time
 	currency           map[string]string // bill-to partner → currency
 	versions           map[string][]truthVersion
 	subPartner         map[string]string // CSP subscription → bill-to partner
@@ -149,7 +149,14 @@ func (w *truthWorld) run() {
 	w.m1 = base.AddDate(0, 2*w.k, 0)
 	w.m2 = w.m1.AddDate(0, 1, 0)
 	grace := 24 * time.Hour
-	w.fin1, w.fin2 = w.m2.Add(grace), w.m2.AddDate(0, 1, 0).Add(grace)
+	// The first month closes at its end plus the grace; half the worlds
+	// finalize it later than that, and what arrives in between is the
+	// next invoice's, as the invoice's rule says.
+	w.close1 = w.m2.Add(grace)
+	w.fin1, w.fin2 = w.close1, w.m2.AddDate(0, 1, 0).Add(grace)
+	if w.rng.IntN(2) == 0 {
+		w.fin1 = w.close1.Add(time.Duration(1+w.rng.IntN(72*60)) * time.Minute)
+	}
 	start := w.m1.Add(grace + time.Minute) // the world before closed its last month then
 	w.clk.Set(start)
 
@@ -285,6 +292,8 @@ func (w *truthWorld) run() {
 				switch {
 				case usage.Before(w.m2) && w.rng.IntN(5) == 0:
 					reported = clock.HourStart(w.fin1.Add(time.Duration(1+w.rng.IntN(300)) * time.Hour))
+				case usage.Before(w.m2) && w.fin1.After(w.close1) && w.rng.IntN(6) == 0:
+					reported = clock.HourStart(w.close1.Add(time.Duration(w.rng.IntN(int(w.fin1.Sub(w.close1)/time.Minute)+1)) * time.Minute)) // after the close, before finalization
 				case usage.Before(w.m2) && w.rng.IntN(8) == 0:
 					reported = clock.HourStart(w.m2.Add(time.Duration(w.rng.IntN(20)) * time.Hour)) // within the grace
 				}
@@ -497,7 +506,7 @@ func (w *truthWorld) expected() map[string]map[string]*expLine {
 			}
 		}
 		inv := clock.Period(r.usage)
-		if r.usage.Before(w.m2) && !r.reported.Add(2*time.Minute).Before(w.fin1) {
+		if r.usage.Before(w.m2) && !r.reported.Add(2*time.Minute).Before(w.close1) {
 			inv = clock.Period(w.m2)
 		}
 		k := seriesKey{charged, truthMeters[r.meter].billing, clock.Period(r.usage)}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
@@ -114,5 +115,69 @@ func TestFinalizedReconciliationCountsLateUsageOnce(t *testing.T) {
 			t.Fatalf("billing verify after an edit: %d %s", res.code, res.stdout)
 		}
 		_ = fmt.Sprint
+	})
+}
+
+// TestPartnerCenterCloseRule: with --invoice-grace 0 a period closes as its
+// month ends, and usage commerce receives after that goes on the next
+// invoice as LateUsage, however late finalization runs; the draft shows so
+// from the close, and the invoice states the rule.
+func TestPartnerCenterCloseRule(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		clk := clock.Manual(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
+		grace := time.Duration(0)
+		e := newTestEnv(t, backend, func(o *Options) { o.Clock, o.InvoiceGrace = clk, &grace })
+		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
+		if _, err := e.app.Billing.ImportPriceList(ctx, op, "tiers", []byte(testPriceListUSD), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		e.createRegistration(W.ContosoDefault, "azurestack", "stamp", registration.PayAsYouUse, true)
+		reg, _ := e.app.Registrations.Get(ctx, op, regKey(W.ContosoDefault, "azurestack", "stamp"))
+		bp := auth.Principal{Role: auth.RoleBridge, RegistrationUID: reg.UID, TokenID: "b"}
+		send := func(usage, received time.Time, qty string) {
+			t.Helper()
+			clk.Set(received)
+			r := bridge.Record{SubscriptionID: randomGUID(), TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.MustQuantity(qty),
+				UsageHour: usage, ReportedHour: clock.HourStart(received), ResourceURI: "/r/a", Location: "local"}
+			r.SetID(reg.CloudID)
+			if res, err := e.app.Ingestor.Ingest(ctx, bp, bridge.Batch{CloudID: reg.CloudID, Records: []bridge.Record{r}}); err != nil || res.Accepted != 1 {
+				t.Fatalf("ingest: %+v %v", res, err)
+			}
+		}
+		invoice := func(number string) billing.Invoice {
+			t.Helper()
+			inv, err := e.app.Billing.Invoice(ctx, op, number)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return inv
+		}
+		send(time.Date(2026, 10, 15, 12, 0, 0, 0, time.UTC), time.Date(2026, 10, 15, 13, 5, 0, 0, time.UTC), "100")
+		// Usage of October's last hour, received five minutes after the close.
+		send(time.Date(2026, 10, 31, 23, 0, 0, 0, time.UTC), time.Date(2026, 11, 1, 0, 5, 0, 0, time.UTC), "50")
+		draft := invoice("SB-202610-contoso")
+		if !draft.Total.Equal(money.MustQuantity("0.80")) || !strings.Contains(draft.LateUsageRule, "as the month ends, as Partner Center closes a period") ||
+			!strings.Contains(draft.LateUsageRule, "2026-11-01T00:00:00Z") {
+			t.Fatalf("October's draft after the close: %s, rule %q; want 0.80 (100 × 0.008) under Partner Center's rule", draft.Total, draft.LateUsageRule)
+		}
+		clk.Set(time.Date(2026, 11, 1, 6, 0, 0, 0, time.UTC)) // finalization runs hours after the close
+		if _, err := e.app.Billing.Finalize(ctx, op, "2026-10"); err != nil {
+			t.Fatal(err)
+		}
+		if oct := invoice("SB-202610-contoso"); !oct.Total.Equal(money.MustQuantity("0.80")) || oct.LateUsageRule != draft.LateUsageRule {
+			t.Fatalf("October finalized: %s, rule %q; want the draft's 0.80 and rule", oct.Total, oct.LateUsageRule)
+		}
+		nov := invoice("SB-202611-contoso")
+		if !nov.Total.Equal(money.MustQuantity("0.40")) || len(nov.Sections) != 1 || len(nov.Sections[0].Lines) != 1 || nov.Sections[0].Lines[0].Kind != "LateUsage" ||
+			nov.Sections[0].Lines[0].UsagePeriod != "2026-10" {
+			t.Fatalf("November's draft: %s %+v; want October's 50 as LateUsage, 0.40", nov.Total, nov.Sections)
+		}
+		if res := runCLI(t, nil, "billing", "verify", "--db", e.dsn); res.code != 0 {
+			t.Fatalf("billing verify: %d %s %s", res.code, res.stdout, res.stderr)
+		}
+		if res := runCLI(t, nil, "serve", "--db", e.dsn, "--invoice-grace", "-1h"); res.code != 2 || !strings.Contains(res.stderr, "--invoice-grace -1h0m0s: want 0") {
+			t.Fatalf("serve --invoice-grace -1h: %d %s", res.code, res.stderr)
+		}
 	})
 }

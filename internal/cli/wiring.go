@@ -50,9 +50,10 @@ type Options struct {
 	// generates one on first start and keeps it.
 	ProviderSubscription string
 	MaxBodyBytes         int64
-	// InvoiceGrace is how long invoices stay drafts after their month ends
-	// (default 24h, Partner Center's late-usage window).
-	InvoiceGrace time.Duration
+	// InvoiceGrace is how long after its month ends a period closes: nil
+	// is the 24h default, and zero closes it as the month ends, as Partner
+	// Center does.
+	InvoiceGrace *time.Duration
 	// MaxInflight bounds requests in flight; RateLimit and RateBurst bound
 	// each token's requests per second. Zero is unlimited (serve sets them).
 	MaxInflight int
@@ -173,10 +174,11 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	issuer := bridge.NewIssuer(signer, regs, authSvc, o.Clock.Now)
 	billingMap := meter.NewBillingMap(db, o.Clock)
 	ingestor := bridge.NewIngestor(db, regs, billingMap, o.Clock, o.Logger.With("component", "ingest"))
-	if o.InvoiceGrace <= 0 {
-		o.InvoiceGrace = 24 * time.Hour
+	grace := 24 * time.Hour
+	if o.InvoiceGrace != nil {
+		grace = *o.InvoiceGrace
 	}
-	bill := billing.NewService(db, o.Clock, o.Logger.With("component", "billing"), o.InvoiceGrace, ingestor)
+	bill := billing.NewService(db, o.Clock, o.Logger.With("component", "billing"), grace, ingestor)
 	if o.ExportStale > 0 {
 		bill.ExportStale = o.ExportStale
 	}
