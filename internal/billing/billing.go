@@ -27,6 +27,7 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store"
 )
 
@@ -83,6 +84,16 @@ func MinorUnits(code string) (int32, bool) {
 		return 2, true
 	}
 	return 0, false
+}
+
+// FormatAmount writes an amount with its currency's minor digits (50671 JPY,
+// 2.91 USD), as every view of a bill shows it.
+func FormatAmount(q money.Quantity, currency string) string {
+	minor, ok := MinorUnits(currency)
+	if !ok {
+		minor = 2
+	}
+	return q.StringFixed(minor)
 }
 
 // Agreement is a bill-to partner's agreement: the currency it is billed in.

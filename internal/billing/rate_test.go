@@ -116,3 +116,15 @@ func TestParsePriceListSpellings(t *testing.T) {
 		t.Fatalf("7300 GB-hours at 0.006/GB-month = %s", d)
 	}
 }
+
+// Amounts show their currency's minor digits in every view: the portal once
+// showed yen with two decimals.
+func TestFormatAmount(t *testing.T) {
+	for _, c := range []struct{ q, cur, want string }{
+		{"50671", "JPY", "50671"}, {"2.9", "USD", "2.90"}, {"-0.5", "EUR", "-0.50"}, {"1.2345", "KWD", "1.235"}, {"7", "XXX", "7.00"},
+	} {
+		if got := FormatAmount(money.MustQuantity(c.q), c.cur); got != c.want {
+			t.Errorf("FormatAmount(%s, %s) = %s, want %s", c.q, c.cur, got, c.want)
+		}
+	}
+}
