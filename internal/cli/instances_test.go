@@ -74,7 +74,9 @@ func TestTwoCommerceInstances(t *testing.T) {
 	lb := &roundRobin{}
 	front := httptest.NewServer(lb)
 	defer front.Close()
-	com, err := Build(ctx, Options{DB: dsn, Clock: clock.Manual(nov5)})
+	// Commerce receives October's usage on October 20, before October
+	// closes: what arrives after the close is November's late usage.
+	com, err := Build(ctx, Options{DB: dsn, Clock: clock.Manual(time.Date(2026, 10, 20, 0, 0, 0, 0, time.UTC))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,15 +46,18 @@ func TestRetention(t *testing.T) {
 			_ = stack.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM usage_records`).Scan(&n)
 			return n
 		}
-		// The bridge forwards August and September only.
-		clk.Set(time.Date(2026, 10, 1, 0, 5, 0, 0, time.UTC))
-		for {
-			n, err := stack.Forwarder.Step(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n == 0 {
-				break
+		// The bridge forwards August and September only, each before its
+		// period closes (a day after its month ends).
+		for _, at := range []time.Time{time.Date(2026, 9, 1, 20, 0, 0, 0, time.UTC), time.Date(2026, 10, 1, 0, 5, 0, 0, time.UTC)} {
+			clk.Set(at)
+			for {
+				n, err := stack.Forwarder.Step(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n == 0 {
+					break
+				}
 			}
 		}
 		// November 15, keeping 30 days: the cutoff stops at what was forwarded.
