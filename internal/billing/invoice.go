@@ -272,9 +272,9 @@ func (s *Service) rate(ctx context.Context, q store.Querier, dir *dirSnapshot, p
 	if err != nil {
 		return rateRun{}, err
 	}
-	r := newRater(ctx, cat, dir, prior)
+	r := newRater(cat, dir, prior)
 	for _, a := range aggs {
-		if err := r.feed(a.reg, a.sub, a.meter, a.day, a.qty, nil); err != nil {
+		if err := r.feed(ctx, a.reg, a.sub, a.meter, a.day, a.qty, nil); err != nil {
 			return rateRun{}, err
 		}
 	}
@@ -644,7 +644,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 			}
 			// The partner's reconciliation file, as every later reader
 			// will get it.
-			w := &periodFileWriter{ctx: ctx, tx: tx, period: period, kind: fileReconciliation, owner: id}
+			w := periodFile(ctx, tx, period, fileReconciliation, id)
 			if err := s.writeRecon(ctx, tx, id, period, w, nil); err != nil {
 				return fmt.Errorf("reconciliation file of %s: %w", id, err)
 			}
@@ -667,7 +667,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 			if err != nil {
 				return err
 			}
-			w := &periodFileWriter{ctx: ctx, tx: tx, period: period, kind: fileStatements, owner: id}
+			w := periodFile(ctx, tx, period, fileStatements, id)
 			if _, err := w.Write(doc); err != nil {
 				return err
 			}

@@ -15,40 +15,15 @@ const (
 	fileStatements     = "statements"     // one per owner: []Statement as JSON
 )
 
-// periodFileWriter stores a file in 1 MiB chunks inside the finalization's
-// transaction, so that a period is finalized with all of its files or none.
-type periodFileWriter struct {
-	ctx                 context.Context
-	tx                  *store.Tx
-	period, kind, owner string
-	seq                 int
-	buf                 bytes.Buffer
-}
-
-func (w *periodFileWriter) Write(p []byte) (int, error) {
-	w.buf.Write(p)
-	for w.buf.Len() >= chunkSize {
-		if err := w.store(w.buf.Next(chunkSize)); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
-}
-
-func (w *periodFileWriter) store(b []byte) error {
-	_, err := w.tx.ExecContext(w.ctx, `INSERT INTO period_files (period, kind, owner_id, seq, data) VALUES (?, ?, ?, ?, ?)`,
-		w.period, w.kind, w.owner, w.seq, bytes.Clone(b))
-	w.seq++
-	return err
-}
-
-// close stores what is left; an empty file is stored as one empty chunk, so
-// that it is told apart from a file that was never stored.
-func (w *periodFileWriter) close() error {
-	if w.buf.Len() > 0 || w.seq == 0 {
-		return w.store(w.buf.Next(w.buf.Len()))
-	}
-	return nil
+// periodFile stores a file in chunks inside the finalization's transaction,
+// so that a period is finalized with all of its files or none. An empty file
+// is stored as one empty chunk, so that it is told apart from a file that
+// was never stored.
+func periodFile(ctx context.Context, tx *store.Tx, period, kind, owner string) *chunkWriter {
+	return &chunkWriter{keepEmpty: true, put: func(seq int, data []byte) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO period_files (period, kind, owner_id, seq, data) VALUES (?, ?, ?, ?, ?)`, period, kind, owner, seq, data)
+		return err
+	}}
 }
 
 // copyPeriodFile writes a stored file to out and reports whether there was

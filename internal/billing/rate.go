@@ -592,7 +592,6 @@ func loadPrior(ctx context.Context, q store.Querier, earliest time.Time, before 
 
 // rater turns day aggregates into invoice lines.
 type rater struct {
-	ctx   context.Context
 	cat   *catalog
 	dir   *dirSnapshot
 	prior map[priorKey]money.Quantity
@@ -603,8 +602,8 @@ type rater struct {
 	unbilled map[string]money.Quantity // subscriptions with no CSP partner
 }
 
-func newRater(ctx context.Context, cat *catalog, dir *dirSnapshot, prior map[priorKey]money.Quantity) *rater {
-	return &rater{ctx: ctx, cat: cat, dir: dir, prior: prior, runs: map[priorKey]*meterRun{}, lines: map[lineKey]*lineAcc{},
+func newRater(cat *catalog, dir *dirSnapshot, prior map[priorKey]money.Quantity) *rater {
+	return &rater{cat: cat, dir: dir, prior: prior, runs: map[priorKey]*meterRun{}, lines: map[lineKey]*lineAcc{},
 		unpriced: map[string]*Unpriced{}, unbilled: map[string]money.Quantity{}}
 }
 
@@ -613,14 +612,14 @@ type feedFunc func(l *lineAcc, qty money.Quantity)
 
 // feed rates qty of (sub, meter) used on day via registration reg. Callers
 // feed in (subscription, meter, day, registration) order.
-func (r *rater) feed(reg, sub, meter string, day time.Time, qty money.Quantity, fn feedFunc) error {
+func (r *rater) feed(ctx context.Context, reg, sub, meter string, day time.Time, qty money.Quantity, fn feedFunc) error {
 	acct, ok := r.dir.accountOf(sub)
 	if !ok {
 		r.unbilled[sub] = r.unbilled[sub].Add(qty)
 		return nil
 	}
 	cur := r.dir.currency(acct.billTo)
-	sched, err := r.cat.at(r.ctx, cur, meter, day)
+	sched, err := r.cat.at(ctx, cur, meter, day)
 	if err != nil {
 		return err
 	}

@@ -158,7 +158,7 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 	if err := cat.preload(ctx); err != nil {
 		return err
 	}
-	r := newRater(ctx, cat, dir, prior)
+	r := newRater(cat, dir, prior)
 	pt := dir.partners[partner]
 	cur := dir.currency(partner)
 	minor, _ := MinorUnits(cur)
@@ -191,7 +191,7 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 		day := clock.FromMicros(g.day * int64(24*time.Hour/time.Microsecond))
 		acct, _ := dir.accountOf(g.sub)
 		var werr error
-		err := r.feed(g.reg, g.sub, g.meter, day, g.qty.Quantity(), func(l *lineAcc, qty money.Quantity) {
+		err := r.feed(ctx, g.reg, g.sub, g.meter, day, g.qty.Quantity(), func(l *lineAcc, qty money.Quantity) {
 			after := amountOf(l.numer, l.sched.div, minor)
 			amt := after.Sub(emitted[l.key])
 			emitted[l.key] = after
@@ -363,13 +363,13 @@ func (s *Service) ExportFile(ctx context.Context, p auth.Principal, id string, w
 	}
 }
 
-// chunkWriter stores an export in 1 MiB chunks as it is written.
+// chunkWriter cuts a file into 1 MiB chunks as it is written and hands each
+// to put, so that a file of any size is kept in rows of a bounded size.
 type chunkWriter struct {
-	ctx context.Context
-	db  *store.DB
-	id  string
-	seq int
-	buf bytes.Buffer
+	put       func(seq int, data []byte) error
+	keepEmpty bool // store an empty file as one empty chunk
+	seq       int
+	buf       bytes.Buffer
 }
 
 const chunkSize = 1 << 20
@@ -385,17 +385,14 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 }
 
 func (c *chunkWriter) store(b []byte) error {
-	data := bytes.Clone(b)
-	err := c.db.Write(c.ctx, func(tx *store.Tx) error {
-		_, err := tx.ExecContext(c.ctx, `INSERT INTO export_chunks (job_id, seq, data) VALUES (?, ?, ?)`, c.id, c.seq, data)
-		return err
-	})
+	err := c.put(c.seq, bytes.Clone(b))
 	c.seq++
 	return err
 }
 
+// close stores what is left.
 func (c *chunkWriter) close() error {
-	if c.buf.Len() > 0 {
+	if c.buf.Len() > 0 || (c.keepEmpty && c.seq == 0) {
 		return c.store(c.buf.Next(c.buf.Len()))
 	}
 	return nil
@@ -458,7 +455,12 @@ func (s *Service) runExport(ctx context.Context, id string) {
 		return
 	}
 	update("running", 0, total, "")
-	cw := &chunkWriter{ctx: ctx, db: s.db, id: id}
+	cw := &chunkWriter{put: func(seq int, data []byte) error {
+		return s.db.Write(ctx, func(tx *store.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO export_chunks (job_id, seq, data) VALUES (?, ?, ?)`, id, seq, data)
+			return err
+		})
+	}}
 	last := time.Now()
 	err = s.reconFile(ctx, j.PartnerID, j.Period, cw, func(n int64) {
 		if time.Since(last) > 500*time.Millisecond {

@@ -1,10 +1,21 @@
-// Package bridge connects a stack to commerce, as Azure Stack's Azure Bridge
-// does: the stack's registration token, commerce's signed activation key, and
-// the stack's activation.
+// Package bridge carries usage from a stack to commerce exactly once, as Azure
+// Stack's Azure Bridge does. It owns, on each side:
+//
+//   - the handshake (this file): the stack's signed registration token,
+//     commerce's signed activation key, and the stack's activation;
+//   - on the stack (forward.go): sealing closed hours into the outbox and the
+//     forwarder that sends them, retrying until commerce acknowledges;
+//   - between them (wire.go): the batch format and the record IDs that make a
+//     re-sent record a duplicate;
+//   - on commerce (ingest.go, commercelog.go, series.go): verifying a batch,
+//     acknowledging it into the commerce log, and materialising it into
+//     forwarded usage with its charged subscription, billing meter and rating
+//     series.
 //
 // The handshake:
 //  1. the stack prints a registration token: base64 JSON with its cloudId
-//     (CloudDeploymentID, generated once and kept), objectId and billing model;
+//     (CloudDeploymentID, generated once and kept), objectId and billing
+//     model, signed with the stack's own key;
 //  2. a partner creates the registration on commerce with that token (ARM PUT);
 //  3. POST …/getactivationkey returns an activation key: a JWS (RS256) signed
 //     with commerce's key, naming the registration, the cloudId, the billing
