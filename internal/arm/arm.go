@@ -3,9 +3,9 @@
 // path matching on escaped segments, absolute nextLinks and opaque skip
 // tokens.
 //
-// Domain packages return *Error values so that the seed error codes and their
-// messages are decided once, next to the rule that raises them, and HTTP
-// handlers only encode them.
+// Domain packages return *Error values, a Kind with the seed's code and
+// message, so that each is decided once, next to the rule that raises it;
+// httpapi alone maps kinds to HTTP statuses and writes the envelope.
 package arm
 
 import (
@@ -15,10 +15,44 @@ import (
 	"net/http"
 )
 
+// Kind is what went wrong, as the rule that found it sees it. Domain
+// packages choose a kind and the seed's code and message; only httpapi turns
+// a kind into an HTTP status (httpapi.Status), for the API and the portal
+// alike.
+type Kind uint8
+
+// The kinds. The zero Kind is Internal, so an Error built without one is
+// never mistaken for the client's fault.
+const (
+	Internal        Kind = iota // a fault of the server, logged
+	Invalid                     // the request breaks a rule: fix it, do not retry it
+	Unauthenticated             // no valid credential
+	Denied                      // the credential may not do this
+	NotFound                    // no such object, or none the caller may see
+	NotAllowed                  // the path does not take this method
+	Precondition                // an If-Match / If-None-Match condition failed
+	TooLarge                    // the request or batch is over its size limit
+	Unsupported                 // the body's media type is not accepted
+	Throttled                   // too many requests; retry after a while
+	Unavailable                 // the service cannot take it now; retry
+	Upstream                    // a service this one depends on failed
+	Full                        // storage is full; retry when space returns
+)
+
+var kindNames = [...]string{"internal", "invalid", "unauthenticated", "denied", "not found", "method not allowed",
+	"precondition failed", "too large", "unsupported media type", "throttled", "unavailable", "upstream failed", "storage full"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
 // Error is an error a client should see, in the ARM envelope
 // {"error":{"code","message","target"}}.
 type Error struct {
-	Status  int    `json:"-"`
+	Kind    Kind   `json:"-"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Target  string `json:"target,omitempty"`
@@ -29,8 +63,8 @@ type Error struct {
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // Errorf builds an *Error.
-func Errorf(status int, code, format string, args ...any) *Error {
-	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+func Errorf(kind Kind, code, format string, args ...any) *Error {
+	return &Error{Kind: kind, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
 // WithTarget returns a copy of e naming the offending field.
@@ -49,23 +83,30 @@ func As(err error) (*Error, bool) {
 	return nil, false
 }
 
+// Is reports whether err is an *Error of kind k.
+func Is(err error, k Kind) bool {
+	e, ok := As(err)
+	return ok && e.Kind == k
+}
+
 // Common errors shared by every ARM-style endpoint.
 var (
-	ErrUnauthenticated = &Error{Status: http.StatusUnauthorized, Code: "AuthenticationFailed",
+	ErrUnauthenticated = &Error{Kind: Unauthenticated, Code: "AuthenticationFailed",
 		Message: "Authentication failed. The 'Authorization' header is missing or does not carry a valid bearer token."}
-	ErrInternal = &Error{Status: http.StatusInternalServerError, Code: "InternalServerError",
+	ErrInternal = &Error{Kind: Internal, Code: "InternalServerError",
 		Message: "The server encountered an internal error. It has been logged; retry the request."}
 )
 
 // Forbidden is the ARM-style authorization failure for an action at a scope.
 func Forbidden(actor, action, scope string) *Error {
-	return Errorf(http.StatusForbidden, "AuthorizationFailed",
+	return Errorf(Denied, "AuthorizationFailed",
 		"The client '%s' does not have authorization to perform action '%s' over scope '%s' or the scope is invalid.", actor, action, scope)
 }
 
-// InvalidRequest is a 400 for a body or parameter the server cannot accept.
+// InvalidRequest is an Invalid error for a body or parameter the server
+// cannot accept.
 func InvalidRequest(target, format string, args ...any) *Error {
-	return &Error{Status: http.StatusBadRequest, Code: "InvalidRequestContent", Message: fmt.Sprintf(format, args...), Target: target}
+	return &Error{Kind: Invalid, Code: "InvalidRequestContent", Message: fmt.Sprintf(format, args...), Target: target}
 }
 
 // WriteJSON writes v as JSON with the content type every client parses.
@@ -77,16 +118,6 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		enc.SetEscapeHTML(false)
 		_ = enc.Encode(v)
 	}
-}
-
-// WriteError writes e in the ARM envelope.
-func WriteError(w http.ResponseWriter, e *Error) {
-	if e.RetryAfter > 0 {
-		w.Header().Set("Retry-After", fmt.Sprint(e.RetryAfter))
-	}
-	WriteJSON(w, e.Status, struct {
-		Error *Error `json:"error"`
-	}{e})
 }
 
 // CanonicalGUID validates a GUID in its 8-4-4-4-12 form and returns it in

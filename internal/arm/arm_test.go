@@ -51,7 +51,7 @@ func TestTokensAndNextLink(t *testing.T) {
 	if err := tokens.Decode("$skipToken", tok, &got); err != nil || got.A != "x+y/z==" {
 		t.Fatalf("round trip: %v %+v", err, got)
 	}
-	if err := tokens.Decode("$skipToken", "!!", &got); err == nil || err.Status != 400 {
+	if err := tokens.Decode("$skipToken", "!!", &got); err == nil || err.Kind != Invalid {
 		t.Fatalf("garbage token: %v", err)
 	}
 	// An edited cursor, a forged one and one sealed under another key are
@@ -60,7 +60,7 @@ func TestTokensAndNextLink(t *testing.T) {
 	forged := base64.RawURLEncoding.EncodeToString([]byte(`{"A":"other"}`))
 	other := NewTokens([]byte("another key, another installation"))
 	for _, bad := range []string{forged + "." + seal, body + "x." + seal, body, forged, other.Encode(cur{"x+y/z=="})} {
-		if err := tokens.Decode("$skipToken", bad, &got); err == nil || err.Status != 400 {
+		if err := tokens.Decode("$skipToken", bad, &got); err == nil || err.Kind != Invalid {
 			t.Fatalf("tampered token %q accepted", bad)
 		}
 	}

@@ -37,8 +37,8 @@ func FuzzTokens(f *testing.F) {
 			// the fuzzer's own string and can only be sealed by chance.
 			t.Fatalf("edited token %q decoded to %+v", tok, c)
 		}
-		if err != nil && err.Status != 400 {
-			t.Fatalf("refusal is %d, want 400", err.Status)
+		if err != nil && err.Kind != Invalid {
+			t.Fatalf("refusal is %s, want invalid", err.Kind)
 		}
 	})
 }

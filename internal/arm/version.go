@@ -13,7 +13,7 @@ import (
 func CheckAPIVersion(r *http.Request, missingCode string, supported ...string) (string, *Error) {
 	v := r.URL.Query().Get("api-version")
 	if v == "" {
-		return "", Errorf(http.StatusBadRequest, missingCode,
+		return "", Errorf(Invalid, missingCode,
 			"The api-version query parameter (?api-version=) is required for all requests. Supported versions: %s.", strings.Join(sorted(supported), ", "))
 	}
 	for _, s := range supported {
@@ -21,7 +21,7 @@ func CheckAPIVersion(r *http.Request, missingCode string, supported ...string) (
 			return s, nil
 		}
 	}
-	return "", Errorf(http.StatusBadRequest, "NoRegisteredProviderFound",
+	return "", Errorf(Invalid, "NoRegisteredProviderFound",
 		"No registered resource provider found for api-version '%s'. The supported api-versions are '%s'.", v, strings.Join(sorted(supported), ", "))
 }
 

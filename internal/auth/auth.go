@@ -230,6 +230,10 @@ func (s *Service) byID(ctx context.Context, id string) (string, Principal, error
 // SessionTTL is how long a portal sign-in lasts.
 const SessionTTL = 12 * time.Hour
 
+// SessionCookie is the portal session's cookie: the portal sets it, and the
+// server resolves it to a principal before any page runs.
+const SessionCookie = "stackbill_session"
+
 // Session is a portal sign-in: its principal, and the secret its forms
 // carry against cross-site requests.
 type Session struct {

@@ -18,7 +18,6 @@ import (
 	_ "embed"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
 
@@ -122,7 +121,7 @@ func (s *Service) SetAgreement(ctx context.Context, p auth.Principal, a Agreemen
 	pt, ok := dir.partners[a.PartnerID]
 	switch {
 	case !ok:
-		return Agreement{}, arm.Errorf(http.StatusNotFound, "PartnerNotFound", "Partner '%s' was not found.", a.PartnerID)
+		return Agreement{}, arm.Errorf(arm.NotFound, "PartnerNotFound", "Partner '%s' was not found.", a.PartnerID)
 	case pt.Type == directory.IndirectReseller:
 		return Agreement{}, arm.InvalidRequest("partnerId", "Partner '%s' is a reseller; its provider '%s' holds the billing relationship and the agreement.", pt.ID, pt.Provider)
 	}
@@ -184,12 +183,12 @@ func (s *Service) scope(ctx context.Context, p auth.Principal) (scope, error) {
 	case auth.RoleReseller:
 		return scope{partner: p.PartnerID, reseller: true}, nil
 	}
-	return scope{}, arm.Errorf(http.StatusForbidden, "AuthorizationFailed",
+	return scope{}, arm.Errorf(arm.Denied, "AuthorizationFailed",
 		"The client '%s' does not have access to billing: usage billed to a CSP partner is not visible to end customers.", p.Actor())
 }
 
 func notFound(kind, id string) *arm.Error {
-	return arm.Errorf(http.StatusNotFound, kind+"NotFound", "%s '%s' was not found.", kind, id)
+	return arm.Errorf(arm.NotFound, kind+"NotFound", "%s '%s' was not found.", kind, id)
 }
 
 func badPeriod(err error) *arm.Error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -86,7 +85,7 @@ func (s *Service) CreateCreditNote(ctx context.Context, p auth.Principal, invoic
 			if store.IsNoRows(err) {
 				// Only finalized invoices are stored; a draft is computed.
 				if s.isDraftNumber(ctx, invoiceNumber) {
-					return arm.Errorf(http.StatusBadRequest, "InvoiceNotFinal", "Invoice '%s' is not finalized; drafts change with usage and are not credited.", invoiceNumber)
+					return arm.Errorf(arm.Invalid, "InvoiceNotFinal", "Invoice '%s' is not finalized; drafts change with usage and are not credited.", invoiceNumber)
 				}
 				return notFound("Invoice", invoiceNumber)
 			}

@@ -20,8 +20,8 @@ func FuzzParsePriceList(f *testing.F) {
 		p, err := parsePriceList(data, time.Time{})
 		if err != nil {
 			var ae *arm.Error
-			if !errors.As(err, &ae) || ae.Status < 400 || ae.Status >= 500 {
-				t.Fatalf("refusal %v is not a 4xx", err)
+			if !errors.As(err, &ae) || ae.Kind != arm.Invalid {
+				t.Fatalf("refusal %v is not Invalid (400)", err)
 			}
 			return
 		}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -553,7 +552,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 			return nil
 		}
 		if due := end.Add(s.grace); now.Before(due) {
-			return arm.Errorf(http.StatusBadRequest, "PeriodNotClosed",
+			return arm.Errorf(arm.Invalid, "PeriodNotClosed",
 				"Period %s stays open until %s (its end plus the %s grace period for usage still on its way); it cannot be finalized yet.",
 				period, due.Format(time.RFC3339), s.grace)
 		}
@@ -564,7 +563,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 		if last.Valid {
 			ls, _ := clock.ParsePeriod(last.String)
 			if next := clock.Period(clock.NextMonth(ls)); next != period {
-				return arm.Errorf(http.StatusBadRequest, "PeriodOutOfOrder", "Periods are finalized in order: the next period to finalize is %s, not %s.", next, period)
+				return arm.Errorf(arm.Invalid, "PeriodOutOfOrder", "Periods are finalized in order: the next period to finalize is %s, not %s.", next, period)
 			}
 		} else {
 			var early sql.NullInt64
@@ -573,7 +572,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 			}
 			if early.Valid {
 				first := clock.Period(clock.FromMicros(early.Int64))
-				return arm.Errorf(http.StatusBadRequest, "PeriodOutOfOrder", "Periods are finalized in order: usage from %s is not billed yet, so finalize %s first.", first, first)
+				return arm.Errorf(arm.Invalid, "PeriodOutOfOrder", "Periods are finalized in order: usage from %s is not billed yet, so finalize %s first.", first, first)
 			}
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO billing_periods (period, finalized_at_us, finalized_by) VALUES (?, ?, ?)`, period, clock.Micros(now), actor); err != nil {
@@ -602,7 +601,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 				miss = append(miss, fmt.Sprintf("%s (%s, %s)", u.MeterID, u.Currency, clock.Period(u.Day)))
 			}
 			sort.Strings(miss)
-			return arm.Errorf(http.StatusBadRequest, "MissingPrices",
+			return arm.Errorf(arm.Invalid, "MissingPrices",
 				"Period %s cannot be finalized: usage on these meters has no price in force: %s. Import a price list that covers them.", period, strings.Join(miss, ", "))
 		}
 		res.FinalizedAt = now
@@ -692,7 +691,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 				lines = append(lines, d.String())
 			}
 			s.logger.Error("finalization refused: the views of the bill disagree", "period", period, "differences", len(rep.Differences))
-			return arm.Errorf(http.StatusInternalServerError, "BillingNotConserved",
+			return arm.Errorf(arm.Internal, "BillingNotConserved",
 				"Period %s was not finalized: its views disagree (stackbill billing verify --period %s lists them): %s", period, period, strings.Join(lines, "; "))
 		}
 		return nil

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -304,7 +303,7 @@ func parsePriceList(data []byte, effectiveOverride time.Time) (parsed, error) {
 }
 
 func invalidPriceList(format string, args ...any) *arm.Error {
-	return arm.Errorf(http.StatusBadRequest, "InvalidPriceList", format, args...)
+	return arm.Errorf(arm.Invalid, "InvalidPriceList", format, args...)
 }
 
 func parseDate(s string) (time.Time, error) {
@@ -434,7 +433,7 @@ func (s *Service) ImportPriceList(ctx context.Context, p auth.Principal, source 
 			rep.PriceList.ID = id
 			return nil
 		case err == nil:
-			return arm.Errorf(http.StatusBadRequest, "OverlappingPriceList",
+			return arm.Errorf(arm.Invalid, "OverlappingPriceList",
 				"Price list version %d already covers %s from %s with different prices; import with a later effective date instead of overlapping it.",
 				id, parsed.currency, parsed.effective.Format("2006-01-02"))
 		case !errors.Is(err, sql.ErrNoRows):
@@ -447,7 +446,7 @@ func (s *Service) ImportPriceList(ctx context.Context, p auth.Principal, source 
 		if last.Valid {
 			_, end, _ := clock.PeriodBounds(last.String)
 			if parsed.effective.Before(end) {
-				return arm.Errorf(http.StatusBadRequest, "PriceListRepricesFinalizedPeriod",
+				return arm.Errorf(arm.Invalid, "PriceListRepricesFinalizedPeriod",
 					"A price list effective %s would reprice the finalized period %s; give an effective date on or after %s.",
 					parsed.effective.Format("2006-01-02"), last.String, end.Format("2006-01-02"))
 			}
@@ -545,7 +544,7 @@ func (s *Service) priceList(ctx context.Context, id int64, withPrices bool) (Pri
 	err := s.db.QueryRowContext(ctx, `SELECT id, currency, effective_from_us, source, rows_kept, rows_skipped, imported_at_us, imported_by FROM price_lists WHERE id = ?`, id).
 		Scan(&pl.ID, &pl.Currency, &eff, &pl.Source, &pl.Kept, &pl.Skipped, &imp, &pl.ImportedBy)
 	if errors.Is(err, sql.ErrNoRows) {
-		return PriceList{}, arm.Errorf(http.StatusNotFound, "PriceListNotFound", "Price list %d was not found.", id)
+		return PriceList{}, arm.Errorf(arm.NotFound, "PriceListNotFound", "Price list %d was not found.", id)
 	}
 	if err != nil {
 		return PriceList{}, err

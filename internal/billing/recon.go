@@ -12,7 +12,6 @@ import (
 	"github.com/stackbill/stackbill/internal/csvexport"
 	"io"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
@@ -39,7 +38,7 @@ func (s *Service) canExport(ctx context.Context, p auth.Principal, partner strin
 		return err
 	}
 	if sc.reseller {
-		return arm.Errorf(http.StatusForbidden, "AuthorizationFailed", "Reconciliation files carry the provider's prices; reseller '%s' reads its customers through statements.", sc.partner)
+		return arm.Errorf(arm.Denied, "AuthorizationFailed", "Reconciliation files carry the provider's prices; reseller '%s' reads its customers through statements.", sc.partner)
 	}
 	if !sc.billTo(partner) {
 		return notFound("Partner", partner)
@@ -346,7 +345,7 @@ func (s *Service) ExportFile(ctx context.Context, p auth.Principal, id string, w
 		return err
 	}
 	if j.Status != "succeeded" {
-		return arm.Errorf(http.StatusBadRequest, "ExportNotReady", "Export %s is %s; its file is available once it has succeeded.", id, j.Status)
+		return arm.Errorf(arm.Invalid, "ExportNotReady", "Export %s is %s; its file is available once it has succeeded.", id, j.Status)
 	}
 	for seq := 0; ; seq++ {
 		var data []byte

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
@@ -131,7 +130,7 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		return IngestResult{}, arm.Forbidden(p.Actor(), "bridge/usage/write", "/v1/bridge/usage")
 	}
 	if len(b.Records) > MaxRecords {
-		return IngestResult{}, arm.Errorf(http.StatusRequestEntityTooLarge, "BatchTooLarge", "A bridge batch holds at most %d records; this one has %d.", MaxRecords, len(b.Records))
+		return IngestResult{}, arm.Errorf(arm.TooLarge, "BatchTooLarge", "A bridge batch holds at most %d records; this one has %d.", MaxRecords, len(b.Records))
 	}
 	reg, live, err := in.regs.ByUID(ctx, p.RegistrationUID)
 	if err != nil {
@@ -139,12 +138,12 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 	}
 	switch {
 	case !live:
-		return IngestResult{}, arm.Errorf(http.StatusForbidden, "RegistrationNotActive", "The registration of this bridge credential was deleted; register and activate the stack again.")
+		return IngestResult{}, arm.Errorf(arm.Denied, "RegistrationNotActive", "The registration of this bridge credential was deleted; register and activate the stack again.")
 	case !strings.EqualFold(reg.CloudID, b.CloudID):
-		return IngestResult{}, arm.Errorf(http.StatusForbidden, "CloudIdMismatch",
+		return IngestResult{}, arm.Errorf(arm.Denied, "CloudIdMismatch",
 			"This bridge credential belongs to the registration of cloud %s; it cannot push usage for cloud %s.", reg.CloudID, b.CloudID)
 	case !reg.UsageReportingEnabled:
-		return IngestResult{}, arm.Errorf(http.StatusForbidden, "UsageReportingDisabled",
+		return IngestResult{}, arm.Errorf(arm.Denied, "UsageReportingDisabled",
 			"Registration %s (billing model %s) does not report usage.", reg.Key.Name, reg.BillingModel)
 	}
 	intervals, err := in.regs.Mappings(ctx, reg.UID)

@@ -16,7 +16,6 @@ package directory
 
 import (
 	"errors"
-	"net/http"
 	"regexp"
 	"strings"
 
@@ -226,9 +225,9 @@ func rollsUp(p Partner) string {
 }
 
 func notFound(kind, id string) *arm.Error {
-	return arm.Errorf(http.StatusNotFound, kind+"NotFound", "The %s '%s' was not found in the directory.", strings.ToLower(kind), id)
+	return arm.Errorf(arm.NotFound, kind+"NotFound", "The %s '%s' was not found in the directory.", strings.ToLower(kind), id)
 }
 
 func forbidden(format string, args ...any) *arm.Error {
-	return arm.Errorf(http.StatusForbidden, "AuthorizationFailed", format, args...)
+	return arm.Errorf(arm.Denied, "AuthorizationFailed", format, args...)
 }

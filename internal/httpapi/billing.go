@@ -52,7 +52,7 @@ func (s *Server) listPriceLists(w http.ResponseWriter, r *http.Request, p auth.P
 func (s *Server) getPriceList(w http.ResponseWriter, r *http.Request, p auth.Principal, params map[string]string) error {
 	id, err := strconv.ParseInt(params["id"], 10, 64)
 	if err != nil {
-		return arm.Errorf(http.StatusNotFound, "PriceListNotFound", "Price list '%s' was not found.", params["id"])
+		return arm.Errorf(arm.NotFound, "PriceListNotFound", "Price list '%s' was not found.", params["id"])
 	}
 	out, err := s.deps.Billing.PriceList(r.Context(), p, id)
 	if err != nil {

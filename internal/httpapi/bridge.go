@@ -24,13 +24,13 @@ const maxBridgeBody = 64 << 20
 
 func (s *Server) postBridgeUsage(w http.ResponseWriter, r *http.Request, p auth.Principal, _ map[string]string) error {
 	tooLarge := func() error {
-		return arm.Errorf(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "The decompressed batch is larger than %d bytes.", maxBridgeBody)
+		return arm.Errorf(arm.TooLarge, "RequestEntityTooLarge", "The decompressed batch is larger than %d bytes.", maxBridgeBody)
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBridgeBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return arm.Errorf(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "The batch is larger than %d bytes.", maxBridgeBody)
+			return arm.Errorf(arm.TooLarge, "RequestEntityTooLarge", "The batch is larger than %d bytes.", maxBridgeBody)
 		}
 		return arm.InvalidRequest("", "The body could not be read: %v", err)
 	}
@@ -38,7 +38,7 @@ func (s *Server) postBridgeUsage(w http.ResponseWriter, r *http.Request, p auth.
 	case "", "identity":
 	case "zstd":
 		if s.zstd == nil {
-			return arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedContentEncoding", "Content-Encoding zstd is not available; use gzip or none.")
+			return arm.Errorf(arm.Unsupported, "UnsupportedContentEncoding", "Content-Encoding zstd is not available; use gzip or none.")
 		}
 		if raw, err = s.zstd.DecodeAll(raw, nil); err != nil {
 			if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
@@ -58,7 +58,7 @@ func (s *Server) postBridgeUsage(w http.ResponseWriter, r *http.Request, p auth.
 			return tooLarge()
 		}
 	default:
-		return arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedContentEncoding", "Content-Encoding %q is not supported; use zstd, gzip or none.", enc)
+		return arm.Errorf(arm.Unsupported, "UnsupportedContentEncoding", "Content-Encoding %q is not supported; use zstd, gzip or none.", enc)
 	}
 	var b bridge.Batch
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == bridge.ContentTypeBinary {

@@ -20,7 +20,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || !(mt == "application/json" || mt == "text/json" || strings.HasSuffix(mt, "+json")) {
-			return nil, arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "The content type '%s' is not supported; send application/json.", ct)
+			return nil, arm.Errorf(arm.Unsupported, "UnsupportedMediaType", "The content type '%s' is not supported; send application/json.", ct)
 		}
 	}
 	return storableBody(readLimited(w, r, limit))
@@ -31,7 +31,7 @@ func readCSVBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, e
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || !(mt == "text/csv" || mt == "text/plain" || mt == "application/octet-stream") {
-			return nil, arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "The content type '%s' is not supported; send text/csv.", ct)
+			return nil, arm.Errorf(arm.Unsupported, "UnsupportedMediaType", "The content type '%s' is not supported; send text/csv.", ct)
 		}
 	}
 	return storableBody(readLimited(w, r, limit))
@@ -42,7 +42,7 @@ func readLimited(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, e
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, arm.Errorf(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "The request body is larger than the limit of %d bytes.", limit)
+			return nil, arm.Errorf(arm.TooLarge, "RequestEntityTooLarge", "The request body is larger than the limit of %d bytes.", limit)
 		}
 		return nil, arm.InvalidRequest("", "The request body could not be read: %v", err)
 	}

@@ -185,7 +185,7 @@ func (s *Server) importDirectory(w http.ResponseWriter, r *http.Request, p auth.
 func (s *Server) resolveSubscription(w http.ResponseWriter, r *http.Request, _ auth.Principal, params map[string]string) error {
 	out, err := s.deps.Directory.Resolve(r.Context(), params["id"])
 	if errors.Is(err, directory.ErrNotFound) {
-		return arm.Errorf(http.StatusNotFound, "SubscriptionNotFound", "The subscription '%s' is not in the directory.", params["id"])
+		return arm.Errorf(arm.NotFound, "SubscriptionNotFound", "The subscription '%s' is not in the directory.", params["id"])
 	}
 	if err != nil {
 		return err

@@ -17,7 +17,11 @@ import (
 // isClientError holds for errors that answer 4xx in the ARM envelope.
 func isClientError(err error) bool {
 	var ae *arm.Error
-	return errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500
+	if !errors.As(err, &ae) {
+		return false
+	}
+	st := Status(ae.Kind)
+	return st >= 400 && st < 500
 }
 
 // FuzzARMBodies feeds arbitrary bytes to the strict decoder of every ARM and

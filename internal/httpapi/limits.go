@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"math"
-	"net/http"
 	"sync"
 	"time"
 
@@ -103,7 +102,7 @@ func newLimits(maxInflight int, perToken float64, burst int, maxAnon int, perAdd
 }
 
 func busy(what string, n int) *arm.Error {
-	e := arm.Errorf(http.StatusTooManyRequests, "TooManyRequests", "The server is handling its limit of %d %s at once; retry shortly.", n, what)
+	e := arm.Errorf(arm.Throttled, "TooManyRequests", "The server is handling its limit of %d %s at once; retry shortly.", n, what)
 	e.RetryAfter = 1
 	return e
 }
@@ -131,7 +130,7 @@ func (l *limits) allow(token string, now time.Time) *arm.Error {
 	if delay <= 0 {
 		return nil
 	}
-	e := arm.Errorf(http.StatusTooManyRequests, "TooManyRequests", "This token's limit of %g requests per second (burst %d) is used up; retry after the delay in Retry-After.", float64(l.tokens.per), l.tokens.burst)
+	e := arm.Errorf(arm.Throttled, "TooManyRequests", "This token's limit of %g requests per second (burst %d) is used up; retry after the delay in Retry-After.", float64(l.tokens.per), l.tokens.burst)
 	e.RetryAfter = int(math.Ceil(delay.Seconds()))
 	return e
 }
@@ -140,7 +139,7 @@ func (l *limits) addressAllows(addr string, now time.Time, peek bool) *arm.Error
 	if l.addresses.take(addr, now, peek) <= 0 {
 		return nil
 	}
-	e := arm.Errorf(http.StatusTooManyRequests, "TooManyRequests", "Too many unauthenticated requests or failed sign-ins from this address; retry shortly.")
+	e := arm.Errorf(arm.Throttled, "TooManyRequests", "Too many unauthenticated requests or failed sign-ins from this address; retry shortly.")
 	e.RetryAfter = 1
 	return e
 }

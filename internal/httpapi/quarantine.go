@@ -13,7 +13,7 @@ func quarantineID(params map[string]string) (int64, error) {
 	id, err := strconv.ParseInt(params["id"], 10, 64)
 	if err != nil || id <= 0 {
 		// Not a number is not an item: the same answer as a missing one.
-		return 0, arm.Errorf(http.StatusNotFound, "QuarantineItemNotFound", "There is no quarantined item %s.", params["id"])
+		return 0, arm.Errorf(arm.NotFound, "QuarantineItemNotFound", "There is no quarantined item %s.", params["id"])
 	}
 	return id, nil
 }

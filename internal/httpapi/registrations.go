@@ -156,11 +156,11 @@ func decodeRegistrationBody(w http.ResponseWriter, r *http.Request, limit int64)
 		in.Token = body.Properties.RegistrationToken
 	}
 	if len(body.Tags) > maxTags {
-		return in, arm.Errorf(http.StatusBadRequest, "InvalidTag", "A resource can have at most %d tags; the request has %d.", maxTags, len(body.Tags)).WithTarget("tags")
+		return in, arm.Errorf(arm.Invalid, "InvalidTag", "A resource can have at most %d tags; the request has %d.", maxTags, len(body.Tags)).WithTarget("tags")
 	}
 	for k, v := range body.Tags {
 		if k == "" || len(k) > 512 || len(v) > 256 {
-			return in, arm.Errorf(http.StatusBadRequest, "InvalidTag", "Tag names must be 1-512 characters and values at most 256 characters; '%.40s' is not.", k).WithTarget("tags")
+			return in, arm.Errorf(arm.Invalid, "InvalidTag", "Tag names must be 1-512 characters and values at most 256 characters; '%.40s' is not.", k).WithTarget("tags")
 		}
 	}
 	return in, nil

@@ -1,11 +1,15 @@
-// Package httpapi serves stackbill over HTTP: the Azure-compatible ARM
-// endpoints (Microsoft.AzureStack registrations and customerSubscriptions) and
-// the native /v1 API for the partner directory and operator actions.
+// Package httpapi serves stackbill over HTTP, and owns every route: the
+// Azure-compatible ARM endpoints (Microsoft.AzureStack registrations,
+// customerSubscriptions, and the stack's usage APIs), the native /v1 API
+// (directory, billing, bridge, quarantine, audit, stack administration),
+// /healthz, /metrics, the activation keys, and the portal's pages.
 //
-// Every route is listed once in routes.go with the roles that may call it.
-// Handlers are thin: decode, call a domain service, encode. Errors are
-// translated in exactly one place (serveError): *arm.Error values are written
-// in the ARM envelope, anything else is logged and answered as a generic 500.
+// Every route is listed once in routes.go with the roles that may call it;
+// ServeHTTP is the middleware (request IDs, logs and metrics, limits,
+// authentication) around a lookup in that table. Handlers are thin: decode,
+// call a domain service, encode. Domain packages return *arm.Error values
+// with a kind; this package alone maps kinds to HTTP statuses and the ARM
+// envelope (errors.go), for the API and the portal alike.
 package httpapi
 
 import (
@@ -34,10 +38,8 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/meter"
-	"github.com/stackbill/stackbill/internal/portal"
 	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
-	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
 )
@@ -227,7 +229,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		if v := recover(); v != nil {
 			s.deps.Logger.Error("panic serving request", "request_id", id, "panic", fmt.Sprint(v), "path", r.URL.Path)
 			if w.status == 0 {
-				arm.WriteError(w, arm.ErrInternal)
+				WriteError(w, arm.ErrInternal)
 			}
 		}
 		status := w.status
@@ -262,18 +264,18 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	segs, ok := arm.Segments(r)
 	if !ok {
-		arm.WriteError(w, arm.InvalidRequest("path", "The request path is not validly percent-encoded."))
+		WriteError(w, arm.InvalidRequest("path", "The request path is not validly percent-encoded."))
 		return
 	}
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		// net/url silently drops malformed pairs; a client that sent one
 		// would get answers to a question it did not ask.
-		arm.WriteError(w, arm.InvalidRequest("query", "The query string is not validly percent-encoded: %v", err))
+		WriteError(w, arm.InvalidRequest("query", "The query string is not validly percent-encoded: %v", err))
 		return
 	}
 	if !pathAndQueryStorable(segs, query) {
-		arm.WriteError(w, arm.InvalidRequest("", "The path and query must be valid UTF-8 without NUL characters."))
+		WriteError(w, arm.InvalidRequest("", "The path and query must be valid UTF-8 without NUL characters."))
 		return
 	}
 	matched, params, methodMismatch := s.match(r.Method, segs)
@@ -281,19 +283,19 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		// Who may not use the API learns nothing of its shape.
 		if _, authed, _ := s.authenticate(r, &route{}); !authed {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill"`)
-			arm.WriteError(w, arm.ErrUnauthenticated)
+			WriteError(w, arm.ErrUnauthenticated)
 			return
 		}
 		if methodMismatch {
-			arm.WriteError(w, arm.Errorf(http.StatusMethodNotAllowed, "MethodNotAllowed", "The method %s is not allowed on %s.", r.Method, r.URL.Path))
+			WriteError(w, arm.Errorf(arm.NotAllowed, "MethodNotAllowed", "The method %s is not allowed on %s.", r.Method, r.URL.Path))
 			return
 		}
-		arm.WriteError(w, arm.Errorf(http.StatusNotFound, "NotFound", "No route matches %s %s.", r.Method, r.URL.Path))
+		WriteError(w, arm.Errorf(arm.NotFound, "NotFound", "No route matches %s %s.", r.Method, r.URL.Path))
 		return
 	}
 	routeName = matched.name
 	if !s.serves(matched.service) {
-		arm.WriteError(w, arm.Errorf(http.StatusNotFound, "NotFound", "This instance runs the %s role and does not serve %s.", s.cfg.Role, matched.name))
+		WriteError(w, arm.Errorf(arm.NotFound, "NotFound", "This instance runs the %s role and does not serve %s.", s.cfg.Role, matched.name))
 		return
 	}
 
@@ -307,12 +309,12 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 		if lerr, ok := aerr.(*arm.Error); ok {
 			routeName = "limited"
-			arm.WriteError(w, lerr)
+			WriteError(w, lerr)
 			return
 		}
 		if !matched.anon {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill", error="invalid_token"`)
-			arm.WriteError(w, arm.ErrUnauthenticated)
+			WriteError(w, arm.ErrUnauthenticated)
 			return
 		}
 	}
@@ -325,7 +327,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	} else if !matched.anon {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill"`)
-		arm.WriteError(w, arm.ErrUnauthenticated)
+		WriteError(w, arm.ErrUnauthenticated)
 		return
 	}
 
@@ -352,7 +354,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 		if lerr != nil {
 			routeName = "limited"
-			arm.WriteError(w, lerr)
+			WriteError(w, lerr)
 			return
 		}
 		defer release()
@@ -360,7 +362,7 @@ func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 
 	if (matched.roles != nil && !hasRole(matched.roles, p.Role)) || (matched.wholeStamp && delegated(p)) {
 		e := arm.Forbidden(p.Actor(), matched.name, r.URL.Path)
-		arm.WriteError(w, e)
+		WriteError(w, e)
 		s.refused(r, p, matched, e)
 		return
 	}
@@ -385,7 +387,7 @@ func (s *Server) authenticate(r *http.Request, rt *route) (auth.Principal, bool,
 	bearer, hasBearer := bearerToken(r)
 	var cookie string
 	if rt.session && !hasBearer {
-		if c, err := r.Cookie(portal.CookieName); err == nil {
+		if c, err := r.Cookie(auth.SessionCookie); err == nil {
 			cookie = c.Value
 		}
 	}
@@ -429,7 +431,8 @@ func sessionOf(r *http.Request, _ auth.Principal) (auth.Session, bool) {
 // why not. Reads are not recorded (a refused read changes nothing), nor are
 // requests nobody signed in for.
 func (s *Server) refused(r *http.Request, p auth.Principal, rt *route, e *arm.Error) {
-	if s.deps.Refusals == nil || p.TokenID == "" || e.Status < 400 || e.Status >= 500 || e.Status == http.StatusTooManyRequests {
+	status := Status(e.Kind)
+	if s.deps.Refusals == nil || p.TokenID == "" || status >= 500 || e.Kind == arm.Throttled {
 		return
 	}
 	switch r.Method {
@@ -441,7 +444,7 @@ func (s *Server) refused(r *http.Request, p auth.Principal, rt *route, e *arm.Er
 		scope = p.PartnerID
 	}
 	if err := s.deps.Refusals.Record(r.Context(), audit.Refusal{Actor: p.Actor(), Scope: scope, Route: rt.name, Method: r.Method, Path: r.URL.Path,
-		Status: e.Status, Code: e.Code, Message: e.Message}); err != nil {
+		Status: status, Code: e.Code, Message: e.Message}); err != nil {
 		s.deps.Logger.Error("audit a refused change", "route", rt.name, "err", err)
 	}
 }
@@ -584,31 +587,21 @@ func bearerToken(r *http.Request) (string, bool) {
 // error it wrote when the caller's request was refused (a 4xx), so that
 // the refusal can be recorded.
 func (s *Server) serveError(w http.ResponseWriter, requestID string, err error) *arm.Error {
-	if e, ok := arm.As(err); ok {
-		arm.WriteError(w, e)
-		return e
-	}
-	var ie *directory.ImportError
-	if errors.As(err, &ie) {
-		e := arm.Errorf(http.StatusBadRequest, "InvalidDirectoryImport", "%s", ie.Error())
-		arm.WriteError(w, e)
-		return e
-	}
 	if errors.Is(err, context.Canceled) {
 		return nil // the client went away; nobody is listening
 	}
-	if store.IsFull(err) {
-		// Nothing was written (the transaction rolled back); the client
-		// keeps its data and retries once space returns.
+	e, fault := Classify(err)
+	switch {
+	case fault:
+		s.deps.Logger.Error("request failed", "request_id", requestID, "err", err)
+	case e.Kind == arm.Full:
 		s.deps.Logger.Error("storage full: refusing writes", "request_id", requestID, "err", err)
-		e := arm.Errorf(http.StatusInsufficientStorage, "InsufficientStorage", "The server's storage is full; nothing was stored. Retry after the operator frees space.")
-		e.RetryAfter = 30
-		arm.WriteError(w, e)
+	}
+	WriteError(w, e)
+	if Status(e.Kind) >= 500 {
 		return nil
 	}
-	s.deps.Logger.Error("request failed", "request_id", requestID, "err", err)
-	arm.WriteError(w, arm.ErrInternal)
-	return nil
+	return e
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ auth.Principal, _ map[string]string) error {
@@ -641,7 +634,7 @@ func (s *Server) metricsHandler(w http.ResponseWriter, r *http.Request, p auth.P
 // principal the server found (or sends the browser to sign in).
 func (s *Server) portalHandler(w http.ResponseWriter, r *http.Request, _ auth.Principal, _ map[string]string) error {
 	if s.deps.Portal == nil {
-		return arm.Errorf(http.StatusNotFound, "NotFound", "This instance serves no portal.")
+		return arm.Errorf(arm.NotFound, "NotFound", "This instance serves no portal.")
 	}
 	if r.URL.Path == "/" || r.URL.Path == "/portal" {
 		http.Redirect(w, r, "/portal/", http.StatusFound)

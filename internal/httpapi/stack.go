@@ -257,7 +257,7 @@ func (s *Server) postUsageEvents(w http.ResponseWriter, r *http.Request, p auth.
 func readUsageBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	ct := strings.ToLower(r.Header.Get("Content-Type"))
 	if ct != "" && !strings.Contains(ct, "json") {
-		return nil, arm.Errorf(http.StatusUnsupportedMediaType, "UnsupportedMediaType",
+		return nil, arm.Errorf(arm.Unsupported, "UnsupportedMediaType",
 			"The content type '%s' is not supported; send application/x-ndjson, application/json or application/cloudevents-batch+json.", r.Header.Get("Content-Type"))
 	}
 	// Events are checked one by one (usage.Service), not the body whole.
@@ -344,7 +344,7 @@ func (s *Server) usageParams(r *http.Request) (usage.Query, error) {
 	case "hourly":
 		out.Granularity = usage.Hourly
 	default:
-		return out, arm.Errorf(http.StatusBadRequest, "InvalidAggregationGranularity",
+		return out, arm.Errorf(arm.Invalid, "InvalidAggregationGranularity",
 			"The aggregationGranularity '%s' is not valid; use Daily or Hourly.", arm.QueryParam(q, "aggregationGranularity")).WithTarget("aggregationGranularity")
 	}
 	var err error
@@ -355,11 +355,11 @@ func (s *Server) usageParams(r *http.Request) (usage.Query, error) {
 		return out, err
 	}
 	if !out.End.After(out.Start) {
-		return out, arm.Errorf(http.StatusBadRequest, "InvalidProperty", "reportedEndTime (%s) must be after reportedStartTime (%s).",
+		return out, arm.Errorf(arm.Invalid, "InvalidProperty", "reportedEndTime (%s) must be after reportedStartTime (%s).",
 			out.End.Format(time.RFC3339), out.Start.Format(time.RFC3339)).WithTarget("reportedEndTime")
 	}
 	if now := s.deps.Clock.Now(); out.End.After(now) {
-		return out, arm.Errorf(http.StatusBadRequest, "RequestEndTimeIsInFuture",
+		return out, arm.Errorf(arm.Invalid, "RequestEndTimeIsInFuture",
 			"reportedEndTime %s is in the future (the time is now %s). Usage is reported once an hour has closed.", out.End.Format(time.RFC3339), now.Format(time.RFC3339)).WithTarget("reportedEndTime")
 	}
 	out.ShowDetails = true
@@ -368,7 +368,7 @@ func (s *Server) usageParams(r *http.Request) (usage.Query, error) {
 	case "false":
 		out.ShowDetails = false
 	default:
-		return out, arm.Errorf(http.StatusBadRequest, "InvalidProperty", "showDetails must be true or false, not '%s'.", v).WithTarget("showDetails")
+		return out, arm.Errorf(arm.Invalid, "InvalidProperty", "showDetails must be true or false, not '%s'.", v).WithTarget("showDetails")
 	}
 	return out, nil
 }
@@ -376,7 +376,7 @@ func (s *Server) usageParams(r *http.Request) (usage.Query, error) {
 func usageTime(q map[string][]string, name string, g usage.Granularity) (time.Time, error) {
 	raw := arm.QueryParam(q, name)
 	if raw == "" {
-		return time.Time{}, arm.Errorf(http.StatusBadRequest, "InvalidProperty", "The property '%s' is missing; it is required, in UTC, on an hour boundary (midnight for Daily).", name).WithTarget(name)
+		return time.Time{}, arm.Errorf(arm.Invalid, "InvalidProperty", "The property '%s' is missing; it is required, in UTC, on an hour boundary (midnight for Daily).", name).WithTarget(name)
 	}
 	// A '+' sent unencoded arrives as a space; and Azure Stack's documented
 	// form ends an explicit offset with a stray 'Z' (…T18:53:11+00:00Z).
@@ -386,14 +386,14 @@ func usageTime(q map[string][]string, name string, g usage.Granularity) (time.Ti
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, arm.Errorf(http.StatusBadRequest, "InvalidProperty", "The property '%s' value '%s' is not an ISO 8601 date-time.", name, raw).WithTarget(name)
+		return time.Time{}, arm.Errorf(arm.Invalid, "InvalidProperty", "The property '%s' value '%s' is not an ISO 8601 date-time.", name, raw).WithTarget(name)
 	}
 	t = t.UTC()
 	if g == usage.Daily && !clock.IsDayStart(t) {
-		return t, arm.Errorf(http.StatusBadRequest, "InvalidProperty", "The property '%s' value '%s' must be UTC midnight for Daily aggregation.", name, raw).WithTarget(name)
+		return t, arm.Errorf(arm.Invalid, "InvalidProperty", "The property '%s' value '%s' must be UTC midnight for Daily aggregation.", name, raw).WithTarget(name)
 	}
 	if !clock.IsHourStart(t) {
-		return t, arm.Errorf(http.StatusBadRequest, "InvalidProperty", "The property '%s' value '%s' must be at the start of an hour (UTC).", name, raw).WithTarget(name)
+		return t, arm.Errorf(arm.Invalid, "InvalidProperty", "The property '%s' value '%s' must be at the start of an hour (UTC).", name, raw).WithTarget(name)
 	}
 	return t, nil
 }
@@ -406,7 +406,7 @@ func (s *Server) usageAggregates(admin bool) handlerFunc {
 		}
 		path, ok := arm.CanonicalGUID(params["subscriptionId"])
 		if !ok {
-			return arm.Errorf(http.StatusBadRequest, "SubscriptionIdMissingInRequest", "The subscription identifier '%s' in the path is not valid.", params["subscriptionId"])
+			return arm.Errorf(arm.Invalid, "SubscriptionIdMissingInRequest", "The subscription identifier '%s' in the path is not valid.", params["subscriptionId"])
 		}
 		ctx := r.Context()
 		stackOperator := (p.Role == auth.RoleStackOperator || p.Role == auth.RoleOperator) && p.SubscriptionID == ""
@@ -428,7 +428,7 @@ func (s *Server) usageAggregates(admin bool) handlerFunc {
 					found = found || d == subscriber
 				}
 				if !found {
-					return arm.Errorf(http.StatusBadRequest, "SubscriberIdIsNotDirectTenant",
+					return arm.Errorf(arm.Invalid, "SubscriberIdIsNotDirectTenant",
 						"The subscriber '%s' is not a direct tenant of the provider subscription %s.", raw, path).WithTarget("subscriberId")
 				}
 				q.Subscriptions = []string{subscriber}
@@ -446,7 +446,7 @@ func (s *Server) usageAggregates(admin bool) handlerFunc {
 				return arm.Forbidden(p.Actor(), "Microsoft.Commerce/UsageAggregates/read", "/subscriptions/"+path)
 			}
 			if !exists {
-				return arm.Errorf(http.StatusNotFound, "SubscriptionNotFound", "The subscription '%s' could not be found on this stack.", path)
+				return arm.Errorf(arm.NotFound, "SubscriptionNotFound", "The subscription '%s' could not be found on this stack.", path)
 			}
 			q.Subscriptions = []string{path}
 		}
@@ -454,7 +454,7 @@ func (s *Server) usageAggregates(admin bool) handlerFunc {
 		if tok := arm.QueryParam(r.URL.Query(), "continuationToken"); tok != "" {
 			var c usage.Cursor
 			if e := s.tokens.Decode("continuationToken", tok, &c); e != nil || c.Query != fp {
-				return arm.Errorf(http.StatusBadRequest, "InvalidProperty",
+				return arm.Errorf(arm.Invalid, "InvalidProperty",
 					"The continuationToken is not valid for this query. Use the nextLink of the previous page with the same parameters.").WithTarget("continuationToken")
 			}
 			q.After = &c

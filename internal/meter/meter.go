@@ -17,7 +17,6 @@ import (
 	_ "embed"
 	"encoding/csv"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -234,7 +233,7 @@ func (c *Catalogue) Add(ctx context.Context, p auth.Principal, m Meter) (Meter, 
 		return Meter{}, arm.InvalidRequest("kind", "The meter kind '%s' is not Amount or Level.", m.Kind)
 	}
 	if existing, found := c.Lookup(ctx, k); found && existing.Builtin {
-		return Meter{}, arm.Errorf(http.StatusBadRequest, "BuiltinMeter", "The meter %s (%s) is built in and cannot be redefined.", existing.ID, existing.Name)
+		return Meter{}, arm.Errorf(arm.Invalid, "BuiltinMeter", "The meter %s (%s) is built in and cannot be redefined.", existing.ID, existing.Name)
 	}
 	m.Builtin = false
 	err := c.db.Write(ctx, func(tx *store.Tx) error {

@@ -182,8 +182,7 @@ func (p *Portal) visibleRegistrations(ctx context.Context, pr auth.Principal) ([
 			continue // end customers' subscriptions do not hold registrations
 		}
 		if err := list(registration.ListQuery{SubscriptionID: x.ID, Limit: 1000}); err != nil {
-			var ae *arm.Error
-			if asARM(err, &ae) && ae.Status == http.StatusForbidden {
+			if arm.Is(err, arm.Denied) {
 				continue
 			}
 			return nil, err

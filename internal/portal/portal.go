@@ -44,6 +44,7 @@ import (
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/httpapi"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
@@ -87,8 +88,6 @@ type Portal struct {
 	mux  *http.ServeMux
 }
 
-// CookieName is the portal's session cookie; the server resolves it.
-const CookieName = "stackbill_session"
 
 // loginCookie carries the sign-in form's CSRF secret (double submit): a
 // cross-site page cannot read it, so it cannot sign a browser in under the
@@ -161,12 +160,12 @@ func (p *Portal) page(pattern string, roles []auth.Role, h handler) {
 			return
 		}
 		if len(roles) > 0 && !hasRole(roles, s.P.Role) {
-			p.fail(w, r, s, arm.Errorf(http.StatusForbidden, "AuthorizationFailed", "A %s token cannot open this page.", s.P.Role))
+			p.fail(w, r, s, arm.Errorf(arm.Denied, "AuthorizationFailed", "A %s token cannot open this page.", s.P.Role))
 			return
 		}
 		if r.Method == http.MethodPost {
 			if err := r.ParseForm(); err != nil || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.CSRF)) != 1 {
-				p.fail(w, r, s, arm.Errorf(http.StatusForbidden, "InvalidCsrfToken", "The form expired or did not come from this portal. Reload the page and try again."))
+				p.fail(w, r, s, arm.Errorf(arm.Denied, "InvalidCsrfToken", "The form expired or did not come from this portal. Reload the page and try again."))
 				return
 			}
 			for _, vs := range r.PostForm {
@@ -201,18 +200,12 @@ type viewError struct {
 }
 
 func toViewError(err error) viewError {
-	var ae *arm.Error
-	if errors.As(err, &ae) {
-		st := ae.Status
-		if st == 0 {
-			st = http.StatusBadRequest
-		}
-		return viewError{Status: st, Code: ae.Code, Message: ae.Message, Target: ae.Target, Guidance: registration.Guidance(ae.Code)}
+	e, _ := httpapi.Classify(err)
+	ve := viewError{Status: httpapi.Status(e.Kind), Code: e.Code, Message: e.Message, Target: e.Target, Guidance: registration.Guidance(e.Code)}
+	if ve.Status >= 500 && e == arm.ErrInternal {
+		ve.Message = "Something went wrong on the server; it has been logged."
 	}
-	if errors.Is(err, directory.ErrNotFound) {
-		return viewError{Status: http.StatusNotFound, Code: "NotFound", Message: err.Error()}
-	}
-	return viewError{Status: http.StatusInternalServerError, Code: "InternalError", Message: "Something went wrong on the server; it has been logged."}
+	return ve
 }
 
 func (p *Portal) fail(w http.ResponseWriter, r *http.Request, s *session, err error) {
@@ -323,7 +316,7 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 
 func (p *Portal) home(w http.ResponseWriter, r *http.Request, s *session) error {
 	if r.URL.Path != "/portal/" {
-		return arm.Errorf(http.StatusNotFound, "NotFound", "There is no page at %s.", r.URL.Path)
+		return arm.Errorf(arm.NotFound, "NotFound", "There is no page at %s.", r.URL.Path)
 	}
 	items := p.nav(s.P, "")
 	if len(items) == 0 {
@@ -377,7 +370,7 @@ func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/portal/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: p.d.SecureCookies})
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: id, Path: "/portal/", MaxAge: int(auth.SessionTTL.Seconds()), HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: auth.SessionCookie, Value: id, Path: "/portal/", MaxAge: int(auth.SessionTTL.Seconds()), HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: p.d.SecureCookies})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
@@ -386,17 +379,17 @@ func (p *Portal) logout(w http.ResponseWriter, r *http.Request) {
 	s, ok := p.session(r)
 	if ok {
 		if err := r.ParseForm(); err != nil || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.CSRF)) != 1 {
-			p.fail(w, r, s, arm.Errorf(http.StatusForbidden, "InvalidCsrfToken", "The form expired or did not come from this portal. Reload the page and try again."))
+			p.fail(w, r, s, arm.Errorf(arm.Denied, "InvalidCsrfToken", "The form expired or did not come from this portal. Reload the page and try again."))
 			return
 		}
-		if c, err := r.Cookie(CookieName); err == nil {
+		if c, err := r.Cookie(auth.SessionCookie); err == nil {
 			if err := p.d.Auth.EndSession(r.Context(), c.Value); err != nil {
 				p.fail(w, r, s, err)
 				return
 			}
 		}
 	}
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/portal/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: p.d.SecureCookies})
+	http.SetCookie(w, &http.Cookie{Name: auth.SessionCookie, Value: "", Path: "/portal/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: p.d.SecureCookies})
 	http.Redirect(w, r, "/portal/login", http.StatusSeeOther)
 }
 

@@ -17,7 +17,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
@@ -208,7 +207,7 @@ func (s *Service) List(ctx context.Context, p auth.Principal, q Query) ([]Item, 
 }
 
 func notFound(id int64) error {
-	return arm.Errorf(http.StatusNotFound, "QuarantineItemNotFound", "There is no quarantined item %d.", id)
+	return arm.Errorf(arm.NotFound, "QuarantineItemNotFound", "There is no quarantined item %d.", id)
 }
 
 // Get returns one item p may see; any other answers as missing.
@@ -241,13 +240,13 @@ func (s *Service) resolve(ctx context.Context, p auth.Principal, id int64, how s
 			return err
 		}
 		if it.Resolution != "" {
-			return arm.Errorf(http.StatusBadRequest, "QuarantineItemResolved", "Quarantined item %d was already %s by %s.", id, it.Resolution, it.ResolvedBy)
+			return arm.Errorf(arm.Invalid, "QuarantineItemResolved", "Quarantined item %d was already %s by %s.", id, it.Resolution, it.ResolvedBy)
 		}
 		now := s.clock.Now()
 		if how == "released" {
 			rel := s.releasers[it.Stage]
 			if rel == nil {
-				return arm.Errorf(http.StatusBadRequest, "QuarantineReleaseUnavailable", "Items held by the %s stage cannot be released by this instance; drop it, or release it where that stage runs.", it.Stage)
+				return arm.Errorf(arm.Invalid, "QuarantineReleaseUnavailable", "Items held by the %s stage cannot be released by this instance; drop it, or release it where that stage runs.", it.Stage)
 			}
 			if err := rel(ctx, tx, it, now); err != nil {
 				return err

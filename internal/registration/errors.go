@@ -2,7 +2,6 @@ package registration
 
 import (
 	"fmt"
-	"net/http"
 
 	"github.com/stackbill/stackbill/internal/arm"
 )
@@ -22,58 +21,58 @@ const (
 )
 
 func errRegistrationNotFound(k Key) *arm.Error {
-	return arm.Errorf(http.StatusNotFound, CodeRegistrationNotFound,
+	return arm.Errorf(arm.NotFound, CodeRegistrationNotFound,
 		"The provided registration was not found. Make sure the following information was provided correctly:\n"+
 			"1. Subscription Identifier (value provided: %s),\n2. Resource Group (value provided: %s),\n3. Registration Name (value provided: %s).",
 		k.SubscriptionID, k.ResourceGroup, k.Name)
 }
 
 func errBadCustomerSubscriptionID(customerSub, registrationName string) *arm.Error {
-	return arm.Errorf(http.StatusBadRequest, CodeBadCustomerSubscriptionID,
+	return arm.Errorf(arm.Invalid, CodeBadCustomerSubscriptionID,
 		"The provided %s and the %s Subscription Identifier are not owned by the same Microsoft Cloud Service Provider. "+
 			"Check that the Customer Subscription Identifier is correct. If the problem persists, contact support.", customerSub, registrationName)
 }
 
 func errInvalidCustomerSubscriptionID(customerSub string) *arm.Error {
-	return arm.Errorf(http.StatusBadRequest, CodeInvalidCustomerSubscriptionID,
+	return arm.Errorf(arm.Invalid, CodeInvalidCustomerSubscriptionID,
 		"The '%s' is not valid. Make sure a valid Azure subscription is provided.", customerSub)
 }
 
 func errCustomerSubscriptionNotFound(customerSub, registrationName string) *arm.Error {
-	return arm.Errorf(http.StatusNotFound, CodeCustomerSubscriptionNotFound,
+	return arm.Errorf(arm.NotFound, CodeCustomerSubscriptionNotFound,
 		"%s was not found under %s. Make sure a valid Azure subscription is being used and that the Subscription Identifier was added to the registration using the PUT operation.",
 		customerSub, registrationName)
 }
 
 func errUnauthorizedCspRegistration(registrationName string) *arm.Error {
-	return arm.Errorf(http.StatusForbidden, CodeUnauthorizedCspRegistration,
+	return arm.Errorf(arm.Denied, CodeUnauthorizedCspRegistration,
 		"The provided %s is not approved to use multi-tenancy. Send an email to azstCSP@microsoft.com and include your registration name, resource group, and the subscription identifier used in the registration.",
 		registrationName)
 }
 
 func errCustomerSubscriptionsNotAllowed() *arm.Error {
-	return arm.Errorf(http.StatusBadRequest, CodeCustomerSubscriptionsNotAllowed,
+	return arm.Errorf(arm.Invalid, CodeCustomerSubscriptionsNotAllowed,
 		"Customer Subscriptions operations are not supported for disconnected customers. In order to use this feature, re-register with Pay As You Use licensing.")
 }
 
 func errInvalidCSPSubscription(customerSub string) *arm.Error {
-	return arm.Errorf(http.StatusBadRequest, CodeInvalidCSPSubscription,
+	return arm.Errorf(arm.Invalid, CodeInvalidCSPSubscription,
 		"The provided %s is not a valid CSP subscription. Make sure a valid Azure subscription is provided.", customerSub)
 }
 
 func errMetadataResolverBadGateway() *arm.Error {
-	return arm.Errorf(http.StatusBadGateway, CodeMetadataResolverBadGateway,
+	return arm.Errorf(arm.Upstream, CodeMetadataResolverBadGateway,
 		"One of the upstream servers returned an unexpected error. Try again later. If the problem persists, Contact support.")
 }
 
 func errInvalidToken(format string, args ...any) *arm.Error {
-	return (&arm.Error{Status: http.StatusBadRequest, Code: "InvalidRegistrationToken",
+	return (&arm.Error{Kind: arm.Invalid, Code: "InvalidRegistrationToken",
 		Message: "The registration token is not valid: " + fmt.Sprintf(format, args...) +
 			" Generate a new token on the stack (stackbill stack registration-token, or Get-AzsRegistrationToken) and retry."}).WithTarget("properties.registrationToken")
 }
 
 func errPrecondition(what, etag string) *arm.Error {
-	return arm.Errorf(http.StatusPreconditionFailed, "PreconditionFailed",
+	return arm.Errorf(arm.Precondition, "PreconditionFailed",
 		"The %s has changed: its current etag is %s, which does not match the If-Match header. Read it again and retry.", what, etag)
 }
 

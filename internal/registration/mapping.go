@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"net/http"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
@@ -97,7 +96,7 @@ func (s *Service) requireMappingsManageable(ctx context.Context, p auth.Principa
 			return err
 		}
 		if !ok {
-			return arm.Errorf(http.StatusForbidden, "AuthorizationFailed",
+			return arm.Errorf(arm.Denied, "AuthorizationFailed",
 				"The registration holds tenant mappings of customers that are not yours, so you cannot delete or move it. Ask your provider to remove those mappings first.")
 		}
 	}
@@ -177,7 +176,7 @@ func (s *Service) PutCustomerSubscription(ctx context.Context, p auth.Principal,
 	// Rule 10: the mapping decides whose usage is billed to the subscription,
 	// so it must name the tenant that owns it.
 	if target.CustomerTenantID != tenant {
-		return CustomerSubscription{}, arm.Errorf(http.StatusBadRequest, "CustomerTenantMismatch",
+		return CustomerSubscription{}, arm.Errorf(arm.Invalid, "CustomerTenantMismatch",
 			"The customer subscription %s belongs to the directory tenant %s, not to %s. Map each tenant to a CSP subscription created in that tenant (the one its users sign in with).",
 			cs, target.CustomerTenantID, tenant).WithTarget("properties.tenantId")
 	}

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/stackbill/stackbill/internal/arm"
 )
 
 // testKey is a stack's signing key, fixed for the tests.
@@ -79,7 +81,7 @@ func TestDecodeToken(t *testing.T) {
 		}(), "does not verify"},
 	} {
 		_, err := DecodeToken(tc.token)
-		if err == nil || err.Code != "InvalidRegistrationToken" || err.Status != 400 || !strings.Contains(err.Message, tc.want) {
+		if err == nil || err.Code != "InvalidRegistrationToken" || err.Kind != arm.Invalid || !strings.Contains(err.Message, tc.want) {
 			t.Errorf("%s: %v, want InvalidRegistrationToken mentioning %q", name, err, tc.want)
 		}
 	}
@@ -113,7 +115,7 @@ func FuzzDecodeToken(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		tok, err := DecodeToken(s)
 		if err != nil {
-			if err.Status != 400 || err.Code != "InvalidRegistrationToken" {
+			if err.Kind != arm.Invalid || err.Code != "InvalidRegistrationToken" {
 				t.Fatalf("error %+v", err)
 			}
 			return

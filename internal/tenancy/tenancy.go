@@ -17,7 +17,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"strings"
 	"time"
 
@@ -95,7 +94,7 @@ func (s *Service) Provider() string { return s.provider }
 func (s *Service) scope(p auth.Principal, providerSub string) (string, error) {
 	prov, ok := arm.CanonicalGUID(providerSub)
 	if !ok {
-		return "", arm.Errorf(http.StatusBadRequest, "InvalidSubscriptionId", "The provided subscription identifier '%s' is malformed or invalid.", providerSub)
+		return "", arm.Errorf(arm.Invalid, "InvalidSubscriptionId", "The provided subscription identifier '%s' is malformed or invalid.", providerSub)
 	}
 	switch {
 	case (p.Role == auth.RoleStackOperator || p.Role == auth.RoleOperator) && p.SubscriptionID == "":
@@ -174,7 +173,7 @@ func (s *Service) GetDirectoryTenant(ctx context.Context, p auth.Principal, prov
 	id, _ := arm.CanonicalGUID(name)
 	err := s.db.QueryRowContext(ctx, `SELECT name, tenant_id FROM directory_tenants WHERE name = ? OR tenant_id = ?`, name, id).Scan(&t.Name, &t.TenantID)
 	if errors.Is(err, sql.ErrNoRows) {
-		return t, arm.Errorf(http.StatusNotFound, "DirectoryTenantNotFound", "The directory tenant '%s' is not onboarded on this stack.", name)
+		return t, arm.Errorf(arm.NotFound, "DirectoryTenantNotFound", "The directory tenant '%s' is not onboarded on this stack.", name)
 	}
 	return t, err
 }
@@ -184,7 +183,7 @@ func (s *Service) GetDirectoryTenant(ctx context.Context, p auth.Principal, prov
 func (s *Service) DeleteDirectoryTenant(ctx context.Context, p auth.Principal, providerSub, name string) (bool, error) {
 	t, err := s.GetDirectoryTenant(ctx, p, providerSub, name)
 	if err != nil {
-		if e, ok := arm.As(err); ok && e.Status == http.StatusNotFound {
+		if arm.Is(err, arm.NotFound) {
 			return false, nil
 		}
 		return false, err
@@ -198,7 +197,7 @@ func (s *Service) DeleteDirectoryTenant(ctx context.Context, p auth.Principal, p
 			return err
 		}
 		if n > 0 {
-			return arm.Errorf(http.StatusBadRequest, "DirectoryTenantInUse", "The directory tenant %s still owns %d subscriptions; delete them first.", t.TenantID, n)
+			return arm.Errorf(arm.Invalid, "DirectoryTenantInUse", "The directory tenant %s still owns %d subscriptions; delete them first.", t.TenantID, n)
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM directory_tenants WHERE tenant_id = ?`, t.TenantID); err != nil {
 			return err
@@ -236,7 +235,7 @@ func (s *Service) PutSubscription(ctx context.Context, p auth.Principal, provide
 	}
 	sid, ok := arm.CanonicalGUID(id)
 	if !ok {
-		return in, false, arm.Errorf(http.StatusBadRequest, "InvalidSubscriptionId", "The subscription identifier '%s' is not a GUID.", id)
+		return in, false, arm.Errorf(arm.Invalid, "InvalidSubscriptionId", "The subscription identifier '%s' is not a GUID.", id)
 	}
 	if in.SubscriptionID != "" && !strings.EqualFold(in.SubscriptionID, sid) {
 		return in, false, arm.InvalidRequest("properties.subscriptionId", "properties.subscriptionId '%s' differs from the path's '%s'.", in.SubscriptionID, id)
@@ -279,7 +278,7 @@ func (s *Service) PutSubscription(ctx context.Context, p auth.Principal, provide
 			return err
 		}
 		if n == 0 {
-			return arm.Errorf(http.StatusBadRequest, "DirectoryTenantNotOnboarded",
+			return arm.Errorf(arm.Invalid, "DirectoryTenantNotOnboarded",
 				"The directory tenant %s is not onboarded on this stack. Onboard it first (PUT …/directoryTenants/{name} with properties.tenantId).", tid).WithTarget("properties.tenantId")
 		}
 		if dps != s.provider {
@@ -340,7 +339,7 @@ func (s *Service) GetSubscription(ctx context.Context, p auth.Principal, provide
 		return sub, err
 	}
 	if !ok || (dp != "" && sub.DelegatedProviderSubscriptionID != dp) {
-		return sub, arm.Errorf(http.StatusNotFound, "SubscriptionNotFound", "The subscription '%s' could not be found.", id)
+		return sub, arm.Errorf(arm.NotFound, "SubscriptionNotFound", "The subscription '%s' could not be found.", id)
 	}
 	return sub, nil
 }
@@ -379,7 +378,7 @@ func (s *Service) ListSubscriptions(ctx context.Context, p auth.Principal, provi
 func (s *Service) DeleteSubscription(ctx context.Context, p auth.Principal, providerSub, id string) (bool, error) {
 	sub, err := s.GetSubscription(ctx, p, providerSub, id)
 	if err != nil {
-		if e, ok := arm.As(err); ok && e.Status == http.StatusNotFound {
+		if arm.Is(err, arm.NotFound) {
 			return false, nil
 		}
 		return false, err

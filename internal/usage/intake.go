@@ -231,7 +231,7 @@ func (p *Parser) Parse(format Format, body []byte) (*Batch, error) {
 		}
 	}
 	if len(raws) > MaxBatch {
-		return nil, arm.Errorf(413, "BatchTooLarge", "A batch holds at most %d events; this one has %d. Split it.", MaxBatch, len(raws))
+		return nil, arm.Errorf(arm.TooLarge, "BatchTooLarge", "A batch holds at most %d events; this one has %d. Split it.", MaxBatch, len(raws))
 	}
 	b := &Batch{events: make([]wireEvent, len(raws))}
 	for i, raw := range raws {
