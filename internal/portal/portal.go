@@ -88,7 +88,6 @@ type Portal struct {
 	mux  *http.ServeMux
 }
 
-
 // loginCookie carries the sign-in form's CSRF secret (double submit): a
 // cross-site page cannot read it, so it cannot sign a browser in under the
 // attacker's token.
