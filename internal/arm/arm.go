@@ -9,10 +9,8 @@
 package arm
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 )
 
 // Kind is what went wrong, as the rule that found it sees it. Domain
@@ -107,17 +105,6 @@ func Forbidden(actor, action, scope string) *Error {
 // cannot accept.
 func InvalidRequest(target, format string, args ...any) *Error {
 	return &Error{Kind: Invalid, Code: "InvalidRequestContent", Message: fmt.Sprintf(format, args...), Target: target}
-}
-
-// WriteJSON writes v as JSON with the content type every client parses.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	if v != nil {
-		enc := json.NewEncoder(w)
-		enc.SetEscapeHTML(false)
-		_ = enc.Encode(v)
-	}
 }
 
 // CanonicalGUID validates a GUID in its 8-4-4-4-12 form and returns it in

@@ -51,6 +51,6 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, p auth.Princi
 		next := out[len(out)-1].Seq
 		page.NextAfter = &next
 	}
-	arm.WriteJSON(w, http.StatusOK, page)
+	WriteJSON(w, http.StatusOK, page)
 	return nil
 }

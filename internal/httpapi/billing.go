@@ -36,7 +36,7 @@ func (s *Server) importPriceList(w http.ResponseWriter, r *http.Request, p auth.
 	if rep.Unchanged {
 		status = http.StatusOK
 	}
-	arm.WriteJSON(w, status, rep)
+	WriteJSON(w, status, rep)
 	return nil
 }
 
@@ -45,7 +45,7 @@ func (s *Server) listPriceLists(w http.ResponseWriter, r *http.Request, p auth.P
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
+	WriteJSON(w, http.StatusOK, map[string]any{"value": out})
 	return nil
 }
 
@@ -58,7 +58,7 @@ func (s *Server) getPriceList(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -76,7 +76,7 @@ func (s *Server) putAgreement(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -85,7 +85,7 @@ func (s *Server) listAgreements(w http.ResponseWriter, r *http.Request, p auth.P
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
+	WriteJSON(w, http.StatusOK, map[string]any{"value": out})
 	return nil
 }
 
@@ -106,7 +106,7 @@ func (s *Server) listInvoices(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
+	WriteJSON(w, http.StatusOK, map[string]any{"value": out})
 	return nil
 }
 
@@ -118,7 +118,7 @@ func (s *Server) getInvoice(w http.ResponseWriter, r *http.Request, p auth.Princ
 	}
 	switch strings.ToLower(r.URL.Query().Get("format")) {
 	case "", "json":
-		arm.WriteJSON(w, http.StatusOK, inv)
+		WriteJSON(w, http.StatusOK, inv)
 	case "csv":
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		w.Header().Set("Content-Disposition", `attachment; filename="`+inv.Number+`.csv"`)
@@ -137,7 +137,7 @@ func (s *Server) getPeriod(w http.ResponseWriter, r *http.Request, p auth.Princi
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -146,7 +146,7 @@ func (s *Server) finalizePeriod(w http.ResponseWriter, r *http.Request, p auth.P
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -159,7 +159,7 @@ func (s *Server) createCreditNote(w http.ResponseWriter, r *http.Request, p auth
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusCreated, out)
+	WriteJSON(w, http.StatusCreated, out)
 	return nil
 }
 
@@ -212,7 +212,7 @@ func (s *Server) startExport(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if s.deps.ExportKick != nil {
 		s.deps.ExportKick()
 	}
-	arm.WriteJSON(w, http.StatusAccepted, out)
+	WriteJSON(w, http.StatusAccepted, out)
 	return nil
 }
 
@@ -221,7 +221,7 @@ func (s *Server) getExport(w http.ResponseWriter, r *http.Request, p auth.Princi
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -249,7 +249,7 @@ func (s *Server) putPriceBook(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -258,7 +258,7 @@ func (s *Server) listPriceBooks(w http.ResponseWriter, r *http.Request, p auth.P
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
+	WriteJSON(w, http.StatusOK, map[string]any{"value": out})
 	return nil
 }
 
@@ -281,7 +281,7 @@ func (s *Server) listStatements(w http.ResponseWriter, r *http.Request, p auth.P
 	}
 	switch f := r.URL.Query().Get("format"); f {
 	case "", "json":
-		arm.WriteJSON(w, http.StatusOK, map[string]any{"value": out})
+		WriteJSON(w, http.StatusOK, map[string]any{"value": out})
 		return nil
 	case "csv":
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")

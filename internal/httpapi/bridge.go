@@ -72,7 +72,7 @@ func (s *Server) postBridgeUsage(w http.ResponseWriter, r *http.Request, p auth.
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, res)
+	WriteJSON(w, http.StatusOK, res)
 	return nil
 }
 
@@ -92,7 +92,7 @@ func (s *Server) bridgeStatus(w http.ResponseWriter, r *http.Request, _ auth.Pri
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, bridgeStatusJSON{Status: st, Quarantined: counts[quarantine.Aggregation] + counts[quarantine.Seal]})
+	WriteJSON(w, http.StatusOK, bridgeStatusJSON{Status: st, Quarantined: counts[quarantine.Aggregation] + counts[quarantine.Seal]})
 	return nil
 }
 
@@ -119,7 +119,7 @@ func (s *Server) forwardedUsage(w http.ResponseWriter, r *http.Request, p auth.P
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, listJSON[bridge.ChargedTotal]{Value: nonNil(totals)})
+	WriteJSON(w, http.StatusOK, listJSON[bridge.ChargedTotal]{Value: nonNil(totals)})
 	return nil
 }
 
@@ -128,7 +128,7 @@ func (s *Server) getMeterMap(w http.ResponseWriter, r *http.Request, _ auth.Prin
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, listJSON[meter.MapVersion]{Value: vs})
+	WriteJSON(w, http.StatusOK, listJSON[meter.MapVersion]{Value: vs})
 	return nil
 }
 
@@ -144,6 +144,6 @@ func (s *Server) putMeterMap(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusCreated, v)
+	WriteJSON(w, http.StatusCreated, v)
 	return nil
 }

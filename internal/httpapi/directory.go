@@ -16,7 +16,7 @@ func writeOutcome(w http.ResponseWriter, op string, v any) {
 	if op == directory.Created {
 		status = http.StatusCreated
 	}
-	arm.WriteJSON(w, status, v)
+	WriteJSON(w, status, v)
 }
 
 func decodeInto(s *Server, w http.ResponseWriter, r *http.Request, v any) error {
@@ -54,7 +54,7 @@ func (s *Server) getPartner(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -63,7 +63,7 @@ func (s *Server) listPartners(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, listJSON[directory.Partner]{Value: nonNil(out)})
+	WriteJSON(w, http.StatusOK, listJSON[directory.Partner]{Value: nonNil(out)})
 	return nil
 }
 
@@ -95,7 +95,7 @@ func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -104,7 +104,7 @@ func (s *Server) listCustomers(w http.ResponseWriter, r *http.Request, p auth.Pr
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, listJSON[directory.Customer]{Value: nonNil(out)})
+	WriteJSON(w, http.StatusOK, listJSON[directory.Customer]{Value: nonNil(out)})
 	return nil
 }
 
@@ -136,7 +136,7 @@ func (s *Server) getSubscription(w http.ResponseWriter, r *http.Request, p auth.
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -145,7 +145,7 @@ func (s *Server) listSubscriptions(w http.ResponseWriter, r *http.Request, p aut
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, listJSON[directory.Subscription]{Value: nonNil(out)})
+	WriteJSON(w, http.StatusOK, listJSON[directory.Subscription]{Value: nonNil(out)})
 	return nil
 }
 
@@ -163,7 +163,7 @@ func (s *Server) directoryHistory(w http.ResponseWriter, r *http.Request, p auth
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, listJSON[directory.Change]{Value: nonNil(out)})
+	WriteJSON(w, http.StatusOK, listJSON[directory.Change]{Value: nonNil(out)})
 	return nil
 }
 
@@ -176,7 +176,7 @@ func (s *Server) importDirectory(w http.ResponseWriter, r *http.Request, p auth.
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, rep)
+	WriteJSON(w, http.StatusOK, rep)
 	return nil
 }
 
@@ -190,7 +190,7 @@ func (s *Server) resolveSubscription(w http.ResponseWriter, r *http.Request, _ a
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -210,7 +210,7 @@ func (s *Server) approval(approve bool) handlerFunc {
 		if err != nil {
 			return err
 		}
-		arm.WriteJSON(w, http.StatusOK, toRegistrationJSON(reg, apiV2022))
+		WriteJSON(w, http.StatusOK, toRegistrationJSON(reg, apiV2022))
 		return nil
 	}
 }
@@ -221,7 +221,7 @@ func (s *Server) registrationHistory(w http.ResponseWriter, r *http.Request, p a
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, listJSON[registration.Event]{Value: events})
+	WriteJSON(w, http.StatusOK, listJSON[registration.Event]{Value: events})
 	return nil
 }
 
@@ -232,7 +232,7 @@ func (s *Server) listAllRegistrations(w http.ResponseWriter, r *http.Request, p 
 }
 
 func (s *Server) whoami(w http.ResponseWriter, _ *http.Request, p auth.Principal, _ map[string]string) error {
-	arm.WriteJSON(w, http.StatusOK, map[string]string{"role": string(p.Role), "partnerId": p.PartnerID, "subscriptionId": p.SubscriptionID, "tokenId": p.TokenID})
+	WriteJSON(w, http.StatusOK, map[string]string{"role": string(p.Role), "partnerId": p.PartnerID, "subscriptionId": p.SubscriptionID, "tokenId": p.TokenID})
 	return nil
 }
 
@@ -246,7 +246,7 @@ func writeDeleted(w http.ResponseWriter, existed bool, err error) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	arm.WriteJSON(w, http.StatusOK, struct{}{})
+	WriteJSON(w, http.StatusOK, struct{}{})
 	return nil
 }
 

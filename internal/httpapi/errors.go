@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -71,7 +72,18 @@ func WriteError(w http.ResponseWriter, e *arm.Error) {
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(e.RetryAfter))
 	}
-	arm.WriteJSON(w, Status(e.Kind), struct {
+	WriteJSON(w, Status(e.Kind), struct {
 		Error *arm.Error `json:"error"`
 	}{e})
+}
+
+// WriteJSON writes v as JSON with the content type every client parses.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	if v != nil {
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(v)
+	}
 }

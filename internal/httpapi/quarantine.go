@@ -44,7 +44,7 @@ func (s *Server) listQuarantine(w http.ResponseWriter, r *http.Request, p auth.P
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, listJSON[quarantine.Item]{Value: nonNil(items)})
+	WriteJSON(w, http.StatusOK, listJSON[quarantine.Item]{Value: nonNil(items)})
 	return nil
 }
 
@@ -57,7 +57,7 @@ func (s *Server) getQuarantine(w http.ResponseWriter, r *http.Request, p auth.Pr
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, it)
+	WriteJSON(w, http.StatusOK, it)
 	return nil
 }
 
@@ -76,7 +76,7 @@ func (s *Server) resolveQuarantine(release bool) handlerFunc {
 		if err != nil {
 			return err
 		}
-		arm.WriteJSON(w, http.StatusOK, it)
+		WriteJSON(w, http.StatusOK, it)
 		return nil
 	}
 }

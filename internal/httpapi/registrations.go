@@ -125,7 +125,7 @@ func writePage[T, J any](w http.ResponseWriter, r *http.Request, tokens arm.Toke
 	if next != "" {
 		out.NextLink = arm.NextLink(r, skipTokenQP, tokens.Encode(skipCursor{After: next}))
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 }
 
 // registrationBody is the PUT/PATCH body (RegistrationParameter). Read-only
@@ -183,7 +183,7 @@ func (s *Server) putRegistration(w http.ResponseWriter, r *http.Request, p auth.
 	if created {
 		status = http.StatusCreated
 	}
-	arm.WriteJSON(w, status, toRegistrationJSON(reg, v))
+	WriteJSON(w, status, toRegistrationJSON(reg, v))
 	return nil
 }
 
@@ -200,7 +200,7 @@ func (s *Server) patchRegistration(w http.ResponseWriter, r *http.Request, p aut
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, toRegistrationJSON(reg, v))
+	WriteJSON(w, http.StatusOK, toRegistrationJSON(reg, v))
 	return nil
 }
 
@@ -214,7 +214,7 @@ func (s *Server) getRegistration(w http.ResponseWriter, r *http.Request, p auth.
 		return err
 	}
 	w.Header().Set("ETag", reg.ETag)
-	arm.WriteJSON(w, http.StatusOK, toRegistrationJSON(reg, v))
+	WriteJSON(w, http.StatusOK, toRegistrationJSON(reg, v))
 	return nil
 }
 
@@ -321,7 +321,7 @@ func (s *Server) getActivationKey(w http.ResponseWriter, r *http.Request, p auth
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, map[string]string{"activationKey": key})
+	WriteJSON(w, http.StatusOK, map[string]string{"activationKey": key})
 	return nil
 }
 
@@ -381,7 +381,7 @@ func (s *Server) putCustomerSubscription(w http.ResponseWriter, r *http.Request,
 		return err
 	}
 	// Always 200: SDK clients generated from the swagger reject a 201 here.
-	arm.WriteJSON(w, http.StatusOK, toCustomerSubscriptionJSON(cs, v))
+	WriteJSON(w, http.StatusOK, toCustomerSubscriptionJSON(cs, v))
 	return nil
 }
 
@@ -395,7 +395,7 @@ func (s *Server) getCustomerSubscription(w http.ResponseWriter, r *http.Request,
 		return err
 	}
 	w.Header().Set("ETag", cs.ETag)
-	arm.WriteJSON(w, http.StatusOK, toCustomerSubscriptionJSON(cs, v))
+	WriteJSON(w, http.StatusOK, toCustomerSubscriptionJSON(cs, v))
 	return nil
 }
 
@@ -462,6 +462,6 @@ func (s *Server) listOperations(w http.ResponseWriter, r *http.Request, _ auth.P
 		j.Display.Operation = o[2]
 		out.Value = append(out.Value, j)
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }

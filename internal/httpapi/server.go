@@ -616,7 +616,7 @@ func (s *Server) activationKeys(w http.ResponseWriter, r *http.Request, _ auth.P
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, keys)
+	WriteJSON(w, http.StatusOK, keys)
 	return nil
 }
 
@@ -651,7 +651,7 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	if err := s.deps.DB.Ping(ctx); err != nil {
 		status, code = "database unavailable", http.StatusServiceUnavailable
 	}
-	arm.WriteJSON(w, code, map[string]any{
+	WriteJSON(w, code, map[string]any{
 		"status":         status,
 		"time":           s.deps.Clock.Now().Format(time.RFC3339Nano),
 		"simulatedClock": s.deps.Clock.Simulated(),

@@ -70,7 +70,7 @@ func (s *Server) putDirectoryTenant(w http.ResponseWriter, r *http.Request, p au
 	if created {
 		status = http.StatusCreated
 	}
-	arm.WriteJSON(w, status, toDirectoryTenantJSON(params["subscriptionId"], params["resourceGroup"], t))
+	WriteJSON(w, status, toDirectoryTenantJSON(params["subscriptionId"], params["resourceGroup"], t))
 	return nil
 }
 
@@ -82,7 +82,7 @@ func (s *Server) getDirectoryTenant(w http.ResponseWriter, r *http.Request, p au
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, toDirectoryTenantJSON(params["subscriptionId"], params["resourceGroup"], t))
+	WriteJSON(w, http.StatusOK, toDirectoryTenantJSON(params["subscriptionId"], params["resourceGroup"], t))
 	return nil
 }
 
@@ -98,7 +98,7 @@ func (s *Server) listDirectoryTenants(w http.ResponseWriter, r *http.Request, p 
 	for _, t := range ts {
 		out.Value = append(out.Value, toDirectoryTenantJSON(params["subscriptionId"], params["resourceGroup"], t))
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -146,7 +146,7 @@ func (s *Server) putUserSubscription(w http.ResponseWriter, r *http.Request, p a
 	if created {
 		status = http.StatusCreated
 	}
-	arm.WriteJSON(w, status, toUserSubscriptionJSON(params["subscriptionId"], sub))
+	WriteJSON(w, status, toUserSubscriptionJSON(params["subscriptionId"], sub))
 	return nil
 }
 
@@ -158,7 +158,7 @@ func (s *Server) getUserSubscription(w http.ResponseWriter, r *http.Request, p a
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, toUserSubscriptionJSON(params["subscriptionId"], sub))
+	WriteJSON(w, http.StatusOK, toUserSubscriptionJSON(params["subscriptionId"], sub))
 	return nil
 }
 
@@ -174,7 +174,7 @@ func (s *Server) listUserSubscriptions(w http.ResponseWriter, r *http.Request, p
 	for _, sub := range subs {
 		out.Value = append(out.Value, toUserSubscriptionJSON(params["subscriptionId"], sub))
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -191,7 +191,7 @@ func (s *Server) userSubscriptionHistory(w http.ResponseWriter, r *http.Request,
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, listJSON[tenancy.Change]{Value: nonNil(h)})
+	WriteJSON(w, http.StatusOK, listJSON[tenancy.Change]{Value: nonNil(h)})
 	return nil
 }
 
@@ -200,7 +200,7 @@ func (s *Server) listMeters(w http.ResponseWriter, r *http.Request, _ auth.Princ
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, listJSON[meter.Meter]{Value: ms})
+	WriteJSON(w, http.StatusOK, listJSON[meter.Meter]{Value: ms})
 	return nil
 }
 
@@ -218,12 +218,12 @@ func (s *Server) putMeter(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
 func (s *Server) stackInfo(w http.ResponseWriter, r *http.Request, _ auth.Principal, _ map[string]string) error {
-	arm.WriteJSON(w, http.StatusOK, map[string]any{
+	WriteJSON(w, http.StatusOK, map[string]any{
 		"providerSubscriptionId": s.deps.Tenancy.Provider(),
 		"time":                   s.deps.Clock.Now().Format(time.RFC3339Nano),
 		"simulatedClock":         s.deps.Clock.Simulated(),
@@ -250,7 +250,7 @@ func (s *Server) postUsageEvents(w http.ResponseWriter, r *http.Request, p auth.
 	if err != nil {
 		return err
 	}
-	arm.WriteJSON(w, http.StatusOK, res)
+	WriteJSON(w, http.StatusOK, res)
 	return nil
 }
 
@@ -471,7 +471,7 @@ func (s *Server) usageAggregates(admin bool) handlerFunc {
 			next.Query = fp
 			out.NextLink = arm.NextLink(r, "continuationToken", s.tokens.Encode(next))
 		}
-		arm.WriteJSON(w, http.StatusOK, out)
+		WriteJSON(w, http.StatusOK, out)
 		return nil
 	}
 }
