@@ -216,161 +216,197 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 // ServeHTTP authenticates, routes, authorizes by role, and records metrics.
 func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	id := strconv.FormatUint(s.reqID.Add(1), 36) + "-" + strconv.FormatInt(start.UnixNano()%1e9, 36)
-	rw.Header().Set("x-ms-request-id", id)
+	q := s.begin(rw, r)
+	defer s.finish(q)
+	rt, params, e := s.lookup(q)
+	if e == nil {
+		e = s.identify(q, rt)
+	}
+	if e != nil {
+		WriteError(q.w, e)
+		return
+	}
+	release, e := s.admit(q, rt)
+	if e != nil {
+		q.route = "limited"
+		WriteError(q.w, e)
+		return
+	}
+	defer release()
+	if e := s.authorize(q, rt); e != nil {
+		WriteError(q.w, e)
+		s.refused(q.r, q.p, rt, e)
+		return
+	}
+	if err := rt.h(q.w, q.r, q.p, params); err != nil {
+		if e := s.serveError(q.w, q.id, err); e != nil {
+			s.refused(q.r, q.p, rt, e)
+		}
+	}
+}
+
+// exchange is one request as the middleware carries it from stage to stage.
+type exchange struct {
+	w      *statusWriter
+	r      *http.Request
+	id     string
+	start  time.Time
+	route  string // the matched route's name, for logs and metrics
+	p      auth.Principal
+	authed bool
+}
+
+// begin names the request (x-ms-request-id, echoing the client's ID) and
+// resolves the base URL nextLinks are built on. A request without a
+// credential gets a short deadline on its body from the start: net/http
+// reads an unread body before it answers, so even a refusal would otherwise
+// wait for a slow client.
+func (s *Server) begin(rw http.ResponseWriter, r *http.Request) *exchange {
+	q := &exchange{w: &statusWriter{ResponseWriter: rw}, start: time.Now(), route: "unmatched"}
+	q.id = strconv.FormatUint(s.reqID.Add(1), 36) + "-" + strconv.FormatInt(q.start.UnixNano()%1e9, 36)
+	rw.Header().Set("x-ms-request-id", q.id)
 	if cid := r.Header.Get("x-ms-client-request-id"); cid != "" && len(cid) <= 128 {
 		rw.Header().Set("x-ms-client-request-id", cid)
 	}
-	w := &statusWriter{ResponseWriter: rw}
-	routeName := "unmatched"
-	var principal auth.Principal
-	defer func() {
-		if v := recover(); v != nil {
-			s.deps.Logger.Error("panic serving request", "request_id", id, "panic", fmt.Sprint(v), "path", r.URL.Path)
-			if w.status == 0 {
-				WriteError(w, arm.ErrInternal)
-			}
-		}
-		status := w.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		elapsed := time.Since(start)
-		s.requests.WithLabelValues(routeName, strconv.Itoa(status)).Inc()
-		s.duration.WithLabelValues(routeName).Observe(elapsed.Seconds())
-		level := slog.LevelDebug
-		switch {
-		case status >= 500:
-			level = slog.LevelError
-		case status >= 400:
-			level = slog.LevelInfo
-		}
-		attrs := []any{"request_id", id, "method", r.Method, "route", routeName, "status", status,
-			"duration_ms", float64(elapsed.Microseconds()) / 1000, "actor", principal.Actor()}
-		if s.deps.Clock.Simulated() {
-			// A simulated clock must be plain in every line that cites time.
-			attrs = append(attrs, "simulated_time", s.deps.Clock.Now().Format(time.RFC3339))
-		}
-		s.deps.Logger.Log(r.Context(), level, "request", attrs...)
-	}()
-
-	r = r.WithContext(arm.WithBaseURL(r.Context(), s.baseURL(r)))
+	q.r = r.WithContext(arm.WithBaseURL(r.Context(), s.baseURL(r)))
 	if r.Header.Get("Authorization") == "" {
-		// Without a credential the body gets a short deadline from the
-		// start: net/http reads an unread body before it answers, so even
-		// a refusal would otherwise wait for a slow client.
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.AnonBodyTimeout))
+		_ = http.NewResponseController(q.w).SetReadDeadline(time.Now().Add(s.cfg.AnonBodyTimeout))
 	}
-	segs, ok := arm.Segments(r)
+	return q
+}
+
+// finish turns a panic into a 500, and logs and counts the request.
+func (s *Server) finish(q *exchange) {
+	if v := recover(); v != nil {
+		s.deps.Logger.Error("panic serving request", "request_id", q.id, "panic", fmt.Sprint(v), "path", q.r.URL.Path)
+		if q.w.status == 0 {
+			WriteError(q.w, arm.ErrInternal)
+		}
+	}
+	status := q.w.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	elapsed := time.Since(q.start)
+	s.requests.WithLabelValues(q.route, strconv.Itoa(status)).Inc()
+	s.duration.WithLabelValues(q.route).Observe(elapsed.Seconds())
+	level := slog.LevelDebug
+	switch {
+	case status >= 500:
+		level = slog.LevelError
+	case status >= 400:
+		level = slog.LevelInfo
+	}
+	attrs := []any{"request_id", q.id, "method", q.r.Method, "route", q.route, "status", status,
+		"duration_ms", float64(elapsed.Microseconds()) / 1000, "actor", q.p.Actor()}
+	if s.deps.Clock.Simulated() {
+		// A simulated clock must be plain in every line that cites time.
+		attrs = append(attrs, "simulated_time", s.deps.Clock.Now().Format(time.RFC3339))
+	}
+	s.deps.Logger.Log(q.r.Context(), level, "request", attrs...)
+}
+
+// lookup finds the request's route in the table. A caller without a valid
+// credential learns nothing of the API's shape: what matches no route is a
+// 401 to it, and a 404 or 405 only to who signed in.
+func (s *Server) lookup(q *exchange) (*route, map[string]string, *arm.Error) {
+	segs, ok := arm.Segments(q.r)
 	if !ok {
-		WriteError(w, arm.InvalidRequest("path", "The request path is not validly percent-encoded."))
-		return
+		return nil, nil, arm.InvalidRequest("path", "The request path is not validly percent-encoded.")
 	}
-	query, err := url.ParseQuery(r.URL.RawQuery)
+	query, err := url.ParseQuery(q.r.URL.RawQuery)
 	if err != nil {
 		// net/url silently drops malformed pairs; a client that sent one
 		// would get answers to a question it did not ask.
-		WriteError(w, arm.InvalidRequest("query", "The query string is not validly percent-encoded: %v", err))
-		return
+		return nil, nil, arm.InvalidRequest("query", "The query string is not validly percent-encoded: %v", err)
 	}
 	if !pathAndQueryStorable(segs, query) {
-		WriteError(w, arm.InvalidRequest("", "The path and query must be valid UTF-8 without NUL characters."))
-		return
+		return nil, nil, arm.InvalidRequest("", "The path and query must be valid UTF-8 without NUL characters.")
 	}
-	matched, params, methodMismatch := s.match(r.Method, segs)
-	if matched == nil {
-		// Who may not use the API learns nothing of its shape.
-		if _, authed, _ := s.authenticate(r, &route{}); !authed {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill"`)
-			WriteError(w, arm.ErrUnauthenticated)
-			return
+	rt, params, methodMismatch := s.match(q.r.Method, segs)
+	switch {
+	case rt == nil:
+		if _, authed, _ := s.authenticate(q.r, &route{}); !authed {
+			q.w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill"`)
+			return nil, nil, arm.ErrUnauthenticated
 		}
 		if methodMismatch {
-			WriteError(w, arm.Errorf(arm.NotAllowed, "MethodNotAllowed", "The method %s is not allowed on %s.", r.Method, r.URL.Path))
-			return
+			return nil, nil, arm.Errorf(arm.NotAllowed, "MethodNotAllowed", "The method %s is not allowed on %s.", q.r.Method, q.r.URL.Path)
 		}
-		WriteError(w, arm.Errorf(arm.NotFound, "NotFound", "No route matches %s %s.", r.Method, r.URL.Path))
-		return
+		return nil, nil, arm.Errorf(arm.NotFound, "NotFound", "No route matches %s %s.", q.r.Method, q.r.URL.Path)
+	case !s.serves(rt.service):
+		q.route = rt.name
+		return nil, nil, arm.Errorf(arm.NotFound, "NotFound", "This instance runs the %s role and does not serve %s.", s.cfg.Role, rt.name)
 	}
-	routeName = matched.name
-	if !s.serves(matched.service) {
-		WriteError(w, arm.Errorf(arm.NotFound, "NotFound", "This instance runs the %s role and does not serve %s.", s.cfg.Role, matched.name))
-		return
-	}
+	q.route = rt.name
+	return rt, params, nil
+}
 
-	// Who is asking: a bearer token, or on portal pages a session cookie.
-	// Looking either up is bounded work of its own, done before a request
-	// may hold a slot or read its body.
-	p, authed, aerr := s.authenticate(r, matched)
-	if aerr != nil {
-		if aerr != errUnauthenticated {
-			s.deps.Logger.Error("authenticate", "request_id", id, "err", aerr)
+// identify finds who is asking: a bearer token, or on portal pages a
+// session cookie. Looking either up is bounded work of its own, done before
+// a request may hold a slot or read its body.
+func (s *Server) identify(q *exchange, rt *route) *arm.Error {
+	p, authed, err := s.authenticate(q.r, rt)
+	if err != nil {
+		if err != errUnauthenticated {
+			s.deps.Logger.Error("authenticate", "request_id", q.id, "err", err)
 		}
-		if lerr, ok := aerr.(*arm.Error); ok {
-			routeName = "limited"
-			WriteError(w, lerr)
-			return
+		if e, ok := err.(*arm.Error); ok {
+			q.route = "limited"
+			return e
 		}
-		if !matched.anon {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill", error="invalid_token"`)
-			WriteError(w, arm.ErrUnauthenticated)
-			return
+		if !rt.anon {
+			q.w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill", error="invalid_token"`)
+			return arm.ErrUnauthenticated
 		}
 	}
-	if authed {
-		principal = p
-		if s, ok := sessionOf(r, p); ok {
-			r = r.WithContext(auth.WithSession(r.Context(), s))
+	switch {
+	case authed:
+		q.p, q.authed = p, true
+		if sess, ok := sessionOf(q.r, p); ok {
+			q.r = q.r.WithContext(auth.WithSession(q.r.Context(), sess))
 		} else {
-			r = r.WithContext(auth.WithPrincipal(r.Context(), p))
+			q.r = q.r.WithContext(auth.WithPrincipal(q.r.Context(), p))
 		}
-	} else if !matched.anon {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill"`)
-		WriteError(w, arm.ErrUnauthenticated)
-		return
+	case !rt.anon:
+		q.w.Header().Set("WWW-Authenticate", `Bearer realm="stackbill"`)
+		return arm.ErrUnauthenticated
 	}
+	return nil
+}
 
-	// Slots: an authenticated caller takes one of the server's; an
-	// anonymous one one of a small budget of its own, with a short deadline
-	// and a small cap on its body, so that slow or many anonymous requests
-	// cannot starve anyone who signed in.
-	if !matched.unlimited {
-		var release func()
-		var lerr *arm.Error
-		if authed {
-			release, lerr = s.limits.enter()
-			if lerr == nil {
-				if lerr = s.limits.allow(p.TokenID, time.Now()); lerr != nil {
-					release()
-				}
-			}
-		} else {
-			release, lerr = s.limits.enterAnon(clientIP(r, s.cfg.TrustedProxies), time.Now())
-			if lerr == nil {
-				_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.AnonBodyTimeout))
-				r.Body = http.MaxBytesReader(w, r.Body, anonBodyBytes)
+// admit takes a slot: an authenticated caller one of the server's (and a
+// token from its own rate), an anonymous one one of a small budget of its
+// own, with a short deadline and a small cap on its body, so that slow or
+// many anonymous requests cannot starve anyone who signed in.
+func (s *Server) admit(q *exchange, rt *route) (release func(), e *arm.Error) {
+	if rt.unlimited {
+		return func() {}, nil
+	}
+	if q.authed {
+		release, e = s.limits.enter()
+		if e == nil {
+			if e = s.limits.allow(q.p.TokenID, time.Now()); e != nil {
+				release()
 			}
 		}
-		if lerr != nil {
-			routeName = "limited"
-			WriteError(w, lerr)
-			return
-		}
-		defer release()
+		return release, e
 	}
+	release, e = s.limits.enterAnon(clientIP(q.r, s.cfg.TrustedProxies), time.Now())
+	if e == nil {
+		_ = http.NewResponseController(q.w).SetReadDeadline(time.Now().Add(s.cfg.AnonBodyTimeout))
+		q.r.Body = http.MaxBytesReader(q.w, q.r.Body, anonBodyBytes)
+	}
+	return release, e
+}
 
-	if (matched.roles != nil && !hasRole(matched.roles, p.Role)) || (matched.wholeStamp && delegated(p)) {
-		e := arm.Forbidden(p.Actor(), matched.name, r.URL.Path)
-		WriteError(w, e)
-		s.refused(r, p, matched, e)
-		return
+// authorize checks the route's roles; routes over the whole stamp refuse a
+// delegated provider's stack operator.
+func (s *Server) authorize(q *exchange, rt *route) *arm.Error {
+	if (rt.roles != nil && !hasRole(rt.roles, q.p.Role)) || (rt.wholeStamp && delegated(q.p)) {
+		return arm.Forbidden(q.p.Actor(), rt.name, q.r.URL.Path)
 	}
-	if err := matched.h(w, r, p, params); err != nil {
-		if e := s.serveError(w, id, err); e != nil {
-			s.refused(r, p, matched, e)
-		}
-	}
+	return nil
 }
 
 // errUnauthenticated is a missing or invalid credential.
