@@ -4,7 +4,7 @@
 // (directory, billing, bridge, quarantine, audit, stack administration),
 // /healthz, /metrics, the activation keys, and the portal's pages.
 //
-// Every route is listed once in routes.go with the roles that may call it;
+// Every route is listed once in routes.go with the audience that may call it;
 // ServeHTTP is the middleware (request IDs, logs and metrics, limits,
 // authentication) around a lookup in that table. Handlers are thin: decode,
 // call a domain service, encode. Domain packages return *arm.Error values
@@ -172,8 +172,8 @@ type route struct {
 	name    string
 	method  string
 	pattern arm.Pattern
-	roles   []auth.Role // nil: any authenticated principal
-	service string      // "commerce" or "stack": which --role serves it
+	who     auth.Audience // who may call it (auth.Anyone: any principal)
+	service string        // "commerce" or "stack": which --role serves it
 	// wholeStamp refuses stack-operator tokens scoped to a delegated
 	// provider: the route shows or changes the whole stamp.
 	wholeStamp bool
@@ -400,10 +400,10 @@ func (s *Server) admit(q *exchange, rt *route) (release func(), e *arm.Error) {
 	return release, e
 }
 
-// authorize checks the route's roles; routes over the whole stamp refuse a
+// authorize checks the route's audience; routes over the whole stamp refuse a
 // delegated provider's stack operator.
 func (s *Server) authorize(q *exchange, rt *route) *arm.Error {
-	if (rt.roles != nil && !hasRole(rt.roles, q.p.Role)) || (rt.wholeStamp && delegated(q.p)) {
+	if !rt.who.Admits(q.p.Role) || (rt.wholeStamp && delegated(q.p)) {
 		return arm.Forbidden(q.p.Actor(), rt.name, q.r.URL.Path)
 	}
 	return nil
@@ -475,11 +475,7 @@ func (s *Server) refused(r *http.Request, p auth.Principal, rt *route, e *arm.Er
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
 		return
 	}
-	scope := ""
-	if p.Role == auth.RolePartner || p.Role == auth.RoleReseller {
-		scope = p.PartnerID
-	}
-	if err := s.deps.Refusals.Record(r.Context(), audit.Refusal{Actor: p.Actor(), Scope: scope, Route: rt.name, Method: r.Method, Path: r.URL.Path,
+	if err := s.deps.Refusals.Record(r.Context(), audit.Refusal{Actor: p.Actor(), Scope: p.AuditScope(), Route: rt.name, Method: r.Method, Path: r.URL.Path,
 		Status: status, Code: e.Code, Message: e.Message}); err != nil {
 		s.deps.Logger.Error("audit a refused change", "route", rt.name, "err", err)
 	}
@@ -598,15 +594,6 @@ func (s *Server) serves(service string) bool {
 // provider's tenants rather than the whole stamp.
 func delegated(p auth.Principal) bool {
 	return p.Role == auth.RoleStackOperator && p.SubscriptionID != ""
-}
-
-func hasRole(roles []auth.Role, r auth.Role) bool {
-	for _, x := range roles {
-		if x == r {
-			return true
-		}
-	}
-	return false
 }
 
 func bearerToken(r *http.Request) (string, bool) {

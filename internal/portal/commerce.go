@@ -18,40 +18,31 @@ import (
 	"github.com/stackbill/stackbill/internal/registration"
 )
 
-var (
-	operatorOnly   = []auth.Role{auth.RoleOperator}
-	commerceRoles  = []auth.Role{auth.RoleOperator, auth.RolePartner, auth.RoleReseller}
-	partnerRoles   = []auth.Role{auth.RolePartner, auth.RoleReseller}
-	billToRoles    = []auth.Role{auth.RoleOperator, auth.RolePartner}
-	stackOperators = []auth.Role{auth.RoleStackOperator, auth.RoleOperator}
-	tenantOnly     = []auth.Role{auth.RoleTenant}
-)
-
 func (p *Portal) routes() {
-	p.page("GET /portal/", nil, p.home)
+	p.page("GET /portal/", auth.Anyone, p.home)
 	if p.commerce() {
-		p.page("GET /portal/partners", operatorOnly, p.partners)
-		p.page("GET /portal/customers", commerceRoles, p.customers)
-		p.page("GET /portal/registrations", commerceRoles, p.registrations)
-		p.page("POST /portal/registrations/approve", operatorOnly, p.approve)
-		p.page("GET /portal/registrations/{sub}/{rg}/{name}", commerceRoles, p.registration)
-		p.page("POST /portal/registrations/{sub}/{rg}/{name}/customers", commerceRoles, p.addCustomer)
-		p.page("GET /portal/pricing", billToRoles, p.pricing)
-		p.page("GET /portal/ingestion", operatorOnly, p.ingestion)
-		p.page("GET /portal/usage", commerceRoles, p.commerceUsage)
-		p.page("GET /portal/invoices", billToRoles, p.invoices)
-		p.page("GET /portal/invoices/{number}", billToRoles, p.invoice)
-		p.page("GET /portal/invoices/{number}/download", billToRoles, p.invoiceDownload)
-		p.page("GET /portal/reconciliation", billToRoles, p.reconciliation)
-		p.page("GET /portal/statements", partnerRoles, p.statements)
+		p.page("GET /portal/partners", auth.Operators, p.partners)
+		p.page("GET /portal/customers", auth.Commerce, p.customers)
+		p.page("GET /portal/registrations", auth.Commerce, p.registrations)
+		p.page("POST /portal/registrations/approve", auth.Operators, p.approve)
+		p.page("GET /portal/registrations/{sub}/{rg}/{name}", auth.Commerce, p.registration)
+		p.page("POST /portal/registrations/{sub}/{rg}/{name}/customers", auth.Commerce, p.addCustomer)
+		p.page("GET /portal/pricing", auth.BillTo, p.pricing)
+		p.page("GET /portal/ingestion", auth.Operators, p.ingestion)
+		p.page("GET /portal/usage", auth.Commerce, p.commerceUsage)
+		p.page("GET /portal/invoices", auth.BillTo, p.invoices)
+		p.page("GET /portal/invoices/{number}", auth.BillTo, p.invoice)
+		p.page("GET /portal/invoices/{number}/download", auth.BillTo, p.invoiceDownload)
+		p.page("GET /portal/reconciliation", auth.BillTo, p.reconciliation)
+		p.page("GET /portal/statements", auth.Partners, p.statements)
 	}
 	if p.stack() {
-		p.page("GET /portal/stack/tenants", stackOperators, p.stackTenants)
-		p.page("GET /portal/stack/meters", stackOperators, p.stackMeters)
-		p.page("GET /portal/stack/usage", stackOperators, p.stackUsage)
-		p.page("GET /portal/stack/bridge", stackOperators, p.stackBridge)
-		p.page("GET /portal/my/usage", tenantOnly, p.myUsage)
-		p.page("GET /portal/my/usage.csv", tenantOnly, p.myUsageCSV)
+		p.page("GET /portal/stack/tenants", auth.StackOperators, p.stackTenants)
+		p.page("GET /portal/stack/meters", auth.StackOperators, p.stackMeters)
+		p.page("GET /portal/stack/usage", auth.StackOperators, p.stackUsage)
+		p.page("GET /portal/stack/bridge", auth.StackOperators, p.stackBridge)
+		p.page("GET /portal/my/usage", auth.Tenants, p.myUsage)
+		p.page("GET /portal/my/usage.csv", auth.Tenants, p.myUsageCSV)
 	}
 }
 

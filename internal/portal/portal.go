@@ -148,17 +148,17 @@ func (p *Portal) session(r *http.Request) (*session, bool) {
 	return &session{P: s.Principal, CSRF: s.CSRF}, true
 }
 
-// handler is a page that needs a signed-in principal of one of roles.
+// handler is a page that needs a signed-in principal of its audience.
 type handler func(w http.ResponseWriter, r *http.Request, s *session) error
 
-func (p *Portal) page(pattern string, roles []auth.Role, h handler) {
+func (p *Portal) page(pattern string, who auth.Audience, h handler) {
 	p.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		s, ok := p.session(r)
 		if !ok {
 			http.Redirect(w, r, "/portal/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return
 		}
-		if len(roles) > 0 && !hasRole(roles, s.P.Role) {
+		if !who.Admits(s.P.Role) {
 			p.fail(w, r, s, arm.Errorf(arm.Denied, "AuthorizationFailed", "A %s token cannot open this page.", s.P.Role))
 			return
 		}
@@ -180,15 +180,6 @@ func (p *Portal) page(pattern string, roles []auth.Role, h handler) {
 			p.fail(w, r, s, err)
 		}
 	})
-}
-
-func hasRole(roles []auth.Role, r auth.Role) bool {
-	for _, x := range roles {
-		if x == r {
-			return true
-		}
-	}
-	return false
 }
 
 // viewError is an error as a page shows it.
@@ -213,11 +204,7 @@ func (p *Portal) fail(w http.ResponseWriter, r *http.Request, s *session, err er
 		p.d.Logger.Error("portal page failed", "path", r.URL.Path, "err", err)
 	}
 	if s != nil && r.Method == http.MethodPost && ve.Status >= 400 && ve.Status < 500 && p.d.Refusals != nil {
-		scope := ""
-		if s.P.Role == auth.RolePartner || s.P.Role == auth.RoleReseller {
-			scope = s.P.PartnerID
-		}
-		if err := p.d.Refusals.Record(r.Context(), audit.Refusal{Actor: s.P.Actor(), Scope: scope, Route: "Portal " + r.URL.Path, Method: r.Method, Path: r.URL.Path,
+		if err := p.d.Refusals.Record(r.Context(), audit.Refusal{Actor: s.P.Actor(), Scope: s.P.AuditScope(), Route: "Portal " + r.URL.Path, Method: r.Method, Path: r.URL.Path,
 			Status: ve.Status, Code: ve.Code, Message: ve.Message}); err != nil {
 			p.d.Logger.Error("audit a refused change", "path", r.URL.Path, "err", err)
 		}
