@@ -14,6 +14,7 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/simulate"
@@ -72,10 +73,10 @@ func TestBridgeChaosMillion(t *testing.T) {
 		}
 	}
 	storetest.Each(t, func(t *testing.T, backend string) {
-		bin := buildBinary(t)
+		bin := e2e.BuildBinary(t, "../..")
 		comDSN := storetest.DSN(t, backend)
-		comAddr := freeAddr(t)
-		proxy := &chaosProxy{target: "http://" + comAddr, rnd: rand.New(rand.NewPCG(5, 6)), counts: map[string]int{}}
+		comAddr := e2e.FreeAddr(t)
+		proxy := e2e.NewFaultProxy("http://"+comAddr, 5)
 		front := httptest.NewServer(proxy)
 		defer front.Close()
 
@@ -90,13 +91,13 @@ func TestBridgeChaosMillion(t *testing.T) {
 		// two meters: 504,000 records apiece.
 		type stamp struct {
 			name, dsn, addr, charged string
-			p                        *proc
+			p                        *e2e.Proc
 			records                  int
 			want                     map[string]money.Quantity
 		}
 		stamps := []*stamp{{name: "a", charged: W.ContosoDefault}, {name: "b", charged: W.NorthwindDefault}}
 		for i, s := range stamps {
-			s.dsn, s.addr, s.records, s.want = storetest.DSN(t, "sqlite"), freeAddr(t), templates[i].records, templates[i].want
+			s.dsn, s.addr, s.records, s.want = storetest.DSN(t, "sqlite"), e2e.FreeAddr(t), templates[i].records, templates[i].want
 			data, err := os.ReadFile(templates[i].path)
 			if err != nil {
 				t.Fatal(err)
@@ -141,18 +142,18 @@ func TestBridgeChaosMillion(t *testing.T) {
 		com.Close()
 
 		env := []string{"STACKBILL_OPERATOR_TOKEN=chaos-op"}
-		comP := &proc{t: t, bin: bin, args: []string{"serve", "--role", "commerce", "--addr", comAddr, "--db", comDSN, "--log-level", "error"}, env: env, url: "http://" + comAddr}
-		comP.start()
-		defer comP.kill9()
+		comP := &e2e.Proc{T: t, Bin: bin, Args: []string{"serve", "--role", "commerce", "--addr", comAddr, "--db", comDSN, "--log-level", "error"}, Env: env, URL: "http://" + comAddr}
+		comP.Start()
+		defer comP.Kill9()
 		for _, s := range stamps {
-			s.p = &proc{t: t, bin: bin, args: []string{"serve", "--role", "stack", "--addr", s.addr, "--db", s.dsn, "--log-level", "error",
-				"--bridge-batch", "5000", "--bridge-max-backoff", "300ms"}, env: env, url: "http://" + s.addr}
-			s.p.start()
-			defer s.p.kill9()
+			s.p = &e2e.Proc{T: t, Bin: bin, Args: []string{"serve", "--role", "stack", "--addr", s.addr, "--db", s.dsn, "--log-level", "error",
+				"--bridge-batch", "5000", "--bridge-max-backoff", "300ms"}, Env: env, URL: "http://" + s.addr}
+			s.p.Start()
+			defer s.p.Kill9()
 		}
 		status := func(s *stamp) (bridge.Status, error) {
 			var st bridge.Status
-			c := &client{base: s.p.url, token: "chaos-op", http: &http.Client{Timeout: 5 * time.Second}}
+			c := &client{base: s.p.URL, token: "chaos-op", http: &http.Client{Timeout: 5 * time.Second}}
 			_, err := c.do(ctx, "GET", "/v1/stack/bridge", nil, &st)
 			return st, err
 		}
@@ -160,7 +161,7 @@ func TestBridgeChaosMillion(t *testing.T) {
 		// Chaos while the stacks forward: kills every 0.4–1.6 s until at
 		// least 24 have been made and half the records are through (the
 		// backlogs are read between kills).
-		proxy.faults.Store(true)
+		proxy.Faults.Store(true)
 		r := rand.New(rand.NewPCG(9, 10))
 		killed := map[string]int{}
 		backlog := func() (int64, bool) {
@@ -190,11 +191,11 @@ func TestBridgeChaosMillion(t *testing.T) {
 			if v := r.IntN(3); v > 0 {
 				p, name = stamps[v-1].p, stamps[v-1].name
 			}
-			p.kill9()
+			p.Kill9()
 			killed[name]++
-			p.start()
+			p.Start()
 		}
-		proxy.faults.Store(false)
+		proxy.Faults.Store(false)
 		deadline := time.Now().Add(8 * time.Minute)
 		for _, s := range stamps {
 			for {
@@ -208,7 +209,7 @@ func TestBridgeChaosMillion(t *testing.T) {
 				time.Sleep(300 * time.Millisecond)
 			}
 		}
-		comP.kill9()
+		comP.Kill9()
 
 		// Commerce restarted: what it acknowledged before the last kill and
 		// had not materialised is settled from its log.
@@ -248,12 +249,12 @@ func TestBridgeChaosMillion(t *testing.T) {
 			t.Errorf("commerce charged %d subscription-meter pairs, want %d: %v", len(got), len(want), got)
 		}
 		for _, mode := range []string{"error", "drop", "drop-after", "hang"} {
-			if proxy.counts[mode] == 0 {
+			if proxy.Counts()[mode] == 0 {
 				t.Errorf("the proxy never injected %q", mode)
 			}
 		}
 		t.Logf("%s commerce: %d records from two stacks through %v kill -9 and proxy faults %v (%d records still to forward when the chaos ended); totals exact",
-			backend, total, killed, proxy.counts, pending)
+			backend, total, killed, proxy.Counts(), pending)
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
@@ -28,9 +29,9 @@ func TestBridgeSurvivesKill9(t *testing.T) {
 	}
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
-		bin := buildBinary(t)
+		bin := e2e.BuildBinary(t, "../..")
 		comDSN, stackDSN := storetest.DSN(t, backend), storetest.DSN(t, "sqlite")
-		comAddr, stackAddr := freeAddr(t), freeAddr(t)
+		comAddr, stackAddr := e2e.FreeAddr(t), e2e.FreeAddr(t)
 
 		// Commerce: the directory and an approved registration for the stack.
 		com, err := Build(ctx, Options{DB: comDSN})
@@ -86,13 +87,13 @@ func TestBridgeSurvivesKill9(t *testing.T) {
 		stackApp.Close()
 
 		env := []string{"STACKBILL_OPERATOR_TOKEN=crash-op"}
-		comP := &proc{t: t, bin: bin, args: []string{"serve", "--role", "commerce", "--addr", comAddr, "--db", comDSN, "--log-level", "error"}, env: env, url: "http://" + comAddr}
-		stackP := &proc{t: t, bin: bin, args: []string{"serve", "--role", "stack", "--addr", stackAddr, "--db", stackDSN, "--log-level", "error",
-			"--bridge-batch", "1500", "--bridge-max-backoff", "300ms"}, env: env, url: "http://" + stackAddr}
-		comP.start()
-		stackP.start()
-		defer comP.kill9()
-		defer stackP.kill9()
+		comP := &e2e.Proc{T: t, Bin: bin, Args: []string{"serve", "--role", "commerce", "--addr", comAddr, "--db", comDSN, "--log-level", "error"}, Env: env, URL: "http://" + comAddr}
+		stackP := &e2e.Proc{T: t, Bin: bin, Args: []string{"serve", "--role", "stack", "--addr", stackAddr, "--db", stackDSN, "--log-level", "error",
+			"--bridge-batch", "1500", "--bridge-max-backoff", "300ms"}, Env: env, URL: "http://" + stackAddr}
+		comP.Start()
+		stackP.Start()
+		defer comP.Kill9()
+		defer stackP.Kill9()
 		r := rand.New(rand.NewPCG(3, 4))
 		killed := map[string]int{}
 		for i := 0; i < 20; i++ {
@@ -101,11 +102,11 @@ func TestBridgeSurvivesKill9(t *testing.T) {
 			if r.IntN(2) == 0 {
 				p, name = stackP, "stack"
 			}
-			p.kill9()
+			p.Kill9()
 			killed[name]++
-			p.start()
+			p.Start()
 		}
-		c := &client{base: stackP.url, token: "crash-op", http: &http.Client{Timeout: 5 * time.Second}}
+		c := &client{base: stackP.URL, token: "crash-op", http: &http.Client{Timeout: 5 * time.Second}}
 		deadline := time.Now().Add(3 * time.Minute)
 		for {
 			var st bridge.Status
@@ -118,7 +119,7 @@ func TestBridgeSurvivesKill9(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		comP.kill9()
+		comP.Kill9()
 		// What commerce acknowledged but had not materialised when killed
 		// is in its log; commerce settles it before anything reads usage.
 		after, err := Build(ctx, Options{DB: comDSN})

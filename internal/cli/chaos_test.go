@@ -21,80 +21,12 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
-
-// chaosProxy stands between the stacks' bridges and commerce and, while
-// faults are on, fails requests in every way a network and a struggling
-// server do: an error status, a dropped connection before or after commerce
-// did the work, and a hang.
-type chaosProxy struct {
-	target string
-	faults atomic.Bool
-	mu     sync.Mutex
-	rnd    *rand.Rand
-	counts map[string]int
-}
-
-func (c *chaosProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	mode := "pass"
-	if c.faults.Load() {
-		c.mu.Lock()
-		switch p := c.rnd.Float64(); {
-		case p < 0.50:
-		case p < 0.62:
-			mode = "error"
-		case p < 0.74:
-			mode = "drop"
-		case p < 0.86:
-			mode = "drop-after"
-		default:
-			mode = "hang"
-		}
-		c.counts[mode]++
-		c.mu.Unlock()
-	}
-	switch mode {
-	case "error":
-		http.Error(w, `{"error":{"code":"ServiceUnavailable","message":"chaos"}}`, http.StatusServiceUnavailable)
-		return
-	case "drop":
-		hangUp(w)
-		return
-	case "hang":
-		time.Sleep(1500 * time.Millisecond)
-	}
-	req, _ := http.NewRequestWithContext(r.Context(), r.Method, c.target+r.URL.RequestURI(), bytes.NewReader(body))
-	req.Header = r.Header.Clone()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if mode == "drop-after" {
-		hangUp(w) // commerce did the work; the bridge never hears of it
-		return
-	}
-	for k, v := range resp.Header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(resp.StatusCode)
-	_, _ = w.Write(out)
-}
-
-func hangUp(w http.ResponseWriter) {
-	if hj, ok := w.(http.Hijacker); ok {
-		if conn, _, err := hj.Hijack(); err == nil {
-			conn.Close()
-		}
-	}
-}
 
 // TestChaos runs commerce and two stacks (each with its bridge) as real
 // processes on a simulated clock that crosses a month end, and for the whole
@@ -109,7 +41,7 @@ func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs processes for about two minutes")
 	}
-	bin := buildBinary(t)
+	bin := e2e.BuildBinary(t, "../..")
 	ctx := context.Background()
 	dir := t.TempDir()
 	const rate = 1800 // simulated seconds per real second: an hour every 2 s
@@ -121,8 +53,8 @@ func TestChaos(t *testing.T) {
 
 	// Commerce: the directory, a price list, and two registered stamps.
 	comDB := filepath.Join(dir, "commerce.db")
-	comAddr := freeAddr(t)
-	proxy := &chaosProxy{target: "http://" + comAddr, rnd: rand.New(rand.NewPCG(3, 4)), counts: map[string]int{}}
+	comAddr := e2e.FreeAddr(t)
+	proxy := e2e.NewFaultProxy("http://"+comAddr, 3)
 	front := httptest.NewServer(proxy)
 	defer front.Close()
 	com, err := Build(ctx, Options{DB: comDB, Clock: clock.Manual(vnow())})
@@ -139,7 +71,7 @@ func TestChaos(t *testing.T) {
 		name, db, addr, defaultSub, partner string
 		subs                                []string
 		writer                              string
-		p                                   *proc
+		p                                   *e2e.Proc
 		acked                               money.Quantity
 		events, refusedFull                 atomic.Int64
 		lastRefusal                         atomic.Value // string: the last answer that was not 200, for diagnosis
@@ -149,7 +81,7 @@ func TestChaos(t *testing.T) {
 		{name: "b", defaultSub: W.NorthwindDefault, partner: "northwind"},
 	}
 	for _, s := range stamps {
-		s.db, s.addr, s.acked = filepath.Join(dir, s.name+".db"), freeAddr(t), money.Zero
+		s.db, s.addr, s.acked = filepath.Join(dir, s.name+".db"), e2e.FreeAddr(t), money.Zero
 		st, err := Build(ctx, Options{DB: s.db, Clock: clock.Manual(vnow())})
 		if err != nil {
 			t.Fatal(err)
@@ -168,17 +100,17 @@ func TestChaos(t *testing.T) {
 	com.Close()
 
 	// The processes. Each (re)start continues the one simulated timeline.
-	comProc := &proc{t: t, bin: bin, url: "http://" + comAddr, env: []string{"STACKBILL_OPERATOR_TOKEN=chaos-op"}}
-	comProc.args = []string{"serve", "--role", "commerce", "--addr", comAddr, "--db", comDB, "--invoice-grace", "2h", "--log-level", "error"}
+	comProc := &e2e.Proc{T: t, Bin: bin, URL: "http://" + comAddr, Env: []string{"STACKBILL_OPERATOR_TOKEN=chaos-op"}}
+	comProc.Args = []string{"serve", "--role", "commerce", "--addr", comAddr, "--db", comDB, "--invoice-grace", "2h", "--log-level", "error"}
 	for _, s := range stamps {
-		s.p = &proc{t: t, bin: bin, url: "http://" + s.addr, env: []string{"STACKBILL_OPERATOR_TOKEN=chaos-op"}}
-		s.p.args = []string{"serve", "--role", "stack", "--addr", s.addr, "--db", s.db, "--bridge-max-backoff", "500ms", "--log-level", "error"}
+		s.p = &e2e.Proc{T: t, Bin: bin, URL: "http://" + s.addr, Env: []string{"STACKBILL_OPERATOR_TOKEN=chaos-op"}}
+		s.p.Args = []string{"serve", "--role", "stack", "--addr", s.addr, "--db", s.db, "--bridge-max-backoff", "500ms", "--log-level", "error"}
 	}
-	start := func(p *proc, extra ...string) {
-		base := p.args
-		p.args = append(append(append([]string{}, base...), "--clock-start", vnow().Format(time.RFC3339Nano), "--clock-rate", fmt.Sprint(rate)), extra...)
-		p.start()
-		p.args = base
+	start := func(p *e2e.Proc, extra ...string) {
+		base := p.Args
+		p.Args = append(append(append([]string{}, base...), "--clock-start", vnow().Format(time.RFC3339Nano), "--clock-rate", fmt.Sprint(rate)), extra...)
+		p.Start()
+		p.Args = base
 	}
 	start(comProc)
 	for _, s := range stamps {
@@ -188,9 +120,9 @@ func TestChaos(t *testing.T) {
 	defer func() {
 		procMu.Lock()
 		defer procMu.Unlock()
-		comProc.kill9()
+		comProc.Kill9()
 		for _, s := range stamps {
-			s.p.kill9()
+			s.p.Kill9()
 		}
 	}()
 
@@ -219,7 +151,7 @@ func TestChaos(t *testing.T) {
 						s.name, n, i, s.subs[r.IntN(len(s.subs))], baseVM, q, hour.Format(time.RFC3339), hour.Add(time.Hour).Format(time.RFC3339))
 				}
 				for {
-					req, _ := http.NewRequest("POST", s.p.url+"/v1/usage/events", bytes.NewReader(body.Bytes()))
+					req, _ := http.NewRequest("POST", s.p.URL+"/v1/usage/events", bytes.NewReader(body.Bytes()))
 					req.Header.Set("Authorization", "Bearer "+s.writer)
 					req.Header.Set("Content-Type", "application/x-ndjson")
 					resp, err := hc.Do(req)
@@ -259,7 +191,7 @@ func TestChaos(t *testing.T) {
 			case <-time.After(400 * time.Millisecond):
 			}
 			for _, period := range []string{"2026-10", "2026-11"} {
-				if resp, err := hc.Do(authed("GET", comProc.url+"/v1/billing/invoices?period="+period, "chaos-op")); err == nil {
+				if resp, err := hc.Do(e2e.NewRequest("GET", comProc.URL+"/v1/billing/invoices?period="+period, "chaos-op", "", nil)); err == nil {
 					resp.Body.Close()
 					invoiceReads.Add(1)
 				}
@@ -269,7 +201,7 @@ func TestChaos(t *testing.T) {
 
 	// Chaos: kill -9 and restart a random process, at least 50 times, with
 	// the proxy failing requests; stamp b's storage fills for a while.
-	proxy.faults.Store(true)
+	proxy.Faults.Store(true)
 	r := rand.New(rand.NewPCG(7, 8))
 	kills := map[string]int{}
 	var bAtRecovery int64
@@ -283,32 +215,32 @@ func TestChaos(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			stamps[1].p.kill9()
+			stamps[1].p.Kill9()
 			start(stamps[1].p, "--db-max-bytes", fmt.Sprint(fi.Size()+32<<10))
 			kills["b"]++
 		case k >= 20 && k < 32 && v == 2:
 			// While b is full, other processes are killed instead.
-			comProc.kill9()
+			comProc.Kill9()
 			start(comProc)
 			kills["commerce"]++
 		case k == 32: // space returns
-			stamps[1].p.kill9()
+			stamps[1].p.Kill9()
 			start(stamps[1].p)
 			kills["b"]++
 			bAtRecovery = stamps[1].events.Load()
 		case v == 0:
-			comProc.kill9()
+			comProc.Kill9()
 			start(comProc)
 			kills["commerce"]++
 		default:
 			s := stamps[v-1]
-			s.p.kill9()
+			s.p.Kill9()
 			start(s.p)
 			kills[s.name]++
 		}
 		procMu.Unlock()
 	}
-	proxy.faults.Store(false)
+	proxy.Faults.Store(false)
 	close(stop)
 	producers.Wait()
 
@@ -327,7 +259,7 @@ func TestChaos(t *testing.T) {
 		var h struct {
 			Time time.Time `json:"time"`
 		}
-		if resp, err := hc.Get(s.p.url + "/healthz"); err == nil {
+		if resp, err := hc.Get(s.p.URL + "/healthz"); err == nil {
 			_ = json.NewDecoder(resp.Body).Decode(&h)
 			resp.Body.Close()
 			skew[s.name] = vnow().Sub(h.Time).Round(time.Second)
@@ -337,7 +269,7 @@ func TestChaos(t *testing.T) {
 	for _, s := range stamps {
 		for {
 			var st bridge.Status
-			resp, err := hc.Do(authed("GET", s.p.url+"/v1/stack/bridge", "chaos-op"))
+			resp, err := hc.Do(e2e.NewRequest("GET", s.p.URL+"/v1/stack/bridge", "chaos-op", "", nil))
 			if err == nil {
 				_ = json.NewDecoder(resp.Body).Decode(&st)
 				resp.Body.Close()
@@ -355,7 +287,7 @@ func TestChaos(t *testing.T) {
 
 	// Every acknowledged event is forwarded, charged and invoiced once.
 	for _, s := range stamps {
-		resp, err := hc.Do(authed("GET", comProc.url+"/v1/usage/forwarded?subscriptionId="+s.defaultSub, "chaos-op"))
+		resp, err := hc.Do(e2e.NewRequest("GET", comProc.URL+"/v1/usage/forwarded?subscriptionId="+s.defaultSub, "chaos-op", "", nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -371,7 +303,7 @@ func TestChaos(t *testing.T) {
 		invoiced := money.Zero
 		finals := 0
 		for _, period := range []string{"2026-10", "2026-11"} {
-			resp, err := hc.Do(authed("GET", comProc.url+"/v1/billing/invoices/SB-"+strings.ReplaceAll(period, "-", "")+"-"+s.partner, "chaos-op"))
+			resp, err := hc.Do(e2e.NewRequest("GET", comProc.URL+"/v1/billing/invoices/SB-"+strings.ReplaceAll(period, "-", "")+"-"+s.partner, "chaos-op", "", nil))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -403,9 +335,9 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	procMu.Lock()
-	comProc.kill9()
+	comProc.Kill9()
 	for _, s := range stamps {
-		s.p.kill9()
+		s.p.Kill9()
 	}
 	procMu.Unlock()
 	for _, path := range []string{comDB, stamps[0].db, stamps[1].db} {
@@ -443,17 +375,11 @@ func TestChaos(t *testing.T) {
 		t.Errorf("only %d kills", total)
 	}
 	for _, mode := range []string{"error", "drop", "drop-after", "hang"} {
-		if proxy.counts[mode] == 0 {
+		if proxy.Counts()[mode] == 0 {
 			t.Errorf("the proxy never injected %q", mode)
 		}
 	}
 	t.Logf("chaos: stamp clocks behind the test's by %v", skew)
 	t.Logf("chaos: %d kill -9 (%v); proxy faults %v; %d events acknowledged (%d + %d), %d refused while b was full; %d invoice reads; totals exact: a %s, b %s",
-		total, kills, proxy.counts, stamps[0].events.Load()+stamps[1].events.Load(), stamps[0].events.Load(), stamps[1].events.Load(), stamps[1].refusedFull.Load(), invoiceReads.Load(), stamps[0].acked, stamps[1].acked)
-}
-
-func authed(method, url, token string) *http.Request {
-	req, _ := http.NewRequest(method, url, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	return req
+		total, kills, proxy.Counts(), stamps[0].events.Load()+stamps[1].events.Load(), stamps[0].events.Load(), stamps[1].events.Load(), stamps[1].refusedFull.Load(), invoiceReads.Load(), stamps[0].acked, stamps[1].acked)
 }

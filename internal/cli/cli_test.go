@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
@@ -26,15 +26,6 @@ func runCLI(t *testing.T, env map[string]string, args ...string) cliResult {
 	var out, errb bytes.Buffer
 	code := Main(context.Background(), args, func(k string) string { return env[k] }, strings.NewReader(""), &out, &errb)
 	return cliResult{code, out.String(), errb.String()}
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // TestCLIFlow runs the seed's "Add end customer" flow through the CLI against
@@ -107,7 +98,7 @@ func TestCLIFlow(t *testing.T) {
 		}
 
 		// Serve, then drive it through the CLI.
-		addr := freeAddr(t)
+		addr := e2e.FreeAddr(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		served := make(chan cliResult, 1)
 		go func() {
@@ -202,7 +193,7 @@ func TestServeRefusesNewerSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := runCLI(t, nil, "serve", "--db", dsn, "--addr", freeAddr(t))
+	r := runCLI(t, nil, "serve", "--db", dsn, "--addr", e2e.FreeAddr(t))
 	if r.code != 1 || !strings.Contains(r.stderr, "newer than this stackbill") {
 		t.Fatalf("serve on a newer schema: %+v", r)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
@@ -509,8 +510,8 @@ func TestPortalSessions(t *testing.T) {
 		t.Fatalf("the session cookie: %+v", session)
 	}
 	// The cookie opens pages, and it is not a bearer token for the API.
-	if st, _ := get(t, c, e.url+"/portal/customers"); st != 200 {
-		t.Fatalf("a page with the session: %d", st)
+	if resp, _ := e2e.Call(t, c, "GET", e.url+"/portal/customers", "", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("a page with the session: %d", resp.StatusCode)
 	}
 	req, _ := http.NewRequest("GET", e.url+"/v1/whoami", nil)
 	req.AddCookie(&http.Cookie{Name: "stackbill_session", Value: session.Value})
@@ -527,8 +528,8 @@ func TestPortalSessions(t *testing.T) {
 	if resp.StatusCode != 403 || !strings.Contains(string(body), "InvalidCsrfToken") {
 		t.Fatalf("a sign-out without CSRF: %d", resp.StatusCode)
 	}
-	if st, _ := get(t, c, e.url+"/portal/customers"); st != 200 {
-		t.Fatalf("the session after a refused sign-out: %d", st)
+	if resp, _ := e2e.Call(t, c, "GET", e.url+"/portal/customers", "", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("the session after a refused sign-out: %d", resp.StatusCode)
 	}
 	// Revoking the token ends its sessions at once.
 	p, _ := e.app.Auth.Authenticate(context.Background(), e.tokens["contoso"])

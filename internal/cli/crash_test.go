@@ -4,14 +4,12 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/simulate"
@@ -19,49 +17,6 @@ import (
 	"github.com/stackbill/stackbill/internal/store/storetest"
 	"github.com/stackbill/stackbill/internal/usage"
 )
-
-// buildBinary compiles stackbill once per test run.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "stackbill")
-	cmd := exec.Command("go", "build", "-o", bin, "../../cmd/stackbill")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-type proc struct {
-	t    *testing.T
-	bin  string
-	args []string
-	env  []string
-	cmd  *exec.Cmd
-	url  string
-}
-
-func (p *proc) start() {
-	p.t.Helper()
-	cmd := exec.Command(p.bin, p.args...)
-	cmd.Env = append(os.Environ(), p.env...)
-	if err := cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.cmd = cmd
-	for i := 0; i < 400; i++ {
-		if resp, err := http.Get(p.url + "/healthz"); err == nil {
-			resp.Body.Close()
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	p.t.Fatal("stackbill did not start")
-}
-
-func (p *proc) kill9() {
-	_ = p.cmd.Process.Kill() // SIGKILL: no shutdown code runs
-	_ = p.cmd.Wait()
-}
 
 // TestIntakeSurvivesKill9 kills the stack process with SIGKILL at random
 // moments during intake, 20 times, while a client re-sends every batch until
@@ -73,12 +28,12 @@ func TestIntakeSurvivesKill9(t *testing.T) {
 	}
 	storetest.Each(t, func(t *testing.T, backend string) {
 		dsn := storetest.DSN(t, backend)
-		addr := freeAddr(t)
-		p := &proc{t: t, bin: buildBinary(t), args: []string{"serve", "--addr", addr, "--db", dsn, "--log-level", "error"},
-			env: []string{"STACKBILL_OPERATOR_TOKEN=crash-op"}, url: "http://" + addr}
-		p.start()
-		defer func() { p.kill9() }()
-		c := &client{base: p.url, token: "crash-op", http: &http.Client{Timeout: 10 * time.Second}}
+		addr := e2e.FreeAddr(t)
+		p := &e2e.Proc{T: t, Bin: e2e.BuildBinary(t, "../.."), Args: []string{"serve", "--addr", addr, "--db", dsn, "--log-level", "error"},
+			Env: []string{"STACKBILL_OPERATOR_TOKEN=crash-op"}, URL: "http://" + addr}
+		p.Start()
+		defer func() { p.Kill9() }()
+		c := &client{base: p.URL, token: "crash-op", http: &http.Client{Timeout: 10 * time.Second}}
 		ctx := context.Background()
 		w := simulate.New(simulate.Config{Tenants: 20, Seed: 9, VMsPerTenant: 3})
 		if err := c.onboard(ctx, w); err != nil {
@@ -108,9 +63,9 @@ func TestIntakeSurvivesKill9(t *testing.T) {
 			for kills < 20 {
 				time.Sleep(time.Duration(50+r.IntN(250)) * time.Millisecond)
 				killing.Store(true)
-				p.kill9()
+				p.Kill9()
 				kills++
-				p.start()
+				p.Start()
 				killing.Store(false)
 			}
 		}()
@@ -139,7 +94,7 @@ func TestIntakeSurvivesKill9(t *testing.T) {
 		for _, b := range batches { // a final full re-send: all duplicates
 			send(b)
 		}
-		p.kill9()
+		p.Kill9()
 		db, err := store.Open(ctx, dsn, storetest.Logger())
 		if err != nil {
 			t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
@@ -154,26 +155,7 @@ func (e *testEnv) createRegistration(sub, rg, name string, model registration.Bi
 // raw sends a request without the SDK, for cases the SDK cannot express.
 func (e *testEnv) raw(method, path, token, contentType string, body io.Reader, hdr ...string) (*http.Response, string) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.url+path, body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	return e2e.Call(e.t, http.DefaultClient, method, e.url+path, token, contentType, body, hdr...)
 }
 
 // fingerprint hashes every row of every domain table, to prove a rejected

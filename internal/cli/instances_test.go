@@ -1,15 +1,12 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,41 +14,13 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 	"github.com/stackbill/stackbill/internal/usage"
 )
-
-// roundRobin is a load balancer without sticky sessions: each request goes to
-// the next backend, and to the one after it when a backend is down.
-type roundRobin struct {
-	backends []string
-	next     atomic.Uint64
-}
-
-func (lb *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	start := lb.next.Add(1)
-	for i := range lb.backends {
-		target := lb.backends[(int(start)+i)%len(lb.backends)]
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), bytes.NewReader(body))
-		req.Header = r.Header.Clone()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			continue // this backend is down: fail over
-		}
-		for k, v := range resp.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(resp.StatusCode)
-		_, _ = io.Copy(w, resp.Body)
-		resp.Body.Close()
-		return
-	}
-	http.Error(w, "no backend", http.StatusBadGateway)
-}
 
 // TestTwoCommerceInstances runs two `serve --role commerce` processes on one
 // PostgreSQL database behind a round-robin balancer. Both start past October's
@@ -65,13 +34,13 @@ func TestTwoCommerceInstances(t *testing.T) {
 	}
 	ctx := context.Background()
 	dsn := storetest.DSN(t, "postgres")
-	bin := buildBinary(t)
+	bin := e2e.BuildBinary(t, "../..")
 	op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
 	nov5 := time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC)
 
 	// Setup: the directory, prices, and a stack registered through the
 	// balancer with October usage already charged.
-	lb := &roundRobin{}
+	lb := &e2e.RoundRobin{}
 	front := httptest.NewServer(lb)
 	defer front.Close()
 	// Commerce receives October's usage on October 20, before October
@@ -126,7 +95,7 @@ func TestTwoCommerceInstances(t *testing.T) {
 	// October usage reaches commerce through the balancer before the
 	// instances start (the setup process serves it).
 	setup := httptest.NewServer(com.Handler)
-	lb.backends = []string{setup.URL}
+	lb.SetBackends(setup.URL)
 	for d := 0; d < 5; d++ {
 		ingestDay(time.Date(2026, 10, 10+d, 0, 0, 0, 0, time.UTC), 200)
 	}
@@ -136,21 +105,21 @@ func TestTwoCommerceInstances(t *testing.T) {
 	com.Close()
 
 	// Two instances, started together: both find October due.
-	start := func(name string) *proc {
-		addr := freeAddr(t)
-		p := &proc{t: t, bin: bin, url: "http://" + addr, env: []string{"STACKBILL_OPERATOR_TOKEN=ha-op"},
-			args: []string{"serve", "--role", "commerce", "--addr", addr, "--db", dsn, "--clock-start", nov5.Format(time.RFC3339), "--invoice-grace", "24h",
+	start := func(name string) *e2e.Proc {
+		addr := e2e.FreeAddr(t)
+		p := &e2e.Proc{T: t, Bin: bin, URL: "http://" + addr, Env: []string{"STACKBILL_OPERATOR_TOKEN=ha-op"},
+			Args: []string{"serve", "--role", "commerce", "--addr", addr, "--db", dsn, "--clock-start", nov5.Format(time.RFC3339), "--invoice-grace", "24h",
 				"--billing-interval", "300ms", "--export-stale", "3s", "--log-level", "error"}}
-		p.start()
+		p.Start()
 		return p
 	}
 	a, b := start("a"), start("b")
-	defer a.kill9()
-	defer b.kill9()
-	lb.backends = []string{a.url, b.url}
+	defer a.Kill9()
+	defer b.Kill9()
+	lb.SetBackends(a.URL, b.URL)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, body := getJSON(t, front.URL+"/v1/billing/periods/2026-10", "ha-op")
+		resp, body := e2e.Call(t, http.DefaultClient, "GET", front.URL+"/v1/billing/periods/2026-10", "ha-op", "", nil)
 		if resp.StatusCode == 200 && strings.Contains(body, `"status":"finalized"`) {
 			break
 		}
@@ -164,10 +133,7 @@ func TestTwoCommerceInstances(t *testing.T) {
 	// whatever it is doing; b completes them all.
 	var ids []string
 	for i := 0; i < 3; i++ {
-		req := authed("POST", front.URL+"/v1/billing/exports", "ha-op")
-		req.Body = io.NopCloser(strings.NewReader(`{"partner":"contoso","period":"2026-10"}`))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := http.DefaultClient.Do(e2e.NewRequest("POST", front.URL+"/v1/billing/exports", "ha-op", "application/json", strings.NewReader(`{"partner":"contoso","period":"2026-10"}`)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,11 +147,11 @@ func TestTwoCommerceInstances(t *testing.T) {
 		}
 		ids = append(ids, job.ID)
 	}
-	a.kill9()
+	a.Kill9()
 	for _, id := range ids {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			_, body := getJSON(t, front.URL+"/v1/billing/exports/"+id, "ha-op")
+			_, body := e2e.Call(t, http.DefaultClient, "GET", front.URL+"/v1/billing/exports/"+id, "ha-op", "", nil)
 			if strings.Contains(body, `"status":"succeeded"`) {
 				break
 			}
@@ -194,7 +160,7 @@ func TestTwoCommerceInstances(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		resp, file := getJSON(t, front.URL+"/v1/billing/exports/"+id+"/file", "ha-op")
+		resp, file := e2e.Call(t, http.DefaultClient, "GET", front.URL+"/v1/billing/exports/"+id+"/file", "ha-op", "", nil)
 		if resp.StatusCode != 200 || strings.Count(file, "\n") < 2 {
 			t.Fatalf("export %s file: %d, %d lines", id, resp.StatusCode, strings.Count(file, "\n"))
 		}
@@ -206,7 +172,7 @@ func TestTwoCommerceInstances(t *testing.T) {
 	}
 	stack.Clock.Set(time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC))
 	forwardAll("the survivor")
-	resp, body := getJSON(t, front.URL+"/v1/usage/forwarded?subscriptionId="+W.ContosoDefault, "ha-op")
+	resp, body := e2e.Call(t, http.DefaultClient, "GET", front.URL+"/v1/usage/forwarded?subscriptionId="+W.ContosoDefault, "ha-op", "", nil)
 	var fw struct {
 		Value []bridge.ChargedTotal `json:"value"`
 	}
@@ -218,7 +184,7 @@ func TestTwoCommerceInstances(t *testing.T) {
 	if resp.StatusCode != 200 || !got.Equal(want) {
 		t.Fatalf("forwarded through two instances and a kill: %s, want %s", got, want)
 	}
-	b.kill9()
+	b.Kill9()
 
 	db, err := store.Open(ctx, dsn, nil)
 	if err != nil {

@@ -11,18 +11,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stackbill/stackbill/internal/e2e"
 )
 
 // startServe runs `stackbill serve` with args on a free loopback port until
 // the test ends, and returns its base URL.
 func startServe(t *testing.T, env map[string]string, args ...string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := e2e.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
@@ -33,31 +30,10 @@ func startServe(t *testing.T, env map[string]string, args ...string) string {
 		<-done
 	})
 	base := "http://" + addr
-	for i := 0; i < 200; i++ {
-		if resp, err := http.Get(base + "/healthz"); err == nil {
-			resp.Body.Close()
-			return base
-		}
-		time.Sleep(25 * time.Millisecond)
+	if !e2e.WaitHealthy(base) {
+		t.Fatal("serve did not start")
 	}
-	t.Fatal("serve did not start")
-	return ""
-}
-
-func call(t *testing.T, method, url, token, body string) (*http.Response, string) {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/x-ndjson")
-	}
-	resp, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return resp, string(b)
+	return base
 }
 
 // slowRequest sends a request's headers and then its body one byte at a
@@ -107,7 +83,7 @@ func TestLimits(t *testing.T) {
 	// Rate: five at once, then 429 with Retry-After; another token is not affected.
 	var limited *http.Response
 	for i := 0; i < 10; i++ {
-		resp, body := call(t, "GET", base+"/v1/stack/info", "op-limits", "")
+		resp, body := e2e.Call(t, nil, "GET", base+"/v1/stack/info", "op-limits", "", nil)
 		if i < 5 && resp.StatusCode != 200 {
 			t.Fatalf("request %d within the burst: %d %s", i, resp.StatusCode, body)
 		}
@@ -123,13 +99,13 @@ func TestLimits(t *testing.T) {
 	}
 	res := runCLI(t, nil, "token", "create", "--db", db, "--role", "stack-operator")
 	other := strings.TrimSpace(res.stdout)
-	if resp, body := call(t, "GET", base+"/v1/stack/info", other, ""); resp.StatusCode != 200 {
+	if resp, body := e2e.Call(t, nil, "GET", base+"/v1/stack/info", other, "", nil); resp.StatusCode != 200 {
 		t.Fatalf("another token was limited too: %d %s", resp.StatusCode, body)
 	}
 	writer := strings.TrimSpace(runCLI(t, nil, "token", "create", "--db", db, "--role", "usage-writer").stdout)
 
 	// Oversized body (intake allows 32 × --max-body-bytes): 413.
-	if resp, body := call(t, "POST", base+"/v1/usage/events", writer, strings.Repeat(" ", 40*1024)); resp.StatusCode != 413 || !strings.Contains(body, "RequestEntityTooLarge") {
+	if resp, body := e2e.Call(t, nil, "POST", base+"/v1/usage/events", writer, "application/x-ndjson", strings.NewReader(strings.Repeat(" ", 40*1024))); resp.StatusCode != 413 || !strings.Contains(body, "RequestEntityTooLarge") {
 		t.Fatalf("oversized body: %d %s", resp.StatusCode, body)
 	}
 
@@ -141,7 +117,7 @@ func TestLimits(t *testing.T) {
 		go func() { results <- slowRequest(t, base, writer, 15*time.Second) }()
 	}
 	time.Sleep(700 * time.Millisecond)
-	if resp, body := call(t, "GET", base+"/v1/stack/info", other, ""); resp.StatusCode != 429 || !strings.Contains(body, "TooManyRequests") {
+	if resp, body := e2e.Call(t, nil, "GET", base+"/v1/stack/info", other, "", nil); resp.StatusCode != 429 || !strings.Contains(body, "TooManyRequests") {
 		t.Fatalf("with four requests in flight (limit 4): %d %s", resp.StatusCode, body)
 	}
 	for i := 0; i < 5; i++ {
@@ -157,7 +133,7 @@ func TestLimits(t *testing.T) {
 		}
 	}
 	time.Sleep(1100 * time.Millisecond) // the rate bucket of "other" refills
-	if resp, body := call(t, "GET", base+"/v1/stack/info", other, ""); resp.StatusCode != 200 {
+	if resp, body := e2e.Call(t, nil, "GET", base+"/v1/stack/info", other, "", nil); resp.StatusCode != 200 {
 		t.Fatalf("after the slow clients were cut off: %d %s", resp.StatusCode, body)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
@@ -71,7 +72,7 @@ var loginCSRF = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
 // CSRF cookie), and posts form with the form's CSRF field.
 func postLogin(t *testing.T, c *http.Client, base string, form url.Values) *http.Response {
 	t.Helper()
-	_, page := get(t, c, base+"/portal/login")
+	_, page := e2e.Call(t, c, "GET", base+"/portal/login", "", "", nil)
 	m := loginCSRF.FindStringSubmatch(page)
 	if m == nil {
 		t.Fatalf("the sign-in form has no CSRF field: %.300s", page)
@@ -83,17 +84,6 @@ func postLogin(t *testing.T, c *http.Client, base string, form url.Values) *http
 	}
 	resp.Body.Close()
 	return resp
-}
-
-func get(t *testing.T, c *http.Client, u string) (int, string) {
-	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
@@ -159,7 +149,8 @@ func TestPortalScope(t *testing.T) {
 					ok[pg] = true
 				}
 				for _, pg := range append(append([]string{}, portalPages...), reg) {
-					status, body := get(t, c, pw.url+pg)
+					resp, body := e2e.Call(t, c, "GET", pw.url+pg, "", "", nil)
+					status := resp.StatusCode
 					switch {
 					case ok[pg] && status != http.StatusOK:
 						t.Errorf("%s %s: status %d, want 200: %.300s", key, pg, status, body)
@@ -222,7 +213,7 @@ func TestPortalForms(t *testing.T) {
 		t.Fatalf("without CSRF: status %d, %d mappings (had %d); want 403 and no change", resp.StatusCode, count(), before)
 	}
 	ts := pw.signIn(t, pw.w.token("tailspin"))
-	_, page := get(t, ts, pw.url+"/portal/customers")
+	_, page := e2e.Call(t, ts, "GET", pw.url+"/portal/customers", "", "", nil)
 	m := csrfField.FindStringSubmatch(page)
 	if m == nil {
 		t.Fatal("no CSRF field on the reseller's page")
@@ -236,7 +227,7 @@ func TestPortalForms(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound || count() != before {
 		t.Fatalf("reseller adding to its provider's registration: status %d, want 404 RegistrationNotFound and no change", resp.StatusCode)
 	}
-	_, page = get(t, fab, pw.url+reg)
+	_, page = e2e.Call(t, fab, "GET", pw.url+reg, "", "", nil)
 	m = csrfField.FindStringSubmatch(page)
 	form.Set("csrf", m[1])
 	resp, err = fab.PostForm(pw.url+reg+"/customers", form)
@@ -273,15 +264,15 @@ func TestPortalInvoicePageAddsUp(t *testing.T) {
 	pw := newPortalWorld(t, "sqlite", 3)
 	c := pw.signIn(t, pw.w.token("fabrikam"))
 	number := "SB-" + pw.app.Clock.Now().Format("200601") + "-fabrikam"
-	st, page := get(t, c, pw.url+"/portal/invoices/"+number)
-	if st != 200 {
-		t.Fatalf("invoice page: %d", st)
+	resp, page := e2e.Call(t, c, "GET", pw.url+"/portal/invoices/"+number, "", "", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("invoice page: %d", resp.StatusCode)
 	}
 	rows := invoiceRow.FindAllStringSubmatch(page, -1)
 	if len(rows) < 5 {
 		t.Fatalf("found %d lines on the invoice page", len(rows))
 	}
-	_, file := get(t, c, pw.url+"/portal/invoices/"+number+"/download?format=csv")
+	_, file := e2e.Call(t, c, "GET", pw.url+"/portal/invoices/"+number+"/download?format=csv", "", "", nil)
 	recs, err := csv.NewReader(strings.NewReader(file)).ReadAll()
 	if err != nil || len(recs) != len(rows)+1 {
 		t.Fatalf("the CSV has %d lines, the page %d (%v)", len(recs)-1, len(rows), err)

@@ -3,32 +3,19 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
-
-// killedBySIGKILL reports whether a finished command died of SIGKILL.
-func killedBySIGKILL(err error) bool {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return false
-	}
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
-}
 
 // TestRecoveryAfterCrashMidMigration kills `stackbill migrate` with SIGKILL
 // inside the transaction of the last migration: the database stays at the
@@ -38,7 +25,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills processes")
 	}
-	bin := buildBinary(t)
+	bin := e2e.BuildBinary(t, "../..")
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
 		dsn := storetest.DSN(t, backend)
@@ -49,7 +36,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 		last := len(migs)
 		cmd := exec.Command(bin, "migrate", "--db", dsn)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("STACKBILL_FAILPOINTS=migrate-mid:%d", last))
-		if out, err := cmd.CombinedOutput(); !killedBySIGKILL(err) {
+		if out, err := cmd.CombinedOutput(); !e2e.KilledBySIGKILL(err) {
 			t.Fatalf("migrate with a crash point: %v\n%s", err, out)
 		}
 		db, err := store.Open(ctx, dsn, nil)
@@ -103,7 +90,7 @@ func TestRecoveryAfterCrashMidFinalization(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills processes")
 	}
-	bin := buildBinary(t)
+	bin := e2e.BuildBinary(t, "../..")
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
 		w := newBillingWorld(t, backend)
@@ -122,31 +109,27 @@ func TestRecoveryAfterCrashMidFinalization(t *testing.T) {
 		}
 		dsn := w.env.dsn
 		w.env.app.Close()
-		serve := func(failpoint string) *proc {
-			ln, _ := net.Listen("tcp", "127.0.0.1:0")
-			addr := ln.Addr().String()
-			ln.Close()
-			p := &proc{t: t, bin: bin, url: "http://" + addr, args: []string{"serve", "--addr", addr, "--db", dsn, "--clock-start", "2026-11-05T00:00:00Z",
-				"--auto-finalize=false"}, env: []string{"STACKBILL_OPERATOR_TOKEN=op-recovery", "STACKBILL_FAILPOINTS=" + failpoint}}
-			p.start()
+		serve := func(failpoint string) *e2e.Proc {
+			addr := e2e.FreeAddr(t)
+			p := &e2e.Proc{T: t, Bin: bin, URL: "http://" + addr, Args: []string{"serve", "--addr", addr, "--db", dsn, "--clock-start", "2026-11-05T00:00:00Z",
+				"--auto-finalize=false"}, Env: []string{"STACKBILL_OPERATOR_TOKEN=op-recovery", "STACKBILL_FAILPOINTS=" + failpoint}}
+			p.Start()
 			return p
 		}
-		finalize := func(p *proc) (*http.Response, error) {
-			req, _ := http.NewRequest("POST", p.url+"/v1/billing/periods/2026-10/finalize", nil)
-			req.Header.Set("Authorization", "Bearer op-recovery")
-			return http.DefaultClient.Do(req)
+		finalize := func(p *e2e.Proc) (*http.Response, error) {
+			return http.DefaultClient.Do(e2e.NewRequest("POST", p.URL+"/v1/billing/periods/2026-10/finalize", "op-recovery", "", nil))
 		}
 		p := serve("finalize-mid")
 		if resp, err := finalize(p); err == nil {
 			resp.Body.Close()
 			t.Fatalf("finalize with a crash point answered %d", resp.StatusCode)
 		}
-		if err := p.cmd.Wait(); !killedBySIGKILL(err) {
+		if err := p.Wait(); !e2e.KilledBySIGKILL(err) {
 			t.Fatalf("the server was not killed at the crash point: %v", err)
 		}
 		p = serve("")
-		defer p.kill9()
-		resp, body := getJSON(t, p.url+"/v1/billing/periods/2026-10", "op-recovery")
+		defer p.Kill9()
+		resp, body := e2e.Call(t, http.DefaultClient, "GET", p.URL+"/v1/billing/periods/2026-10", "op-recovery", "", nil)
 		if resp.StatusCode != 200 || !strings.Contains(body, `"status":"open"`) {
 			t.Fatalf("after the crash the period is not open: %d %s", resp.StatusCode, body)
 		}
@@ -156,7 +139,7 @@ func TestRecoveryAfterCrashMidFinalization(t *testing.T) {
 		}
 		resp.Body.Close()
 		for number, total := range want {
-			_, body := getJSON(t, p.url+"/v1/billing/invoices/"+number, "op-recovery")
+			_, body := e2e.Call(t, http.DefaultClient, "GET", p.URL+"/v1/billing/invoices/"+number, "op-recovery", "", nil)
 			var inv struct {
 				Status string          `json:"status"`
 				Total  json.RawMessage `json:"total"`
@@ -166,7 +149,7 @@ func TestRecoveryAfterCrashMidFinalization(t *testing.T) {
 				t.Fatalf("invoice %s after recovery: %s %s, want final %s", number, inv.Status, inv.Total, total)
 			}
 		}
-		p.kill9()
+		p.Kill9()
 		db, err := store.Open(ctx, dsn, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -183,17 +166,4 @@ func TestRecoveryAfterCrashMidFinalization(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-}
-
-func getJSON(t *testing.T, url, token string) (*http.Response, string) {
-	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
 }

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 	"github.com/stackbill/stackbill/internal/usage"
@@ -80,12 +81,7 @@ func (p testPKI) client(t *testing.T) *http.Client {
 // it answers HTTPS to a client trusting its CA, and nothing in clear text.
 func TestServeTLS(t *testing.T) {
 	pki := newTestPKI(t, "serve")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := e2e.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
@@ -97,6 +93,7 @@ func TestServeTLS(t *testing.T) {
 		<-done
 	}()
 	var resp *http.Response
+	var err error
 	for i := 0; i < 100; i++ {
 		if resp, err = pki.client(t).Get("https://" + addr + "/healthz"); err == nil {
 			break
