@@ -100,11 +100,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 					t.Fatalf("restore: %s %s", res.stdout, res.stderr)
 				}
 			}
-			app, err := Build(ctx, Options{DB: target, Clock: pw.app.Clock})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer app.Close()
+			app := buildApp(t, Options{DB: target, Clock: pw.app.Clock})
 			if got := fingerprint(t, app); got != want {
 				t.Fatalf("restored content differs:\n got %s\nwant %s", got, want)
 			}

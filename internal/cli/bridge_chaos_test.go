@@ -80,10 +80,7 @@ func TestBridgeChaosMillion(t *testing.T) {
 		front := httptest.NewServer(proxy)
 		defer front.Close()
 
-		com, err := Build(ctx, Options{DB: comDSN})
-		if err != nil {
-			t.Fatal(err)
-		}
+		com := buildApp(t, Options{DB: comDSN})
 		if _, err := com.Directory.Import(ctx, "test", storetest.WorldJSON()); err != nil {
 			t.Fatal(err)
 		}
@@ -105,10 +102,7 @@ func TestBridgeChaosMillion(t *testing.T) {
 			if err := os.WriteFile(s.dsn, data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			app, err := Build(ctx, Options{DB: s.dsn})
-			if err != nil {
-				t.Fatal(err)
-			}
+			app := buildApp(t, Options{DB: s.dsn})
 			key, keys, err := registerStack(ctx, com, app, regKey(s.charged, "azurestack", "chaos-"+s.name), front.URL)
 			if err != nil {
 				t.Fatal(err)
@@ -213,11 +207,7 @@ func TestBridgeChaosMillion(t *testing.T) {
 
 		// Commerce restarted: what it acknowledged before the last kill and
 		// had not materialised is settled from its log.
-		after, err := Build(ctx, Options{DB: comDSN})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer after.Close()
+		after := buildApp(t, Options{DB: comDSN})
 		if err := after.Ingestor.Settle(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -34,14 +34,8 @@ func TestBridgeSurvivesKill9(t *testing.T) {
 		comAddr, stackAddr := e2e.FreeAddr(t), e2e.FreeAddr(t)
 
 		// Commerce: the directory and an approved registration for the stack.
-		com, err := Build(ctx, Options{DB: comDSN})
-		if err != nil {
-			t.Fatal(err)
-		}
-		stackApp, err := Build(ctx, Options{DB: stackDSN})
-		if err != nil {
-			t.Fatal(err)
-		}
+		com := buildApp(t, Options{DB: comDSN})
+		stackApp := buildApp(t, Options{DB: stackDSN})
 		if _, err := com.Directory.Import(ctx, "test", storetest.WorldJSON()); err != nil {
 			t.Fatal(err)
 		}
@@ -122,11 +116,7 @@ func TestBridgeSurvivesKill9(t *testing.T) {
 		comP.Kill9()
 		// What commerce acknowledged but had not materialised when killed
 		// is in its log; commerce settles it before anything reads usage.
-		after, err := Build(ctx, Options{DB: comDSN})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer after.Close()
+		after := buildApp(t, Options{DB: comDSN})
 		if err := after.Ingestor.Settle(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -37,11 +37,7 @@ func TestBridgeChargesByHour(t *testing.T) {
 		t0 := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
 		clk := clock.Manual(t0)
 		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
-		stack, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: 97})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer stack.Close()
+		stack := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: 97})
 		ssrv := httptest.NewServer(stack.Handler)
 		defer ssrv.Close()
 		se := &stackEnv{testEnv: &testEnv{t: t, app: stack, srv: ssrv, url: ssrv.URL, operator: "stack-op"}, clk: clk, provider: stack.Tenancy.Provider(),
@@ -299,11 +295,7 @@ func TestBridgeRidesOutAnOutage(t *testing.T) {
 	t0 := time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)
 	clk := clock.Manual(t0)
 	com := newTestEnv(t, "sqlite", func(o *Options) { o.Clock = clk })
-	stack, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: 50})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stack.Close()
+	stack := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: 50})
 	// Commerce behind a switch: down (503, then connection drops) or up.
 	var down atomic.Int32
 	down.Store(1)

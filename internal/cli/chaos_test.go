@@ -57,10 +57,7 @@ func TestChaos(t *testing.T) {
 	proxy := e2e.NewFaultProxy("http://"+comAddr, 3)
 	front := httptest.NewServer(proxy)
 	defer front.Close()
-	com, err := Build(ctx, Options{DB: comDB, Clock: clock.Manual(vnow())})
-	if err != nil {
-		t.Fatal(err)
-	}
+	com := buildApp(t, Options{DB: comDB, Clock: clock.Manual(vnow())})
 	if _, err := com.Directory.Import(ctx, "chaos", storetest.WorldJSON()); err != nil {
 		t.Fatal(err)
 	}
@@ -82,16 +79,14 @@ func TestChaos(t *testing.T) {
 	}
 	for _, s := range stamps {
 		s.db, s.addr, s.acked = filepath.Join(dir, s.name+".db"), e2e.FreeAddr(t), money.Zero
-		st, err := Build(ctx, Options{DB: s.db, Clock: clock.Manual(vnow())})
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := buildApp(t, Options{DB: s.db, Clock: clock.Manual(vnow())})
 		for i := 0; i < 4; i++ {
 			sub, tenant := randomGUID(), randomGUID()
 			onboardLocal(t, st, tenant, sub)
 			s.subs = append(s.subs, sub)
 		}
 		activateStack(t, com, st, registration.Key{SubscriptionID: s.defaultSub, ResourceGroup: "azurestack", Name: "chaos-" + s.name}, front.URL, vnow())
+		var err error
 		if s.writer, _, err = st.Auth.Create(ctx, auth.RoleUsageWriter, "", "", "chaos", 0); err != nil {
 			t.Fatal(err)
 		}

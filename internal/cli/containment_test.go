@@ -388,12 +388,7 @@ func TestHugeForwardedQuantitiesCannotBreakBilling(t *testing.T) {
 // answer 429.
 func TestAnonymousClientsCannotStarveCallers(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	app, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), OperatorToken: "op", MaxInflight: 16, MaxAnonInflight: 4, AnonBodyTimeout: time.Second, Logger: storetest.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
+	app := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), OperatorToken: "op", MaxInflight: 16, MaxAnonInflight: 4, AnonBodyTimeout: time.Second, Logger: storetest.Logger()})
 	srv := httptest.NewServer(app.Handler)
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")

@@ -48,11 +48,7 @@ func newTestEnv(t *testing.T, backend string, mutate ...func(*Options)) *testEnv
 	for _, m := range mutate {
 		m(&o)
 	}
-	app, err := Build(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.Close() })
+	app := buildApp(t, o)
 	if _, err := app.Directory.Import(context.Background(), "test", storetest.WorldJSON()); err != nil {
 		t.Fatal(err)
 	}
@@ -272,10 +268,21 @@ func onboardLocal(t *testing.T, stack *App, tenant, sub string) {
 // on clk, closed when the test ends.
 func newStackApp(t *testing.T, clk *clock.Clock) *App {
 	t.Helper()
-	stack, err := Build(context.Background(), Options{DB: storetest.DSN(t, "sqlite"), Clock: clk})
+	return buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk})
+}
+
+// buildApp is the one way a test builds an instance in process: with the
+// tests' logger unless o names one, closed when the test ends (closing it
+// earlier, to restart it, is fine).
+func buildApp(t testing.TB, o Options) *App {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = storetest.Logger()
+	}
+	app, err := Build(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stack.Close() })
-	return stack
+	t.Cleanup(func() { app.Close() })
+	return app
 }

@@ -45,21 +45,14 @@ func TestTwoCommerceInstances(t *testing.T) {
 	defer front.Close()
 	// Commerce receives October's usage on October 20, before October
 	// closes: what arrives after the close is November's late usage.
-	com, err := Build(ctx, Options{DB: dsn, Clock: clock.Manual(time.Date(2026, 10, 20, 0, 0, 0, 0, time.UTC))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	com := buildApp(t, Options{DB: dsn, Clock: clock.Manual(time.Date(2026, 10, 20, 0, 0, 0, 0, time.UTC))})
 	if _, err := com.Directory.Import(ctx, "t", storetest.WorldJSON()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := com.Billing.ImportPriceList(ctx, op, "t", []byte(testPriceListUSD), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	stack, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), Clock: clock.Manual(time.Date(2026, 10, 20, 0, 0, 0, 0, time.UTC))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stack.Close()
+	stack := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), Clock: clock.Manual(time.Date(2026, 10, 20, 0, 0, 0, 0, time.UTC))})
 	activateStack(t, com, stack, regKey(W.ContosoDefault, "azurestack", "ha-stamp"), front.URL, stack.Clock.Now())
 	sub, tenant := randomGUID(), randomGUID()
 	onboardLocal(t, stack, tenant, sub)

@@ -38,11 +38,7 @@ func (s *syncBuffer) String() string {
 func TestNoTokensInLogs(t *testing.T) {
 	ctx := context.Background()
 	var logs syncBuffer
-	app, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), OperatorToken: "op-secret-in-env", Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
+	app := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), OperatorToken: "op-secret-in-env", Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	srv := httptest.NewServer(app.Handler)
 	defer srv.Close()
 	partner, _, _ := app.Auth.Create(ctx, auth.RolePartner, "contoso", "", "", 0)

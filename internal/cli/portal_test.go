@@ -31,11 +31,7 @@ func newPortalWorld(t *testing.T, backend string, days int) *portalWorld {
 	t.Helper()
 	ctx := context.Background()
 	dsn := storetest.DSN(t, backend)
-	app, err := Build(ctx, Options{DB: dsn, Logger: storetest.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.Close() })
+	app := buildApp(t, Options{DB: dsn, Logger: storetest.Logger()})
 	srv := httptest.NewServer(app.Handler)
 	t.Cleanup(srv.Close)
 	w, err := seedDemo(ctx, app, dsn, srv.URL, days, nil)

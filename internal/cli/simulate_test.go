@@ -24,11 +24,7 @@ func TestSimulateRealtime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app, err := Build(context.Background(), Options{DB: storetest.DSN(t, "sqlite"), OperatorToken: "sim-op", Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
+	app := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), OperatorToken: "sim-op", Clock: clk})
 	srv := httptest.NewServer(app.Handler)
 	defer srv.Close()
 	totals := filepath.Join(t.TempDir(), "totals.json")

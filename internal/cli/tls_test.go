@@ -130,11 +130,7 @@ func TestBridgeVerifiesCommerce(t *testing.T) {
 		ca      string
 		forward bool
 	}{{good.caFile, true}, {other.caFile, false}} {
-		stack, err := Build(ctx, Options{DB: storetest.DSN(t, "sqlite"), CommerceCA: c.ca})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer stack.Close()
+		stack := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), CommerceCA: c.ca})
 		activateStack(t, com.app, stack, regKey(W.ContosoDefault, "azurestack", fmt.Sprintf("tls-%d", i)), srv.URL, stack.Clock.Now())
 		sub, tenant := randomGUID(), randomGUID()
 		onboardLocal(t, stack, tenant, sub)
