@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/demo"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
@@ -200,9 +201,9 @@ func TestPortalInBrowser(t *testing.T) {
 	fabrikam := auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "t"}
 	loc := "global"
 	// Two more registrations of Fabrikam, for the errors of rules 2 and 3.
-	unapproved := registration.Key{SubscriptionID: demoFabrikamCSPSS, ResourceGroup: demoResourceGroup, Name: "unapproved-stamp"}
-	capacity := registration.Key{SubscriptionID: demoFabrikamCSPSS, ResourceGroup: demoResourceGroup, Name: "capacity-stamp"}
-	doomed := registration.Key{SubscriptionID: demoFabrikamCSPSS, ResourceGroup: demoResourceGroup, Name: "doomed-stamp"}
+	unapproved := registration.Key{SubscriptionID: demo.FabrikamCSPSS, ResourceGroup: demo.ResourceGroup, Name: "unapproved-stamp"}
+	capacity := registration.Key{SubscriptionID: demo.FabrikamCSPSS, ResourceGroup: demo.ResourceGroup, Name: "capacity-stamp"}
+	doomed := registration.Key{SubscriptionID: demo.FabrikamCSPSS, ResourceGroup: demo.ResourceGroup, Name: "doomed-stamp"}
 	for _, r := range []struct {
 		k                       registration.Key
 		cloud, model, agreement string
@@ -229,7 +230,7 @@ func TestPortalInBrowser(t *testing.T) {
 		{"operator", "Partners"}, {"contoso", "Customers"}, {"tailspin", "Customers"}, {"wingtip", "Customers"},
 		{"stack-operator", "Tenants"}, {"tenant", "My usage"}, {"fabrikam", "Invoices"},
 	} {
-		b.signIn(pw.w.token(c.key))
+		b.signIn(pw.w.SignIn(c.key))
 		if nav := b.text("nav.side"); !strings.Contains(nav, c.nav) {
 			t.Errorf("%s's navigation %q lacks %q", c.key, nav, c.nav)
 		}
@@ -239,17 +240,17 @@ func TestPortalInBrowser(t *testing.T) {
 	// The seed's flow as Fabrikam: open the stamp's registration, add end
 	// customers, with one failing case per error the form can produce.
 	b.do("open registrations", chromedp.Navigate(pw.url+"/portal/registrations"))
-	b.clickAndLoad(`a[href$="/` + demoRegName + `"]`)
+	b.clickAndLoad(`a[href$="/` + demo.RegName + `"]`)
 	b.shot("registration")
-	next := demoRegistered
-	tenantOf := func(i int) string { return pw.w.sim.Tenants[i].DirectoryID }
+	next := demo.Registered
+	tenantOf := func(i int) string { return pw.w.Sim.Tenants[i].DirectoryID }
 	contosoSub, contosoTenant := "c0c05000-1111-4000-8000-000000000001", "c0c05000-0000-4000-8000-000000000001"
 	for _, c := range []struct{ name, sub, tenant, code, guidance string }{
 		{"invalid-id", "not-a-subscription", tenantOf(next), "InvalidCustomerSubscriptionId", "GUID of an Azure subscription"},
 		{"unknown-id", "0d0d0d0d-0000-4000-8000-000000000000", tenantOf(next), "InvalidCustomerSubscriptionId", ""},
-		{"not-csp", demoContosoCSPSS, tenantOf(next), "InvalidCSPSubscription", "mistyped"},
+		{"not-csp", demo.ContosoCSPSS, tenantOf(next), "InvalidCSPSubscription", "mistyped"},
 		{"other-csp", contosoSub, contosoTenant, "BadCustomerSubscriptionId", "billing a CSP partner who is not responsible"},
-		{"wrong-tenant", demoCustomerSub(next), tenantOf(next + 1), "CustomerTenantMismatch", ""},
+		{"wrong-tenant", demo.CustomerSub(next), tenantOf(next + 1), "CustomerTenantMismatch", ""},
 	} {
 		b.submitCustomer(c.sub, c.tenant)
 		msg := b.text("#error")
@@ -258,12 +259,12 @@ func TestPortalInBrowser(t *testing.T) {
 		}
 		b.shot("error-" + c.name)
 	}
-	b.submitCustomer(demoCustomerSub(next), tenantOf(next))
-	if got := b.text("#added"); !strings.Contains(got, demoCustomerSub(next)) {
+	b.submitCustomer(demo.CustomerSub(next), tenantOf(next))
+	if got := b.text("#added"); !strings.Contains(got, demo.CustomerSub(next)) {
 		t.Errorf("after adding: %q", got)
 	}
-	if got := b.text("#tenants"); !strings.Contains(got, demoNames[next]) {
-		t.Errorf("the registered tenants do not list %s: %q", demoNames[next], got)
+	if got := b.text("#tenants"); !strings.Contains(got, demo.Name(next)) {
+		t.Errorf("the registered tenants do not list %s: %q", demo.Name(next), got)
 	}
 	b.shot("customer-added")
 	for _, c := range []struct {
@@ -274,7 +275,7 @@ func TestPortalInBrowser(t *testing.T) {
 		{capacity, "CustomerSubscriptionsNotAllowed", "re-register using the parameter BillingModel PayAsYouUse"},
 	} {
 		b.do("open "+c.k.Name, chromedp.Navigate(pw.url+regPathOf(c.k)))
-		b.submitCustomer(demoCustomerSub(next+1), tenantOf(next+1))
+		b.submitCustomer(demo.CustomerSub(next+1), tenantOf(next+1))
 		if msg := b.text("#error"); !strings.Contains(msg, c.code) || !strings.Contains(msg, c.guide) {
 			t.Errorf("%s: the form showed %q, want %s", c.k.Name, msg, c.code)
 		}
@@ -285,7 +286,7 @@ func TestPortalInBrowser(t *testing.T) {
 	if _, err := pw.app.Registrations.Delete(ctx, fabrikam, doomed, registration.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
-	b.submitCustomer(demoCustomerSub(next+1), tenantOf(next+1))
+	b.submitCustomer(demo.CustomerSub(next+1), tenantOf(next+1))
 	if msg := b.text("#error"); !strings.Contains(msg, "RegistrationNotFound") || !strings.Contains(msg, "CloudDeploymentID") {
 		t.Errorf("deleted registration: %q", msg)
 	}
@@ -295,8 +296,8 @@ func TestPortalInBrowser(t *testing.T) {
 	from := pw.app.Clock.Now().AddDate(0, 0, -6).Format("2006-01-02")
 	b.do("usage", chromedp.Navigate(pw.url+"/portal/usage?from="+from))
 	b.waitChart("usage-chart")
-	if got := b.text("#usagetable"); !strings.Contains(got, demoNames[1]) {
-		t.Errorf("usage table lacks %s: %q", demoNames[1], got)
+	if got := b.text("#usagetable"); !strings.Contains(got, demo.Name(1)) {
+		t.Errorf("usage table lacks %s: %q", demo.Name(1), got)
 	}
 	// An invoice, its CSV, and the reconciliation file.
 	b.do("invoices", chromedp.Navigate(pw.url+"/portal/invoices"))
@@ -306,15 +307,15 @@ func TestPortalInBrowser(t *testing.T) {
 	if csv := b.download("#csv"); !strings.Contains(strings.SplitN(csv, "\n", 2)[0], "Meter") {
 		t.Errorf("invoice CSV starts %q", strings.SplitN(csv, "\n", 2)[0])
 	}
-	if csv := b.download("#recon"); !strings.Contains(csv, demoCustomerSub(0)) {
-		t.Errorf("the reconciliation file lacks %s", demoCustomerSub(0))
+	if csv := b.download("#recon"); !strings.Contains(csv, demo.CustomerSub(0)) {
+		t.Errorf("the reconciliation file lacks %s", demo.CustomerSub(0))
 	}
 	b.do("statements", chromedp.Navigate(pw.url+"/portal/statements"), chromedp.WaitVisible(chromedp.CSS("#margin")))
 	b.shot("statements")
 
 	// Resellers see only their own customers, on every page they have.
-	for _, c := range []struct{ key, own, other string }{{"tailspin", demoNames[0], demoNames[1]}, {"wingtip", demoNames[1], demoNames[0]}} {
-		b.signIn(pw.w.token(c.key))
+	for _, c := range []struct{ key, own, other string }{{"tailspin", demo.Name(0), demo.Name(1)}, {"wingtip", demo.Name(1), demo.Name(0)}} {
+		b.signIn(pw.w.SignIn(c.key))
 		seen := ""
 		for _, pg := range []string{"/portal/customers", "/portal/usage", "/portal/statements", "/portal/registrations"} {
 			b.do(c.key+pg, chromedp.Navigate(pw.url+pg), chromedp.WaitVisible(chromedp.CSS("main")))
@@ -332,7 +333,7 @@ func TestPortalInBrowser(t *testing.T) {
 
 	// The stack side: explorer and bridge as the stack operator, own usage
 	// and its CSV as a tenant.
-	b.signIn(pw.w.token("stack-operator"))
+	b.signIn(pw.w.SignIn("stack-operator"))
 	b.do("explorer", chromedp.Navigate(pw.url+"/portal/stack/usage?granularity=Hourly&by=resource"))
 	b.waitChart("explorer-hourly")
 	b.do("bridge", chromedp.Navigate(pw.url+"/portal/stack/bridge"), chromedp.WaitVisible(chromedp.CSS("#bridgestatus")))
@@ -340,13 +341,13 @@ func TestPortalInBrowser(t *testing.T) {
 	if st := b.text("#bridgestatus"); !strings.Contains(st, "Forwarding") {
 		t.Errorf("bridge status: %q", st)
 	}
-	b.signIn(pw.w.token("tenant"))
+	b.signIn(pw.w.SignIn("tenant"))
 	b.waitChart("tenant-usage")
-	if csv := b.download("#csv"); !strings.HasPrefix(csv, "subscriptionId,") || !strings.Contains(csv, pw.w.tenant) {
+	if csv := b.download("#csv"); !strings.HasPrefix(csv, "subscriptionId,") || !strings.Contains(csv, pw.w.Tenant) {
 		t.Errorf("tenant CSV: %.200q", csv)
 	}
 	// The operator approves the waiting registration for multi-tenancy.
-	b.signIn(pw.w.token("operator"))
+	b.signIn(pw.w.SignIn("operator"))
 	b.do("registrations", chromedp.Navigate(pw.url+"/portal/registrations?q=unapproved"))
 	if got := b.text("#registrations"); !strings.Contains(got, "Not approved") {
 		t.Errorf("before approval: %q", got)
@@ -359,7 +360,7 @@ func TestPortalInBrowser(t *testing.T) {
 	if reg, err := pw.app.Registrations.Get(ctx, fabrikam, unapproved); err != nil || !reg.Approved {
 		t.Errorf("the portal's approval did not reach the registration: %v %+v", err, reg.Approved)
 	}
-	b.signIn(pw.w.token("tenant"))
+	b.signIn(pw.w.SignIn("tenant"))
 	// A narrow screen still shows the page (responsive layout).
 	b.do("narrow", chromedp.EmulateViewport(390, 844), chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("main")))
 	b.shot("tenant-narrow")

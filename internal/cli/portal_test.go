@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/demo"
 	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store/storetest"
@@ -24,7 +25,7 @@ type portalWorld struct {
 	app *App
 	url string
 	dsn string
-	w   demoWorld
+	w   demo.World
 }
 
 func newPortalWorld(t *testing.T, backend string, days int) *portalWorld {
@@ -96,7 +97,7 @@ func TestPortalScope(t *testing.T) {
 	for _, backend := range storetest.Backends {
 		t.Run(backend, func(t *testing.T) {
 			pw := newPortalWorld(t, backend, 3)
-			reg := "/portal/registrations/" + demoFabrikamCSPSS + "/" + demoResourceGroup + "/" + demoRegName
+			reg := "/portal/registrations/" + demo.FabrikamCSPSS + "/" + demo.ResourceGroup + "/" + demo.RegName
 			allowed := map[string][]string{
 				"operator":       {"/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage", "/portal/invoices", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge", reg},
 				"fabrikam":       {"/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements", reg},
@@ -108,25 +109,25 @@ func TestPortalScope(t *testing.T) {
 			}
 			// Who must never appear on whose pages.
 			var tailspinCustomers, wingtipCustomers, contosoCustomers []string
-			for i := range pw.w.sim.Tenants {
+			for i := range pw.w.Sim.Tenants {
 				if i%2 == 0 {
-					tailspinCustomers = append(tailspinCustomers, demoNames[i])
+					tailspinCustomers = append(tailspinCustomers, demo.Name(i))
 				} else {
-					wingtipCustomers = append(wingtipCustomers, demoNames[i])
+					wingtipCustomers = append(wingtipCustomers, demo.Name(i))
 				}
 			}
-			for i := 0; i < demoContosoCount; i++ {
-				contosoCustomers = append(contosoCustomers, demoNames[(len(pw.w.sim.Tenants)+i)%len(demoNames)])
+			for i := 0; i < demo.ContosoCount; i++ {
+				contosoCustomers = append(contosoCustomers, demo.Name(len(pw.w.Sim.Tenants)+i))
 			}
 			var otherTenants []string
-			for _, tn := range pw.w.sim.Tenants[1:] {
+			for _, tn := range pw.w.Sim.Tenants[1:] {
 				otherTenants = append(otherTenants, tn.SubscriptionID, tn.DirectoryID)
 			}
 			forbidden := map[string][]string{
 				"tailspin": append(append([]string{}, wingtipCustomers...), contosoCustomers...),
 				"wingtip":  append(append([]string{}, tailspinCustomers...), contosoCustomers...),
-				"contoso":  append(append([]string{demoFabrikamCSPSS}, tailspinCustomers...), wingtipCustomers...),
-				"fabrikam": append([]string{demoContosoCSPSS}, contosoCustomers...),
+				"contoso":  append(append([]string{demo.FabrikamCSPSS}, tailspinCustomers...), wingtipCustomers...),
+				"fabrikam": append([]string{demo.ContosoCSPSS}, contosoCustomers...),
 				"tenant":   otherTenants,
 			}
 			// Each must see its own: proof the page showed data at all.
@@ -134,12 +135,12 @@ func TestPortalScope(t *testing.T) {
 				"tailspin": {"/portal/customers": tailspinCustomers[0]},
 				"wingtip":  {"/portal/customers": wingtipCustomers[0]},
 				"contoso":  {"/portal/customers": contosoCustomers[0]},
-				"fabrikam": {"/portal/customers": wingtipCustomers[0], reg: demoNames[0], "/portal/invoices": "SB-"},
-				"operator": {"/portal/partners": "Tailspin Cloud", "/portal/ingestion": "records", "/portal/stack/tenants": demoNames[3]},
-				"tenant":   {"/portal/my/usage.csv": pw.w.tenant},
+				"fabrikam": {"/portal/customers": wingtipCustomers[0], reg: demo.Name(0), "/portal/invoices": "SB-"},
+				"operator": {"/portal/partners": "Tailspin Cloud", "/portal/ingestion": "records", "/portal/stack/tenants": demo.Name(3)},
+				"tenant":   {"/portal/my/usage.csv": pw.w.Tenant},
 			}
 			for key, pages := range allowed {
-				c := pw.signIn(t, pw.w.token(key))
+				c := pw.signIn(t, pw.w.SignIn(key))
 				ok := map[string]bool{}
 				for _, pg := range pages {
 					ok[pg] = true
@@ -188,18 +189,18 @@ func TestPortalScope(t *testing.T) {
 func TestPortalForms(t *testing.T) {
 	pw := newPortalWorld(t, "sqlite", 1)
 	ctx := context.Background()
-	reg := "/portal/registrations/" + demoFabrikamCSPSS + "/" + demoResourceGroup + "/" + demoRegName
-	unregistered := demoRegistered // the first tenant not registered by the demo
-	form := url.Values{"customerSubscription": {demoCustomerSub(unregistered)}, "tenantId": {pw.w.sim.Tenants[unregistered].DirectoryID}}
+	reg := "/portal/registrations/" + demo.FabrikamCSPSS + "/" + demo.ResourceGroup + "/" + demo.RegName
+	unregistered := demo.Registered // the first tenant not registered by the demo
+	form := url.Values{"customerSubscription": {demo.CustomerSub(unregistered)}, "tenantId": {pw.w.Sim.Tenants[unregistered].DirectoryID}}
 	count := func() int {
-		cs, _, err := pw.app.Registrations.ListCustomerSubscriptions(ctx, auth.Principal{Role: auth.RoleOperator, TokenID: "t"}, pw.w.regKey, "", 1000)
+		cs, _, err := pw.app.Registrations.ListCustomerSubscriptions(ctx, auth.Principal{Role: auth.RoleOperator, TokenID: "t"}, pw.w.RegKey, "", 1000)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return len(cs)
 	}
 	before := count()
-	fab := pw.signIn(t, pw.w.token("fabrikam"))
+	fab := pw.signIn(t, pw.w.SignIn("fabrikam"))
 	resp, err := fab.PostForm(pw.url+reg+"/customers", form)
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +209,7 @@ func TestPortalForms(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || count() != before {
 		t.Fatalf("without CSRF: status %d, %d mappings (had %d); want 403 and no change", resp.StatusCode, count(), before)
 	}
-	ts := pw.signIn(t, pw.w.token("tailspin"))
+	ts := pw.signIn(t, pw.w.SignIn("tailspin"))
 	_, page := e2e.Call(t, ts, "GET", pw.url+"/portal/customers", "", "", nil)
 	m := csrfField.FindStringSubmatch(page)
 	if m == nil {
@@ -243,7 +244,7 @@ func TestPortalForms(t *testing.T) {
 	}
 	// A redirect after sign-in never leaves the portal.
 	resp = postLogin(t, &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, pw.url,
-		url.Values{"token": {pw.w.token("tenant")}, "next": {"//evil.example/"}})
+		url.Values{"token": {pw.w.SignIn("tenant")}, "next": {"//evil.example/"}})
 	if loc := resp.Header.Get("Location"); loc != "/portal/" {
 		t.Fatalf("open redirect after sign-in: Location %q", loc)
 	}
@@ -258,7 +259,7 @@ var invoiceRow = regexp.MustCompile(`<tr><td>(\d+)</td><td>[^<]*</td><td><code>[
 // to the amount it shows, and the page must be the CSV, line for line.
 func TestPortalInvoicePageAddsUp(t *testing.T) {
 	pw := newPortalWorld(t, "sqlite", 3)
-	c := pw.signIn(t, pw.w.token("fabrikam"))
+	c := pw.signIn(t, pw.w.SignIn("fabrikam"))
 	number := "SB-" + pw.app.Clock.Now().Format("200601") + "-fabrikam"
 	resp, page := e2e.Call(t, c, "GET", pw.url+"/portal/invoices/"+number, "", "", nil)
 	if resp.StatusCode != 200 {

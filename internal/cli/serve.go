@@ -16,6 +16,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/demo"
 )
 
 func runServe(ctx context.Context, env Env, args []string) error {
@@ -52,7 +53,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	anonInflight := fs.Int("max-anon-inflight", 64, "unauthenticated requests handled at once (health checks, public keys, the portal's sign-in), apart from --max-inflight")
 	anonRate := fs.Float64("anon-rate", 20, "unauthenticated requests and failed sign-ins per second per client address; more get 429 (0: unlimited)")
 	commerceCA := fs.String("commerce-ca", "", "PEM file of the CAs the bridge trusts for commerce's certificate, instead of the system's roots (pins commerce's CA)")
-	demo := fs.Bool("demo", false, "seed a demo world (partners, customers, a registered and activated stamp, 30 days of usage) on its own database (default ./data/demo.db), and simulate usage in real time")
+	demoFlag := fs.Bool("demo", false, "seed a demo world (partners, customers, a registered and activated stamp, 30 days of usage) on its own database (default ./data/demo.db), and simulate usage in real time")
 	demoDays := fs.Int("demo-days", 30, "days of usage the demo backfills")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,7 +64,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return usagef("--tls-cert and --tls-key go together")
 	}
-	if *demo {
+	if *demoFlag {
 		if *role != "all" {
 			return usagef("--demo runs commerce and stack together: leave --role at all")
 		}
@@ -158,27 +159,27 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		worker(app.Ingestor.Run)
 		worker(app.RunAuditCheckpoints)
 	}
-	if (*role == "all" || *role == "commerce") && !*demo {
+	if (*role == "all" || *role == "commerce") && !*demoFlag {
 		worker(func(ctx context.Context) { app.RunBilling(ctx, *autoFinalize) })
 	}
-	if *demo {
+	if *demoFlag {
 		url := scheme + "://" + ln.Addr().String()
 		started := time.Now()
 		w, err := seedDemo(ctx, app, *dbFlag, url, *demoDays, env.Stderr)
 		if err != nil {
 			return err
 		}
-		if w.backlog > 0 {
-			fmt.Fprintf(env.Stderr, "demo: backfilled %d usage events in %s; the bridge is forwarding them to commerce now\n", w.backlog, time.Since(started).Round(time.Millisecond))
+		if w.Backlog > 0 {
+			fmt.Fprintf(env.Stderr, "demo: backfilled %d usage events in %s; the bridge is forwarding them to commerce now\n", w.Backlog, time.Since(started).Round(time.Millisecond))
 		}
-		worker(func(ctx context.Context) { runDemoSimulator(ctx, app, w.sim) })
+		worker(func(ctx context.Context) { demo.RunSimulator(ctx, demoInstance(app), w.Sim) })
 		worker(func(ctx context.Context) {
 			// Finalize the backfilled months only once the bridge has
 			// delivered their usage, as a live stamp would have long ago.
-			waitForwarded(ctx, app, 5*time.Minute)
+			demo.WaitForwarded(ctx, demoInstance(app), 5*time.Minute)
 			app.RunBilling(ctx, *autoFinalize)
 		})
-		printDemo(env.Stdout, url, w)
+		fmt.Fprint(env.Stdout, w.Describe(url))
 	}
 	select {
 	case err := <-errc:

@@ -1,0 +1,368 @@
+// Package demo owns the demo world that `stackbill serve --demo` seeds: its
+// partner directory (a direct CSP, and an indirect provider with two
+// resellers), prices and price books, a registered, approved and activated
+// stamp with its tenants, a backfill of simulated usage, the simulator that
+// keeps reporting usage in real time, and the sign-in tokens it prints.
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/simulate"
+	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/tenancy"
+	"github.com/stackbill/stackbill/internal/usage"
+)
+
+// Instance is what the demo uses of a stackbill instance that runs the stack
+// and commerce in one process; cli builds it.
+type Instance struct {
+	DB            *store.DB
+	Clock         *clock.Clock
+	Logger        *slog.Logger
+	Auth          *auth.Service
+	Billing       *billing.Service
+	Directory     *directory.Service
+	Forwarder     *bridge.Forwarder
+	Issuer        *bridge.Issuer
+	Registrations *registration.Service
+	Tenancy       *tenancy.Service
+	Usage         *usage.Service
+}
+
+// At opens a second instance on the same database whose clock stands at t,
+// and a function that closes it.
+type At func(ctx context.Context, t time.Time) (*Instance, func(), error)
+
+// ProgressBar is a progress bar the demo advances; Progress makes one for a
+// total and a description.
+type ProgressBar interface {
+	Add(int) error
+	Finish() error
+}
+
+// Progress makes a progress bar; it may return nil (no terminal).
+type Progress func(total int64, description string) ProgressBar
+
+// The demo world: a direct CSP (Contoso) with its own customers, and an
+// indirect provider (Fabrikam) with two resellers whose customers run on the
+// one demo stamp. Fabrikam registered the stamp with its CSP Shared Services
+// subscription; the operator approved it for multi-tenancy and the stamp is
+// activated. Most of the stamp's tenants are registered end customers; a few
+// are not, so their usage lands on Fabrikam's default subscription until a
+// partner adds them (the seed's "Add end customer").
+const (
+	seed          = 20261122
+	StackTenants  = 12
+	Registered    = 9 // the first nine stack tenants are registered
+	ContosoCount  = 8
+	FabrikamCSPSS = "f0000000-5555-4000-8000-000000000001"
+	ContosoCSPSS  = "c0000000-5555-4000-8000-000000000001"
+	ResourceGroup = "azurestack"
+	RegName       = "fabrikam-stamp-1"
+	seededKey     = "demo.seeded"
+)
+
+// Name is the name of the demo's i-th customer (they repeat after twenty).
+func Name(i int) string {
+	names := [...]string{"Adatum", "Litware", "Proseware", "Relecloud", "Woodgrove", "Alpine Ski House", "Blue Yonder", "Coho Winery",
+		"Datum Corp", "Fourth Coffee", "Humongous Insurance", "Lucerne Publishing", "Margie's Travel", "Northwind Traders", "Southridge Video",
+		"Tailwind Traders", "Trey Research", "VanArsdel", "Wide World Importers", "Wingtip Toys"}
+	return names[i%len(names)]
+}
+
+// Token is a sign-in token the demo prints.
+type Token struct{ Key, Label, Token string }
+
+// World is what the demo seeded and who may sign in.
+type World struct {
+	Sim     simulate.World
+	Tokens  []Token
+	Tenant  string // a registered stack subscription, for the tenant token
+	RegKey  registration.Key
+	Backlog int // events backfilled
+}
+
+// CustomerSub is the CSP subscription of the stack tenant i's customer.
+func CustomerSub(i int) string { return fmt.Sprintf("c5b00000-0000-4000-8000-%012d", i+1) }
+
+// directoryDocument is the partner directory as an import document: the stack
+// tenants are Fabrikam's resellers' customers (tenant ID = the stack
+// tenant's directory), Contoso's customers are on no stamp of the demo.
+func directoryDocument(w simulate.World) []byte {
+	type partner struct {
+		ID, Name, Type, Provider, MpnID string
+	}
+	var doc struct {
+		Partners      []map[string]string `json:"partners"`
+		Customers     []map[string]string `json:"customers"`
+		Subscriptions []map[string]string `json:"subscriptions"`
+	}
+	for _, p := range []partner{{"contoso", "Contoso", "DirectCSP", "", "1234567"}, {"fabrikam", "Fabrikam Distribution", "IndirectProvider", "", "2345678"},
+		{"tailspin", "Tailspin Cloud", "IndirectReseller", "fabrikam", "3456789"}, {"wingtip", "Wingtip Solutions", "IndirectReseller", "fabrikam", "4567890"}} {
+		m := map[string]string{"id": p.ID, "name": p.Name, "type": p.Type, "mpnId": p.MpnID}
+		if p.Provider != "" {
+			m["provider"] = p.Provider
+		}
+		doc.Partners = append(doc.Partners, m)
+	}
+	for i, t := range w.Tenants {
+		reseller := "tailspin"
+		if i%2 == 1 {
+			reseller = "wingtip"
+		}
+		doc.Customers = append(doc.Customers, map[string]string{"tenantId": t.DirectoryID, "name": Name(i), "partner": reseller})
+		doc.Subscriptions = append(doc.Subscriptions, map[string]string{"id": CustomerSub(i), "offer": "CSP", "partner": "fabrikam",
+			"customerTenantId": t.DirectoryID, "name": Name(i) + " Azure Stack"})
+	}
+	for i := 0; i < ContosoCount; i++ {
+		n := len(w.Tenants) + i
+		tenant := fmt.Sprintf("c0c05000-0000-4000-8000-%012d", i+1)
+		doc.Customers = append(doc.Customers, map[string]string{"tenantId": tenant, "name": Name(n), "partner": "contoso"})
+		doc.Subscriptions = append(doc.Subscriptions, map[string]string{"id": fmt.Sprintf("c0c05000-1111-4000-8000-%012d", i+1), "offer": "CSP", "partner": "contoso",
+			"customerTenantId": tenant, "name": Name(n)})
+	}
+	doc.Subscriptions = append(doc.Subscriptions,
+		map[string]string{"id": FabrikamCSPSS, "offer": "CSPSS", "partner": "fabrikam", "name": "Fabrikam shared services"},
+		map[string]string{"id": ContosoCSPSS, "offer": "CSPSS", "partner": "contoso", "name": "Contoso shared services"})
+	b, _ := json.Marshal(doc)
+	return b
+}
+
+// Seed builds the demo world in app (stack and commerce in one process)
+// and backfills days of usage, once per database (dsn is app's); later starts only add
+// fresh sign-in tokens. usageEndpoint is the URL the bridge forwards to.
+func Seed(ctx context.Context, in *Instance, at At, usageEndpoint string, days int, progress Progress) (World, error) {
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "demo"}
+	stackOp := auth.Principal{Role: auth.RoleStackOperator, TokenID: "demo"}
+	fabrikam := auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "demo"}
+	w := World{Sim: simulate.New(simulate.Config{Tenants: StackTenants, Seed: seed}),
+		RegKey: registration.Key{SubscriptionID: FabrikamCSPSS, ResourceGroup: ResourceGroup, Name: RegName}}
+	w.Tenant = w.Sim.Tenants[0].SubscriptionID
+	seeded, err := in.DB.Setting(ctx, seededKey, func() (string, error) { return "", nil })
+	if err != nil {
+		return w, err
+	}
+	if seeded == "" {
+		// The world is set up as of just before the backfill starts, so the
+		// registration and the tenant mappings are in force for all of the
+		// backfilled usage, as they would have been on a live stamp: a
+		// second instance of the services on the same database, on a clock
+		// standing at that instant.
+		past, closePast, err := at(ctx, clock.HourStart(in.Clock.Now()).Add(-time.Duration(days)*24*time.Hour-time.Hour))
+		if err != nil {
+			return w, err
+		}
+		err = seedWorld(ctx, past, w, op, stackOp, fabrikam, usageEndpoint)
+		closePast()
+		if err != nil {
+			return w, fmt.Errorf("seed the demo world: %w", err)
+		}
+		n, err := backfill(ctx, in, w.Sim, days, progress)
+		if err != nil {
+			return w, fmt.Errorf("backfill demo usage: %w", err)
+		}
+		w.Backlog = n
+		if err := in.DB.SetSetting(ctx, seededKey, in.Clock.Now().Format(time.RFC3339)); err != nil {
+			return w, err
+		}
+	}
+	for _, t := range []struct {
+		key, label      string
+		role            auth.Role
+		partner, subscr string
+	}{
+		{"operator", "operator (commerce + stack)", auth.RoleOperator, "", ""},
+		{"fabrikam", "partner: Fabrikam (indirect provider, owns the stamp)", auth.RolePartner, "fabrikam", ""},
+		{"contoso", "partner: Contoso (direct CSP)", auth.RolePartner, "contoso", ""},
+		{"tailspin", "reseller: Tailspin", auth.RoleReseller, "tailspin", ""},
+		{"wingtip", "reseller: Wingtip", auth.RoleReseller, "wingtip", ""},
+		{"stack-operator", "stack operator", auth.RoleStackOperator, "", ""},
+		{"tenant", "tenant: " + w.Sim.Tenants[0].Name + " (" + Name(0) + ")", auth.RoleTenant, "", w.Tenant},
+	} {
+		tok, _, err := in.Auth.Create(ctx, t.role, t.partner, t.subscr, "demo sign-in", 30*24*time.Hour)
+		if err != nil {
+			return w, err
+		}
+		w.Tokens = append(w.Tokens, Token{Key: t.key, Label: t.label, Token: tok})
+	}
+	return w, nil
+}
+
+func seedWorld(ctx context.Context, in *Instance, w World, op, stackOp, fabrikam auth.Principal, usageEndpoint string) error {
+	now := in.Clock.Now()
+	if _, err := in.Directory.Import(ctx, op.Actor(), directoryDocument(w.Sim)); err != nil {
+		return err
+	}
+	// Prices from two months back, so the whole backfill is priced; markups
+	// down the indirect chain for statements.
+	if _, err := in.Billing.ImportPriceList(ctx, op, "demo: sample price list", billing.SamplePriceList(), clock.MonthStart(now).AddDate(0, -2, 0)); err != nil {
+		return err
+	}
+	for _, b := range []struct {
+		owner, target string
+		principal     auth.Principal
+		markup        string
+	}{
+		{"fabrikam", "tailspin", fabrikam, "8"},
+		{"fabrikam", "wingtip", fabrikam, "6"},
+		{"tailspin", billing.DefaultTarget, auth.Principal{Role: auth.RoleReseller, PartnerID: "tailspin", TokenID: "demo"}, "20"},
+		{"wingtip", billing.DefaultTarget, auth.Principal{Role: auth.RoleReseller, PartnerID: "wingtip", TokenID: "demo"}, "15"},
+	} {
+		if _, err := in.Billing.PutPriceBook(ctx, b.principal, billing.PriceBook{Owner: b.owner, Target: b.target, MarkupPercent: money.MustQuantity(b.markup)}); err != nil {
+			return fmt.Errorf("price book %s → %s: %w", b.owner, b.target, err)
+		}
+	}
+	// The seed's flow: the stack's registration token, the registration by
+	// the partner, approval for multi-tenancy, activation of the stack.
+	tok, err := bridge.RegistrationToken(ctx, in.DB, "PayAsYouUse", "", nil)
+	if err != nil {
+		return err
+	}
+	loc := "global"
+	if _, _, err := in.Registrations.Put(ctx, fabrikam, w.RegKey, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
+		return err
+	}
+	if _, err := in.Registrations.Approve(ctx, op, w.RegKey, true); err != nil {
+		return err
+	}
+	key, err := in.Issuer.ActivationKey(ctx, fabrikam, w.RegKey, usageEndpoint)
+	if err != nil {
+		return err
+	}
+	keys, _, err := bridge.LocalKeys(ctx, in.DB)
+	if err != nil {
+		return err
+	}
+	if _, err := bridge.Activate(ctx, in.DB, key, keys, now); err != nil {
+		return err
+	}
+	// The stack's tenants, and the end customers registered on the stamp.
+	for i, t := range w.Sim.Tenants {
+		if _, _, err := in.Tenancy.PutDirectoryTenant(ctx, stackOp, in.Tenancy.Provider(), tenancy.DirectoryTenant{Name: t.Name + ".onmicrosoft.com", TenantID: t.DirectoryID}); err != nil {
+			return err
+		}
+		if _, _, err := in.Tenancy.PutSubscription(ctx, stackOp, in.Tenancy.Provider(), t.SubscriptionID, tenancy.Subscription{DisplayName: Name(i) + " production",
+			Owner: "admin@" + t.Name + ".onmicrosoft.com", TenantID: t.DirectoryID, OfferID: "/delegatedProviders/default/offers/standard", State: "Enabled"}); err != nil {
+			return err
+		}
+		if i < Registered {
+			if _, err := in.Registrations.PutCustomerSubscription(ctx, fabrikam, w.RegKey, CustomerSub(i), t.DirectoryID, registration.Precondition{}); err != nil {
+				return fmt.Errorf("add end customer %s: %w", Name(i), err)
+			}
+		}
+	}
+	return nil
+}
+
+// backfill loads the last days of usage as a live stack would have
+// recorded it: each hour's events reported just after that hour. The bridge
+// then forwards them by reported hour as it would have.
+func backfill(ctx context.Context, in *Instance, w simulate.World, days int, progress Progress) (int, error) {
+	end := clock.HourStart(in.Clock.Now())
+	hours := simulate.Hours(end.Add(-time.Duration(days)*24*time.Hour), end)
+	var bar ProgressBar
+	if progress != nil {
+		bar = progress(int64(len(hours)), "backfilling "+fmt.Sprint(days)+" days of usage")
+	}
+	n := 0
+	for _, h := range hours {
+		evs := w.Events(h)
+		ptrs := make([]*usage.Event, len(evs))
+		for i := range evs {
+			ptrs[i] = &evs[i]
+		}
+		if _, err := in.Usage.IngestAt(ctx, h.Add(time.Hour+5*time.Minute), ptrs); err != nil {
+			return n, err
+		}
+		n += len(evs)
+		if bar != nil {
+			_ = bar.Add(1)
+		}
+		if ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+	}
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	return n, nil
+}
+
+// RunSimulator plays the resource providers in real time: after each
+// hour of the clock closes, it posts that hour's usage through intake.
+func RunSimulator(ctx context.Context, in *Instance, w simulate.World) {
+	next := clock.HourStart(in.Clock.Now())
+	for {
+		for !in.Clock.Now().Before(next.Add(time.Hour)) {
+			evs := w.Events(next)
+			ptrs := make([]*usage.Event, len(evs))
+			for i := range evs {
+				ptrs[i] = &evs[i]
+			}
+			if _, err := in.Usage.Ingest(ctx, ptrs); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				in.Logger.Error("demo simulator: intake failed; retrying", "hour", next, "err", err)
+				break
+			}
+			in.Logger.Info("demo simulator: reported an hour of usage", "hour", next.Format(time.RFC3339), "events", len(evs))
+			next = next.Add(time.Hour)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// Describe tells a newcomer where to look and how to sign in.
+func (w World) Describe(url string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nstackbill demo is ready: open %s/portal/ and sign in with one of these tokens (valid 30 days):\n\n", url)
+	for _, t := range w.Tokens {
+		fmt.Fprintf(&b, "  %-58s %s\n", t.Label, t.Token)
+	}
+	fmt.Fprintf(&b, "\nThe stamp %q (subscription %s) is registered by Fabrikam, approved and activated; %d of its %d tenants are registered end customers.\n",
+		w.RegKey.Name, w.RegKey.SubscriptionID, Registered, StackTenants)
+	fmt.Fprintf(&b, "Try: sign in as Fabrikam → Registrations → %s → add one of the unregistered customers.\n\n", w.RegKey.Name)
+	return b.String()
+}
+
+// WaitForwarded waits until the bridge has no backlog, or for at most limit.
+func WaitForwarded(ctx context.Context, in *Instance, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if st, err := in.Forwarder.Status(ctx); err == nil && st.Backlog == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Token returns the demo's sign-in token for key.
+func (w World) SignIn(key string) string {
+	for _, t := range w.Tokens {
+		if t.Key == key {
+			return t.Token
+		}
+	}
+	return ""
+}
