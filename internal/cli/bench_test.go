@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stackbill/stackbill/internal/bench"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
 
@@ -16,7 +17,7 @@ func BenchmarkCustomerSubscriptionPutGet(b *testing.B) {
 		b.Run(backend, func(b *testing.B) {
 			app, token := benchApp(b, backend)
 			b.ResetTimer()
-			res, err := RunRegistrationBench(context.Background(), app, token, 16, time.Hour, b.N, 256, nil)
+			res, err := bench.Registration(context.Background(), app, token, 16, time.Hour, b.N, 256, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -38,7 +39,7 @@ func BenchmarkRating(b *testing.B) {
 	for _, backend := range storetest.Backends {
 		b.Run(backend, func(b *testing.B) {
 			app, _ := benchApp(b, backend)
-			res, err := RunRatingBench(context.Background(), app, int64(b.N), 100, false)
+			res, err := bench.Rating(context.Background(), app, int64(b.N), 100, false)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bench"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/e2e"
@@ -103,7 +104,7 @@ func TestBridgeChaosMillion(t *testing.T) {
 				t.Fatal(err)
 			}
 			app := buildApp(t, Options{DB: s.dsn})
-			key, keys, err := registerStack(ctx, com, app, regKey(s.charged, "azurestack", "chaos-"+s.name), front.URL)
+			key, keys, err := bench.RegisterStack(ctx, benchInstance(com), app.DB, regKey(s.charged, "azurestack", "chaos-"+s.name), front.URL)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bench"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/e2e"
@@ -39,7 +40,7 @@ func TestBridgeSurvivesKill9(t *testing.T) {
 		if _, err := com.Directory.Import(ctx, "test", storetest.WorldJSON()); err != nil {
 			t.Fatal(err)
 		}
-		key, keys, err := registerStack(ctx, com, stackApp, regKey(W.ContosoDefault, "azurestack", "stamp"), "http://"+comAddr)
+		key, keys, err := bench.RegisterStack(ctx, benchInstance(com), stackApp.DB, regKey(W.ContosoDefault, "azurestack", "stamp"), "http://"+comAddr)
 		if err != nil {
 			t.Fatal(err)
 		}

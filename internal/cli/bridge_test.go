@@ -41,7 +41,8 @@ func TestBridgeChargesByHour(t *testing.T) {
 		ssrv := httptest.NewServer(stack.Handler)
 		defer ssrv.Close()
 		se := &stackEnv{testEnv: &testEnv{t: t, app: stack, srv: ssrv, url: ssrv.URL, operator: "stack-op"}, clk: clk, provider: stack.Tenancy.Provider(),
-			c: &client{base: ssrv.URL, token: "stack-op", http: ssrv.Client()}}
+			c:  &client{base: ssrv.URL, token: "stack-op", http: ssrv.Client()},
+			rp: &simulate.Reporter{Base: ssrv.URL, Token: "stack-op", HTTP: ssrv.Client()}}
 
 		// Register and activate the stack with contoso's shared-services subscription.
 		tok, err := bridge.RegistrationToken(ctx, stack.DB, "PayAsYouUse", "", nil)
@@ -116,7 +117,7 @@ func TestBridgeChargesByHour(t *testing.T) {
 				}
 			}
 			clk.Set(hour.Add(time.Hour + time.Minute))
-			if _, err := se.c.postEvents(ctx, evs); err != nil {
+			if _, err := se.rp.Post(ctx, evs); err != nil {
 				t.Fatal(err)
 			}
 		}

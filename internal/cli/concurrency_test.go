@@ -10,6 +10,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/services/azurestack/mgmt/2017-06-01/azurestack"
 	"github.com/Azure/go-autorest/autorest/to"
 
+	"github.com/stackbill/stackbill/internal/bench"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
@@ -22,7 +23,7 @@ func TestConcurrentMappingPUTs(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		ctx := context.Background()
-		world, err := seedBenchWorld(ctx, e.app, 25)
+		world, err := bench.SeedWorld(ctx, benchInstance(e.app), 25)
 		if err != nil {
 			t.Fatal(err)
 		}

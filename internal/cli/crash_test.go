@@ -33,10 +33,10 @@ func TestIntakeSurvivesKill9(t *testing.T) {
 			Env: []string{"STACKBILL_OPERATOR_TOKEN=crash-op"}, URL: "http://" + addr}
 		p.Start()
 		defer func() { p.Kill9() }()
-		c := &client{base: p.URL, token: "crash-op", http: &http.Client{Timeout: 10 * time.Second}}
+		c := &simulate.Reporter{Base: p.URL, Token: "crash-op", HTTP: &http.Client{Timeout: 10 * time.Second}}
 		ctx := context.Background()
 		w := simulate.New(simulate.Config{Tenants: 20, Seed: 9, VMsPerTenant: 3})
-		if err := c.onboard(ctx, w); err != nil {
+		if err := c.Onboard(ctx, w); err != nil {
 			t.Fatal(err)
 		}
 		end := clock.HourStart(time.Now())
@@ -71,7 +71,7 @@ func TestIntakeSurvivesKill9(t *testing.T) {
 		}()
 		send := func(b []usage.Event) {
 			for attempt := 0; ; attempt++ {
-				if _, err := c.postEvents(ctx, b); err == nil {
+				if _, err := c.Post(ctx, b); err == nil {
 					return
 				}
 				if attempt > 2000 {

@@ -20,6 +20,7 @@ import (
 	"github.com/Azure/go-autorest/autorest/azure"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bench"
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
@@ -241,7 +242,7 @@ func regKey(sub, rg, name string) registration.Key {
 // the activation key, naming url as commerce's usage endpoint.
 func activateStack(t *testing.T, com, stack *App, k registration.Key, url string, now time.Time) {
 	t.Helper()
-	key, keys, err := registerStack(context.Background(), com, stack, k, url)
+	key, keys, err := bench.RegisterStack(context.Background(), benchInstance(com), stack.DB, k, url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,3 +287,6 @@ func buildApp(t testing.TB, o Options) *App {
 	t.Cleanup(func() { app.Close() })
 	return app
 }
+
+// randomGUID is a fresh random GUID.
+func randomGUID() string { return tenancy.NewGUID() }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/stackbill/stackbill/internal/bench"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
 
@@ -14,7 +15,7 @@ func BenchmarkIntake(b *testing.B) {
 		b.Run(backend, func(b *testing.B) {
 			app, token := benchApp(b, backend)
 			b.ResetTimer()
-			res, err := RunIntakeBench(context.Background(), app, token, b.N, 4, nil, nil)
+			res, err := bench.Intake(context.Background(), app, token, b.N, 4, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -30,7 +31,7 @@ func BenchmarkUsageAPI(b *testing.B) {
 		b.Run(backend, func(b *testing.B) {
 			app, token := benchApp(b, backend)
 			b.ResetTimer()
-			res, err := RunUsageAPIBench(context.Background(), app, token, 100, 30, b.N, nil)
+			res, err := bench.UsageAPI(context.Background(), app, token, 100, 30, b.N, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -41,7 +42,7 @@ func BenchmarkUsageAPI(b *testing.B) {
 }
 
 // benchApp builds a stackbill on a fresh database of backend for a benchmark.
-func benchApp(b *testing.B, backend string) (*App, string) {
+func benchApp(b *testing.B, backend string) (*bench.Instance, string) {
 	b.Helper()
 	app, token, closeApp, err := openBenchApp(context.Background(), storetest.DSN(b, backend))
 	if err != nil {

@@ -62,7 +62,7 @@ func TestTenancyAndDelegatedProviders(t *testing.T) {
 
 		// Usage for both tenants, then t1 is deleted: its usage stays readable.
 		s, e := day, day.Add(time.Hour)
-		if _, err := se.c.postEvents(ctx, []usage.Event{
+		if _, err := se.rp.Post(ctx, []usage.Event{
 			ev("a", t1, simulate.MeterBaseVM, "4", s, e, "/r/vm1"), ev("b", t2, simulate.MeterBaseVM, "8", s, e, "/r/vm2"),
 		}); err != nil {
 			t.Fatal(err)

@@ -27,11 +27,11 @@ func TestSimulatedMonthTotals(t *testing.T) {
 		monthEnd := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
 		se := newStackEnv(t, backend, monthEnd.Add(10*time.Minute))
 		w := simulate.New(simulate.Config{Tenants: 50, Seed: 42})
-		if err := se.c.onboard(ctx, w); err != nil {
+		if err := se.rp.Onboard(ctx, w); err != nil {
 			t.Fatal(err)
 		}
 		want := simulate.Totals{}
-		sent, err := se.c.sendHours(ctx, w, simulate.Hours(monthEnd.AddDate(0, -1, 0), monthEnd), simOptions{Batch: 1000, Workers: 2}, want)
+		sent, err := sendHours(ctx, se.rp, w, simulate.Hours(monthEnd.AddDate(0, -1, 0), monthEnd), simOptions{Batch: 1000, Workers: 2}, want)
 		if err != nil {
 			t.Fatal(err)
 		}

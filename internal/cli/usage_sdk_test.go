@@ -28,12 +28,14 @@ type stackEnv struct {
 	clk      *clock.Clock
 	provider string
 	c        *client
+	rp       *simulate.Reporter // the resource providers' client
 }
 
 func newStackEnv(t *testing.T, backend string, start time.Time) *stackEnv {
 	clk := clock.Manual(start)
 	e := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
-	se := &stackEnv{testEnv: e, clk: clk, provider: e.app.Tenancy.Provider(), c: &client{base: e.url, token: e.operator, http: e.srv.Client()}}
+	se := &stackEnv{testEnv: e, clk: clk, provider: e.app.Tenancy.Provider(), c: &client{base: e.url, token: e.operator, http: e.srv.Client()},
+		rp: &simulate.Reporter{Base: e.url, Token: e.operator, HTTP: e.srv.Client()}}
 	return se
 }
 
@@ -111,12 +113,12 @@ func TestUsageAggregatesSDK(t *testing.T) {
 				events = append(events, ev(fmt.Sprintf("vm%d-h%d", vm, h), sub, simulate.MeterBaseVM, "2", s, s.Add(time.Hour), fmt.Sprintf("/subscriptions/%s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm%d", sub, vm)))
 			}
 		}
-		res, err := se.c.postEvents(ctx, events)
+		res, err := se.rp.Post(ctx, events)
 		if err != nil || res.Accepted != 1200 {
 			t.Fatalf("intake: %+v %v", res, err)
 		}
 		// Re-sending every event changes nothing.
-		if res, err := se.c.postEvents(ctx, events); err != nil || res.Accepted != 0 || res.Duplicates != 1200 {
+		if res, err := se.rp.Post(ctx, events); err != nil || res.Accepted != 0 || res.Duplicates != 1200 {
 			t.Fatalf("re-send: %+v %v", res, err)
 		}
 		reported := clock.HourStart(se.clk.Now()) // the reported hour of everything above
@@ -153,7 +155,7 @@ func TestUsageAggregatesSDK(t *testing.T) {
 		// A late event lands in its usage hour under a later reported hour.
 		lateReported := clock.HourStart(se.clk.Now())
 		late := []usage.Event{ev("late-1", sub, simulate.MeterBaseVM, "0.5", day.Add(5*time.Hour), day.Add(5*time.Hour+30*time.Minute), "/subscriptions/"+sub+"/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm0")}
-		if res, err := se.c.postEvents(ctx, late); err != nil || res.Accepted != 1 {
+		if res, err := se.rp.Post(ctx, late); err != nil || res.Accepted != 1 {
 			t.Fatalf("late: %+v %v", res, err)
 		}
 		se.clk.Advance(time.Hour)

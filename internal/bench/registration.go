@@ -1,4 +1,4 @@
-package cli
+package bench
 
 import (
 	"bytes"
@@ -12,43 +12,37 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
-
-	"github.com/schollz/progressbar/v3"
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/tenancy"
 )
 
-// benchWorld is a seeded directory and an approved PayAsYouUse registration,
+// World is a seeded directory and an approved PayAsYouUse registration,
 // used by the registration benchmark and by tests.
-type benchWorld struct {
+type World struct {
 	Key       registration.Key
-	Customers []benchCustomer
+	Customers []Customer
 }
 
-// benchCustomer has two CSP subscriptions, so that alternating PUTs replace
+// Customer has two CSP subscriptions, so that alternating PUTs replace
 // the tenant's mapping every time: each PUT is a real write (close the old
 // mapping, open the new one, record the event), never an idempotent no-op.
-type benchCustomer struct{ Tenant, Subscription, Second string }
+type Customer struct{ Tenant, Subscription, Second string }
 
-// randomGUID is a fresh random GUID.
-func randomGUID() string { return tenancy.NewGUID() }
-
-// seedBenchWorld creates a direct CSP with a CSPSS default subscription, n
+// SeedWorld creates a direct CSP with a CSPSS default subscription, n
 // customers with CSP subscriptions, and an approved registration.
-func seedBenchWorld(ctx context.Context, app *App, n int) (benchWorld, error) {
-	partner := "bench-" + randomGUID()[:8]
-	defSub := randomGUID()
+func SeedWorld(ctx context.Context, app *Instance, n int) (World, error) {
+	partner := "bench-" + tenancy.NewGUID()[:8]
+	defSub := tenancy.NewGUID()
 	doc := map[string]any{}
 	partners := []map[string]string{{"id": partner, "name": "Bench CSP", "type": "DirectCSP"}}
 	var customers, subs []map[string]string
 	subs = append(subs, map[string]string{"id": defSub, "offer": "CSPSS", "partner": partner})
-	w := benchWorld{Key: registration.Key{SubscriptionID: defSub, ResourceGroup: "azurestack", Name: "bench-" + randomGUID()[:8]}}
+	w := World{Key: registration.Key{SubscriptionID: defSub, ResourceGroup: "azurestack", Name: "bench-" + tenancy.NewGUID()[:8]}}
 	for i := 0; i < n; i++ {
-		c := benchCustomer{Tenant: randomGUID(), Subscription: randomGUID(), Second: randomGUID()}
+		c := Customer{Tenant: tenancy.NewGUID(), Subscription: tenancy.NewGUID(), Second: tenancy.NewGUID()}
 		w.Customers = append(w.Customers, c)
 		customers = append(customers, map[string]string{"tenantId": c.Tenant, "name": fmt.Sprintf("Customer %d", i), "partner": partner})
 		subs = append(subs, map[string]string{"id": c.Subscription, "offer": "CSP", "partner": partner, "customerTenantId": c.Tenant},
@@ -64,7 +58,7 @@ func seedBenchWorld(ctx context.Context, app *App, n int) (benchWorld, error) {
 	if err != nil {
 		return w, err
 	}
-	tok := registration.Token{CloudID: randomGUID(), ObjectID: randomGUID(), BillingModel: registration.PayAsYouUse}.Sign(key)
+	tok := registration.Token{CloudID: tenancy.NewGUID(), ObjectID: tenancy.NewGUID(), BillingModel: registration.PayAsYouUse}.Sign(key)
 	loc := "global"
 	if _, _, err := app.Registrations.Put(ctx, op, w.Key, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
 		return w, err
@@ -75,8 +69,8 @@ func seedBenchWorld(ctx context.Context, app *App, n int) (benchWorld, error) {
 	return w, nil
 }
 
-// RegistrationBenchResult holds what the benchmark measured.
-type RegistrationBenchResult struct {
+// RegistrationResult holds what the benchmark measured.
+type RegistrationResult struct {
 	Clients  int
 	Duration time.Duration
 	Puts     int64
@@ -89,29 +83,29 @@ type RegistrationBenchResult struct {
 }
 
 // PutsPerSecond is the PUT throughput.
-func (r RegistrationBenchResult) PutsPerSecond() float64 {
+func (r RegistrationResult) PutsPerSecond() float64 {
 	return float64(r.Puts) / r.Duration.Seconds()
 }
 
 // GetsPerSecond is the GET throughput.
-func (r RegistrationBenchResult) GetsPerSecond() float64 {
+func (r RegistrationResult) GetsPerSecond() float64 {
 	return float64(r.Gets) / r.Duration.Seconds()
 }
 
-// RunRegistrationBench drives customerSubscription PUT+GET pairs over loopback
+// Registration drives customerSubscription PUT+GET pairs over loopback
 // HTTP from clients concurrent clients against a seeded world, for d, or for
 // ops pairs in all when ops > 0 (go test -bench).
-func RunRegistrationBench(ctx context.Context, app *App, operatorToken string, clients int, d time.Duration, ops, tenants int, progress io.Writer) (RegistrationBenchResult, error) {
+func Registration(ctx context.Context, app *Instance, operatorToken string, clients int, d time.Duration, ops, tenants int, progress Progress) (RegistrationResult, error) {
 	if tenants < clients {
 		tenants = clients
 	}
-	world, err := seedBenchWorld(ctx, app, tenants)
+	world, err := SeedWorld(ctx, app, tenants)
 	if err != nil {
-		return RegistrationBenchResult{}, fmt.Errorf("seed: %w", err)
+		return RegistrationResult{}, fmt.Errorf("seed: %w", err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return RegistrationBenchResult{}, err
+		return RegistrationResult{}, err
 	}
 	srv := &http.Server{Handler: app.Handler}
 	go srv.Serve(ln)
@@ -127,10 +121,7 @@ func RunRegistrationBench(ctx context.Context, app *App, operatorToken string, c
 	getLat := make([][]time.Duration, clients)
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
-	var bar *progressbar.ProgressBar
-	if progress != nil {
-		bar = newProgress(progress, int64(d/time.Second), "customerSubscriptions PUT+GET")
-	}
+	bar := progress.start(int64(d/time.Second), "customerSubscriptions PUT+GET")
 	stopBar := make(chan struct{})
 	go func() {
 		t := time.NewTicker(time.Second)
@@ -191,7 +182,7 @@ func RunRegistrationBench(ctx context.Context, app *App, operatorToken string, c
 	if bar != nil {
 		_ = bar.Finish()
 	}
-	res := RegistrationBenchResult{Clients: clients, Duration: elapsed, Puts: puts.Load(), Gets: gets.Load(), Errors: errs.Load()}
+	res := RegistrationResult{Clients: clients, Duration: elapsed, Puts: puts.Load(), Gets: gets.Load(), Errors: errs.Load()}
 	res.PutP50, res.PutP99 = percentiles(putLat)
 	res.GetP50, res.GetP99 = percentiles(getLat)
 	return res, nil
@@ -226,31 +217,4 @@ func percentiles(per [][]time.Duration) (p50, p99 time.Duration) {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	return all[len(all)*50/100], all[min(len(all)-1, len(all)*99/100)]
-}
-
-func benchRegistration(ctx context.Context, env Env, args []string) error {
-	fs := newFlags(env, "bench registration")
-	dbFlag := fs.String("db", "", "database to benchmark (default: a fresh SQLite file in a temporary folder)")
-	clients := fs.Int("clients", 16, "concurrent clients")
-	d := fs.Duration("duration", 10*time.Second, "how long to run")
-	tenants := fs.Int("tenants", 500, "customers (tenant/subscription pairs) to cycle through")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	app, token, closeApp, err := openBenchApp(ctx, *dbFlag)
-	if err != nil {
-		return err
-	}
-	defer closeApp()
-	res, err := RunRegistrationBench(ctx, app, token, *clients, *d, 0, *tenants, env.Stderr)
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "registration API on %s, %d clients, %s\n", app.DB.Dialect, res.Clients, res.Duration.Round(time.Millisecond))
-	fmt.Fprintln(tw, "OPERATION\tCOUNT\tPER SECOND\tP50\tP99")
-	fmt.Fprintf(tw, "customerSubscriptions PUT\t%d\t%.0f\t%s\t%s\n", res.Puts, res.PutsPerSecond(), res.PutP50.Round(time.Microsecond), res.PutP99.Round(time.Microsecond))
-	fmt.Fprintf(tw, "customerSubscriptions GET\t%d\t%.0f\t%s\t%s\n", res.Gets, res.GetsPerSecond(), res.GetP50.Round(time.Microsecond), res.GetP99.Round(time.Microsecond))
-	fmt.Fprintf(tw, "errors\t%d\t\t\t\n", res.Errors)
-	return tw.Flush()
 }

@@ -1,4 +1,4 @@
-package cli
+package bench
 
 import (
 	"context"
@@ -18,8 +18,8 @@ import (
 	"github.com/stackbill/stackbill/internal/store"
 )
 
-// RatingBenchResult is one rating benchmark run.
-type RatingBenchResult struct {
+// RatingResult is one rating benchmark run.
+type RatingResult struct {
 	Records       int64
 	Load          time.Duration // loading the records (not timed as rating)
 	Rate          time.Duration // rating + invoice generation
@@ -33,7 +33,7 @@ type RatingBenchResult struct {
 }
 
 // RecordsPerSecond is rating throughput.
-func (r RatingBenchResult) RecordsPerSecond() float64 { return float64(r.Records) / r.Rate.Seconds() }
+func (r RatingResult) RecordsPerSecond() float64 { return float64(r.Records) / r.Rate.Seconds() }
 
 // benchMeters are billed meters of the sample price list with their unit
 // divisor, cycled through by the generated records.
@@ -42,11 +42,11 @@ var benchMeters = [...]struct {
 	div int
 }{{"9c23489b-c01c-5893-b898-412bd252b0db", 1}, {"fb8c0713-ea20-40bf-901f-5560fd3f6330", 1}, {"190c935e-9ada-48ff-9ab8-56ea1cf9adaa", 1}, {"8767aeb3-6909-4db2-9927-3f51e9a9085e", 730}}
 
-// RunRatingBench loads n forwarded records for October 2026 spread over subs
+// Rating loads n forwarded records for October 2026 spread over subs
 // customer subscriptions of one direct CSP, then times rating and invoice
 // generation of the period's drafts, sampling the heap to report its peak.
-func RunRatingBench(ctx context.Context, app *App, n int64, subs int, withBaseline bool) (RatingBenchResult, error) {
-	res := RatingBenchResult{Records: n}
+func Rating(ctx context.Context, app *Instance, n int64, subs int, withBaseline bool) (RatingResult, error) {
+	res := RatingResult{Records: n}
 	op := auth.Principal{Role: auth.RoleOperator, TokenID: "bench"}
 	doc := `{"partners":[{"id":"bench-csp","name":"Bench CSP","type":"DirectCSP"}],"customers":[`
 	var subsJSON strings.Builder
@@ -242,42 +242,6 @@ func sqlBaseline(ctx context.Context, db *store.DB, n int64, row func(int64) []a
 	}
 	_, _ = conn.ExecContext(ctx, `DROP TABLE IF EXISTS baseline_usage, baseline_prices, baseline_lines`)
 	return all, query, sum.String, nil
-}
-
-func benchRating(ctx context.Context, env Env, args []string) error {
-	fs := newFlags(env, "bench rating")
-	dbFlag := fs.String("db", "", "database to benchmark (default: a fresh SQLite file in a temporary folder)")
-	n := fs.Int64("records", 1000000, "forwarded usage records to rate")
-	subs := fs.Int("subscriptions", 1000, "customer subscriptions they are charged to")
-	baseline := fs.Bool("baseline", true, "also run the hand-written SQL pipeline (bulk load + INSERT … SELECT … GROUP BY; REAL arithmetic on SQLite) and print the ratio")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	stopProfile, err := startCPUProfile(*cpuProfile)
-	if err != nil {
-		return err
-	}
-	defer stopProfile()
-	app, _, closeApp, err := openBenchApp(ctx, *dbFlag)
-	if err != nil {
-		return err
-	}
-	defer closeApp()
-	fmt.Fprintf(env.Stderr, "loading %d records into %s…\n", *n, app.DB.Dialect)
-	res, err := RunRatingBench(ctx, app, *n, *subs, *baseline)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "engine            %s\nrecords           %d (loaded in %s)\nrating+invoices   %s\nthroughput        %.0f records/s\npeak heap         %.1f MiB\ninvoice total     %s USD\n",
-		app.DB.Dialect, res.Records, res.Load.Round(time.Millisecond), res.Rate.Round(time.Millisecond), res.RecordsPerSecond(), float64(res.PeakHeapBytes)/(1<<20), res.Total)
-	if res.Baseline > 0 {
-		fmt.Fprintf(env.Stdout, "SQL baseline      %s (bulk load + INSERT … SELECT … JOIN … GROUP BY), total %s USD\nratio             %.2fx (baseline time / stackbill time)\n",
-			res.Baseline.Round(time.Millisecond), res.BaselineTotal, res.Baseline.Seconds()/res.Rate.Seconds())
-		fmt.Fprintf(env.Stdout, "  of which query  %s (the INSERT … SELECT alone, after its load): %.2fx\n",
-			res.BaselineQuery.Round(time.Millisecond), res.BaselineQuery.Seconds()/res.Rate.Seconds())
-	}
-	return nil
 }
 
 // sqliteBaseline is sqlBaseline on SQLite: bulk INSERT of the same records,

@@ -1,15 +1,11 @@
-package cli
+package bench
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
@@ -18,16 +14,18 @@ import (
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/simulate"
+	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
 )
 
-// registerStack registers stack on commerce under k with a PayAsYouUse
-// token from the stack, approves it for multi-tenancy, and returns the
-// activation key naming usageEndpoint, with commerce's keys to verify it.
-func registerStack(ctx context.Context, com, stack *App, k registration.Key, usageEndpoint string) (string, bridge.JWKS, error) {
+// RegisterStack registers the stack whose database is stackDB on commerce
+// under k with a PayAsYouUse token from the stack, approves it for
+// multi-tenancy, and returns the activation key naming usageEndpoint, with
+// commerce's keys to verify it.
+func RegisterStack(ctx context.Context, com *Instance, stackDB *store.DB, k registration.Key, usageEndpoint string) (string, bridge.JWKS, error) {
 	op := auth.Principal{Role: auth.RoleOperator, TokenID: "setup"}
-	tok, err := bridge.RegistrationToken(ctx, stack.DB, "PayAsYouUse", "", nil)
+	tok, err := bridge.RegistrationToken(ctx, stackDB, "PayAsYouUse", "", nil)
 	if err != nil {
 		return "", bridge.JWKS{}, err
 	}
@@ -38,7 +36,7 @@ func registerStack(ctx context.Context, com, stack *App, k registration.Key, usa
 	if _, err := com.Registrations.Approve(ctx, op, k, true); err != nil {
 		return "", bridge.JWKS{}, err
 	}
-	key, err := bridge.NewIssuer(com.Signer, com.Registrations, com.Auth, com.Clock.Now).ActivationKey(ctx, op, k, usageEndpoint)
+	key, err := com.Issuer.ActivationKey(ctx, op, k, usageEndpoint)
 	if err != nil {
 		return "", bridge.JWKS{}, err
 	}
@@ -46,8 +44,8 @@ func registerStack(ctx context.Context, com, stack *App, k registration.Key, usa
 	return key, keys, err
 }
 
-// ForwardBenchResult is what the forwarding benchmark measured.
-type ForwardBenchResult struct {
+// ForwardResult is what the forwarding benchmark measured.
+type ForwardResult struct {
 	Records int
 	// Duration is until commerce acknowledged the last batch: every record
 	// mapped, deduplicated and durable in its log.
@@ -63,22 +61,22 @@ type ForwardBenchResult struct {
 	Sealed time.Duration
 }
 
-// RunForwardBench builds a registered, activated stack with a backlog of
+// Forward builds a registered, activated stack with a backlog of
 // tenants × days × 24 hours × 2 meters of records (half the tenants mapped
 // to customer subscriptions) and times the bridge catching up with commerce
 // over loopback HTTP, mapping and deduplication included.
 // A non-empty cpuProfile profiles the catch-up alone into that file.
-func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, batch int, progress io.Writer, cpuProfile string) (ForwardBenchResult, error) {
+func Forward(ctx context.Context, com *Instance, stack *Instance, tenants, days int, progress Progress, cpuProfile string) (ForwardResult, error) {
 	op := auth.Principal{Role: auth.RoleOperator, TokenID: "bench"}
-	partner := "bench-" + randomGUID()[:8]
-	defSub := randomGUID()
+	partner := "bench-" + tenancy.NewGUID()[:8]
+	defSub := tenancy.NewGUID()
 	type tenantRec struct{ dir, localSub, cspSub string }
 	var ts []tenantRec
 	doc := map[string]any{"partners": []map[string]string{{"id": partner, "name": "Bench CSP", "type": "DirectCSP"}}}
 	customers := []map[string]string{}
 	subs := []map[string]string{{"id": defSub, "offer": "CSPSS", "partner": partner}}
 	for i := 0; i < tenants; i++ {
-		t := tenantRec{dir: randomGUID(), localSub: randomGUID(), cspSub: randomGUID()}
+		t := tenantRec{dir: tenancy.NewGUID(), localSub: tenancy.NewGUID(), cspSub: tenancy.NewGUID()}
 		ts = append(ts, t)
 		customers = append(customers, map[string]string{"tenantId": t.dir, "name": fmt.Sprint("c", i), "partner": partner})
 		subs = append(subs, map[string]string{"id": t.cspSub, "offer": "CSP", "partner": partner, "customerTenantId": t.dir})
@@ -86,12 +84,12 @@ func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, b
 	doc["customers"], doc["subscriptions"] = customers, subs
 	data, _ := json.Marshal(doc)
 	if _, err := com.Directory.Import(ctx, "bench", data); err != nil {
-		return ForwardBenchResult{}, err
+		return ForwardResult{}, err
 	}
 	// Commerce's side is timed on its own: the server time of every bridge
 	// POST (decompression, decoding, mapping, the deduplicated write).
 	var ingest atomic.Int64
-	timed := &App{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	timed := &Instance{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t0 := time.Now()
 		com.Handler.ServeHTTP(w, r)
 		if r.URL.Path == "/v1/bridge/usage" {
@@ -100,38 +98,38 @@ func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, b
 	})}
 	comURL, stop, err := serveLoopback(timed)
 	if err != nil {
-		return ForwardBenchResult{}, err
+		return ForwardResult{}, err
 	}
 	defer stop()
 	k := registration.Key{SubscriptionID: defSub, ResourceGroup: "azurestack", Name: "bench-stamp"}
-	key, keys, err := registerStack(ctx, com, stack, k, comURL)
+	key, keys, err := RegisterStack(ctx, com, stack.DB, k, comURL)
 	if err != nil {
-		return ForwardBenchResult{}, err
+		return ForwardResult{}, err
 	}
 	for i, t := range ts {
 		if i%2 == 0 {
 			if _, err := com.Registrations.PutCustomerSubscription(ctx, op, k, t.cspSub, t.dir, registration.Precondition{}); err != nil {
-				return ForwardBenchResult{}, err
+				return ForwardResult{}, err
 			}
 		}
 	}
 	if _, err := bridge.Activate(ctx, stack.DB, key, keys, stack.Clock.Now()); err != nil {
-		return ForwardBenchResult{}, err
+		return ForwardResult{}, err
 	}
 	sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "bench"}
 	for _, t := range ts {
 		if _, _, err := stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: t.dir, TenantID: t.dir}); err != nil {
-			return ForwardBenchResult{}, err
+			return ForwardResult{}, err
 		}
 		if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), t.localSub, tenancy.Subscription{TenantID: t.dir, Owner: "o", OfferID: "o"}); err != nil {
-			return ForwardBenchResult{}, err
+			return ForwardResult{}, err
 		}
 	}
 	// The backlog: each hour's records reported in that hour, as a stack
 	// cut off from commerce for days would hold them.
 	end := clock.HourStart(stack.Clock.Now().Add(-time.Hour))
 	start := end.Add(-time.Duration(days) * 24 * time.Hour)
-	bar := newProgress(progress, int64(days*24), "building the backlog")
+	bar := progress.start(int64(days*24), "building the backlog")
 	records := 0
 	for h := start; h.Before(end); h = h.Add(time.Hour) {
 		evs := make([]*usage.Event, 0, 2*len(ts))
@@ -145,37 +143,37 @@ func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, b
 		}
 		res, err := stack.Usage.IngestAt(ctx, h.Add(time.Hour-time.Minute), evs)
 		if err != nil {
-			return ForwardBenchResult{}, err
+			return ForwardResult{}, err
 		}
 		records += res.Accepted
 		if bar != nil {
 			_ = bar.Add(1)
 		}
 	}
-	f := bridge.NewForwarder(stack.DB, stack.Clock, stack.Tenancy, stack.Usage, stack.Logger, batch)
+	f := stack.Forwarder
 	// The hours closed while commerce was out of reach, and the stack sealed
 	// each into its outbox as it closed; here all at once, timed apart.
 	ts0 := time.Now()
 	if n, err := f.Seal(ctx); err != nil || n != records {
-		return ForwardBenchResult{}, fmt.Errorf("sealed %d of %d records: %v", n, records, err)
+		return ForwardResult{}, fmt.Errorf("sealed %d of %d records: %v", n, records, err)
 	}
 	sealed := time.Since(ts0)
-	stopProfile, err := startCPUProfile(cpuProfile)
+	stopProfile, err := StartCPUProfile(cpuProfile)
 	if err != nil {
-		return ForwardBenchResult{}, err
+		return ForwardResult{}, err
 	}
 	defer stopProfile()
 	t0 := time.Now()
 	sent, err := f.CatchUp(ctx)
 	if err != nil {
-		return ForwardBenchResult{}, err
+		return ForwardResult{}, err
 	}
 	if sent != records {
-		return ForwardBenchResult{}, fmt.Errorf("forwarded %d of %d records", sent, records)
+		return ForwardResult{}, fmt.Errorf("forwarded %d of %d records", sent, records)
 	}
 	acked := time.Since(t0)
 	if err := com.Ingestor.Settle(ctx); err != nil {
-		return ForwardBenchResult{}, err
+		return ForwardResult{}, err
 	}
 	materialized := time.Since(t0)
 	stopProfile()
@@ -183,49 +181,10 @@ func RunForwardBench(ctx context.Context, com *App, stack *App, tenants, days, b
 	var stored int
 	if err := com.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM commerce_usage WHERE cloud_id = (SELECT cloud_id FROM registrations WHERE name = ? AND subscription_id = ?)`,
 		k.Name, k.SubscriptionID).Scan(&stored); err != nil {
-		return ForwardBenchResult{}, err
+		return ForwardResult{}, err
 	}
 	if stored != records {
-		return ForwardBenchResult{}, fmt.Errorf("commerce holds %d of %d forwarded records", stored, records)
+		return ForwardResult{}, fmt.Errorf("commerce holds %d of %d forwarded records", stored, records)
 	}
-	return ForwardBenchResult{Records: sent, Duration: acked, Ingest: time.Duration(ingest.Load()), Materialized: materialized, Sealed: sealed}, nil
-}
-
-func benchForward(ctx context.Context, env Env, args []string) error {
-	fs := newFlags(env, "bench forward")
-	dbFlag := fs.String("db", "", "commerce database (default: a fresh SQLite file); the stack is always a fresh SQLite file")
-	tenants := fs.Int("tenants", 1000, "tenants on the stack")
-	days := fs.Int("days", 7, "days of backlog")
-	batch := fs.Int("batch", bridge.MaxRecords, "records per forwarded batch")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the catch-up (both sides) to this file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	com, _, closeCom, err := openBenchApp(ctx, *dbFlag)
-	if err != nil {
-		return err
-	}
-	defer closeCom()
-	dir, err := os.MkdirTemp("", "stackbill-bench-stack-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	stack, err := Build(ctx, Options{DB: filepath.Join(dir, "stack.db")})
-	if err != nil {
-		return err
-	}
-	defer stack.Close()
-	res, err := RunForwardBench(ctx, com, stack, *tenants, *days, *batch, env.Stderr, *cpuProfile)
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "bridge catch-up: %d tenants × %d days backlog, stack on sqlite → commerce on %s over loopback HTTP, batches of %d, mapping and dedup\n",
-		*tenants, *days, com.DB.Dialect, *batch)
-	fmt.Fprintln(tw, "RECORDS\tSEALED (STACK)\tRECORDS/S\tACKNOWLEDGED\tRECORDS/S\tIN COMMERCE_USAGE\tRECORDS/S")
-	fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%.0f\t%s\t%.0f\n", res.Records, res.Sealed.Round(time.Millisecond), float64(res.Records)/res.Sealed.Seconds(),
-		res.Duration.Round(time.Millisecond), float64(res.Records)/res.Duration.Seconds(),
-		res.Materialized.Round(time.Millisecond), float64(res.Records)/res.Materialized.Seconds())
-	return tw.Flush()
+	return ForwardResult{Records: sent, Duration: acked, Ingest: time.Duration(ingest.Load()), Materialized: materialized, Sealed: sealed}, nil
 }

@@ -1,4 +1,4 @@
-package cli
+package bench
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,17 +14,17 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
 )
 
-// BenchFigure is one measured figure of the pipeline benchmark, with the
+// Figure is one measured figure of the pipeline benchmark, with the
 // baseline measured in the same run on the same data where there is one.
-type BenchFigure struct {
+type Figure struct {
 	Stage        string   `json:"stage"`
 	Figure       string   `json:"figure"`
 	Value        float64  `json:"value"`
@@ -39,25 +38,28 @@ type BenchFigure struct {
 	Note         string   `json:"note,omitempty"`
 }
 
-// BenchReport is a whole pipeline benchmark run.
-type BenchReport struct {
-	Database   string        `json:"database"`
-	Machine    string        `json:"machine"`
-	Go         string        `json:"go"`
-	Figures    []BenchFigure `json:"figures"`
-	PeakRSSMiB float64       `json:"peakRssMiB"`
-	Seconds    float64       `json:"seconds"`
+// Report is a whole pipeline benchmark run.
+type Report struct {
+	Database   string   `json:"database"`
+	Machine    string   `json:"machine"`
+	Go         string   `json:"go"`
+	Figures    []Figure `json:"figures"`
+	PeakRSSMiB float64  `json:"peakRssMiB"`
+	Seconds    float64  `json:"seconds"`
 }
 
-// benchSizes are the pipeline benchmark's data sizes.
-type benchSizes struct {
+// Sizes are the pipeline benchmark's data sizes.
+type Sizes struct {
 	Events, Records                     int
 	ForwardTenants, ForwardDays         int
 	APIResources, APIDays               int
 	RegistrationClients, RegistrationMs int
 }
 
-var benchStages = []string{"floor", "intake", "aggregation", "forward", "ingest", "rating", "usage-api", "registration"}
+// Stages are the pipeline's stages, in the order they run.
+func Stages() []string {
+	return []string{"floor", "intake", "aggregation", "forward", "ingest", "rating", "usage-api", "registration"}
+}
 
 // stageDB hands each stage a fresh database: a SQLite file in a temporary
 // folder, or a schema of its own in the PostgreSQL database given.
@@ -71,7 +73,7 @@ func (s *stageDB) next(ctx context.Context, stage string) (string, error) {
 	if !store.IsPostgresDSN(s.base) {
 		return filepath.Join(s.dir, stage+".db"), nil
 	}
-	schema := "bench_" + strings.ReplaceAll(stage, "-", "_") + "_" + randomGUID()[:8]
+	schema := "bench_" + strings.ReplaceAll(stage, "-", "_") + "_" + tenancy.NewGUID()[:8]
 	db, err := sql.Open("pgx", s.base)
 	if err != nil {
 		return "", err
@@ -143,17 +145,18 @@ func target(value, want float64, atLeast bool, text string) (string, *bool) {
 	return text, &met
 }
 
-// RunPipelineBench runs the chosen stages on fresh databases and returns
-// their figures. progress receives progress bars (nil: none).
-func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz benchSizes, progress io.Writer) (BenchReport, error) {
+// Pipeline runs the chosen stages, each on a fresh database that openDB
+// builds an instance on, and returns their figures. dsn is a PostgreSQL
+// database to give each stage a schema of (empty: SQLite files).
+func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz Sizes, progress Progress) (Report, error) {
 	started := time.Now()
 	dir, err := os.MkdirTemp("", "stackbill-bench-")
 	if err != nil {
-		return BenchReport{}, err
+		return Report{}, err
 	}
 	dbs := &stageDB{base: dsn, dir: dir}
 	defer dbs.cleanup()
-	rep := BenchReport{Database: "sqlite", Go: runtime.Version(), Machine: machine()}
+	rep := Report{Database: "sqlite", Go: runtime.Version(), Machine: machine()}
 	if store.IsPostgresDSN(dsn) {
 		rep.Database = "postgres"
 	}
@@ -161,20 +164,20 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 	for _, s := range stages {
 		want[s] = true
 	}
-	add := func(f BenchFigure) { rep.Figures = append(rep.Figures, f) }
-	open := func(stage string) (*App, string, func(), error) {
+	add := func(f Figure) { rep.Figures = append(rep.Figures, f) }
+	open := func(stage string) (*Instance, string, func(), error) {
 		d, err := dbs.next(ctx, stage)
 		if err != nil {
 			return nil, "", nil, err
 		}
-		return openBenchApp(ctx, d)
+		return openDB(ctx, d)
 	}
 	var floor float64
 	if want["floor"] || want["intake"] {
 		// The floor: parse the generated input, nothing else.
 		_, events := intakeEvents(clock.HourStart(time.Now()), sz.Events)
 		var batches [][]byte
-		bar := newProgress(progress, int64(len(events)), "generating events")
+		bar := progress.start(int64(len(events)), "generating events")
 		for i := 0; i < len(events); i += 1000 {
 			var buf bytes.Buffer
 			enc := json.NewEncoder(&buf)
@@ -198,7 +201,7 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 			}
 		}
 		floor = float64(len(events)) / time.Since(t0).Seconds()
-		add(BenchFigure{Stage: "floor", Figure: "parse the NDJSON input only", Value: floor, Unit: "events/s", Note: fmt.Sprintf("%d events", len(events))})
+		add(Figure{Stage: "floor", Figure: "parse the NDJSON input only", Value: floor, Unit: "events/s", Note: fmt.Sprintf("%d events", len(events))})
 	}
 	if want["intake"] {
 		app, token, closeApp, err := open("intake")
@@ -206,7 +209,7 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 			return rep, err
 		}
 		stop := heapPeak()
-		res, err := RunIntakeBench(ctx, app, token, sz.Events, 4, progress, nil)
+		res, err := Intake(ctx, app, token, sz.Events, 4, progress, nil)
 		peak := mib(stop())
 		if err != nil {
 			closeApp()
@@ -226,10 +229,10 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 		if rep.Database == "postgres" {
 			name = "COPY of the same events (PostgreSQL)"
 		}
-		add(BenchFigure{Stage: "intake", Figure: "HTTP NDJSON batches of 1,000, 4 producers, durable, deduplicated", Value: v, Unit: "events/s",
+		add(Figure{Stage: "intake", Figure: "HTTP NDJSON batches of 1,000, 4 producers, durable, deduplicated", Value: v, Unit: "events/s",
 			BaselineName: name, Baseline: &base, Ratio: ptr(v / base), Target: text, Met: met, PeakHeapMiB: peak,
 			Note: fmt.Sprintf("%.1f%% of the parse-only floor", 100*v/floor)})
-		add(BenchFigure{Stage: "intake", Figure: "the same, until every event is in the hourly records (aggregation behind the intake log)", Value: float64(res.Events) / res.Aggregated.Seconds(), Unit: "events/s",
+		add(Figure{Stage: "intake", Figure: "the same, until every event is in the hourly records (aggregation behind the intake log)", Value: float64(res.Events) / res.Aggregated.Seconds(), Unit: "events/s",
 			Note: fmt.Sprintf("acknowledged in %.2f s, aggregated in %.2f s", res.Duration.Seconds(), res.Aggregated.Seconds())})
 		if want["aggregation"] {
 			var records int64
@@ -247,7 +250,7 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 				closeApp()
 				return rep, err
 			}
-			add(BenchFigure{Stage: "aggregation", Figure: "hourly records rolled up to daily totals per subscription (exact decimals)", Value: float64(records) / d.Seconds(),
+			add(Figure{Stage: "aggregation", Figure: "hourly records rolled up to daily totals per subscription (exact decimals)", Value: float64(records) / d.Seconds(),
 				Unit: "records/s", PeakHeapMiB: peak, Note: fmt.Sprintf("%d records into %d daily points", records, len(pts))})
 		}
 		closeApp()
@@ -261,17 +264,17 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 		if err != nil {
 			return rep, err
 		}
-		com, _, closeCom, err := openBenchApp(ctx, comDSN)
+		com, _, closeCom, err := openDB(ctx, comDSN)
 		if err != nil {
 			return rep, err
 		}
-		stack, _, closeStack, err := openBenchApp(ctx, stackDSN)
+		stack, _, closeStack, err := openDB(ctx, stackDSN)
 		if err != nil {
 			closeCom()
 			return rep, err
 		}
 		stop := heapPeak()
-		res, err := RunForwardBench(ctx, com, stack, sz.ForwardTenants, sz.ForwardDays, 0, progress, "")
+		res, err := Forward(ctx, com, stack, sz.ForwardTenants, sz.ForwardDays, progress, "")
 		peak := mib(stop())
 		closeStack()
 		closeCom()
@@ -281,15 +284,15 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 		if want["forward"] {
 			v := float64(res.Records) / res.Duration.Seconds()
 			text, met := target(v, 200000, true, "≥ 200,000 records/s")
-			add(BenchFigure{Stage: "forward", Figure: "bridge catch-up over HTTP, acknowledged by commerce (mapped, deduplicated, durable)", Value: v, Unit: "records/s",
+			add(Figure{Stage: "forward", Figure: "bridge catch-up over HTTP, acknowledged by commerce (mapped, deduplicated, durable)", Value: v, Unit: "records/s",
 				Target: text, Met: met, PeakHeapMiB: peak, Note: fmt.Sprintf("%d records (%d tenants × %d days)", res.Records, sz.ForwardTenants, sz.ForwardDays)})
-			add(BenchFigure{Stage: "forward", Figure: "bridge catch-up until every record is in commerce_usage (billing's table)", Value: float64(res.Records) / res.Materialized.Seconds(), Unit: "records/s",
+			add(Figure{Stage: "forward", Figure: "bridge catch-up until every record is in commerce_usage (billing's table)", Value: float64(res.Records) / res.Materialized.Seconds(), Unit: "records/s",
 				Note: "same run, measured from the same start"})
-			add(BenchFigure{Stage: "forward", Figure: "stack seals closed hours into its outbox (done as each hour closes, before the catch-up)", Value: float64(res.Records) / res.Sealed.Seconds(), Unit: "records/s",
+			add(Figure{Stage: "forward", Figure: "stack seals closed hours into its outbox (done as each hour closes, before the catch-up)", Value: float64(res.Records) / res.Sealed.Seconds(), Unit: "records/s",
 				Note: "same backlog"})
 		}
 		if want["ingest"] && res.Ingest > 0 {
-			add(BenchFigure{Stage: "ingest", Figure: "commerce ingest with tenant mapping and dedup (server time of the bridge's batches)", Value: float64(res.Records) / res.Ingest.Seconds(),
+			add(Figure{Stage: "ingest", Figure: "commerce ingest with tenant mapping and dedup (server time of the bridge's batches)", Value: float64(res.Records) / res.Ingest.Seconds(),
 				Unit: "records/s", Note: fmt.Sprintf("per batch; two batches are in flight, so commerce's server time sums to %.0f%% of the catch-up's", 100*res.Ingest.Seconds()/res.Duration.Seconds())})
 		}
 	}
@@ -298,14 +301,14 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 		if err != nil {
 			return rep, err
 		}
-		res, err := RunRatingBench(ctx, app, int64(sz.Records), 200, true)
+		res, err := Rating(ctx, app, int64(sz.Records), 200, true)
 		closeApp()
 		if err != nil {
 			return rep, err
 		}
 		v := res.RecordsPerSecond()
 		text, met := target(v, 1e6, true, "≥ 1,000,000 records/s, flat memory, at 10M records (bench rating --records 10000000)")
-		f := BenchFigure{Stage: "rating", Figure: "rating + invoice drafts of a month", Value: v, Unit: "records/s", Target: text, Met: met,
+		f := Figure{Stage: "rating", Figure: "rating + invoice drafts of a month", Value: v, Unit: "records/s", Target: text, Met: met,
 			PeakHeapMiB: mib(res.PeakHeapBytes), Note: fmt.Sprintf("%d records, invoice total %s", res.Records, res.Total)}
 		if res.Baseline > 0 {
 			b := float64(res.Records) / res.Baseline.Seconds()
@@ -315,7 +318,7 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 				f.Note += fmt.Sprintf("; SQL baseline total %s (floating point)", res.BaselineTotal)
 			}
 			f.Note += fmt.Sprintf("; the baseline's INSERT…SELECT alone, after its load: %s records/s (%.2f×)",
-				human(float64(res.Records)/res.BaselineQuery.Seconds()), res.BaselineQuery.Seconds()/res.Rate.Seconds())
+				Human(float64(res.Records)/res.BaselineQuery.Seconds()), res.BaselineQuery.Seconds()/res.Rate.Seconds())
 		}
 		add(f)
 	}
@@ -324,32 +327,32 @@ func RunPipelineBench(ctx context.Context, dsn string, stages []string, sz bench
 		if err != nil {
 			return rep, err
 		}
-		res, err := RunUsageAPIBench(ctx, app, token, sz.APIResources, sz.APIDays, 3, progress)
+		res, err := UsageAPI(ctx, app, token, sz.APIResources, sz.APIDays, 3, progress)
 		closeApp()
 		if err != nil {
 			return rep, err
 		}
 		p99 := float64(res.P99.Microseconds()) / 1000
 		text, met := target(p99, 50, false, "p99 < 50 ms")
-		add(BenchFigure{Stage: "usage-api", Figure: "one page (1,000 rows) of Hourly data, p50", Value: float64(res.P50.Microseconds()) / 1000, Unit: "ms",
+		add(Figure{Stage: "usage-api", Figure: "one page (1,000 rows) of Hourly data, p50", Value: float64(res.P50.Microseconds()) / 1000, Unit: "ms",
 			Note: fmt.Sprintf("%d resources × %d days, %d requests", sz.APIResources, sz.APIDays, res.Requests)})
-		add(BenchFigure{Stage: "usage-api", Figure: "one page (1,000 rows) of Hourly data, p99", Value: p99, Unit: "ms", Target: text, Met: met})
+		add(Figure{Stage: "usage-api", Figure: "one page (1,000 rows) of Hourly data, p99", Value: p99, Unit: "ms", Target: text, Met: met})
 	}
 	if want["registration"] {
 		app, token, closeApp, err := open("registration")
 		if err != nil {
 			return rep, err
 		}
-		res, err := RunRegistrationBench(ctx, app, token, sz.RegistrationClients, time.Duration(sz.RegistrationMs)*time.Millisecond, 0, 0, progress)
+		res, err := Registration(ctx, app, token, sz.RegistrationClients, time.Duration(sz.RegistrationMs)*time.Millisecond, 0, 0, progress)
 		closeApp()
 		if err != nil {
 			return rep, err
 		}
 		v := res.PutsPerSecond()
 		text, met := target(v, 2000, true, "≥ 2,000 PUT/s")
-		add(BenchFigure{Stage: "registration", Figure: fmt.Sprintf("customerSubscriptions PUT, %d clients (each with a GET)", res.Clients), Value: v, Unit: "PUT/s",
+		add(Figure{Stage: "registration", Figure: fmt.Sprintf("customerSubscriptions PUT, %d clients (each with a GET)", res.Clients), Value: v, Unit: "PUT/s",
 			Target: text, Met: met, Note: fmt.Sprintf("p50 %s, p99 %s, %d errors", res.PutP50.Round(time.Microsecond), res.PutP99.Round(time.Microsecond), res.Errors)})
-		add(BenchFigure{Stage: "registration", Figure: "customerSubscriptions PUT p99", Value: float64(res.PutP99.Microseconds()) / 1000, Unit: "ms"})
+		add(Figure{Stage: "registration", Figure: "customerSubscriptions PUT p99", Value: float64(res.PutP99.Microseconds()) / 1000, Unit: "ms"})
 	}
 	rep.PeakRSSMiB = peakRSS()
 	rep.Seconds = time.Since(started).Seconds()
@@ -411,86 +414,8 @@ func machine() string {
 	return fmt.Sprintf("%d cores, %s", runtime.NumCPU(), cpu)
 }
 
-// benchAll is `stackbill bench` (or `bench all`): every stage, or those of
-// --stages, on fresh databases, as a table or JSON.
-func benchAll(ctx context.Context, env Env, args []string) error {
-	fs := newFlags(env, "bench")
-	dbFlag := fs.String("db", "", "PostgreSQL DSN to run on (each stage gets a schema of its own); default: fresh SQLite files")
-	asJSON := fs.Bool("json", false, "print the figures as JSON")
-	stagesFlag := fs.String("stages", strings.Join(benchStages, ","), "stages to run: "+strings.Join(benchStages, ", "))
-	var sz benchSizes
-	fs.IntVar(&sz.Events, "events", 100000, "events for the floor and intake stages")
-	fs.IntVar(&sz.Records, "records", 200000, "forwarded records to rate")
-	fs.IntVar(&sz.ForwardTenants, "forward-tenants", 1000, "tenants of the forwarding backlog (the issue's 7 days of 1,000 tenants)")
-	fs.IntVar(&sz.ForwardDays, "forward-days", 7, "days of the forwarding backlog")
-	fs.IntVar(&sz.APIResources, "api-resources", 100, "resources of the usage API subscription")
-	fs.IntVar(&sz.APIDays, "api-days", 30, "days of hourly usage behind the usage API")
-	fs.IntVar(&sz.RegistrationClients, "registration-clients", 16, "concurrent registration API clients")
-	regDur := fs.Duration("registration-duration", 5*time.Second, "how long to drive the registration API")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof); with --stages, of those stages")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	stopProfile, err := startCPUProfile(*cpuProfile)
-	if err != nil {
-		return err
-	}
-	defer stopProfile()
-	sz.RegistrationMs = int(regDur.Milliseconds())
-	var stages []string
-	for _, s := range strings.Split(*stagesFlag, ",") {
-		s = strings.TrimSpace(s)
-		ok := false
-		for _, known := range benchStages {
-			ok = ok || s == known
-		}
-		if !ok {
-			return usagef("unknown stage %q: choose from %s", s, strings.Join(benchStages, ", "))
-		}
-		stages = append(stages, s)
-	}
-	if *dbFlag != "" && !store.IsPostgresDSN(*dbFlag) {
-		return usagef("--db takes a postgres:// DSN; SQLite stages always use fresh files")
-	}
-	rep, err := RunPipelineBench(ctx, *dbFlag, stages, sz, env.Stderr)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	fmt.Fprintf(env.Stdout, "stackbill pipeline benchmark on %s — %s, %s, %.0f s, peak RSS %.0f MiB\n\n", rep.Database, rep.Machine, rep.Go, rep.Seconds, rep.PeakRSSMiB)
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STAGE\tFIGURE\tVALUE\tBASELINE (same run, same data)\tRATIO\tPEAK HEAP\tTARGET\tMET")
-	for _, f := range rep.Figures {
-		base, ratio, heap, met := "—", "—", "—", ""
-		if f.Baseline != nil {
-			base = fmt.Sprintf("%s: %s %s", f.BaselineName, human(*f.Baseline), f.Unit)
-			ratio = fmt.Sprintf("%.2f×", *f.Ratio)
-		}
-		if f.PeakHeapMiB > 0 {
-			heap = fmt.Sprintf("%.0f MiB", f.PeakHeapMiB)
-		}
-		if f.Met != nil {
-			met = map[bool]string{true: "yes", false: "NO"}[*f.Met]
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\t%s\t%s\n", f.Stage, f.Figure, human(f.Value), f.Unit, base, ratio, heap, f.Target, met)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	for _, f := range rep.Figures {
-		if f.Note != "" {
-			fmt.Fprintf(env.Stdout, "  %s: %s\n", f.Stage, f.Note)
-		}
-	}
-	return nil
-}
-
-// human prints a figure with thousands separators, or two decimals below 100.
-func human(v float64) string {
+// Human prints a figure with thousands separators, or two decimals below 100.
+func Human(v float64) string {
 	if v < 100 {
 		return fmt.Sprintf("%.2f", v)
 	}
@@ -505,9 +430,9 @@ func human(v float64) string {
 	return string(out)
 }
 
-// startCPUProfile profiles the process into path until stop; an empty path
+// StartCPUProfile profiles the process into path until stop; an empty path
 // profiles nothing.
-func startCPUProfile(path string) (stop func(), err error) {
+func StartCPUProfile(path string) (stop func(), err error) {
 	if path == "" {
 		return func() {}, nil
 	}
