@@ -1,7 +1,6 @@
 package auth_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,7 @@ import (
 
 func TestTokens(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		db := storetest.Open(t, backend)
 		clk := clock.Manual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 		s := auth.NewService(db, clk, "env-operator")

@@ -1,7 +1,6 @@
 package billing
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -18,7 +17,7 @@ import (
 // without units, sums beyond 64 bits) still come out exact, on both engines.
 func TestAggregateIsExact(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		db := storetest.Open(t, backend)
 		oct := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 		n := 0
@@ -105,7 +104,7 @@ func TestAggregateIsExact(t *testing.T) {
 // exactly from their text.
 func TestRatingMigrationKeepsOlderUsage(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		db, err := store.Open(ctx, storetest.DSN(t, backend), storetest.Logger())
 		if err != nil {
 			t.Fatal(err)

@@ -28,7 +28,7 @@ import (
 func TestAuditLog(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
 		contoso := auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "c"}
 		log := audit.NewLog(e.app.DB)
@@ -216,7 +216,7 @@ func mustKeys(t *testing.T, e *testEnv) bridge.JWKS {
 // fields, which anyone can read in the source.
 func recomputeFrom(t *testing.T, e *testEnv, seq int64, edit func(*audit.Entry)) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	recs, err := audit.List(ctx, e.app.DB, audit.Query{After: seq - 1})
 	if err != nil {
 		t.Fatal(err)

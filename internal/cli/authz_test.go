@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +18,7 @@ import (
 func TestAuthorization(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		e.createRegistration(W.ContosoDefault, "azurestack", "contoso-stamp", registration.PayAsYouUse, true)
 		e.createRegistration(W.FabrikamDefault, "azurestack", "fabrikam-stamp", registration.PayAsYouUse, true)
 		// A stamp operated by reseller tailspin, registered to its customer's CSP subscription.

@@ -24,7 +24,7 @@ var W = storetest.World
 func TestAzureStackSDKRegistrations(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		c := e.regClient(W.ContosoDefault, e.tokens["contoso"])
 		cloud := randomGUID()
 		loc := "global"
@@ -178,7 +178,7 @@ func mustJSON(v any) string {
 func TestAzureStackSDKCustomerSubscriptions(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		e.createRegistration(W.ContosoDefault, "azurestack", "payg", registration.PayAsYouUse, true)
 		e.createRegistration(W.ContosoDefault, "azurestack", "capacity", registration.Capacity, false)
 		e.createRegistration(W.ContosoDefault, "azurestack", "unapproved", registration.PayAsYouUse, false)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"database/sql"
 	"fmt"
 	"net/url"
@@ -23,7 +22,7 @@ import (
 // matter, the audit chain's head and the current invoice's total.
 func fingerprint(t *testing.T, app *App) string {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	// Forwarded usage still in commerce's log is materialised first: a
 	// restored commerce does so as soon as it runs.
 	if err := app.Ingestor.Settle(ctx); err != nil {
@@ -66,7 +65,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 					t.Skip("pg_dump is not installed")
 				}
 			}
-			ctx := context.Background()
+			ctx := t.Context()
 			pw := newPortalWorld(t, backend, 1)
 			dsn := pw.dsn
 			want := fingerprint(t, pw.app)

@@ -24,7 +24,7 @@ import (
 // nothing at all.
 func TestBillingVisibility(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		w := newBillingWorld(t, backend)
 		e := w.env
 		w.clk.Set(time.Date(2026, 11, 2, 1, 0, 0, 0, time.UTC))
@@ -130,7 +130,7 @@ func TestBillingVisibility(t *testing.T) {
 // nothing changes.
 func TestBillingBadInput(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		w := newBillingWorld(t, backend)
 		e := w.env
 		w.clk.Set(time.Date(2026, 11, 2, 1, 0, 0, 0, time.UTC))
@@ -220,7 +220,7 @@ func TestBillingBadInput(t *testing.T) {
 // TestVMSeriesCostTheSame: VMs are billed per vCPU-hour at one rate for every
 // series, so equal vCPU-hours from an A-series and a D-series VM cost the same.
 func TestVMSeriesCostTheSame(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	w := newBillingWorld(t, "sqlite")
 	w.clk.Set(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	day := time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC)

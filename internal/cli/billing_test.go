@@ -67,7 +67,7 @@ type bridgeStamp struct {
 }
 
 func newBillingWorld(t *testing.T, backend string) *billingWorld {
-	ctx := context.Background()
+	ctx := t.Context()
 	t0 := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 	clk := clock.Manual(t0)
 	env := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
@@ -207,7 +207,7 @@ func (w *billingWorld) goldenJSON(t *testing.T, name string, v any) {
 // invoice at its original usage date; credit notes correct without editing.
 func TestBillingGolden(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		w := newBillingWorld(t, backend)
 		bs := w.env.app.Billing
 		contoso := auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "c"}

@@ -38,7 +38,7 @@ func TestBridgeChaosMillion(t *testing.T) {
 	}
 	// The stacks' backlogs are built once, two SQLite files side by side,
 	// and each engine's run starts from copies of them.
-	ctx := context.Background()
+	ctx := t.Context()
 	const tenants, days = 700, 15
 	end := clock.HourStart(time.Now().Add(-time.Hour))
 	start := end.Add(-days * 24 * time.Hour)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -29,7 +28,7 @@ func TestBridgeSurvivesKill9(t *testing.T) {
 		t.Skip("builds and kills real processes; run without -short")
 	}
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		bin := e2e.BuildBinary(t, "../..")
 		comDSN, stackDSN := storetest.DSN(t, backend), storetest.DSN(t, "sqlite")
 		comAddr, stackAddr := e2e.FreeAddr(t), e2e.FreeAddr(t)

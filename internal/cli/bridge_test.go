@@ -33,7 +33,7 @@ import (
 // at that hour, per billing meter, exactly; re-sending changes nothing.
 func TestBridgeChargesByHour(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		t0 := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
 		clk := clock.Manual(t0)
 		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
@@ -292,7 +292,7 @@ func TestBridgeChargesByHour(t *testing.T) {
 // bridge backs off, and it catches up in order with nothing lost.
 func TestBridgeRidesOutAnOutage(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	t0 := time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)
 	clk := clock.Manual(t0)
 	com := newTestEnv(t, "sqlite", func(o *Options) { o.Clock = clk })

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -42,7 +41,7 @@ func TestChaos(t *testing.T) {
 		t.Skip("runs processes for about two minutes")
 	}
 	bin := e2e.BuildBinary(t, "../..")
-	ctx := context.Background()
+	ctx := t.Context()
 	dir := t.TempDir()
 	const rate = 1800 // simulated seconds per real second: an hour every 2 s
 	vStart := time.Date(2026, 10, 31, 20, 0, 0, 0, time.UTC)

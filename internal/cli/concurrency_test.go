@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -22,7 +21,7 @@ import (
 func TestConcurrentMappingPUTs(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		world, err := bench.SeedWorld(ctx, benchInstance(e.app), 25)
 		if err != nil {
 			t.Fatal(err)

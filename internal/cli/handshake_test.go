@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/base64"
 	"net/http"
 	"path/filepath"
@@ -20,7 +19,7 @@ import (
 // getactivationkey, and the stack's activation, plus the refusals.
 func TestRegistrationHandshake(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		e := newTestEnv(t, backend)
 		stackDB := filepath.Join(t.TempDir(), "stack.db")
 		run := func(args ...string) cliResult { return runCLI(t, map[string]string{"STACKBILL_DB": stackDB}, args...) }
@@ -118,7 +117,7 @@ func claimValue(t *testing.T, jws, name string) string {
 // subscriptions that roll up to the same partner.
 func TestRegistrationMoves(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		e := newTestEnv(t, backend)
 		e.createRegistration(W.ContosoDefault, "azurestack", "stamp", "PayAsYouUse", true)
 		cs := e.csClient(W.ContosoDefault, e.tokens["contoso"])

@@ -223,7 +223,7 @@ func (h *hostileWorld) fingerprint(t *testing.T) (string, auditCounts) {
 // quarantine; and a stack with its own tenants and a delegated provider's.
 func newHostileWorld(t *testing.T, backend string) *hostileWorld {
 	e := newTestEnv(t, backend)
-	ctx := context.Background()
+	ctx := t.Context()
 	op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
 	h := &hostileWorld{e: e, tok: map[string]string{"operator": e.operator, "partner": e.tokens["contoso"], "provider": e.tokens["fabrikam"], "reseller": e.tokens["tailspin"], "anonymous": ""}}
 	e.createRegistration(W.ContosoDefault, "azurestack", "contoso-stamp", registration.PayAsYouUse, true)

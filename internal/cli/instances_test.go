@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -32,7 +31,7 @@ func TestTwoCommerceInstances(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs processes")
 	}
-	ctx := context.Background()
+	ctx := t.Context()
 	dsn := storetest.DSN(t, "postgres")
 	bin := e2e.BuildBinary(t, "../..")
 	op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -23,7 +22,7 @@ import (
 // though the bridge forwards all of it after the move.
 func TestOwnershipChangeMidMonth(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
 		stack := newStackApp(t, clk)

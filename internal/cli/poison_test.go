@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -37,7 +36,7 @@ func TestPoisonPills(t *testing.T) {
 		t.Skip("every background stage through a month and its finalization: the full suite runs it")
 	}
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		start := time.Date(2026, 10, 20, 9, 30, 0, 0, time.UTC)
 		clk := clock.Manual(start)
 		e := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })

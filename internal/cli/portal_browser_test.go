@@ -197,7 +197,7 @@ func TestPortalInBrowser(t *testing.T) {
 	}
 	chromium(t)
 	pw := newPortalWorld(t, "sqlite", 7)
-	ctx := context.Background()
+	ctx := t.Context()
 	fabrikam := auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "t"}
 	loc := "global"
 	// Two more registrations of Fabrikam, for the errors of rules 2 and 3.

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/csv"
 	"html"
 	"io"
@@ -30,7 +29,7 @@ type portalWorld struct {
 
 func newPortalWorld(t *testing.T, backend string, days int) *portalWorld {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	dsn := storetest.DSN(t, backend)
 	app := buildApp(t, Options{DB: dsn, Logger: storetest.Logger()})
 	srv := httptest.NewServer(app.Handler)
@@ -188,7 +187,7 @@ func TestPortalScope(t *testing.T) {
 // its provider's registration, and a bad token cannot sign in.
 func TestPortalForms(t *testing.T) {
 	pw := newPortalWorld(t, "sqlite", 1)
-	ctx := context.Background()
+	ctx := t.Context()
 	reg := "/portal/registrations/" + demo.FabrikamCSPSS + "/" + demo.ResourceGroup + "/" + demo.RegName
 	unregistered := demo.Registered // the first tenant not registered by the demo
 	form := url.Values{"customerSubscription": {demo.CustomerSub(unregistered)}, "tenantId": {pw.w.Sim.Tenants[unregistered].DirectoryID}}

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -27,7 +26,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 	}
 	bin := e2e.BuildBinary(t, "../..")
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		dsn := storetest.DSN(t, backend)
 		migs, err := store.Migrations(store.SQLite)
 		if err != nil {
@@ -92,7 +91,7 @@ func TestRecoveryAfterCrashMidFinalization(t *testing.T) {
 	}
 	bin := e2e.BuildBinary(t, "../..")
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		w := newBillingWorld(t, backend)
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
 		drafts, err := w.env.app.Billing.Invoices(ctx, op, "2026-10")

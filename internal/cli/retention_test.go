@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -20,7 +19,7 @@ import (
 // finalized periods while their invoices stay exactly as they were.
 func TestRetention(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC))
 		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
 		stack := newStackApp(t, clk)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +18,7 @@ func TestTenancyAndDelegatedProviders(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		day := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 		se := newStackEnv(t, backend, day.Add(2*time.Hour))
-		ctx := context.Background()
+		ctx := t.Context()
 		// dp is a reseller's subscription acting as a delegated provider; t1 is its tenant, t2 the operator's.
 		dp, dpTenant := randomGUID(), randomGUID()
 		se.onboard(t, dpTenant, dp, "")

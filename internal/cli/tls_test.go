@@ -119,7 +119,7 @@ func TestServeTLS(t *testing.T) {
 // a stack that pins commerce's CA forwards; one that pins another CA refuses
 // the certificate and sends nothing.
 func TestBridgeVerifiesCommerce(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	good, other := newTestPKI(t, "commerce"), newTestPKI(t, "impostor")
 	com := newTestEnv(t, "sqlite")
 	srv := httptest.NewUnstartedServer(com.app.Handler)

@@ -23,7 +23,7 @@ func TestSimulatedMonthTotals(t *testing.T) {
 		t.Skip("a month of usage for 50 tenants; run without -short")
 	}
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		monthEnd := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
 		se := newStackEnv(t, backend, monthEnd.Add(10*time.Minute))
 		w := simulate.New(simulate.Config{Tenants: 50, Seed: 42})

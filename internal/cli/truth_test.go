@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -26,7 +25,7 @@ import (
 // and the file's rows 149.74.
 func TestFinalizedReconciliationCountsLateUsageOnce(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
 		e := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
@@ -124,7 +123,7 @@ func TestFinalizedReconciliationCountsLateUsageOnce(t *testing.T) {
 // from the close, and the invoice states the rule.
 func TestPartnerCenterCloseRule(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := context.Background()
+		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 		grace := time.Duration(0)
 		e := newTestEnv(t, backend, func(o *Options) { o.Clock, o.InvoiceGrace = clk, &grace })

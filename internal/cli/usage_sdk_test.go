@@ -98,7 +98,7 @@ func TestUsageAggregatesSDK(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		day := time.Date(2026, 3, 9, 0, 0, 0, 0, time.UTC)
 		se := newStackEnv(t, backend, day.Add(24*time.Hour+30*time.Minute))
-		ctx := context.Background()
+		ctx := t.Context()
 		sub, tenant := randomGUID(), randomGUID()
 		se.onboard(t, tenant, sub, "")
 		other, otherTenant := randomGUID(), randomGUID()

@@ -60,7 +60,7 @@ func TestResolveRollsUpToTheBillingPartner(t *testing.T) {
 func TestWhoMayReadAndChangeTheDirectory(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		dir := newDirectory(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		w := storetest.World
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "op"}
 		contoso := auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "c"}

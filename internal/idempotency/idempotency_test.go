@@ -23,7 +23,7 @@ func TestAClaimThatDidNotCommitIsNeverSeen(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		db := storetest.Open(t, backend)
 		ks := idempotency.New(db, "commerce_dedup")
-		ctx := context.Background()
+		ctx := t.Context()
 		keys := [][16]byte{{1}, {2}, {3}}
 
 		ctxA, cancelA := context.WithCancel(ctx)

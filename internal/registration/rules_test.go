@@ -35,7 +35,7 @@ var (
 
 func newRulesWorld(t *testing.T, backend string, resolver func(*directory.Service) registration.Resolver) *rulesWorld {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	db := storetest.Open(t, backend)
 	clk := clock.Manual(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 	dir := directory.NewService(db, clk)

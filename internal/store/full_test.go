@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,7 +10,7 @@ import (
 // database: the write that does not fit fails with IsFull and rolls back
 // whole, what was stored stays intact, and without the cap writes resume.
 func TestFullDatabaseRefusesWritesAndRecovers(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "full.db")
 	db, err := Open(ctx, path, nil, MaxSize(256<<10))
 	if err != nil {

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"errors"
 	"path/filepath"
 	"slices"
@@ -11,7 +10,7 @@ import (
 // TestAfterEndHooksSeeTheOutcome: hooks run once per attempt, last added
 // first, after the transaction ended, and are told whether it committed.
 func TestAfterEndHooksSeeTheOutcome(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	db, err := Open(ctx, filepath.Join(t.TempDir(), "tx.db"), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package tenancy_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -25,7 +24,7 @@ type stack struct {
 
 func newStack(t *testing.T, backend string) *stack {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	db := storetest.Open(t, backend)
 	clk := clock.Manual(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 	s := &stack{clk: clk, provider: tenancy.NewGUID(), dp: tenancy.NewGUID(), ownSub: tenancy.NewGUID(), dpSub: tenancy.NewGUID(), t1: tenancy.NewGUID(), t2: tenancy.NewGUID()}
@@ -54,7 +53,7 @@ func newStack(t *testing.T, backend string) *stack {
 func TestUserSubscriptionRules(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		s := newStack(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		fresh := tenancy.NewGUID()
 		for _, c := range []struct {
 			name     string
@@ -106,7 +105,7 @@ func TestUserSubscriptionRules(t *testing.T) {
 func TestDirectoryTenantsAndOwnership(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		s := newStack(t, backend)
-		ctx := context.Background()
+		ctx := t.Context()
 		if _, err := s.svc.DeleteDirectoryTenant(ctx, s.op, s.provider, s.t1+".onmicrosoft.com"); !arm.Is(err, arm.Invalid) {
 			t.Fatalf("offboarding a directory that owns subscriptions: %v", err)
 		}
