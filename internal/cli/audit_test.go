@@ -26,6 +26,7 @@ import (
 // its own transaction, that the chain verifies, that tampering with a record
 // or removing one is detected, and that partners read only their scope.
 func TestAuditLog(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		ctx := t.Context()

@@ -16,6 +16,7 @@ import (
 // TestAuthorization proves that no partner, reseller or other role can read
 // or change what is not theirs, and that bad tokens are refused.
 func TestAuthorization(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		ctx := t.Context()

@@ -22,6 +22,7 @@ var W = storetest.World
 // TestAzureStackSDKRegistrations drives every registration operation through
 // the real Azure SDK for Go, on both engines.
 func TestAzureStackSDKRegistrations(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		ctx := t.Context()
@@ -176,6 +177,7 @@ func mustJSON(v any) string {
 // TestAzureStackSDKCustomerSubscriptions covers the customerSubscriptions
 // operations and every seed error code, read as an SDK user reads them.
 func TestAzureStackSDKCustomerSubscriptions(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		ctx := t.Context()
@@ -303,6 +305,7 @@ func TestAzureStackSDKCustomerSubscriptions(t *testing.T) {
 // directory that fails in each way, and checks the seed's 502 and that
 // nothing was written.
 func TestMetadataResolverBadGateway(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		var mode atomic.Value
 		mode.Store("ok")

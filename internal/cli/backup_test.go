@@ -55,6 +55,7 @@ func fingerprint(t *testing.T, app *App) string {
 // restores the backup and checks the content is exactly what was backed up,
 // with an intact audit chain, on both engines.
 func TestBackupRestoreRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, backend := range storetest.Backends {
 		t.Run(backend, func(t *testing.T) {
 			if backend == "postgres" {

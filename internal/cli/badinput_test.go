@@ -14,6 +14,7 @@ import (
 // and checks each gets a clear 4xx in the ARM envelope and leaves the
 // database exactly as it was.
 func TestBadInputChangesNothing(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		e.createRegistration(W.ContosoDefault, "azurestack", "payg", registration.PayAsYouUse, true)

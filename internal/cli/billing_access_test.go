@@ -23,6 +23,7 @@ import (
 // invoice, price list or reconciliation), end customers and stack roles
 // nothing at all.
 func TestBillingVisibility(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		w := newBillingWorld(t, backend)
@@ -129,6 +130,7 @@ func TestBillingVisibility(t *testing.T) {
 // notes: each gets a clear 4xx in the ARM envelope, never a 409 or 5xx, and
 // nothing changes.
 func TestBillingBadInput(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		w := newBillingWorld(t, backend)
@@ -220,6 +222,7 @@ func TestBillingBadInput(t *testing.T) {
 // TestVMSeriesCostTheSame: VMs are billed per vCPU-hour at one rate for every
 // series, so equal vCPU-hours from an A-series and a D-series VM cost the same.
 func TestVMSeriesCostTheSame(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	w := newBillingWorld(t, "sqlite")
 	w.clk.Set(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
@@ -251,6 +254,7 @@ func readerOrNil(r *strings.Reader) io.Reader {
 
 // TestBillingCLI drives the billing commands against a served commerce.
 func TestBillingCLI(t *testing.T) {
+	t.Parallel()
 	w := newBillingWorld(t, "sqlite")
 	w.clk.Set(time.Date(2026, 11, 2, 1, 0, 0, 0, time.UTC))
 	op := map[string]string{"STACKBILL_URL": w.env.url, "STACKBILL_TOKEN": w.env.operator}

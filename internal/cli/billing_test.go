@@ -206,6 +206,7 @@ func (w *billingWorld) goldenJSON(t *testing.T, name string, v any) {
 // finalization is idempotent and immutable; late usage lands on the next
 // invoice at its original usage date; credit notes correct without editing.
 func TestBillingGolden(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		w := newBillingWorld(t, backend)

@@ -33,6 +33,7 @@ import (
 // once: the count, and per charged subscription and billing meter the
 // quantities after mapping and unit conversion, equal what the stacks held.
 func TestBridgeChaosMillion(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("forwards a million records between real processes for minutes")
 	}

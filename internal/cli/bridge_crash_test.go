@@ -24,6 +24,7 @@ import (
 // kills one or the other with SIGKILL 20 times while the stack forwards a
 // 3-day backlog. Commerce must end with every record exactly once.
 func TestBridgeSurvivesKill9(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and kills real processes; run without -short")
 	}

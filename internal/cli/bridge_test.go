@@ -32,6 +32,7 @@ import (
 // and checks each hour was charged to the subscription its tenant mapped to
 // at that hour, per billing meter, exactly; re-sending changes nothing.
 func TestBridgeChargesByHour(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		t0 := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)

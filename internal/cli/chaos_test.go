@@ -37,6 +37,7 @@ import (
 // end every acknowledged event is billed exactly once: forwarded usage and
 // the invoices' quantities equal what was acknowledged, to the last digit.
 func TestChaos(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs processes for about two minutes")
 	}

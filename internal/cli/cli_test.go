@@ -31,6 +31,7 @@ func runCLI(t *testing.T, env map[string]string, args ...string) cliResult {
 // TestCLIFlow runs the seed's "Add end customer" flow through the CLI against
 // a server started with `stackbill serve`, on both engines.
 func TestCLIFlow(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		dsn := storetest.DSN(t, backend)
 		dir := t.TempDir()

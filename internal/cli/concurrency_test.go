@@ -19,6 +19,7 @@ import (
 // of its two subscriptions. No request may fail, and each tenant must end with
 // exactly one live mapping whose history is a clean chain.
 func TestConcurrentMappingPUTs(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		ctx := t.Context()
@@ -97,6 +98,7 @@ func TestConcurrentMappingPUTs(t *testing.T) {
 // TestAPIVersionShapes checks the three api-versions answer the same
 // resources, the preview adding systemData.
 func TestAPIVersionShapes(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		e.createRegistration(W.ContosoDefault, "azurestack", "payg", registration.PayAsYouUse, true)

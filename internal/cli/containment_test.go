@@ -39,6 +39,7 @@ import (
 // Fabrikam's stamp's cloud, and the "move" took the stamp, its approval, its
 // bridge and every tenant mapping.
 func TestResellerCannotTakeItsProvidersStamp(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		ctx := t.Context()
@@ -121,6 +122,7 @@ func TestResellerCannotTakeItsProvidersStamp(t *testing.T) {
 // Wingtip customer onto a registration Tailspin manages, Tailspin could read,
 // list and delete that mapping.
 func TestResellerCannotTouchAnotherResellersMappings(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		ctx := t.Context()
@@ -158,6 +160,7 @@ func TestResellerCannotTouchAnotherResellersMappings(t *testing.T) {
 // APIs of every subscription, the bridge's status and forwarding answered
 // 500.
 func TestOneUsageWriterCannotStopUsageForEveryone(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		day := time.Date(2026, 3, 9, 0, 0, 0, 0, time.UTC)
 		se := newStackEnv(t, backend, day.Add(30*time.Minute))
@@ -243,6 +246,7 @@ type usageResult struct {
 // were then dropped as duplicates. The answer also told Contoso whether
 // Fabrikam's records existed.
 func TestOneStackCannotEraseAnothersUsage(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		ctx := t.Context()
@@ -304,6 +308,7 @@ func TestOneStackCannotEraseAnothersUsage(t *testing.T) {
 // were accepted; after finalization, invoice lists, the period view, a
 // repeated finalize and another partner's reconciliation file answered 500.
 func TestHugeForwardedQuantitiesCannotBreakBilling(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		t0 := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 		clk := clock.Manual(t0)
@@ -544,6 +549,7 @@ func TestPortalSessions(t *testing.T) {
 // TestExportsAreSafeInASpreadsheet: CSV exports carried customer names that
 // begin with =, +, - or @ unescaped, which a spreadsheet runs as formulas.
 func TestExportsAreSafeInASpreadsheet(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		w := newBillingWorld(t, backend)
 		ctx := t.Context()
@@ -577,6 +583,7 @@ func TestExportsAreSafeInASpreadsheet(t *testing.T) {
 // revoking the previous one was not recorded, and stack tenancy changes
 // were not audited at all.
 func TestCredentialsAndTenancyAreAudited(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		e := newTestEnv(t, backend)
 		ctx := t.Context()

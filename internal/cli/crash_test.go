@@ -22,6 +22,7 @@ import (
 // it is acknowledged (and then re-sends everything once more). Stored usage
 // must equal what was produced exactly: nothing lost, nothing counted twice.
 func TestIntakeSurvivesKill9(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and kills real processes; run without -short")
 	}

@@ -18,6 +18,7 @@ import (
 // stack's registration token, the ARM registration, the activation key from
 // getactivationkey, and the stack's activation, plus the refusals.
 func TestRegistrationHandshake(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		e := newTestEnv(t, backend)
@@ -116,6 +117,7 @@ func claimValue(t *testing.T, jws, name string) string {
 // moves its registration, approval and tenant mappings, but only between
 // subscriptions that roll up to the same partner.
 func TestRegistrationMoves(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		e := newTestEnv(t, backend)

@@ -68,6 +68,7 @@ func regsPath(sub string) string {
 // for one audit record of the refusal. A route missing from the suite fails
 // it, so no route ships unexamined.
 func TestHostilePrincipals(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("every route as every principal, database hashed around each refusal: the full suite runs it")
 	}

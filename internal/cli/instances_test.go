@@ -28,6 +28,7 @@ import (
 // takes them over and completes them. A stack keeps forwarding through the
 // balancer after the kill, and every record is charged once.
 func TestTwoCommerceInstances(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs processes")
 	}

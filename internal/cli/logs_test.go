@@ -35,6 +35,7 @@ func (s *syncBuffer) String() string {
 // TestNoTokensInLogs logs at debug level through valid, invalid, revoked and
 // portal sign-ins, and checks that no token (nor its secret part) appears.
 func TestNoTokensInLogs(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	var logs syncBuffer
 	app := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), OperatorToken: "op-secret-in-env", Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})

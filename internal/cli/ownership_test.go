@@ -21,6 +21,7 @@ import (
 // subscription; the second half under the new owner, to the other's — even
 // though the bridge forwards all of it after the move.
 func TestOwnershipChangeMidMonth(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))

@@ -32,6 +32,7 @@ const unusual = "\u202egnp.exe\u200d\u200b e\u0301\u0301\u0301 \U0001F4A9\U0001F
 // with its reason, and that other tenants' usage, the usage APIs,
 // forwarding, invoices, reconciliation files and statements keep working.
 func TestPoisonPills(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("every background stage through a month and its finalization: the full suite runs it")
 	}

@@ -93,6 +93,7 @@ var portalPages = []string{"/portal/partners", "/portal/customers", "/portal/reg
 // gets exactly its pages, and no page shows a customer, subscription or
 // tenant outside the principal's scope.
 func TestPortalScope(t *testing.T) {
+	t.Parallel()
 	for _, backend := range storetest.Backends {
 		t.Run(backend, func(t *testing.T) {
 			pw := newPortalWorld(t, backend, 3)
@@ -186,6 +187,7 @@ func TestPortalScope(t *testing.T) {
 // without the CSRF field nothing changes, a reseller cannot add customers to
 // its provider's registration, and a bad token cannot sign in.
 func TestPortalForms(t *testing.T) {
+	t.Parallel()
 	pw := newPortalWorld(t, "sqlite", 1)
 	ctx := t.Context()
 	reg := "/portal/registrations/" + demo.FabrikamCSPSS + "/" + demo.ResourceGroup + "/" + demo.RegName
@@ -257,6 +259,7 @@ var invoiceRow = regexp.MustCompile(`<tr><td>(\d+)</td><td>[^<]*</td><td><code>[
 // wrong. Every line of the page must now be quantity × unit price, rounded
 // to the amount it shows, and the page must be the CSV, line for line.
 func TestPortalInvoicePageAddsUp(t *testing.T) {
+	t.Parallel()
 	pw := newPortalWorld(t, "sqlite", 3)
 	c := pw.signIn(t, pw.w.SignIn("fabrikam"))
 	number := "SB-" + pw.app.Clock.Now().Format("200601") + "-fabrikam"

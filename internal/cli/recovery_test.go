@@ -21,6 +21,7 @@ import (
 // previous version with nothing of the half-applied migration, and the next
 // start applies it whole.
 func TestRecoveryAfterCrashMidMigration(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and kills processes")
 	}
@@ -86,6 +87,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 // usage stamped, and finalizing again produces exactly the invoices that
 // would have been.
 func TestRecoveryAfterCrashMidFinalization(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and kills processes")
 	}

@@ -18,6 +18,7 @@ import (
 // idempotency keys go in batches, and commerce deletes billed usage of old
 // finalized periods while their invoices stay exactly as they were.
 func TestRetention(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC))

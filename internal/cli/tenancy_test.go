@@ -15,6 +15,7 @@ import (
 // delegated provider that sees only its direct tenants, soft deletion that
 // keeps usage, and the history of changes.
 func TestTenancyAndDelegatedProviders(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		day := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 		se := newStackEnv(t, backend, day.Add(2*time.Hour))

@@ -80,6 +80,7 @@ func (p testPKI) client(t *testing.T) *http.Client {
 // TestServeTLS starts `stackbill serve --tls-cert --tls-key` and checks that
 // it answers HTTPS to a client trusting its CA, and nothing in clear text.
 func TestServeTLS(t *testing.T) {
+	t.Parallel()
 	pki := newTestPKI(t, "serve")
 	addr := e2e.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -119,6 +120,7 @@ func TestServeTLS(t *testing.T) {
 // a stack that pins commerce's CA forwards; one that pins another CA refuses
 // the certificate and sends nothing.
 func TestBridgeVerifiesCommerce(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	good, other := newTestPKI(t, "commerce"), newTestPKI(t, "impostor")
 	com := newTestEnv(t, "sqlite")

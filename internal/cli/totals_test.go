@@ -19,6 +19,7 @@ import (
 // tenants over HTTP and checks that the usage API, read through the SDK,
 // returns exactly the simulator's totals per subscription and meter.
 func TestSimulatedMonthTotals(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("a month of usage for 50 tenants; run without -short")
 	}

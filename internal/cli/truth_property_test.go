@@ -40,6 +40,7 @@ var truthWorlds = flag.Int("truth-worlds", 0, "worlds TestBillingTruthProperty g
 // books; and a credit note. The worlds run one after another on one
 // database, two months each, so that hundreds fit in CI.
 func TestBillingTruthProperty(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("hundreds of generated billing worlds: the full suite runs them")
 	}

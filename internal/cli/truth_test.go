@@ -24,6 +24,7 @@ import (
 // before April and priced them again past the tier: the invoice said 151.83
 // and the file's rows 149.74.
 func TestFinalizedReconciliationCountsLateUsageOnce(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
@@ -122,6 +123,7 @@ func TestFinalizedReconciliationCountsLateUsageOnce(t *testing.T) {
 // invoice as LateUsage, however late finalization runs; the draft shows so
 // from the close, and the invoice states the rule.
 func TestPartnerCenterCloseRule(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))

@@ -95,6 +95,7 @@ func sumQty(items []commerce.UsageAggregation) money.Quantity {
 // for Go: paging past 1,000 rows, Hourly and Daily, details on and off, late,
 // duplicate and bad events, and every error code.
 func TestUsageAggregatesSDK(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		day := time.Date(2026, 3, 9, 0, 0, 0, 0, time.UTC)
 		se := newStackEnv(t, backend, day.Add(24*time.Hour+30*time.Minute))
@@ -238,6 +239,7 @@ func TestUsageAggregatesSDK(t *testing.T) {
 // index with its reason, the good events of the batch are kept, and nothing
 // bad reaches stored usage.
 func TestUsageIntakeRejectsBadEvents(t *testing.T) {
+	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {
 		day := time.Date(2026, 3, 9, 0, 0, 0, 0, time.UTC)
 		se := newStackEnv(t, backend, day.Add(30*time.Minute))
