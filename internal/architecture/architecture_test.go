@@ -63,7 +63,8 @@ func packages(t *testing.T) []pkg {
 }
 
 // TestEveryPackageSaysWhatItOwns: a package's doc comment exists, starts
-// with its name as godoc expects, and is more than a label.
+// with its name as godoc expects, and is more than a label; and no package
+// is a util or common drawer.
 func TestEveryPackageSaysWhatItOwns(t *testing.T) {
 	for _, p := range packages(t) {
 		var doc string
@@ -75,6 +76,10 @@ func TestEveryPackageSaysWhatItOwns(t *testing.T) {
 		want := "Package " + p.name + " "
 		if p.name == "main" {
 			want = "Command " + filepath.Base(p.dir) + " "
+		}
+		switch strings.ToLower(filepath.Base(p.dir)) {
+		case "util", "utils", "common", "helpers", "shared", "base", "misc":
+			t.Errorf("%s: the package's name says nothing about what it provides", p.dir)
 		}
 		switch {
 		case doc == "":

@@ -1,7 +1,7 @@
 // Package varbuf is the compact binary layout stackbill uses where JSON costs
-// too much: the stack's intake log and the bridge's batches. Values are
-// varints and varint-length-prefixed strings, appended to a byte slice and
-// read back in the same order. A Reader remembers its first failure, so a
+// too much: the stack's intake log, commerce's log of forwarded usage, and
+// the bridge's batches. Values are varints and varint-length-prefixed
+// strings, appended to a byte slice and read back in the same order. A Reader remembers its first failure, so a
 // decoder reads every field and checks once at the end; a truncated or
 // overlong input is an error, never a panic or an allocation of a length
 // the input cannot hold.
