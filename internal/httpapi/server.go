@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -364,6 +365,11 @@ func (s *Server) identify(q *exchange, rt *route) *arm.Error {
 	case authed:
 		q.p, q.authed = p, true
 		if sess, ok := sessionOf(q.r, p); ok {
+			// begin gave this cookie-only request the anonymous read
+			// deadline. Left in place, it would fire during a long page
+			// (net/http's background read then cancels the request's
+			// context), so a signed-in partner's slow invoice became a 500.
+			_ = http.NewResponseController(q.w).SetReadDeadline(time.Time{})
 			q.r = q.r.WithContext(auth.WithSession(q.r.Context(), sess))
 		} else {
 			q.r = q.r.WithContext(auth.WithPrincipal(q.r.Context(), p))
@@ -394,10 +400,38 @@ func (s *Server) admit(q *exchange, rt *route) (release func(), e *arm.Error) {
 	}
 	release, e = s.limits.enterAnon(clientIP(q.r, s.cfg.TrustedProxies), time.Now())
 	if e == nil {
-		_ = http.NewResponseController(q.w).SetReadDeadline(time.Now().Add(s.cfg.AnonBodyTimeout))
+		rc := http.NewResponseController(q.w)
+		_ = rc.SetReadDeadline(time.Now().Add(s.cfg.AnonBodyTimeout))
+		// The deadline bounds how long the body may take to arrive, not the
+		// work done with it: once the body is in (or there is none), it is
+		// lifted, because net/http's background read would otherwise hit it
+		// and cancel the request mid-work (a sign-in waiting on a busy
+		// database became a 401). The work stays bounded by the anonymous
+		// slots this request holds.
+		if q.r.Body == nil || q.r.Body == http.NoBody {
+			_ = rc.SetReadDeadline(time.Time{})
+		} else {
+			q.r.Body = &liftOnEOF{ReadCloser: q.r.Body, lift: func() { _ = rc.SetReadDeadline(time.Time{}) }}
+		}
 		q.r.Body = http.MaxBytesReader(q.w, q.r.Body, anonBodyBytes)
 	}
 	return release, e
+}
+
+// liftOnEOF calls lift once its body has been read to the end.
+type liftOnEOF struct {
+	io.ReadCloser
+	lift func()
+	done bool
+}
+
+func (b *liftOnEOF) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.done {
+		b.done = true
+		b.lift()
+	}
+	return n, err
 }
 
 // authorize checks the route's audience; routes over the whole stamp refuse a

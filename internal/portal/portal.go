@@ -350,7 +350,11 @@ func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
 	id, _, err := p.d.Auth.StartSession(r.Context(), token)
 	if err != nil {
 		if !errors.Is(err, auth.ErrInvalid) {
+			// Not a verdict on the token: saying it was invalid would send
+			// the partner off to make a new one.
 			p.d.Logger.Error("portal sign-in", "err", err)
+			p.renderLogin(w, r, http.StatusServiceUnavailable, next, "Sign-in is unavailable just now. Try again in a moment.")
+			return
 		}
 		p.renderLogin(w, r, http.StatusUnauthorized, next, "That token is not valid, has expired or was revoked. Create one with: stackbill token create --role …")
 		return

@@ -88,8 +88,16 @@ func Open(t testing.TB, backend string) *store.DB {
 	return db
 }
 
-// Logger discards logs; tests assert on behaviour, not log lines.
-func Logger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+// Logger discards logs, since tests assert on behaviour, not log lines,
+// unless STACKBILL_TEST_LOG is set: then the services' logs go to stderr, which
+// is how a 500 in a failing end-to-end test is explained.
+func Logger() *slog.Logger {
+	var w io.Writer = io.Discard
+	if os.Getenv("STACKBILL_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
 
 // Each runs fn once per backend as a subtest.
 func Each(t *testing.T, fn func(t *testing.T, backend string)) {
