@@ -214,9 +214,8 @@ func CheckpointVerifier(keys JWKS) func(kid string, msg []byte, signature string
 // LocalKeys returns commerce's key set when this database holds it (stack
 // and commerce in one installation), without creating one.
 func LocalKeys(ctx context.Context, db *store.DB) (JWKS, bool, error) {
-	var pemText string
-	err := db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, signingKeySetting).Scan(&pemText)
-	if err != nil {
+	pemText, ok, err := db.LookupSetting(ctx, signingKeySetting)
+	if err != nil || !ok {
 		return JWKS{}, false, nil
 	}
 	k, kid, err := parseKey(pemText)
@@ -336,13 +335,13 @@ func Activate(ctx context.Context, db *store.DB, key string, keys JWKS, now time
 
 // LoadActivation returns the stored activation, if any.
 func LoadActivation(ctx context.Context, db *store.DB) (*Activation, error) {
-	var text string
-	if err := db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, activationSetting).Scan(&text); err != nil {
-		if store.IsNoRows(err) {
-			return nil, nil
-		}
+	text, ok, err := db.LookupSetting(ctx, activationSetting)
+	if err != nil {
 		// An outage is not "not activated": the forwarder must say so.
 		return nil, fmt.Errorf("read the stack's activation: %w", err)
+	}
+	if !ok {
+		return nil, nil
 	}
 	var a Activation
 	if err := json.Unmarshal([]byte(text), &a); err != nil {

@@ -223,11 +223,8 @@ func (f *Forwarder) seal(ctx context.Context, a *Activation, horizon int64) (int
 		if err := f.db.Write(ctx, func(tx *store.Tx) error {
 			// Compare and set: another instance of this stack that sealed
 			// the same records first wins, and this batch is dropped.
-			res, err := tx.ExecContext(ctx, `UPDATE settings SET value = ? WHERE key = ? AND value = ?`, string(now), sealedSetting, was)
-			if err != nil {
-				return err
-			}
-			if n, err := res.RowsAffected(); err != nil || n != 1 {
+			swapped, err := tx.SwapSetting(ctx, sealedSetting, was, string(now))
+			if err != nil || !swapped {
 				return err
 			}
 			sealed = true
@@ -268,8 +265,8 @@ func (f *Forwarder) Release(ctx context.Context, tx *store.Tx, it quarantine.Ite
 	if err != nil {
 		return arm.InvalidRequest("", "The stack is not activated for usage reporting, so nothing can be sealed.")
 	}
-	var text string
-	if err := tx.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, sealedSetting).Scan(&text); err != nil {
+	text, _, err := tx.Setting(ctx, sealedSetting)
+	if err != nil {
 		return err
 	}
 	var at Watermark
@@ -453,7 +450,7 @@ func (f *Forwarder) commit(ctx context.Context, r outboxRow) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM bridge_outbox WHERE id = ?`, r.id); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, watermarkSetting, string(text)); err != nil {
+		if err := tx.PutSetting(ctx, watermarkSetting, string(text)); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO bridge_forward_hours (hour_us, records, batches) VALUES (?, ?, 1)

@@ -232,3 +232,39 @@ func (db *DB) SetSetting(ctx context.Context, key, value string) error {
 		return err
 	})
 }
+
+// Setting reads key inside tx; ok is false when it was never set.
+func (tx *Tx) Setting(ctx context.Context, key string) (value string, ok bool, err error) {
+	err = tx.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&value)
+	if IsNoRows(err) {
+		return "", false, nil
+	}
+	return value, err == nil, err
+}
+
+// PutSetting stores value under key inside tx.
+func (tx *Tx) PutSetting(ctx context.Context, key, value string) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	return err
+}
+
+// SwapSetting replaces key's value with value only while it is still was:
+// a compare-and-set, so of two writers that read the same value one wins.
+func (tx *Tx) SwapSetting(ctx context.Context, key, was, value string) (bool, error) {
+	res, err := tx.ExecContext(ctx, `UPDATE settings SET value = ? WHERE key = ? AND value = ?`, value, key, was)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// LookupSetting reads key outside a transaction; ok is false when it was
+// never set.
+func (db *DB) LookupSetting(ctx context.Context, key string) (value string, ok bool, err error) {
+	err = db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&value)
+	if IsNoRows(err) {
+		return "", false, nil
+	}
+	return value, err == nil, err
+}
