@@ -27,6 +27,7 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
 )
 
@@ -45,6 +46,19 @@ type Service struct {
 	// before another runner (on this or another instance) takes it over.
 	ExportStale time.Duration
 	usage       UsageSettler
+	dir         Directory
+	regs        Registrations
+}
+
+// Directory is the partner directory, as billing reads it: a snapshot that
+// also answers who is billed for a subscription.
+type Directory interface {
+	Snapshot(ctx context.Context) (*directory.Snapshot, error)
+}
+
+// Registrations names registrations on bills and reconciliation files.
+type Registrations interface {
+	Labels(ctx context.Context) (map[string]registration.Label, error)
 }
 
 // UsageSettler completes commerce's forwarded usage: batches already
@@ -56,8 +70,8 @@ type UsageSettler interface {
 
 // NewService builds the billing service. grace is how long invoices stay
 // drafts after their month ends; usage is settled before usage is read.
-func NewService(db *store.DB, c *clock.Clock, logger *slog.Logger, grace time.Duration, usage UsageSettler) *Service {
-	return &Service{db: db, clock: c, logger: logger, grace: grace, ExportStale: 2 * time.Minute, usage: usage}
+func NewService(db *store.DB, c *clock.Clock, logger *slog.Logger, grace time.Duration, usage UsageSettler, dir Directory, regs Registrations) *Service {
+	return &Service{db: db, clock: c, logger: logger, grace: grace, ExportStale: 2 * time.Minute, usage: usage, dir: dir, regs: regs}
 }
 
 // settle completes forwarded usage before a read of commerce_usage. It
@@ -114,11 +128,11 @@ func (s *Service) SetAgreement(ctx context.Context, p auth.Principal, a Agreemen
 	if _, ok := MinorUnits(a.Currency); !ok {
 		return Agreement{}, arm.InvalidRequest("currency", "Unknown currency '%s': give an ISO 4217 code such as USD or EUR.", a.Currency)
 	}
-	dir, err := loadDirectory(ctx, s.db)
+	dir, err := s.loadDirectory(ctx, s.db)
 	if err != nil {
 		return Agreement{}, err
 	}
-	pt, ok := dir.partners[a.PartnerID]
+	pt, ok := dir.Partners[a.PartnerID]
 	switch {
 	case !ok:
 		return Agreement{}, arm.Errorf(arm.NotFound, "PartnerNotFound", "Partner '%s' was not found.", a.PartnerID)
@@ -144,13 +158,13 @@ func (s *Service) Agreements(ctx context.Context, p auth.Principal) ([]Agreement
 	if err != nil {
 		return nil, err
 	}
-	dir, err := loadDirectory(ctx, s.db)
+	dir, err := s.loadDirectory(ctx, s.db)
 	if err != nil {
 		return nil, err
 	}
 	out := []Agreement{}
-	for _, id := range dir.sortedPartners() {
-		pt := dir.partners[id]
+	for _, id := range dir.PartnerIDs() {
+		pt := dir.Partners[id]
 		if pt.Type == directory.IndirectReseller || !sc.billTo(id) {
 			continue
 		}

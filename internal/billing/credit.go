@@ -55,11 +55,11 @@ func (s *Service) isDraftNumber(ctx context.Context, number string) bool {
 	if err != nil {
 		return false
 	}
-	dir, err := loadDirectory(ctx, s.db)
+	dir, err := s.loadDirectory(ctx, s.db)
 	if err != nil {
 		return false
 	}
-	pt, ok := dir.partners[rest[7:]]
+	pt, ok := dir.Partners[rest[7:]]
 	return ok && pt.Type != directory.IndirectReseller && !period.After(s.clock.Now())
 }
 

@@ -136,33 +136,33 @@ func (s *Service) build(dir *dirSnapshot, r *rater, period string, status string
 	out := map[string]*Invoice{}
 	sections := map[string]map[string]*Section{}
 	for _, l := range r.lines {
-		acct, _ := dir.accountOf(l.key.sub)
-		inv := out[acct.billTo]
+		acct, _ := dir.Account(l.key.sub)
+		inv := out[acct.BillTo]
 		if inv == nil {
-			pt := dir.partners[acct.billTo]
-			inv = &Invoice{Number: invoiceNumber(acct.billTo, period), PartnerID: acct.billTo, PartnerName: pt.Name, MpnID: pt.MpnID, Period: period,
-				PeriodStart: start, PeriodEnd: end, Status: status, DraftUntil: end.Add(s.grace), Currency: dir.currency(acct.billTo), Rounding: Rounding,
+			pt := dir.Partners[acct.BillTo]
+			inv = &Invoice{Number: invoiceNumber(acct.BillTo, period), PartnerID: acct.BillTo, PartnerName: pt.Name, MpnID: pt.MpnID, Period: period,
+				PeriodStart: start, PeriodEnd: end, Status: status, DraftUntil: end.Add(s.grace), Currency: dir.currency(acct.BillTo), Rounding: Rounding,
 				TierRule: TierRule, LateUsageRule: s.lateUsageRule(end), CreditNotes: []CreditNote{}}
-			out[acct.billTo] = inv
-			sections[acct.billTo] = map[string]*Section{}
+			out[acct.BillTo] = inv
+			sections[acct.BillTo] = map[string]*Section{}
 		}
-		sec := sections[acct.billTo][acct.reseller]
+		sec := sections[acct.BillTo][acct.Reseller]
 		if sec == nil {
-			sec = &Section{ResellerID: acct.reseller}
-			if rp, ok := dir.partners[acct.reseller]; ok {
+			sec = &Section{ResellerID: acct.Reseller}
+			if rp, ok := dir.Partners[acct.Reseller]; ok {
 				sec.ResellerName, sec.ResellerMpnID = rp.Name, rp.MpnID
 			}
-			sections[acct.billTo][acct.reseller] = sec
+			sections[acct.BillTo][acct.Reseller] = sec
 		}
 		minor, _ := MinorUnits(inv.Currency)
 		st := l.sched.steps[l.key.step]
-		ln := Line{Kind: "Usage", CustomerTenantID: acct.customer, ResellerID: acct.reseller, ResellerMpnID: sec.ResellerMpnID,
-			SubscriptionID: l.key.sub, SubscriptionName: dir.subs[l.key.sub].Name, RegistrationUID: l.key.reg, Registration: dir.regs[l.key.reg].name,
-			CloudID: dir.regs[l.key.reg].cloudID, UsagePeriod: l.key.usagePeriod, ChargeStart: l.from, ChargeEnd: clock.ChargeEnd(l.to),
+		ln := Line{Kind: "Usage", CustomerTenantID: acct.Customer, ResellerID: acct.Reseller, ResellerMpnID: sec.ResellerMpnID,
+			SubscriptionID: l.key.sub, SubscriptionName: dir.Subscriptions[l.key.sub].Name, RegistrationUID: l.key.reg, Registration: dir.regs[l.key.reg].Name,
+			CloudID: dir.regs[l.key.reg].CloudID, UsagePeriod: l.key.usagePeriod, ChargeStart: l.from, ChargeEnd: clock.ChargeEnd(l.to),
 			MeterID: l.key.meter, MeterName: l.sched.price.MeterName, MeterCategory: l.sched.price.Category, MeterSubCategory: l.sched.price.SubCategory,
 			Unit: l.sched.price.Unit, PriceListID: l.key.priceList, Tier: st.tier, Quantity: quantityIn(l.qty, l.sched.div), BilledQuantity: l.qty,
 			UnitPrice: st.price, Amount: amountOf(l.numer, l.sched.div, minor), Currency: inv.Currency}
-		if c, ok := dir.customers[acct.customer]; ok {
+		if c, ok := dir.Customers[acct.Customer]; ok {
 			ln.CustomerName = c.Name
 		}
 		if l.key.usagePeriod < period {
@@ -298,8 +298,8 @@ func earliestDay(aggs []dayAgg) time.Time {
 // subsBilledTo lists the charged subscriptions whose bill goes to partnerID.
 func (d *dirSnapshot) subsBilledTo(partnerID string) []string {
 	out := []string{}
-	for id := range d.subs {
-		if a, ok := d.accountOf(id); ok && a.billTo == partnerID {
+	for id := range d.Subscriptions {
+		if a, ok := d.Account(id); ok && a.BillTo == partnerID {
 			out = append(out, id)
 		}
 	}
@@ -352,7 +352,7 @@ func (s *Service) periodInvoices(ctx context.Context, dir *dirSnapshot, period, 
 		return s.storedInvoices(ctx, period, partner)
 	}
 	if dir == nil {
-		if dir, err = loadDirectory(ctx, s.db); err != nil {
+		if dir, err = s.loadDirectory(ctx, s.db); err != nil {
 			return nil, err
 		}
 	}
@@ -473,7 +473,7 @@ func (s *Service) Period(ctx context.Context, p auth.Principal, period string) (
 	if err != nil {
 		return PeriodSummary{}, err
 	}
-	dir, err := loadDirectory(ctx, s.db)
+	dir, err := s.loadDirectory(ctx, s.db)
 	if err != nil {
 		return PeriodSummary{}, err
 	}
@@ -584,7 +584,7 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 			period, clock.Micros(end), clock.Micros(end.Add(s.grace))); err != nil {
 			return fmt.Errorf("stamp usage: %w", err)
 		}
-		dir, err := loadDirectory(ctx, tx)
+		dir, err := s.loadDirectory(ctx, tx)
 		if err != nil {
 			return err
 		}
@@ -652,13 +652,13 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 			}
 		}
 		// Every owner's statements, priced with today's price books.
-		owners := make([]string, 0, len(dir.partners))
-		for id := range dir.partners {
+		owners := make([]string, 0, len(dir.Partners))
+		for id := range dir.Partners {
 			owners = append(owners, id)
 		}
 		sort.Strings(owners)
 		for _, id := range owners {
-			stmts, err := s.statements(ctx, tx, dir, dir.partners[id], period, run.invoices)
+			stmts, err := s.statements(ctx, tx, dir, dir.Partners[id], period, run.invoices)
 			if err != nil {
 				return fmt.Errorf("statements of %s: %w", id, err)
 			}

@@ -41,11 +41,11 @@ func (s *Service) ownerScope(ctx context.Context, p auth.Principal, owner string
 	if err != nil {
 		return nil, directory.Partner{}, err
 	}
-	dir, err := loadDirectory(ctx, s.db)
+	dir, err := s.loadDirectory(ctx, s.db)
 	if err != nil {
 		return nil, directory.Partner{}, err
 	}
-	pt, ok := dir.partners[owner]
+	pt, ok := dir.Partners[owner]
 	if !ok || (!sc.all && sc.partner != owner) {
 		return nil, directory.Partner{}, notFound("Partner", owner)
 	}
@@ -57,14 +57,14 @@ func (s *Service) ownerScope(ctx context.Context, p auth.Principal, owner string
 func (d *dirSnapshot) accounts(owner directory.Partner) map[string]string {
 	out := map[string]string{}
 	if owner.Type == directory.IndirectProvider {
-		for _, p := range d.partners {
+		for _, p := range d.Partners {
 			if p.Provider == owner.ID {
 				out[p.ID] = p.Name
 			}
 		}
 		return out
 	}
-	for _, c := range d.customers {
+	for _, c := range d.Customers {
 		if c.Partner == owner.ID {
 			out[c.TenantID] = c.Name
 		}
@@ -359,7 +359,7 @@ func (s *Service) statements(ctx context.Context, q store.Querier, dir *dirSnaps
 	// Local-only meters: not billed by Microsoft, charged only from a price book.
 	if op.Type != directory.IndirectProvider {
 		subsOf := map[string]string{}
-		for id, sub := range dir.subs {
+		for id, sub := range dir.Subscriptions {
 			if _, ok := accounts[sub.CustomerTenantID]; ok {
 				subsOf[id] = sub.CustomerTenantID
 			}

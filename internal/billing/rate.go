@@ -613,12 +613,12 @@ type feedFunc func(l *lineAcc, qty money.Quantity)
 // feed rates qty of (sub, meter) used on day via registration reg. Callers
 // feed in (subscription, meter, day, registration) order.
 func (r *rater) feed(ctx context.Context, reg, sub, meter string, day time.Time, qty money.Quantity, fn feedFunc) error {
-	acct, ok := r.dir.accountOf(sub)
+	acct, ok := r.dir.Account(sub)
 	if !ok {
 		r.unbilled[sub] = r.unbilled[sub].Add(qty)
 		return nil
 	}
-	cur := r.dir.currency(acct.billTo)
+	cur := r.dir.currency(acct.BillTo)
 	sched, err := r.cat.at(ctx, cur, meter, day)
 	if err != nil {
 		return err

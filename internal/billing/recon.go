@@ -9,10 +9,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/stackbill/stackbill/internal/csvexport"
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/stackbill/stackbill/internal/csvexport"
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
@@ -46,11 +47,11 @@ func (s *Service) canExport(ctx context.Context, p auth.Principal, partner strin
 	if sc.all {
 		// Even the operator gets a 404 for a partner that does not exist,
 		// rather than an empty file that looks like a month without usage.
-		dir, err := loadDirectory(ctx, s.db)
+		dir, err := s.loadDirectory(ctx, s.db)
 		if err != nil {
 			return err
 		}
-		if _, ok := dir.partners[partner]; !ok {
+		if _, ok := dir.Partners[partner]; !ok {
 			return notFound("Partner", partner)
 		}
 	}
@@ -106,9 +107,9 @@ func (s *Service) reconSet(ctx context.Context, q store.Querier, partner, period
 	// finalized with, so its file never changes; a draft's against today's.
 	var dir *dirSnapshot
 	if st.finalized {
-		dir, err = periodDirectory(ctx, q, period)
+		dir, err = s.periodDirectory(ctx, q, period)
 	} else {
-		dir, err = loadDirectory(ctx, q)
+		dir, err = s.loadDirectory(ctx, q)
 	}
 	if err != nil {
 		return rateSet{}, nil, err
@@ -158,7 +159,7 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 		return err
 	}
 	r := newRater(cat, dir, prior)
-	pt := dir.partners[partner]
+	pt := dir.Partners[partner]
 	cur := dir.currency(partner)
 	minor, _ := MinorUnits(cur)
 	number := invoiceNumber(partner, period)
@@ -188,7 +189,7 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 			return nil
 		}
 		day := clock.FromMicros(g.day * int64(24*time.Hour/time.Microsecond))
-		acct, _ := dir.accountOf(g.sub)
+		acct, _ := dir.Account(g.sub)
 		var werr error
 		err := r.feed(ctx, g.reg, g.sub, g.meter, day, g.qty.Quantity(), func(l *lineAcc, qty money.Quantity) {
 			after := amountOf(l.numer, l.sched.div, minor)
@@ -201,13 +202,13 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 			}
 			info, _ := json.Marshal(map[string]string{
 				"azureStack.MeterId": guidOf(g.local), "azureStack.SubscriptionId": g.localSub, "azureStack.Location": g.loc,
-				"azureStack.EventDateTime": day.Format("01/02/2006 15:04:05"), "azureStack.CloudId": dir.regs[g.reg].cloudID,
-				"azureStack.Registration": dir.regs[g.reg].name,
+				"azureStack.EventDateTime": day.Format("01/02/2006 15:04:05"), "azureStack.CloudId": dir.regs[g.reg].CloudID,
+				"azureStack.Registration": dir.regs[g.reg].Name,
 			})
 			st := l.sched.steps[l.key.step]
-			cust := dir.customers[acct.customer]
+			cust := dir.Customers[acct.Customer]
 			resellerMpn := ""
-			if rp, ok := dir.partners[acct.reseller]; ok {
+			if rp, ok := dir.Partners[acct.Reseller]; ok {
 				resellerMpn = rp.MpnID
 				if resellerMpn == "" {
 					resellerMpn = rp.ID
@@ -217,7 +218,7 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 			if tags == "null" {
 				tags = ""
 			}
-			copy(rec, []string{partner, pt.Name, pt.MpnID, acct.customer, cust.Name, resellerMpn, number, g.sub,
+			copy(rec, []string{partner, pt.Name, pt.MpnID, acct.Customer, cust.Name, resellerMpn, number, g.sub,
 				ustart.Format(time.RFC3339), clock.ChargeEnd(uend.Add(-24 * time.Hour)).Format(time.RFC3339), day.Format("2006-01-02"),
 				l.sched.price.Category, l.sched.price.SubCategory, l.key.meter, l.sched.price.MeterName, l.sched.price.Region,
 				l.sched.price.Unit, g.loc, g.uri, tags, string(info), chargeType, st.price.String(), quantityIn(qty, l.sched.div).String(),

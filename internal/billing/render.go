@@ -1,11 +1,12 @@
 package billing
 
 import (
-	"github.com/stackbill/stackbill/internal/csvexport"
 	"html/template"
 	"io"
 	"strconv"
 	"time"
+
+	"github.com/stackbill/stackbill/internal/csvexport"
 )
 
 // WriteInvoiceCSV writes an invoice's lines as CSV, one row per line, with

@@ -113,9 +113,9 @@ func (s *Service) verifyPeriod(ctx context.Context, q store.Querier, period stri
 	}
 	var dir *dirSnapshot
 	if st.finalized {
-		dir, err = periodDirectory(ctx, q, period)
+		dir, err = s.periodDirectory(ctx, q, period)
 	} else {
-		dir, err = loadDirectory(ctx, q)
+		dir, err = s.loadDirectory(ctx, q)
 	}
 	if err != nil {
 		return err
@@ -237,7 +237,7 @@ func (s *Service) verifyPeriod(ctx context.Context, q store.Querier, period stri
 		}
 		// Statements: the bill-to partner's accounts cost what the invoice
 		// bills them.
-		if pt, ok := dir.partners[id]; ok {
+		if pt, ok := dir.Partners[id]; ok {
 			stmts, err := s.periodStatements(ctx, q, st.finalized, dir, pt, period, invs)
 			if err != nil {
 				return err
@@ -264,7 +264,7 @@ func (s *Service) verifyPeriod(ctx context.Context, q store.Querier, period stri
 			// A provider's charge to each reseller is that reseller's cost.
 			if pt.Type == directory.IndirectProvider {
 				for _, stm := range stmts {
-					rp, ok := dir.partners[stm.Account]
+					rp, ok := dir.Partners[stm.Account]
 					if !ok {
 						continue
 					}
@@ -410,7 +410,7 @@ func (s *Service) verifyUsage(ctx context.Context, q store.Querier, period strin
 				recs.Close()
 				return err
 			}
-			if _, ok := dir.accountOf(k.sub); !ok {
+			if _, ok := dir.Account(k.sub); !ok {
 				continue // usage no CSP partner is billed for
 			}
 			if forwarded[k] == nil {

@@ -178,7 +178,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	if o.InvoiceGrace != nil {
 		grace = *o.InvoiceGrace
 	}
-	bill := billing.NewService(db, o.Clock, o.Logger.With("component", "billing"), grace, ingestor)
+	bill := billing.NewService(db, o.Clock, o.Logger.With("component", "billing"), grace, ingestor, dir, regs)
 	if o.ExportStale > 0 {
 		bill.ExportStale = o.ExportStale
 	}

@@ -387,22 +387,37 @@ func (s *Service) Resolve(ctx context.Context, id string) (ResolvedSubscription,
 	if !ok {
 		return ResolvedSubscription{}, ErrNotFound
 	}
-	var r ResolvedSubscription
-	var offer, ownerType, owner string
-	err := s.db.QueryRowContext(ctx, `SELECT s.id, s.offer, s.partner_id, s.customer_tenant_id, COALESCE(p.type, ''), COALESCE(p.id, '')
-		FROM subscriptions s LEFT JOIN customers c ON c.tenant_id = s.customer_tenant_id LEFT JOIN partners p ON p.id = c.partner_id
-		WHERE s.id = ?`, cid).Scan(&r.ID, &offer, &r.RollsUpTo, &r.CustomerTenantID, &ownerType, &owner)
+	// The subscription, its partner and its customer's partner: what the
+	// one roll-up rule (account) needs, in one query.
+	var sub Subscription
+	var offer string
+	var holder, owner Partner
+	var holderType, ownerType string
+	var c Customer
+	err := s.db.QueryRowContext(ctx, `SELECT s.id, s.offer, s.partner_id, s.customer_tenant_id,
+			COALESCE(sp.id, ''), COALESCE(sp.type, ''), COALESCE(sp.provider_id, ''),
+			COALESCE(c.tenant_id, ''), COALESCE(c.partner_id, ''),
+			COALESCE(cp.id, ''), COALESCE(cp.type, ''), COALESCE(cp.provider_id, '')
+		FROM subscriptions s LEFT JOIN partners sp ON sp.id = s.partner_id
+			LEFT JOIN customers c ON c.tenant_id = s.customer_tenant_id LEFT JOIN partners cp ON cp.id = c.partner_id
+		WHERE s.id = ?`, cid).Scan(&sub.ID, &offer, &sub.Partner, &sub.CustomerTenantID,
+		&holder.ID, &holderType, &holder.Provider, &c.TenantID, &c.Partner, &owner.ID, &ownerType, &owner.Provider)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ResolvedSubscription{}, ErrNotFound
 	}
 	if err != nil {
 		return ResolvedSubscription{}, err
 	}
-	r.Offer = Offer(offer)
-	if PartnerType(ownerType) == IndirectReseller {
-		r.Reseller = owner
+	holder.Type, owner.Type = PartnerType(holderType), PartnerType(ownerType)
+	partners := map[string]Partner{}
+	for _, p := range []Partner{holder, owner} {
+		if p.ID != "" {
+			partners[p.ID] = p
+		}
 	}
-	return r, nil
+	a := account(sub, func(id string) (Partner, bool) { p, ok := partners[id]; return p, ok },
+		func(t string) (Customer, bool) { return c, c.TenantID != "" && c.TenantID == t })
+	return ResolvedSubscription{ID: sub.ID, Offer: Offer(offer), RollsUpTo: a.BillTo, CustomerTenantID: sub.CustomerTenantID, Reseller: a.Reseller}, nil
 }
 
 // Change is one entry of the directory history.

@@ -216,14 +216,6 @@ func normalizeSubscription(s *Subscription, lk lookups) error {
 	return nil
 }
 
-// rollsUp is the partner holding the billing relationship for p's customers.
-func rollsUp(p Partner) string {
-	if p.Type == IndirectReseller {
-		return p.Provider
-	}
-	return p.ID
-}
-
 func notFound(kind, id string) *arm.Error {
 	return arm.Errorf(arm.NotFound, kind+"NotFound", "The %s '%s' was not found in the directory.", strings.ToLower(kind), id)
 }

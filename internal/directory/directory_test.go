@@ -26,9 +26,15 @@ func newDirectory(t *testing.T, backend string) *directory.Service {
 // TestResolveRollsUpToTheBillingPartner: every subscription resolves to the
 // partner who holds the billing relationship (a reseller's customer to its
 // indirect provider, naming the reseller), and an unknown one is ErrNotFound.
+// The directory snapshot billing uses bills exactly the CSP and CSPSS ones,
+// to the same partner.
 func TestResolveRollsUpToTheBillingPartner(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		dir := newDirectory(t, backend)
+		snap, err := dir.Snapshot(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
 		w := storetest.World
 		for _, c := range []struct {
 			sub                      string
@@ -46,6 +52,12 @@ func TestResolveRollsUpToTheBillingPartner(t *testing.T) {
 			r, err := dir.Resolve(context.Background(), c.sub)
 			if err != nil || r.Offer != c.offer || r.RollsUpTo != c.rollsUp || r.Reseller != c.reseller || r.CustomerTenantID != c.owner {
 				t.Errorf("%s: %+v %v, want %s rolling up to %q (reseller %q, owner %q)", c.sub, r, err, c.offer, c.rollsUp, c.reseller, c.owner)
+			}
+			// Billing asks the snapshot, registration asks Resolve: one rule.
+			a, billed := snap.Account(c.sub)
+			csp := c.offer == directory.OfferCSP || c.offer == directory.OfferCSPSS
+			if billed != csp || (billed && (a != directory.Account{BillTo: c.rollsUp, Reseller: c.reseller, Customer: c.owner})) {
+				t.Errorf("%s: billed %v to %+v, want billed %v to %s (reseller %q, customer %q)", c.sub, billed, a, csp, c.rollsUp, c.reseller, c.owner)
 			}
 		}
 		if _, err := dir.Resolve(context.Background(), "99999999-9999-4999-8999-999999999999"); !errors.Is(err, directory.ErrNotFound) {

@@ -486,3 +486,29 @@ func (s *Service) ByUID(ctx context.Context, uid string) (Registration, bool, er
 	}
 	return r, err == nil && !deleted.Valid, err
 }
+
+// Label is how a registration is named on a bill and in a reconciliation
+// file.
+type Label struct {
+	Name    string `json:"name"`
+	CloudID string `json:"cloudId"`
+}
+
+// Labels names every registration by its UID.
+func (s *Service) Labels(ctx context.Context) (map[string]Label, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT uid, name, cloud_id FROM registrations`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]Label{}
+	for rows.Next() {
+		var uid string
+		var l Label
+		if err := rows.Scan(&uid, &l.Name, &l.CloudID); err != nil {
+			return nil, err
+		}
+		out[uid] = l
+	}
+	return out, rows.Err()
+}
