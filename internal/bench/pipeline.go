@@ -235,8 +235,8 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 		add(Figure{Stage: "intake", Figure: "the same, until every event is in the hourly records (aggregation behind the intake log)", Value: float64(res.Events) / res.Aggregated.Seconds(), Unit: "events/s",
 			Note: fmt.Sprintf("acknowledged in %.2f s, aggregated in %.2f s", res.Duration.Seconds(), res.Aggregated.Seconds())})
 		if want["aggregation"] {
-			var records int64
-			if err := app.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM usage_records`).Scan(&records); err != nil {
+			records, _, err := app.Usage.Totals(ctx)
+			if err != nil {
 				closeApp()
 				return rep, err
 			}

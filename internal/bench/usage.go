@@ -114,8 +114,8 @@ func Intake(ctx context.Context, app *Instance, token string, n, clients int, pr
 	aggregated := time.Since(start)
 	// A figure counts only if every event was accepted once and reached the
 	// hourly records.
-	var inRecords int64
-	if err := app.DB.QueryRowContext(ctx, `SELECT COALESCE(SUM(events), 0) FROM usage_records`).Scan(&inRecords); err != nil {
+	_, inRecords, err := app.Usage.Totals(ctx)
+	if err != nil {
 		return IntakeResult{}, err
 	}
 	if accepted.Load() != int64(len(events)) || inRecords != int64(len(events)) {

@@ -21,9 +21,9 @@ import (
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/clock"
-	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/store"
+	"github.com/stackbill/stackbill/internal/usage"
 )
 
 const (
@@ -78,17 +78,21 @@ type Status struct {
 	ForwardedThrough *time.Time `json:"forwardedThrough,omitempty"`
 }
 
-// Settler completes the hourly records of reported hours before an instant
-// (the stack aggregates intake asynchronously).
-type Settler interface {
+// Usage is the stack's hourly records, as the forwarder reads them: Settle
+// completes those of reported hours before an instant (the stack aggregates
+// intake asynchronously), and ClosedAfter and ClosedBacklog read them in
+// forwarding order.
+type Usage interface {
 	Settle(ctx context.Context, until time.Time) error
+	ClosedAfter(ctx context.Context, horizonUs, reportedUs, seq int64, limit int) ([]usage.Closed, error)
+	ClosedBacklog(ctx context.Context, horizonUs, reportedUs, seq int64) (n int64, oldestUs *int64, err error)
 }
 
 // Forwarder sends a stack's closed hourly records to commerce, at least
 // once; commerce's deduplication makes billing exactly once.
 type Forwarder struct {
 	db     *store.DB
-	settle Settler
+	usage  Usage
 	clock  *clock.Clock
 	owners Owners
 	logger *slog.Logger
@@ -106,7 +110,7 @@ type Forwarder struct {
 }
 
 // NewForwarder builds a Forwarder that sends batches of batch records.
-func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, settle Settler, logger *slog.Logger, batch int) *Forwarder {
+func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, use Usage, logger *slog.Logger, batch int) *Forwarder {
 	if batch <= 0 || batch > MaxRecords {
 		// Measured over loopback with mapping and dedup: 1,000 records per
 		// batch caught up at 7.6k records/s, 5,000 at 9.5k, 20,000 at 14.5k;
@@ -115,7 +119,7 @@ func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, settle Settler, l
 	}
 	// The level is a constant and valid, so NewWriter cannot fail here.
 	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
-	return &Forwarder{db: db, settle: settle, clock: c, owners: owners, logger: logger, batch: batch, zstd: enc,
+	return &Forwarder{db: db, usage: use, clock: c, owners: owners, logger: logger, batch: batch, zstd: enc,
 		client: &http.Client{Timeout: 60 * time.Second}, MaxBackoff: time.Minute}
 }
 
@@ -195,7 +199,7 @@ func (f *Forwarder) Seal(ctx context.Context) (int, error) {
 }
 
 func (f *Forwarder) seal(ctx context.Context, a *Activation, horizon int64) (int, error) {
-	if err := f.settle.Settle(ctx, clock.FromMicros(horizon)); err != nil {
+	if err := f.usage.Settle(ctx, clock.FromMicros(horizon)); err != nil {
 		err = fmt.Errorf("aggregate usage before forwarding: %w", err)
 		f.failed(err)
 		return 0, err
@@ -376,9 +380,7 @@ type prepared struct {
 // the tenant that owned its subscription in its usage hour.
 func (f *Forwarder) prepare(ctx context.Context, a *Activation, w Watermark, horizon int64) (prepared, error) {
 	out := prepared{Batch: Batch{CloudID: a.Claims.CloudID}, last: w}
-	rows, err := f.db.QueryContext(ctx, `SELECT id, subscription_id, meter_key, instance, usage_hour_us, reported_hour_us, quantity, resource_uri, location, tags, additional_info
-		FROM usage_records WHERE reported_hour_us < ? AND (reported_hour_us, id) > (?, ?) ORDER BY reported_hour_us, id LIMIT ?`,
-		horizon, w.ReportedHour, w.ID, f.batch)
+	rs, err := f.usage.ClosedAfter(ctx, horizon, w.ReportedHour, w.ID, f.batch)
 	if err != nil {
 		return out, err
 	}
@@ -387,49 +389,29 @@ func (f *Forwarder) prepare(ctx context.Context, a *Activation, w Watermark, hor
 		owners []string
 	}
 	owners := map[string]history{}
-	type raw struct {
-		id                   int64
-		sub, meter, inst     string
-		hour, reported       int64
-		qty                  money.Quantity
-		uri, loc, tags, addl string
-	}
-	rs := make([]raw, 0, min(f.batch, 4096))
-	for rows.Next() {
-		var r raw
-		if err := rows.Scan(&r.id, &r.sub, &r.meter, &r.inst, &r.hour, &r.reported, &r.qty, &r.uri, &r.loc, &r.tags, &r.addl); err != nil {
-			rows.Close()
-			return out, err
-		}
-		rs = append(rs, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return out, err
-	}
 	out.Records = make([]Record, 0, len(rs))
 	for _, r := range rs {
 		// The tenant that owned the subscription in the usage hour: a
 		// subscription that changed hands bills each hour to its owner then.
-		h, seen := owners[r.sub]
+		h, seen := owners[r.Subscription]
 		if !seen {
-			if h.since, h.owners, err = f.owners.Owners(ctx, r.sub); err != nil {
+			if h.since, h.owners, err = f.owners.Owners(ctx, r.Subscription); err != nil {
 				return out, err
 			}
-			owners[r.sub] = h
+			owners[r.Subscription] = h
 		}
-		owner := ownerAt(h.since, h.owners, clock.FromMicros(r.hour))
-		rec := Record{ID: RecordID(a.Claims.CloudID, r.sub, r.meter, r.inst, r.hour, r.reported), SubscriptionID: r.sub, TenantID: owner,
-			MeterID: r.meter, Quantity: r.qty, UsageHour: clock.FromMicros(r.hour), ReportedHour: clock.FromMicros(r.reported), ResourceURI: r.uri, Location: r.loc,
-			Tags: json.RawMessage(r.tags), AdditionalInfo: json.RawMessage(r.addl)}
-		out.last = Watermark{ReportedHour: r.reported, ID: r.id}
+		owner := ownerAt(h.since, h.owners, clock.FromMicros(r.HourUs))
+		rec := Record{ID: RecordID(a.Claims.CloudID, r.Subscription, r.Meter, r.Instance, r.HourUs, r.ReportedUs), SubscriptionID: r.Subscription, TenantID: owner,
+			MeterID: r.Meter, Quantity: r.Quantity, UsageHour: clock.FromMicros(r.HourUs), ReportedHour: clock.FromMicros(r.ReportedUs), ResourceURI: r.ResourceURI, Location: r.Location,
+			Tags: json.RawMessage(r.Tags), AdditionalInfo: json.RawMessage(r.AdditionalInfo)}
+		out.last = Watermark{ReportedHour: r.ReportedUs, ID: r.Seq}
 		if why := rec.check(); why != "" {
 			// Commerce would refuse the whole batch for it, and the stack's
 			// other tenants would wait forever: hold it instead.
 			payload, _ := json.Marshal(rec)
 			hour := rec.UsageHour
-			out.held = append(out.held, quarantine.Item{At: f.clock.Now(), Stage: quarantine.Seal, Key: rec.ID, Reason: why, SubscriptionID: r.sub,
-				MeterKey: r.meter, UsageHour: &hour, Quantity: r.qty.String(), Records: 1, Payload: payload})
+			out.held = append(out.held, quarantine.Item{At: f.clock.Now(), Stage: quarantine.Seal, Key: rec.ID, Reason: why, SubscriptionID: r.Subscription,
+				MeterKey: r.Meter, UsageHour: &hour, Quantity: r.Quantity.String(), Records: 1, Payload: payload})
 			continue
 		}
 		out.Records = append(out.Records, rec)
@@ -579,7 +561,7 @@ func (f *Forwarder) Status(ctx context.Context) (Status, error) {
 		return st, err
 	}
 	horizon := f.horizon()
-	if err := f.settle.Settle(ctx, clock.FromMicros(horizon)); err != nil {
+	if err := f.usage.Settle(ctx, clock.FromMicros(horizon)); err != nil {
 		return st, err
 	}
 	// The backlog is what is sealed and not acknowledged, and what is not
@@ -588,10 +570,9 @@ func (f *Forwarder) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return st, err
 	}
-	var oldest, oldestSealed *int64
-	var unsealed int64
-	if err := f.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(reported_hour_us) FROM usage_records WHERE reported_hour_us < ? AND (reported_hour_us, id) > (?, ?)`,
-		horizon, sealed.ReportedHour, sealed.ID).Scan(&unsealed, &oldest); err != nil {
+	var oldestSealed *int64
+	unsealed, oldest, err := f.usage.ClosedBacklog(ctx, horizon, sealed.ReportedHour, sealed.ID)
+	if err != nil {
 		return st, err
 	}
 	if err := f.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(records), 0), MIN(first_reported_hour_us) FROM bridge_outbox`).Scan(&st.Backlog, &oldestSealed); err != nil {
