@@ -18,6 +18,7 @@ import (
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/tenancy"
@@ -34,6 +35,7 @@ type Instance struct {
 	Billing       *billing.Service
 	Directory     *directory.Service
 	Ingestor      *bridge.Ingestor
+	Ledger        *ledger.Ledger
 	Issuer        *bridge.Issuer
 	Registrations *registration.Service
 	Signer        *bridge.Signer

@@ -172,7 +172,7 @@ func Forward(ctx context.Context, com *Instance, stack *Instance, tenants, days 
 		return ForwardResult{}, fmt.Errorf("forwarded %d of %d records", sent, records)
 	}
 	acked := time.Since(t0)
-	if err := com.Ingestor.Settle(ctx); err != nil {
+	if err := com.Ledger.Settle(ctx); err != nil {
 		return ForwardResult{}, err
 	}
 	materialized := time.Since(t0)

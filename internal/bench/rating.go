@@ -12,8 +12,8 @@ import (
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store"
 )
@@ -66,15 +66,15 @@ func Rating(ctx context.Context, app *Instance, n int64, subs int, withBaseline 
 		return res, err
 	}
 	subID := func(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-000000000002", i) }
-	var keys []bridge.SeriesKey
+	var keys []ledger.SeriesKey
 	for i := 0; i < subs; i++ {
 		for _, m := range benchMeters {
-			keys = append(keys, bridge.SeriesKey{Registration: "bench-reg", Subscription: subID(i), BillingMeter: m.id})
+			keys = append(keys, ledger.SeriesKey{Registration: "bench-reg", Subscription: subID(i), BillingMeter: m.id})
 		}
 	}
-	var series map[bridge.SeriesKey]int64
+	var series map[ledger.SeriesKey]int64
 	if err := app.DB.Write(ctx, func(tx *store.Tx) (err error) {
-		series, err = bridge.ResolveSeries(ctx, tx, keys)
+		series, err = ledger.ResolveSeries(ctx, tx, keys)
 		return err
 	}); err != nil {
 		return res, err
@@ -88,7 +88,7 @@ func Rating(ctx context.Context, app *Instance, n int64, subs int, withBaseline 
 		units, _ := money.MustQuantity(qty).Units()
 		return []any{fmt.Sprintf("%032x", i), "bench-reg", "bench-cloud", sub, 1, "bench", sub, "t", "k", m.id, qty, qty, units, 1,
 			clock.Micros(hour), clock.Micros(clock.DayStart(hour)), clock.Micros(hour), clock.Micros(hour), "/r", "local", "null", "null",
-			series[bridge.SeriesKey{Registration: "bench-reg", Subscription: sub, BillingMeter: m.id}]}
+			series[ledger.SeriesKey{Registration: "bench-reg", Subscription: sub, BillingMeter: m.id}]}
 	}
 	cols := []string{"id", "registration_uid", "cloud_id", "charged_subscription_id", "mapped", "reason", "local_subscription_id", "tenant_id",
 		"local_meter_key", "billing_meter_id", "quantity", "billing_quantity", "billing_units", "meter_map_version", "usage_hour_us", "usage_day_us", "reported_hour_us",

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
@@ -31,11 +31,11 @@ func TestAggregateIsExact(t *testing.T) {
 			err := db.Write(ctx, func(tx *store.Tx) error {
 				var series int64
 				if meter != "" {
-					ids, err := bridge.ResolveSeries(ctx, tx, []bridge.SeriesKey{{Registration: "reg", Subscription: sub, BillingMeter: meter}})
+					ids, err := ledger.ResolveSeries(ctx, tx, []ledger.SeriesKey{{Registration: "reg", Subscription: sub, BillingMeter: meter}})
 					if err != nil {
 						return err
 					}
-					series = ids[bridge.SeriesKey{Registration: "reg", Subscription: sub, BillingMeter: meter}]
+					series = ids[ledger.SeriesKey{Registration: "reg", Subscription: sub, BillingMeter: meter}]
 				}
 				_, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage (id, registration_uid, cloud_id, charged_subscription_id, mapped, reason, local_subscription_id,
 					tenant_id, local_meter_key, billing_meter_id, quantity, billing_quantity, billing_units, meter_map_version, usage_hour_us, usage_day_us,

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,8 +17,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/money"
-	"github.com/stackbill/stackbill/internal/varbuf"
 )
 
 // FuzzVerifyActivationKey edits a genuine activation key: verification never
@@ -144,48 +143,6 @@ func FuzzBinaryBatch(f *testing.F) {
 	})
 }
 
-// TestChargedLogRoundTrip: commerce's log carries every mapped field, and a
-// damaged payload is refused rather than materialised wrongly.
-func TestChargedLogRoundTrip(t *testing.T) {
-	in := []charged{
-		{id: "0123456789abcdef0123456789abcdef", subscription: "s", mapped: true, localSub: "l", tenant: "t", meterKey: "m", billingMeter: "b",
-			qty: "1.5", billingQty: "3", units: 3_000_000_000, hasUnits: true, mapVersion: 2, usageUs: 1_790_000_000_000_000, reportedUs: 1_790_003_600_000_000,
-			uri: "/r", location: "local", tags: `{"a":"b"}`, addl: "null"},
-		{id: "fedcba9876543210fedcba9876543210", tenant: "u", subscription: "d", meterKey: "x", qty: "0", billingQty: "0", usageUs: 5, reportedUs: 5, tags: "null", addl: "null"},
-	}
-	// A third record repeats the first's strings: they travel as
-	// back-references and come back the same.
-	third := in[0]
-	third.id, third.units = "00000000000000000000000000000003", 7
-	in = append(in, third)
-	b := encodeCharged("reg", "cloud", in)
-	reg, cloud, out, err := decodeCharged(b)
-	if err != nil || reg != "reg" || cloud != "cloud" || !reflect.DeepEqual(in, out) {
-		t.Fatalf("%q %q %+v %v", reg, cloud, out, err)
-	}
-	if v1 := encodeChargedV1("reg", "cloud", in); len(b) >= len(v1) {
-		t.Errorf("the string table saved nothing: %d bytes against %d", len(b), len(v1))
-	} else if reg, cloud, out, err := decodeCharged(v1); err != nil || reg != "reg" || cloud != "cloud" || !reflect.DeepEqual(in, out) {
-		// A log written before the upgrade is still materialised.
-		t.Fatalf("version 1: %q %q %+v %v", reg, cloud, out, err)
-	}
-	// A back-reference past the strings seen so far is corrupt.
-	bad := append([]byte{chargedVersion}, varbuf.AppendString(varbuf.AppendString(nil, "reg"), "cloud")...)
-	bad = binary.AppendUvarint(bad, 1)
-	bad = binary.AppendUvarint(varbuf.AppendString(bad, in[0].id), 9)
-	if _, _, _, err := decodeCharged(bad); err == nil {
-		t.Fatal("a dangling back-reference decoded")
-	}
-	if in[0].reason() != "mapped via tenant t → subscription s" || in[1].reason() != "tenant u not registered → default subscription d" {
-		t.Fatalf("reasons %q, %q", in[0].reason(), in[1].reason())
-	}
-	for cut := 0; cut < len(b); cut++ {
-		if _, _, _, err := decodeCharged(b[:cut]); err == nil {
-			t.Fatalf("a payload cut at %d of %d bytes decoded", cut, len(b))
-		}
-	}
-}
-
 // TestRecordIDIsStable pins record IDs: a change would make records re-sent
 // across an upgrade look new to commerce and count twice.
 func TestRecordIDIsStable(t *testing.T) {
@@ -197,30 +154,6 @@ func TestRecordIDIsStable(t *testing.T) {
 	}
 }
 
-// encodeChargedV1 is the log layout before the string table, as the
-// version 1 writer laid it out.
-func encodeChargedV1(regUID, cloudID string, recs []charged) []byte {
-	b := varbuf.AppendString(varbuf.AppendString([]byte{chargedV1}, regUID), cloudID)
-	b = binary.AppendUvarint(b, uint64(len(recs)))
-	for _, c := range recs {
-		for _, s := range []string{c.id, c.subscription} {
-			b = varbuf.AppendString(b, s)
-		}
-		b = varbuf.AppendBool(b, c.mapped)
-		for _, s := range []string{c.localSub, c.tenant, c.meterKey, c.billingMeter, c.qty, c.billingQty} {
-			b = varbuf.AppendString(b, s)
-		}
-		b = varbuf.AppendBool(b, c.hasUnits)
-		for _, v := range []int64{c.units, int64(c.mapVersion), c.usageUs, c.reportedUs - c.usageUs} {
-			b = binary.AppendVarint(b, v)
-		}
-		for _, s := range []string{c.uri, c.location, c.tags, c.addl} {
-			b = varbuf.AppendString(b, s)
-		}
-	}
-	return b
-}
-
 // FuzzIngestAndMaterialiseStages feeds commerce's stages arbitrary input:
 // records through the check both sides of the wire share, and arbitrary
 // bytes to the decoder of commerce's log, which materialisation runs
@@ -229,9 +162,9 @@ func encodeChargedV1(regUID, cloudID string, recs []charged) []byte {
 func FuzzIngestAndMaterialiseStages(f *testing.F) {
 	f.Add("5bf881b2-6be7-42a1-9f47-d6fcb6737747", "1.5", int64(1_790_000_000_000_000), "/r/vm1", "local", `{"a":"b"}`, []byte{2})
 	f.Add("x", "-1", int64(0), "\x00", "", "nope", []byte{1, 0, 0, 0})
-	f.Add("", strings.Repeat("9", 40), int64(-1), strings.Repeat("é", 2000), "\u202e", `{"a":"\u0000"}`, encodeCharged("r", "c", []charged{{id: "i", qty: "1"}}))
+	f.Add("", strings.Repeat("9", 40), int64(-1), strings.Repeat("é", 2000), "\u202e", `{"a":"\u0000"}`, ledger.Encode("r", "c", []ledger.Charged{{ID: "i", Qty: "1"}}))
 	f.Fuzz(func(t *testing.T, sub, qty string, usageUs int64, uri, loc, tags string, logPayload []byte) {
-		_, _, _, _ = decodeCharged(logPayload)
+		_, _, _, _ = ledger.Decode(logPayload)
 		q, err := money.ParseQuantity(qty)
 		if err != nil {
 			return

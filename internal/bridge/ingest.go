@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math"
 	"runtime"
 	"strconv"
 	"strings"
@@ -17,8 +16,7 @@ import (
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
-	"github.com/stackbill/stackbill/internal/drainer"
-	"github.com/stackbill/stackbill/internal/idempotency"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/quarantine"
@@ -87,25 +85,21 @@ type IngestResult struct {
 	Quarantined int `json:"quarantined,omitempty"`
 }
 
-// Ingestor is commerce's usage ingestion.
+// Ingestor is commerce's usage ingestion: it verifies a bridge's batch,
+// maps each record to the subscription it is charged to and the billing
+// meter it is billed as, and appends the batch to the ledger.
 type Ingestor struct {
 	db      *store.DB
 	regs    *registration.Service
 	billing *meter.BillingMap
+	ledger  *ledger.Ledger
 	clock   *clock.Clock
-	series  seriesCache
-	dedup   idempotency.Keys
 	logger  *slog.Logger
-	// loop materialises the log behind ingestion, giving way to a stack
-	// that is catching up, as intake's aggregation does.
-	loop *drainer.Loop
 }
 
 // NewIngestor builds an Ingestor.
-func NewIngestor(db *store.DB, regs *registration.Service, billing *meter.BillingMap, c *clock.Clock, logger *slog.Logger) *Ingestor {
-	in := &Ingestor{db: db, regs: regs, billing: billing, clock: c, dedup: idempotency.New(db, "commerce_dedup"), logger: logger}
-	in.loop = drainer.New(func(ctx context.Context) (int, error) { return in.drain(ctx, false, math.MaxInt64) }, MaterializeDelay, maxCommerceBacklog)
-	return in
+func NewIngestor(db *store.DB, regs *registration.Service, billing *meter.BillingMap, l *ledger.Ledger, c *clock.Clock, logger *slog.Logger) *Ingestor {
+	return &Ingestor{db: db, regs: regs, billing: billing, ledger: l, clock: c, logger: logger}
 }
 
 // MaxRecords bounds one batch.
@@ -119,7 +113,7 @@ const KeyRetention = 3 * 24 * time.Hour
 
 // Ingest charges a batch of records. The caller must be the bridge
 // credential of a live registration whose cloudId the batch names and whose
-// billing model reports usage. Each record is charged, for its usage hour, to
+// billing model reports usage. Each record is ledger.Charged, for its usage hour, to
 // the customer subscription its tenant was mapped to then, or else to the
 // registration's default subscription; the reason is stored with it. Records
 // are deduplicated by ID in the same transaction that logs them, and the
@@ -161,12 +155,12 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 	for _, m := range intervals {
 		byTenant[m.TenantID] = append(byTenant[m.TenantID], m)
 	}
-	defer in.loop.Begin()()
+	defer in.ledger.Begin()()
 	// Mapping is per record and independent: a large batch (a stack
 	// catching up) is split across the cores, each record landing in its
 	// own slot, and the first refusal in record order is the answer.
 	n := len(b.Records)
-	mapped := make([]charged, n)
+	mapped := make([]ledger.Charged, n)
 	ids := make([][16]byte, n)
 	now := in.clock.Now()
 	m := recordMapper{in: in, byTenant: byTenant, def: reg.Key.SubscriptionID, cloud: reg.CloudID, one: money.MustQuantity("1"),
@@ -208,21 +202,21 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		held = 0
 		// A held record's key is claimed too, so that a re-send is a
 		// duplicate and not held twice.
-		fresh, err := in.dedup.Claim(ctx, tx, keys, clock.Micros(now.Add(KeyRetention)))
+		fresh, err := in.ledger.Claim(ctx, tx, keys, now.Add(KeyRetention))
 		if err != nil {
 			return err
 		}
-		batch := make([]charged, 0, len(recs))
+		batch := make([]ledger.Charged, 0, len(recs))
 		for i := range recs {
 			switch {
 			case !fresh[i]:
-			case recs[i].held != "":
+			case recs[i].Held != "":
 				held++
 				c := &recs[i]
-				hour := clock.FromMicros(c.usageUs)
-				if err := quarantine.Add(ctx, tx, quarantine.Item{At: now, Stage: quarantine.Ingest, Key: c.id, Reason: c.held, RegistrationUID: reg.UID,
-					SubscriptionID: c.subscription, MeterKey: c.meterKey, UsageHour: &hour, Quantity: c.qty, Records: 1,
-					Payload: encodeCharged(reg.UID, reg.CloudID, []charged{*c})}); err != nil {
+				hour := clock.FromMicros(c.UsageUs)
+				if err := quarantine.Add(ctx, tx, quarantine.Item{At: now, Stage: quarantine.Ingest, Key: c.ID, Reason: c.Held, RegistrationUID: reg.UID,
+					SubscriptionID: c.Subscription, MeterKey: c.MeterKey, UsageHour: &hour, Quantity: c.Qty, Records: 1,
+					Payload: ledger.Encode(reg.UID, reg.CloudID, []ledger.Charged{*c})}); err != nil {
 					return err
 				}
 			default:
@@ -230,22 +224,13 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 			}
 		}
 		stored = len(batch)
-		if stored > 0 {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage_log (received_us, records, payload) VALUES (?, ?, ?)`,
-				clock.Micros(now), stored, encodeCharged(reg.UID, reg.CloudID, batch)); err != nil {
-				return fmt.Errorf("store forwarded usage: %w", err)
-			}
+		if err := in.ledger.Log(ctx, tx, now, reg.UID, reg.CloudID, batch); err != nil {
+			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO ingest_hours (registration_uid, cloud_id, hour_us, records, duplicates, batches, last_at_us) VALUES (?, ?, ?, ?, ?, 1, ?)
-			ON CONFLICT (registration_uid, hour_us) DO UPDATE SET records = ingest_hours.records + excluded.records, duplicates = ingest_hours.duplicates + excluded.duplicates,
-			batches = ingest_hours.batches + 1, last_at_us = excluded.last_at_us`, reg.UID, reg.CloudID, clock.Micros(clock.HourStart(now)), stored, len(b.Records)-stored-held, clock.Micros(now))
-		return err
+		return in.ledger.CountHour(ctx, tx, reg.UID, reg.CloudID, now, stored, len(b.Records)-stored-held)
 	})
 	if err != nil {
 		return IngestResult{}, err
-	}
-	if stored > 0 {
-		in.loop.Logged(int64(stored))
 	}
 	return IngestResult{Accepted: stored, Duplicates: len(b.Records) - stored - held, Quarantined: held}, nil
 }
@@ -263,24 +248,7 @@ const PreRegistrationUsage = 35 * 24 * time.Hour
 // window into billing as it is: the operator has judged it genuine. It is
 // logged anew as received now.
 func (in *Ingestor) Release(ctx context.Context, tx *store.Tx, it quarantine.Item, now time.Time) error {
-	return in.relog(ctx, tx, it, now)
-}
-
-// relog appends a held log payload to commerce's usage log again.
-func (in *Ingestor) relog(ctx context.Context, tx *store.Tx, it quarantine.Item, now time.Time) error {
-	_, _, recs, err := decodeCharged(it.Payload)
-	if err != nil {
-		return arm.InvalidRequest("", "Quarantined item %d does not decode (%v), so it cannot be taken again; drop it.", it.ID, err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage_log (received_us, records, payload) VALUES (?, ?, ?)`, clock.Micros(now), len(recs), it.Payload); err != nil {
-		return err
-	}
-	tx.AfterEnd(func(committed bool) {
-		if committed {
-			in.loop.Logged(int64(len(recs)))
-		}
-	})
-	return nil
+	return in.ledger.Relog(ctx, tx, it, now)
 }
 
 // mapChunk is the fewest records worth a goroutine of their own.
@@ -300,7 +268,7 @@ type recordMapper struct {
 
 // mapRecord checks record i and maps it into c, with its ID's bytes in id.
 // instances caches resource URIs' instance keys for one goroutine.
-func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *charged, id *[16]byte, instances map[string]string) error {
+func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *ledger.Charged, id *[16]byte, instances map[string]string) error {
 	key, ok := meter.Normalize(r.MeterID)
 	switch {
 	case len(r.ID) != 32 || hexDecode(id[:], r.ID) != nil:
@@ -327,32 +295,32 @@ func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *charg
 	if qty == "" {
 		qty = r.Quantity.String()
 	}
-	*c = charged{id: strings.ToLower(r.ID), subscription: m.def, localSub: strings.ToLower(r.SubscriptionID), tenant: tenant, meterKey: key,
-		qty: qty, usageUs: clock.Micros(r.UsageHour), reportedUs: clock.Micros(r.ReportedHour),
-		uri: r.ResourceURI, location: r.Location, tags: rawOr(r.tagsText, r.Tags), addl: rawOr(r.addlText, r.AdditionalInfo)}
+	*c = ledger.Charged{ID: strings.ToLower(r.ID), Subscription: m.def, LocalSub: strings.ToLower(r.SubscriptionID), Tenant: tenant, MeterKey: key,
+		Qty: qty, UsageUs: clock.Micros(r.UsageHour), ReportedUs: clock.Micros(r.ReportedHour),
+		URI: r.ResourceURI, Location: r.Location, Tags: rawOr(r.tagsText, r.Tags), Addl: rawOr(r.addlText, r.AdditionalInfo)}
 	switch {
 	case r.UsageHour.Before(m.earliest):
-		c.held = fmt.Sprintf("the usage hour %s is more than 35 days before the cloud was first registered (%s)", r.UsageHour.Format(time.RFC3339), m.earliest.Add(PreRegistrationUsage).Format(time.RFC3339))
+		c.Held = fmt.Sprintf("the usage hour %s is more than 35 days before the cloud was first registered (%s)", r.UsageHour.Format(time.RFC3339), m.earliest.Add(PreRegistrationUsage).Format(time.RFC3339))
 	case r.UsageHour.After(m.latest) || r.ReportedHour.After(m.latest):
-		c.held = fmt.Sprintf("the usage hour %s or reported hour %s is in the future", r.UsageHour.Format(time.RFC3339), r.ReportedHour.Format(time.RFC3339))
+		c.Held = fmt.Sprintf("the usage hour %s or reported hour %s is in the future", r.UsageHour.Format(time.RFC3339), r.ReportedHour.Format(time.RFC3339))
 	}
 	for _, iv := range m.byTenant[tenant] {
 		if !iv.From.After(r.UsageHour) && (iv.To.IsZero() || iv.To.After(r.UsageHour)) {
-			c.subscription, c.mapped = iv.CustomerSubscription, true
+			c.Subscription, c.Mapped = iv.CustomerSubscription, true
 		}
 	}
 	bm, version, billed, err := m.in.billing.At(ctx, key, r.UsageHour)
 	if err != nil {
 		return err
 	}
-	c.mapVersion, c.billingMeter, c.billingQty = version, bm.ID, "0"
+	c.MapVersion, c.BillingMeter, c.BillingQty = version, bm.ID, "0"
 	if billed {
 		// Every shipped factor is 1: the billed quantity is the local one.
-		c.billingQty = qty
+		c.BillingQty = qty
 		if !bm.Factor.Equal(m.one) {
-			c.billingQty = r.Quantity.Mul(bm.Factor).String()
+			c.BillingQty = r.Quantity.Mul(bm.Factor).String()
 		}
-		c.units, c.hasUnits = money.TextUnits(c.billingQty)
+		c.Units, c.HasUnits = money.TextUnits(c.BillingQty)
 	}
 	return nil
 }
@@ -372,104 +340,4 @@ func rawOr(text string, r json.RawMessage) string {
 		return "null"
 	}
 	return string(r)
-}
-
-// ChargedTotal is forwarded usage summed per charged subscription, billing
-// meter (empty for local-only meters) and usage day.
-type ChargedTotal struct {
-	SubscriptionID string         `json:"subscriptionId"`
-	BillingMeterID string         `json:"billingMeterId"`
-	LocalMeterID   string         `json:"localMeterId"`
-	Day            time.Time      `json:"day"`
-	Quantity       money.Quantity `json:"quantity"`
-	Mapped         bool           `json:"mapped"`
-}
-
-// Totals sums forwarded usage for the given charged subscriptions over
-// [from, to) of usage time. Exact decimal sums are done here, not in SQL.
-func (in *Ingestor) Totals(ctx context.Context, subscriptions []string, from, to time.Time) ([]ChargedTotal, error) {
-	if len(subscriptions) == 0 {
-		return nil, nil
-	}
-	if err := in.Settle(ctx); err != nil {
-		return nil, err
-	}
-	args := []any{clock.Micros(from), clock.Micros(to)}
-	for _, s := range subscriptions {
-		args = append(args, s)
-	}
-	rows, err := in.db.QueryContext(ctx, `SELECT charged_subscription_id, billing_meter_id, local_meter_key, usage_hour_us, billing_quantity, quantity, mapped FROM commerce_usage
-		WHERE usage_hour_us >= ? AND usage_hour_us < ? AND charged_subscription_id IN (`+store.Placeholders(len(subscriptions))+`)
-		ORDER BY charged_subscription_id, billing_meter_id, local_meter_key, usage_hour_us`, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []ChargedTotal
-	for rows.Next() {
-		var t ChargedTotal
-		var hour int64
-		var bq, q money.Quantity
-		if err := rows.Scan(&t.SubscriptionID, &t.BillingMeterID, &t.LocalMeterID, &hour, &bq, &q, &t.Mapped); err != nil {
-			return nil, err
-		}
-		t.Day = clock.DayStart(clock.FromMicros(hour))
-		t.Quantity = bq
-		if t.BillingMeterID == "" {
-			t.Quantity = q
-		}
-		if n := len(out); n > 0 && out[n-1].SubscriptionID == t.SubscriptionID && out[n-1].BillingMeterID == t.BillingMeterID &&
-			out[n-1].LocalMeterID == t.LocalMeterID && out[n-1].Day.Equal(t.Day) && out[n-1].Mapped == t.Mapped {
-			out[n-1].Quantity = out[n-1].Quantity.Add(t.Quantity)
-			continue
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
-}
-
-// StampHealth is what commerce has received from one registered stamp.
-type StampHealth struct {
-	RegistrationUID string      `json:"registrationUid"`
-	CloudID         string      `json:"cloudId"`
-	LastReceived    time.Time   `json:"lastReceived"`
-	Records24h      int64       `json:"records24h"`
-	Duplicates24h   int64       `json:"duplicates24h"`
-	Batches24h      int64       `json:"batches24h"`
-	Records         int64       `json:"records"`
-	Hours           []HourCount `json:"hours"`
-}
-
-// Health reports, per stamp, what was received and when, with hourly counts
-// from since on; the last 24 hours are summed separately.
-func (in *Ingestor) Health(ctx context.Context, since time.Time) ([]StampHealth, error) {
-	rows, err := in.db.QueryContext(ctx, `SELECT registration_uid, cloud_id, hour_us, records, duplicates, batches, last_at_us FROM ingest_hours ORDER BY registration_uid, hour_us`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	day := clock.Micros(in.clock.Now().Add(-24 * time.Hour))
-	var out []StampHealth
-	for rows.Next() {
-		var uid, cloud string
-		var hour, recs, dups, batches, last int64
-		if err := rows.Scan(&uid, &cloud, &hour, &recs, &dups, &batches, &last); err != nil {
-			return nil, err
-		}
-		if n := len(out); n == 0 || out[n-1].RegistrationUID != uid {
-			out = append(out, StampHealth{RegistrationUID: uid, CloudID: cloud})
-		}
-		h := &out[len(out)-1]
-		h.Records += recs
-		if t := clock.FromMicros(last); t.After(h.LastReceived) {
-			h.LastReceived = t
-		}
-		if hour >= day {
-			h.Records24h, h.Duplicates24h, h.Batches24h = h.Records24h+recs, h.Duplicates24h+dups, h.Batches24h+batches
-		}
-		if hour >= clock.Micros(since) {
-			h.Hours = append(h.Hours, HourCount{Hour: clock.FromMicros(hour), Records: recs, Batches: batches})
-		}
-	}
-	return out, rows.Err()
 }

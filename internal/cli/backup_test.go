@@ -25,7 +25,7 @@ func fingerprint(t *testing.T, app *App) string {
 	ctx := t.Context()
 	// Forwarded usage still in commerce's log is materialised first: a
 	// restored commerce does so as soon as it runs.
-	if err := app.Ingestor.Settle(ctx); err != nil {
+	if err := app.Ledger.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
 	var parts []string

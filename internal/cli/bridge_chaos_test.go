@@ -210,7 +210,7 @@ func TestBridgeChaosMillion(t *testing.T) {
 		// Commerce restarted: what it acknowledged before the last kill and
 		// had not materialised is settled from its log.
 		after := buildApp(t, Options{DB: comDSN})
-		if err := after.Ingestor.Settle(ctx); err != nil {
+		if err := after.Ledger.Settle(ctx); err != nil {
 			t.Fatal(err)
 		}
 		var n int
@@ -221,7 +221,7 @@ func TestBridgeChaosMillion(t *testing.T) {
 			t.Errorf("commerce holds %d records; the stacks forwarded %d", n, total)
 		}
 		got := map[string]money.Quantity{}
-		totals, err := after.Ingestor.Totals(ctx, []string{W.ContosoDefault, W.NorthwindDefault}, start, end)
+		totals, err := after.Ledger.Totals(ctx, []string{W.ContosoDefault, W.NorthwindDefault}, start, end)
 		if err != nil {
 			t.Fatal(err)
 		}

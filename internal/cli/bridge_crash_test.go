@@ -118,7 +118,7 @@ func TestBridgeSurvivesKill9(t *testing.T) {
 		// What commerce acknowledged but had not materialised when killed
 		// is in its log; commerce settles it before anything reads usage.
 		after := buildApp(t, Options{DB: comDSN})
-		if err := after.Ingestor.Settle(ctx); err != nil {
+		if err := after.Ledger.Settle(ctx); err != nil {
 			t.Fatal(err)
 		}
 		db := after.DB

@@ -142,7 +142,7 @@ func TestBridgeChargesByHour(t *testing.T) {
 		check := func() {
 			t.Helper()
 			for charged, ms := range want {
-				totals, err := com.app.Ingestor.Totals(ctx, []string{charged}, t0, t0.Add(72*time.Hour))
+				totals, err := com.app.Ledger.Totals(ctx, []string{charged}, t0, t0.Add(72*time.Hour))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -361,7 +361,7 @@ func TestBridgeRidesOutAnOutage(t *testing.T) {
 	st := waitFor("the catch-up", func(st bridge.Status) bool {
 		return st.Backlog == 0 && st.ForwardedThrough != nil && st.ForwardedThrough.Equal(clock.HourStart(clk.Now().Add(-bridge.Grace)))
 	})
-	totals, err := com.app.Ingestor.Totals(ctx, []string{W.ContosoDefault}, t0, t0.Add(10*time.Hour))
+	totals, err := com.app.Ledger.Totals(ctx, []string{W.ContosoDefault}, t0, t0.Add(10*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}

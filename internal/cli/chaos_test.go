@@ -21,6 +21,7 @@ import (
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/e2e"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
@@ -288,7 +289,7 @@ func TestChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 		var fw struct {
-			Value []bridge.ChargedTotal `json:"value"`
+			Value []ledger.ChargedTotal `json:"value"`
 		}
 		_ = json.NewDecoder(resp.Body).Decode(&fw)
 		resp.Body.Close()

@@ -285,7 +285,7 @@ func TestOneStackCannotEraseAnothersUsage(t *testing.T) {
 		if st != 200 || !strings.Contains(body, `"accepted":3`) {
 			t.Fatalf("Fabrikam's own records: %d %s", st, body)
 		}
-		totals, err := e.app.Ingestor.Totals(ctx, []string{W.FabrikamDefault}, hour, hour.Add(time.Hour))
+		totals, err := e.app.Ledger.Totals(ctx, []string{W.FabrikamDefault}, hour, hour.Add(time.Hour))
 		if err != nil || len(totals) != 1 || totals[0].Quantity.String() != "33" {
 			t.Fatalf("Fabrikam's forwarded usage: %+v %v", totals, err)
 		}

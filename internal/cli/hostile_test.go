@@ -322,7 +322,7 @@ func newHostileWorld(t *testing.T, backend string) *hostileWorld {
 	if err := e.app.Usage.Settle(ctx, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.app.Ingestor.Settle(ctx); err != nil {
+	if err := e.app.Ledger.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
 	items, err := e.app.Quarantine.List(ctx, op, quarantine.Query{Open: true})

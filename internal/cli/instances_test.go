@@ -11,9 +11,9 @@ import (
 
 	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/e2e"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store"
@@ -167,7 +167,7 @@ func TestTwoCommerceInstances(t *testing.T) {
 	forwardAll("the survivor")
 	resp, body := e2e.Call(t, http.DefaultClient, "GET", front.URL+"/v1/usage/forwarded?subscriptionId="+W.ContosoDefault, "ha-op", "", nil)
 	var fw struct {
-		Value []bridge.ChargedTotal `json:"value"`
+		Value []ledger.ChargedTotal `json:"value"`
 	}
 	_ = json.Unmarshal([]byte(body), &fw)
 	got := money.Zero

@@ -72,7 +72,7 @@ func TestOwnershipChangeMidMonth(t *testing.T) {
 			}
 		}
 		sum := func(sub string) money.Quantity {
-			totals, err := com.app.Ingestor.Totals(ctx, []string{sub}, time.Time{}, clk.Now())
+			totals, err := com.app.Ledger.Totals(ctx, []string{sub}, time.Time{}, clk.Now())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -158,7 +158,7 @@ func TestPoisonPills(t *testing.T) {
 		if _, err := app.Forwarder.CatchUp(ctx); err != nil {
 			t.Fatalf("forwarding with poison in the stack: %v", err)
 		}
-		if err := app.Ingestor.Settle(ctx); err != nil {
+		if err := app.Ledger.Settle(ctx); err != nil {
 			t.Fatalf("materialising with poison in the log: %v", err)
 		}
 		for _, sub := range []string{victim, attacker} {

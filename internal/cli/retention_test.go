@@ -94,7 +94,7 @@ func TestRetention(t *testing.T) {
 				break
 			}
 		}
-		totals, _ := com.app.Ingestor.Totals(ctx, []string{W.ContosoDefault}, time.Time{}, clk.Now())
+		totals, _ := com.app.Ledger.Totals(ctx, []string{W.ContosoDefault}, time.Time{}, clk.Now())
 		got := money.Zero
 		for _, tt := range totals {
 			got = got.Add(tt.Quantity)

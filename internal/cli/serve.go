@@ -156,7 +156,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		worker(app.Forwarder.Run)
 	}
 	if *role == "all" || *role == "commerce" {
-		worker(app.Ingestor.Run)
+		worker(app.Ledger.Run)
 		worker(app.RunAuditCheckpoints)
 	}
 	if (*role == "all" || *role == "commerce") && !*demoFlag {
@@ -231,7 +231,7 @@ func purgeLoop(ctx context.Context, app *App, role string, usageKeep time.Durati
 			app.Logger.Info("purged usage idempotency keys", "count", n)
 		}
 		if role != "stack" {
-			if n, err := app.Ingestor.PurgeExpiredKeys(ctx); err != nil && ctx.Err() == nil {
+			if n, err := app.Ledger.PurgeExpiredKeys(ctx); err != nil && ctx.Err() == nil {
 				app.Logger.Error("purge forwarded record keys", "err", err)
 			} else if n > 0 {
 				app.Logger.Info("purged forwarded record keys", "count", n)

@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/ledger"
 )
 
 // runUsage shows usage forwarded to commerce, as a partner sees it.
@@ -34,7 +34,7 @@ func runUsage(ctx context.Context, env Env, args []string) error {
 	if *to != "" {
 		q.Set("to", *to)
 	}
-	var out struct{ Value []bridge.ChargedTotal }
+	var out struct{ Value []ledger.ChargedTotal }
 	if _, err := mk().do(ctx, "GET", "/v1/usage/forwarded?"+q.Encode(), nil, &out); err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/httpapi"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/portal"
 	"github.com/stackbill/stackbill/internal/quarantine"
@@ -104,6 +105,7 @@ type App struct {
 	Issuer        *bridge.Issuer
 	Forwarder     *bridge.Forwarder
 	Ingestor      *bridge.Ingestor
+	Ledger        *ledger.Ledger
 	Billing       *billing.Service
 	Quarantine    *quarantine.Service
 	Handler       http.Handler
@@ -173,12 +175,13 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	signer := bridge.NewSigner(db)
 	issuer := bridge.NewIssuer(signer, regs, authSvc, o.Clock.Now)
 	billingMap := meter.NewBillingMap(db, o.Clock)
-	ingestor := bridge.NewIngestor(db, regs, billingMap, o.Clock, o.Logger.With("component", "ingest"))
+	led := ledger.New(db, o.Clock, o.Logger.With("component", "ledger"))
+	ingestor := bridge.NewIngestor(db, regs, billingMap, led, o.Clock, o.Logger.With("component", "ingest"))
 	grace := 24 * time.Hour
 	if o.InvoiceGrace != nil {
 		grace = *o.InvoiceGrace
 	}
-	bill := billing.NewService(db, o.Clock, o.Logger.With("component", "billing"), grace, ingestor, dir, regs)
+	bill := billing.NewService(db, o.Clock, o.Logger.With("component", "billing"), grace, led, dir, regs)
 	if o.ExportStale > 0 {
 		bill.ExportStale = o.ExportStale
 	}
@@ -201,7 +204,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		releasers[quarantine.Aggregation], releasers[quarantine.Seal] = use.Release, forwarder.Release
 	}
 	if o.Role != "stack" {
-		releasers[quarantine.Ingest], releasers[quarantine.Materialise] = ingestor.Release, ingestor.ReleaseLog
+		releasers[quarantine.Ingest], releasers[quarantine.Materialise] = ingestor.Release, led.ReleaseLog
 	}
 	quar := quarantine.NewService(db, o.Clock, releasers)
 	reg := prometheus.NewRegistry()
@@ -219,11 +222,11 @@ func Build(ctx context.Context, o Options) (*App, error) {
 			func() float64 { return float64(app.billingDifferences.Load()) }))
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_commerce_usage_backlog_records",
 			Help: "Forwarded records acknowledged to a bridge and waiting in commerce's log to be materialised for billing."},
-			func() float64 { return float64(ingestor.Backlog()) }))
+			func() float64 { return float64(led.Backlog()) }))
 	}
 	refusals := audit.NewRefusals(db, o.Clock)
 	web, err := portal.New(portal.Deps{Role: o.Role, Clock: o.Clock, Logger: o.Logger.With("component", "portal"), Auth: authSvc, Directory: dir,
-		Registrations: regs, Tenancy: ten, Meters: meters, BillingMap: billingMap, Usage: use, Forwarder: forwarder, Ingestor: ingestor, Billing: bill,
+		Registrations: regs, Tenancy: ten, Meters: meters, BillingMap: billingMap, Usage: use, Forwarder: forwarder, Ledger: led, Billing: bill,
 		Refusals: refusals, SecureCookies: o.TLS || strings.HasPrefix(strings.ToLower(o.PublicURL), "https://")})
 	if err != nil {
 		db.Close()
@@ -244,7 +247,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		AnonRate: o.AnonRate, PublicURL: o.PublicURL, TrustedProxies: o.TrustedProxies},
 		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
 			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer,
-			Ingestor: ingestor, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web, Audit: audit.NewLog(db), Refusals: refusals, Quarantine: quar,
+			Ingestor: ingestor, Ledger: led, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web, Audit: audit.NewLog(db), Refusals: refusals, Quarantine: quar,
 			ExportKick: func() {
 				select {
 				case kick <- struct{}{}:
@@ -252,7 +255,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 				}
 			}})
 	*app = App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
-		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Billing: bill, Quarantine: quar, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}
+		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Ledger: led, Billing: bill, Quarantine: quar, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}
 	return app, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/quarantine"
 )
@@ -115,11 +116,11 @@ func (s *Server) forwardedUsage(w http.ResponseWriter, r *http.Request, p auth.P
 		}
 	}
 	sub = strings.ToLower(sub)
-	totals, err := s.deps.Ingestor.Totals(r.Context(), []string{sub}, from, to)
+	totals, err := s.deps.Ledger.Totals(r.Context(), []string{sub}, from, to)
 	if err != nil {
 		return err
 	}
-	WriteJSON(w, http.StatusOK, listJSON[bridge.ChargedTotal]{Value: nonNil(totals)})
+	WriteJSON(w, http.StatusOK, listJSON[ledger.ChargedTotal]{Value: nonNil(totals)})
 	return nil
 }
 

@@ -10,9 +10,9 @@ import (
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
@@ -335,7 +335,7 @@ func (p *Portal) pricing(w http.ResponseWriter, r *http.Request, s *session) err
 func (p *Portal) ingestion(w http.ResponseWriter, r *http.Request, s *session) error {
 	now := p.now(r.Context())
 	since := clock.HourStart(now).Add(-47 * time.Hour)
-	health, err := p.d.Ingestor.Health(r.Context(), since)
+	health, err := p.d.Ledger.Health(r.Context(), since)
 	if err != nil {
 		return err
 	}
@@ -348,7 +348,7 @@ func (p *Portal) ingestion(w http.ResponseWriter, r *http.Request, s *session) e
 		names[x.UID] = x.Key.Name
 	}
 	type stamp struct {
-		bridge.StampHealth
+		ledger.StampHealth
 		Name  string
 		Quiet bool
 	}
@@ -403,7 +403,7 @@ func (p *Portal) commerceUsage(w http.ResponseWriter, r *http.Request, s *sessio
 		owner[strings.ToLower(x.ID)] = key
 		ids = append(ids, strings.ToLower(x.ID))
 	}
-	totals, err := p.d.Ingestor.Totals(ctx, ids, rg.From, rg.To)
+	totals, err := p.d.Ledger.Totals(ctx, ids, rg.From, rg.To)
 	if err != nil {
 		return err
 	}

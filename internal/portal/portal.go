@@ -45,6 +45,7 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/httpapi"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
@@ -73,7 +74,7 @@ type Deps struct {
 	BillingMap    *meter.BillingMap
 	Usage         *usage.Service
 	Forwarder     *bridge.Forwarder
-	Ingestor      *bridge.Ingestor
+	Ledger        *ledger.Ledger
 	Billing       *billing.Service
 	// Refusals records refused changes in the audit log, as the API does.
 	Refusals *audit.Refusals

@@ -2,12 +2,13 @@ package portal
 
 import (
 	"errors"
-	"github.com/stackbill/stackbill/internal/csvexport"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/stackbill/stackbill/internal/csvexport"
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
