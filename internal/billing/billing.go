@@ -26,6 +26,7 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
@@ -45,7 +46,7 @@ type Service struct {
 	// ExportStale is how long a running export may go without progress
 	// before another runner (on this or another instance) takes it over.
 	ExportStale time.Duration
-	usage       UsageSettler
+	ledger      Ledger
 	dir         Directory
 	regs        Registrations
 }
@@ -61,26 +62,33 @@ type Registrations interface {
 	Labels(ctx context.Context) (map[string]registration.Label, error)
 }
 
-// UsageSettler completes commerce's forwarded usage: batches already
-// acknowledged to a stack's bridge but not yet materialised are added to
-// commerce_usage, so that what billing reads includes them.
-type UsageSettler interface {
+// Ledger is commerce's forwarded usage, as billing reads and stamps it.
+// Settle completes it (batches acknowledged to a stack's bridge but not yet
+// materialised), so that what billing reads includes them; the rest select
+// and sum it (ledger.Selection).
+type Ledger interface {
 	Settle(ctx context.Context) error
+	DaySums(ctx context.Context, q store.Querier, sel ledger.Selection) ([]ledger.DaySum, int64, error)
+	Count(ctx context.Context, q store.Querier, sel ledger.Selection) (int64, error)
+	EarliestDay(ctx context.Context, q store.Querier, sel ledger.Selection) (time.Time, bool, error)
+	Rows(ctx context.Context, q store.Querier, sel ledger.Selection, fn func(*ledger.Row) error) error
+	EarliestUnbilled(ctx context.Context, q store.Querier, before time.Time) (time.Time, bool, error)
+	MarkBilled(ctx context.Context, tx *store.Tx, period string, end, receivedBefore time.Time) error
+	PurgeBilled(ctx context.Context, before string) (int64, error)
+	LocalOnly(ctx context.Context, q store.Querier, start, end time.Time, fn func(sub, meterKey string, qty []byte) error) error
+	BilledIn(ctx context.Context, q store.Querier, from, to string, start, end time.Time, fn func(sub, meter string, qty []byte) error) error
 }
 
 // NewService builds the billing service. grace is how long invoices stay
-// drafts after their month ends; usage is settled before usage is read.
-func NewService(db *store.DB, c *clock.Clock, logger *slog.Logger, grace time.Duration, usage UsageSettler, dir Directory, regs Registrations) *Service {
-	return &Service{db: db, clock: c, logger: logger, grace: grace, ExportStale: 2 * time.Minute, usage: usage, dir: dir, regs: regs}
+// drafts after their month ends; the ledger is settled before usage is read.
+func NewService(db *store.DB, c *clock.Clock, logger *slog.Logger, grace time.Duration, l Ledger, dir Directory, regs Registrations) *Service {
+	return &Service{db: db, clock: c, logger: logger, grace: grace, ExportStale: 2 * time.Minute, ledger: l, dir: dir, regs: regs}
 }
 
 // settle completes forwarded usage before a read of commerce_usage. It
 // takes the writer, so callers run it before their own write transaction.
 func (s *Service) settle(ctx context.Context) error {
-	if s.usage == nil {
-		return nil
-	}
-	return s.usage.Settle(ctx)
+	return s.ledger.Settle(ctx)
 }
 
 // MinorUnits is a currency's number of decimal places (ISO 4217), which is

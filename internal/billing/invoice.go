@@ -257,7 +257,7 @@ func (s *Service) rate(ctx context.Context, q store.Querier, dir *dirSnapshot, p
 		return rateRun{}, err
 	}
 	rs := s.rateSetFor(period, start, end, final, st, subs)
-	aggs, n, err := aggregate(ctx, q, rs)
+	aggs, n, err := s.aggregate(ctx, q, rs)
 	if err != nil {
 		return rateRun{}, err
 	}
@@ -566,12 +566,12 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 				return arm.Errorf(arm.Invalid, "PeriodOutOfOrder", "Periods are finalized in order: the next period to finalize is %s, not %s.", next, period)
 			}
 		} else {
-			var early sql.NullInt64
-			if err := tx.QueryRowContext(ctx, `SELECT MIN(usage_day_us) FROM commerce_usage WHERE billed_period IS NULL AND usage_day_us < ?`, clock.Micros(start)).Scan(&early); err != nil {
+			early, ok, err := s.ledger.EarliestUnbilled(ctx, tx, start)
+			if err != nil {
 				return err
 			}
-			if early.Valid {
-				first := clock.Period(clock.FromMicros(early.Int64))
+			if ok {
+				first := clock.Period(early)
 				return arm.Errorf(arm.Invalid, "PeriodOutOfOrder", "Periods are finalized in order: usage from %s is not billed yet, so finalize %s first.", first, first)
 			}
 		}
@@ -580,9 +580,8 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 		}
 		// What commerce received after the close waits for the next
 		// invoice, however late finalization runs: the invoice states the rule.
-		if _, err := tx.ExecContext(ctx, `UPDATE commerce_usage SET billed_period = ? WHERE billed_period IS NULL AND usage_day_us < ? AND received_at_us < ?`,
-			period, clock.Micros(end), clock.Micros(end.Add(s.grace))); err != nil {
-			return fmt.Errorf("stamp usage: %w", err)
+		if err := s.ledger.MarkBilled(ctx, tx, period, end, end.Add(s.grace)); err != nil {
+			return err
 		}
 		dir, err := s.loadDirectory(ctx, tx)
 		if err != nil {
@@ -735,14 +734,14 @@ func (s *Service) FinalizeDue(ctx context.Context) ([]string, error) {
 			ls, _ := clock.ParsePeriod(last.String)
 			next = clock.Period(clock.NextMonth(ls))
 		} else {
-			var early sql.NullInt64
-			if err := s.db.QueryRowContext(ctx, `SELECT MIN(usage_day_us) FROM commerce_usage WHERE billed_period IS NULL`).Scan(&early); err != nil {
+			early, ok, err := s.ledger.EarliestUnbilled(ctx, s.db, time.Time{})
+			if err != nil {
 				return done, err
 			}
-			if !early.Valid {
+			if !ok {
 				return done, nil
 			}
-			next = clock.Period(clock.FromMicros(early.Int64))
+			next = clock.Period(early)
 		}
 		_, end, _ := clock.PeriodBounds(next)
 		if s.clock.Now().Before(end.Add(s.grace)) {
@@ -763,5 +762,5 @@ func (s *Service) PurgeBilledUsage(ctx context.Context, before string) (int64, e
 	if _, err := clock.ParsePeriod(before); err != nil {
 		return 0, badPeriod(err)
 	}
-	return s.db.DeleteInBatches(ctx, `DELETE FROM commerce_usage WHERE id IN (SELECT id FROM commerce_usage WHERE billed_period IS NOT NULL AND billed_period < ? LIMIT 5000)`, before)
+	return s.ledger.PurgeBilled(ctx, before)
 }

@@ -2,7 +2,6 @@ package billing
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"sort"
 	"strings"
@@ -365,34 +364,19 @@ func (s *Service) statements(ctx context.Context, q store.Querier, dir *dirSnaps
 			}
 		}
 		if len(subsOf) > 0 {
-			rows, err := q.QueryContext(ctx, `SELECT charged_subscription_id, local_meter_key, quantity FROM commerce_usage
-				WHERE billing_meter_id = '' AND usage_hour_us >= ? AND usage_hour_us < ?`, clock.Micros(start), clock.Micros(end))
-			if err != nil {
-				return nil, err
-			}
-			var sub, key string
-			var qty sql.RawBytes
 			sums := map[stmtKey]*money.Sum{}
-			for rows.Next() {
-				if err := rows.Scan(&sub, &key, &qty); err != nil {
-					rows.Close()
-					return nil, err
-				}
+			err := s.ledger.LocalOnly(ctx, q, start, end, func(sub, key string, qty []byte) error {
 				account, ok := subsOf[sub]
 				if !ok {
-					continue
+					return nil
 				}
 				k := stmtKey{account, sub, key}
 				if sums[k] == nil {
 					sums[k] = &money.Sum{}
 				}
-				if err := sums[k].AddText(qty); err != nil {
-					rows.Close()
-					return nil, err
-				}
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
+				return sums[k].AddText(qty)
+			})
+			if err != nil {
 				return nil, err
 			}
 			for k, sm := range sums {

@@ -2,14 +2,13 @@ package billing
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store"
 )
@@ -267,296 +266,32 @@ func (s *Service) rateSetFor(period string, start, end time.Time, final bool, st
 	return rs
 }
 
+// selection is the ledger's name for a rate set's records.
+func (rs rateSet) selection() ledger.Selection {
+	return ledger.Selection{Billed: rs.final, Period: rs.period, Start: rs.start, End: rs.end, Late: rs.late,
+		DayFrom: rs.dayFrom, DayTo: rs.dayTo, ReceivedBefore: rs.receivedBefore, Subscriptions: rs.subs}
+}
+
+// aggregate sums a rate set per rating series and day, in the order rating
+// consumes them (ledger.DaySums).
+func (s *Service) aggregate(ctx context.Context, q store.Querier, rs rateSet) ([]dayAgg, int64, error) {
+	sums, n, err := s.ledger.DaySums(ctx, q, rs.selection())
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]dayAgg, len(sums))
+	for i, d := range sums {
+		out[i] = dayAgg{reg: d.Registration, sub: d.Subscription, meter: d.Meter, day: d.Day, qty: d.Quantity, series: d.Series}
+	}
+	return out, n, nil
+}
+
 // dayAgg is usage summed per registration, subscription, meter and day.
 type dayAgg struct {
 	reg, sub, meter string
 	day             time.Time
 	qty             money.Quantity
 	series          int64
-}
-
-// where selects a rate set's records.
-func (rs rateSet) where() (string, []any) {
-	var sb strings.Builder
-	var args []any
-	sb.WriteString(`series_id > 0`) // usage of a billing meter
-	if rs.final {
-		sb.WriteString(` AND billed_period = ?`)
-		args = append(args, rs.period)
-	} else {
-		// Period bounds are midnights, so filtering on the usage day selects
-		// the same records as the usage hour would, through the rating index.
-		sb.WriteString(` AND billed_period IS NULL AND usage_day_us < ?`)
-		args = append(args, clock.Micros(rs.end))
-		if !rs.late {
-			sb.WriteString(` AND usage_day_us >= ?`)
-			args = append(args, clock.Micros(rs.start))
-		}
-	}
-	if !rs.dayFrom.IsZero() {
-		sb.WriteString(` AND usage_day_us >= ?`)
-		args = append(args, clock.Micros(rs.dayFrom))
-	}
-	if !rs.dayTo.IsZero() {
-		sb.WriteString(` AND usage_day_us < ?`)
-		args = append(args, clock.Micros(rs.dayTo))
-	}
-	if !rs.receivedBefore.IsZero() {
-		sb.WriteString(` AND received_at_us < ?`)
-		args = append(args, clock.Micros(rs.receivedBefore))
-	}
-	if rs.subs != nil {
-		if len(rs.subs) == 0 {
-			sb.WriteString(` AND 1 = 0`)
-		} else {
-			sb.WriteString(` AND series_id IN (SELECT id FROM rating_series WHERE charged_subscription_id IN (` + store.Placeholders(len(rs.subs)) + `))`)
-			for _, s := range rs.subs {
-				args = append(args, s)
-			}
-		}
-	}
-	return sb.String(), args
-}
-
-// aggregate sums a rate set's records per rating series (registration,
-// subscription and meter) and day. The database does the sums over each
-// record's integer units in one ordered pass of commerce_usage_rating, whose
-// keys are integers (day, series), so rating reads one row per group instead
-// of one per record; memory grows with the groups, never with the records. A group holding records whose quantity has no
-// exact integer units (more than nine decimals, or stored before the units
-// column existed) adds those from their exact text, and a sum that would
-// overflow SQLite's 64-bit integers falls back to summing every record's
-// text in Go, so the result is exact either way.
-//
-// Outside a transaction the period is split at its middle day and the two
-// halves are summed at once on two connections, each in a snapshot of its
-// own: the scan is the cost of rating, and it is the part that uses both
-// cores. The halves hold different days, so no record is summed twice.
-// Inside a transaction (finalization) there is one connection and one pass.
-func aggregate(ctx context.Context, q store.Querier, rs rateSet) ([]dayAgg, int64, error) {
-	db, ok := q.(*store.DB)
-	if !ok {
-		out, n, err := aggregateTx(ctx, q, rs)
-		sortDayAggs(out)
-		return out, n, err
-	}
-	mid := clock.DayStart(rs.start.Add(rs.end.Sub(rs.start) / 2))
-	lo, hi := rs, rs
-	lo.dayTo, hi.dayFrom = mid, mid
-	type part struct {
-		aggs []dayAgg
-		n    int64
-		err  error
-	}
-	parts := make(chan part, 2)
-	for _, p := range []rateSet{lo, hi} {
-		go func() {
-			var r part
-			r.err = db.Read(ctx, func(tx *store.Tx) error {
-				var err error
-				r.aggs, r.n, err = aggregateTx(ctx, tx, p)
-				return err
-			})
-			parts <- r
-		}()
-	}
-	var out []dayAgg
-	var n int64
-	var firstErr error
-	for range 2 {
-		r := <-parts
-		if r.err != nil && firstErr == nil {
-			firstErr = r.err
-		}
-		out, n = append(out, r.aggs...), n+r.n
-	}
-	if firstErr != nil {
-		return nil, 0, firstErr
-	}
-	sortDayAggs(out)
-	return out, n, nil
-}
-
-// aggregateTx sums a rate set on one connection, in no particular order.
-func aggregateTx(ctx context.Context, q store.Querier, rs rateSet) ([]dayAgg, int64, error) {
-	if tx, ok := q.(*store.Tx); ok && tx.DB().Dialect == store.Postgres {
-		// PostgreSQL's default 4 MB of work memory spills the grouping of
-		// a month to disk; give this transaction room to hash it in memory.
-		// JIT compilation costs more than it saves on this one pass.
-		if _, err := tx.ExecContext(ctx, `SET LOCAL work_mem = '256MB'`); err != nil {
-			return nil, 0, err
-		}
-		if _, err := tx.ExecContext(ctx, `SET LOCAL jit = off`); err != nil {
-			return nil, 0, err
-		}
-	}
-	out, n, err := aggregateInStore(ctx, q, rs)
-	if err != nil && isIntegerOverflow(err) {
-		return aggregateRecords(ctx, q, rs)
-	}
-	return out, n, err
-}
-
-func isIntegerOverflow(err error) bool {
-	return strings.Contains(err.Error(), "integer overflow")
-}
-
-func aggregateInStore(ctx context.Context, q store.Querier, rs rateSet) ([]dayAgg, int64, error) {
-	series, err := loadSeries(ctx, q)
-	if err != nil {
-		return nil, 0, err
-	}
-	where, args := rs.where()
-	rows, err := q.QueryContext(ctx, `SELECT series_id, usage_day_us, SUM(billing_units), COUNT(billing_units), COUNT(*)
-		FROM commerce_usage WHERE `+where+` GROUP BY usage_day_us, series_id`, args...)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer rows.Close()
-	var out []dayAgg
-	var inexact []int // groups with records that have no integer units
-	var n int64
-	var units sql.RawBytes
-	for rows.Next() {
-		var id, day, withUnits, count int64
-		if err := rows.Scan(&id, &day, &units, &withUnits, &count); err != nil {
-			return nil, 0, err
-		}
-		k, ok := series[id]
-		if !ok {
-			return nil, 0, fmt.Errorf("forwarded usage names rating series %d, which does not exist", id)
-		}
-		a := dayAgg{reg: k.reg, sub: k.sub, meter: k.meter, day: clock.FromMicros(day), series: id}
-		if withUnits > 0 {
-			if a.qty, err = money.FromUnits(units); err != nil {
-				return nil, 0, fmt.Errorf("forwarded usage units: %w", err)
-			}
-		}
-		if withUnits < count {
-			inexact = append(inexact, len(out))
-		}
-		out = append(out, a)
-		n += count
-	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, err
-	}
-	rows.Close()
-	for _, i := range inexact {
-		if err := addExact(ctx, q, rs, &out[i]); err != nil {
-			return nil, 0, err
-		}
-	}
-	return out, n, nil
-}
-
-type seriesNames struct{ reg, sub, meter string }
-
-// loadSeries reads the rating series, a row per registration, subscription
-// and billing meter that ever had usage: far fewer than records.
-func loadSeries(ctx context.Context, q store.Querier) (map[int64]seriesNames, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, registration_uid, charged_subscription_id, billing_meter_id FROM rating_series`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[int64]seriesNames{}
-	for rows.Next() {
-		var id int64
-		var k seriesNames
-		if err := rows.Scan(&id, &k.reg, &k.sub, &k.meter); err != nil {
-			return nil, err
-		}
-		out[id] = k
-	}
-	return out, rows.Err()
-}
-
-// addExact adds to a group the records the store could not sum as units.
-func addExact(ctx context.Context, q store.Querier, rs rateSet, a *dayAgg) error {
-	where, args := rs.where()
-	args = append(args, clock.Micros(a.day), a.series)
-	rows, err := q.QueryContext(ctx, `SELECT billing_quantity FROM commerce_usage WHERE `+where+`
-		AND usage_day_us = ? AND series_id = ? AND billing_units IS NULL`, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	sum := money.Sum{}
-	sum.Add(a.qty)
-	var qty sql.RawBytes
-	for rows.Next() {
-		if err := rows.Scan(&qty); err != nil {
-			return err
-		}
-		if err := sum.AddText(qty); err != nil {
-			return fmt.Errorf("forwarded usage quantity: %w", err)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	a.qty = sum.Quantity()
-	return nil
-}
-
-// aggregateRecords streams every record of a rate set and sums its exact
-// text in Go: the path for sums too large for the store's integers.
-func aggregateRecords(ctx context.Context, q store.Querier, rs rateSet) ([]dayAgg, int64, error) {
-	where, args := rs.where()
-	rows, err := q.QueryContext(ctx, `SELECT registration_uid, charged_subscription_id, billing_meter_id, usage_day_us, billing_quantity FROM commerce_usage WHERE `+where, args...)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer rows.Close()
-	type key struct {
-		reg, sub, meter string
-		day             int64
-	}
-	sums := map[key]*money.Sum{}
-	var qty sql.RawBytes
-	var n int64
-	for rows.Next() {
-		var k key
-		if err := rows.Scan(&k.reg, &k.sub, &k.meter, &k.day, &qty); err != nil {
-			return nil, 0, err
-		}
-		s := sums[k]
-		if s == nil {
-			s = &money.Sum{}
-			sums[k] = s
-		}
-		if err := s.AddText(qty); err != nil {
-			return nil, 0, fmt.Errorf("forwarded usage quantity: %w", err)
-		}
-		n++
-	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, err
-	}
-	out := make([]dayAgg, 0, len(sums))
-	for k, s := range sums {
-		out = append(out, dayAgg{reg: k.reg, sub: k.sub, meter: k.meter, day: clock.FromMicros(k.day), qty: s.Quantity()})
-	}
-	return out, n, nil
-}
-
-// sortDayAggs orders groups as rating consumes them: per subscription and
-// meter in usage order, so tiers accumulate across the period's days.
-func sortDayAggs(out []dayAgg) {
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.sub != b.sub {
-			return a.sub < b.sub
-		}
-		if a.meter != b.meter {
-			return a.meter < b.meter
-		}
-		if !a.day.Equal(b.day) {
-			return a.day.Before(b.day)
-		}
-		return a.reg < b.reg
-	})
 }
 
 // priorKey finds what finalized invoices already billed of a usage period,

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/csvexport"
+	"github.com/stackbill/stackbill/internal/ledger"
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
@@ -125,10 +125,7 @@ func (s *Service) countRecon(ctx context.Context, partner, period string) (int64
 	if err != nil {
 		return 0, err
 	}
-	where, args := rs.where()
-	var n int64
-	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM commerce_usage WHERE `+where, args...).Scan(&n)
-	return n, err
+	return s.ledger.Count(ctx, s.db, rs.selection())
 }
 
 // writeRecon rates a partner's period record by record, on q (the reader
@@ -141,12 +138,11 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 	prior := map[priorKey]money.Quantity{}
 	all := rs
 	all.subs = nil // the bound holds for the partner's records too, and is one index probe
-	allWhere, allArgs := all.where()
-	var first sql.NullInt64
-	if err := q.QueryRowContext(ctx, `SELECT MIN(usage_day_us) FROM commerce_usage WHERE `+allWhere, allArgs...).Scan(&first); err != nil {
+	earliest, found, err := s.ledger.EarliestDay(ctx, q, all.selection())
+	if err != nil {
 		return err
 	}
-	if earliest := clock.FromMicros(first.Int64); first.Valid && earliest.Before(rs.start) {
+	if found && earliest.Before(rs.start) {
 		if prior, err = loadPrior(ctx, q, earliest, period); err != nil {
 			return err
 		}
@@ -168,14 +164,6 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 	if err := cw.Write(ReconColumns()); err != nil {
 		return err
 	}
-	where, args := rs.where()
-	rows, err := q.QueryContext(ctx, `SELECT registration_uid, charged_subscription_id, billing_meter_id, usage_hour_us, billing_quantity, resource_uri,
-		local_meter_key, local_subscription_id, location, tags FROM commerce_usage WHERE `+where+`
-		ORDER BY charged_subscription_id, billing_meter_id, usage_day_us, registration_uid, resource_uri, local_meter_key, local_subscription_id`, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
 	type group struct {
 		reg, sub, meter, uri, local, localSub, loc, tags string
 		day                                              int64
@@ -232,30 +220,28 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 		}
 		return werr
 	}
-	var reg, sub, mtr, uri, local, localSub, loc, tags, qty sql.RawBytes
-	var hour, n int64
+	var n int64
 	const dayUS = int64(24 * time.Hour / time.Microsecond)
-	for rows.Next() {
-		if err := rows.Scan(&reg, &sub, &mtr, &hour, &qty, &uri, &local, &localSub, &loc, &tags); err != nil {
-			return err
-		}
-		d := hour / dayUS
-		if g == nil || g.day != d || g.sub != string(sub) || g.meter != string(mtr) || g.reg != string(reg) || g.uri != string(uri) || g.local != string(local) || g.localSub != string(localSub) {
+	err = s.ledger.Rows(ctx, q, rs.selection(), func(r *ledger.Row) error {
+		d := r.HourUs / dayUS
+		if g == nil || g.day != d || g.sub != string(r.Subscription) || g.meter != string(r.Meter) || g.reg != string(r.Registration) || g.uri != string(r.ResourceURI) ||
+			g.local != string(r.LocalMeter) || g.localSub != string(r.LocalSub) {
 			if err := flush(); err != nil {
 				return err
 			}
-			g = &group{reg: string(reg), sub: string(sub), meter: string(mtr), uri: string(uri), local: string(local), localSub: string(localSub),
-				loc: string(loc), tags: string(tags), day: d}
+			g = &group{reg: string(r.Registration), sub: string(r.Subscription), meter: string(r.Meter), uri: string(r.ResourceURI), local: string(r.LocalMeter),
+				localSub: string(r.LocalSub), loc: string(r.Location), tags: string(r.Tags), day: d}
 		}
-		if err := g.qty.AddText(qty); err != nil {
+		if err := g.qty.AddText(r.Quantity); err != nil {
 			return err
 		}
 		n++
 		if progress != nil && n%10000 == 0 {
 			progress(n)
 		}
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	if err := flush(); err != nil {

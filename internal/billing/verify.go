@@ -396,34 +396,19 @@ func (s *Service) verifyUsage(ctx context.Context, q store.Querier, period strin
 		start, end, _ := clock.PeriodBounds(u)
 		type key struct{ sub, meter string }
 		forwarded := map[key]*money.Sum{}
-		recs, err := q.QueryContext(ctx, `SELECT charged_subscription_id, billing_meter_id, billing_quantity FROM commerce_usage
-			WHERE series_id > 0 AND billed_period >= ? AND billed_period <= ? AND usage_day_us >= ? AND usage_day_us < ?`,
-			u, period, clock.Micros(start), clock.Micros(end)) // usage is never billed before its own period, so the rating index bounds the scan
-		if err != nil {
-			return err
-		}
 		n := 0
-		for recs.Next() {
-			var k key
-			var qty []byte
-			if err := recs.Scan(&k.sub, &k.meter, &qty); err != nil {
-				recs.Close()
-				return err
-			}
+		err := s.ledger.BilledIn(ctx, q, u, period, start, end, func(sub, mtr string, qty []byte) error {
+			k := key{sub, mtr}
 			if _, ok := dir.Account(k.sub); !ok {
-				continue // usage no CSP partner is billed for
+				return nil // usage no CSP partner is billed for
 			}
 			if forwarded[k] == nil {
 				forwarded[k] = &money.Sum{}
 			}
-			if err := forwarded[k].AddText(qty); err != nil {
-				recs.Close()
-				return err
-			}
 			n++
-		}
-		recs.Close()
-		if err := recs.Err(); err != nil {
+			return forwarded[k].AddText(qty)
+		})
+		if err != nil {
 			return err
 		}
 		billed := map[key]money.Quantity{}

@@ -146,3 +146,11 @@ func (l *Ledger) Health(ctx context.Context, since time.Time) ([]StampHealth, er
 	}
 	return out, rows.Err()
 }
+
+// Stored counts the records materialised for a stamp: what reached billing,
+// each exactly once.
+func (l *Ledger) Stored(ctx context.Context, cloudID string) (int64, error) {
+	var n int64
+	err := l.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM commerce_usage WHERE cloud_id = ?`, cloudID).Scan(&n)
+	return n, err
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -220,55 +221,15 @@ func (l *Ledger) drain(ctx context.Context, settle bool, upTo int64) (int, error
 				return err
 			}
 		}
-		keys := make([]SeriesKey, 0, 16)
 		for _, lg := range batch {
-			for i := range lg.recs {
-				if c := &lg.recs[i]; c.BillingMeter != "" {
-					keys = append(keys, SeriesKey{lg.regUID, c.Subscription, c.BillingMeter})
-				}
+			made, err := l.insert(ctx, tx, lg.regUID, lg.cloudID, lg.received, lg.recs)
+			if err != nil {
+				return err
 			}
-		}
-		found, missing := l.series.lookup(keys)
-		if created, err = ResolveSeries(ctx, tx, missing); err != nil {
-			return err
-		}
-		for k, id := range created {
-			found[k] = id
-		}
-		const chunk = 200
-		placeholders := "(" + store.Placeholders(23) + ")"
-		for _, lg := range batch {
-			for start := 0; start < len(lg.recs); start += chunk {
-				part := lg.recs[start:min(start+chunk, len(lg.recs))]
-				var sb strings.Builder
-				args := make([]any, 0, 23*len(part))
-				sb.WriteString(`INSERT INTO commerce_usage (id, registration_uid, cloud_id, charged_subscription_id, mapped, reason, local_subscription_id, tenant_id, local_meter_key,
-					billing_meter_id, quantity, billing_quantity, billing_units, meter_map_version, usage_hour_us, usage_day_us, reported_hour_us, received_at_us, resource_uri, location, tags, additional_info,
-					series_id) VALUES `)
-				for i := range part {
-					c := &part[i]
-					if i > 0 {
-						sb.WriteString(", ")
-					}
-					sb.WriteString(placeholders)
-					var units any
-					if c.HasUnits {
-						units = c.Units
-					}
-					var series int64 // 0 for local-only meters, which are never rated
-					if c.BillingMeter != "" {
-						series = found[SeriesKey{lg.regUID, c.Subscription, c.BillingMeter}]
-					}
-					args = append(args, c.ID, lg.regUID, lg.cloudID, c.Subscription, store.Bool(c.Mapped), c.Reason(), c.LocalSub, c.Tenant, c.MeterKey,
-						c.BillingMeter, c.Qty, c.BillingQty, units, c.MapVersion, c.UsageUs, clock.Micros(clock.DayStart(clock.FromMicros(c.UsageUs))), c.ReportedUs, lg.received,
-						c.URI, c.Location, c.Tags, c.Addl, series)
-				}
-				// A record whose key expired from the idempotency store
-				// and was re-sent is refused here.
-				sb.WriteString(` ON CONFLICT (id) DO NOTHING`)
-				if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
-					return fmt.Errorf("store forwarded usage: %w", err)
-				}
+			if created == nil {
+				created = made
+			} else {
+				maps.Copy(created, made)
 			}
 		}
 		if err := drainer.Trim(ctx, tx, "commerce_usage_log", ids); err != nil {
@@ -285,6 +246,76 @@ func (l *Ledger) drain(ctx context.Context, settle bool, upTo int64) (int, error
 		l.loop.Drained(int64(records))
 	}
 	return batches, nil
+}
+
+// insert materialises one registration's charged records, received at
+// receivedUs, into commerce_usage, resolving their rating series first. It
+// answers the series it created, for the cache once the transaction commits.
+func (l *Ledger) insert(ctx context.Context, tx *store.Tx, regUID, cloudID string, receivedUs int64, recs []Charged) (map[SeriesKey]int64, error) {
+	keys := make([]SeriesKey, 0, 16)
+	for i := range recs {
+		if c := &recs[i]; c.BillingMeter != "" {
+			keys = append(keys, SeriesKey{regUID, c.Subscription, c.BillingMeter})
+		}
+	}
+	found, missing := l.series.lookup(keys)
+	created, err := resolveSeries(ctx, tx, missing)
+	if err != nil {
+		return nil, err
+	}
+	for k, id := range created {
+		found[k] = id
+	}
+	const chunk = 200
+	placeholders := "(" + store.Placeholders(23) + ")"
+	for start := 0; start < len(recs); start += chunk {
+		part := recs[start:min(start+chunk, len(recs))]
+		var sb strings.Builder
+		args := make([]any, 0, 23*len(part))
+		sb.WriteString(`INSERT INTO commerce_usage (id, registration_uid, cloud_id, charged_subscription_id, mapped, reason, local_subscription_id, tenant_id, local_meter_key,
+			billing_meter_id, quantity, billing_quantity, billing_units, meter_map_version, usage_hour_us, usage_day_us, reported_hour_us, received_at_us, resource_uri, location, tags, additional_info,
+			series_id) VALUES `)
+		for i := range part {
+			c := &part[i]
+			if i > 0 {
+				sb.WriteString(", ")
+			}
+			sb.WriteString(placeholders)
+			var units any
+			if c.HasUnits {
+				units = c.Units
+			}
+			var series int64 // 0 for local-only meters, which are never rated
+			if c.BillingMeter != "" {
+				series = found[SeriesKey{regUID, c.Subscription, c.BillingMeter}]
+			}
+			args = append(args, c.ID, regUID, cloudID, c.Subscription, store.Bool(c.Mapped), c.Reason(), c.LocalSub, c.Tenant, c.MeterKey,
+				c.BillingMeter, c.Qty, c.BillingQty, units, c.MapVersion, c.UsageUs, clock.Micros(clock.DayStart(clock.FromMicros(c.UsageUs))), c.ReportedUs, receivedUs,
+				c.URI, c.Location, c.Tags, c.Addl, series)
+		}
+		// A record whose key expired from the idempotency store and was
+		// re-sent is refused here.
+		sb.WriteString(` ON CONFLICT (id) DO NOTHING`)
+		if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+			return nil, fmt.Errorf("store forwarded usage: %w", err)
+		}
+	}
+	return created, nil
+}
+
+// Load materialises charged records directly, without the log: for loading
+// a known volume (benchmarks, restores) where the log's acknowledgement
+// buys nothing. Records already present are kept, as in materialisation.
+func (l *Ledger) Load(ctx context.Context, regUID, cloudID string, received time.Time, recs []Charged) error {
+	var created map[SeriesKey]int64
+	if err := l.db.Write(ctx, func(tx *store.Tx) (err error) {
+		created, err = l.insert(ctx, tx, regUID, cloudID, clock.Micros(received), recs)
+		return err
+	}); err != nil {
+		return err
+	}
+	l.series.remember(created)
+	return nil
 }
 
 // ReleaseLog takes a log row that materialisation held back into the log,

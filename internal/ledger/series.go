@@ -16,10 +16,10 @@ type SeriesKey struct {
 	Registration, Subscription, BillingMeter string
 }
 
-// ResolveSeries returns the ids of keys, creating the series that do not
+// resolveSeries returns the ids of keys, creating the series that do not
 // exist yet inside tx. Concurrent instances creating the same series meet on
 // the unique key; the upsert returns the one id either way.
-func ResolveSeries(ctx context.Context, tx *store.Tx, keys []SeriesKey) (map[SeriesKey]int64, error) {
+func resolveSeries(ctx context.Context, tx *store.Tx, keys []SeriesKey) (map[SeriesKey]int64, error) {
 	out := make(map[SeriesKey]int64, len(keys))
 	for _, k := range keys {
 		if _, ok := out[k]; ok {

@@ -1,4 +1,4 @@
-package billing
+package ledger
 
 import (
 	"fmt"
@@ -6,19 +6,19 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/clock"
-	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
 
-// TestAggregateIsExact: the database sums integer units, and the groups it
+// TestDaySumsAreExact: the database sums integer units, and the groups it
 // cannot sum exactly (quantities with more than nine decimals, records stored
 // without units, sums beyond 64 bits) still come out exact, on both engines.
-func TestAggregateIsExact(t *testing.T) {
+func TestDaySumsAreExact(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		db := storetest.Open(t, backend)
+		l := New(db, clock.Real(), storetest.Logger())
 		oct := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 		n := 0
 		insert := func(sub, meter string, hour time.Time, qty string, withUnits bool) {
@@ -31,11 +31,11 @@ func TestAggregateIsExact(t *testing.T) {
 			err := db.Write(ctx, func(tx *store.Tx) error {
 				var series int64
 				if meter != "" {
-					ids, err := ledger.ResolveSeries(ctx, tx, []ledger.SeriesKey{{Registration: "reg", Subscription: sub, BillingMeter: meter}})
+					ids, err := resolveSeries(ctx, tx, []SeriesKey{{Registration: "reg", Subscription: sub, BillingMeter: meter}})
 					if err != nil {
 						return err
 					}
-					series = ids[ledger.SeriesKey{Registration: "reg", Subscription: sub, BillingMeter: meter}]
+					series = ids[SeriesKey{Registration: "reg", Subscription: sub, BillingMeter: meter}]
 				}
 				_, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage (id, registration_uid, cloud_id, charged_subscription_id, mapped, reason, local_subscription_id,
 					tenant_id, local_meter_key, billing_meter_id, quantity, billing_quantity, billing_units, meter_map_version, usage_hour_us, usage_day_us,
@@ -61,8 +61,8 @@ func TestAggregateIsExact(t *testing.T) {
 		insert("sub-a", "m1", oct.AddDate(0, 1, 0), "100", true)
 		insert("sub-a", "", day1, "100", true)
 
-		rs := rateSet{period: "2026-10", start: oct, end: oct.AddDate(0, 1, 0)}
-		got, records, err := aggregate(ctx, db, rs)
+		rs := Selection{Period: "2026-10", Start: oct, End: oct.AddDate(0, 1, 0)}
+		got, records, err := l.DaySums(ctx, db, rs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,13 +71,13 @@ func TestAggregateIsExact(t *testing.T) {
 			"sub-b m1 2026-10-01 3.0000000001",
 			"sub-c m2 2026-10-01 5",
 		}
-		check := func(got []dayAgg, records int64, want []string, wantRecords int64) {
+		check := func(got []DaySum, records int64, want []string, wantRecords int64) {
 			t.Helper()
 			if records != wantRecords || len(got) != len(want) {
 				t.Fatalf("%d records in %v, want %d in %v", records, got, wantRecords, want)
 			}
 			for i, a := range got {
-				if s := fmt.Sprintf("%s %s %s %s", a.sub, a.meter, a.day.Format("2006-01-02"), a.qty); s != want[i] {
+				if s := fmt.Sprintf("%s %s %s %s", a.Subscription, a.Meter, a.Day.Format("2006-01-02"), a.Quantity); s != want[i] {
 					t.Errorf("group %d: %s, want %s", i, s, want[i])
 				}
 			}
@@ -91,7 +91,7 @@ func TestAggregateIsExact(t *testing.T) {
 		insert("sub-d", "m1", day2, big, true)
 		insert("sub-d", "m1", day2.Add(time.Hour), big, true)
 		insert("sub-d", "m1", day2.Add(2*time.Hour), big, true)
-		got, records, err = aggregate(ctx, db, rs)
+		got, records, err = l.DaySums(ctx, db, rs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,6 +110,7 @@ func TestRatingMigrationKeepsOlderUsage(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { db.Close() })
+		l := New(db, clock.Real(), storetest.Logger())
 		if _, err := db.MigrateTo(ctx, 7); err != nil {
 			t.Fatal(err)
 		}
@@ -142,13 +143,13 @@ func TestRatingMigrationKeepsOlderUsage(t *testing.T) {
 		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM rating_series`).Scan(&series); err != nil || series != 2 {
 			t.Fatalf("%d rating series (%v), want 2", series, err)
 		}
-		got, records, err := aggregate(ctx, db, rateSet{period: "2026-10", start: oct, end: oct.AddDate(0, 1, 0)})
+		got, records, err := l.DaySums(ctx, db, Selection{Period: "2026-10", Start: oct, End: oct.AddDate(0, 1, 0)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var lines []string
 		for _, a := range got {
-			lines = append(lines, fmt.Sprintf("%s %s %s %s", a.sub, a.meter, a.day.Format("2006-01-02"), a.qty))
+			lines = append(lines, fmt.Sprintf("%s %s %s %s", a.Subscription, a.Meter, a.Day.Format("2006-01-02"), a.Quantity))
 		}
 		want := "[sub-a m1 2026-10-01 1.250000000001 sub-a m1 2026-10-02 2 sub-b m2 2026-10-01 4]"
 		if records != 4 || fmt.Sprint(lines) != want {
