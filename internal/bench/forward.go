@@ -178,12 +178,15 @@ func Forward(ctx context.Context, com *Instance, stack *Instance, tenants, days 
 	materialized := time.Since(t0)
 	stopProfile()
 	// The figure counts only records that reached billing exactly once.
-	var stored int
-	if err := com.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM commerce_usage WHERE cloud_id = (SELECT cloud_id FROM registrations WHERE name = ? AND subscription_id = ?)`,
-		k.Name, k.SubscriptionID).Scan(&stored); err != nil {
+	reg, err := com.Registrations.Get(ctx, op, k)
+	if err != nil {
 		return ForwardResult{}, err
 	}
-	if stored != records {
+	stored, err := com.Ledger.Stored(ctx, reg.CloudID)
+	if err != nil {
+		return ForwardResult{}, err
+	}
+	if stored != int64(records) {
 		return ForwardResult{}, fmt.Errorf("commerce holds %d of %d forwarded records", stored, records)
 	}
 	return ForwardResult{Records: sent, Duration: acked, Ingest: time.Duration(ingest.Load()), Materialized: materialized, Sealed: sealed}, nil

@@ -66,36 +66,34 @@ func Rating(ctx context.Context, app *Instance, n int64, subs int, withBaseline 
 		return res, err
 	}
 	subID := func(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-000000000002", i) }
-	var keys []ledger.SeriesKey
-	for i := 0; i < subs; i++ {
-		for _, m := range benchMeters {
-			keys = append(keys, ledger.SeriesKey{Registration: "bench-reg", Subscription: subID(i), BillingMeter: m.id})
-		}
-	}
-	var series map[ledger.SeriesKey]int64
-	if err := app.DB.Write(ctx, func(tx *store.Tx) (err error) {
-		series, err = ledger.ResolveSeries(ctx, tx, keys)
-		return err
-	}); err != nil {
-		return res, err
-	}
 	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
-	row := func(i int64) []any {
+	record := func(i int64) ledger.Charged {
 		m := benchMeters[i%int64(len(benchMeters))]
 		sub := subID(int(i/4) % subs)
-		hour := start.Add(time.Duration(i%744) * time.Hour)
+		hour := clock.Micros(start.Add(time.Duration(i%744) * time.Hour))
 		qty := fmt.Sprintf("%d.%03d", 1+i%7, i%1000)
 		units, _ := money.MustQuantity(qty).Units()
-		return []any{fmt.Sprintf("%032x", i), "bench-reg", "bench-cloud", sub, 1, "bench", sub, "t", "k", m.id, qty, qty, units, 1,
-			clock.Micros(hour), clock.Micros(clock.DayStart(hour)), clock.Micros(hour), clock.Micros(hour), "/r", "local", "null", "null",
-			series[ledger.SeriesKey{Registration: "bench-reg", Subscription: sub, BillingMeter: m.id}]}
+		return ledger.Charged{ID: fmt.Sprintf("%032x", i), Subscription: sub, Mapped: true, LocalSub: sub, Tenant: "t", MeterKey: "k",
+			BillingMeter: m.id, Qty: qty, BillingQty: qty, Units: units, HasUnits: true, MapVersion: 1, UsageUs: hour, ReportedUs: hour,
+			URI: "/r", Location: "local", Tags: "null", Addl: "null"}
 	}
-	cols := []string{"id", "registration_uid", "cloud_id", "charged_subscription_id", "mapped", "reason", "local_subscription_id", "tenant_id",
-		"local_meter_key", "billing_meter_id", "quantity", "billing_quantity", "billing_units", "meter_map_version", "usage_hour_us", "usage_day_us", "reported_hour_us",
-		"received_at_us", "resource_uri", "location", "tags", "additional_info", "series_id"}
+	// The baselines load what rating reads of each record: subscription,
+	// billing meter, usage hour and billing quantity.
+	row := func(i int64) []any {
+		c := record(i)
+		return []any{c.Subscription, c.BillingMeter, c.UsageUs, c.BillingQty}
+	}
 	t0 := time.Now()
-	if err := loadRecords(ctx, app.DB, "commerce_usage", cols, n, row); err != nil {
-		return res, err
+	const chunk = 20000
+	recs := make([]ledger.Charged, 0, chunk)
+	for i := int64(0); i < n; i += chunk {
+		recs = recs[:0]
+		for j := i; j < min(i+chunk, n); j++ {
+			recs = append(recs, record(j))
+		}
+		if err := app.Ledger.Load(ctx, "bench-reg", "bench-cloud", start, recs); err != nil {
+			return res, err
+		}
 	}
 	if err := app.DB.Settle(ctx); err != nil {
 		return res, err
@@ -131,10 +129,6 @@ func Rating(ctx context.Context, app *Instance, n int64, subs int, withBaseline 
 	}
 	return res, nil
 }
-
-// baselineRow is what the SQL baselines load of a generated record:
-// subscription, billing meter, usage hour and billing quantity.
-func baselineRow(r []any) []any { return []any{r[3], r[9], r[14], r[11]} }
 
 // loadRecords bulk-loads generated rows: COPY on PostgreSQL, batched
 // multi-row INSERTs in one transaction on SQLite.
@@ -220,7 +214,7 @@ func sqlBaseline(ctx context.Context, db *store.DB, n int64, row func(int64) []a
 				}
 				r := row(i)
 				i++
-				return baselineRow(r), nil
+				return r, nil
 			}))
 		return err
 	})
@@ -268,10 +262,7 @@ func sqliteBaseline(ctx context.Context, db *store.DB, n int64, row func(int64) 
 		return 0, 0, "", err
 	}
 	t0 := time.Now()
-	if err := loadRecords(ctx, db, "baseline_usage", []string{"subscription_id", "meter_id", "usage_hour_us", "quantity"}, n, func(i int64) []any {
-		r := row(i)
-		return baselineRow(r)
-	}); err != nil {
+	if err := loadRecords(ctx, db, "baseline_usage", []string{"subscription_id", "meter_id", "usage_hour_us", "quantity"}, n, row); err != nil {
 		return 0, 0, "", err
 	}
 	t1 := time.Now()
