@@ -7,10 +7,11 @@
 //     forwarder that sends them, retrying until commerce acknowledges;
 //   - between them (wire.go): the batch format and the record IDs that make a
 //     re-sent record a duplicate;
-//   - on commerce (ingest.go, commercelog.go, series.go): verifying a batch,
-//     acknowledging it into the commerce log, and materialising it into
-//     forwarded usage with its charged subscription, billing meter and rating
-//     series.
+//   - on commerce (ingest.go): verifying a batch against its registration,
+//     mapping each record to its charged subscription at the usage hour and
+//     its local meter to a billing meter, claiming the record IDs and
+//     appending the batch to the ledger, which acknowledges, materialises and
+//     answers billing (package ledger).
 //
 // The handshake:
 //  1. the stack prints a registration token: base64 JSON with its cloudId
