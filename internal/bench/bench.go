@@ -34,7 +34,6 @@ type Instance struct {
 	Auth          *auth.Service
 	Billing       *billing.Service
 	Directory     *directory.Service
-	Ingestor      *bridge.Ingestor
 	Ledger        *ledger.Ledger
 	Issuer        *bridge.Issuer
 	Registrations *registration.Service

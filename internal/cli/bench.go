@@ -44,7 +44,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 // benchInstance is what the benchmarks use of app.
 func benchInstance(app *App) *bench.Instance {
 	return &bench.Instance{DB: app.DB, Clock: app.Clock, Logger: app.Logger, Handler: app.Handler, Auth: app.Auth, Billing: app.Billing, Directory: app.Directory,
-		Ingestor: app.Ingestor, Ledger: app.Ledger, Issuer: app.Issuer, Registrations: app.Registrations, Signer: app.Signer, Tenancy: app.Tenancy, Usage: app.Usage, Forwarder: app.Forwarder}
+		Ledger: app.Ledger, Issuer: app.Issuer, Registrations: app.Registrations, Signer: app.Signer, Tenancy: app.Tenancy, Usage: app.Usage, Forwarder: app.Forwarder}
 }
 
 // benchProgress draws the benchmarks' progress bars on w when it is a
