@@ -44,6 +44,7 @@ import (
 	"unsafe"
 
 	"github.com/bytedance/sonic"
+
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/drainer"
