@@ -11,17 +11,22 @@
 // canonical content, so editing, reordering or deleting a record breaks the
 // chain from that point; Verify walks it. Commerce signs checkpoints of the
 // chain's head (Checkpoint), so that a chain recomputed after an edit, or
-// cut short, fails verification against the last checkpoint. Appenders lock the one-row chain head
-// for the rest of their transaction, which keeps the chain linear across
-// several instances on one PostgreSQL (SQLite serialises writers anyway).
-// Audited changes are administrative and rare next to usage, so one lock is
-// cheap; usage intake and ingestion are not audited (their records are
-// themselves immutable and deduplicated).
+// cut short, fails verification against the last checkpoint.
+//
+// A change appends its record, unchained, in its own transaction; the sealer
+// (Seal: every second in a serving commerce, and before every read of the
+// log) chains pending records under the one-row chain head's lock. Holding
+// the head for the rest of every audited transaction, as appenders once did,
+// made every registration write on PostgreSQL queue behind the last one;
+// now only sealers take turns, a thousand records at a time, and the chain
+// stays linear across several instances. Usage intake and ingestion are not
+// audited (their records are themselves immutable and deduplicated).
 package audit
 
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -82,37 +87,122 @@ func orNull(b json.RawMessage) json.RawMessage {
 }
 
 // Append adds e to the log inside tx, the transaction of the change itself.
-// A nil Before is filled in with the After of the entity's previous record.
+// The record commits with the change but takes its place in the chain when
+// it is sealed (Seal): a change never waits on, or holds, the chain's head,
+// so audited writers do not queue behind one another. A nil Before is filled
+// in at sealing with the After of the entity's previous record.
 func Append(ctx context.Context, tx *store.Tx, e Entry) error {
-	var seq int64
-	var prev string
-	if err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`+tx.DB().ForUpdate()).Scan(&seq, &prev); err != nil {
-		return fmt.Errorf("audit head: %w", err)
+	var before any // NULL: fill in at sealing
+	if e.Before != nil {
+		before = string(e.Before)
 	}
-	if e.Before == nil {
-		// The state before is the state after the entity's last audited
-		// change (null for its first).
-		var after string
-		err := tx.QueryRowContext(ctx, `SELECT after FROM audit_log WHERE kind = ? AND entity_id = ? ORDER BY seq DESC LIMIT 1`, e.Kind, e.ID).Scan(&after)
-		switch {
-		case err == nil:
-			e.Before = json.RawMessage(after)
-		case !store.IsNoRows(err):
-			return fmt.Errorf("audit before: %w", err)
-		}
-	}
-	e.Seq, e.At = seq+1, e.At.UTC()
-	e.Before, e.After = orNull(e.Before), orNull(e.After)
-	e.PrevHash = prev
-	e.Hash = hash(prev, e)
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (seq, at_us, actor, action, kind, entity_id, scope, before, after, prev_hash, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.Seq, clock.Micros(e.At), e.Actor, e.Action, e.Kind, e.ID, e.Scope, string(e.Before), string(e.After), e.PrevHash, e.Hash); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_pending (at_us, actor, action, kind, entity_id, scope, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		clock.Micros(e.At), e.Actor, e.Action, e.Kind, e.ID, e.Scope, before, string(orNull(e.After))); err != nil {
 		return fmt.Errorf("append audit record: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, e.Seq, e.Hash); err != nil {
-		return fmt.Errorf("advance audit head: %w", err)
-	}
 	return nil
+}
+
+// sealBatch is how many pending records one sealing transaction chains.
+const sealBatch = 1000
+
+// Seal chains every record pending when it is called into the log, in the
+// order their ids were drawn, and answers how many it sealed. It holds the
+// chain's head for one batch at a time, so several instances sealing at once
+// take turns and the chain stays linear. Two changes to one entity are
+// serialised by the entity's own lock, so the later one draws the later id
+// and is sealed after the earlier: each record's Before is its entity's
+// previous After in chain order.
+func Seal(ctx context.Context, db *store.DB) (int, error) {
+	total := 0
+	for {
+		n := 0
+		err := db.Write(ctx, func(tx *store.Tx) error {
+			n = 0
+			var seq int64
+			var prev string
+			if err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`+tx.DB().ForUpdate()).Scan(&seq, &prev); err != nil {
+				return fmt.Errorf("audit head: %w", err)
+			}
+			rows, err := tx.QueryContext(ctx, `SELECT id, at_us, actor, action, kind, entity_id, scope, before, after FROM audit_pending ORDER BY id LIMIT ?`, sealBatch)
+			if err != nil {
+				return err
+			}
+			type pending struct {
+				id     int64
+				e      Entry
+				before sql.NullString
+			}
+			var batch []pending
+			for rows.Next() {
+				var p pending
+				var at int64
+				var after string
+				if err := rows.Scan(&p.id, &at, &p.e.Actor, &p.e.Action, &p.e.Kind, &p.e.ID, &p.e.Scope, &p.before, &after); err != nil {
+					rows.Close()
+					return err
+				}
+				p.e.At, p.e.After = clock.FromMicros(at), json.RawMessage(after)
+				batch = append(batch, p)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if len(batch) == 0 {
+				return nil
+			}
+			// The entity's latest After, for records sealed in this batch
+			// before the log is asked.
+			latest := map[[2]string]json.RawMessage{}
+			for _, p := range batch {
+				e := p.e
+				switch k := [2]string{e.Kind, e.ID}; {
+				case p.before.Valid:
+					e.Before = json.RawMessage(p.before.String)
+				case latest[k] != nil:
+					e.Before = latest[k]
+				default:
+					var after string
+					err := tx.QueryRowContext(ctx, `SELECT after FROM audit_log WHERE kind = ? AND entity_id = ? ORDER BY seq DESC LIMIT 1`, e.Kind, e.ID).Scan(&after)
+					switch {
+					case err == nil:
+						e.Before = json.RawMessage(after)
+					case !store.IsNoRows(err):
+						return fmt.Errorf("audit before: %w", err)
+					}
+				}
+				seq++
+				e.Seq, e.Before, e.After, e.PrevHash = seq, orNull(e.Before), orNull(e.After), prev
+				e.Hash = hash(prev, e)
+				if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (seq, at_us, actor, action, kind, entity_id, scope, before, after, prev_hash, hash)
+					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.Seq, clock.Micros(e.At), e.Actor, e.Action, e.Kind, e.ID, e.Scope, string(e.Before), string(e.After), e.PrevHash, e.Hash); err != nil {
+					return fmt.Errorf("seal audit record: %w", err)
+				}
+				latest[[2]string{e.Kind, e.ID}] = e.After
+				prev = e.Hash
+			}
+			// Exactly the ids sealed: on PostgreSQL a lower id drawn by a
+			// transaction that commits only now is not in this batch, and
+			// waits for the next.
+			ids := make([]any, len(batch))
+			for i, p := range batch {
+				ids[i] = p.id
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM audit_pending WHERE id IN (`+store.Placeholders(len(ids))+`)`, ids...); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, seq, prev); err != nil {
+				return fmt.Errorf("advance audit head: %w", err)
+			}
+			n = len(batch)
+			return nil
+		})
+		total += n
+		if err != nil || n < sealBatch {
+			return total, err
+		}
+	}
 }
 
 const columns = `seq, at_us, actor, action, kind, entity_id, scope, before, after, prev_hash, hash`
@@ -138,8 +228,11 @@ type Query struct {
 	Limit  int
 }
 
-// List returns records in chain order.
+// List seals what is pending, then returns records in chain order.
 func List(ctx context.Context, db *store.DB, q Query) ([]Entry, error) {
+	if _, err := Seal(ctx, db); err != nil {
+		return nil, err
+	}
 	where := []string{"seq > ?"}
 	args := []any{q.After}
 	if q.Scopes != nil {
@@ -200,6 +293,9 @@ func checkpointMessage(seq int64, hash string, atUs int64) []byte {
 // checkpoint pins the head at an instant, so Verify catches both up to the
 // last checkpoint; commerce writes one every minute.
 func Checkpoint(ctx context.Context, db *store.DB, signer CheckpointSigner, now time.Time) (bool, error) {
+	if _, err := Seal(ctx, db); err != nil {
+		return false, err
+	}
 	var seq, last int64
 	var hash string
 	if err := db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, &hash); err != nil {
@@ -258,6 +354,9 @@ func (b *Broken) Error() string {
 // tail was cut) is a *Broken too.
 func Verify(ctx context.Context, db *store.DB, progress func(n int64), verify CheckpointVerifier) (VerifyReport, error) {
 	var rep VerifyReport
+	if _, err := Seal(ctx, db); err != nil {
+		return rep, err
+	}
 	var headSeq int64
 	var headHash string
 	if err := db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&headSeq, &headHash); err != nil {
@@ -359,8 +458,12 @@ func (l *Log) Verify(ctx context.Context, progress func(n int64), verify Checkpo
 	return Verify(ctx, l.db, progress, verify)
 }
 
-// Count is the number of records (the chain head's sequence).
+// Count is the number of records (the chain head's sequence), once every
+// pending record is sealed.
 func (l *Log) Count(ctx context.Context) (int64, error) {
+	if _, err := Seal(ctx, l.db); err != nil {
+		return 0, err
+	}
 	var n int64
 	err := l.db.QueryRowContext(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&n)
 	return n, err

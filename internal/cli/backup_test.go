@@ -28,6 +28,10 @@ func fingerprint(t *testing.T, app *App) string {
 	if err := app.Ledger.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Pending audit records too: a restored commerce seals them at once.
+	if _, err := audit.Seal(ctx, app.DB); err != nil {
+		t.Fatal(err)
+	}
 	var parts []string
 	for _, table := range []string{"partners", "customers", "subscriptions", "registrations", "tenant_mappings", "usage_records", "usage_dedup", "usage_log", "commerce_usage", "commerce_usage_log",
 		"price_books", "tokens", "audit_log"} {

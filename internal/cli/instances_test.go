@@ -184,6 +184,9 @@ func TestTwoCommerceInstances(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	if _, err := audit.Seal(ctx, db); err != nil {
+		t.Fatal(err)
+	}
 	var periods, invoices, finalizeRecords int
 	_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM billing_periods WHERE period = '2026-10'`).Scan(&periods)
 	_ = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM invoices WHERE period = '2026-10'`).Scan(&invoices)

@@ -413,19 +413,30 @@ func (a *App) RunBilling(ctx context.Context, autoFinalize bool) {
 	}
 }
 
-// RunAuditCheckpoints signs a checkpoint of the audit chain's head every
+// RunAuditCheckpoints seals pending audit records into the chain every
+// second (audit.Seal) and signs a checkpoint of the chain's head every
 // minute while it moves (audit.Checkpoint), until ctx ends.
 func (a *App) RunAuditCheckpoints(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
+	seal := time.NewTicker(time.Second)
+	defer seal.Stop()
+	sign := time.NewTicker(time.Minute)
+	defer sign.Stop()
+	checkpoint := true
 	for {
-		if _, err := audit.Checkpoint(ctx, a.DB, a.Signer, a.Clock.Now()); err != nil && ctx.Err() == nil {
-			a.Logger.Error("audit checkpoint", "err", err)
+		if checkpoint {
+			if _, err := audit.Checkpoint(ctx, a.DB, a.Signer, a.Clock.Now()); err != nil && ctx.Err() == nil {
+				a.Logger.Error("audit checkpoint", "err", err)
+			}
+		} else if _, err := audit.Seal(ctx, a.DB); err != nil && ctx.Err() == nil {
+			a.Logger.Error("audit seal", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-seal.C:
+			checkpoint = false
+		case <-sign.C:
+			checkpoint = true
 		}
 	}
 }
