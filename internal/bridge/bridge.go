@@ -1,17 +1,15 @@
-// Package bridge carries usage from a stack to commerce exactly once, as Azure
-// Stack's Azure Bridge does. It owns, on each side:
+// Package bridge is the stack's side of the Azure Bridge: it carries usage
+// from a stack to commerce exactly once, as Azure Stack's bridge does. It
+// owns:
 //
 //   - the handshake (this file): the stack's signed registration token,
 //     commerce's signed activation key, and the stack's activation;
-//   - on the stack (forward.go): sealing closed hours into the outbox and the
-//     forwarder that sends them, retrying until commerce acknowledges;
-//   - between them (wire.go): the batch format and the record IDs that make a
-//     re-sent record a duplicate;
-//   - on commerce (ingest.go): verifying a batch against its registration,
-//     mapping each record to its charged subscription at the usage hour and
-//     its local meter to a billing meter, claiming the record IDs and
-//     appending the batch to the ledger, which acknowledges, materialises and
-//     answers billing (package ledger).
+//   - forwarding (forward.go): sealing closed hours into the outbox and the
+//     forwarder that sends them, retrying until commerce acknowledges.
+//
+// It shares only the batch format (package wire) with commerce's side,
+// which verifies, maps and appends each batch to the ledger (package
+// ingest).
 //
 // The handshake:
 //  1. the stack prints a registration token: base64 JSON with its cloudId

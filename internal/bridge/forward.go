@@ -24,6 +24,7 @@ import (
 	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/usage"
+	"github.com/stackbill/stackbill/internal/wire"
 )
 
 const (
@@ -111,11 +112,11 @@ type Forwarder struct {
 
 // NewForwarder builds a Forwarder that sends batches of batch records.
 func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, use Usage, logger *slog.Logger, batch int) *Forwarder {
-	if batch <= 0 || batch > MaxRecords {
+	if batch <= 0 || batch > wire.MaxRecords {
 		// Measured over loopback with mapping and dedup: 1,000 records per
 		// batch caught up at 7.6k records/s, 5,000 at 9.5k, 20,000 at 14.5k;
 		// commerce's commit cost is per batch.
-		batch = MaxRecords
+		batch = wire.MaxRecords
 	}
 	// The level is a constant and valid, so NewWriter cannot fail here.
 	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
@@ -258,11 +259,11 @@ func (f *Forwarder) seal(ctx context.Context, a *Activation, horizon int64) (int
 // does not matter; the batch commits the watermark where sealing stands, as
 // every batch before it in the outbox ends at or before that.
 func (f *Forwarder) Release(ctx context.Context, tx *store.Tx, it quarantine.Item, now time.Time) error {
-	var r Record
+	var r wire.Record
 	if err := json.Unmarshal(it.Payload, &r); err != nil {
 		return arm.InvalidRequest("", "Quarantined item %d does not decode (%v), so it cannot be sealed; drop it.", it.ID, err)
 	}
-	if why := r.check(); why != "" {
+	if why := r.Check(); why != "" {
 		return arm.InvalidRequest("", "Quarantined item %d still cannot be forwarded: %s. Drop it.", it.ID, why)
 	}
 	a, err := f.active(ctx)
@@ -277,7 +278,7 @@ func (f *Forwarder) Release(ctx context.Context, tx *store.Tx, it quarantine.Ite
 	if err := json.Unmarshal([]byte(text), &at); err != nil {
 		return err
 	}
-	raw, err := (Batch{CloudID: a.Claims.CloudID, Records: []Record{r}}).MarshalBinary()
+	raw, err := (wire.Batch{CloudID: a.Claims.CloudID, Records: []wire.Record{r}}).MarshalBinary()
 	if err != nil {
 		return err
 	}
@@ -371,7 +372,7 @@ func (f *Forwarder) forward(ctx context.Context, maxBatches int) (int, error) {
 // prepared is a batch ready to seal, the last record it covers, and the
 // records it holds back because commerce could not take them.
 type prepared struct {
-	Batch
+	wire.Batch
 	last Watermark
 	held []quarantine.Item
 }
@@ -379,7 +380,7 @@ type prepared struct {
 // prepare reads the next batch of closed-hour records after w, each with
 // the tenant that owned its subscription in its usage hour.
 func (f *Forwarder) prepare(ctx context.Context, a *Activation, w Watermark, horizon int64) (prepared, error) {
-	out := prepared{Batch: Batch{CloudID: a.Claims.CloudID}, last: w}
+	out := prepared{Batch: wire.Batch{CloudID: a.Claims.CloudID}, last: w}
 	rs, err := f.usage.ClosedAfter(ctx, horizon, w.ReportedHour, w.ID, f.batch)
 	if err != nil {
 		return out, err
@@ -389,7 +390,7 @@ func (f *Forwarder) prepare(ctx context.Context, a *Activation, w Watermark, hor
 		owners []string
 	}
 	owners := map[string]history{}
-	out.Records = make([]Record, 0, len(rs))
+	out.Records = make([]wire.Record, 0, len(rs))
 	for _, r := range rs {
 		// The tenant that owned the subscription in the usage hour: a
 		// subscription that changed hands bills each hour to its owner then.
@@ -401,11 +402,11 @@ func (f *Forwarder) prepare(ctx context.Context, a *Activation, w Watermark, hor
 			owners[r.Subscription] = h
 		}
 		owner := ownerAt(h.since, h.owners, clock.FromMicros(r.HourUs))
-		rec := Record{ID: RecordID(a.Claims.CloudID, r.Subscription, r.Meter, r.Instance, r.HourUs, r.ReportedUs), SubscriptionID: r.Subscription, TenantID: owner,
+		rec := wire.Record{ID: wire.RecordID(a.Claims.CloudID, r.Subscription, r.Meter, r.Instance, r.HourUs, r.ReportedUs), SubscriptionID: r.Subscription, TenantID: owner,
 			MeterID: r.Meter, Quantity: r.Quantity, UsageHour: clock.FromMicros(r.HourUs), ReportedHour: clock.FromMicros(r.ReportedUs), ResourceURI: r.ResourceURI, Location: r.Location,
 			Tags: json.RawMessage(r.Tags), AdditionalInfo: json.RawMessage(r.AdditionalInfo)}
 		out.last = Watermark{ReportedHour: r.ReportedUs, ID: r.Seq}
-		if why := rec.check(); why != "" {
+		if why := rec.Check(); why != "" {
 			// Commerce would refuse the whole batch for it, and the stack's
 			// other tenants would wait forever: hold it instead.
 			payload, _ := json.Marshal(rec)
@@ -450,7 +451,7 @@ func (f *Forwarder) post(ctx context.Context, a *Activation, payload []byte) err
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", ContentTypeBinary)
+	req.Header.Set("Content-Type", wire.ContentTypeBinary)
 	req.Header.Set("Content-Encoding", "zstd")
 	req.Header.Set("Authorization", "Bearer "+a.Claims.BridgeToken)
 	resp, err := f.client.Do(req)

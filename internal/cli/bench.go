@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/bench"
+	"github.com/stackbill/stackbill/internal/wire"
 
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/tenancy"
 )
@@ -141,7 +141,7 @@ func benchForward(ctx context.Context, env Env, args []string) error {
 	dbFlag := fs.String("db", "", "commerce database (default: a fresh SQLite file); the stack is always a fresh SQLite file")
 	tenants := fs.Int("tenants", 1000, "tenants on the stack")
 	days := fs.Int("days", 7, "days of backlog")
-	batch := fs.Int("batch", bridge.MaxRecords, "records per forwarded batch")
+	batch := fs.Int("batch", wire.MaxRecords, "records per forwarded batch")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the catch-up (both sides) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err

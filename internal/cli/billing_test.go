@@ -25,6 +25,7 @@ import (
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/wire"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite golden files")
@@ -144,7 +145,7 @@ type usageRec struct{ localSub, tenant, meterID, qty, charged, resource string }
 // ingest posts one record per usage row for the day's hour 12, as the bridge does.
 func (w *billingWorld) ingest(t *testing.T, st bridgeStamp, day time.Time, recs []usageRec) {
 	t.Helper()
-	var b bridge.Batch
+	var b wire.Batch
 	b.CloudID = st.cloud
 	hour := day.Add(12 * time.Hour)
 	// Usage sent later is reported later: a record is its stack's for one
@@ -158,7 +159,7 @@ func (w *billingWorld) ingest(t *testing.T, st bridgeStamp, day time.Time, recs 
 		reported = clock.HourStart(now)
 	}
 	for _, r := range recs {
-		rec := bridge.Record{SubscriptionID: r.localSub, TenantID: r.tenant, MeterID: r.meterID,
+		rec := wire.Record{SubscriptionID: r.localSub, TenantID: r.tenant, MeterID: r.meterID,
 			Quantity: money.MustQuantity(r.qty), UsageHour: hour, ReportedHour: reported,
 			ResourceURI: "/subscriptions/" + r.localSub + "/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/" + r.resource, Location: "local",
 			Tags: json.RawMessage(`{"costCenter":"` + r.resource + `"}`)}

@@ -26,6 +26,7 @@ import (
 	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
 	"github.com/stackbill/stackbill/internal/varbuf"
+	"github.com/stackbill/stackbill/internal/wire"
 )
 
 // TestBridgeChargesByHour forwards three days of a stack's usage to commerce
@@ -234,10 +235,10 @@ func TestBridgeChargesByHour(t *testing.T) {
 			status                int
 			code                  string
 		}{
-			"unknown encoding": {bridge.ContentTypeBinary, "br", []byte{1}, 415, "UnsupportedContentEncoding"},
-			"not zstd":         {bridge.ContentTypeBinary, "zstd", []byte("plain"), 400, "InvalidRequestContent"},
-			"truncated":        {bridge.ContentTypeBinary, "", []byte{1, 36}, 400, "InvalidRequestContent"},
-			"too many records": {bridge.ContentTypeBinary, "", append(binary.AppendUvarint(varbuf.AppendString([]byte{1}, cloud), bridge.MaxRecords+1), make([]byte, 30000)...), 400, "InvalidRequestContent"},
+			"unknown encoding": {wire.ContentTypeBinary, "br", []byte{1}, 415, "UnsupportedContentEncoding"},
+			"not zstd":         {wire.ContentTypeBinary, "zstd", []byte("plain"), 400, "InvalidRequestContent"},
+			"truncated":        {wire.ContentTypeBinary, "", []byte{1, 36}, 400, "InvalidRequestContent"},
+			"too many records": {wire.ContentTypeBinary, "", append(binary.AppendUvarint(varbuf.AppendString([]byte{1}, cloud), wire.MaxRecords+1), make([]byte, 30000)...), 400, "InvalidRequestContent"},
 		} {
 			resp, body := com.raw("POST", "/v1/bridge/usage", bridgeTok, tc.contentType, bytes.NewReader(tc.body), "Content-Encoding", tc.encoding)
 			if resp.StatusCode != tc.status || !strings.Contains(body, `"code":"`+tc.code+`"`) {
@@ -246,11 +247,11 @@ func TestBridgeChargesByHour(t *testing.T) {
 		}
 		// A large batch is mapped in parallel parts; the answer is still the
 		// first bad record in record order, and nothing of the batch is kept.
-		big := bridge.Batch{CloudID: cloud}
+		big := wire.Batch{CloudID: cloud}
 		hour := clock.HourStart(stack.Clock.Now().Add(-48 * time.Hour))
 		for i := 0; i < 6000; i++ {
 			q := money.MustQuantity("1")
-			rec := bridge.Record{SubscriptionID: subX, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM,
+			rec := wire.Record{SubscriptionID: subX, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM,
 				Quantity: q, UsageHour: hour, ReportedHour: hour, ResourceURI: fmt.Sprintf("/r/%d", i), Location: "local"}
 			rec.SetID(cloud)
 			big.Records = append(big.Records, rec)
@@ -261,7 +262,7 @@ func TestBridgeChargesByHour(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp, body := com.raw("POST", "/v1/bridge/usage", bridgeTok, bridge.ContentTypeBinary, bytes.NewReader(raw)); resp.StatusCode != 400 ||
+		if resp, body := com.raw("POST", "/v1/bridge/usage", bridgeTok, wire.ContentTypeBinary, bytes.NewReader(raw)); resp.StatusCode != 400 ||
 			!strings.Contains(body, `"target":"records[1500].meterId"`) {
 			t.Errorf("large bad batch: %d %s", resp.StatusCode, body)
 		}

@@ -20,7 +20,6 @@ import (
 
 	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/e2e"
@@ -29,6 +28,7 @@ import (
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/wire"
 )
 
 // The tests in this file are the independent review's reproductions, one
@@ -259,20 +259,20 @@ func TestOneStackCannotEraseAnothersUsage(t *testing.T) {
 		fabTok, _ := e.app.Auth.CreateBridge(ctx, "test", "fabrikam", fab.UID, "fabrikam")
 		hour := clock.HourStart(e.app.Clock.Now()).Add(-2 * time.Hour)
 		sub := randomGUID()
-		var real []bridge.Record
+		var real []wire.Record
 		for i := 0; i < 3; i++ {
-			r := bridge.Record{SubscriptionID: sub, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.FromInt(int64(10 + i)),
+			r := wire.Record{SubscriptionID: sub, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.FromInt(int64(10 + i)),
 				UsageHour: hour, ReportedHour: hour.Add(time.Hour), ResourceURI: fmt.Sprintf("/r/vm%d", i), Location: "local"}
 			r.SetID(fab.CloudID)
 			real = append(real, r)
 		}
-		post := func(tok, cloud string, recs []bridge.Record) (int, string) {
-			b, _ := json.Marshal(bridge.Batch{CloudID: cloud, Records: recs})
+		post := func(tok, cloud string, recs []wire.Record) (int, string) {
+			b, _ := json.Marshal(wire.Batch{CloudID: cloud, Records: recs})
 			resp, body := e.raw("POST", "/v1/bridge/usage", tok, "application/json", strings.NewReader(string(b)))
 			return resp.StatusCode, body
 		}
 		// Contoso pushes Fabrikam's IDs with quantity 0 under its own cloud.
-		fake := append([]bridge.Record(nil), real...)
+		fake := append([]wire.Record(nil), real...)
 		for i := range fake {
 			fake[i].Quantity = money.Zero
 		}
@@ -291,7 +291,7 @@ func TestOneStackCannotEraseAnothersUsage(t *testing.T) {
 		}
 		// And Contoso cannot probe them: the same answer as for IDs of
 		// records that never existed.
-		ghost := append([]bridge.Record(nil), real...)
+		ghost := append([]wire.Record(nil), real...)
 		for i := range ghost {
 			ghost[i].ResourceURI += "-never"
 			ghost[i].SetID(fab.CloudID)
@@ -326,14 +326,14 @@ func TestHugeForwardedQuantitiesCannotBreakBilling(t *testing.T) {
 		hour := t0.Add(5 * time.Hour)
 		clk.Set(hour.Add(2 * time.Hour))
 		records := func(qty string) []byte {
-			var recs []bridge.Record
+			var recs []wire.Record
 			for i := 0; i < 300; i++ {
-				r := bridge.Record{SubscriptionID: randomGUID(), TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.MustQuantity(qty),
+				r := wire.Record{SubscriptionID: randomGUID(), TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.MustQuantity(qty),
 					UsageHour: hour, ReportedHour: hour.Add(time.Hour), ResourceURI: fmt.Sprintf("/r/%d", i), Location: "local"}
 				r.SetID(con.CloudID)
 				recs = append(recs, r)
 			}
-			b, _ := json.Marshal(bridge.Batch{CloudID: con.CloudID, Records: recs})
+			b, _ := json.Marshal(wire.Batch{CloudID: con.CloudID, Records: recs})
 			return b
 		}
 		resp, body := e.raw("POST", "/v1/bridge/usage", conTok, "application/json", strings.NewReader(string(records(strings.Repeat("9", 40)))))
@@ -346,10 +346,10 @@ func TestHugeForwardedQuantitiesCannotBreakBilling(t *testing.T) {
 			t.Fatalf("records at the bound: %d %.300s", resp.StatusCode, body)
 		}
 		// Fabrikam has ordinary usage.
-		rec := bridge.Record{SubscriptionID: randomGUID(), TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.FromInt(5),
+		rec := wire.Record{SubscriptionID: randomGUID(), TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.FromInt(5),
 			UsageHour: hour, ReportedHour: hour.Add(time.Hour), ResourceURI: "/r/f", Location: "local"}
 		rec.SetID(fab.CloudID)
-		if _, err := e.app.Ingestor.Ingest(ctx, auth.Principal{Role: auth.RoleBridge, RegistrationUID: fab.UID, TokenID: "b"}, bridge.Batch{CloudID: fab.CloudID, Records: []bridge.Record{rec}}); err != nil {
+		if _, err := e.app.Ingestor.Ingest(ctx, auth.Principal{Role: auth.RoleBridge, RegistrationUID: fab.UID, TokenID: "b"}, wire.Batch{CloudID: fab.CloudID, Records: []wire.Record{rec}}); err != nil {
 			t.Fatal(err)
 		}
 		clk.Set(time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC))

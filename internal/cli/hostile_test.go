@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/httpapi"
 	"github.com/stackbill/stackbill/internal/money"
@@ -18,6 +17,7 @@ import (
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 	"github.com/stackbill/stackbill/internal/tenancy"
+	"github.com/stackbill/stackbill/internal/wire"
 )
 
 // hostilePrincipals are the callers of the hostile-principals suite: every
@@ -253,14 +253,14 @@ func newHostileWorld(t *testing.T, backend string) *hostileWorld {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec := bridge.Record{SubscriptionID: randomGUID(), TenantID: randomGUID(), MeterID: "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5", Quantity: money.FromInt(10),
+		rec := wire.Record{SubscriptionID: randomGUID(), TenantID: randomGUID(), MeterID: "FAB6EB84-500B-4A09-A8CA-7358F8BBAEA5", Quantity: money.FromInt(10),
 			UsageHour: hourNow.Add(-2 * time.Hour), ReportedHour: hourNow.Add(-time.Hour)}
 		rec.SetID(r.CloudID)
 		// And one from the future, which ingestion holds.
 		held := rec
 		held.UsageHour, held.ReportedHour = hourNow.Add(48*time.Hour), hourNow.Add(49*time.Hour)
 		held.SetID(r.CloudID)
-		if _, err := e.app.Ingestor.Ingest(ctx, auth.Principal{Role: auth.RoleBridge, RegistrationUID: r.UID, TokenID: "b"}, bridge.Batch{CloudID: r.CloudID, Records: []bridge.Record{rec, held}}); err != nil {
+		if _, err := e.app.Ingestor.Ingest(ctx, auth.Principal{Role: auth.RoleBridge, RegistrationUID: r.UID, TokenID: "b"}, wire.Batch{CloudID: r.CloudID, Records: []wire.Record{rec, held}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/wire"
 )
 
 // unusual is text that has tripped up software before: a right-to-left
@@ -140,14 +141,14 @@ func TestPoisonPills(t *testing.T) {
 		// A hostile bridge of this very stamp forwards usage from 1969 and
 		// 9999: ingestion holds it, and the rest of its batch goes through.
 		reg, _ := app.Registrations.Get(ctx, op, k)
-		var forged []bridge.Record
+		var forged []wire.Record
 		for i, h := range []time.Time{time.Date(1969, 7, 20, 20, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 0, 0, 0, time.UTC), hour.Add(-2 * time.Hour)} {
-			r := bridge.Record{SubscriptionID: victim, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.FromInt(1), UsageHour: h, ReportedHour: h,
+			r := wire.Record{SubscriptionID: victim, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.FromInt(1), UsageHour: h, ReportedHour: h,
 				ResourceURI: fmt.Sprintf("/r/forged-%d", i), Location: "local"}
 			r.SetID(reg.CloudID)
 			forged = append(forged, r)
 		}
-		if res, err := app.Ingestor.Ingest(ctx, auth.Principal{Role: auth.RoleBridge, RegistrationUID: reg.UID, TokenID: "b"}, bridge.Batch{CloudID: reg.CloudID, Records: forged}); err != nil ||
+		if res, err := app.Ingestor.Ingest(ctx, auth.Principal{Role: auth.RoleBridge, RegistrationUID: reg.UID, TokenID: "b"}, wire.Batch{CloudID: reg.CloudID, Records: forged}); err != nil ||
 			res.Accepted != 1 || res.Quarantined != 2 {
 			t.Fatalf("forged years: %+v %v", res, err)
 		}

@@ -57,7 +57,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 			"0013_containment.sql":      `SELECT COUNT(*) FROM audit_checkpoints`,
 			"0014_period_files.sql":     `SELECT COUNT(*) FROM period_files`,
 			"0015_billing_indexes.sql":  map[string]string{"sqlite": `SELECT COUNT(*) FROM commerce_usage INDEXED BY commerce_usage_local_only WHERE billing_meter_id = ''`, "postgres": `SELECT COUNT(*) FROM pg_class WHERE oid = 'commerce_usage_local_only'::regclass`}[backend],
-			"0016_audit_pending.sql": `SELECT COUNT(*) FROM audit_pending`,
+			"0016_audit_pending.sql":    `SELECT COUNT(*) FROM audit_pending`,
 		}[migs[last-1].Name]
 		if !ok {
 			t.Fatalf("no probe for the last migration %s", migs[last-1].Name)

@@ -14,9 +14,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/demo"
+	"github.com/stackbill/stackbill/internal/wire"
 )
 
 func runServe(ctx context.Context, env Env, args []string) error {
@@ -27,7 +27,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	dirURL := fs.String("directory-url", "", "resolve the partner directory through this HTTP endpoint instead of the database")
 	dirTimeout := fs.Duration("directory-timeout", 5*time.Second, "bound on each remote directory lookup")
 	providerSub := fs.String("provider-subscription", "", "the stack's provider subscription ID (default: generated once and kept)")
-	bridgeBatch := fs.Int("bridge-batch", bridge.MaxRecords, "records per batch the bridge forwards to commerce (measured: 20,000 catches up ~1.5x faster than 5,000)")
+	bridgeBatch := fs.Int("bridge-batch", wire.MaxRecords, "records per batch the bridge forwards to commerce (measured: 20,000 catches up ~1.5x faster than 5,000)")
 	bridgeBackoff := fs.Duration("bridge-max-backoff", time.Minute, "longest wait between failed forwarding attempts")
 	pageSize := fs.Int("page-size", 100, "default page size of ARM list operations")
 	maxBody := fs.Int64("max-body-bytes", 1<<20, "largest accepted request body")

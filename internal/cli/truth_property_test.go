@@ -15,13 +15,13 @@ import (
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/wire"
 )
 
 var truthWorlds = flag.Int("truth-worlds", 0, "worlds TestBillingTruthProperty generates per engine (default 200 on each engine)")
@@ -415,11 +415,11 @@ func (w *truthWorld) importVersion(cur string, from time.Time) {
 func (w *truthWorld) ingest(r truthRecord) {
 	st := r.stamp
 	tenant := st.tenants[r.tenant]
-	rec := bridge.Record{SubscriptionID: st.localSub[tenant], TenantID: tenant, MeterID: truthMeters[r.meter].local, Quantity: money.MustQuantity(r.qty),
+	rec := wire.Record{SubscriptionID: st.localSub[tenant], TenantID: tenant, MeterID: truthMeters[r.meter].local, Quantity: money.MustQuantity(r.qty),
 		UsageHour: r.usage, ReportedHour: r.reported, ResourceURI: r.uri, Location: "local"}
 	rec.SetID(st.reg.CloudID)
 	res, err := w.e.app.Ingestor.Ingest(context.Background(), auth.Principal{Role: auth.RoleBridge, RegistrationUID: st.reg.UID, TokenID: "b"},
-		bridge.Batch{CloudID: st.reg.CloudID, Records: []bridge.Record{rec}})
+		wire.Batch{CloudID: st.reg.CloudID, Records: []wire.Record{rec}})
 	if err != nil || res.Accepted != 1 {
 		w.t.Fatalf("ingest %+v: %+v %v", r, res, err)
 	}

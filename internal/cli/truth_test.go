@@ -9,12 +9,12 @@ import (
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/wire"
 )
 
 // TestFinalizedReconciliationCountsLateUsageOnce: finalize March, send late
@@ -42,10 +42,10 @@ func TestFinalizedReconciliationCountsLateUsageOnce(t *testing.T) {
 			if now := clk.Now(); now.Before(usage.Add(time.Hour)) {
 				clk.Set(usage.Add(time.Hour))
 			}
-			r := bridge.Record{SubscriptionID: sub, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.MustQuantity(qty),
+			r := wire.Record{SubscriptionID: sub, TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.MustQuantity(qty),
 				UsageHour: usage, ReportedHour: clock.HourStart(clk.Now()), ResourceURI: "/r/" + vm, Location: "local"}
 			r.SetID(reg.CloudID)
-			if res, err := e.app.Ingestor.Ingest(ctx, bp, bridge.Batch{CloudID: reg.CloudID, Records: []bridge.Record{r}}); err != nil || res.Accepted != 1 {
+			if res, err := e.app.Ingestor.Ingest(ctx, bp, wire.Batch{CloudID: reg.CloudID, Records: []wire.Record{r}}); err != nil || res.Accepted != 1 {
 				t.Fatalf("ingest: %+v %v", res, err)
 			}
 		}
@@ -139,10 +139,10 @@ func TestPartnerCenterCloseRule(t *testing.T) {
 		send := func(usage, received time.Time, qty string) {
 			t.Helper()
 			clk.Set(received)
-			r := bridge.Record{SubscriptionID: randomGUID(), TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.MustQuantity(qty),
+			r := wire.Record{SubscriptionID: randomGUID(), TenantID: randomGUID(), MeterID: simulate.MeterBaseVM, Quantity: money.MustQuantity(qty),
 				UsageHour: usage, ReportedHour: clock.HourStart(received), ResourceURI: "/r/a", Location: "local"}
 			r.SetID(reg.CloudID)
-			if res, err := e.app.Ingestor.Ingest(ctx, bp, bridge.Batch{CloudID: reg.CloudID, Records: []bridge.Record{r}}); err != nil || res.Accepted != 1 {
+			if res, err := e.app.Ingestor.Ingest(ctx, bp, wire.Batch{CloudID: reg.CloudID, Records: []wire.Record{r}}); err != nil || res.Accepted != 1 {
 				t.Fatalf("ingest: %+v %v", res, err)
 			}
 		}

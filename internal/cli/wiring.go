@@ -25,6 +25,7 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/httpapi"
+	"github.com/stackbill/stackbill/internal/ingest"
 	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/portal"
@@ -104,7 +105,7 @@ type App struct {
 	Signer        *bridge.Signer
 	Issuer        *bridge.Issuer
 	Forwarder     *bridge.Forwarder
-	Ingestor      *bridge.Ingestor
+	Ingestor      *ingest.Ingestor
 	Ledger        *ledger.Ledger
 	Billing       *billing.Service
 	Quarantine    *quarantine.Service
@@ -176,7 +177,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	issuer := bridge.NewIssuer(signer, regs, authSvc, o.Clock.Now)
 	billingMap := meter.NewBillingMap(db, o.Clock)
 	led := ledger.New(db, o.Clock, o.Logger.With("component", "ledger"))
-	ingestor := bridge.NewIngestor(db, regs, billingMap, led, o.Clock, o.Logger.With("component", "ingest"))
+	ingestor := ingest.New(db, regs, billingMap, led, o.Clock, o.Logger.With("component", "ingest"))
 	grace := 24 * time.Hour
 	if o.InvoiceGrace != nil {
 		grace = *o.InvoiceGrace

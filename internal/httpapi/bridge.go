@@ -18,6 +18,7 @@ import (
 	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/quarantine"
+	"github.com/stackbill/stackbill/internal/wire"
 )
 
 // maxBridgeBody bounds a decompressed bridge batch.
@@ -61,8 +62,8 @@ func (s *Server) postBridgeUsage(w http.ResponseWriter, r *http.Request, p auth.
 	default:
 		return arm.Errorf(arm.Unsupported, "UnsupportedContentEncoding", "Content-Encoding %q is not supported; use zstd, gzip or none.", enc)
 	}
-	var b bridge.Batch
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == bridge.ContentTypeBinary {
+	var b wire.Batch
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == wire.ContentTypeBinary {
 		if err := b.UnmarshalBinary(raw); err != nil {
 			return arm.InvalidRequest("", "The batch could not be decoded: %v", err)
 		}

@@ -38,6 +38,7 @@ import (
 	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/ingest"
 	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/quarantine"
@@ -102,7 +103,7 @@ type Deps struct {
 	Usage         *usage.Service
 	Activation    *bridge.Issuer
 	Signer        *bridge.Signer
-	Ingestor      *bridge.Ingestor
+	Ingestor      *ingest.Ingestor
 	Ledger        *ledger.Ledger
 	Forwarder     *bridge.Forwarder
 	BillingMap    *meter.BillingMap

@@ -1,14 +1,16 @@
-package bridge
+// Package ingest is commerce's side of the bridge: it takes a stack's batch
+// (package wire), verifies it against the bridge credential's registration,
+// maps each record to the subscription it is charged to at its usage hour
+// and to its billing meter, claims the record IDs, and appends the batch to
+// the ledger, which acknowledges it.
+package ingest
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,67 +25,8 @@ import (
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/usage"
+	"github.com/stackbill/stackbill/internal/wire"
 )
-
-// SetID gives r the ID its cloud's stack derives for it (RecordID); tools
-// and tests that build records by hand use it.
-func (r *Record) SetID(cloudID string) {
-	key, _ := meter.Normalize(r.MeterID)
-	r.ID = RecordID(cloudID, r.SubscriptionID, key, usage.InstanceKey(r.ResourceURI), clock.Micros(r.UsageHour), clock.Micros(r.ReportedHour))
-}
-
-// Record is one hourly usage record as a stack forwards it: the local facts,
-// like Azure's azureStack.* additional info.
-type Record struct {
-	ID             string          `json:"id"`
-	SubscriptionID string          `json:"subscriptionId"`
-	TenantID       string          `json:"tenantId"`
-	MeterID        string          `json:"meterId"`
-	Quantity       money.Quantity  `json:"quantity"`
-	UsageHour      time.Time       `json:"usageHour"`
-	ReportedHour   time.Time       `json:"reportedHour"`
-	ResourceURI    string          `json:"resourceUri"`
-	Location       string          `json:"location"`
-	Tags           json.RawMessage `json:"tags,omitempty"`
-	AdditionalInfo json.RawMessage `json:"additionalInfo,omitempty"`
-
-	// quantityText is Quantity's canonical text, and tagsText and addlText
-	// the JSON's, when the decoder already has them as strings (the binary
-	// layout), so that ingest does not format or copy them again.
-	quantityText, tagsText, addlText string
-}
-
-// RecordID is the deterministic ID of a stack's hourly record, so that a
-// re-sent record is recognised on commerce whatever batch carries it.
-// The hashed text is "cloud|subscription|meter|instance|usageHour|reportedHour"
-// with the hours in decimal microseconds; it may never change, or records
-// re-sent across an upgrade would get new IDs and be counted twice.
-func RecordID(cloudID, sub, meterKey, instance string, usageHour, reportedHour int64) string {
-	var buf [256]byte
-	b := append(buf[:0], cloudID...)
-	b = append(append(b, '|'), sub...)
-	b = append(append(b, '|'), meterKey...)
-	b = append(append(b, '|'), instance...)
-	b = strconv.AppendInt(append(b, '|'), usageHour, 10)
-	b = strconv.AppendInt(append(b, '|'), reportedHour, 10)
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:16])
-}
-
-// Batch is what the bridge posts.
-type Batch struct {
-	CloudID string   `json:"cloudId"`
-	Records []Record `json:"records"`
-}
-
-// IngestResult reports a batch's outcome.
-type IngestResult struct {
-	Accepted   int `json:"accepted"`
-	Duplicates int `json:"duplicates"`
-	// Quarantined counts records held for the operator (usage outside the
-	// registration's window); they are acknowledged, not billed.
-	Quarantined int `json:"quarantined,omitempty"`
-}
 
 // Ingestor is commerce's usage ingestion: it verifies a bridge's batch,
 // maps each record to the subscription it is charged to and the billing
@@ -97,13 +40,10 @@ type Ingestor struct {
 	logger  *slog.Logger
 }
 
-// NewIngestor builds an Ingestor.
-func NewIngestor(db *store.DB, regs *registration.Service, billing *meter.BillingMap, l *ledger.Ledger, c *clock.Clock, logger *slog.Logger) *Ingestor {
+// New builds an Ingestor.
+func New(db *store.DB, regs *registration.Service, billing *meter.BillingMap, l *ledger.Ledger, c *clock.Clock, logger *slog.Logger) *Ingestor {
 	return &Ingestor{db: db, regs: regs, billing: billing, ledger: l, clock: c, logger: logger}
 }
-
-// MaxRecords bounds one batch.
-const MaxRecords = 20000
 
 // KeyRetention is how long commerce remembers a record ID in memory (and
 // its key blocks). A bridge re-sends within minutes of a failure; a record
@@ -119,34 +59,34 @@ const KeyRetention = 3 * 24 * time.Hour
 // are deduplicated by ID in the same transaction that logs them, and the
 // batch is acknowledged once that commits: commerce_usage follows from the
 // log (Run), and every reader settles it first.
-func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (IngestResult, error) {
+func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b wire.Batch) (wire.Result, error) {
 	if p.Role != auth.RoleBridge || p.RegistrationUID == "" {
-		return IngestResult{}, arm.Forbidden(p.Actor(), "bridge/usage/write", "/v1/bridge/usage")
+		return wire.Result{}, arm.Forbidden(p.Actor(), "bridge/usage/write", "/v1/bridge/usage")
 	}
-	if len(b.Records) > MaxRecords {
-		return IngestResult{}, arm.Errorf(arm.TooLarge, "BatchTooLarge", "A bridge batch holds at most %d records; this one has %d.", MaxRecords, len(b.Records))
+	if len(b.Records) > wire.MaxRecords {
+		return wire.Result{}, arm.Errorf(arm.TooLarge, "BatchTooLarge", "A bridge batch holds at most %d records; this one has %d.", wire.MaxRecords, len(b.Records))
 	}
 	reg, live, err := in.regs.ByUID(ctx, p.RegistrationUID)
 	if err != nil {
-		return IngestResult{}, err
+		return wire.Result{}, err
 	}
 	switch {
 	case !live:
-		return IngestResult{}, arm.Errorf(arm.Denied, "RegistrationNotActive", "The registration of this bridge credential was deleted; register and activate the stack again.")
+		return wire.Result{}, arm.Errorf(arm.Denied, "RegistrationNotActive", "The registration of this bridge credential was deleted; register and activate the stack again.")
 	case !strings.EqualFold(reg.CloudID, b.CloudID):
-		return IngestResult{}, arm.Errorf(arm.Denied, "CloudIdMismatch",
+		return wire.Result{}, arm.Errorf(arm.Denied, "CloudIdMismatch",
 			"This bridge credential belongs to the registration of cloud %s; it cannot push usage for cloud %s.", reg.CloudID, b.CloudID)
 	case !reg.UsageReportingEnabled:
-		return IngestResult{}, arm.Errorf(arm.Denied, "UsageReportingDisabled",
+		return wire.Result{}, arm.Errorf(arm.Denied, "UsageReportingDisabled",
 			"Registration %s (billing model %s) does not report usage.", reg.Key.Name, reg.BillingModel)
 	}
 	intervals, err := in.regs.Mappings(ctx, reg.UID)
 	if err != nil {
-		return IngestResult{}, err
+		return wire.Result{}, err
 	}
 	since, err := in.regs.CloudSince(ctx, reg.CloudID)
 	if err != nil {
-		return IngestResult{}, err
+		return wire.Result{}, err
 	}
 	// Each record looks only at its own tenant's intervals, still in
 	// (valid from, id) order: a registration with thousands of mapped
@@ -183,7 +123,7 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			return IngestResult{}, err
+			return wire.Result{}, err
 		}
 	}
 	recs := mapped[:0]
@@ -230,9 +170,9 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b Batch) (Inge
 		return in.ledger.CountHour(ctx, tx, reg.UID, reg.CloudID, now, stored, len(b.Records)-stored-held)
 	})
 	if err != nil {
-		return IngestResult{}, err
+		return wire.Result{}, err
 	}
-	return IngestResult{Accepted: stored, Duplicates: len(b.Records) - stored - held, Quarantined: held}, nil
+	return wire.Result{Accepted: stored, Duplicates: len(b.Records) - stored - held, Quarantined: held}, nil
 }
 
 // PreRegistrationUsage is how long before its cloud was first registered a
@@ -268,7 +208,7 @@ type recordMapper struct {
 
 // mapRecord checks record i and maps it into c, with its ID's bytes in id.
 // instances caches resource URIs' instance keys for one goroutine.
-func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *ledger.Charged, id *[16]byte, instances map[string]string) error {
+func (m *recordMapper) mapRecord(ctx context.Context, i int, r *wire.Record, c *ledger.Charged, id *[16]byte, instances map[string]string) error {
 	key, ok := meter.Normalize(r.MeterID)
 	switch {
 	case len(r.ID) != 32 || hexDecode(id[:], r.ID) != nil:
@@ -276,7 +216,7 @@ func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *ledge
 	case !ok:
 		return arm.InvalidRequest(fmt.Sprintf("records[%d].meterId", i), "'%s' is not a meter ID.", r.MeterID)
 	}
-	if why := r.check(); why != "" {
+	if why := r.Check(); why != "" {
 		return arm.InvalidRequest(fmt.Sprintf("records[%d]", i), "%s.", why)
 	}
 	// A record's ID is derived from its cloud and its own key, so a bridge
@@ -287,17 +227,14 @@ func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *ledge
 		inst = usage.InstanceKey(r.ResourceURI)
 		instances[r.ResourceURI] = inst
 	}
-	if want := RecordID(m.cloud, r.SubscriptionID, key, inst, clock.Micros(r.UsageHour), clock.Micros(r.ReportedHour)); !strings.EqualFold(want, r.ID) {
+	if want := wire.RecordID(m.cloud, r.SubscriptionID, key, inst, clock.Micros(r.UsageHour), clock.Micros(r.ReportedHour)); !strings.EqualFold(want, r.ID) {
 		return arm.InvalidRequest(fmt.Sprintf("records[%d].id", i), "The record ID is not the one this cloud's stack derives from the record's subscription, meter, resource and hours.")
 	}
 	tenant, _ := arm.CanonicalGUID(r.TenantID)
-	qty := r.quantityText
-	if qty == "" {
-		qty = r.Quantity.String()
-	}
+	qty := r.QuantityText()
 	*c = ledger.Charged{ID: strings.ToLower(r.ID), Subscription: m.def, LocalSub: strings.ToLower(r.SubscriptionID), Tenant: tenant, MeterKey: key,
 		Qty: qty, UsageUs: clock.Micros(r.UsageHour), ReportedUs: clock.Micros(r.ReportedHour),
-		URI: r.ResourceURI, Location: r.Location, Tags: rawOr(r.tagsText, r.Tags), Addl: rawOr(r.addlText, r.AdditionalInfo)}
+		URI: r.ResourceURI, Location: r.Location, Tags: r.TagsJSON(), Addl: r.AdditionalInfoJSON()}
 	switch {
 	case r.UsageHour.Before(m.earliest):
 		c.Held = fmt.Sprintf("the usage hour %s is more than 35 days before the cloud was first registered (%s)", r.UsageHour.Format(time.RFC3339), m.earliest.Add(PreRegistrationUsage).Format(time.RFC3339))
@@ -328,16 +265,4 @@ func (m *recordMapper) mapRecord(ctx context.Context, i int, r *Record, c *ledge
 func hexDecode(dst []byte, s string) error {
 	_, err := hex.Decode(dst, []byte(s))
 	return err
-}
-
-// rawOr is a record's JSON as stored: its text when decoded as one, else
-// the raw message, or null.
-func rawOr(text string, r json.RawMessage) string {
-	switch {
-	case text != "":
-		return text
-	case len(r) == 0:
-		return "null"
-	}
-	return string(r)
 }

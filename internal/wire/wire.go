@@ -1,16 +1,27 @@
-package bridge
+// Package wire is the one thing a stack and commerce share: the batch a
+// stack's bridge forwards (Record, Batch), its binary layout, the record IDs
+// that make a re-sent record a duplicate, the check both sides apply to a
+// record, and commerce's answer (Result). The stack side (package bridge)
+// builds and sends batches; commerce's side (package ingest) takes them.
+package wire
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/usage"
 	"github.com/stackbill/stackbill/internal/varbuf"
 )
 
@@ -123,12 +134,12 @@ const (
 
 func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
 
-// check says whether a record's content is within what every stage after
+// Check says whether a record's content is within what every stage after
 // the bridge can hold: a non-negative quantity within money.MaxRecordQuantity,
 // hour-aligned times, and text that both engines store. The stack checks its
 // records before it seals them, and commerce checks what it receives, with
 // this one function: a stack never seals what commerce would refuse.
-func (r *Record) check() string {
+func (r *Record) Check() string {
 	switch {
 	case r.Quantity.Sign() < 0 || r.Quantity.Above(money.MaxRecordQuantity):
 		return fmt.Sprintf("the quantity %s is not between 0 and %s", r.Quantity, money.MaxRecordQuantity)
@@ -138,7 +149,7 @@ func (r *Record) check() string {
 		return fmt.Sprintf("resourceUri (at most %d bytes) and location (at most %d) must be valid UTF-8 without NUL", maxURI, maxLocation)
 	case len(r.Tags) > maxJSON || len(r.AdditionalInfo) > maxJSON || len(r.tagsText) > maxJSON || len(r.addlText) > maxJSON:
 		return fmt.Sprintf("tags and additionalInfo are limited to %d bytes each", maxJSON)
-	case !jsonStorable(rawOr(r.tagsText, r.Tags)) || !jsonStorable(rawOr(r.addlText, r.AdditionalInfo)):
+	case !jsonStorable(r.TagsJSON()) || !jsonStorable(r.AdditionalInfoJSON()):
 		return "tags and additionalInfo must be valid UTF-8 without NUL"
 	case !storable(r.SubscriptionID) || !storable(r.TenantID) || len(r.SubscriptionID) > 64 || len(r.TenantID) > 64:
 		return "subscriptionId and tenantId must be GUIDs"
@@ -150,4 +161,95 @@ func (r *Record) check() string {
 // store: a \u0000 escape would become NUL in a decoded value.
 func jsonStorable(text string) bool {
 	return storable(text) && !strings.Contains(text, `\u0000`)
+}
+
+// SetID gives r the ID its cloud's stack derives for it (RecordID); tools
+// and tests that build records by hand use it.
+func (r *Record) SetID(cloudID string) {
+	key, _ := meter.Normalize(r.MeterID)
+	r.ID = RecordID(cloudID, r.SubscriptionID, key, usage.InstanceKey(r.ResourceURI), clock.Micros(r.UsageHour), clock.Micros(r.ReportedHour))
+}
+
+// Record is one hourly usage record as a stack forwards it: the local facts,
+// like Azure's azureStack.* additional info.
+type Record struct {
+	ID             string          `json:"id"`
+	SubscriptionID string          `json:"subscriptionId"`
+	TenantID       string          `json:"tenantId"`
+	MeterID        string          `json:"meterId"`
+	Quantity       money.Quantity  `json:"quantity"`
+	UsageHour      time.Time       `json:"usageHour"`
+	ReportedHour   time.Time       `json:"reportedHour"`
+	ResourceURI    string          `json:"resourceUri"`
+	Location       string          `json:"location"`
+	Tags           json.RawMessage `json:"tags,omitempty"`
+	AdditionalInfo json.RawMessage `json:"additionalInfo,omitempty"`
+
+	// quantityText is Quantity's canonical text, and tagsText and addlText
+	// the JSON's, when the decoder already has them as strings (the binary
+	// layout), so that ingest does not format or copy them again.
+	quantityText, tagsText, addlText string
+}
+
+// RecordID is the deterministic ID of a stack's hourly record, so that a
+// re-sent record is recognised on commerce whatever batch carries it.
+// The hashed text is "cloud|subscription|meter|instance|usageHour|reportedHour"
+// with the hours in decimal microseconds; it may never change, or records
+// re-sent across an upgrade would get new IDs and be counted twice.
+func RecordID(cloudID, sub, meterKey, instance string, usageHour, reportedHour int64) string {
+	var buf [256]byte
+	b := append(buf[:0], cloudID...)
+	b = append(append(b, '|'), sub...)
+	b = append(append(b, '|'), meterKey...)
+	b = append(append(b, '|'), instance...)
+	b = strconv.AppendInt(append(b, '|'), usageHour, 10)
+	b = strconv.AppendInt(append(b, '|'), reportedHour, 10)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:16])
+}
+
+// Batch is what the bridge posts.
+type Batch struct {
+	CloudID string   `json:"cloudId"`
+	Records []Record `json:"records"`
+}
+
+// Result is commerce's answer to a batch.
+type Result struct {
+	Accepted   int `json:"accepted"`
+	Duplicates int `json:"duplicates"`
+	// Quarantined counts records held for the operator (usage outside the
+	// registration's window); they are acknowledged, not billed.
+	Quarantined int `json:"quarantined,omitempty"`
+}
+
+// MaxRecords bounds one batch.
+const MaxRecords = 20000
+
+// QuantityText is the quantity's canonical text (kept from the binary
+// layout when the record came that way, so it is not formatted again).
+func (r *Record) QuantityText() string {
+	if r.quantityText != "" {
+		return r.quantityText
+	}
+	return r.Quantity.String()
+}
+
+// TagsJSON is the record's tags as stored: the decoded text, the raw
+// message, or null.
+func (r *Record) TagsJSON() string { return rawOr(r.tagsText, r.Tags) }
+
+// AdditionalInfoJSON is the record's additional info as stored, as TagsJSON.
+func (r *Record) AdditionalInfoJSON() string { return rawOr(r.addlText, r.AdditionalInfo) }
+
+// rawOr is a record's JSON as stored: its text when decoded as one, else
+// the raw message, or null.
+func rawOr(text string, r json.RawMessage) string {
+	switch {
+	case text != "":
+		return text
+	case len(r) == 0:
+		return "null"
+	}
+	return string(r)
 }
