@@ -9,6 +9,7 @@ import (
 	"go/token"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -179,4 +180,34 @@ func reads(stack []ast.Node) bool {
 		return true
 	}
 	return false
+}
+
+// TestBridgeSidesShareOnlyTheWire: the stack's side of the bridge and
+// commerce's ingestion are built, deployed and changed apart; what one may
+// assume of the other is the batch format in package wire, nothing else.
+func TestBridgeSidesShareOnlyTheWire(t *testing.T) {
+	const mod = "github.com/stackbill/stackbill/"
+	forbidden := map[string][]string{
+		"internal/bridge": {mod + "internal/ingest", mod + "internal/ledger", mod + "internal/billing"},
+		"internal/ingest": {mod + "internal/bridge"},
+		"internal/wire":   {mod + "internal/bridge", mod + "internal/ingest", mod + "internal/ledger"},
+	}
+	checked := 0
+	for _, p := range packages(t) {
+		deny, ok := forbidden[p.dir]
+		if !ok {
+			continue
+		}
+		checked++
+		for fn, f := range p.files {
+			for _, im := range f.Imports {
+				if path, _ := strconv.Unquote(im.Path.Value); slices.Contains(deny, path) {
+					t.Errorf("%s/%s imports %s: the bridge's two sides share only package wire", p.dir, fn, path)
+				}
+			}
+		}
+	}
+	if checked != len(forbidden) {
+		t.Fatalf("found %d of the %d packages", checked, len(forbidden))
+	}
 }
