@@ -44,9 +44,9 @@ type Instance struct {
 }
 
 // Open builds an instance on dsn (a fresh SQLite file when empty) with an
-// operator token, and returns a function that closes it and removes what
-// it made.
-type Open func(ctx context.Context, dsn string) (in *Instance, operatorToken string, closeFn func(), err error)
+// operator token, on clock c (the real clock when nil), and returns a
+// function that closes it and removes what it made.
+type Open func(ctx context.Context, dsn string, c *clock.Clock) (in *Instance, operatorToken string, closeFn func(), err error)
 
 // ProgressBar is a progress bar a benchmark advances.
 type ProgressBar interface {

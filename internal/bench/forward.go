@@ -44,6 +44,67 @@ func RegisterStack(ctx context.Context, com *Instance, stackDB *store.DB, k regi
 	return key, keys, err
 }
 
+// benchTenant is one of a bench stack's tenants: its directory tenant, its
+// user subscription on the stack, and its CSP subscription on commerce.
+type benchTenant struct{ dir, localSub, cspSub string }
+
+// stackWorld is a stack registered with commerce and activated, whose
+// tenants are customers of one direct CSP.
+type stackWorld struct {
+	key     registration.Key
+	tenants []benchTenant
+}
+
+// connect builds a stack world of tenants customers (half of them mapped to
+// their CSP subscriptions, half charged to the registration's default),
+// registered on com, activated on stack with commerce's usage endpoint at
+// comURL, and onboarded on the stack.
+func connect(ctx context.Context, com, stack *Instance, tenants int, comURL string) (stackWorld, error) {
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "bench"}
+	partner := "bench-" + tenancy.NewGUID()[:8]
+	defSub := tenancy.NewGUID()
+	var ts []benchTenant
+	doc := map[string]any{"partners": []map[string]string{{"id": partner, "name": "Bench CSP", "type": "DirectCSP"}}}
+	customers := []map[string]string{}
+	subs := []map[string]string{{"id": defSub, "offer": "CSPSS", "partner": partner}}
+	for i := 0; i < tenants; i++ {
+		t := benchTenant{dir: tenancy.NewGUID(), localSub: tenancy.NewGUID(), cspSub: tenancy.NewGUID()}
+		ts = append(ts, t)
+		customers = append(customers, map[string]string{"tenantId": t.dir, "name": fmt.Sprint("c", i), "partner": partner})
+		subs = append(subs, map[string]string{"id": t.cspSub, "offer": "CSP", "partner": partner, "customerTenantId": t.dir})
+	}
+	doc["customers"], doc["subscriptions"] = customers, subs
+	data, _ := json.Marshal(doc)
+	if _, err := com.Directory.Import(ctx, "bench", data); err != nil {
+		return stackWorld{}, err
+	}
+	k := registration.Key{SubscriptionID: defSub, ResourceGroup: "azurestack", Name: "bench-stamp"}
+	key, keys, err := RegisterStack(ctx, com, stack.DB, k, comURL)
+	if err != nil {
+		return stackWorld{}, err
+	}
+	for i, t := range ts {
+		if i%2 == 0 {
+			if _, err := com.Registrations.PutCustomerSubscription(ctx, op, k, t.cspSub, t.dir, registration.Precondition{}); err != nil {
+				return stackWorld{}, err
+			}
+		}
+	}
+	if _, err := bridge.Activate(ctx, stack.DB, key, keys, stack.Clock.Now()); err != nil {
+		return stackWorld{}, err
+	}
+	sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "bench"}
+	for _, t := range ts {
+		if _, _, err := stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: t.dir, TenantID: t.dir}); err != nil {
+			return stackWorld{}, err
+		}
+		if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), t.localSub, tenancy.Subscription{TenantID: t.dir, Owner: "o", OfferID: "o"}); err != nil {
+			return stackWorld{}, err
+		}
+	}
+	return stackWorld{key: k, tenants: ts}, nil
+}
+
 // ForwardResult is what the forwarding benchmark measured.
 type ForwardResult struct {
 	Records int
@@ -68,24 +129,6 @@ type ForwardResult struct {
 // A non-empty cpuProfile profiles the catch-up alone into that file.
 func Forward(ctx context.Context, com *Instance, stack *Instance, tenants, days int, progress Progress, cpuProfile string) (ForwardResult, error) {
 	op := auth.Principal{Role: auth.RoleOperator, TokenID: "bench"}
-	partner := "bench-" + tenancy.NewGUID()[:8]
-	defSub := tenancy.NewGUID()
-	type tenantRec struct{ dir, localSub, cspSub string }
-	var ts []tenantRec
-	doc := map[string]any{"partners": []map[string]string{{"id": partner, "name": "Bench CSP", "type": "DirectCSP"}}}
-	customers := []map[string]string{}
-	subs := []map[string]string{{"id": defSub, "offer": "CSPSS", "partner": partner}}
-	for i := 0; i < tenants; i++ {
-		t := tenantRec{dir: tenancy.NewGUID(), localSub: tenancy.NewGUID(), cspSub: tenancy.NewGUID()}
-		ts = append(ts, t)
-		customers = append(customers, map[string]string{"tenantId": t.dir, "name": fmt.Sprint("c", i), "partner": partner})
-		subs = append(subs, map[string]string{"id": t.cspSub, "offer": "CSP", "partner": partner, "customerTenantId": t.dir})
-	}
-	doc["customers"], doc["subscriptions"] = customers, subs
-	data, _ := json.Marshal(doc)
-	if _, err := com.Directory.Import(ctx, "bench", data); err != nil {
-		return ForwardResult{}, err
-	}
 	// Commerce's side is timed on its own: the server time of every bridge
 	// POST (decompression, decoding, mapping, the deduplicated write).
 	var ingest atomic.Int64
@@ -101,30 +144,11 @@ func Forward(ctx context.Context, com *Instance, stack *Instance, tenants, days 
 		return ForwardResult{}, err
 	}
 	defer stop()
-	k := registration.Key{SubscriptionID: defSub, ResourceGroup: "azurestack", Name: "bench-stamp"}
-	key, keys, err := RegisterStack(ctx, com, stack.DB, k, comURL)
+	sw, err := connect(ctx, com, stack, tenants, comURL)
 	if err != nil {
 		return ForwardResult{}, err
 	}
-	for i, t := range ts {
-		if i%2 == 0 {
-			if _, err := com.Registrations.PutCustomerSubscription(ctx, op, k, t.cspSub, t.dir, registration.Precondition{}); err != nil {
-				return ForwardResult{}, err
-			}
-		}
-	}
-	if _, err := bridge.Activate(ctx, stack.DB, key, keys, stack.Clock.Now()); err != nil {
-		return ForwardResult{}, err
-	}
-	sop := auth.Principal{Role: auth.RoleStackOperator, TokenID: "bench"}
-	for _, t := range ts {
-		if _, _, err := stack.Tenancy.PutDirectoryTenant(ctx, sop, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: t.dir, TenantID: t.dir}); err != nil {
-			return ForwardResult{}, err
-		}
-		if _, _, err := stack.Tenancy.PutSubscription(ctx, sop, stack.Tenancy.Provider(), t.localSub, tenancy.Subscription{TenantID: t.dir, Owner: "o", OfferID: "o"}); err != nil {
-			return ForwardResult{}, err
-		}
-	}
+	k, ts := sw.key, sw.tenants
 	// The backlog: each hour's records reported in that hour, as a stack
 	// cut off from commerce for days would hold them.
 	end := clock.HourStart(stack.Clock.Now().Add(-time.Hour))

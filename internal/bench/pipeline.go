@@ -50,6 +50,12 @@ type Report struct {
 
 // Sizes are the pipeline benchmark's data sizes.
 type Sizes struct {
+	// SustainedRates are the offered rates the sustained stage tries, in
+	// order, stopping at the first that does not hold; SustainedSeconds is
+	// each offer's length and SustainedHourMs the wall time of a simulated
+	// hour.
+	SustainedRates                      []int
+	SustainedSeconds, SustainedHourMs   int
 	Events, Records                     int
 	ForwardTenants, ForwardDays         int
 	APIResources, APIDays               int
@@ -58,7 +64,7 @@ type Sizes struct {
 
 // Stages are the pipeline's stages, in the order they run.
 func Stages() []string {
-	return []string{"floor", "intake", "aggregation", "forward", "ingest", "rating", "usage-api", "registration"}
+	return []string{"sustained", "floor", "intake", "aggregation", "forward", "ingest", "rating", "usage-api", "registration"}
 }
 
 // stageDB hands each stage a fresh database: a SQLite file in a temporary
@@ -170,7 +176,12 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 		if err != nil {
 			return nil, "", nil, err
 		}
-		return openDB(ctx, d)
+		return openDB(ctx, d, nil)
+	}
+	if want["sustained"] {
+		if err := sustainedStage(ctx, openDB, dbs, rep.Database, sz, progress, add); err != nil {
+			return rep, err
+		}
 	}
 	var floor float64
 	if want["floor"] || want["intake"] {
@@ -264,11 +275,11 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 		if err != nil {
 			return rep, err
 		}
-		com, _, closeCom, err := openDB(ctx, comDSN)
+		com, _, closeCom, err := openDB(ctx, comDSN, nil)
 		if err != nil {
 			return rep, err
 		}
-		stack, _, closeStack, err := openDB(ctx, stackDSN)
+		stack, _, closeStack, err := openDB(ctx, stackDSN, nil)
 		if err != nil {
 			closeCom()
 			return rep, err
@@ -445,4 +456,62 @@ func StartCPUProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return sync.OnceFunc(func() { pprof.StopCPUProfile(); f.Close() }), nil
+}
+
+// sustainedStage runs Sustained at each of sz.SustainedRates until one does
+// not hold, each on fresh databases (the stack on SQLite, beside its cloud;
+// commerce on the engine benchmarked), and adds the highest rate that held,
+// with the same run's bulk load of as many events into an indexed table as
+// its baseline.
+func sustainedStage(ctx context.Context, openDB Open, dbs *stageDB, engine string, sz Sizes, progress Progress, add func(Figure)) error {
+	var best *SustainedResult
+	var tried []string
+	var baseline float64
+	for i, rate := range sz.SustainedRates {
+		comDSN, err := dbs.next(ctx, fmt.Sprintf("sustained-commerce-%d", i))
+		if err != nil {
+			return err
+		}
+		// One simulated clock for both services, from the start of this
+		// month (the run stays inside it, and nothing is in the future).
+		clk := clock.Manual(clock.MonthStart(time.Now()).Add(30 * time.Minute))
+		com, _, closeCom, err := openDB(ctx, comDSN, clk)
+		if err != nil {
+			return err
+		}
+		stack, token, closeStack, err := openDB(ctx, filepath.Join(dbs.dir, fmt.Sprintf("sustained-stack-%d.db", i)), clk)
+		if err != nil {
+			closeCom()
+			return err
+		}
+		res, err := Sustained(ctx, com, stack, token, rate, time.Duration(sz.SustainedSeconds)*time.Second, time.Duration(sz.SustainedHourMs)*time.Millisecond, 100, progress)
+		if err == nil && baseline == 0 {
+			baseline, err = bulkInsertBaseline(ctx, com.DB, 200000)
+		}
+		closeStack()
+		closeCom()
+		if err != nil {
+			return err
+		}
+		tried = append(tried, fmt.Sprintf("%s/s offered: acknowledged in %.1f s of the %.0f s planned, drained in %.1f s, end to end %s events/s, peak backlog %s events — %s",
+			Human(float64(rate)), res.Acked.Seconds(), res.Planned.Seconds(), res.Drain.Seconds(), Human(res.EndToEnd()), Human(float64(res.PeakBacklog)),
+			map[bool]string{true: "held", false: "did not hold"}[res.Holds()]))
+		if !res.Holds() {
+			break
+		}
+		best = &res
+	}
+	name := "bulk INSERT of as many events into an indexed table (SQLite)"
+	if engine == "postgres" {
+		name = "COPY of as many events into an indexed table (PostgreSQL)"
+	}
+	v := 0.0
+	if best != nil {
+		v = float64(best.Rate)
+	}
+	text, met := target(v, 100000, true, "≥ 100,000 events/s")
+	add(Figure{Stage: "sustained", Figure: fmt.Sprintf("highest offered rate that held for %d s, intake to rated in the invoice draft (stack on SQLite, commerce on %s)", sz.SustainedSeconds, engine),
+		Value: v, Unit: "events/s", BaselineName: name, Baseline: &baseline, Ratio: ptr(v / baseline), Target: text, Met: met,
+		Note: "one hourly record per event; held = acknowledged at the offered pace (within a second of the planned end) and drained within a quarter of the planned time; " + strings.Join(tried, "; ")})
+	return nil
 }

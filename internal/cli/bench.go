@@ -7,15 +7,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/bench"
-	"github.com/stackbill/stackbill/internal/wire"
-
+	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/tenancy"
+	"github.com/stackbill/stackbill/internal/wire"
 )
 
 func runBench(ctx context.Context, env Env, args []string) error {
@@ -66,6 +67,9 @@ func benchAll(ctx context.Context, env Env, args []string) error {
 	asJSON := fs.Bool("json", false, "print the figures as JSON")
 	stagesFlag := fs.String("stages", strings.Join(bench.Stages(), ","), "stages to run: "+strings.Join(bench.Stages(), ", "))
 	var sz bench.Sizes
+	rates := fs.String("sustained-rates", "25000,50000,100000,200000", "offered rates (events/s) the sustained stage tries in order, stopping at the first that does not hold")
+	fs.IntVar(&sz.SustainedSeconds, "sustained-seconds", 60, "how long each sustained offer runs")
+	sustainedHour := fs.Duration("sustained-hour", 2*time.Second, "wall time of one simulated hour in the sustained stage (hours close, are sealed and forwarded while the stream runs)")
 	fs.IntVar(&sz.Events, "events", 100000, "events for the floor and intake stages")
 	fs.IntVar(&sz.Records, "records", 200000, "forwarded records to rate")
 	fs.IntVar(&sz.ForwardTenants, "forward-tenants", 1000, "tenants of the forwarding backlog (the issue's 7 days of 1,000 tenants)")
@@ -84,6 +88,17 @@ func benchAll(ctx context.Context, env Env, args []string) error {
 	}
 	defer stopProfile()
 	sz.RegistrationMs = int(regDur.Milliseconds())
+	sz.SustainedHourMs = int(sustainedHour.Milliseconds())
+	for _, r := range strings.Split(*rates, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(r))
+		if err != nil || n < 1000 {
+			return usagef("--sustained-rates takes rates of at least 1000 events/s, separated by commas; got %q", r)
+		}
+		sz.SustainedRates = append(sz.SustainedRates, n)
+	}
+	if sz.SustainedSeconds < 1 || sz.SustainedHourMs < 100 {
+		return usagef("--sustained-seconds must be at least 1 and --sustained-hour at least 100ms")
+	}
 	var stages []string
 	for _, s := range strings.Split(*stagesFlag, ",") {
 		s = strings.TrimSpace(s)
@@ -146,7 +161,7 @@ func benchForward(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	com, _, closeCom, err := openBenchApp(ctx, *dbFlag)
+	com, _, closeCom, err := openBenchApp(ctx, *dbFlag, nil)
 	if err != nil {
 		return err
 	}
@@ -190,7 +205,7 @@ func benchRating(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer stopProfile()
-	app, _, closeApp, err := openBenchApp(ctx, *dbFlag)
+	app, _, closeApp, err := openBenchApp(ctx, *dbFlag, nil)
 	if err != nil {
 		return err
 	}
@@ -220,7 +235,7 @@ func benchRegistration(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	app, token, closeApp, err := openBenchApp(ctx, *dbFlag)
+	app, token, closeApp, err := openBenchApp(ctx, *dbFlag, nil)
 	if err != nil {
 		return err
 	}
@@ -241,7 +256,7 @@ func benchRegistration(ctx context.Context, env Env, args []string) error {
 // openBenchApp builds a stackbill on dsn, or on a fresh SQLite file in a
 // temporary folder when dsn is empty, with a one-off operator token. close
 // releases both.
-func openBenchApp(ctx context.Context, dsn string) (in *bench.Instance, token string, closeFn func(), err error) {
+func openBenchApp(ctx context.Context, dsn string, c *clock.Clock) (in *bench.Instance, token string, closeFn func(), err error) {
 	cleanup := func() {}
 	if dsn == "" {
 		dir, err := os.MkdirTemp("", "stackbill-bench-")
@@ -251,7 +266,7 @@ func openBenchApp(ctx context.Context, dsn string) (in *bench.Instance, token st
 		dsn, cleanup = filepath.Join(dir, "bench.db"), func() { os.RemoveAll(dir) }
 	}
 	token = "bench-" + tenancy.NewGUID()
-	app, err := Build(ctx, Options{DB: dsn, OperatorToken: token})
+	app, err := Build(ctx, Options{DB: dsn, OperatorToken: token, Clock: c})
 	if err != nil {
 		cleanup()
 		return nil, "", nil, err
@@ -269,7 +284,7 @@ func benchIntake(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	app, token, closeApp, err := openBenchApp(ctx, *dbFlag)
+	app, token, closeApp, err := openBenchApp(ctx, *dbFlag, nil)
 	if err != nil {
 		return err
 	}
@@ -309,7 +324,7 @@ func benchUsageAPI(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	app, token, closeApp, err := openBenchApp(ctx, *dbFlag)
+	app, token, closeApp, err := openBenchApp(ctx, *dbFlag, nil)
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,7 @@ func BenchmarkUsageAPI(b *testing.B) {
 // benchApp builds a stackbill on a fresh database of backend for a benchmark.
 func benchApp(b *testing.B, backend string) (*bench.Instance, string) {
 	b.Helper()
-	app, token, closeApp, err := openBenchApp(context.Background(), storetest.DSN(b, backend))
+	app, token, closeApp, err := openBenchApp(context.Background(), storetest.DSN(b, backend), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
