@@ -120,6 +120,9 @@ type ForwardResult struct {
 	// outbox, before the catch-up: a stack does it as each hour closes,
 	// commerce reachable or not.
 	Sealed time.Duration
+	// CPU is what the catch-up, through materialisation, cost this
+	// process (stack and commerce) and PostgreSQL.
+	CPU cpuTimes
 }
 
 // Forward builds a registered, activated stack with a backlog of
@@ -187,7 +190,7 @@ func Forward(ctx context.Context, com *Instance, stack *Instance, tenants, days 
 		return ForwardResult{}, err
 	}
 	defer stopProfile()
-	t0 := time.Now()
+	t0, cpu0 := time.Now(), cpuNow()
 	sent, err := f.CatchUp(ctx)
 	if err != nil {
 		return ForwardResult{}, err
@@ -199,7 +202,7 @@ func Forward(ctx context.Context, com *Instance, stack *Instance, tenants, days 
 	if err := com.Ledger.Settle(ctx); err != nil {
 		return ForwardResult{}, err
 	}
-	materialized := time.Since(t0)
+	materialized, cpu := time.Since(t0), cpuNow().since(cpu0)
 	stopProfile()
 	// The figure counts only records that reached billing exactly once.
 	reg, err := com.Registrations.Get(ctx, op, k)
@@ -213,5 +216,5 @@ func Forward(ctx context.Context, com *Instance, stack *Instance, tenants, days 
 	if stored != int64(records) {
 		return ForwardResult{}, fmt.Errorf("commerce holds %d of %d forwarded records", stored, records)
 	}
-	return ForwardResult{Records: sent, Duration: acked, Ingest: time.Duration(ingest.Load()), Materialized: materialized, Sealed: sealed}, nil
+	return ForwardResult{Records: sent, Duration: acked, Ingest: time.Duration(ingest.Load()), Materialized: materialized, Sealed: sealed, CPU: cpu}, nil
 }

@@ -35,7 +35,26 @@ type Figure struct {
 	Target       string   `json:"target,omitempty"`
 	Met          *bool    `json:"met,omitempty"`
 	PeakHeapMiB  float64  `json:"peakHeapMiB,omitempty"`
-	Note         string   `json:"note,omitempty"`
+	// CPU per unit of the figure's work (per event, record or PUT), in
+	// microseconds: this process (and SQLite, which runs in it), and the
+	// PostgreSQL server on this machine.
+	CPUStackbillUs float64 `json:"cpuStackbillUs,omitempty"`
+	CPUPostgresUs  float64 `json:"cpuPostgresUs,omitempty"`
+	Note           string  `json:"note,omitempty"`
+}
+
+// withCPU adds the CPU a stage spent per unit of work to f.
+func withCPU(f Figure, c cpuTimes, units float64, unit string) Figure {
+	f.CPUStackbillUs, f.CPUPostgresUs = c.perUnit(units)
+	note := fmt.Sprintf("CPU per %s: stackbill %.1f µs", unit, f.CPUStackbillUs)
+	if c.postgres > 0 {
+		note += fmt.Sprintf(", PostgreSQL %.1f µs", f.CPUPostgresUs)
+	}
+	if f.Note != "" {
+		note = f.Note + "; " + note
+	}
+	f.Note = note
+	return f
 }
 
 // Report is a whole pipeline benchmark run.
@@ -243,8 +262,8 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 		add(Figure{Stage: "intake", Figure: "HTTP NDJSON batches of 1,000, 4 producers, durable, deduplicated", Value: v, Unit: "events/s",
 			BaselineName: name, Baseline: &base, Ratio: ptr(v / base), Target: text, Met: met, PeakHeapMiB: peak,
 			Note: fmt.Sprintf("%.1f%% of the parse-only floor", 100*v/floor)})
-		add(Figure{Stage: "intake", Figure: "the same, until every event is in the hourly records (aggregation behind the intake log)", Value: float64(res.Events) / res.Aggregated.Seconds(), Unit: "events/s",
-			Note: fmt.Sprintf("acknowledged in %.2f s, aggregated in %.2f s", res.Duration.Seconds(), res.Aggregated.Seconds())})
+		add(withCPU(Figure{Stage: "intake", Figure: "the same, until every event is in the hourly records (aggregation behind the intake log)", Value: float64(res.Events) / res.Aggregated.Seconds(), Unit: "events/s",
+			Note: fmt.Sprintf("acknowledged in %.2f s, aggregated in %.2f s", res.Duration.Seconds(), res.Aggregated.Seconds())}, res.CPU, float64(res.Events), "event"))
 		if want["aggregation"] {
 			records, _, err := app.Usage.Totals(ctx)
 			if err != nil {
@@ -297,8 +316,8 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 			text, met := target(v, 200000, true, "≥ 200,000 records/s")
 			add(Figure{Stage: "forward", Figure: "bridge catch-up over HTTP, acknowledged by commerce (mapped, deduplicated, durable)", Value: v, Unit: "records/s",
 				Target: text, Met: met, PeakHeapMiB: peak, Note: fmt.Sprintf("%d records (%d tenants × %d days)", res.Records, sz.ForwardTenants, sz.ForwardDays)})
-			add(Figure{Stage: "forward", Figure: "bridge catch-up until every record is in commerce_usage (billing's table)", Value: float64(res.Records) / res.Materialized.Seconds(), Unit: "records/s",
-				Note: "same run, measured from the same start"})
+			add(withCPU(Figure{Stage: "forward", Figure: "bridge catch-up until every record is in commerce_usage (billing's table)", Value: float64(res.Records) / res.Materialized.Seconds(), Unit: "records/s",
+				Note: "same run, measured from the same start; stack and commerce in one process"}, res.CPU, float64(res.Records), "record"))
 			add(Figure{Stage: "forward", Figure: "stack seals closed hours into its outbox (done as each hour closes, before the catch-up)", Value: float64(res.Records) / res.Sealed.Seconds(), Unit: "records/s",
 				Note: "same backlog"})
 		}
@@ -331,7 +350,7 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 			f.Note += fmt.Sprintf("; the baseline's INSERT…SELECT alone, after its load: %s records/s (%.2f×)",
 				Human(float64(res.Records)/res.BaselineQuery.Seconds()), res.BaselineQuery.Seconds()/res.Rate.Seconds())
 		}
-		add(f)
+		add(withCPU(f, res.CPU, float64(res.Records), "record"))
 	}
 	if want["usage-api"] {
 		app, token, closeApp, err := open("usage-api")
@@ -361,8 +380,8 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 		}
 		v := res.PutsPerSecond()
 		text, met := target(v, 2000, true, "≥ 2,000 PUT/s")
-		add(Figure{Stage: "registration", Figure: fmt.Sprintf("customerSubscriptions PUT, %d clients (each with a GET)", res.Clients), Value: v, Unit: "PUT/s",
-			Target: text, Met: met, Note: fmt.Sprintf("p50 %s, p99 %s, %d errors", res.PutP50.Round(time.Microsecond), res.PutP99.Round(time.Microsecond), res.Errors)})
+		add(withCPU(Figure{Stage: "registration", Figure: fmt.Sprintf("customerSubscriptions PUT, %d clients (each with a GET)", res.Clients), Value: v, Unit: "PUT/s",
+			Target: text, Met: met, Note: fmt.Sprintf("p50 %s, p99 %s, %d errors", res.PutP50.Round(time.Microsecond), res.PutP99.Round(time.Microsecond), res.Errors)}, res.CPU, float64(res.Puts), "PUT and its GET"))
 		add(Figure{Stage: "registration", Figure: "customerSubscriptions PUT p99", Value: float64(res.PutP99.Microseconds()) / 1000, Unit: "ms"})
 	}
 	rep.PeakRSSMiB = peakRSS()
@@ -510,8 +529,12 @@ func sustainedStage(ctx context.Context, openDB Open, dbs *stageDB, engine strin
 		v = float64(best.Rate)
 	}
 	text, met := target(v, 100000, true, "≥ 100,000 events/s")
-	add(Figure{Stage: "sustained", Figure: fmt.Sprintf("highest offered rate that held for %d s, intake to rated in the invoice draft (stack on SQLite, commerce on %s)", sz.SustainedSeconds, engine),
+	f := Figure{Stage: "sustained", Figure: fmt.Sprintf("highest offered rate that held for %d s, intake to rated in the invoice draft (stack on SQLite, commerce on %s)", sz.SustainedSeconds, engine),
 		Value: v, Unit: "events/s", BaselineName: name, Baseline: &baseline, Ratio: ptr(v / baseline), Target: text, Met: met,
-		Note: "one hourly record per event; held = acknowledged at the offered pace (within a second of the planned end) and drained within a quarter of the planned time; " + strings.Join(tried, "; ")})
+		Note: "one hourly record per event; held = acknowledged at the offered pace (within a second of the planned end) and drained within a quarter of the planned time; " + strings.Join(tried, "; ")}
+	if best != nil {
+		f = withCPU(f, best.CPU, float64(best.Events), "event at the highest rate held, producers included")
+	}
+	add(f)
 	return nil
 }

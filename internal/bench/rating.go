@@ -30,6 +30,8 @@ type RatingResult struct {
 	Baseline      time.Duration
 	BaselineQuery time.Duration // of Baseline, the INSERT … SELECT alone (after its load)
 	BaselineTotal string
+	// CPU is what rating cost this process and PostgreSQL.
+	CPU cpuTimes
 }
 
 // RecordsPerSecond is rating throughput.
@@ -100,9 +102,9 @@ func Rating(ctx context.Context, app *Instance, n int64, subs int, withBaseline 
 	}
 	res.Load = time.Since(t0)
 	stop := heapPeak()
-	t0 = time.Now()
+	t0, cpu0 := time.Now(), cpuNow()
 	sum, err := app.Billing.Period(ctx, op, "2026-10")
-	res.Rate = time.Since(t0)
+	res.Rate, res.CPU = time.Since(t0), cpuNow().since(cpu0)
 	res.PeakHeapBytes = stop()
 	if err != nil {
 		return res, err

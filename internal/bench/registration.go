@@ -80,6 +80,8 @@ type RegistrationResult struct {
 	PutP99   time.Duration
 	GetP50   time.Duration
 	GetP99   time.Duration
+	// CPU is what the run cost this process and PostgreSQL.
+	CPU cpuTimes
 }
 
 // PutsPerSecond is the PUT throughput.
@@ -137,7 +139,7 @@ func Registration(ctx context.Context, app *Instance, operatorToken string, clie
 			}
 		}
 	}()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuNow()
 	for w := 0; w < clients; w++ {
 		wg.Add(1)
 		go func(w int) {
@@ -182,7 +184,7 @@ func Registration(ctx context.Context, app *Instance, operatorToken string, clie
 	if bar != nil {
 		_ = bar.Finish()
 	}
-	res := RegistrationResult{Clients: clients, Duration: elapsed, Puts: puts.Load(), Gets: gets.Load(), Errors: errs.Load()}
+	res := RegistrationResult{Clients: clients, Duration: elapsed, Puts: puts.Load(), Gets: gets.Load(), Errors: errs.Load(), CPU: cpuNow().since(cpu0)}
 	res.PutP50, res.PutP99 = percentiles(putLat)
 	res.GetP50, res.GetP99 = percentiles(getLat)
 	return res, nil

@@ -35,6 +35,9 @@ type SustainedResult struct {
 	// PeakBacklog is the most events acknowledged but not yet in commerce's
 	// forwarded usage, sampled every second while the stream ran.
 	PeakBacklog int64
+	// CPU is what the whole run cost this process (producers, stack and
+	// commerce) and PostgreSQL.
+	CPU cpuTimes
 }
 
 // EndToEnd is the end-to-end rate: events over the time from the first
@@ -181,7 +184,7 @@ func Sustained(ctx context.Context, com, stack *Instance, stackToken string, rat
 
 	bar := progress.start(int64(d/time.Second), fmt.Sprintf("offering %s events/s", Human(float64(rate))))
 	clk := stack.Clock
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuNow()
 	batchEvery := time.Second * 1000 / time.Duration(rate)
 	hourIndex, inHour := 0, 0
 	lastSecond := 0
@@ -243,7 +246,7 @@ func Sustained(ctx context.Context, com, stack *Instance, stackToken string, rat
 	if err != nil {
 		return res, err
 	}
-	res.Drain = time.Since(ackedAt)
+	res.Drain, res.CPU = time.Since(ackedAt), cpuNow().since(cpu0)
 	res.Records = sum.Records
 	stored, err := com.Ledger.Stored(ctx, reg.CloudID)
 	if err != nil {

@@ -41,6 +41,8 @@ type IntakeResult struct {
 	// Aggregated runs from the first request until every event is in the
 	// hourly records (aggregation runs in the background meanwhile).
 	Aggregated time.Duration
+	// CPU is what intake and aggregation cost this process and PostgreSQL.
+	CPU cpuTimes
 }
 
 // Intake posts n simulator events over loopback HTTP as NDJSON
@@ -77,7 +79,7 @@ func Intake(ctx context.Context, app *Instance, token string, n, clients int, pr
 	errs := make(chan error, clients)
 	var wg sync.WaitGroup
 	var accepted atomic.Int64
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuNow()
 	for i := 0; i < max(1, clients); i++ {
 		wg.Add(1)
 		go func() {
@@ -111,7 +113,7 @@ func Intake(ctx context.Context, app *Instance, token string, n, clients int, pr
 	if err := app.Usage.Settle(ctx, time.Time{}); err != nil {
 		return IntakeResult{}, err
 	}
-	aggregated := time.Since(start)
+	aggregated, cpu := time.Since(start), cpuNow().since(cpu0)
 	// A figure counts only if every event was accepted once and reached the
 	// hourly records.
 	_, inRecords, err := app.Usage.Totals(ctx)
@@ -121,7 +123,7 @@ func Intake(ctx context.Context, app *Instance, token string, n, clients int, pr
 	if accepted.Load() != int64(len(events)) || inRecords != int64(len(events)) {
 		return IntakeResult{}, fmt.Errorf("intake bench: %d events posted, %d accepted, %d in the hourly records", len(events), accepted.Load(), inRecords)
 	}
-	return IntakeResult{Events: len(events), Duration: acked, Aggregated: aggregated}, nil
+	return IntakeResult{Events: len(events), Duration: acked, Aggregated: aggregated, CPU: cpu}, nil
 }
 
 // intakeEvents is the intake benchmark's input: the first n events of 50
