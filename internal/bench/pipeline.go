@@ -43,8 +43,13 @@ type Figure struct {
 	Note           string  `json:"note,omitempty"`
 }
 
-// withCPU adds the CPU a stage spent per unit of work to f.
-func withCPU(f Figure, c cpuTimes, units float64, unit string) Figure {
+// withCPU adds the CPU a stage on engine spent per unit of work to f. On
+// SQLite the engine runs in this process; a PostgreSQL server idling on the
+// machine is not the run's.
+func withCPU(f Figure, c cpuTimes, units float64, unit, engine string) Figure {
+	if engine != "postgres" {
+		c.postgres = 0
+	}
 	f.CPUStackbillUs, f.CPUPostgresUs = c.perUnit(units)
 	note := fmt.Sprintf("CPU per %s: stackbill %.1f µs", unit, f.CPUStackbillUs)
 	if c.postgres > 0 {
@@ -190,6 +195,7 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 		want[s] = true
 	}
 	add := func(f Figure) { rep.Figures = append(rep.Figures, f) }
+
 	open := func(stage string) (*Instance, string, func(), error) {
 		d, err := dbs.next(ctx, stage)
 		if err != nil {
@@ -263,7 +269,7 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 			BaselineName: name, Baseline: &base, Ratio: ptr(v / base), Target: text, Met: met, PeakHeapMiB: peak,
 			Note: fmt.Sprintf("%.1f%% of the parse-only floor", 100*v/floor)})
 		add(withCPU(Figure{Stage: "intake", Figure: "the same, until every event is in the hourly records (aggregation behind the intake log)", Value: float64(res.Events) / res.Aggregated.Seconds(), Unit: "events/s",
-			Note: fmt.Sprintf("acknowledged in %.2f s, aggregated in %.2f s", res.Duration.Seconds(), res.Aggregated.Seconds())}, res.CPU, float64(res.Events), "event"))
+			Note: fmt.Sprintf("acknowledged in %.2f s, aggregated in %.2f s", res.Duration.Seconds(), res.Aggregated.Seconds())}, res.CPU, float64(res.Events), "event", rep.Database))
 		if want["aggregation"] {
 			records, _, err := app.Usage.Totals(ctx)
 			if err != nil {
@@ -317,7 +323,7 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 			add(Figure{Stage: "forward", Figure: "bridge catch-up over HTTP, acknowledged by commerce (mapped, deduplicated, durable)", Value: v, Unit: "records/s",
 				Target: text, Met: met, PeakHeapMiB: peak, Note: fmt.Sprintf("%d records (%d tenants × %d days)", res.Records, sz.ForwardTenants, sz.ForwardDays)})
 			add(withCPU(Figure{Stage: "forward", Figure: "bridge catch-up until every record is in commerce_usage (billing's table)", Value: float64(res.Records) / res.Materialized.Seconds(), Unit: "records/s",
-				Note: "same run, measured from the same start; stack and commerce in one process"}, res.CPU, float64(res.Records), "record"))
+				Note: "same run, measured from the same start; stack and commerce in one process"}, res.CPU, float64(res.Records), "record", rep.Database))
 			add(Figure{Stage: "forward", Figure: "stack seals closed hours into its outbox (done as each hour closes, before the catch-up)", Value: float64(res.Records) / res.Sealed.Seconds(), Unit: "records/s",
 				Note: "same backlog"})
 		}
@@ -350,7 +356,7 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 			f.Note += fmt.Sprintf("; the baseline's INSERT…SELECT alone, after its load: %s records/s (%.2f×)",
 				Human(float64(res.Records)/res.BaselineQuery.Seconds()), res.BaselineQuery.Seconds()/res.Rate.Seconds())
 		}
-		add(withCPU(f, res.CPU, float64(res.Records), "record"))
+		add(withCPU(f, res.CPU, float64(res.Records), "record", rep.Database))
 	}
 	if want["usage-api"] {
 		app, token, closeApp, err := open("usage-api")
@@ -381,7 +387,7 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 		v := res.PutsPerSecond()
 		text, met := target(v, 2000, true, "≥ 2,000 PUT/s")
 		add(withCPU(Figure{Stage: "registration", Figure: fmt.Sprintf("customerSubscriptions PUT, %d clients (each with a GET)", res.Clients), Value: v, Unit: "PUT/s",
-			Target: text, Met: met, Note: fmt.Sprintf("p50 %s, p99 %s, %d errors", res.PutP50.Round(time.Microsecond), res.PutP99.Round(time.Microsecond), res.Errors)}, res.CPU, float64(res.Puts), "PUT and its GET"))
+			Target: text, Met: met, Note: fmt.Sprintf("p50 %s, p99 %s, %d errors", res.PutP50.Round(time.Microsecond), res.PutP99.Round(time.Microsecond), res.Errors)}, res.CPU, float64(res.Puts), "PUT and its GET", rep.Database))
 		add(Figure{Stage: "registration", Figure: "customerSubscriptions PUT p99", Value: float64(res.PutP99.Microseconds()) / 1000, Unit: "ms"})
 	}
 	rep.PeakRSSMiB = peakRSS()
@@ -533,7 +539,7 @@ func sustainedStage(ctx context.Context, openDB Open, dbs *stageDB, engine strin
 		Value: v, Unit: "events/s", BaselineName: name, Baseline: &baseline, Ratio: ptr(v / baseline), Target: text, Met: met,
 		Note: "one hourly record per event; held = acknowledged at the offered pace (within a second of the planned end) and drained within a quarter of the planned time; " + strings.Join(tried, "; ")}
 	if best != nil {
-		f = withCPU(f, best.CPU, float64(best.Events), "event at the highest rate held, producers included")
+		f = withCPU(f, best.CPU, float64(best.Events), "event at the highest rate held, producers included", engine)
 	}
 	add(f)
 	return nil

@@ -67,7 +67,7 @@ func benchAll(ctx context.Context, env Env, args []string) error {
 	asJSON := fs.Bool("json", false, "print the figures as JSON")
 	stagesFlag := fs.String("stages", strings.Join(bench.Stages(), ","), "stages to run: "+strings.Join(bench.Stages(), ", "))
 	var sz bench.Sizes
-	rates := fs.String("sustained-rates", "25000,50000,100000,200000", "offered rates (events/s) the sustained stage tries in order, stopping at the first that does not hold")
+	rates := fs.String("sustained-rates", "5000,10000,20000,40000,80000,160000", "offered rates (events/s) the sustained stage tries in order, stopping at the first that does not hold")
 	fs.IntVar(&sz.SustainedSeconds, "sustained-seconds", 60, "how long each sustained offer runs")
 	sustainedHour := fs.Duration("sustained-hour", 2*time.Second, "wall time of one simulated hour in the sustained stage (hours close, are sealed and forwarded while the stream runs)")
 	fs.IntVar(&sz.Events, "events", 100000, "events for the floor and intake stages")
