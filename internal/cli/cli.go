@@ -57,12 +57,15 @@ const Version = "0.1.0-dev"
 func Main(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
 	env := Env{Getenv: getenv, Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	cmds := commands()
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0:
 		printUsage(stderr, cmds)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
+		printUsage(stdout, cmds)
 		return 0
+	case args[0] == "--version" || args[0] == "-version":
+		args = []string{"version"}
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -72,6 +75,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	}
 	if err := cmd.run(ctx, env, args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		var help helpRequest
+		if errors.As(err, &help) {
+			fmt.Fprintf(stdout, "usage: stackbill %s <%s> [flags]\n\n%s\n\nRun 'stackbill %s <subcommand> -h' for its flags and examples.\n",
+				args[0], strings.Join(help.verbs, "|"), cmd.summary, args[0])
 			return 0
 		}
 		var ue usageError
@@ -104,9 +113,19 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
+// helpRequest is a command group asked for help ("stackbill tenant -h"):
+// Main lists its subcommands on stdout and exits 0.
+type helpRequest struct{ verbs []string }
+
+func (h helpRequest) Error() string { return "help requested" }
+
+// newFlags is a subcommand's flag set. Its help (-h) goes to stdout, with
+// flags spelled as they are typed (--name) and the subcommand's examples;
+// parse errors go to stderr.
 func newFlags(env Env, name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
+	fs.Usage = func() { printFlags(env.Stdout, fs) }
 	return fs
 }
 
@@ -132,6 +151,9 @@ func demoDB(env Env) string {
 
 // subcommand splits "verb rest..." and reports a usage error listing verbs.
 func subcommand(args []string, verbs ...string) (string, []string, error) {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		return "", nil, helpRequest{verbs: verbs}
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return "", nil, usagef("missing subcommand; want one of: %s", strings.Join(verbs, ", "))
 	}

@@ -1,0 +1,90 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestHelp: help is asked for and answered the way gh and kubectl do it:
+// on stdout, exit 0, for the program, a command group and a subcommand, with
+// flags spelled as typed; a missing subcommand is still a usage error.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args   []string
+		code   int
+		stdout []string
+	}{
+		{[]string{"-h"}, 0, []string{"usage: stackbill <command>", "tenant"}},
+		{[]string{"help"}, 0, []string{"usage: stackbill <command>"}},
+		{[]string{"--version"}, 0, []string{"stackbill " + Version}},
+		{[]string{"tenant", "-h"}, 0, []string{"usage: stackbill tenant <add|show|list|remove>", "stackbill tenant <subcommand> -h"}},
+		{[]string{"registration", "--help"}, 0, []string{"usage: stackbill registration <create|"}},
+		{[]string{"tenant", "add", "-h"}, 0, []string{"usage: stackbill tenant add [flags]", "  --tenant string", "examples:", "stackbill tenant add --subscription"}},
+		{[]string{"tenant"}, 2, nil},
+		{[]string{}, 2, nil},
+	}
+	for _, tc := range cases {
+		r := runCLI(t, map[string]string{"STACKBILL_DATA": t.TempDir()}, tc.args...)
+		if r.code != tc.code {
+			t.Errorf("stackbill %v: exit %d, want %d (stderr %q)", tc.args, r.code, tc.code, r.stderr)
+		}
+		for _, want := range tc.stdout {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("stackbill %v: stdout lacks %q:\n%s", tc.args, want, r.stdout)
+			}
+		}
+		if tc.code == 0 && r.stderr != "" {
+			t.Errorf("stackbill %v: help wrote to stderr: %q", tc.args, r.stderr)
+		}
+	}
+}
+
+// TestExamplesUseRealFlags: every flag an example types is one its command
+// takes, so an example never teaches a flag that fails.
+func TestExamplesUseRealFlags(t *testing.T) {
+	t.Parallel()
+	helps := map[string]string{}
+	help := func(cmd string) string {
+		if h, ok := helps[cmd]; ok {
+			return h
+		}
+		r := runCLI(t, map[string]string{"STACKBILL_DATA": t.TempDir()}, append(strings.Fields(cmd), "-h")...)
+		if r.code != 0 {
+			t.Fatalf("stackbill %s -h: exit %d: %s", cmd, r.code, r.stderr)
+		}
+		helps[cmd] = r.stdout
+		return r.stdout
+	}
+	checked := 0
+	for name, exs := range examples {
+		for _, ex := range exs {
+			cmd := ""
+			for _, line := range strings.Split(ex, "\n") {
+				words := strings.Fields(strings.NewReplacer("$(", " ", ")", " ", "=", " ", "#", " # ").Replace(line))
+				for i := 0; i < len(words); i++ {
+					w := words[i]
+					switch {
+					case w == "#":
+						i = len(words)
+					case w == "stackbill":
+						var verbs []string
+						for i+1 < len(words) && !strings.HasPrefix(words[i+1], "-") && !strings.ContainsAny(words[i+1], `"$/.`) {
+							i++
+							verbs = append(verbs, words[i])
+						}
+						cmd = strings.Join(verbs, " ")
+					case strings.HasPrefix(w, "--") && cmd != "":
+						checked++
+						if !strings.Contains(help(cmd), "  "+w+" ") && !strings.Contains(help(cmd), "  "+w+"\n") {
+							t.Errorf("the example of %q types %s, which 'stackbill %s' does not take", name, w, cmd)
+						}
+					}
+				}
+			}
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("checked %d flags; the examples were not read", checked)
+	}
+}
