@@ -55,7 +55,7 @@ func WriteStatementsCSV(w io.Writer, sts []Statement) error {
 func WriteInvoiceHTML(w io.Writer, inv Invoice) error {
 	minor, _ := MinorUnits(inv.Currency)
 	t := template.Must(template.New("invoice").Funcs(template.FuncMap{
-		"money": func(q interface{ StringFixed(int32) string }) string { return q.StringFixed(minor) },
+		"money": func(q interface{ StringFixed(int32) string }) string { return GroupThousands(q.StringFixed(minor)) },
 		"date":  func(t time.Time) string { return t.Format("2006-01-02") },
 	}).Parse(invoiceHTML))
 	return t.Execute(w, inv)
@@ -81,8 +81,8 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 <h2>{{if .ResellerID}}Reseller {{.ResellerName}} ({{.ResellerID}}{{if .ResellerMpnID}}, MPN {{.ResellerMpnID}}{{end}}){{else}}Direct{{end}}</h2>
 <table><thead><tr><th>#</th><th>Type</th><th>Customer</th><th>Subscription</th><th>Registration</th><th>Usage</th><th>Meter</th><th>Tier</th>
 <th class="n">Quantity</th><th>Unit</th><th class="n">Unit price</th><th class="n">Amount</th></tr></thead><tbody>
-{{range .Lines}}<tr><td>{{.No}}</td><td>{{.Kind}}</td><td>{{if .CustomerName}}{{.CustomerName}}{{else}}(partner's own){{end}}</td><td>{{.SubscriptionID}}</td>
-<td>{{.Registration}}</td><td>{{date .ChargeStart}} to {{date .ChargeEnd}}</td><td>{{.MeterCategory}} / {{.MeterSubCategory}} / {{.MeterName}}</td><td>{{.Tier}}</td>
+{{range .Lines}}<tr><td>{{.No}}</td><td>{{.Kind}}</td><td>{{.CustomerLabel}}</td><td>{{.SubscriptionID}}</td>
+<td>{{.Registration}}</td><td>{{date .ChargeStart}} to {{date .ChargeEnd}}</td><td>{{.MeterLabel}}</td><td>{{.TierLabel}}</td>
 <td class="n">{{.Quantity}}</td><td>{{.Unit}}</td><td class="n">{{.UnitPrice}}</td><td class="n">{{money .Amount}}</td></tr>
 {{end}}<tr><th colspan="11">Subtotal</th><td class="n"><strong>{{money .Subtotal}}</strong></td></tr></tbody></table>
 {{end}}

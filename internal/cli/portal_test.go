@@ -251,7 +251,7 @@ func TestPortalForms(t *testing.T) {
 	}
 }
 
-var invoiceRow = regexp.MustCompile(`<tr><td>(\d+)</td><td>[^<]*</td><td><code>[^<]*</code></td><td>[^<]*(?:<span[^>]*>[^<]*</span>)?</td><td>[^<]*</td><td class="num">([0-9.]+) ([^<]+)</td><td class="num">([0-9.]+)</td><td class="num">([0-9.,]+) ([A-Z]{3})</td></tr>`)
+var invoiceRow = regexp.MustCompile(`<tr><td>(\d+)</td><td>([^<]*)</td><td>(?:[^<]*<br>)?<code class="id">([^<]*)</code></td><td>([^<]*)(?:<span[^>]*>[^<]*</span>)?</td>(?:<td>[^<]*</td>)?<td class="num">([0-9.]+) ([^<]+)</td><td class="num">([0-9.]+)</td><td class="num">([0-9.,]+) ([A-Z]{3})(?:<div class="note">([^<]*)</div>)?</td></tr>`)
 
 // TestPortalInvoicePageAddsUp: the invoice page showed storage quantities
 // in GB-hours under the GB/Month label ("353740.483 1 GB/Month × 0.006 =
@@ -282,7 +282,8 @@ func TestPortalInvoicePageAddsUp(t *testing.T) {
 	}
 	monthly := 0
 	for i, r := range rows {
-		qty, unit, price, amount := money.MustQuantity(r[2]), html.UnescapeString(r[3]), money.MustQuantity(r[4]), money.MustQuantity(strings.ReplaceAll(r[5], ",", ""))
+		customer, sub, meter, note := html.UnescapeString(r[2]), r[3], html.UnescapeString(r[4]), html.UnescapeString(r[10])
+		qty, unit, price, amount := money.MustQuantity(r[5]), html.UnescapeString(r[6]), money.MustQuantity(r[7]), money.MustQuantity(strings.ReplaceAll(r[8], ",", ""))
 		if got := qty.Mul(price).Round(2); !got.Equal(amount) {
 			t.Errorf("line %s: %s %s × %s = %s, but the page says %s", r[1], qty, unit, price, got, amount)
 		}
@@ -290,6 +291,21 @@ func TestPortalInvoicePageAddsUp(t *testing.T) {
 			monthly++
 		}
 		csvLine := recs[i+1]
+		// A newcomer could not tell meters apart ("1 Core" for Base VM,
+		// Windows VM and App Service), nor subscriptions (one cut prefix),
+		// nor whose a line was (a blank customer), nor why a line was 0.
+		if want := csvLine[col["MeterCategory"]] + " / " + csvLine[col["MeterSubCategory"]] + " / " + csvLine[col["MeterName"]]; meter != want {
+			t.Errorf("line %s: the page names the meter %q, want %q", r[1], meter, want)
+		}
+		if sub != csvLine[col["SubscriptionId"]] {
+			t.Errorf("line %s: the page shows subscription %q, the CSV %q", r[1], sub, csvLine[col["SubscriptionId"]])
+		}
+		if customer == "" {
+			t.Errorf("line %s: no customer shown", r[1])
+		}
+		if amount.IsZero() != (note != "") {
+			t.Errorf("line %s: amount %s with note %q: a zero amount, and only one, says why", r[1], amount, note)
+		}
 		if csvLine[col["LineNo"]] != r[1] || !money.MustQuantity(csvLine[col["Quantity"]]).Equal(qty) || csvLine[col["UnitOfMeasure"]] != unit ||
 			!money.MustQuantity(csvLine[col["UnitPrice"]]).Equal(price) || !money.MustQuantity(csvLine[col["Amount"]]).Equal(amount) {
 			t.Errorf("line %s differs: page %s %s × %s = %s; CSV %v", r[1], qty, unit, price, amount, csvLine)

@@ -474,7 +474,7 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04 UTC")
 	},
 	"day":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
-	"money": func(q money.Quantity, cur string) string { return billing.FormatAmount(q, cur) + " " + cur },
+	"money": func(q money.Quantity, cur string) string { return billing.FormatAmountGrouped(q, cur) + " " + cur },
 	"qty":   func(q money.Quantity) string { return q.String() },
 	"short": func(s string) string {
 		if len(s) > 13 {
