@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/demo"
 	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/money"
@@ -316,5 +317,34 @@ func TestPortalInvoicePageAddsUp(t *testing.T) {
 	}
 	if !strings.Contains(page, "Late usage") || !strings.Contains(page, "tier thresholds count") {
 		t.Fatal("the invoice page does not state its rules")
+	}
+}
+
+// TestPortalDeadEnds: pages offer no month that has not begun, and no menu
+// item that is empty by construction (a reseller's registrations).
+func TestPortalDeadEnds(t *testing.T) {
+	t.Parallel()
+	pw := newPortalWorld(t, "sqlite", 1)
+	now := pw.app.Clock.Now()
+	this, last, next := clock.Period(now), clock.Period(clock.MonthStart(now).AddDate(0, -1, 0)), clock.Period(clock.NextMonth(now))
+	fab := pw.signIn(t, pw.w.SignIn("fabrikam"))
+	for _, page := range []string{"/portal/invoices", "/portal/statements"} {
+		_, body := e2e.Call(t, fab, "GET", pw.url+page, "", "", nil)
+		if strings.Contains(body, "period="+next) || !strings.Contains(body, "period="+last) {
+			t.Errorf("%s in %s: links to the month that has not begun (%s) or not to the last (%s)", page, this, next, last)
+		}
+		_, body = e2e.Call(t, fab, "GET", pw.url+page+"?period="+last, "", "", nil)
+		if !strings.Contains(body, "period="+this) {
+			t.Errorf("%s?period=%s does not link on to %s", page, last, this)
+		}
+	}
+	_, body := e2e.Call(t, fab, "GET", pw.url+"/portal/", "", "", nil)
+	if !strings.Contains(body, `href="/portal/registrations"`) {
+		t.Error("a partner's menu lacks Registrations")
+	}
+	ts := pw.signIn(t, pw.w.SignIn("tailspin"))
+	_, body = e2e.Call(t, ts, "GET", pw.url+"/portal/", "", "", nil)
+	if strings.Contains(body, `href="/portal/registrations"`) {
+		t.Error("a reseller's menu offers Registrations, which it can never have")
 	}
 }

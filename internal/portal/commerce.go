@@ -532,9 +532,9 @@ func (p *Portal) invoices(w http.ResponseWriter, r *http.Request, s *session) er
 	if err != nil {
 		return err
 	}
-	start, _ := clock.ParsePeriod(period)
+	prev, next := p.periodNav(r.Context(), period)
 	p.render(w, r, s, "invoices", "Invoices", map[string]any{"Period": period, "Invoices": invs,
-		"Prev": clock.Period(start.AddDate(0, -1, 0)), "Next": clock.Period(start.AddDate(0, 1, 0)), "Operator": s.P.Role == auth.RoleOperator})
+		"Prev": prev, "Next": next, "Operator": s.P.Role == auth.RoleOperator})
 	return nil
 }
 
@@ -609,9 +609,22 @@ func (p *Portal) statements(w http.ResponseWriter, r *http.Request, s *session) 
 		cur = st.Currency
 		cost, amount, margin = cost.Add(st.Cost), amount.Add(st.Amount), margin.Add(st.Margin)
 	}
-	start, _ := clock.ParsePeriod(period)
+	prev, next := p.periodNav(ctx, period)
 	p.render(w, r, s, "statements", "Price books and statements", map[string]any{"Period": period, "Books": books, "Statements": sts,
-		"Currency": cur, "Cost": cost, "Amount": amount, "Margin": margin,
-		"Prev": clock.Period(start.AddDate(0, -1, 0)), "Next": clock.Period(start.AddDate(0, 1, 0))})
+		"Currency": cur, "Cost": cost, "Amount": amount, "Margin": margin, "Prev": prev, "Next": next})
 	return nil
+}
+
+// periodNav is the month before period and the month after it, the latter
+// "" when it has not begun: no page offers a month that has no usage yet.
+func (p *Portal) periodNav(ctx context.Context, period string) (prev, next string) {
+	start, err := clock.ParsePeriod(period)
+	if err != nil {
+		return "", ""
+	}
+	prev = clock.Period(start.AddDate(0, -1, 0))
+	if n := clock.NextMonth(start); !n.After(p.now(ctx)) {
+		next = clock.Period(n)
+	}
+	return prev, next
 }

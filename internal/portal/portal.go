@@ -274,7 +274,11 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 	case auth.RolePartner, auth.RoleReseller:
 		if p.commerce() {
 			add("/portal/customers", "Customers")
-			add("/portal/registrations", "Registrations")
+			if pr.Role == auth.RolePartner {
+				// Registrations live on a partner's own subscriptions; a
+				// reseller has none, so the page would always be empty.
+				add("/portal/registrations", "Registrations")
+			}
 			add("/portal/usage", "Usage")
 			if pr.Role == auth.RolePartner {
 				add("/portal/invoices", "Invoices")
