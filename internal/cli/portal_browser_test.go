@@ -279,6 +279,15 @@ func TestPortalInBrowser(t *testing.T) {
 		if msg := b.text("#error"); !strings.Contains(msg, c.code) || !strings.Contains(msg, c.guide) {
 			t.Errorf("%s: the form showed %q, want %s", c.k.Name, msg, c.code)
 		}
+		// The address bar is the page's, not the form's POST path, so a
+		// reload reads the page rather than posting again.
+		loc, err := chromedp.Run(b.ctx, chromedp.Location())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(loc, regPathOf(c.k)) {
+			t.Errorf("%s: after the failed form the address is %s, want the page's", c.k.Name, loc)
+		}
 		b.shot("error-" + c.code)
 	}
 	// The registration disappears while the form is open.
@@ -353,6 +362,14 @@ func TestPortalInBrowser(t *testing.T) {
 		t.Errorf("before approval: %q", got)
 	}
 	b.clickAndLoad(`#registrations form button`)
+	// One click asks; it does not approve.
+	if got := b.text("#confirm"); !strings.Contains(got, "lets its partner register end customers") {
+		t.Errorf("approval was not confirmed first: %q", got)
+	}
+	if reg, err := pw.app.Registrations.Get(ctx, fabrikam, unapproved); err != nil || reg.Approved {
+		t.Errorf("one click approved the registration: %v %+v", err, reg.Approved)
+	}
+	b.clickAndLoad(`#confirm-approve`)
 	if got := b.text("main"); !strings.Contains(got, "Approved") {
 		t.Errorf("after approval: %q", got)
 	}

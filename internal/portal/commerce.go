@@ -199,8 +199,19 @@ func (p *Portal) registrations(w http.ResponseWriter, r *http.Request, s *sessio
 	return nil
 }
 
+// approve approves a registration for multi-tenancy in two steps: the
+// first POST shows what approval lets the partner do and asks again; only
+// the confirmed POST approves, so one stray click changes nothing.
 func (p *Portal) approve(w http.ResponseWriter, r *http.Request, s *session) error {
 	k := registration.Key{SubscriptionID: r.PostFormValue("subscription"), ResourceGroup: r.PostFormValue("resourceGroup"), Name: r.PostFormValue("name")}
+	if r.PostFormValue("confirm") != "yes" {
+		reg, err := p.d.Registrations.Get(r.Context(), s.P, k)
+		if err != nil {
+			return err
+		}
+		p.render(w, r, s, "confirmapprove", "Approve "+reg.Key.Name+"?", map[string]any{"Reg": reg})
+		return nil
+	}
 	if _, err := p.d.Registrations.Approve(r.Context(), s.P, k, r.PostFormValue("approve") != "false"); err != nil {
 		return err
 	}

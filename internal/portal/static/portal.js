@@ -14,7 +14,7 @@
           labels: spec.labels,
           datasets: spec.datasets.map(function (d, i) {
             var c = palette[i % palette.length];
-            return { label: d.label, data: d.data, borderColor: c, backgroundColor: bar ? c : c + "33", pointRadius: 0, tension: 0.2, fill: false, borderWidth: 2 };
+            return { label: d.label, data: d.data, borderColor: c, backgroundColor: bar ? c : c + "33", pointRadius: 0, tension: 0, fill: false, borderWidth: 2 };
           })
         },
         options: {
@@ -27,5 +27,11 @@
       el.setAttribute("data-drawn", "true");
     });
   }
-  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", draw); } else { draw(); }
+  // A form that failed answers at its POST path; the address bar shows the
+  // page's own, so reloading it reads the page instead of posting again.
+  function settleURL() {
+    var el = document.querySelector("[data-replace-url]");
+    if (el && window.history && history.replaceState) { history.replaceState(null, "", el.getAttribute("data-replace-url")); }
+  }
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", draw); document.addEventListener("DOMContentLoaded", settleURL); } else { draw(); settleURL(); }
 })();
