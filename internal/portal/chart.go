@@ -39,11 +39,17 @@ type series struct {
 
 const maxSeries = 8
 
-// buildChart lays points out over buckets from..to of width step.
-func buildChart(id, title, unit, kind string, pts []point, from, to time.Time, step time.Duration, label func(string) string) chart {
+// buildChart lays points out over buckets from..to of width step. Buckets
+// that begin after now have no data yet: they are gaps, not zeros, so a
+// line does not seem to fall off a cliff at the current hour.
+func buildChart(id, title, unit, kind string, pts []point, from, to, now time.Time, step time.Duration, label func(string) string) chart {
 	c := chart{ID: id, Title: title, Unit: unit, Kind: kind}
 	idx := map[int64]int{}
+	known := 0 // buckets that have begun
 	for t := from; t.Before(to); t = t.Add(step) {
+		if !t.After(now) {
+			known++
+		}
 		idx[t.Unix()] = len(c.Labels)
 		if step >= 24*time.Hour {
 			c.Labels = append(c.Labels, t.Format("2006-01-02"))
@@ -101,7 +107,11 @@ func buildChart(id, title, unit, kind string, pts []point, from, to time.Time, s
 	}{Kind: kind, Unit: unit, Labels: c.Labels, Datasets: []ds{}}
 	for _, s := range c.Series {
 		d := ds{Label: s.Label}
-		for _, v := range s.Values {
+		for i, v := range s.Values {
+			if i >= known {
+				d.Data = append(d.Data, json.RawMessage("null"))
+				continue
+			}
 			d.Data = append(d.Data, json.RawMessage(v.String()))
 		}
 		out.Datasets = append(out.Datasets, d)

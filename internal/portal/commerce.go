@@ -371,7 +371,7 @@ func (p *Portal) ingestion(w http.ResponseWriter, r *http.Request, s *session) e
 			pts = append(pts, point{Bucket: x.Hour, Key: h.CloudID, Qty: money.FromInt(x.Records)})
 		}
 	}
-	c := buildChart("ingest", "Records received per hour, by stamp (cloudId)", "records", "bar", pts, since, clock.HourStart(now).Add(time.Hour), time.Hour, func(k string) string {
+	c := buildChart("ingest", "Records received per hour, by stamp (cloudId)", "records", "bar", pts, since, clock.HourStart(now).Add(time.Hour), now, time.Hour, func(k string) string {
 		return k
 	})
 	p.render(w, r, s, "ingestion", "Ingestion health", map[string]any{"Stamps": stamps, "Chart": c})
@@ -490,7 +490,7 @@ func (p *Portal) commerceUsage(w http.ResponseWriter, r *http.Request, s *sessio
 	if m := meters[sel]; m != nil {
 		unit, title = m.Unit, m.Name
 	}
-	c := buildChart("usage", title+" per day, by customer", unit, "line", pts, rg.From, rg.To, 24*time.Hour, func(k string) string { return custName[k] })
+	c := buildChart("usage", title+" per day, by customer", unit, "line", pts, rg.From, rg.To, p.now(r.Context()), 24*time.Hour, func(k string) string { return custName[k] })
 	var custOpts []customerOpt
 	seen := map[string]bool{}
 	for _, key := range owner {

@@ -18,7 +18,8 @@ func TestBuildChartKeepsTopSeriesAndSumsTheRest(t *testing.T) {
 	}
 	pts = append(pts, point{Bucket: from.Add(24 * time.Hour), Key: string(rune('a' + 12)), Qty: money.MustQuantity("0.5")})
 	pts = append(pts, point{Bucket: from.Add(10 * 24 * time.Hour), Key: "outside", Qty: money.FromInt(99)}) // outside the range: ignored
-	c := buildChart("x", "t", "u", "line", pts, from, from.Add(3*24*time.Hour), 24*time.Hour, func(k string) string { return "L" + k })
+	// Day 2 has not begun: it is a gap, not a zero.
+	c := buildChart("x", "t", "u", "line", pts, from, from.Add(3*24*time.Hour), from.Add(36*time.Hour), 24*time.Hour, func(k string) string { return "L" + k })
 	if len(c.Labels) != 3 || c.Labels[0] != "2026-11-01" {
 		t.Fatalf("labels %v", c.Labels)
 	}
@@ -35,11 +36,32 @@ func TestBuildChartKeepsTopSeriesAndSumsTheRest(t *testing.T) {
 	}
 	var spec struct {
 		Datasets []struct {
-			Data []json.Number `json:"data"`
+			Data []*json.Number `json:"data"`
 		} `json:"datasets"`
 	}
-	if err := json.Unmarshal([]byte(c.JSON), &spec); err != nil || spec.Datasets[0].Data[1] != "0.5" {
+	if err := json.Unmarshal([]byte(c.JSON), &spec); err != nil || *spec.Datasets[0].Data[1] != "0.5" || *spec.Datasets[1].Data[1] != "0" || spec.Datasets[0].Data[2] != nil {
 		t.Fatalf("chart JSON %s: %v", c.JSON, err)
+	}
+}
+
+// TestResourceLabels: resources are named by the shortest suffix that tells
+// them apart (the review found "…/virtualMachines/vm0" twice in a legend).
+func TestResourceLabels(t *testing.T) {
+	const a, b = "/subscriptions/aaaa/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm0",
+		"/subscriptions/aaaa/resourceGroups/rg2/providers/Microsoft.Compute/virtualMachines/vm0"
+	const c, d = "/subscriptions/bbbb/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm0",
+		"/subscriptions/aaaa/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm7"
+	label := resourceLabels([]point{{Key: a}, {Key: b}, {Key: c}, {Key: d}, {Key: ""}})
+	want := map[string]string{a: a, c: c, b: "rg2/Microsoft.Compute/virtualMachines/vm0", d: "Microsoft.Compute/virtualMachines/vm7", "": "(no resource)"}
+	seen := map[string]bool{}
+	for k, w := range want {
+		if got := label(k); got != w {
+			t.Errorf("label(%q) = %q, want %q", k, got, w)
+		}
+		if seen[label(k)] {
+			t.Errorf("label %q names two resources", label(k))
+		}
+		seen[label(k)] = true
 	}
 }
 

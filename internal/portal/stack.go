@@ -101,8 +101,9 @@ type explorer struct {
 }
 
 // explore reads the explorer's parameters and charts usage of subs (nil:
-// every subscription on the stack) for one meter.
-func (p *Portal) explore(r *http.Request, subs []string, allowBy bool) (explorer, error) {
+// every subscription on the stack) for one meter; subNames names the
+// subscriptions in the legend as the page's picker does.
+func (p *Portal) explore(r *http.Request, subs []string, subNames map[string]string, allowBy bool) (explorer, error) {
 	ctx := r.Context()
 	q := r.URL.Query()
 	e := explorer{Granularity: "Daily", By: "subscription"}
@@ -191,7 +192,12 @@ func (p *Portal) explore(r *http.Request, subs []string, allowBy bool) (explorer
 	for i, x := range pts {
 		cp[i] = point{Bucket: x.Bucket, Key: x.Key, Qty: x.Quantity}
 	}
-	label := func(k string) string { return k }
+	label := func(k string) string {
+		if n := subNames[k]; n != "" {
+			return n + " (" + k[:min(8, len(k))] + "…)"
+		}
+		return k
+	}
 	title, unit := "Usage by meter", ""
 	if e.By == "meter" {
 		label = func(k string) string {
@@ -205,17 +211,9 @@ func (p *Portal) explore(r *http.Request, subs []string, allowBy bool) (explorer
 		title, unit = m.Name+" by "+e.By, m.Unit
 	}
 	if e.By == "resource" {
-		label = func(k string) string {
-			if k == "" {
-				return "(no resource)"
-			}
-			if i := strings.LastIndex(k, "/providers/"); i >= 0 {
-				return k[i+len("/providers/"):]
-			}
-			return k
-		}
+		label = resourceLabels(cp)
 	}
-	e.Chart = buildChart("explorer", title, unit, "line", cp, clockBucket(rg.From, step), rg.To, step, label)
+	e.Chart = buildChart("explorer", title, unit, "line", cp, clockBucket(rg.From, step), rg.To, p.now(ctx), step, label)
 	return e, nil
 }
 
@@ -241,7 +239,11 @@ func (p *Portal) stackUsage(w http.ResponseWriter, r *http.Request, s *session) 
 		}
 		subs = []string{strings.ToLower(id)}
 	}
-	e, err := p.explore(r, subs, true)
+	names := map[string]string{}
+	for _, x := range all {
+		names[strings.ToLower(x.SubscriptionID)] = x.DisplayName
+	}
+	e, err := p.explore(r, subs, names, true)
 	if err != nil {
 		return err
 	}
@@ -266,7 +268,7 @@ func (p *Portal) stackBridge(w http.ResponseWriter, r *http.Request, s *session)
 	for _, h := range hours {
 		pts = append(pts, point{Bucket: h.Hour, Key: "forwarded", Qty: money.FromInt(h.Records)})
 	}
-	c := buildChart("forwarded", "Records forwarded per hour (last 48 hours)", "records", "bar", pts, since, clock.HourStart(now).Add(time.Hour), time.Hour,
+	c := buildChart("forwarded", "Records forwarded per hour (last 48 hours)", "records", "bar", pts, since, clock.HourStart(now).Add(time.Hour), now, time.Hour,
 		func(string) string { return "records forwarded" })
 	p.render(w, r, s, "bridge", "Bridge", map[string]any{"Status": st, "Chart": c})
 	return nil
@@ -276,7 +278,7 @@ func (p *Portal) stackBridge(w http.ResponseWriter, r *http.Request, s *session)
 func tenantSub(s *session) string { return strings.ToLower(s.P.SubscriptionID) }
 
 func (p *Portal) myUsage(w http.ResponseWriter, r *http.Request, s *session) error {
-	e, err := p.explore(r, []string{tenantSub(s)}, false)
+	e, err := p.explore(r, []string{tenantSub(s)}, nil, false)
 	if err != nil {
 		return err
 	}
@@ -328,4 +330,53 @@ func (p *Portal) myUsageCSV(w http.ResponseWriter, r *http.Request, s *session) 
 func preferredMeter(name, unit string) bool {
 	n, u := strings.ToLower(name), strings.ToLower(unit)
 	return strings.Contains(n, "base vm") || strings.Contains(n, "vcpu") || (strings.Contains(u, "core hour") && strings.Contains(n, "vm"))
+}
+
+// resourceLabels names each resource of a chart by its shortest unambiguous
+// suffix: its type and name ("Microsoft.Compute/virtualMachines/vm0")
+// when that is unique among the chart's resources, else with its resource
+// group, else with its subscription too.
+func resourceLabels(pts []point) func(string) string {
+	keys := map[string]bool{}
+	for _, pt := range pts {
+		keys[pt.Key] = true
+	}
+	// levels: provider suffix, resource group + suffix, the whole URI.
+	level := func(k string, n int) string {
+		if k == "" {
+			return "(no resource)"
+		}
+		i := strings.LastIndex(k, "/providers/")
+		if i < 0 || n == 2 {
+			return k
+		}
+		suffix := k[i+len("/providers/"):]
+		if n == 0 {
+			return suffix
+		}
+		if j := strings.Index(strings.ToLower(k), "/resourcegroups/"); j >= 0 && j < i {
+			return k[j+len("/resourceGroups/"):i] + "/" + suffix
+		}
+		return k
+	}
+	labels := map[string]string{}
+	for n := 0; n < 3 && len(labels) < len(keys); n++ {
+		count := map[string]int{}
+		for k := range keys {
+			if _, done := labels[k]; !done {
+				count[level(k, n)]++
+			}
+		}
+		for k := range keys {
+			if _, done := labels[k]; !done && (count[level(k, n)] == 1 || n == 2) {
+				labels[k] = level(k, n)
+			}
+		}
+	}
+	return func(k string) string {
+		if l, ok := labels[k]; ok {
+			return l
+		}
+		return level(k, 2)
+	}
 }
