@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -346,5 +347,66 @@ func TestPortalDeadEnds(t *testing.T) {
 	_, body = e2e.Call(t, ts, "GET", pw.url+"/portal/", "", "", nil)
 	if strings.Contains(body, `href="/portal/registrations"`) {
 		t.Error("a reseller's menu offers Registrations, which it can never have")
+	}
+}
+
+// TestPortalRemoveTenant: a partner removes an end customer in the portal,
+// confirming first; without the CSRF field, or as a reseller on its
+// provider's registration, nothing changes.
+func TestPortalRemoveTenant(t *testing.T) {
+	t.Parallel()
+	pw := newPortalWorld(t, "sqlite", 1)
+	ctx := t.Context()
+	reg := "/portal/registrations/" + demo.FabrikamCSPSS + "/" + demo.ResourceGroup + "/" + demo.RegName
+	live := func() []string {
+		cs, _, err := pw.app.Registrations.ListCustomerSubscriptions(ctx, auth.Principal{Role: auth.RoleOperator, TokenID: "t"}, pw.w.RegKey, "", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, c := range cs {
+			ids = append(ids, c.ID)
+		}
+		return ids
+	}
+	before := live()
+	if len(before) == 0 {
+		t.Fatal("the demo registered no tenants")
+	}
+	victim := before[0]
+	remove := reg + "/customers/" + victim + "/remove"
+	post := func(c *http.Client, page string, form url.Values) (int, string) {
+		t.Helper()
+		_, p := e2e.Call(t, c, "GET", pw.url+page, "", "", nil)
+		if m := csrfField.FindStringSubmatch(p); m != nil && form.Get("csrf") == "" {
+			form.Set("csrf", m[1])
+		}
+		resp, err := (&http.Client{Jar: c.Jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).PostForm(pw.url+remove, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b) + resp.Header.Get("Location")
+	}
+	fab := pw.signIn(t, pw.w.SignIn("fabrikam"))
+	if code, _ := post(fab, reg, url.Values{"csrf": {"forged"}, "confirm": {"yes"}}); code != http.StatusForbidden || len(live()) != len(before) {
+		t.Fatalf("without CSRF: %d, %d tenants (had %d)", code, len(live()), len(before))
+	}
+	ts := pw.signIn(t, pw.w.SignIn("tailspin"))
+	if code, _ := post(ts, "/portal/customers", url.Values{"confirm": {"yes"}}); code != http.StatusNotFound || len(live()) != len(before) {
+		t.Fatalf("a reseller removing from its provider's registration: %d, %d tenants (had %d); want 404 and no change", code, len(live()), len(before))
+	}
+	code, body := post(fab, reg, url.Values{})
+	if code != http.StatusOK || !strings.Contains(body, `id="confirm-remove"`) || len(live()) != len(before) {
+		t.Fatalf("the first click: %d, %d tenants (had %d); want the confirmation and no change", code, len(live()), len(before))
+	}
+	code, body = post(fab, reg, url.Values{"confirm": {"yes"}})
+	if code != http.StatusSeeOther || !strings.Contains(body, "removed="+victim) || slices.Contains(live(), victim) || len(live()) != len(before)-1 {
+		t.Fatalf("confirmed: %d %q; tenants %v", code, body, live())
+	}
+	_, page := e2e.Call(t, fab, "GET", pw.url+reg+"?removed="+victim, "", "", nil)
+	if !strings.Contains(page, `id="removed"`) {
+		t.Error("the registration page does not say what was removed")
 	}
 }

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ func (p *Portal) routes() {
 		p.page("POST /portal/registrations/approve", auth.Operators, p.approve)
 		p.page("GET /portal/registrations/{sub}/{rg}/{name}", auth.Commerce, p.registration)
 		p.page("POST /portal/registrations/{sub}/{rg}/{name}/customers", auth.Commerce, p.addCustomer)
+		p.page("POST /portal/registrations/{sub}/{rg}/{name}/customers/{cs}/remove", auth.Commerce, p.removeCustomer)
 		p.page("GET /portal/pricing", auth.BillTo, p.pricing)
 		p.page("GET /portal/ingestion", auth.Operators, p.ingestion)
 		p.page("GET /portal/usage", auth.Commerce, p.commerceUsage)
@@ -233,11 +235,11 @@ type tenantRow struct {
 type addForm struct {
 	CustomerSubscription, TenantID string
 	Error                          *viewError
-	Added                          string
+	Added, Removed                 string
 }
 
 func (p *Portal) registration(w http.ResponseWriter, r *http.Request, s *session) error {
-	return p.showRegistration(w, r, s, addForm{Added: r.URL.Query().Get("added")}, http.StatusOK)
+	return p.showRegistration(w, r, s, addForm{Added: r.URL.Query().Get("added"), Removed: r.URL.Query().Get("removed")}, http.StatusOK)
 }
 
 func (p *Portal) showRegistration(w http.ResponseWriter, r *http.Request, s *session, form addForm, status int) error {
@@ -315,6 +317,32 @@ func (p *Portal) addCustomer(w http.ResponseWriter, r *http.Request, s *session)
 		return p.showRegistration(w, r, s, form, ve.Status)
 	}
 	http.Redirect(w, r, regPath(k)+"?added="+cs.ID, http.StatusSeeOther)
+	return nil
+}
+
+// removeCustomer removes an end customer's registration (the customer
+// subscription's mapping) in two steps, as approval does: the first POST
+// says what removal changes and asks again. From the next hour, the tenant's
+// usage is charged to the registration's default subscription.
+func (p *Portal) removeCustomer(w http.ResponseWriter, r *http.Request, s *session) error {
+	k := registration.Key{SubscriptionID: r.PathValue("sub"), ResourceGroup: r.PathValue("rg"), Name: r.PathValue("name")}
+	cs := r.PathValue("cs")
+	m, err := p.d.Registrations.GetCustomerSubscription(r.Context(), s.P, k, cs)
+	if err != nil {
+		return err
+	}
+	if r.PostFormValue("confirm") != "yes" {
+		reg, err := p.d.Registrations.Get(r.Context(), s.P, k)
+		if err != nil {
+			return err
+		}
+		p.render(w, r, s, "confirmremove", "Remove "+m.ID+"?", map[string]any{"Reg": reg, "Mapping": m})
+		return nil
+	}
+	if _, err := p.d.Registrations.DeleteCustomerSubscription(r.Context(), s.P, k, cs, registration.Precondition{}); err != nil {
+		return err
+	}
+	http.Redirect(w, r, regPath(k)+"?removed="+url.QueryEscape(m.ID), http.StatusSeeOther)
 	return nil
 }
 
