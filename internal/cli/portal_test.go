@@ -410,3 +410,40 @@ func TestPortalRemoveTenant(t *testing.T) {
 		t.Error("the registration page does not say what was removed")
 	}
 }
+
+// TestPortalStatementOpens: a statement opens to its lines, which add up to
+// the total the list shows; another's account answers as missing.
+func TestPortalStatementOpens(t *testing.T) {
+	t.Parallel()
+	pw := newPortalWorld(t, "sqlite", 2)
+	fab := pw.signIn(t, pw.w.SignIn("fabrikam"))
+	_, list := e2e.Call(t, fab, "GET", pw.url+"/portal/statements", "", "", nil)
+	links := regexp.MustCompile(`href="(/portal/statements/([^?"]+)\?period=[0-9-]+)"`).FindAllStringSubmatch(list, -1)
+	if len(links) == 0 {
+		t.Fatal("the statements page links to no statement")
+	}
+	charged := regexp.MustCompile(`<td class="num">[^<]*</td><td class="num">[^<]*</td><td class="num">([0-9.,]+) [A-Z]{3}</td><td class="num">[^<]*</td><td class="num">[^<]*</td><td>`)
+	for _, l := range links {
+		resp, page := e2e.Call(t, fab, "GET", pw.url+html.UnescapeString(l[1]), "", "", nil)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(page, `id="statementlines"`) {
+			t.Fatalf("%s: %d", l[1], resp.StatusCode)
+		}
+		sum, rows := money.Zero, charged.FindAllStringSubmatch(page, -1)
+		if len(rows) == 0 {
+			t.Fatalf("%s: no lines", l[2])
+		}
+		for _, m := range rows {
+			sum = sum.Add(money.MustQuantity(strings.ReplaceAll(m[1], ",", "")))
+		}
+		total := regexp.MustCompile(`<dd id="charged">([0-9.,]+) [A-Z]{3}</dd>`).FindStringSubmatch(page)
+		if total == nil || !sum.Equal(money.MustQuantity(strings.ReplaceAll(total[1], ",", ""))) {
+			t.Errorf("%s: lines sum to %s, the statement says %v", l[2], sum, total)
+		}
+	}
+	ts := pw.signIn(t, pw.w.SignIn("tailspin"))
+	for _, l := range links {
+		if resp, _ := e2e.Call(t, ts, "GET", pw.url+html.UnescapeString(l[1]), "", "", nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("the reseller opened its provider's statement of %s: %d", l[2], resp.StatusCode)
+		}
+	}
+}

@@ -37,6 +37,7 @@ func (p *Portal) routes() {
 		p.page("GET /portal/invoices/{number}/download", auth.BillTo, p.invoiceDownload)
 		p.page("GET /portal/reconciliation", auth.BillTo, p.reconciliation)
 		p.page("GET /portal/statements", auth.Partners, p.statements)
+		p.page("GET /portal/statements/{account}", auth.Partners, p.statement)
 	}
 	if p.stack() {
 		p.page("GET /portal/stack/tenants", auth.StackOperators, p.stackTenants)
@@ -666,4 +667,33 @@ func (p *Portal) periodNav(ctx context.Context, period string) (prev, next strin
 		next = clock.Period(n)
 	}
 	return prev, next
+}
+
+// statement is one account's statement for a period, line by line: what the
+// account is charged for each subscription and meter, at what price and on
+// what basis, beside the owner's cost.
+func (p *Portal) statement(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	period := r.URL.Query().Get("period")
+	if period == "" {
+		period = clock.Period(p.now(ctx))
+	}
+	if _, err := clock.ParsePeriod(period); err != nil {
+		return arm.InvalidRequest("period", "'%s' is not a billing period (YYYY-MM).", period)
+	}
+	sts, err := p.d.Billing.Statements(ctx, s.P, s.P.PartnerID, period)
+	if err != nil {
+		return err
+	}
+	account := r.PathValue("account")
+	for _, st := range sts {
+		if st.Account == account {
+			prev, next := p.periodNav(ctx, period)
+			p.render(w, r, s, "statement", "Statement "+st.AccountName+" "+period, map[string]any{"St": st, "Prev": prev, "Next": next})
+			return nil
+		}
+	}
+	// An account outside the caller's statements, or without usage in the
+	// period, answers as one that does not exist.
+	return arm.Errorf(arm.NotFound, "StatementNotFound", "No statement for account '%s' in %s among your customers and resellers.", account, period)
 }
