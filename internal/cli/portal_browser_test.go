@@ -234,6 +234,12 @@ func TestPortalInBrowser(t *testing.T) {
 		if nav := b.text("nav.side"); !strings.Contains(nav, c.nav) {
 			t.Errorf("%s's navigation %q lacks %q", c.key, nav, c.nav)
 		}
+		if commerce := c.key != "stack-operator" && c.key != "tenant"; commerce {
+			// Billing roles land on the month so far.
+			if kpis := b.text("main"); !strings.Contains(kpis, "Forecast to month end") && !strings.Contains(kpis, "No charges yet") {
+				t.Errorf("%s does not land on the overview: %.200q", c.key, kpis)
+			}
+		}
 		b.shot("signed-in-" + c.key)
 	}
 

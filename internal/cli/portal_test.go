@@ -12,8 +12,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/demo"
 	"github.com/stackbill/stackbill/internal/e2e"
@@ -445,5 +447,45 @@ func TestPortalStatementOpens(t *testing.T) {
 		if resp, _ := e2e.Call(t, ts, "GET", pw.url+html.UnescapeString(l[1]), "", "", nil); resp.StatusCode != http.StatusNotFound {
 			t.Errorf("the reseller opened its provider's statement of %s: %d", l[2], resp.StatusCode)
 		}
+	}
+}
+
+// TestPortalOverview: the first page of a partner is what the month has
+// come to, and the figure is its invoice's; a reseller's is what it charges
+// its customers; a tenant has none.
+func TestPortalOverview(t *testing.T) {
+	t.Parallel()
+	pw := newPortalWorld(t, "sqlite", 2)
+	ctx := t.Context()
+	fab := pw.signIn(t, pw.w.SignIn("fabrikam"))
+	resp, page := e2e.Call(t, fab, "GET", pw.url+"/portal/", "", "", nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, `id="kpis"`) {
+		t.Fatalf("a partner's first page is not the overview: %d", resp.StatusCode)
+	}
+	now := pw.app.Clock.Now()
+	invs, err := pw.app.Billing.Invoices(ctx, auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "t"}, clock.Period(now))
+	if err != nil || len(invs) != 1 {
+		t.Fatalf("invoices: %v %d", err, len(invs))
+	}
+	soFar := billing.FormatAmountGrouped(invs[0].Total, invs[0].Currency) + " " + invs[0].Currency
+	if !strings.Contains(page, `<div class="value">`+soFar+`</div>`) {
+		t.Errorf("the overview does not show the invoice's %s", soFar)
+	}
+	start := clock.MonthStart(now)
+	forecast := invs[0].Total.MulFrac(int64(clock.NextMonth(now).Sub(start)/time.Second), int64(now.Sub(start)/time.Second), 2)
+	if !strings.Contains(page, billing.FormatAmountGrouped(forecast, invs[0].Currency)) {
+		t.Errorf("the overview's forecast is not the run rate %s", forecast)
+	}
+	if !strings.Contains(page, `id="top"`) || !strings.Contains(page, "/portal/invoices/"+invs[0].Number) {
+		t.Error("the overview lists no customers linked to the invoice")
+	}
+	ts := pw.signIn(t, pw.w.SignIn("tailspin"))
+	_, page = e2e.Call(t, ts, "GET", pw.url+"/portal/overview", "", "", nil)
+	if !strings.Contains(page, "what you charge your customers") || !strings.Contains(page, "/portal/statements/") {
+		t.Error("a reseller's overview is not its statements")
+	}
+	ten := pw.signIn(t, pw.w.SignIn("tenant"))
+	if resp, _ := e2e.Call(t, ten, "GET", pw.url+"/portal/overview", "", "", nil); resp.StatusCode == http.StatusOK {
+		t.Error("a tenant sees CSP billing on the overview")
 	}
 }

@@ -22,6 +22,7 @@ import (
 func (p *Portal) routes() {
 	p.page("GET /portal/", auth.Anyone, p.home)
 	if p.commerce() {
+		p.page("GET /portal/overview", auth.Commerce, p.overview)
 		p.page("GET /portal/partners", auth.Operators, p.partners)
 		p.page("GET /portal/customers", auth.Commerce, p.customers)
 		p.page("GET /portal/registrations", auth.Commerce, p.registrations)

@@ -257,6 +257,7 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 	switch pr.Role {
 	case auth.RoleOperator:
 		if p.commerce() {
+			add("/portal/overview", "Overview")
 			add("/portal/partners", "Partners")
 			add("/portal/customers", "Customers")
 			add("/portal/registrations", "Registrations")
@@ -273,6 +274,7 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 		}
 	case auth.RolePartner, auth.RoleReseller:
 		if p.commerce() {
+			add("/portal/overview", "Overview")
 			add("/portal/customers", "Customers")
 			if pr.Role == auth.RolePartner {
 				// Registrations live on a partner's own subscriptions; a

@@ -1,0 +1,135 @@
+package portal
+
+import (
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/money"
+)
+
+// overviewTotal is one currency's month so far, beside last month.
+type overviewTotal struct {
+	Currency          string
+	SoFar, LastMonth  money.Quantity
+	Forecast          money.Quantity
+	Change            string // forecast against last month, "" when last month had none
+	Rising, HasChange bool
+	HadLast           bool // whether last month had anything to show
+}
+
+// overviewAccount is one of the accounts with the most charges so far.
+type overviewAccount struct {
+	Name, Href, Currency string
+	Amount               money.Quantity
+}
+
+// overview is the first page a partner, reseller or operator sees: what the
+// month has come to so far, where it is heading, and who it comes from.
+func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) error {
+	ctx := r.Context()
+	now := p.now(ctx)
+	period, last := clock.Period(now), clock.Period(clock.MonthStart(now).AddDate(0, 0, -1))
+	totals := map[string]*overviewTotal{}
+	total := func(cur string) *overviewTotal {
+		if totals[cur] == nil {
+			totals[cur] = &overviewTotal{Currency: cur, SoFar: money.Zero, LastMonth: money.Zero}
+		}
+		return totals[cur]
+	}
+	byAccount := map[[2]string]*overviewAccount{}
+	add := func(name, href, cur string, amount money.Quantity) {
+		k := [2]string{name, cur}
+		if byAccount[k] == nil {
+			byAccount[k] = &overviewAccount{Name: name, Href: href, Currency: cur, Amount: money.Zero}
+		}
+		byAccount[k].Amount = byAccount[k].Amount.Add(amount)
+	}
+	basis := "your invoices for the period (drafts until the month is finalized)"
+	if s.P.Role == auth.RoleReseller {
+		// A reseller is not invoiced by stackbill: its figures are what it
+		// charges its customers, from its price book.
+		basis = "what you charge your customers, from your price book (statements)"
+		for i, per := range []string{period, last} {
+			sts, err := p.d.Billing.Statements(ctx, s.P, s.P.PartnerID, per)
+			if err != nil {
+				return err
+			}
+			for _, st := range sts {
+				t := total(st.Currency)
+				if i == 0 {
+					t.SoFar = t.SoFar.Add(st.Amount)
+					add(st.AccountName, "/portal/statements/"+st.Account+"?period="+per, st.Currency, st.Amount)
+				} else {
+					t.LastMonth, t.HadLast = t.LastMonth.Add(st.Amount), true
+				}
+			}
+		}
+	} else {
+		for i, per := range []string{period, last} {
+			invs, err := p.d.Billing.Invoices(ctx, s.P, per)
+			if err != nil {
+				return err
+			}
+			for _, inv := range invs {
+				t := total(inv.Currency)
+				if i == 1 {
+					t.LastMonth, t.HadLast = t.LastMonth.Add(inv.Total), true
+					continue
+				}
+				t.SoFar = t.SoFar.Add(inv.Total)
+				if s.P.Role == auth.RoleOperator {
+					add(inv.PartnerName, "/portal/invoices/"+inv.Number, inv.Currency, inv.Total)
+					continue
+				}
+				for _, sec := range inv.Sections {
+					for _, l := range sec.Lines {
+						add(l.CustomerLabel(), "/portal/invoices/"+inv.Number, inv.Currency, l.Amount)
+					}
+				}
+			}
+		}
+	}
+	// The forecast is the month's run rate so far: the total divided by the
+	// share of the month's hours that have passed.
+	start, end := clock.MonthStart(now), clock.NextMonth(now)
+	elapsed := now.Sub(start)
+	var rows []overviewTotal
+	for _, t := range totals {
+		t.Forecast = t.SoFar
+		if elapsed >= time.Hour {
+			minor, _ := billing.MinorUnits(t.Currency)
+			t.Forecast = t.SoFar.MulFrac(int64(end.Sub(start)/time.Second), int64(elapsed/time.Second), minor)
+		}
+		if !t.LastMonth.IsZero() {
+			pct := t.Forecast.Sub(t.LastMonth).Mul(money.FromInt(100)).Div(t.LastMonth, 0)
+			t.Change, t.HasChange, t.Rising = pct.String()+" %", true, pct.Sign() > 0
+			if t.Rising {
+				t.Change = "+" + t.Change
+			}
+		}
+		rows = append(rows, *t)
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Currency < rows[j].Currency })
+	var top []overviewAccount
+	for _, a := range byAccount {
+		if !a.Amount.IsZero() {
+			top = append(top, *a)
+		}
+	}
+	sort.Slice(top, func(i, j int) bool {
+		if c := top[i].Amount.Cmp(top[j].Amount); c != 0 {
+			return c > 0
+		}
+		return top[i].Name < top[j].Name
+	})
+	if len(top) > 5 {
+		top = top[:5]
+	}
+	p.render(w, r, s, "overview", "Overview", map[string]any{"Period": period, "Last": last, "Totals": rows, "Top": top, "Basis": basis,
+		"Day": int(elapsed/(24*time.Hour)) + 1, "MonthDays": int(end.Sub(start) / (24 * time.Hour)), "Operator": s.P.Role == auth.RoleOperator})
+	return nil
+}
