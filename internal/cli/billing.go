@@ -193,14 +193,18 @@ func runInvoice(ctx context.Context, env Env, args []string) error {
 	}
 	fs := newFlags(env, "billing invoice "+what)
 	mk := clientFlags(fs, env)
-	per := fs.String("period", "", "billing period, YYYY-MM")
+	per := fs.String("period", "", "billing period, YYYY-MM (default: the server's current period)")
 	format := fs.String("format", "json", "json, csv or html")
 	if err := fs.Parse(rest); err != nil {
 		return err
 	}
 	if what == "list" {
 		if *per == "" {
-			return usagef("--period is required")
+			p, err := mk().period(ctx)
+			if err != nil {
+				return err
+			}
+			*per = p
 		}
 		var out struct{ Value []billing.Invoice }
 		if _, err := mk().do(ctx, "GET", "/v1/billing/invoices?period="+url.QueryEscape(*per), nil, &out); err != nil {

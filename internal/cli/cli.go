@@ -61,6 +61,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	case len(args) == 0:
 		printUsage(stderr, cmds)
 		return 2
+	case (args[0] == "help" && len(args) > 1) || (args[0] == "--help" && len(args) > 1):
+		// "stackbill help tenant add" is "stackbill tenant add -h".
+		args = append(append([]string{}, args[1:]...), "-h")
 	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
 		printUsage(stdout, cmds)
 		return 0
@@ -104,7 +107,7 @@ func printUsage(w io.Writer, cmds map[string]command) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-13s %s\n", n, cmds[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'stackbill <command> -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'stackbill help <command>' (or 'stackbill <command> -h') for a command's flags and examples; 'stackbill --version' for the version.")
 }
 
 type usageError struct{ msg string }

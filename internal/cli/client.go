@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/registration"
 )
 
@@ -112,4 +113,20 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// period is the server's current billing period, from the time /healthz
+// reports (the server's clock, which a simulated clock may run ahead of
+// this machine's).
+func (c *client) period(ctx context.Context) (string, error) {
+	var h struct {
+		Time time.Time `json:"time"`
+	}
+	if _, err := c.do(ctx, "GET", "/healthz", nil, &h); err != nil {
+		return "", err
+	}
+	if h.Time.IsZero() {
+		return "", fmt.Errorf("the server at %s did not say what time it is; give --period", c.base)
+	}
+	return clock.Period(h.Time), nil
 }

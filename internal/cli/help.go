@@ -32,7 +32,11 @@ var examples = map[string][]string{
 		"stackbill registration approve --subscription 11111111-0000-4000-8000-000000000001 --resource-group azurestack --name my-stack",
 	},
 	"registration activation-key": {
-		"KEY=$(stackbill registration activation-key --subscription 11111111-0000-4000-8000-000000000001 \\\n      --resource-group azurestack --name my-stack)\nstackbill stack activate --commerce-url http://127.0.0.1:8080 \"$KEY\"",
+		"stackbill registration activation-key --subscription 11111111-0000-4000-8000-000000000001 \\\n      --resource-group azurestack --name my-stack > activation.key\nstackbill stack activate --commerce-url http://127.0.0.1:8080 --key-file activation.key",
+	},
+	"stack activate": {
+		"stackbill stack activate --commerce-url http://127.0.0.1:8080 --key-file activation.key",
+		"printf %s \"$KEY\" | stackbill stack activate --key-file -     # the secret stays off the command line",
 	},
 	"token create": {
 		"stackbill token create --role partner --partner contoso",

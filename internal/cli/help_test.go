@@ -21,6 +21,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"tenant", "-h"}, 0, []string{"usage: stackbill tenant <add|show|list|remove>", "stackbill tenant <subcommand> -h"}},
 		{[]string{"registration", "--help"}, 0, []string{"usage: stackbill registration <create|"}},
 		{[]string{"tenant", "add", "-h"}, 0, []string{"usage: stackbill tenant add [flags]", "  --tenant string", "examples:", "stackbill tenant add --subscription"}},
+		{[]string{"help", "tenant", "add"}, 0, []string{"usage: stackbill tenant add [flags]", "examples:"}},
+		{[]string{"help", "stack", "activate"}, 0, []string{"  --key-file string"}},
 		{[]string{"tenant"}, 2, nil},
 		{[]string{}, 2, nil},
 	}

@@ -25,7 +25,7 @@ func (f *regFlags) bind(fs *flag.FlagSet, nameFlag string) {
 
 func (f *regFlags) check(nameFlag string) error {
 	if f.subscription == "" || f.resourceGroup == "" || f.name == "" {
-		return usagef("--subscription, --resource-group and --%s are required", nameFlag)
+		return usagef("--subscription and --%s are required (--resource-group defaults to azurestack)", nameFlag)
 	}
 	return nil
 }

@@ -24,7 +24,7 @@ func runStack(ctx context.Context, env Env, args []string) error {
 	}
 	fs := newFlags(env, "stack "+verb)
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
-	var model, agreement, usageReporting, commerceURL, commerceCA string
+	var model, agreement, usageReporting, commerceURL, commerceCA, keyFile string
 	switch verb {
 	case "registration-token":
 		fs.StringVar(&model, "billing-model", "", "PayAsYouUse, Capacity, Development or Custom")
@@ -33,6 +33,7 @@ func runStack(ctx context.Context, env Env, args []string) error {
 	case "activate":
 		fs.StringVar(&commerceURL, "commerce-url", env.Getenv("STACKBILL_COMMERCE_URL"), "commerce's URL, to fetch the keys that sign activation keys (env STACKBILL_COMMERCE_URL); default: this installation's own commerce")
 		fs.StringVar(&commerceCA, "commerce-ca", "", "PEM file of the CAs to trust for commerce's certificate (default: the system's roots)")
+		fs.StringVar(&keyFile, "key-file", "", "read the activation key from this file, or from stdin with -, so the secret stays off the command line and out of shell history")
 	}
 	if err := fs.Parse(rest); err != nil {
 		return err
@@ -62,14 +63,24 @@ func runStack(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintln(env.Stdout, tok)
 		return nil
 	case "activate":
-		if fs.NArg() != 1 {
-			return usagef("usage: stackbill stack activate [--commerce-url URL] ACTIVATION_KEY")
+		var key string
+		switch {
+		case keyFile != "" && fs.NArg() == 0:
+			b, err := readFileArg(env, keyFile)
+			if err != nil {
+				return usagef("--key-file: %v", err)
+			}
+			key = string(b)
+		case keyFile == "" && fs.NArg() == 1:
+			key = fs.Arg(0)
+		default:
+			return usagef("usage: stackbill stack activate [--commerce-url URL] (--key-file FILE|- | ACTIVATION_KEY)")
 		}
 		keys, err := commerceKeys(ctx, app, commerceURL, commerceCA)
 		if err != nil {
 			return err
 		}
-		a, err := bridge.Activate(ctx, app.DB, strings.TrimSpace(fs.Arg(0)), keys, app.Clock.Now())
+		a, err := bridge.Activate(ctx, app.DB, strings.TrimSpace(key), keys, app.Clock.Now())
 		if err != nil {
 			return err
 		}
