@@ -30,6 +30,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/audit"
@@ -132,6 +133,12 @@ type Server struct {
 	// zstd decodes compressed bridge batches; DecodeAll is safe for
 	// concurrent use, and the memory cap bounds a batch's decoded size.
 	zstd *zstd.Decoder
+	// authWarn paces warnings of refused credentials: an attacker, or a
+	// misconfigured client, must not flood the log and push out what an
+	// operator needs (the tokens serve prints); authQuiet counts those
+	// logged at debug instead, reported with the next warning.
+	authWarn  *rate.Limiter
+	authQuiet atomic.Int64
 }
 
 // New builds the server.
@@ -148,7 +155,8 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.AnonBodyTimeout <= 0 {
 		cfg.AnonBodyTimeout = 5 * time.Second
 	}
-	s := &Server{cfg: cfg, deps: deps, tokens: arm.NewTokens(cfg.PagingKey), limits: newLimits(cfg.MaxInflight, cfg.RateLimit, cfg.RateBurst, cfg.MaxAnonInflight, cfg.AnonRate)}
+	s := &Server{cfg: cfg, deps: deps, tokens: arm.NewTokens(cfg.PagingKey), limits: newLimits(cfg.MaxInflight, cfg.RateLimit, cfg.RateBurst, cfg.MaxAnonInflight, cfg.AnonRate),
+		authWarn: rate.NewLimiter(2, 5)}
 	// The options are constant and valid; were they not, zstd bodies would
 	// be refused as unsupported rather than the server failing to start.
 	if dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxBridgeBody)); err == nil {
@@ -294,15 +302,25 @@ func (s *Server) finish(q *exchange) {
 	elapsed := time.Since(q.start)
 	s.requests.WithLabelValues(q.route, strconv.Itoa(status)).Inc()
 	s.duration.WithLabelValues(q.route).Observe(elapsed.Seconds())
+	// Successes and a client's own mistakes (4xx) are debug; a refused
+	// credential is a warning, at most a few a second; a server error is
+	// an error.
 	level := slog.LevelDebug
+	attrs := []any{"request_id", q.id, "method", q.r.Method, "route", q.route, "status", status,
+		"duration_ms", float64(elapsed.Microseconds()) / 1000, "actor", q.p.Actor()}
 	switch {
 	case status >= 500:
 		level = slog.LevelError
-	case status >= 400:
-		level = slog.LevelInfo
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		if s.authWarn.Allow() {
+			level = slog.LevelWarn
+			if n := s.authQuiet.Swap(0); n > 0 {
+				attrs = append(attrs, "refusals_logged_at_debug_since_last", n)
+			}
+		} else {
+			s.authQuiet.Add(1)
+		}
 	}
-	attrs := []any{"request_id", q.id, "method", q.r.Method, "route", q.route, "status", status,
-		"duration_ms", float64(elapsed.Microseconds()) / 1000, "actor", q.p.Actor()}
 	if s.deps.Clock.Simulated() {
 		// A simulated clock must be plain in every line that cites time.
 		attrs = append(attrs, "simulated_time", s.deps.Clock.Now().Format(time.RFC3339))
