@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/csv"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/stackbill/stackbill/internal/demo"
 	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
 
@@ -487,5 +489,46 @@ func TestPortalOverview(t *testing.T) {
 	ten := pw.signIn(t, pw.w.SignIn("tenant"))
 	if resp, _ := e2e.Call(t, ten, "GET", pw.url+"/portal/overview", "", "", nil); resp.StatusCode == http.StatusOK {
 		t.Error("a tenant sees CSP billing on the overview")
+	}
+}
+
+// TestDemoRestartKeepsItsWord: each start of the demo prints one set of
+// sign-in tokens and revokes the last start's, so restarts do not pile up
+// live 30-day tokens; and its banner counts the end customers registered
+// now, not the ones it seeded.
+func TestDemoRestartKeepsItsWord(t *testing.T) {
+	t.Parallel()
+	pw := newPortalWorld(t, "sqlite", 1)
+	ctx := t.Context()
+	first := pw.w.SignIn("fabrikam")
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
+	if _, err := pw.app.Registrations.DeleteCustomerSubscription(ctx, op, pw.w.RegKey, demo.CustomerSub(0), registration.Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := seedDemo(ctx, pw.app, pw.dsn, pw.url, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pw.app.Auth.Authenticate(ctx, first); err == nil {
+		t.Error("the last start's token still signs in")
+	}
+	if _, err := pw.app.Auth.Authenticate(ctx, again.SignIn("fabrikam")); err != nil {
+		t.Errorf("this start's token: %v", err)
+	}
+	toks, err := pw.app.Auth.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := 0
+	for _, tk := range toks {
+		if tk.Name == "demo sign-in" && tk.RevokedAt == nil {
+			live++
+		}
+	}
+	if live != len(again.Tokens) {
+		t.Errorf("%d live demo tokens after a restart, want the %d printed", live, len(again.Tokens))
+	}
+	if again.Mapped != demo.Registered-1 || !strings.Contains(again.Describe(pw.url), fmt.Sprintf("%d of its", demo.Registered-1)) {
+		t.Errorf("the banner counts %d registered customers, want %d", again.Mapped, demo.Registered-1)
 	}
 }

@@ -83,6 +83,9 @@ func Name(i int) string {
 	return names[i%len(names)]
 }
 
+// demoSignIn names the sign-in tokens the demo mints at each start.
+const demoSignIn = "demo sign-in"
+
 // Token is a sign-in token the demo prints.
 type Token struct{ Key, Label, Token string }
 
@@ -93,6 +96,9 @@ type World struct {
 	Tenant  string // a registered stack subscription, for the tenant token
 	RegKey  registration.Key
 	Backlog int // events backfilled
+	// Mapped counts the stamp's registered end customers when Seed
+	// returned: the demo's own, plus any added or removed since.
+	Mapped int
 }
 
 // CustomerSub is the CSP subscription of the stack tenant i's customer.
@@ -179,6 +185,20 @@ func Seed(ctx context.Context, in *Instance, at At, usageEndpoint string, days i
 			return w, err
 		}
 	}
+	// Tokens are stored hashed, so the last start's cannot be printed again:
+	// they are revoked, and each start prints one fresh set, so restarts do
+	// not pile up live 30-day tokens nobody holds.
+	old, err := in.Auth.List(ctx)
+	if err != nil {
+		return w, err
+	}
+	for _, t := range old {
+		if t.Name == demoSignIn && t.RevokedAt == nil {
+			if err := in.Auth.Revoke(ctx, t.ID); err != nil {
+				return w, err
+			}
+		}
+	}
 	for _, t := range []struct {
 		key, label      string
 		role            auth.Role
@@ -192,11 +212,22 @@ func Seed(ctx context.Context, in *Instance, at At, usageEndpoint string, days i
 		{"stack-operator", "stack operator", auth.RoleStackOperator, "", ""},
 		{"tenant", "tenant: " + w.Sim.Tenants[0].Name + " (" + Name(0) + ")", auth.RoleTenant, "", w.Tenant},
 	} {
-		tok, _, err := in.Auth.Create(ctx, t.role, t.partner, t.subscr, "demo sign-in", 30*24*time.Hour)
+		tok, _, err := in.Auth.Create(ctx, t.role, t.partner, t.subscr, demoSignIn, 30*24*time.Hour)
 		if err != nil {
 			return w, err
 		}
 		w.Tokens = append(w.Tokens, Token{Key: t.key, Label: t.label, Token: tok})
+	}
+	for after := ""; ; {
+		page, next, err := in.Registrations.ListCustomerSubscriptions(ctx, op, w.RegKey, after, 1000)
+		if err != nil {
+			return w, err
+		}
+		w.Mapped += len(page)
+		if next == "" {
+			break
+		}
+		after = next
 	}
 	return w, nil
 }
@@ -338,7 +369,7 @@ func (w World) Describe(url string) string {
 		fmt.Fprintf(&b, "  %-58s %s\n", t.Label, t.Token)
 	}
 	fmt.Fprintf(&b, "\nThe stamp %q (subscription %s) is registered by Fabrikam, approved and activated; %d of its %d tenants are registered end customers.\n",
-		w.RegKey.Name, w.RegKey.SubscriptionID, Registered, StackTenants)
+		w.RegKey.Name, w.RegKey.SubscriptionID, w.Mapped, StackTenants)
 	fmt.Fprintf(&b, "Try: sign in as Fabrikam → Registrations → %s → add one of the unregistered customers.\n\n", w.RegKey.Name)
 	return b.String()
 }
