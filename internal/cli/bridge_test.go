@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -272,11 +273,25 @@ func TestBridgeChargesByHour(t *testing.T) {
 		check()
 		// Partners read their customers' forwarded usage; others cannot.
 		q := "/v1/usage/forwarded?subscriptionId=" + W.Adatum.Subscription
-		if resp, body := com.raw("GET", q, com.tokens["contoso"], "", nil); resp.StatusCode != 200 || !strings.Contains(body, "fb8c0713-ea20-40bf-901f-5560fd3f6330") {
+		resp, body := com.raw("GET", q, com.tokens["contoso"], "", nil)
+		if resp.StatusCode != 200 || !strings.Contains(body, "fb8c0713-ea20-40bf-901f-5560fd3f6330") {
 			t.Fatalf("partner: %d %.300s", resp.StatusCode, body)
 		}
+		// Every total names its meter.
+		var named struct {
+			Value []struct{ MeterName, Unit string }
+		}
+		if err := json.Unmarshal([]byte(body), &named); err != nil || len(named.Value) == 0 {
+			t.Fatalf("forwarded usage: %v %.300s", err, body)
+		}
+		for _, v := range named.Value {
+			if v.MeterName == "" || v.Unit == "" {
+				t.Fatalf("a forwarded total without its meter's name: %.300s", body)
+			}
+		}
 		if r := runCLI(t, map[string]string{"STACKBILL_URL": com.url, "STACKBILL_TOKEN": com.tokens["contoso"]}, "usage", "forwarded", "--subscription", W.Adatum.Subscription); r.code != 0 ||
-			!strings.Contains(r.stdout, "fb8c0713-ea20-40bf-901f-5560fd3f6330") || !strings.Contains(r.stdout, "(local only, not billed)") || !strings.Contains(r.stdout, "customer subscription") {
+			!strings.Contains(r.stdout, "fb8c0713-ea20-40bf-901f-5560fd3f6330") || !strings.Contains(r.stdout, "(local only, not billed)") || !strings.Contains(r.stdout, "customer subscription") ||
+			!strings.Contains(r.stdout, named.Value[0].MeterName) {
 			t.Fatalf("usage forwarded: %+v", r)
 		}
 		if resp, _ := com.raw("GET", q, com.tokens["northwind"], "", nil); resp.StatusCode != 404 {

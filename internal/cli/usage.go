@@ -34,12 +34,18 @@ func runUsage(ctx context.Context, env Env, args []string) error {
 	if *to != "" {
 		q.Set("to", *to)
 	}
-	var out struct{ Value []ledger.ChargedTotal }
+	var out struct {
+		Value []struct {
+			ledger.ChargedTotal
+			MeterName string `json:"meterName"`
+			Unit      string `json:"unit"`
+		}
+	}
 	if _, err := mk().do(ctx, "GET", "/v1/usage/forwarded?"+q.Encode(), nil, &out); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DAY\tBILLING METER\tLOCAL METER\tQUANTITY\tCHARGED AS")
+	fmt.Fprintln(tw, "DAY\tMETER\tQUANTITY\tCHARGED AS\tBILLING METER\tLOCAL METER")
 	for _, t := range out.Value {
 		meter, how := t.BillingMeterID, "default subscription"
 		if meter == "" {
@@ -48,7 +54,11 @@ func runUsage(ctx context.Context, env Env, args []string) error {
 		if t.Mapped {
 			how = "customer subscription"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Day.Format(time.DateOnly), meter, t.LocalMeterID, t.Quantity, how)
+		name := t.MeterName
+		if name == "" {
+			name = t.LocalMeterID
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\n", t.Day.Format(time.DateOnly), name, t.Quantity, t.Unit, how, meter, t.LocalMeterID)
 	}
 	return tw.Flush()
 }

@@ -121,8 +121,26 @@ func (s *Server) forwardedUsage(w http.ResponseWriter, r *http.Request, p auth.P
 	if err != nil {
 		return err
 	}
-	WriteJSON(w, http.StatusOK, listJSON[ledger.ChargedTotal]{Value: nonNil(totals)})
+	// Each total names its local meter, so no reader sees bare meter IDs.
+	out := make([]forwardedTotal, len(totals))
+	for i, t := range totals {
+		out[i].ChargedTotal = t
+		if s.deps.Meters != nil {
+			if m, ok := s.deps.Meters.Lookup(r.Context(), t.LocalMeterID); ok {
+				out[i].MeterName, out[i].Unit = m.Name, m.Unit
+			}
+		}
+	}
+	WriteJSON(w, http.StatusOK, listJSON[forwardedTotal]{Value: out})
 	return nil
+}
+
+// forwardedTotal is a day's forwarded usage of one meter with the meter's
+// name and unit.
+type forwardedTotal struct {
+	ledger.ChargedTotal
+	MeterName string `json:"meterName,omitempty"`
+	Unit      string `json:"unit,omitempty"`
 }
 
 func (s *Server) getMeterMap(w http.ResponseWriter, r *http.Request, _ auth.Principal, _ map[string]string) error {
