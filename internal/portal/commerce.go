@@ -520,7 +520,7 @@ func (p *Portal) commerceUsage(w http.ResponseWriter, r *http.Request, s *sessio
 	if m := meters[sel]; m != nil {
 		unit, title = m.Unit, m.Name
 	}
-	c := buildChart("usage", title+" per day, by customer", unit, "line", pts, rg.From, rg.To, p.now(r.Context()), 24*time.Hour, func(k string) string { return custName[k] })
+	c := buildChart("usage", title+" per day, by customer", unit, "bar", pts, rg.From, rg.To, p.now(r.Context()), 24*time.Hour, func(k string) string { return custName[k] })
 	var custOpts []customerOpt
 	seen := map[string]bool{}
 	for _, key := range owner {

@@ -213,7 +213,12 @@ func (p *Portal) explore(r *http.Request, subs []string, subNames map[string]str
 	if e.By == "resource" {
 		label = resourceLabels(cp)
 	}
-	e.Chart = buildChart("explorer", title, unit, "line", cp, clockBucket(rg.From, step), rg.To, p.now(ctx), step, label)
+	// One meter's quantities stack (bars); several meters' units do not.
+	kind := "bar"
+	if e.By == "meter" {
+		kind = "line"
+	}
+	e.Chart = buildChart("explorer", title, unit, kind, cp, clockBucket(rg.From, step), rg.To, p.now(ctx), step, label)
 	return e, nil
 }
 
