@@ -194,11 +194,20 @@ func runInvoice(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "billing invoice "+what)
 	mk := clientFlags(fs, env)
 	per := fs.String("period", "", "billing period, YYYY-MM (default: the server's current period)")
-	format := fs.String("format", "json", "json, csv or html")
+	var format *string
+	var o *output
+	if what == "get" {
+		format = fs.String("format", "json", "json, csv or html")
+	} else {
+		o = outputFlag(fs)
+	}
 	if err := fs.Parse(rest); err != nil {
 		return err
 	}
 	if what == "list" {
+		if err := o.check(); err != nil {
+			return err
+		}
 		if *per == "" {
 			p, err := mk().period(ctx)
 			if err != nil {
@@ -210,12 +219,14 @@ func runInvoice(ctx context.Context, env Env, args []string) error {
 		if _, err := mk().do(ctx, "GET", "/v1/billing/invoices?period="+url.QueryEscape(*per), nil, &out); err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "INVOICE\tPARTNER\tSTATUS\tTOTAL\tBALANCE\tCURRENCY")
+		rows := make([][]string, 0, len(out.Value))
 		for _, i := range out.Value {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.Number, i.PartnerID, i.Status, i.Total, i.Balance, i.Currency)
+			rows = append(rows, []string{i.Number, i.PartnerName, i.PartnerID, i.Status, billing.FormatAmount(i.Total, i.Currency), billing.FormatAmount(i.Balance, i.Currency), i.Currency})
 		}
-		return tw.Flush()
+		if out.Value == nil {
+			out.Value = []billing.Invoice{}
+		}
+		return o.print(env, []string{"invoice", "partner", "partner id", "status", "total", "balance", "currency"}, rows, out.Value)
 	}
 	if fs.NArg() != 1 {
 		return usagef("give the invoice number")

@@ -1,8 +1,12 @@
 package cli
 
 import (
+	"encoding/csv"
+	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/stackbill/stackbill/internal/demo"
 )
 
 // TestHelp: help is asked for and answered the way gh and kubectl do it:
@@ -88,5 +92,41 @@ func TestExamplesUseRealFlags(t *testing.T) {
 	}
 	if checked < 20 {
 		t.Fatalf("checked %d flags; the examples were not read", checked)
+	}
+}
+
+// TestReadCommandsOutput: the read commands print a table by default, and
+// the same rows as CSV (-o csv) or the objects as JSON (-o json).
+func TestReadCommandsOutput(t *testing.T) {
+	t.Parallel()
+	pw := newPortalWorld(t, "sqlite", 1)
+	env := map[string]string{"STACKBILL_URL": pw.url, "STACKBILL_TOKEN": pw.w.SignIn("fabrikam"), "STACKBILL_DATA": t.TempDir()}
+	reg := []string{"--subscription", demo.FabrikamCSPSS, "--registration", demo.RegName}
+	for _, cmd := range [][]string{
+		{"registration", "list", "--subscription", demo.FabrikamCSPSS},
+		{"registration", "get", "--subscription", demo.FabrikamCSPSS, "--name", demo.RegName},
+		append([]string{"tenant", "list"}, reg...),
+		append([]string{"tenant", "show", "--customer-subscription", demo.CustomerSub(0)}, reg...),
+		{"billing", "invoice", "list"},
+		{"usage", "forwarded", "--subscription", demo.CustomerSub(0)},
+	} {
+		table := runCLI(t, env, cmd...)
+		asCSV := runCLI(t, env, append(cmd, "-o", "csv")...)
+		asJSON := runCLI(t, env, append(cmd, "-o", "json")...)
+		if table.code != 0 || asCSV.code != 0 || asJSON.code != 0 {
+			t.Fatalf("%v: exits %d %d %d: %s%s%s", cmd, table.code, asCSV.code, asJSON.code, table.stderr, asCSV.stderr, asJSON.stderr)
+		}
+		recs, err := csv.NewReader(strings.NewReader(asCSV.stdout)).ReadAll()
+		lines := strings.Split(strings.TrimSpace(table.stdout), "\n")
+		if err != nil || len(recs) != len(lines) || len(recs) < 2 {
+			t.Errorf("%v: %d CSV records (%v), %d table lines", cmd, len(recs), err, len(lines))
+		}
+		var v any
+		if err := json.Unmarshal([]byte(asJSON.stdout), &v); err != nil {
+			t.Errorf("%v -o json: %v\n%s", cmd, err, asJSON.stdout)
+		}
+	}
+	if r := runCLI(t, env, "tenant", "list", "-o", "xml", "--subscription", demo.FabrikamCSPSS, "--registration", demo.RegName); r.code != 2 {
+		t.Errorf("-o xml: exit %d, want a usage error", r.code)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -75,12 +76,21 @@ func runRegistration(ctx context.Context, env Env, args []string) error {
 		fs.StringVar(&tokenFile, "registration-token-file", "", "read the registration token from this file")
 		fs.Var(&tags, "tag", "a tag key=value (repeatable)")
 	}
+	var o *output
+	if verb == "list" || verb == "get" {
+		o = outputFlag(fs)
+	}
 	if err := fs.Parse(rest); err != nil {
 		return err
 	}
+	if o != nil {
+		if err := o.check(); err != nil {
+			return err
+		}
+	}
 	c := mk()
 	if verb == "list" {
-		return listRegistrations(ctx, env, c, rf, cloudID)
+		return listRegistrations(ctx, env, c, rf, cloudID, o)
 	}
 	if err := rf.check("name"); err != nil {
 		return err
@@ -127,11 +137,13 @@ func runRegistration(ctx context.Context, env Env, args []string) error {
 		}
 		return nil
 	case "get":
-		var out any
+		var out regView
 		if _, err := c.do(ctx, "GET", withVersion(rf.path()), nil, &out); err != nil {
 			return err
 		}
-		return printJSON(env.Stdout, out)
+		return o.print(env, []string{"name", "cloud id", "billing model", "approved", "usage reporting", "etag"},
+			[][]string{{out.Name, out.Properties.CloudID, out.Properties.BillingModel, strconv.FormatBool(out.Properties.MultiTenancyApproved),
+				strconv.FormatBool(out.Properties.UsageReportingEnabled), out.Etag}}, out)
 	case "delete":
 		status, err := c.do(ctx, "DELETE", withVersion(rf.path()), nil, nil)
 		if err != nil {
@@ -186,7 +198,7 @@ func runRegistration(ctx context.Context, env Env, args []string) error {
 	return tw.Flush()
 }
 
-func listRegistrations(ctx context.Context, env Env, c *client, rf regFlags, cloudID string) error {
+func listRegistrations(ctx context.Context, env Env, c *client, rf regFlags, cloudID string, o *output) error {
 	path := "/v1/registrations"
 	q := url.Values{}
 	switch {
@@ -200,8 +212,8 @@ func listRegistrations(ctx context.Context, env Env, c *client, rf regFlags, clo
 	if cloudID != "" {
 		q.Set("cloudId", cloudID)
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSUBSCRIPTION\tRESOURCE GROUP\tCLOUD ID\tBILLING MODEL\tAPPROVED")
+	var rows [][]string
+	all := []regView{}
 	next := path + "?" + q.Encode()
 	for next != "" {
 		var page struct {
@@ -217,11 +229,12 @@ func listRegistrations(ctx context.Context, env Env, c *client, rf regFlags, clo
 			if len(parts) > 4 {
 				sub, rg = parts[2], parts[4]
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\n", r.Name, sub, rg, r.Properties.CloudID, r.Properties.BillingModel, r.Properties.MultiTenancyApproved)
+			rows = append(rows, []string{r.Name, sub, rg, r.Properties.CloudID, r.Properties.BillingModel, strconv.FormatBool(r.Properties.MultiTenancyApproved)})
+			all = append(all, r)
 		}
 		next = strings.TrimPrefix(page.NextLink, c.base)
 	}
-	return tw.Flush()
+	return o.print(env, []string{"name", "subscription", "resource group", "cloud id", "billing model", "approved"}, rows, all)
 }
 
 func runTenant(ctx context.Context, env Env, args []string) error {
@@ -234,6 +247,10 @@ func runTenant(ctx context.Context, env Env, args []string) error {
 	var rf regFlags
 	rf.bind(fs, "registration")
 	var customerSub, tenant string
+	var o *output
+	if verb == "list" || verb == "show" {
+		o = outputFlag(fs)
+	}
 	if verb != "list" {
 		fs.StringVar(&customerSub, "customer-subscription", "", "the end customer's CSP subscription id")
 	}
@@ -242,6 +259,11 @@ func runTenant(ctx context.Context, env Env, args []string) error {
 	}
 	if err := fs.Parse(rest); err != nil {
 		return err
+	}
+	if o != nil {
+		if err := o.check(); err != nil {
+			return err
+		}
 	}
 	if err := rf.check("registration"); err != nil {
 		return err
@@ -270,11 +292,11 @@ func runTenant(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "Tenant %s now reports usage to CSP subscription %s on registration %s.\n", out.Properties.TenantID, customerSub, rf.name)
 		return nil
 	case "show":
-		var out any
+		var out csView
 		if _, err := c.do(ctx, "GET", withVersion(csPath+"/"+url.PathEscape(customerSub)), nil, &out); err != nil {
 			return err
 		}
-		return printJSON(env.Stdout, out)
+		return o.print(env, []string{"customer subscription", "tenant"}, [][]string{{lastSegment(out.ID), out.Properties.TenantID}}, out)
 	case "remove":
 		status, err := c.do(ctx, "DELETE", withVersion(csPath+"/"+url.PathEscape(customerSub)), nil, nil)
 		if err != nil {
@@ -287,8 +309,8 @@ func runTenant(ctx context.Context, env Env, args []string) error {
 		}
 		return nil
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CUSTOMER SUBSCRIPTION\tTENANT")
+	var rows [][]string
+	all := []csView{}
 	next := withVersion(csPath)
 	for next != "" {
 		var page struct {
@@ -299,13 +321,16 @@ func runTenant(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 		for _, x := range page.Value {
-			parts := strings.Split(x.ID, "/")
-			fmt.Fprintf(tw, "%s\t%s\n", parts[len(parts)-1], x.Properties.TenantID)
+			rows = append(rows, []string{lastSegment(x.ID), x.Properties.TenantID})
+			all = append(all, x)
 		}
 		next = strings.TrimPrefix(page.NextLink, c.base)
 	}
-	return tw.Flush()
+	return o.print(env, []string{"customer subscription", "tenant"}, rows, all)
 }
+
+// lastSegment is the last segment of an ARM resource ID: the resource's name.
+func lastSegment(id string) string { return id[strings.LastIndex(id, "/")+1:] }
 
 type multiFlag []string
 

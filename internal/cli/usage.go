@@ -2,9 +2,7 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"net/url"
-	"text/tabwriter"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/ledger"
@@ -21,7 +19,11 @@ func runUsage(ctx context.Context, env Env, args []string) error {
 	sub := fs.String("subscription", "", "the charged (customer or default) subscription")
 	from := fs.String("from", "", "first usage day, RFC 3339 (default: all)")
 	to := fs.String("to", "", "end of the usage range, RFC 3339 (default: now)")
+	o := outputFlag(fs)
 	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	if err := o.check(); err != nil {
 		return err
 	}
 	if *sub == "" {
@@ -44,8 +46,7 @@ func runUsage(ctx context.Context, env Env, args []string) error {
 	if _, err := mk().do(ctx, "GET", "/v1/usage/forwarded?"+q.Encode(), nil, &out); err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DAY\tMETER\tQUANTITY\tCHARGED AS\tBILLING METER\tLOCAL METER")
+	rows := make([][]string, 0, len(out.Value))
 	for _, t := range out.Value {
 		meter, how := t.BillingMeterID, "default subscription"
 		if meter == "" {
@@ -58,7 +59,7 @@ func runUsage(ctx context.Context, env Env, args []string) error {
 		if name == "" {
 			name = t.LocalMeterID
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\n", t.Day.Format(time.DateOnly), name, t.Quantity, t.Unit, how, meter, t.LocalMeterID)
+		rows = append(rows, []string{t.Day.Format(time.DateOnly), name, t.Quantity.String(), t.Unit, how, meter, t.LocalMeterID})
 	}
-	return tw.Flush()
+	return o.print(env, []string{"day", "meter", "quantity", "unit", "charged as", "billing meter", "local meter"}, rows, out.Value)
 }

@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/stackbill/stackbill/internal/csvexport"
+)
+
+// output is a read command's -o flag: a table for people (the default),
+// JSON for programs, or CSV for spreadsheets (safe to open: cells that a
+// spreadsheet would run as formulas are quoted, as in every export).
+type output struct{ format string }
+
+func outputFlag(fs *flag.FlagSet) *output {
+	o := &output{}
+	fs.StringVar(&o.format, "o", "table", "output: table, json or csv")
+	return o
+}
+
+// check refuses an unknown format before any request is made.
+func (o *output) check() error {
+	switch o.format {
+	case "table", "json", "csv":
+		return nil
+	}
+	return usagef("-o takes table, json or csv, not %q", o.format)
+}
+
+// print writes rows under header as the chosen format; JSON prints value,
+// the objects the rows were drawn from.
+func (o *output) print(env Env, header []string, rows [][]string, value any) error {
+	switch o.format {
+	case "json":
+		return printJSON(env.Stdout, value)
+	case "csv":
+		w := csvexport.NewWriter(env.Stdout)
+		if err := w.Write(header); err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if err := w.Write(r); err != nil {
+				return err
+			}
+		}
+		w.Flush()
+		return w.Error()
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.ToUpper(strings.Join(header, "\t")))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
