@@ -14,8 +14,8 @@
 // cut short, fails verification against the last checkpoint.
 //
 // A change appends its record, unchained, in its own transaction; the sealer
-// (Seal: every second in a serving commerce, and before every read of the
-// log) chains pending records under the one-row chain head's lock. Holding
+// (Seal: every second in every serving process, and before every read of
+// the log) chains pending records under the one-row chain head's lock. Holding
 // the head for the rest of every audited transaction, as appenders once did,
 // made every registration write on PostgreSQL queue behind the last one;
 // now only sealers take turns, a thousand records at a time, and the chain

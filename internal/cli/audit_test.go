@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -266,4 +267,43 @@ func tamperExec(t *testing.T, e *testEnv, q string, args ...any) (any, error) {
 		_, err := tx.ExecContext(context.Background(), q, args...)
 		return err
 	})
+}
+
+// TestEveryServingProcessSealsTheAudit: a stack serving alone audits its
+// tenancy changes too, and seals them into the chain without waiting for
+// someone to read the log.
+func TestEveryServingProcessSealsTheAudit(t *testing.T) {
+	t.Parallel()
+	for _, role := range []string{"stack", "commerce"} {
+		t.Run(role, func(t *testing.T) {
+			t.Parallel()
+			dsn := filepath.Join(t.TempDir(), "s.db")
+			startServe(t, map[string]string{"STACKBILL_OPERATOR_TOKEN": "op"}, "--role", role, "--db", dsn)
+			db, err := store.Open(t.Context(), dsn, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if err := db.Write(t.Context(), func(tx *store.Tx) error {
+				return audit.Append(t.Context(), tx, audit.Entry{At: time.Now(), Actor: "test", Action: "thing.put", Kind: "thing", ID: "x", After: audit.JSON(1)})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			// Polled through the table, not through audit.List, which
+			// would seal it itself.
+			for i := 0; ; i++ {
+				var pending int
+				if err := db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM audit_pending`).Scan(&pending); err != nil {
+					t.Fatal(err)
+				}
+				if pending == 0 {
+					break
+				}
+				if i == 600 {
+					t.Fatalf("a %s process left an audit record unsealed for a minute", role)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
 }

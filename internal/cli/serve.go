@@ -158,6 +158,10 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if *role == "all" || *role == "commerce" {
 		worker(app.Ledger.Run)
 		worker(app.RunAuditCheckpoints)
+	} else {
+		// A stack alone audits its tenancy changes too; it seals them, and
+		// commerce, which holds the signing key, signs checkpoints.
+		worker(app.RunAuditSeal)
 	}
 	if (*role == "all" || *role == "commerce") && !*demoFlag {
 		worker(func(ctx context.Context) { app.RunBilling(ctx, *autoFinalize) })

@@ -442,6 +442,23 @@ func (a *App) RunAuditCheckpoints(ctx context.Context) {
 	}
 }
 
+// RunAuditSeal seals pending audit records into the chain every second
+// (audit.Seal), until ctx ends: a stack's, which signs no checkpoints.
+func (a *App) RunAuditSeal(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if _, err := audit.Seal(ctx, a.DB); err != nil && ctx.Err() == nil {
+			a.Logger.Error("audit seal", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // loadCAs reads a PEM bundle of CA certificates.
 func loadCAs(path string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(path)
