@@ -418,23 +418,8 @@ func (l *Ledger) PurgeBilled(ctx context.Context, before string) (int64, error) 
 // usage hours [start, end): charged subscription, local meter key and the
 // quantity's exact text, valid until fn returns.
 func (l *Ledger) LocalOnly(ctx context.Context, q store.Querier, start, end time.Time, fn func(sub, meterKey string, qty []byte) error) error {
-	rows, err := q.QueryContext(ctx, `SELECT charged_subscription_id, local_meter_key, quantity FROM commerce_usage
+	return streamQuantities(ctx, q, fn, `SELECT charged_subscription_id, local_meter_key, quantity FROM commerce_usage
 		WHERE billing_meter_id = '' AND usage_hour_us >= ? AND usage_hour_us < ?`, clock.Micros(start), clock.Micros(end))
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	var sub, key string
-	var qty sql.RawBytes
-	for rows.Next() {
-		if err := rows.Scan(&sub, &key, &qty); err != nil {
-			return err
-		}
-		if err := fn(sub, key, qty); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
 }
 
 // BilledIn streams the usage of billing meters with usage days in [start,
@@ -443,9 +428,15 @@ func (l *Ledger) LocalOnly(ctx context.Context, q store.Querier, start, end time
 // Usage is never billed before its own period, so from is that period and
 // the rating index bounds the scan.
 func (l *Ledger) BilledIn(ctx context.Context, q store.Querier, from, to string, start, end time.Time, fn func(sub, meter string, qty []byte) error) error {
-	rows, err := q.QueryContext(ctx, `SELECT charged_subscription_id, billing_meter_id, billing_quantity FROM commerce_usage
+	return streamQuantities(ctx, q, fn, `SELECT charged_subscription_id, billing_meter_id, billing_quantity FROM commerce_usage
 		WHERE series_id > 0 AND billed_period >= ? AND billed_period <= ? AND usage_day_us >= ? AND usage_day_us < ?`,
 		from, to, clock.Micros(start), clock.Micros(end))
+}
+
+// streamQuantities runs a query of (subscription, meter, quantity text)
+// rows and hands each to fn, the quantity's bytes valid until fn returns.
+func streamQuantities(ctx context.Context, q store.Querier, fn func(sub, meter string, qty []byte) error, query string, args ...any) error {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return err
 	}

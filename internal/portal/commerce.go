@@ -629,12 +629,9 @@ func (p *Portal) reconciliation(w http.ResponseWriter, r *http.Request, s *sessi
 // statements they produce, with the margin per customer.
 func (p *Portal) statements(w http.ResponseWriter, r *http.Request, s *session) error {
 	ctx := r.Context()
-	period := r.URL.Query().Get("period")
-	if period == "" {
-		period = clock.Period(p.now(ctx))
-	}
-	if _, err := clock.ParsePeriod(period); err != nil {
-		return arm.InvalidRequest("period", "'%s' is not a billing period (YYYY-MM).", period)
+	period, err := p.periodParam(r)
+	if err != nil {
+		return err
 	}
 	books, err := p.d.Billing.PriceBooks(ctx, s.P, s.P.PartnerID)
 	if err != nil {
@@ -675,12 +672,9 @@ func (p *Portal) periodNav(ctx context.Context, period string) (prev, next strin
 // what basis, beside the owner's cost.
 func (p *Portal) statement(w http.ResponseWriter, r *http.Request, s *session) error {
 	ctx := r.Context()
-	period := r.URL.Query().Get("period")
-	if period == "" {
-		period = clock.Period(p.now(ctx))
-	}
-	if _, err := clock.ParsePeriod(period); err != nil {
-		return arm.InvalidRequest("period", "'%s' is not a billing period (YYYY-MM).", period)
+	period, err := p.periodParam(r)
+	if err != nil {
+		return err
 	}
 	sts, err := p.d.Billing.Statements(ctx, s.P, s.P.PartnerID, period)
 	if err != nil {
@@ -697,4 +691,16 @@ func (p *Portal) statement(w http.ResponseWriter, r *http.Request, s *session) e
 	// An account outside the caller's statements, or without usage in the
 	// period, answers as one that does not exist.
 	return arm.Errorf(arm.NotFound, "StatementNotFound", "No statement for account '%s' in %s among your customers and resellers.", account, period)
+}
+
+// periodParam is a page's ?period=, the current one when absent.
+func (p *Portal) periodParam(r *http.Request) (string, error) {
+	period := r.URL.Query().Get("period")
+	if period == "" {
+		return clock.Period(p.now(r.Context())), nil
+	}
+	if _, err := clock.ParsePeriod(period); err != nil {
+		return "", arm.InvalidRequest("period", "'%s' is not a billing period (YYYY-MM).", period)
+	}
+	return period, nil
 }
