@@ -91,7 +91,7 @@ func postLogin(t *testing.T, c *http.Client, base string, form url.Values) *http
 var csrfField = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
 
 // portalPages are every page of the portal without parameters.
-var portalPages = []string{"/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage",
+var portalPages = []string{"/portal/overview", "/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage",
 	"/portal/invoices", "/portal/statements", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge",
 	"/portal/my/usage", "/portal/my/usage.csv"}
 
@@ -105,11 +105,11 @@ func TestPortalScope(t *testing.T) {
 			pw := newPortalWorld(t, backend, 3)
 			reg := "/portal/registrations/" + demo.FabrikamCSPSS + "/" + demo.ResourceGroup + "/" + demo.RegName
 			allowed := map[string][]string{
-				"operator":       {"/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage", "/portal/invoices", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge", reg},
-				"fabrikam":       {"/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements", reg},
-				"contoso":        {"/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements"},
-				"tailspin":       {"/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements"},
-				"wingtip":        {"/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements"},
+				"operator":       {"/portal/overview", "/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage", "/portal/invoices", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge", reg},
+				"fabrikam":       {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements", reg},
+				"contoso":        {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements"},
+				"tailspin":       {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements"},
+				"wingtip":        {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements"},
 				"stack-operator": {"/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge"},
 				"tenant":         {"/portal/my/usage", "/portal/my/usage.csv"},
 			}
