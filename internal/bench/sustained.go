@@ -119,12 +119,12 @@ func Sustained(ctx context.Context, com, stack *Instance, stackToken string, rat
 		}
 	}
 	bg, stopBg := context.WithCancel(ctx)
-	defer stopBg()
 	var loops sync.WaitGroup
 	for _, run := range []func(context.Context){func(c context.Context) { stack.Usage.Run(c, stack.Logger) }, stack.Forwarder.Run, com.Ledger.Run} {
 		loops.Add(1)
 		go func() { defer loops.Done(); run(bg) }()
 	}
+	// Deferred in this order, the loops are told to stop, then awaited.
 	defer loops.Wait()
 	defer stopBg()
 
