@@ -383,41 +383,81 @@ func (s *Service) DeleteSubscription(ctx context.Context, p auth.Principal, id s
 // the embedded resolver; RemoteResolver answers the same over HTTP. One query:
 // it runs on every registration request.
 func (s *Service) Resolve(ctx context.Context, id string) (ResolvedSubscription, error) {
-	cid, ok := arm.CanonicalGUID(id)
-	if !ok {
-		return ResolvedSubscription{}, ErrNotFound
+	out, errs := s.ResolveEach(ctx, []string{id})
+	return out[0], errs[0]
+}
+
+// ResolveEach answers Resolve for each of ids, in one query: a writer that
+// needs two subscriptions (the registration's and the customer's) asks once.
+func (s *Service) ResolveEach(ctx context.Context, ids []string) ([]ResolvedSubscription, []error) {
+	out := make([]ResolvedSubscription, len(ids))
+	errs := make([]error, len(ids))
+	var args []any
+	for i, id := range ids {
+		errs[i] = ErrNotFound
+		if cid, ok := arm.CanonicalGUID(id); ok {
+			args = append(args, cid)
+		}
+	}
+	if len(args) == 0 {
+		return out, errs
 	}
 	// The subscription, its partner and its customer's partner: what the
 	// one roll-up rule (account) needs, in one query.
-	var sub Subscription
-	var offer string
-	var holder, owner Partner
-	var holderType, ownerType string
-	var c Customer
-	err := s.db.QueryRowContext(ctx, `SELECT s.id, s.offer, s.partner_id, s.customer_tenant_id,
+	rows, err := s.db.QueryContext(ctx, `SELECT s.id, s.offer, s.partner_id, s.customer_tenant_id,
 			COALESCE(sp.id, ''), COALESCE(sp.type, ''), COALESCE(sp.provider_id, ''),
 			COALESCE(c.tenant_id, ''), COALESCE(c.partner_id, ''),
 			COALESCE(cp.id, ''), COALESCE(cp.type, ''), COALESCE(cp.provider_id, '')
 		FROM subscriptions s LEFT JOIN partners sp ON sp.id = s.partner_id
 			LEFT JOIN customers c ON c.tenant_id = s.customer_tenant_id LEFT JOIN partners cp ON cp.id = c.partner_id
-		WHERE s.id = ?`, cid).Scan(&sub.ID, &offer, &sub.Partner, &sub.CustomerTenantID,
-		&holder.ID, &holderType, &holder.Provider, &c.TenantID, &c.Partner, &owner.ID, &ownerType, &owner.Provider)
-	if errors.Is(err, sql.ErrNoRows) {
-		return ResolvedSubscription{}, ErrNotFound
-	}
+		WHERE s.id IN (`+store.Placeholders(len(args))+`)`, args...)
 	if err != nil {
-		return ResolvedSubscription{}, err
+		for i := range errs {
+			errs[i] = err
+		}
+		return out, errs
 	}
-	holder.Type, owner.Type = PartnerType(holderType), PartnerType(ownerType)
-	partners := map[string]Partner{}
-	for _, p := range []Partner{holder, owner} {
-		if p.ID != "" {
-			partners[p.ID] = p
+	defer rows.Close()
+	found := map[string]ResolvedSubscription{}
+	for rows.Next() {
+		var sub Subscription
+		var offer string
+		var holder, owner Partner
+		var holderType, ownerType string
+		var c Customer
+		if err := rows.Scan(&sub.ID, &offer, &sub.Partner, &sub.CustomerTenantID,
+			&holder.ID, &holderType, &holder.Provider, &c.TenantID, &c.Partner, &owner.ID, &ownerType, &owner.Provider); err != nil {
+			for i := range errs {
+				errs[i] = err
+			}
+			return out, errs
+		}
+		holder.Type, owner.Type = PartnerType(holderType), PartnerType(ownerType)
+		partners := map[string]Partner{}
+		for _, p := range []Partner{holder, owner} {
+			if p.ID != "" {
+				partners[p.ID] = p
+			}
+		}
+		a := account(sub, func(id string) (Partner, bool) { p, ok := partners[id]; return p, ok },
+			func(t string) (Customer, bool) { return c, c.TenantID != "" && c.TenantID == t })
+		found[sub.ID] = ResolvedSubscription{ID: sub.ID, Offer: Offer(offer), RollsUpTo: a.BillTo, CustomerTenantID: sub.CustomerTenantID, Reseller: a.Reseller,
+			Scope: scopeOf(sub.Partner, c.Partner)}
+	}
+	if err := rows.Err(); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return out, errs
+	}
+	for i, id := range ids {
+		if cid, ok := arm.CanonicalGUID(id); ok {
+			if r, ok := found[cid]; ok {
+				out[i], errs[i] = r, nil
+			}
 		}
 	}
-	a := account(sub, func(id string) (Partner, bool) { p, ok := partners[id]; return p, ok },
-		func(t string) (Customer, bool) { return c, c.TenantID != "" && c.TenantID == t })
-	return ResolvedSubscription{ID: sub.ID, Offer: Offer(offer), RollsUpTo: a.BillTo, CustomerTenantID: sub.CustomerTenantID, Reseller: a.Reseller}, nil
+	return out, errs
 }
 
 // Change is one entry of the directory history.

@@ -77,6 +77,11 @@ type ResolvedSubscription struct {
 	CustomerTenantID string `json:"customerTenantId,omitempty"`
 	// Reseller is the indirect reseller whose customer owns the subscription.
 	Reseller string `json:"reseller,omitempty"`
+	// Scope is the partner whose audit view includes records about the
+	// subscription (ScopeOfSubscription), so that a writer holding the
+	// answer need not ask again inside its transaction. A remote directory
+	// may leave it out; callers then ask ScopeOfSubscription.
+	Scope string `json:"scope,omitempty"`
 }
 
 // ErrNotFound means the directory has no such entry.

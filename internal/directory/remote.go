@@ -35,6 +35,16 @@ func NewRemoteResolver(base, token string, timeout time.Duration) (*RemoteResolv
 	return &RemoteResolver{base: strings.TrimRight(base, "/"), token: token, client: &http.Client{Timeout: timeout}}, nil
 }
 
+// ResolveEach answers Resolve for each of ids, one request each.
+func (r *RemoteResolver) ResolveEach(ctx context.Context, ids []string) ([]ResolvedSubscription, []error) {
+	out := make([]ResolvedSubscription, len(ids))
+	errs := make([]error, len(ids))
+	for i, id := range ids {
+		out[i], errs[i] = r.Resolve(ctx, id)
+	}
+	return out, errs
+}
+
 // Resolve looks a subscription up remotely.
 func (r *RemoteResolver) Resolve(ctx context.Context, id string) (ResolvedSubscription, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base+"/v1/directory/resolve/subscriptions/"+url.PathEscape(id), nil)

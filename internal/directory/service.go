@@ -154,10 +154,18 @@ func ScopeOfSubscription(ctx context.Context, q store.Querier, id string) (strin
 		return "", nil
 	case err != nil:
 		return "", err
-	case customerPartner.Valid && customerPartner.String != "":
-		return customerPartner.String, nil
 	}
-	return partner, nil
+	return scopeOf(partner, customerPartner.String), nil
+}
+
+// scopeOf is the audit scope of a subscription held by partner whose
+// customer belongs to customerPartner ("" when it has none): the customer's
+// partner (a reseller) sees records about its customers' subscriptions.
+func scopeOf(partner, customerPartner string) string {
+	if customerPartner != "" {
+		return customerPartner
+	}
+	return partner
 }
 
 // Change outcomes.

@@ -127,64 +127,73 @@ func (s *Service) PutCustomerSubscription(ctx context.Context, p auth.Principal,
 	if aerr != nil {
 		return CustomerSubscription{}, errRegistrationNotFound(k)
 	}
-	allowed, def, err := s.access(ctx, p, k.SubscriptionID)
+	// The directory's answers for the registration's subscription (who may
+	// manage it) and for the customer subscription (rules 4 to 10), asked
+	// together and outside the write transaction (the directory may be
+	// another service). The customer's answer is judged in rule order once
+	// the registration has been read under lock: one read of the
+	// registration, not one before the transaction and one inside it.
+	cs, csValid := arm.CanonicalGUID(customerSub)
+	if !isManager(p) {
+		return CustomerSubscription{}, errRegistrationNotFound(k)
+	}
+	ids := []string{k.SubscriptionID}
+	if csValid {
+		ids = append(ids, cs)
+	}
+	answers, errs := s.resolver.ResolveEach(ctx, ids)
+	allowed, def, err := judgeAccess(p, answers[0], errs[0])
 	if err != nil {
 		return CustomerSubscription{}, err
 	}
 	if !allowed {
 		return CustomerSubscription{}, errRegistrationNotFound(k)
 	}
-	reg, exists, err := s.load(ctx, s.db, k, noLock)
-	if err != nil {
-		return CustomerSubscription{}, err
+	var target directory.ResolvedSubscription
+	var resolveErr error
+	if csValid {
+		target, resolveErr = answers[1], errs[1]
 	}
-	if !exists {
-		return CustomerSubscription{}, errRegistrationNotFound(k)
-	}
-	k = reg.Key
-	// Rules 2 and 3.
-	if aerr := checkMultiTenant(reg); aerr != nil {
-		return CustomerSubscription{}, aerr
-	}
-	// Rule 4.
-	cs, ok := arm.CanonicalGUID(customerSub)
-	if !ok {
-		return CustomerSubscription{}, errInvalidCustomerSubscriptionID(customerSub)
-	}
-	// Rules 5 and 6.
-	target, err := s.resolver.Resolve(ctx, cs)
-	if errors.Is(err, directory.ErrNotFound) {
-		return CustomerSubscription{}, errInvalidCustomerSubscriptionID(customerSub)
-	}
-	if err != nil {
-		return CustomerSubscription{}, errMetadataResolverBadGateway()
-	}
-	// Rule 7.
-	if target.Offer != directory.OfferCSP {
-		return CustomerSubscription{}, errInvalidCSPSubscription(customerSub)
-	}
-	// Rule 8: you cannot register someone else's customers.
-	if def == nil || def.RollsUpTo == "" || target.RollsUpTo != def.RollsUpTo {
-		return CustomerSubscription{}, errBadCustomerSubscriptionID(customerSub, reg.Key.Name)
-	}
-	// Rule 9: a sibling reseller's customer answers exactly as a
-	// subscription that does not exist (rule 6), so a reseller cannot learn
-	// which subscriptions its siblings hold.
-	if p.Role == auth.RoleReseller && target.Reseller != p.PartnerID {
-		return CustomerSubscription{}, errInvalidCustomerSubscriptionID(customerSub)
-	}
-	// Rule 10: the mapping decides whose usage is billed to the subscription,
-	// so it must name the tenant that owns it.
-	if target.CustomerTenantID != tenant {
-		return CustomerSubscription{}, arm.Errorf(arm.Invalid, "CustomerTenantMismatch",
-			"The customer subscription %s belongs to the directory tenant %s, not to %s. Map each tenant to a CSP subscription created in that tenant (the one its users sign in with).",
-			cs, target.CustomerTenantID, tenant).WithTarget("properties.tenantId")
+	judge := func(reg Registration) error {
+		// Rule 4.
+		if !csValid {
+			return errInvalidCustomerSubscriptionID(customerSub)
+		}
+		// Rules 5 and 6.
+		if errors.Is(resolveErr, directory.ErrNotFound) {
+			return errInvalidCustomerSubscriptionID(customerSub)
+		}
+		if resolveErr != nil {
+			return errMetadataResolverBadGateway()
+		}
+		// Rule 7.
+		if target.Offer != directory.OfferCSP {
+			return errInvalidCSPSubscription(customerSub)
+		}
+		// Rule 8: you cannot register someone else's customers.
+		if def == nil || def.RollsUpTo == "" || target.RollsUpTo != def.RollsUpTo {
+			return errBadCustomerSubscriptionID(customerSub, reg.Key.Name)
+		}
+		// Rule 9: a sibling reseller's customer answers exactly as a
+		// subscription that does not exist (rule 6), so a reseller cannot
+		// learn which subscriptions its siblings hold.
+		if p.Role == auth.RoleReseller && target.Reseller != p.PartnerID {
+			return errInvalidCustomerSubscriptionID(customerSub)
+		}
+		// Rule 10: the mapping decides whose usage is billed to the
+		// subscription, so it must name the tenant that owns it.
+		if target.CustomerTenantID != tenant {
+			return arm.Errorf(arm.Invalid, "CustomerTenantMismatch",
+				"The customer subscription %s belongs to the directory tenant %s, not to %s. Map each tenant to a CSP subscription created in that tenant (the one its users sign in with).",
+				cs, target.CustomerTenantID, tenant).WithTarget("properties.tenantId")
+		}
+		return nil
 	}
 	// Two PUTs racing for one tenant on PostgreSQL can both close its old
 	// mapping and both insert; the live-tenant unique index lets one win and
 	// the other retries against the winner's state.
 	for attempt := 0; ; attempt++ {
-		out, err := s.writeMapping(ctx, p, reg, cs, tenant, pre)
+		out, err := s.writeMapping(ctx, p, k, cs, tenant, pre, judge, target.Scope)
 		if err != nil && store.IsUniqueViolation(err) && attempt < 5 {
 			continue
 		}
@@ -192,39 +201,48 @@ func (s *Service) PutCustomerSubscription(ctx context.Context, p auth.Principal,
 	}
 }
 
-func (s *Service) writeMapping(ctx context.Context, p auth.Principal, reg Registration, cs, tenant string, pre Precondition) (CustomerSubscription, error) {
-	k := reg.Key
+// writeMapping applies rules 1 to 3 to the registration read under a shared
+// lock (approval or billing model may change meanwhile, and such a change,
+// which takes the row exclusively, waits for mapping writers, not the other
+// way round), then judge's rules, then maps the tenant. scope is the audit
+// scope of the customer subscription ("" to look it up).
+func (s *Service) writeMapping(ctx context.Context, p auth.Principal, k Key, cs, tenant string, pre Precondition, judge func(Registration) error, scope string) (CustomerSubscription, error) {
 	var out CustomerSubscription
 	err := s.db.Write(ctx, func(tx *store.Tx) error {
-		// Re-read under a shared lock: approval or billing model may have
-		// changed since the checks, and such a change (which takes the row
-		// exclusively) waits for mapping writers, not the other way round.
 		cur, exists, err := s.load(ctx, tx, k, shareLock)
 		if err != nil {
 			return err
 		}
-		if !exists || cur.UID != reg.UID {
+		if !exists {
 			return errRegistrationNotFound(k)
 		}
+		k = cur.Key
+		// Rules 2 and 3.
 		if aerr := checkMultiTenant(cur); aerr != nil {
 			return aerr
 		}
-		// The live mappings of this subscription and of this tenant: at most
-		// one each, possibly the same row. UNION ALL rather than OR, so that
-		// each arm uses its partial unique index instead of scanning the
-		// registration's whole mapping history.
-		rows, err := tx.QueryContext(ctx, `SELECT id, customer_subscription_id, tenant_id, etag, valid_from_us, created_by FROM tenant_mappings
-			WHERE registration_uid = ? AND customer_subscription_id = ? AND valid_to_us IS NULL
-			UNION ALL
-			SELECT id, customer_subscription_id, tenant_id, etag, valid_from_us, created_by FROM tenant_mappings
-			WHERE registration_uid = ? AND tenant_id = ? AND valid_to_us IS NULL`, cur.UID, cs, cur.UID, tenant)
+		if err := judge(cur); err != nil {
+			return err
+		}
+		// Close the live mappings of this subscription and of this tenant
+		// (at most one each, possibly the same row) and read them back in the
+		// same statement. When a check below refuses the change, or the
+		// mapping is already exactly so, the transaction is rolled back and
+		// nothing was closed. UNION ALL rather than OR, so that each arm uses
+		// its partial unique index instead of scanning the registration's
+		// whole mapping history.
+		now := s.clock.Now()
+		rows, err := tx.QueryContext(ctx, `UPDATE tenant_mappings SET valid_to_us = ?, removed_by = ? WHERE valid_to_us IS NULL AND id IN (
+				SELECT id FROM tenant_mappings WHERE registration_uid = ? AND customer_subscription_id = ? AND valid_to_us IS NULL
+				UNION ALL
+				SELECT id FROM tenant_mappings WHERE registration_uid = ? AND tenant_id = ? AND valid_to_us IS NULL)
+			RETURNING id, customer_subscription_id, tenant_id, etag, valid_from_us, created_by`, clock.Micros(now), p.Actor(), cur.UID, cs, cur.UID, tenant)
 		if err != nil {
 			return err
 		}
 		var byCS mappingRow
 		var hasCS bool
 		var replaced []string
-		var ids []any
 		for rows.Next() {
 			var m mappingRow
 			if err := rows.Scan(&m.id, &m.cs, &m.tenant, &m.etag, &m.from, &m.createdBy); err != nil {
@@ -233,9 +251,8 @@ func (s *Service) writeMapping(ctx context.Context, p auth.Principal, reg Regist
 			}
 			if m.cs == cs {
 				byCS, hasCS = m, true
-			}
-			if len(ids) == 0 || ids[0] != m.id {
-				ids = append(ids, m.id)
+				replaced = append([]string{m.cs}, replaced...)
+			} else {
 				replaced = append(replaced, m.cs)
 			}
 		}
@@ -262,14 +279,7 @@ func (s *Service) writeMapping(ctx context.Context, p auth.Principal, reg Regist
 		}
 		if hasCS && byCS.tenant == tenant {
 			out = byCS.public(k)
-			return nil // already mapped exactly so: PUT is idempotent
-		}
-		now := s.clock.Now()
-		if len(ids) > 0 {
-			args := append([]any{clock.Micros(now), p.Actor()}, ids...)
-			if _, err := tx.ExecContext(ctx, `UPDATE tenant_mappings SET valid_to_us = ?, removed_by = ? WHERE valid_to_us IS NULL AND id IN (`+store.Placeholders(len(ids))+`)`, args...); err != nil {
-				return err
-			}
+			return errUnchanged // already mapped exactly so: PUT is idempotent
 		}
 		m := mappingRow{cs: cs, tenant: tenant, etag: newETag(), from: clock.Micros(now), createdBy: p.Actor()}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO tenant_mappings (registration_uid, customer_subscription_id, tenant_id, etag, valid_from_us, created_by)
@@ -281,19 +291,37 @@ func (s *Service) writeMapping(ctx context.Context, p auth.Principal, reg Regist
 		if len(replaced) > 0 {
 			action = "mapping_replaced"
 		}
-		return s.event(ctx, tx, cur.UID, now, p.Actor(), action, map[string]any{"customerSubscriptionId": cs, "tenantId": tenant, "replaced": replaced})
+		return s.eventScoped(ctx, tx, cur.UID, now, p.Actor(), action, map[string]any{"customerSubscriptionId": cs, "tenantId": tenant, "replaced": replaced}, scope)
 	})
+	if errors.Is(err, errUnchanged) {
+		return out, nil
+	}
 	return out, err
 }
 
+// errUnchanged rolls back a write that found nothing to change.
+var errUnchanged = errors.New("unchanged")
+
 // GetCustomerSubscription returns a live mapping.
 func (s *Service) GetCustomerSubscription(ctx context.Context, p auth.Principal, k Key, customerSub string) (CustomerSubscription, error) {
-	reg, err := s.Get(ctx, p, k)
+	k, aerr := ValidateKey(k)
+	if aerr != nil {
+		return CustomerSubscription{}, errRegistrationNotFound(k)
+	}
+	if err := s.requireRead(ctx, p, k); err != nil {
+		return CustomerSubscription{}, err
+	}
+	cs, valid := arm.CanonicalGUID(customerSub)
+	// The registration and the live mapping in one read; the checks still
+	// answer in the order they always did.
+	reg, m, exists, mapped, err := s.loadMapping(ctx, k, cs)
 	if err != nil {
 		return CustomerSubscription{}, err
 	}
-	cs, ok := arm.CanonicalGUID(customerSub)
-	if !ok {
+	if !exists {
+		return CustomerSubscription{}, errRegistrationNotFound(k)
+	}
+	if !valid {
 		return CustomerSubscription{}, errCustomerSubscriptionNotFound(customerSub, reg.Key.Name)
 	}
 	// Another reseller's mapping answers exactly as a missing one.
@@ -303,14 +331,32 @@ func (s *Service) GetCustomerSubscription(ctx context.Context, p auth.Principal,
 		}
 		return CustomerSubscription{}, errCustomerSubscriptionNotFound(customerSub, reg.Key.Name)
 	}
-	m, ok, err := s.liveMapping(ctx, s.db, reg.UID, "customer_subscription_id", cs)
-	if err != nil {
-		return CustomerSubscription{}, err
-	}
-	if !ok {
+	if !mapped {
 		return CustomerSubscription{}, errCustomerSubscriptionNotFound(customerSub, reg.Key.Name)
 	}
 	return m.public(reg.Key), nil
+}
+
+// loadMapping reads a live registration and its live mapping of customer
+// subscription cs ("" reads the registration alone).
+func (s *Service) loadMapping(ctx context.Context, k Key, cs string) (reg Registration, m mappingRow, exists, mapped bool, err error) {
+	var id sql.NullInt64
+	var mcs, tenant, etag, createdBy sql.NullString
+	var from sql.NullInt64
+	reg, err = scanRegistration(s.db.QueryRowContext(ctx, `SELECT `+regColumnsOf("r")+`, m.id, m.customer_subscription_id, m.tenant_id, m.etag, m.valid_from_us, m.created_by
+		FROM registrations r LEFT JOIN tenant_mappings m ON m.registration_uid = r.uid AND m.customer_subscription_id = ? AND m.valid_to_us IS NULL
+		WHERE r.lookup_key = ? AND r.deleted_at_us IS NULL`, cs, k.lookup()), &id, &mcs, &tenant, &etag, &from, &createdBy)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Registration{}, m, false, false, nil
+	}
+	if err != nil {
+		return Registration{}, m, false, false, err
+	}
+	if !id.Valid {
+		return reg, m, true, false, nil
+	}
+	m = mappingRow{id: id.Int64, cs: mcs.String, tenant: tenant.String, etag: etag.String, from: from.Int64, createdBy: createdBy.String}
+	return reg, m, true, true, nil
 }
 
 // ListCustomerSubscriptions returns one page of live mappings ordered by

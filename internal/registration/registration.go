@@ -60,6 +60,9 @@ import (
 // directory.ErrNotFound means the directory could not answer.
 type Resolver interface {
 	Resolve(ctx context.Context, subscriptionID string) (directory.ResolvedSubscription, error)
+	// ResolveEach answers Resolve for each of ids (in one round trip where
+	// the directory can).
+	ResolveEach(ctx context.Context, ids []string) ([]directory.ResolvedSubscription, []error)
 }
 
 // Key names a registration the way ARM does. Comparisons are
@@ -180,12 +183,18 @@ func newUID() string {
 // it; a reseller those of its own customers. The directory answer is returned
 // for callers that need it.
 func (s *Service) access(ctx context.Context, p auth.Principal, subscriptionID string) (bool, *directory.ResolvedSubscription, error) {
-	switch p.Role {
-	case auth.RoleOperator, auth.RolePartner, auth.RoleReseller:
-	default:
+	if !isManager(p) {
 		return false, nil, nil
 	}
 	r, err := s.resolver.Resolve(ctx, subscriptionID)
+	return judgeAccess(p, r, err)
+}
+
+// judgeAccess is access given the directory's answer for the subscription.
+func judgeAccess(p auth.Principal, r directory.ResolvedSubscription, err error) (bool, *directory.ResolvedSubscription, error) {
+	if !isManager(p) {
+		return false, nil, nil
+	}
 	if errors.Is(err, directory.ErrNotFound) {
 		return p.Role == auth.RoleOperator, nil, nil
 	}
@@ -218,6 +227,15 @@ func (s *Service) requireRead(ctx context.Context, p auth.Principal, k Key) erro
 const regColumns = `uid, subscription_id, resource_group, name, location, tags, etag, cloud_id, object_id, billing_model, agreement_number,
 	usage_reporting_enabled, marketplace_syndication_enabled, token, approved, approved_at_us, approved_by, remote_management_at_us,
 	remote_management_by, created_at_us, created_by, updated_at_us, updated_by`
+
+// regColumnsOf is regColumns qualified with a table alias, for joins.
+func regColumnsOf(alias string) string {
+	cols := strings.Split(regColumns, ",")
+	for i, c := range cols {
+		cols[i] = alias + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
+}
 
 // scanRegistration reads regColumns, then any extra columns into extra.
 func scanRegistration(row interface{ Scan(...any) error }, extra ...any) (Registration, error) {
@@ -270,6 +288,13 @@ func (s *Service) load(ctx context.Context, q store.Querier, k Key, lock int) (R
 }
 
 func (s *Service) event(ctx context.Context, tx *store.Tx, uid string, at time.Time, actor, action string, data any) error {
+	return s.eventScoped(ctx, tx, uid, at, actor, action, data, "")
+}
+
+// eventScoped records a registration event and its audit entry. scope, when
+// the caller already holds the directory's answer for the subscription the
+// entry is about, saves asking for it again inside the transaction.
+func (s *Service) eventScoped(ctx context.Context, tx *store.Tx, uid string, at time.Time, actor, action string, data any, scope string) error {
 	b, err := json.Marshal(data)
 	if err != nil {
 		return err
@@ -281,7 +306,7 @@ func (s *Service) event(ctx context.Context, tx *store.Tx, uid string, at time.T
 	// The audit log keeps registrations and tenant mappings as entities of
 	// their own; a mapping is audited in its customer's scope, so a reseller
 	// sees the mappings of its customers.
-	e := audit.Entry{At: at, Actor: actor, Action: "registration." + action, Kind: "registration", ID: uid, After: b}
+	e := audit.Entry{At: at, Actor: actor, Action: "registration." + action, Kind: "registration", ID: uid, After: b, Scope: scope}
 	scopeSub := ""
 	if m, ok := data.(map[string]any); ok && strings.HasPrefix(action, "mapping_") {
 		cs, _ := m["customerSubscriptionId"].(string)
@@ -290,15 +315,19 @@ func (s *Service) event(ctx context.Context, tx *store.Tx, uid string, at time.T
 			e.After = audit.JSON(nil)
 		}
 	} else {
-		if err := tx.QueryRowContext(ctx, `SELECT subscription_id FROM registrations WHERE uid = ?`, uid).Scan(&scopeSub); err != nil {
-			return err
-		}
 		if action == "deleted" {
 			e.After = audit.JSON(nil)
 		}
+		if e.Scope == "" {
+			if err := tx.QueryRowContext(ctx, `SELECT subscription_id FROM registrations WHERE uid = ?`, uid).Scan(&scopeSub); err != nil {
+				return err
+			}
+		}
 	}
-	if e.Scope, err = directory.ScopeOfSubscription(ctx, tx, scopeSub); err != nil {
-		return err
+	if e.Scope == "" {
+		if e.Scope, err = directory.ScopeOfSubscription(ctx, tx, scopeSub); err != nil {
+			return err
+		}
 	}
 	return audit.Append(ctx, tx, e)
 }
@@ -881,4 +910,14 @@ func (s *Service) History(ctx context.Context, p auth.Principal, k Key) ([]Event
 		return nil, errRegistrationNotFound(k)
 	}
 	return out, nil
+}
+
+// isManager says whether p's role may manage registrations at all; access
+// decides for which subscriptions.
+func isManager(p auth.Principal) bool {
+	switch p.Role {
+	case auth.RoleOperator, auth.RolePartner, auth.RoleReseller:
+		return true
+	}
+	return false
 }
