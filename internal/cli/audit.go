@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"strconv"
-	"text/tabwriter"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/audit"
@@ -44,7 +43,7 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	if verb == "verify" {
 		dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
 		keysFlag := fs.String("keys", "", "verify checkpoints against this key set (a saved copy of commerce's /v1/activation/keys) instead of the key in the database")
-		if err := fs.Parse(rest); err != nil {
+		if err := parseFlags(fs, rest); err != nil {
 			return err
 		}
 		app, err := Build(ctx, Options{DB: *dbFlag})
@@ -92,7 +91,11 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	kind := fs.String("kind", "", "only records of this kind (partner, customer, subscription, registration, tenantMapping, priceList, meterMap, priceBook, invoice, creditNote, agreement, meter, token)")
 	id := fs.String("id", "", "only records of this entity")
 	after := fs.Int64("after", 0, "records after this sequence number")
-	if err := fs.Parse(rest); err != nil {
+	o := outputFlag(fs)
+	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	if err := o.check(); err != nil {
 		return err
 	}
 	q := url.Values{"after": {strconv.FormatInt(*after, 10)}}
@@ -108,10 +111,9 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	if _, err := mk().do(ctx, "GET", "/v1/audit?"+q.Encode(), nil, &page); err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tAT\tACTOR\tACTION\tENTITY\tSCOPE")
+	rows := make([][]string, 0, len(page.Value))
 	for _, e := range page.Value {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.Format(time.RFC3339), e.Actor, e.Action, e.ID, e.Scope)
+		rows = append(rows, []string{strconv.FormatInt(e.Seq, 10), e.At.Format(time.RFC3339), e.Actor, e.Action, e.ID, e.Scope})
 	}
-	return tw.Flush()
+	return o.print(env, []string{"seq", "at", "actor", "action", "entity", "scope"}, rows, page.Value)
 }

@@ -24,7 +24,7 @@ func runBackup(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "backup")
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
 	out := fs.String("out", "", "the backup file to write (must not exist)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *out == "" {
@@ -76,7 +76,7 @@ func runRestore(ctx context.Context, env Env, args []string) error {
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN to restore into")
 	in := fs.String("from", "", "the backup file")
 	force := fs.Bool("force", false, "replace an existing database (stop stackbill first)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *in == "" {

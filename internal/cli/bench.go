@@ -79,7 +79,7 @@ func benchAll(ctx context.Context, env Env, args []string) error {
 	fs.IntVar(&sz.RegistrationClients, "registration-clients", 16, "concurrent registration API clients")
 	regDur := fs.Duration("registration-duration", 5*time.Second, "how long to drive the registration API")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof); with --stages, of those stages")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	stopProfile, err := bench.StartCPUProfile(*cpuProfile)
@@ -158,7 +158,7 @@ func benchForward(ctx context.Context, env Env, args []string) error {
 	days := fs.Int("days", 7, "days of backlog")
 	batch := fs.Int("batch", wire.MaxRecords, "records per forwarded batch")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the catch-up (both sides) to this file")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	com, _, closeCom, err := openBenchApp(ctx, *dbFlag, nil)
@@ -197,7 +197,7 @@ func benchRating(ctx context.Context, env Env, args []string) error {
 	subs := fs.Int("subscriptions", 1000, "customer subscriptions they are charged to")
 	baseline := fs.Bool("baseline", true, "also run the hand-written SQL pipeline (bulk load + INSERT … SELECT … GROUP BY; REAL arithmetic on SQLite) and print the ratio")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	stopProfile, err := bench.StartCPUProfile(*cpuProfile)
@@ -232,7 +232,7 @@ func benchRegistration(ctx context.Context, env Env, args []string) error {
 	clients := fs.Int("clients", 16, "concurrent clients")
 	d := fs.Duration("duration", 10*time.Second, "how long to run")
 	tenants := fs.Int("tenants", 500, "customers (tenant/subscription pairs) to cycle through")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	app, token, closeApp, err := openBenchApp(ctx, *dbFlag, nil)
@@ -281,7 +281,7 @@ func benchIntake(ctx context.Context, env Env, args []string) error {
 	clients := fs.Int("clients", 4, "concurrent producers")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed run to this file (go tool pprof)")
 	ackProfile := fs.String("ack-cpuprofile", "", "write a CPU profile of the acknowledgement phase alone to this file")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	app, token, closeApp, err := openBenchApp(ctx, *dbFlag, nil)
@@ -321,7 +321,7 @@ func benchUsageAPI(ctx context.Context, env Env, args []string) error {
 	days := fs.Int("days", 30, "days of hourly usage")
 	passes := fs.Int("passes", 3, "times to walk every page")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	app, token, closeApp, err := openBenchApp(ctx, *dbFlag, nil)

@@ -132,6 +132,29 @@ func newFlags(env Env, name string) *flag.FlagSet {
 	return fs
 }
 
+// parseFlags parses args as fs.Parse does, except that flags may also follow
+// positional arguments, as with gh and kubectl ("directory history partner
+// fabrikam -o json"). "--" still ends the flags: what follows is positional.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	return fs.Parse(append([]string{"--"}, positional...))
+}
+
 // defaultDB is the embedded default: a SQLite file in a data folder, created
 // on first start. STACKBILL_DB overrides it.
 func defaultDB(env Env) string {

@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"text/tabwriter"
+	"strconv"
+	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/directory"
@@ -22,7 +23,11 @@ func runDirectory(ctx context.Context, env Env, args []string) error {
 	case "history":
 		fs := newFlags(env, "directory history")
 		mk := clientFlags(fs, env)
-		if err := fs.Parse(rest); err != nil {
+		o := outputFlag(fs)
+		if err := parseFlags(fs, rest); err != nil {
+			return err
+		}
+		if err := o.check(); err != nil {
 			return err
 		}
 		if fs.NArg() != 2 {
@@ -32,7 +37,11 @@ func runDirectory(ctx context.Context, env Env, args []string) error {
 		if _, err := mk().do(ctx, "GET", "/v1/directory/history/"+url.PathEscape(fs.Arg(0))+"/"+url.PathEscape(fs.Arg(1)), nil, &out); err != nil {
 			return err
 		}
-		return printJSON(env.Stdout, out.Value)
+		rows := make([][]string, 0, len(out.Value))
+		for _, c := range out.Value {
+			rows = append(rows, []string{strconv.FormatInt(c.Seq, 10), c.At.Format(time.RFC3339), c.Actor, c.Op, string(c.Data)})
+		}
+		return o.print(env, []string{"seq", "at", "actor", "op", "data"}, rows, out.Value)
 	}
 	return directoryEntity(ctx, env, verb, rest)
 }
@@ -40,7 +49,7 @@ func runDirectory(ctx context.Context, env Env, args []string) error {
 func directoryImport(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "directory import")
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -84,6 +93,10 @@ func directoryEntity(ctx context.Context, env Env, kind string, args []string) e
 	var c directory.Customer
 	var s directory.Subscription
 	var ptype, offer string
+	var o *output
+	if verb == "list" {
+		o = outputFlag(fs)
+	}
 	if verb == "put" {
 		switch kind {
 		case "partner":
@@ -104,44 +117,50 @@ func directoryEntity(ctx context.Context, env Env, kind string, args []string) e
 			fs.StringVar(&s.Name, "name", "", "display name")
 		}
 	}
-	if err := fs.Parse(rest); err != nil {
+	if err := parseFlags(fs, rest); err != nil {
 		return err
+	}
+	if o != nil {
+		if err := o.check(); err != nil {
+			return err
+		}
 	}
 	c0 := mk()
 	base := "/v1/" + kind + "s"
 	switch verb {
 	case "list":
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 		switch kind {
 		case "partner":
 			var out struct{ Value []directory.Partner }
 			if _, err := c0.do(ctx, "GET", base, nil, &out); err != nil {
 				return err
 			}
-			fmt.Fprintln(tw, "ID\tNAME\tTYPE\tPROVIDER")
+			var rows [][]string
 			for _, x := range out.Value {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", x.ID, x.Name, x.Type, x.Provider)
+				rows = append(rows, []string{x.ID, x.Name, string(x.Type), x.Provider})
 			}
+			return o.print(env, []string{"id", "name", "type", "provider"}, rows, out.Value)
 		case "customer":
 			var out struct{ Value []directory.Customer }
 			if _, err := c0.do(ctx, "GET", base, nil, &out); err != nil {
 				return err
 			}
-			fmt.Fprintln(tw, "TENANT\tNAME\tPARTNER")
+			var rows [][]string
 			for _, x := range out.Value {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", x.TenantID, x.Name, x.Partner)
+				rows = append(rows, []string{x.TenantID, x.Name, x.Partner})
 			}
+			return o.print(env, []string{"tenant", "name", "partner"}, rows, out.Value)
 		default:
 			var out struct{ Value []directory.Subscription }
 			if _, err := c0.do(ctx, "GET", base, nil, &out); err != nil {
 				return err
 			}
-			fmt.Fprintln(tw, "ID\tOFFER\tROLLS UP TO\tCUSTOMER TENANT\tNAME")
+			var rows [][]string
 			for _, x := range out.Value {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", x.ID, x.Offer, x.Partner, x.CustomerTenantID, x.Name)
+				rows = append(rows, []string{x.ID, string(x.Offer), x.Partner, x.CustomerTenantID, x.Name})
 			}
+			return o.print(env, []string{"id", "offer", "rolls up to", "customer tenant", "name"}, rows, out.Value)
 		}
-		return tw.Flush()
 	case "get", "remove":
 		if fs.NArg() != 1 {
 			return usagef("usage: stackbill directory %s %s ID", kind, verb)

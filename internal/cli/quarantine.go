@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"text/tabwriter"
+	"strconv"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/quarantine"
@@ -21,12 +21,19 @@ func runQuarantine(ctx context.Context, env Env, args []string) error {
 	mk := clientFlags(fs, env)
 	stage := fs.String("stage", "", "only this stage: aggregation, seal, ingest or materialise (list)")
 	all := fs.Bool("all", false, "include resolved items (list)")
-	if err := fs.Parse(rest); err != nil {
+	var o *output
+	if verb == "list" {
+		o = outputFlag(fs)
+	}
+	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
 	if verb == "list" {
 		if fs.NArg() > 0 {
 			return usagef("unexpected arguments: %v", fs.Args())
+		}
+		if err := o.check(); err != nil {
+			return err
 		}
 		q := url.Values{}
 		if *stage != "" {
@@ -41,16 +48,15 @@ func runQuarantine(ctx context.Context, env Env, args []string) error {
 		if _, err := mk().do(ctx, "GET", "/v1/quarantine?"+q.Encode(), nil, &page); err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tHELD AT\tSTAGE\tSUBSCRIPTION\tQUANTITY\tSTATE\tREASON")
+		var rows [][]string
 		for _, it := range page.Value {
 			state := "held"
 			if it.Resolution != "" {
 				state = it.Resolution
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", it.ID, it.At.Format(time.RFC3339), it.Stage, orDash(it.SubscriptionID), orDash(it.Quantity), state, it.Reason)
+			rows = append(rows, []string{strconv.FormatInt(it.ID, 10), it.At.Format(time.RFC3339), string(it.Stage), orDash(it.SubscriptionID), orDash(it.Quantity), state, it.Reason})
 		}
-		return tw.Flush()
+		return o.print(env, []string{"id", "held at", "stage", "subscription", "quantity", "state", "reason"}, rows, page.Value)
 	}
 	if fs.NArg() != 1 {
 		return usagef("quarantine %s takes one item ID", verb)

@@ -80,7 +80,7 @@ func runRegistration(ctx context.Context, env Env, args []string) error {
 	if verb == "list" || verb == "get" {
 		o = outputFlag(fs)
 	}
-	if err := fs.Parse(rest); err != nil {
+	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
 	if o != nil {
@@ -257,7 +257,7 @@ func runTenant(ctx context.Context, env Env, args []string) error {
 	if verb == "add" {
 		fs.StringVar(&tenant, "tenant", "", "the end customer's directory tenant id")
 	}
-	if err := fs.Parse(rest); err != nil {
+	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
 	if o != nil {

@@ -55,7 +55,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	commerceCA := fs.String("commerce-ca", "", "PEM file of the CAs the bridge trusts for commerce's certificate, instead of the system's roots (pins commerce's CA)")
 	demoFlag := fs.Bool("demo", false, "seed a demo world (partners, customers, a registered and activated stamp, 30 days of usage) on its own database (default ./data/demo.db), and simulate usage in real time")
 	demoDays := fs.Int("demo-days", 30, "days of usage the demo backfills")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -202,7 +202,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 func runMigrate(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "migrate")
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	app, err := Build(ctx, Options{DB: *dbFlag, FailPoints: failPoints(env)})

@@ -95,7 +95,7 @@ func runSimulate(ctx context.Context, env Env, args []string) error {
 	fs.Uint64Var(&o.Seed, "seed", 1, "world seed: the same seed gives the same tenants and events")
 	fs.BoolVar(&o.Realtime, "realtime", false, "after the backfill, keep producing each hour as the stack's clock closes it")
 	totalsFile := fs.String("totals", "", "write the produced totals per subscription and meter to this JSON file ('-' for stdout)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	api := mk()

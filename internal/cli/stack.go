@@ -35,7 +35,7 @@ func runStack(ctx context.Context, env Env, args []string) error {
 		fs.StringVar(&commerceCA, "commerce-ca", "", "PEM file of the CAs to trust for commerce's certificate (default: the system's roots)")
 		fs.StringVar(&keyFile, "key-file", "", "read the activation key from this file, or from stdin with -, so the secret stays off the command line and out of shell history")
 	}
-	if err := fs.Parse(rest); err != nil {
+	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
 	app, err := Build(ctx, Options{DB: *dbFlag})
@@ -153,7 +153,7 @@ func stackBridge(ctx context.Context, env Env, args []string) error {
 	}
 	fs := newFlags(env, "stack bridge status")
 	mk := clientFlags(fs, env)
-	if err := fs.Parse(rest); err != nil {
+	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
 	var st struct {

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
@@ -20,6 +19,10 @@ func runToken(ctx context.Context, env Env, args []string) error {
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
 	var roleName, partner, subscription, name string
 	var ttl time.Duration
+	var o *output
+	if verb == "list" {
+		o = outputFlag(fs)
+	}
 	if verb == "create" {
 		fs.StringVar(&roleName, "role", "", "operator, partner, reseller, stack-operator, tenant, bridge or usage-writer")
 		fs.StringVar(&partner, "partner", "", "the partner a partner or reseller token acts for")
@@ -27,8 +30,13 @@ func runToken(ctx context.Context, env Env, args []string) error {
 		fs.StringVar(&name, "name", "", "a note to recognise the token by")
 		fs.DurationVar(&ttl, "expires", 0, "lifetime, e.g. 720h; 0 never expires")
 	}
-	if err := fs.Parse(rest); err != nil {
+	if err := parseFlags(fs, rest); err != nil {
 		return err
+	}
+	if o != nil {
+		if err := o.check(); err != nil {
+			return err
+		}
 	}
 	app, err := Build(ctx, Options{DB: *dbFlag})
 	if err != nil {
@@ -37,12 +45,11 @@ func runToken(ctx context.Context, env Env, args []string) error {
 	defer app.Close()
 	switch verb {
 	case "list":
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tROLE\tSCOPE\tNAME\tCREATED\tEXPIRES\tSTATE")
 		toks, err := app.Auth.List(ctx)
 		if err != nil {
 			return err
 		}
+		var rows [][]string
 		for _, t := range toks {
 			scope, exp, state := t.PartnerID+t.SubscriptionID, "never", "active"
 			if t.ExpiresAt != nil {
@@ -54,9 +61,9 @@ func runToken(ctx context.Context, env Env, args []string) error {
 			if t.RevokedAt != nil {
 				state = "revoked " + t.RevokedAt.Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Role, scope, t.Name, t.CreatedAt.Format(time.RFC3339), exp, state)
+			rows = append(rows, []string{t.ID, string(t.Role), scope, t.Name, t.CreatedAt.Format(time.RFC3339), exp, state})
 		}
-		return tw.Flush()
+		return o.print(env, []string{"id", "role", "scope", "name", "created", "expires", "state"}, rows, toks)
 	case "revoke":
 		if fs.NArg() != 1 {
 			return usagef("usage: stackbill token revoke ID")

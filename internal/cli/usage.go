@@ -20,7 +20,7 @@ func runUsage(ctx context.Context, env Env, args []string) error {
 	from := fs.String("from", "", "first usage day, RFC 3339 (default: all)")
 	to := fs.String("to", "", "end of the usage range, RFC 3339 (default: now)")
 	o := outputFlag(fs)
-	if err := fs.Parse(rest); err != nil {
+	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
 	if err := o.check(); err != nil {
