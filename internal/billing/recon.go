@@ -63,8 +63,9 @@ func (s *Service) canExport(ctx context.Context, p auth.Principal, partner strin
 // holds the open lines, not the rows. Rows are per resource and day (split
 // where a tier boundary falls), and their BillingPreTaxTotal values are
 // rounded with a running remainder so that they sum to their invoice line
-// exactly. progress, when not nil, is told how many records were read.
-func (s *Service) Reconciliation(ctx context.Context, p auth.Principal, partner, period string, w io.Writer, progress func(records int64)) error {
+// exactly. progress, when not nil, is told what the export is doing (an
+// Export phase) and how many records were read.
+func (s *Service) Reconciliation(ctx context.Context, p auth.Principal, partner, period string, w io.Writer, progress func(phase string, records int64)) error {
 	if err := s.canExport(ctx, p, partner); err != nil {
 		return err
 	}
@@ -75,7 +76,7 @@ func (s *Service) Reconciliation(ctx context.Context, p auth.Principal, partner,
 // the file finalization stored, which never changes; for an open period the
 // file rated now. (Periods finalized before files were stored are rated
 // from their stamped usage and stored directory.)
-func (s *Service) reconFile(ctx context.Context, partner, period string, w io.Writer, progress func(int64)) error {
+func (s *Service) reconFile(ctx context.Context, partner, period string, w io.Writer, progress func(string, int64)) error {
 	if _, err := clock.ParsePeriod(period); err != nil {
 		return badPeriod(err)
 	}
@@ -87,6 +88,9 @@ func (s *Service) reconFile(ctx context.Context, partner, period string, w io.Wr
 		return err
 	}
 	if st.finalized {
+		if progress != nil {
+			progress(PhaseCopying, 0)
+		}
 		if ok, err := copyPeriodFile(ctx, s.db, period, fileReconciliation, partner, w); ok || err != nil {
 			return err
 		}
@@ -130,7 +134,12 @@ func (s *Service) countRecon(ctx context.Context, partner, period string) (int64
 
 // writeRecon rates a partner's period record by record, on q (the reader
 // pool, or the finalization's transaction), and writes its file.
-func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, period string, w io.Writer, progress func(int64)) error {
+func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, period string, w io.Writer, progress func(string, int64)) error {
+	if progress != nil {
+		// Until the first record arrives: loading earlier periods' tier
+		// quantities and the catalog, and the database ordering the records.
+		progress(PhaseReading, 0)
+	}
 	rs, dir, err := s.reconSet(ctx, q, partner, period)
 	if err != nil {
 		return err
@@ -236,8 +245,8 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 			return err
 		}
 		n++
-		if progress != nil && n%10000 == 0 {
-			progress(n)
+		if progress != nil && (n == 1 || n%10000 == 0) {
+			progress(PhaseWriting, n)
 		}
 		return nil
 	})
@@ -248,7 +257,7 @@ func (s *Service) writeRecon(ctx context.Context, q store.Querier, partner, peri
 		return err
 	}
 	if progress != nil {
-		progress(n)
+		progress(PhaseWriting, n)
 	}
 	cw.Flush()
 	if err := cw.Error(); err != nil {
@@ -271,6 +280,9 @@ type ExportJob struct {
 	PartnerID   string    `json:"partnerId"`
 	Period      string    `json:"period"`
 	Status      string    `json:"status"` // queued, running, succeeded, failed
+	// Phase is what a running export is doing: PhaseReading, PhaseWriting
+	// (RowsDone counts) or PhaseCopying.
+	Phase       string    `json:"phase,omitempty"`
 	RowsDone    int64     `json:"recordsRead"`
 	RowsTotal   int64     `json:"recordsTotal"`
 	Error       string    `json:"error,omitempty"`
@@ -278,6 +290,13 @@ type ExportJob struct {
 	CreatedAt   time.Time `json:"createdAt"`
 	UpdatedAt   time.Time `json:"updatedAt"`
 }
+
+// Export phases.
+const (
+	PhaseReading = "reading"
+	PhaseWriting = "writing"
+	PhaseCopying = "copying"
+)
 
 // StartExport queues a reconciliation export. Any commerce instance's export
 // runner picks it up; the file is kept in the database in chunks, so any
@@ -316,8 +335,8 @@ func (s *Service) Export(ctx context.Context, p auth.Principal, id string) (Expo
 func (s *Service) exportJob(ctx context.Context, id string) (ExportJob, error) {
 	var j ExportJob
 	var c, u int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, partner_id, period, status, rows_done, rows_total, error, requested_by, created_at_us, updated_at_us FROM export_jobs WHERE id = ?`, id).
-		Scan(&j.ID, &j.PartnerID, &j.Period, &j.Status, &j.RowsDone, &j.RowsTotal, &j.Error, &j.RequestedBy, &c, &u)
+	err := s.db.QueryRowContext(ctx, `SELECT id, partner_id, period, status, phase, rows_done, rows_total, error, requested_by, created_at_us, updated_at_us FROM export_jobs WHERE id = ?`, id).
+		Scan(&j.ID, &j.PartnerID, &j.Period, &j.Status, &j.Phase, &j.RowsDone, &j.RowsTotal, &j.Error, &j.RequestedBy, &c, &u)
 	if store.IsNoRows(err) {
 		return ExportJob{}, notFound("Export", id)
 	}
@@ -428,30 +447,31 @@ func (s *Service) runExport(ctx context.Context, id string) {
 	if err != nil {
 		return
 	}
-	update := func(status string, done, total int64, msg string) {
+	update := func(status, phase string, done, total int64, msg string) {
 		_ = s.db.Write(ctx, func(tx *store.Tx) error {
-			_, err := tx.ExecContext(ctx, `UPDATE export_jobs SET status = ?, rows_done = ?, rows_total = ?, error = ?, updated_at_us = ? WHERE id = ?`,
-				status, done, total, msg, clock.Micros(s.clock.Now()), id)
+			_, err := tx.ExecContext(ctx, `UPDATE export_jobs SET status = ?, phase = ?, rows_done = ?, rows_total = ?, error = ?, updated_at_us = ? WHERE id = ?`,
+				status, phase, done, total, msg, clock.Micros(s.clock.Now()), id)
 			return err
 		})
 	}
 	total, err := s.countRecon(ctx, j.PartnerID, j.Period)
 	if err != nil {
-		update("failed", 0, 0, err.Error())
+		update("failed", "", 0, 0, err.Error())
 		return
 	}
-	update("running", 0, total, "")
+	update("running", PhaseReading, 0, total, "")
 	cw := &chunkWriter{put: func(seq int, data []byte) error {
 		return s.db.Write(ctx, func(tx *store.Tx) error {
 			_, err := tx.ExecContext(ctx, `INSERT INTO export_chunks (job_id, seq, data) VALUES (?, ?, ?)`, id, seq, data)
 			return err
 		})
 	}}
-	last := time.Now()
-	err = s.reconFile(ctx, j.PartnerID, j.Period, cw, func(n int64) {
-		if time.Since(last) > 500*time.Millisecond {
-			last = time.Now()
-			update("running", n, total, "")
+	last, phase := time.Now(), PhaseReading
+	err = s.reconFile(ctx, j.PartnerID, j.Period, cw, func(p string, n int64) {
+		// A change of phase is written at once; counts at most twice a second.
+		if p != phase || time.Since(last) > 500*time.Millisecond {
+			last, phase = time.Now(), p
+			update("running", p, n, total, "")
 		}
 	})
 	if err == nil {
@@ -459,9 +479,9 @@ func (s *Service) runExport(ctx context.Context, id string) {
 	}
 	if err != nil {
 		s.logger.Error("reconciliation export failed", "id", id, "err", err)
-		update("failed", 0, total, err.Error())
+		update("failed", "", 0, total, err.Error())
 		return
 	}
-	update("succeeded", total, total, "")
+	update("succeeded", "", total, total, "")
 	s.logger.Info("reconciliation export done", slog.String("id", id), slog.String("partner", j.PartnerID), slog.String("period", j.Period), slog.Int64("records", total))
 }

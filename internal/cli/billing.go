@@ -13,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
+
 	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/money"
 )
@@ -34,7 +36,7 @@ func runBilling(ctx context.Context, env Env, args []string) error {
 		mk := clientFlags(fs, env)
 		partner := fs.String("partner", "", "bill-to partner (direct CSP or indirect provider)")
 		cur := fs.String("currency", "", "ISO 4217 currency of the partner's agreement")
-		if err := fs.Parse(rest); err != nil {
+		if err := parseFlags(fs, rest); err != nil {
 			return err
 		}
 		if *partner == "" || *cur == "" {
@@ -55,7 +57,7 @@ func runBilling(ctx context.Context, env Env, args []string) error {
 		}
 		fs := newFlags(env, "billing period "+what)
 		mk := clientFlags(fs, env)
-		if err := fs.Parse(rest); err != nil {
+		if err := parseFlags(fs, rest); err != nil {
 			return err
 		}
 		if fs.NArg() != 1 {
@@ -77,7 +79,7 @@ func runBilling(ctx context.Context, env Env, args []string) error {
 		line := fs.Int("line", 0, "invoice line to credit")
 		amount := fs.String("amount", "", "amount to credit, in the invoice's currency")
 		reason := fs.String("reason", "", "why (kept in the audit trail)")
-		if err := fs.Parse(rest); err != nil {
+		if err := parseFlags(fs, rest); err != nil {
 			return err
 		}
 		q, err := money.ParseQuantity(*amount)
@@ -101,7 +103,7 @@ func runBilling(ctx context.Context, env Env, args []string) error {
 		owner := fs.String("owner", "", "the partner or reseller whose statements to show")
 		per := fs.String("period", "", "billing period, YYYY-MM")
 		asJSON := fs.Bool("json", false, "print JSON")
-		if err := fs.Parse(rest); err != nil {
+		if err := parseFlags(fs, rest); err != nil {
 			return err
 		}
 		if *owner == "" || *per == "" {
@@ -131,7 +133,7 @@ func runPriceList(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "billing price-list "+what)
 	mk := clientFlags(fs, env)
 	eff := fs.String("effective", "", "effective date YYYY-MM-DD (default: the file's latest EffectiveDate)")
-	if err := fs.Parse(rest); err != nil {
+	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
 	switch what {
@@ -201,7 +203,7 @@ func runInvoice(ctx context.Context, env Env, args []string) error {
 	} else {
 		o = outputFlag(fs)
 	}
-	if err := fs.Parse(rest); err != nil {
+	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
 	if what == "list" {
@@ -234,13 +236,32 @@ func runInvoice(ctx context.Context, env Env, args []string) error {
 	return mk().raw(ctx, "GET", "/v1/billing/invoices/"+url.PathEscape(fs.Arg(0))+"?format="+url.QueryEscape(*format), "", nil, env.Stdout, nil)
 }
 
+// showExport draws a polled export job on bar.
+func showExport(bar *progressbar.ProgressBar, what string, job billing.ExportJob) {
+	switch {
+	case job.Phase == billing.PhaseWriting && job.RowsTotal > 0:
+		bar.Describe(what + ": records")
+		if bar.GetMax64() != job.RowsTotal {
+			bar.ChangeMax64(job.RowsTotal)
+		}
+		_ = bar.Set64(job.RowsDone)
+	default:
+		phase := job.Phase
+		if phase == "" {
+			phase = job.Status
+		}
+		bar.Describe(what + ": " + phase)
+		_ = bar.Add(0) // the spinner turns on every redraw
+	}
+}
+
 func runExport(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "billing export")
 	mk := clientFlags(fs, env)
 	partner := fs.String("partner", "", "bill-to partner (default: the token's partner)")
 	per := fs.String("period", "", "billing period, YYYY-MM")
 	out := fs.String("out", "", "file to write the daily rated-usage CSV to (default: stdout)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *per == "" {
@@ -251,7 +272,11 @@ func runExport(ctx context.Context, env Env, args []string) error {
 	if _, err := c.do(ctx, "POST", "/v1/billing/exports", map[string]string{"partner": *partner, "period": *per}, &job); err != nil {
 		return err
 	}
-	bar := newProgress(env.Stderr, 1, "exporting "+job.PartnerID+" "+job.Period)
+	// A spinner while the server reads and orders the records (no record is
+	// written before the database has sorted them all), then a bar of the
+	// records written.
+	what := "exporting " + job.PartnerID + " " + job.Period
+	bar := newProgress(env.Stderr, -1, what+": queued")
 	for job.Status == "queued" || job.Status == "running" {
 		select {
 		case <-ctx.Done():
@@ -261,9 +286,8 @@ func runExport(ctx context.Context, env Env, args []string) error {
 		if _, err := c.do(ctx, "GET", "/v1/billing/exports/"+job.ID, nil, &job); err != nil {
 			return err
 		}
-		if bar != nil && job.RowsTotal > 0 {
-			bar.ChangeMax64(job.RowsTotal)
-			_ = bar.Set64(job.RowsDone)
+		if bar != nil {
+			showExport(bar, what, job)
 		}
 	}
 	if bar != nil {
@@ -302,7 +326,7 @@ func runPriceBook(ctx context.Context, env Env, args []string) error {
 	markup := fs.String("markup", "0", "markup percent over cost")
 	var prices multiFlag
 	fs.Var(&prices, "price", "METER_ID=UNIT_PRICE, repeatable: a per-meter price (also for local-only meters)")
-	if err := fs.Parse(rest); err != nil {
+	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
 	if *owner == "" {
@@ -387,7 +411,7 @@ func runBillingVerify(ctx context.Context, env Env, args []string) error {
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
 	period := fs.String("period", "", "only this period (YYYY-MM); default: every finalized period and the open one")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	app, err := Build(ctx, Options{DB: *dbFlag, Role: "commerce"})

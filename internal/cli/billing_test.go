@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 
 	"os"
 	"path/filepath"
@@ -346,14 +347,44 @@ func TestBillingGolden(t *testing.T) {
 		// Reconciliation rows add up to their invoices, to the cent.
 		for _, inv := range []billing.Invoice{oct, nov, fabOct} {
 			var buf bytes.Buffer
-			if err := bs.Reconciliation(ctx, w.op, inv.PartnerID, inv.Period, &buf, nil); err != nil {
+			// The phases an export reports: a finalized period's stored file
+			// is copied; an open one is read (ordered), then written.
+			var phases []string
+			var written int64
+			progress := func(phase string, n int64) {
+				if len(phases) == 0 || phases[len(phases)-1] != phase {
+					phases = append(phases, phase)
+				}
+				written = n
+			}
+			if err := bs.Reconciliation(ctx, w.op, inv.PartnerID, inv.Period, &buf, progress); err != nil {
 				t.Fatal(err)
+			}
+			if inv.FinalizedAt == nil || fmt.Sprint(phases) != fmt.Sprint([]string{billing.PhaseCopying}) || written != 0 {
+				t.Errorf("%s (finalized at %v): export phases %v (last count %d), want [copying]", inv.Number, inv.FinalizedAt, phases, written)
 			}
 			sum := reconTotal(t, buf.Bytes())
 			if !sum.Equal(inv.Total) {
 				t.Errorf("%s: reconciliation rows sum to %s, invoice total %s", inv.Number, sum, inv.Total)
 			}
 			golden(t, inv.Number+"-recon.csv", []byte(w.replacer.Replace(buf.String())))
+		}
+		// An open period is rated as it is written: read (and ordered), then
+		// written, the last count being every record of the partner's.
+		{
+			var phases []string
+			var written int64
+			if err := bs.Reconciliation(ctx, w.op, "contoso", "2026-12", io.Discard, func(phase string, n int64) {
+				if len(phases) == 0 || phases[len(phases)-1] != phase {
+					phases = append(phases, phase)
+				}
+				written = n
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(phases) != fmt.Sprint([]string{billing.PhaseReading, billing.PhaseWriting}) {
+				t.Errorf("open period's export phases %v (last count %d), want [reading writing]", phases, written)
+			}
 		}
 		// Every line's amount is its quantity times its price, rounded once.
 		for _, inv := range []billing.Invoice{oct, nov, fabOct} {
