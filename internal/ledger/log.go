@@ -266,6 +266,9 @@ func (l *Ledger) insert(ctx context.Context, tx *store.Tx, regUID, cloudID strin
 	for k, id := range created {
 		found[k] = id
 	}
+	if tx.DB().Dialect == store.Postgres {
+		return created, l.copyInsert(ctx, tx, regUID, cloudID, receivedUs, recs, found)
+	}
 	const chunk = 200
 	placeholders := "(" + store.Placeholders(23) + ")"
 	for start := 0; start < len(recs); start += chunk {
@@ -301,6 +304,61 @@ func (l *Ledger) insert(ctx context.Context, tx *store.Tx, regUID, cloudID strin
 		}
 	}
 	return created, nil
+}
+
+// usageColumns are commerce_usage's columns in the order materialisation
+// writes them.
+var usageColumns = []string{"id", "registration_uid", "cloud_id", "charged_subscription_id", "mapped", "reason", "local_subscription_id", "tenant_id", "local_meter_key",
+	"billing_meter_id", "quantity", "billing_quantity", "billing_units", "meter_map_version", "usage_hour_us", "usage_day_us", "reported_hour_us", "received_at_us",
+	"resource_uri", "location", "tags", "additional_info", "series_id"}
+
+// copyInsert is insert on PostgreSQL: the records are copied into a
+// session-local staging table and moved from there in one INSERT … SELECT,
+// which keeps the primary key's refusal of a re-sent record (COPY itself
+// cannot skip conflicts). Measured against the 200-row multi-row INSERT it
+// replaces in docs/scale.md.
+func (l *Ledger) copyInsert(ctx context.Context, tx *store.Tx, regUID, cloudID string, receivedUs int64, recs []Charged, series map[SeriesKey]int64) error {
+	// ON COMMIT DELETE ROWS empties it at every commit; IF NOT EXISTS makes
+	// this a no-op after a connection's first materialisation.
+	if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS commerce_usage_stage (LIKE commerce_usage INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
+		return fmt.Errorf("stage forwarded usage: %w", err)
+	}
+	i := 0
+	row := make([]any, len(usageColumns))
+	if _, err := tx.CopyFrom(ctx, "commerce_usage_stage", usageColumns, func() ([]any, error) {
+		if i == len(recs) {
+			return nil, nil
+		}
+		c := &recs[i]
+		i++
+		var units any
+		if c.HasUnits {
+			units = c.Units
+		}
+		var id int64
+		if c.BillingMeter != "" {
+			id = series[SeriesKey{regUID, c.Subscription, c.BillingMeter}]
+		}
+		row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8] = c.ID, regUID, cloudID, c.Subscription, int32(store.Bool(c.Mapped)), c.Reason(), c.LocalSub, c.Tenant, c.MeterKey
+		row[9], row[10], row[11], row[12], row[13], row[14] = c.BillingMeter, c.Qty, c.BillingQty, units, int32(c.MapVersion), c.UsageUs
+		row[15], row[16], row[17] = clock.Micros(clock.DayStart(clock.FromMicros(c.UsageUs))), c.ReportedUs, receivedUs
+		row[18], row[19], row[20], row[21], row[22] = c.URI, c.Location, c.Tags, c.Addl, id
+		return row, nil
+	}); err != nil {
+		return fmt.Errorf("stage forwarded usage: %w", err)
+	}
+	cols := strings.Join(usageColumns, ", ")
+	// A record whose key expired from the idempotency store and was re-sent
+	// is refused here, as in insert.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage (`+cols+`) SELECT `+cols+` FROM commerce_usage_stage ON CONFLICT (id) DO NOTHING`); err != nil {
+		return fmt.Errorf("store forwarded usage: %w", err)
+	}
+	// Emptied now rather than at commit: one transaction may stage several
+	// batches.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM commerce_usage_stage`); err != nil {
+		return fmt.Errorf("stage forwarded usage: %w", err)
+	}
+	return nil
 }
 
 // Load materialises charged records directly, without the log: for loading
