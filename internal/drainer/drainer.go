@@ -29,7 +29,7 @@ type Loop struct {
 	delay      time.Duration
 	maxBacklog int64
 
-	inflight, lastEnd, backlog atomic.Int64
+	inflight, lastEnd, backlog, drained atomic.Int64
 	wake                       chan struct{}
 }
 
@@ -63,7 +63,13 @@ func (l *Loop) Logged(n int64) {
 
 // Drained counts n units taken from the log, by the loop or by a reader
 // that settled.
-func (l *Loop) Drained(n int64) { l.backlog.Add(-n) }
+func (l *Loop) Drained(n int64) {
+	l.backlog.Add(-n)
+	l.drained.Add(n)
+}
+
+// Total is the number of units this process has drained since it started.
+func (l *Loop) Total() int64 { return l.drained.Load() }
 
 // Backlog is the number of units waiting in the log, as this process counts
 // them (Run starts from what the log holds).
