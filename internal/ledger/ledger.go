@@ -27,6 +27,7 @@ type Ledger struct {
 	clock  *clock.Clock
 	logger *slog.Logger
 	series seriesCache
+	parts  monthPartitions
 	dedup  idempotency.Keys
 	// loop materialises the log behind ingestion, giving way to a stack
 	// that is catching up, as intake's aggregation does.
@@ -67,12 +68,14 @@ func (l *Ledger) Totals(ctx context.Context, subscriptions []string, from, to ti
 	if err := l.Settle(ctx); err != nil {
 		return nil, err
 	}
-	args := []any{clock.Micros(from), clock.Micros(to)}
+	// The usage-day bounds say the same as the hour bounds; on PostgreSQL
+	// they let the query skip the months' partitions outside them.
+	args := []any{clock.Micros(from), clock.Micros(to), clock.Micros(clock.DayStart(from)), clock.Micros(clock.DayStart(to.Add(-time.Microsecond)))}
 	for _, s := range subscriptions {
 		args = append(args, s)
 	}
 	rows, err := l.db.QueryContext(ctx, `SELECT charged_subscription_id, billing_meter_id, local_meter_key, usage_hour_us, billing_quantity, quantity, mapped FROM commerce_usage
-		WHERE usage_hour_us >= ? AND usage_hour_us < ? AND charged_subscription_id IN (`+store.Placeholders(len(subscriptions))+`)
+		WHERE usage_hour_us >= ? AND usage_hour_us < ? AND usage_day_us >= ? AND usage_day_us <= ? AND charged_subscription_id IN (`+store.Placeholders(len(subscriptions))+`)
 		ORDER BY charged_subscription_id, billing_meter_id, local_meter_key, usage_hour_us`, args...)
 	if err != nil {
 		return nil, err

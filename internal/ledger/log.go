@@ -216,6 +216,14 @@ func (l *Ledger) drain(ctx context.Context, settle bool, upTo int64) (int, error
 		if len(ids) == 0 {
 			return nil
 		}
+		// On another connection, before this transaction touches
+		// commerce_usage (a partition is made under a lock on the table that
+		// this one's inserts would hold).
+		if err := l.EnsurePartitions(ctx); err != nil {
+			// Records of a month without its partition go to the default
+			// one: correct, only slower to purge.
+			l.logger.Warn("making the partitions of forwarded usage failed", "err", err)
+		}
 		for _, it := range held {
 			if err := quarantine.Add(ctx, tx, it); err != nil {
 				return err
@@ -350,7 +358,9 @@ func (l *Ledger) copyInsert(ctx context.Context, tx *store.Tx, regUID, cloudID s
 	cols := strings.Join(usageColumns, ", ")
 	// A record whose key expired from the idempotency store and was re-sent
 	// is refused here, as in insert.
-	if _, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage (`+cols+`) SELECT `+cols+` FROM commerce_usage_stage ON CONFLICT (id) DO NOTHING`); err != nil {
+	// The partitioned table's key includes the usage day, which a record's
+	// ID fixes, so the conflict is the same as on id alone.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage (`+cols+`) SELECT `+cols+` FROM commerce_usage_stage ON CONFLICT (id, usage_day_us) DO NOTHING`); err != nil {
 		return fmt.Errorf("store forwarded usage: %w", err)
 	}
 	// Emptied now rather than at commit: one transaction may stage several
@@ -365,6 +375,9 @@ func (l *Ledger) copyInsert(ctx context.Context, tx *store.Tx, regUID, cloudID s
 // a known volume (benchmarks, restores) where the log's acknowledgement
 // buys nothing. Records already present are kept, as in materialisation.
 func (l *Ledger) Load(ctx context.Context, regUID, cloudID string, received time.Time, recs []Charged) error {
+	if err := l.EnsurePartitions(ctx); err != nil {
+		return err
+	}
 	var created map[SeriesKey]int64
 	if err := l.db.Write(ctx, func(tx *store.Tx) (err error) {
 		created, err = l.insert(ctx, tx, regUID, cloudID, clock.Micros(received), recs)

@@ -1,0 +1,4 @@
+-- PostgreSQL partitions forwarded usage by usage month here (see its
+-- 0019). SQLite has no partitions: an embedded stack or commerce keeps one
+-- table and deletes billed rows in batches. The number is kept so that both
+-- engines' schema versions mean the same.
