@@ -438,6 +438,104 @@ type PeriodSummary struct {
 	NotCSP      map[string]money.Quantity `json:"notCspBilled"`
 }
 
+// unpricedList is the rater's unpriced usage in a stable order.
+func (r *rater) unpricedList() []Unpriced {
+	out := []Unpriced{}
+	for _, u := range r.unpriced {
+		out = append(out, *u)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.MeterID != b.MeterID {
+			return a.MeterID < b.MeterID
+		}
+		if a.PartnerID != b.PartnerID {
+			return a.PartnerID < b.PartnerID
+		}
+		return a.Day.Before(b.Day)
+	})
+	return out
+}
+
+// Attention is what in billing needs someone to act, as p may see it.
+type Attention struct {
+	// Unpriced is usage of the current period with no price in force, on
+	// the invoices p sees: finalization will refuse the period until a
+	// price list covers it.
+	Unpriced []Unpriced `json:"unpriced"`
+	// Awaiting are the periods whose grace has passed that are not
+	// finalized (the operator's; automatic finalization, when on, takes
+	// them unless something blocks it).
+	Awaiting []string `json:"awaitingFinalization"`
+}
+
+// maxAwaiting bounds the periods Attention lists.
+const maxAwaiting = 24
+
+// Attention says what needs acting on now: unpriced usage for the operator
+// and partners (their own), and periods awaiting finalization for the
+// operator. Resellers are invoiced by their provider, not by stackbill, and
+// have nothing here.
+func (s *Service) Attention(ctx context.Context, p auth.Principal) (Attention, error) {
+	out := Attention{Unpriced: []Unpriced{}, Awaiting: []string{}}
+	sc, err := s.scope(ctx, p)
+	if err != nil || sc.reseller {
+		return out, err
+	}
+	if err := s.settle(ctx); err != nil {
+		return out, err
+	}
+	now := s.clock.Now()
+	period := clock.Period(now)
+	dir, err := s.loadDirectory(ctx, s.db)
+	if err != nil {
+		return out, err
+	}
+	var subs []string
+	if !sc.all {
+		subs = dir.subsBilledTo(sc.partner)
+	}
+	run, err := s.rate(ctx, s.db, dir, period, false, subs)
+	if err != nil {
+		return out, err
+	}
+	for _, u := range run.rater.unpricedList() {
+		if sc.all || u.PartnerID == sc.partner {
+			out.Unpriced = append(out.Unpriced, u)
+		}
+	}
+	if !sc.all {
+		return out, nil
+	}
+	// From the period after the last finalized one (or the first with
+	// unbilled usage) up to the last whose grace has passed.
+	var last sql.NullString
+	if err := s.db.QueryRowContext(ctx, `SELECT MAX(period) FROM billing_periods`).Scan(&last); err != nil {
+		return out, err
+	}
+	var from time.Time
+	if last.Valid {
+		ls, err := clock.ParsePeriod(last.String)
+		if err != nil {
+			return out, err
+		}
+		from = clock.NextMonth(ls)
+	} else {
+		early, ok, err := s.ledger.EarliestUnbilled(ctx, s.db, time.Time{})
+		if err != nil || !ok {
+			return out, err
+		}
+		from = clock.MonthStart(early)
+	}
+	for m := from; len(out.Awaiting) < maxAwaiting; m = clock.NextMonth(m) {
+		if now.Before(clock.NextMonth(m).Add(s.grace)) {
+			break
+		}
+		out.Awaiting = append(out.Awaiting, clock.Period(m))
+	}
+	return out, nil
+}
+
 // InvoiceSummary is one invoice's headline.
 type InvoiceSummary struct {
 	Number    string         `json:"invoiceNumber"`
@@ -490,10 +588,7 @@ func (s *Service) Period(ctx context.Context, p auth.Principal, period string) (
 			return out, err
 		}
 		invs, out.Records = run.invoices, run.records
-		for _, u := range run.rater.unpriced {
-			out.Unpriced = append(out.Unpriced, *u)
-		}
-		sort.Slice(out.Unpriced, func(i, j int) bool { return out.Unpriced[i].MeterID < out.Unpriced[j].MeterID })
+		out.Unpriced = run.rater.unpricedList()
 		out.NotCSP = run.rater.unbilled
 	}
 	for _, inv := range invs {
@@ -596,8 +691,13 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 		}
 		if len(run.rater.unpriced) > 0 {
 			var miss []string
+			seen := map[string]bool{}
 			for _, u := range run.rater.unpriced {
-				miss = append(miss, fmt.Sprintf("%s (%s, %s)", u.MeterID, u.Currency, clock.Period(u.Day)))
+				// Each meter once, however many partners used it.
+				if m := fmt.Sprintf("%s (%s, %s)", u.MeterID, u.Currency, clock.Period(u.Day)); !seen[m] {
+					seen[m] = true
+					miss = append(miss, m)
+				}
 			}
 			sort.Strings(miss)
 			return arm.Errorf(arm.Invalid, "MissingPrices",

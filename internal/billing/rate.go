@@ -234,7 +234,9 @@ type meterRun struct {
 // Unpriced is usage for a billed meter with no price in force: it blocks
 // finalization rather than being silently free.
 type Unpriced struct {
-	MeterID  string         `json:"meterId"`
+	// PartnerID is the bill-to partner whose invoice the usage would be on.
+	PartnerID string         `json:"partnerId"`
+	MeterID   string         `json:"meterId"`
 	Currency string         `json:"currency"`
 	Day      time.Time      `json:"day"`
 	Quantity money.Quantity `json:"quantity"`
@@ -360,10 +362,10 @@ func (r *rater) feed(ctx context.Context, reg, sub, meter string, day time.Time,
 	}
 	period := clock.Period(day)
 	if sched == nil {
-		k := cur + "|" + meter + "|" + period
+		k := acct.BillTo + "|" + cur + "|" + meter + "|" + period
 		u := r.unpriced[k]
 		if u == nil {
-			u = &Unpriced{MeterID: meter, Currency: cur, Day: day}
+			u = &Unpriced{PartnerID: acct.BillTo, MeterID: meter, Currency: cur, Day: day}
 			r.unpriced[k] = u
 		}
 		u.Quantity = u.Quantity.Add(qty)

@@ -276,10 +276,10 @@ func guidOf(key string) string {
 
 // ExportJob is a background reconciliation export.
 type ExportJob struct {
-	ID          string    `json:"id"`
-	PartnerID   string    `json:"partnerId"`
-	Period      string    `json:"period"`
-	Status      string    `json:"status"` // queued, running, succeeded, failed
+	ID        string `json:"id"`
+	PartnerID string `json:"partnerId"`
+	Period    string `json:"period"`
+	Status    string `json:"status"` // queued, running, succeeded, failed
 	// Phase is what a running export is doing: PhaseReading, PhaseWriting
 	// (RowsDone counts) or PhaseCopying.
 	Phase       string    `json:"phase,omitempty"`

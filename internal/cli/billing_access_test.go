@@ -209,6 +209,19 @@ func TestBillingBadInput(t *testing.T) {
 		w.ingest(t, w.contoso, time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC), []usageRec{
 			{"local-adatum", W.Adatum.Tenant, "190C935E-9ADA-48FF-9AB8-56EA1CF9ADAA", "5", W.Adatum.Subscription, "asp"},
 			{"local-adatum", W.Adatum.Tenant, "B03C6AE7-B080-4BFA-84A3-22C800F315C6", "5", W.Adatum.Subscription, "q"}})
+		// While November is open, the unpriced usage is Contoso's to see
+		// (it would be on Contoso's invoice), not another partner's, and
+		// the operator sees whose it is.
+		contosoP, northwind := auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "c"}, auth.Principal{Role: auth.RolePartner, PartnerID: "northwind", TokenID: "n"}
+		if att, err := e.app.Billing.Attention(ctx, contosoP); err != nil || len(att.Unpriced) != 1 || att.Unpriced[0].PartnerID != "contoso" || len(att.Awaiting) != 0 {
+			t.Fatalf("contoso's attention in November: %+v %v", att, err)
+		}
+		if att, err := e.app.Billing.Attention(ctx, northwind); err != nil || len(att.Unpriced) != 0 {
+			t.Fatalf("another partner sees contoso's unpriced usage: %+v %v", att, err)
+		}
+		if att, err := e.app.Billing.Attention(ctx, w.op); err != nil || len(att.Unpriced) != 1 || att.Unpriced[0].PartnerID != "contoso" {
+			t.Fatalf("operator's attention in November: %+v %v", att, err)
+		}
 		w.clk.Set(time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC))
 		resp, out := e.raw("POST", "/v1/billing/periods/2026-11/finalize", e.operator, "", nil)
 		if resp.StatusCode != 400 || !strings.Contains(out, "MissingPrices") || !strings.Contains(out, "dc7b6603-f55e-522a-a6ed-ea8470a5efdc") {
@@ -216,6 +229,17 @@ func TestBillingBadInput(t *testing.T) {
 		}
 		if sum, err := e.app.Billing.Period(ctx, w.op, "2026-11"); err != nil || sum.Status != "open" || len(sum.Unpriced) != 1 {
 			t.Fatalf("period after a refused finalization: %+v %v", sum, err)
+		}
+		// Past its grace and refused, November awaits the operator; partners
+		// are not told about periods, and resellers see nothing here.
+		if att, err := e.app.Billing.Attention(ctx, w.op); err != nil || fmt.Sprint(att.Awaiting) != "[2026-11]" {
+			t.Fatalf("operator's attention in December: %+v %v", att, err)
+		}
+		if att, err := e.app.Billing.Attention(ctx, contosoP); err != nil || len(att.Awaiting) != 0 {
+			t.Fatalf("a partner is told about periods awaiting finalization: %+v %v", att, err)
+		}
+		if att, err := e.app.Billing.Attention(ctx, auth.Principal{Role: auth.RoleReseller, PartnerID: "tailspin", TokenID: "t"}); err != nil || len(att.Unpriced)+len(att.Awaiting) != 0 {
+			t.Fatalf("a reseller's attention: %+v %v", att, err)
 		}
 	})
 }

@@ -239,6 +239,12 @@ func TestPortalInBrowser(t *testing.T) {
 			if kpis := b.text("main"); !strings.Contains(kpis, "Forecast to month end") && !strings.Contains(kpis, "No charges yet") {
 				t.Errorf("%s does not land on the overview: %.200q", c.key, kpis)
 			}
+			// Those invoiced (and the operator) see what needs acting on.
+			if c.key == "operator" || c.key == "contoso" || c.key == "fabrikam" {
+				if att := b.text("#attention"); !strings.Contains(att, "Needs attention") {
+					t.Errorf("%s's overview has no attention section: %.200q", c.key, att)
+				}
+			}
 		}
 		b.shot("signed-in-" + c.key)
 	}

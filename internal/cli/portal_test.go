@@ -35,9 +35,15 @@ type portalWorld struct {
 
 func newPortalWorld(t *testing.T, backend string, days int) *portalWorld {
 	t.Helper()
+	return newPortalWorldAt(t, backend, days, nil)
+}
+
+// newPortalWorldAt is newPortalWorld on clock clk (the real clock when nil).
+func newPortalWorldAt(t *testing.T, backend string, days int, clk *clock.Clock) *portalWorld {
+	t.Helper()
 	ctx := t.Context()
 	dsn := storetest.DSN(t, backend)
-	app := buildApp(t, Options{DB: dsn, Logger: storetest.Logger()})
+	app := buildApp(t, Options{DB: dsn, Logger: storetest.Logger(), Clock: clk})
 	srv := httptest.NewServer(app.Handler)
 	t.Cleanup(srv.Close)
 	w, err := seedDemo(ctx, app, dsn, srv.URL, days, nil)
@@ -490,6 +496,50 @@ func TestPortalOverview(t *testing.T) {
 	if resp, _ := e2e.Call(t, ten, "GET", pw.url+"/portal/overview", "", "", nil); resp.StatusCode == http.StatusOK {
 		t.Error("a tenant sees CSP billing on the overview")
 	}
+}
+
+// TestPortalAttention: the overview says what needs acting on, each role
+// only what is its own: a stamp gone quiet is its partner's and the
+// operator's, not another partner's; resellers have no such section.
+func TestPortalAttention(t *testing.T) {
+	t.Parallel()
+	clk := clock.Manual(time.Now().UTC().Truncate(time.Second))
+	pw := newPortalWorldAt(t, "sqlite", 1, clk)
+	overview := func(who string) string {
+		c := pw.signIn(t, pw.w.SignIn(who))
+		resp, page := e2e.Call(t, c, "GET", pw.url+"/portal/overview", "", "", nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s's overview: %d", who, resp.StatusCode)
+		}
+		return page
+	}
+	for _, who := range []string{"operator", "fabrikam", "contoso"} {
+		if page := overview(who); !strings.Contains(page, `id="attention"`) || !strings.Contains(page, "Nothing needs your attention") {
+			t.Errorf("%s's overview, with every stamp reporting and everything priced: %s", who, section(page, `id="attention"`))
+		}
+	}
+	clk.Advance(3 * time.Hour)
+	quiet := "Stamp " + demo.RegName + " has sent no usage since"
+	if page := overview("fabrikam"); !strings.Contains(page, quiet) || !strings.Contains(page, `href="/portal/registrations"`) {
+		t.Errorf("the stamp's partner is not told it went quiet: %s", section(page, `id="attention"`))
+	}
+	if page := overview("operator"); !strings.Contains(page, quiet) || !strings.Contains(page, `<a href="/portal/ingestion">See the stamp</a>`) {
+		t.Errorf("the operator is not told the stamp went quiet: %s", section(page, `id="attention"`))
+	}
+	if page := overview("contoso"); strings.Contains(page, demo.RegName) || !strings.Contains(page, "Nothing needs your attention") {
+		t.Errorf("another partner is told about fabrikam's stamp: %s", section(page, `id="attention"`))
+	}
+	if page := overview("tailspin"); strings.Contains(page, `id="attention"`) {
+		t.Error("a reseller's overview has an attention section")
+	}
+}
+
+// section is the part of page from marker on, for failure messages.
+func section(page, marker string) string {
+	if i := strings.Index(page, marker); i >= 0 {
+		return page[i:min(len(page), i+600)]
+	}
+	return "(no " + marker + ")"
 }
 
 // TestDemoRestartKeepsItsWord: each start of the demo prints one set of

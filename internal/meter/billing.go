@@ -168,17 +168,45 @@ func (m *BillingMap) At(ctx context.Context, localMeterKey string, t time.Time) 
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	i := sort.Search(len(m.versions), func(i int) bool { return m.versions[i].EffectiveFrom.After(t) }) - 1
-	if i < 0 {
+	v, ok := m.versionAt(t)
+	if !ok {
 		return BillingMeter{}, 0, false, nil
 	}
-	v := m.versions[i]
 	for _, b := range v.Meters {
 		if b.LocalMeterKey == localMeterKey {
 			return b, v.Version, true, nil
 		}
 	}
 	return BillingMeter{}, v.Version, false, nil
+}
+
+// Billing returns the billing meter id as the map in force at t names it,
+// for labels (ok false when no local meter maps to it then).
+func (m *BillingMap) Billing(ctx context.Context, id string, t time.Time) (BillingMeter, bool, error) {
+	if err := m.load(ctx); err != nil {
+		return BillingMeter{}, false, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	v, ok := m.versionAt(t)
+	if !ok {
+		return BillingMeter{}, false, nil
+	}
+	for _, b := range v.Meters {
+		if strings.EqualFold(b.ID, id) {
+			return b, true, nil
+		}
+	}
+	return BillingMeter{}, false, nil
+}
+
+// versionAt is the version in force at t; the caller holds m.mu.
+func (m *BillingMap) versionAt(t time.Time) (MapVersion, bool) {
+	i := sort.Search(len(m.versions), func(i int) bool { return m.versions[i].EffectiveFrom.After(t) }) - 1
+	if i < 0 {
+		return MapVersion{}, false
+	}
+	return m.versions[i], true
 }
 
 // Versions lists every version of the map.

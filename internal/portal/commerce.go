@@ -396,7 +396,7 @@ func (p *Portal) ingestion(w http.ResponseWriter, r *http.Request, s *session) e
 	var stamps []stamp
 	var pts []point
 	for _, h := range health {
-		stamps = append(stamps, stamp{StampHealth: h, Name: names[h.RegistrationUID], Quiet: now.Sub(h.LastReceived) > 2*time.Hour})
+		stamps = append(stamps, stamp{StampHealth: h, Name: names[h.RegistrationUID], Quiet: now.Sub(h.LastReceived) > quietAfter})
 		for _, x := range h.Hours {
 			pts = append(pts, point{Bucket: x.Hour, Key: h.CloudID, Qty: money.FromInt(x.Records)})
 		}

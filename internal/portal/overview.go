@@ -1,6 +1,8 @@
 package portal
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"sort"
 	"time"
@@ -129,7 +131,76 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 	if len(top) > 5 {
 		top = top[:5]
 	}
+	attention, err := p.attention(ctx, s.P, now)
+	if err != nil {
+		return err
+	}
 	p.render(w, r, s, "overview", "Overview", map[string]any{"Period": period, "Last": last, "Totals": rows, "Top": top, "Basis": basis,
-		"Day": int(elapsed/(24*time.Hour)) + 1, "MonthDays": int(end.Sub(start) / (24 * time.Hour)), "Operator": s.P.Role == auth.RoleOperator})
+		"Day": int(elapsed/(24*time.Hour)) + 1, "MonthDays": int(end.Sub(start) / (24 * time.Hour)), "Operator": s.P.Role == auth.RoleOperator,
+		"Attention": attention, "Reseller": s.P.Role == auth.RoleReseller})
 	return nil
+}
+
+// attentionItem is one thing on the overview that someone has to act on.
+type attentionItem struct {
+	Text, Href, Action string
+}
+
+// quietAfter is how long a stamp may send nothing before the overview and
+// the ingestion page call it quiet: a forwarder sends each closed hour
+// within minutes.
+const quietAfter = 2 * time.Hour
+
+// attention lists what needs acting on, as pr may see it: usage that no
+// price covers (it will block finalization), periods past their grace that
+// are not finalized (operator), and stamps that have gone quiet.
+func (p *Portal) attention(ctx context.Context, pr auth.Principal, now time.Time) ([]attentionItem, error) {
+	var out []attentionItem
+	if pr.Role == auth.RoleReseller {
+		return out, nil
+	}
+	att, err := p.d.Billing.Attention(ctx, pr)
+	if err != nil {
+		return nil, err
+	}
+	for _, per := range att.Awaiting {
+		out = append(out, attentionItem{Text: "Period " + per + " is past its grace period and not finalized.", Href: "/portal/invoices?period=" + per, Action: "Review the invoices"})
+	}
+	for _, u := range att.Unpriced {
+		name := u.MeterID
+		if m, ok, err := p.d.BillingMap.Billing(ctx, u.MeterID, u.Day); err == nil && ok {
+			name = m.Category + " / " + m.Name + " (" + m.Unit + ")"
+		}
+		who := ""
+		if pr.Role == auth.RoleOperator {
+			who = " (" + u.PartnerID + ")"
+		}
+		out = append(out, attentionItem{Text: fmt.Sprintf("%s of %s in %s has no price in %s%s: the period cannot be finalized until a price list covers it.",
+			u.Quantity, name, clock.Period(u.Day), u.Currency, who), Href: "/portal/pricing", Action: "Price lists"})
+	}
+	health, err := p.d.Ledger.Health(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	regs, err := p.visibleRegistrations(ctx, pr)
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]string{}
+	for _, x := range regs {
+		names[x.UID] = x.Key.Name
+	}
+	for _, h := range health {
+		name, ok := names[h.RegistrationUID]
+		if !ok || now.Sub(h.LastReceived) <= quietAfter {
+			continue
+		}
+		href := "/portal/registrations"
+		if pr.Role == auth.RoleOperator {
+			href = "/portal/ingestion"
+		}
+		out = append(out, attentionItem{Text: fmt.Sprintf("Stamp %s has sent no usage since %s (%s ago).", name, h.LastReceived.Format("2006-01-02 15:04 MST"),
+			now.Sub(h.LastReceived).Round(time.Minute)), Href: href, Action: "See the stamp"})
+	}
+	return out, nil
 }
