@@ -237,9 +237,9 @@ type Unpriced struct {
 	// PartnerID is the bill-to partner whose invoice the usage would be on.
 	PartnerID string         `json:"partnerId"`
 	MeterID   string         `json:"meterId"`
-	Currency string         `json:"currency"`
-	Day      time.Time      `json:"day"`
-	Quantity money.Quantity `json:"quantity"`
+	Currency  string         `json:"currency"`
+	Day       time.Time      `json:"day"`
+	Quantity  money.Quantity `json:"quantity"`
 }
 
 // rateSet is one rating pass: the forwarded usage an invoice set covers.

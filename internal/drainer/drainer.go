@@ -30,7 +30,7 @@ type Loop struct {
 	maxBacklog int64
 
 	inflight, lastEnd, backlog, drained atomic.Int64
-	wake                       chan struct{}
+	wake                                chan struct{}
 }
 
 // New builds a Loop. drain takes one transaction's worth of the log and
