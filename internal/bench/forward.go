@@ -10,13 +10,9 @@ import (
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/bridge"
-	"github.com/stackbill/stackbill/internal/clock"
-	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
-	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/tenancy"
-	"github.com/stackbill/stackbill/internal/usage"
 )
 
 // RegisterStack registers the stack whose database is stackDB on commerce
@@ -154,28 +150,9 @@ func Forward(ctx context.Context, com *Instance, stack *Instance, tenants, days 
 	k, ts := sw.key, sw.tenants
 	// The backlog: each hour's records reported in that hour, as a stack
 	// cut off from commerce for days would hold them.
-	end := clock.HourStart(stack.Clock.Now().Add(-time.Hour))
-	start := end.Add(-time.Duration(days) * 24 * time.Hour)
-	bar := progress.start(int64(days*24), "building the backlog")
-	records := 0
-	for h := start; h.Before(end); h = h.Add(time.Hour) {
-		evs := make([]*usage.Event, 0, 2*len(ts))
-		for _, t := range ts {
-			for _, m := range []struct{ id, q string }{{simulate.MeterBaseVM, "4"}, {simulate.MeterBlockBlob, "12.25"}} {
-				q := money.MustQuantity(m.q)
-				s, e := h, h.Add(time.Hour)
-				evs = append(evs, &usage.Event{ID: t.localSub + m.id + fmt.Sprint(h.Unix()), SubscriptionID: t.localSub, MeterID: m.id, Quantity: &q, StartTime: &s, EndTime: &e,
-					ResourceURI: "/subscriptions/" + t.localSub + "/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1", Location: "local"})
-			}
-		}
-		res, err := stack.Usage.IngestAt(ctx, h.Add(time.Hour-time.Minute), evs)
-		if err != nil {
-			return ForwardResult{}, err
-		}
-		records += res.Accepted
-		if bar != nil {
-			_ = bar.Add(1)
-		}
+	records, err := buildBacklog(ctx, stack, ts, days*24, progress.start(int64(days*24), "building the backlog"))
+	if err != nil {
+		return ForwardResult{}, err
 	}
 	f := stack.Forwarder
 	// The hours closed while commerce was out of reach, and the stack sealed

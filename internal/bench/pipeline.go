@@ -78,17 +78,20 @@ type Sizes struct {
 	// order, stopping at the first that does not hold; SustainedSeconds is
 	// each offer's length and SustainedHourMs the wall time of a simulated
 	// hour.
-	SustainedRates                      []int
-	SustainedSeconds, SustainedHourMs   int
-	Events, Records                     int
-	ForwardTenants, ForwardDays         int
-	APIResources, APIDays               int
-	RegistrationClients, RegistrationMs int
+	SustainedRates                    []int
+	SustainedSeconds, SustainedHourMs int
+	Events, Records                   int
+	ForwardTenants, ForwardDays       int
+	// CatchUpStamps stacks of CatchUpTenants tenants each hold
+	// CatchUpHours hours of backlog for the catch-up stage.
+	CatchUpStamps, CatchUpTenants, CatchUpHours int
+	APIResources, APIDays                       int
+	RegistrationClients, RegistrationMs         int
 }
 
 // Stages are the pipeline's stages, in the order they run.
 func Stages() []string {
-	return []string{"sustained", "floor", "intake", "aggregation", "forward", "ingest", "rating", "usage-api", "registration"}
+	return []string{"sustained", "floor", "intake", "aggregation", "forward", "ingest", "catch-up", "rating", "usage-api", "registration"}
 }
 
 // stageDB hands each stage a fresh database: a SQLite file in a temporary
@@ -331,6 +334,26 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 			add(Figure{Stage: "ingest", Figure: "commerce ingest with tenant mapping and dedup (server time of the bridge's batches)", Value: float64(res.Records) / res.Ingest.Seconds(),
 				Unit: "records/s", Note: fmt.Sprintf("per batch; two batches are in flight, so commerce's server time sums to %.0f%% of the catch-up's", 100*res.Ingest.Seconds()/res.Duration.Seconds())})
 		}
+	}
+	if want["catch-up"] {
+		com, _, closeCom, err := open("catchup-commerce")
+		if err != nil {
+			return rep, err
+		}
+		stop := heapPeak()
+		// The stacks are SQLite files, whichever engine commerce runs on.
+		res, err := CatchUp(ctx, com, openDB, dbs.dir, sz.CatchUpStamps, sz.CatchUpTenants, sz.CatchUpHours, progress)
+		peak := mib(stop())
+		closeCom()
+		if err != nil {
+			return rep, err
+		}
+		note := fmt.Sprintf("%d stamps × %d tenants × %d hours × 2 meters = %d records, every stamp forwarding at once; acknowledged in %s, billable in %s (building the stamps took %s, not counted)",
+			res.Stamps, res.Tenants, sz.CatchUpHours, res.Records, res.Acked.Round(time.Millisecond), res.Billable.Round(time.Millisecond), res.Setup.Round(time.Second))
+		add(withCPU(Figure{Stage: "catch-up", Figure: fmt.Sprintf("%d stamps catching up after an outage, until every record is billable", res.Stamps),
+			Value: res.Billable.Seconds(), Unit: "s", PeakHeapMiB: peak, Note: note}, res.CPU, float64(res.Records), "record", rep.Database))
+		add(Figure{Stage: "catch-up", Figure: "the same, as a rate", Value: float64(res.Records) / res.Billable.Seconds(), Unit: "records/s",
+			Note: fmt.Sprintf("acknowledged at %s records/s", Human(float64(res.Records)/res.Acked.Seconds()))})
 	}
 	if want["rating"] {
 		app, _, closeApp, err := open("rating")
