@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
@@ -129,6 +130,22 @@ func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, use Usage, logger
 func (f *Forwarder) PinCA(pool *x509.CertPool) {
 	f.client.Transport = &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}
+}
+
+// DeliverTo makes the forwarder hand its batches to commerce's handler h in
+// this process instead of sending them over the network. It is for
+// replaying history (the demo's backfill) through a commerce instance whose
+// clock stands in the past, so that each batch is received when a live
+// stamp's would have been.
+func (f *Forwarder) DeliverTo(h http.Handler) { f.client.Transport = handlerTransport{h} }
+
+// handlerTransport answers requests from a handler in this process.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
 }
 
 func (f *Forwarder) watermark(ctx context.Context) (Watermark, error) {

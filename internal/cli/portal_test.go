@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/demo"
 	"github.com/stackbill/stackbill/internal/e2e"
@@ -27,10 +29,11 @@ import (
 
 // portalWorld is the demo world served over HTTP with its usage forwarded.
 type portalWorld struct {
-	app *App
-	url string
-	dsn string
-	w   demo.World
+	app    *App
+	url    string
+	dsn    string
+	w      demo.World
+	direct demo.DirectWorld
 }
 
 func newPortalWorld(t *testing.T, backend string, days int) *portalWorld {
@@ -50,16 +53,24 @@ func newPortalWorldAt(t *testing.T, backend string, days int, clk *clock.Clock) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		n, err := app.Forwarder.Step(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
+	// Contoso's stamp, the direct CSP's path, on a stack of its own.
+	contoso, dw, err := seedDirectDemo(ctx, app, dsn, filepath.Join(t.TempDir(), "contoso-stamp.db"), srv.URL, days, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { contoso.Close() })
+	for _, f := range []*bridge.Forwarder{app.Forwarder, contoso.Forwarder} {
+		for {
+			n, err := f.Step(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
 		}
 	}
-	return &portalWorld{app: app, url: srv.URL, dsn: dsn, w: w}
+	return &portalWorld{app: app, url: srv.URL, dsn: dsn, w: w, direct: dw}
 }
 
 // signIn returns a client with a portal session for token.
@@ -526,8 +537,12 @@ func TestPortalAttention(t *testing.T) {
 	if page := overview("operator"); !strings.Contains(page, quiet) || !strings.Contains(page, `<a href="/portal/ingestion">See the stamp</a>`) {
 		t.Errorf("the operator is not told the stamp went quiet: %s", section(page, `id="attention"`))
 	}
-	if page := overview("contoso"); strings.Contains(page, demo.RegName) || !strings.Contains(page, "Nothing needs your attention") {
-		t.Errorf("another partner is told about fabrikam's stamp: %s", section(page, `id="attention"`))
+	// Contoso hears about its own stamp, never about Fabrikam's.
+	if page := overview("contoso"); strings.Contains(page, demo.RegName) || !strings.Contains(page, "Stamp "+demo.ContosoRegName+" has sent no usage since") {
+		t.Errorf("contoso's attention: %s", section(page, `id="attention"`))
+	}
+	if page := overview("fabrikam"); strings.Contains(page, demo.ContosoRegName) {
+		t.Errorf("fabrikam is told about contoso's stamp: %s", section(page, `id="attention"`))
 	}
 	if page := overview("tailspin"); strings.Contains(page, `id="attention"`) {
 		t.Error("a reseller's overview has an attention section")
@@ -580,5 +595,68 @@ func TestDemoRestartKeepsItsWord(t *testing.T) {
 	}
 	if again.Mapped != demo.Registered-1 || !strings.Contains(again.Describe(pw.url), fmt.Sprintf("%d of its", demo.Registered-1)) {
 		t.Errorf("the banner counts %d registered customers, want %d", again.Mapped, demo.Registered-1)
+	}
+}
+
+// TestDemoDirectCSP: the demo shows the direct CSP's path as well as the
+// indirect one: Contoso's own stamp forwards its customers' usage, and
+// Contoso gets a finalized invoice and a draft with no reseller between,
+// its customers named, none of Fabrikam's lines, none of its on Fabrikam's.
+func TestDemoDirectCSP(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	clk := clock.Manual(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC))
+	pw := newPortalWorldAt(t, "sqlite", 10, clk)
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
+	if _, err := pw.app.Billing.Finalize(ctx, op, "2026-11"); err != nil {
+		t.Fatal(err)
+	}
+	contoso := auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "t"}
+	fabrikam := auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "t"}
+	contosoSubs := map[string]bool{}
+	for i := range pw.direct.Sim.Tenants {
+		contosoSubs[demo.ContosoSub(i)] = true
+	}
+	for _, c := range []struct{ period, status string }{{"2026-11", "final"}, {"2026-12", "draft"}} {
+		invs, err := pw.app.Billing.Invoices(ctx, contoso, c.period)
+		if err != nil || len(invs) != 1 || invs[0].Status != c.status || invs[0].Total.Sign() <= 0 {
+			sum, _ := pw.app.Billing.Period(ctx, op, c.period)
+			st, _ := pw.app.Forwarder.Status(ctx)
+			t.Fatalf("contoso's %s invoices: %+v %v\nperiod: %+v\nfabrikam's bridge %+v", c.period, invs, err, sum, st)
+		}
+		inv := invs[0]
+		if len(inv.Sections) != 1 || inv.Sections[0].ResellerID != "" {
+			t.Errorf("%s: a direct CSP's invoice has one section and no reseller: %d sections", inv.Number, len(inv.Sections))
+		}
+		for _, l := range inv.Sections[0].Lines {
+			if l.SubscriptionID != demo.ContosoCSPSS && !contosoSubs[l.SubscriptionID] {
+				t.Errorf("%s bills subscription %s, not Contoso's", inv.Number, l.SubscriptionID)
+			}
+		}
+		fab, err := pw.app.Billing.Invoices(ctx, fabrikam, c.period)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fab {
+			for _, sec := range f.Sections {
+				for _, l := range sec.Lines {
+					if contosoSubs[l.SubscriptionID] {
+						t.Errorf("%s bills Contoso's customer subscription %s", f.Number, l.SubscriptionID)
+					}
+				}
+			}
+		}
+		c2 := pw.signIn(t, pw.w.SignIn("contoso"))
+		_, page := e2e.Call(t, c2, "GET", pw.url+"/portal/invoices/"+inv.Number, "", "", nil)
+		if !strings.Contains(page, html.EscapeString(demo.Name(demo.StackTenants))) {
+			t.Errorf("%s's page does not name Contoso's customer %s", inv.Number, demo.Name(demo.StackTenants))
+		}
+	}
+	c := pw.signIn(t, pw.w.SignIn("contoso"))
+	_, page := e2e.Call(t, c, "GET", pw.url+"/portal/registrations/"+demo.ContosoCSPSS+"/"+demo.ResourceGroup+"/"+demo.ContosoRegName, "", "", nil)
+	for i := range pw.direct.Sim.Tenants {
+		if !strings.Contains(page, demo.ContosoSub(i)) {
+			t.Errorf("contoso's stamp does not list its customer subscription %s", demo.ContosoSub(i))
+		}
 	}
 }

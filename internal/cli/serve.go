@@ -176,14 +176,43 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		if w.Backlog > 0 {
 			fmt.Fprintf(env.Stderr, "demo: backfilled %d usage events in %s; the bridge is forwarding them to commerce now\n", w.Backlog, time.Since(started).Round(time.Millisecond))
 		}
+		// Contoso's stamp, the direct CSP's path: a second stack in this
+		// process, on a database of its own, forwarding to this commerce.
+		contoso, dw, err := seedDirectDemo(ctx, app, *dbFlag, demoDirectDB(env, *dbFlag), url, *demoDays, env.Stderr)
+		if err != nil {
+			return err
+		}
+		// Its database closes once its own workers have stopped.
+		var onContoso sync.WaitGroup
+		contosoWorker := func(run func(context.Context)) {
+			onContoso.Add(1)
+			worker(func(ctx context.Context) { defer onContoso.Done(); run(ctx) })
+		}
+		contosoWorker(func(ctx context.Context) { contoso.Usage.Run(ctx, logger.With("component", "usage", "stamp", demo.ContosoRegName)) })
+		contoso.Forwarder.MaxBackoff = *bridgeBackoff
+		contosoWorker(contoso.Forwarder.Run)
+		contosoWorker(contoso.RunAuditSeal)
+		contosoWorker(func(ctx context.Context) { demo.RunSimulator(ctx, demoInstance(contoso), dw.Sim) })
+		worker(func(ctx context.Context) { <-ctx.Done(); onContoso.Wait(); contoso.Close() })
 		worker(func(ctx context.Context) { demo.RunSimulator(ctx, demoInstance(app), w.Sim) })
+		// Finalize the backfilled months only once both bridges have
+		// delivered their usage, as live stamps would have long ago.
+		contosoForwarded := make(chan struct{})
+		contosoWorker(func(ctx context.Context) {
+			demo.WaitForwarded(ctx, demoInstance(contoso), 5*time.Minute)
+			close(contosoForwarded)
+		})
 		worker(func(ctx context.Context) {
-			// Finalize the backfilled months only once the bridge has
-			// delivered their usage, as a live stamp would have long ago.
 			demo.WaitForwarded(ctx, demoInstance(app), 5*time.Minute)
+			select {
+			case <-contosoForwarded:
+			case <-ctx.Done():
+				return
+			}
 			app.RunBilling(ctx, *autoFinalize)
 		})
 		fmt.Fprint(env.Stdout, w.Describe(url))
+		fmt.Fprint(env.Stdout, dw.Describe())
 	}
 	select {
 	case err := <-errc:

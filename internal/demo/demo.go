@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -29,6 +30,9 @@ import (
 // Instance is what the demo uses of a stackbill instance that runs the stack
 // and commerce in one process; cli builds it.
 type Instance struct {
+	// Handler serves the instance's API, for a forwarder replaying history
+	// into it.
+	Handler       http.Handler
 	DB            *store.DB
 	Clock         *clock.Clock
 	Logger        *slog.Logger
@@ -106,7 +110,8 @@ func CustomerSub(i int) string { return fmt.Sprintf("c5b00000-0000-4000-8000-%01
 
 // directoryDocument is the partner directory as an import document: the stack
 // tenants are Fabrikam's resellers' customers (tenant ID = the stack
-// tenant's directory), Contoso's customers are on no stamp of the demo.
+// tenant's directory); Contoso's customers are on Contoso's own stamp
+// (SeedDirect).
 func directoryDocument(w simulate.World) []byte {
 	type partner struct {
 		ID, Name, Type, Provider, MpnID string
@@ -135,10 +140,9 @@ func directoryDocument(w simulate.World) []byte {
 	}
 	for i := 0; i < ContosoCount; i++ {
 		n := len(w.Tenants) + i
-		tenant := fmt.Sprintf("c0c05000-0000-4000-8000-%012d", i+1)
-		doc.Customers = append(doc.Customers, map[string]string{"tenantId": tenant, "name": Name(n), "partner": "contoso"})
-		doc.Subscriptions = append(doc.Subscriptions, map[string]string{"id": fmt.Sprintf("c0c05000-1111-4000-8000-%012d", i+1), "offer": "CSP", "partner": "contoso",
-			"customerTenantId": tenant, "name": Name(n)})
+		doc.Customers = append(doc.Customers, map[string]string{"tenantId": ContosoTenant(i), "name": Name(n), "partner": "contoso"})
+		doc.Subscriptions = append(doc.Subscriptions, map[string]string{"id": ContosoSub(i), "offer": "CSP", "partner": "contoso",
+			"customerTenantId": ContosoTenant(i), "name": Name(n)})
 	}
 	doc.Subscriptions = append(doc.Subscriptions,
 		map[string]string{"id": FabrikamCSPSS, "offer": "CSPSS", "partner": "fabrikam", "name": "Fabrikam shared services"},
@@ -176,7 +180,7 @@ func Seed(ctx context.Context, in *Instance, at At, usageEndpoint string, days i
 		if err != nil {
 			return w, fmt.Errorf("seed the demo world: %w", err)
 		}
-		n, err := backfill(ctx, in, w.Sim, days, progress)
+		n, err := backfill(ctx, in, w.Sim, days, replaySelf(at), progress)
 		if err != nil {
 			return w, fmt.Errorf("backfill demo usage: %w", err)
 		}
@@ -298,10 +302,17 @@ func seedWorld(ctx context.Context, in *Instance, w World, op, stackOp, fabrikam
 	return nil
 }
 
+// deliverAt forwards what a stack has sealed, as of t, to commerce as of t.
+type deliverAt func(ctx context.Context, t time.Time) error
+
 // backfill loads the last days of usage as a live stack would have
-// recorded it: each hour's events reported just after that hour. The bridge
-// then forwards them by reported hour as it would have.
-func backfill(ctx context.Context, in *Instance, w simulate.World, days int, progress Progress) (int, error) {
+// recorded and forwarded it: each hour's events reported just after that
+// hour, and each day's usage forwarded just after the day ended, by a
+// stack and a commerce whose clocks stand then (deliver). So commerce
+// received each record when a live stamp's commerce would have, and a
+// month's usage is on that month's invoice, not on the next one as late
+// usage, which is what forwarding a month of backfill now would make it.
+func backfill(ctx context.Context, in *Instance, w simulate.World, days int, deliver deliverAt, progress Progress) (int, error) {
 	end := clock.HourStart(in.Clock.Now())
 	hours := simulate.Hours(end.Add(-time.Duration(days)*24*time.Hour), end)
 	var bar ProgressBar
@@ -309,7 +320,7 @@ func backfill(ctx context.Context, in *Instance, w simulate.World, days int, pro
 		bar = progress(int64(len(hours)), "backfilling "+fmt.Sprint(days)+" days of usage")
 	}
 	n := 0
-	for _, h := range hours {
+	for i, h := range hours {
 		evs := w.Events(h)
 		ptrs := make([]*usage.Event, len(evs))
 		for i := range evs {
@@ -325,11 +336,52 @@ func backfill(ctx context.Context, in *Instance, w simulate.World, days int, pro
 		if ctx.Err() != nil {
 			return n, ctx.Err()
 		}
+		// The last hour's usage is left to the live forwarder: its hour has
+		// only just closed.
+		if next := h.Add(time.Hour); clock.IsDayStart(next) && i < len(hours)-1 {
+			if err := deliver(ctx, next.Add(30*time.Minute)); err != nil {
+				return n, fmt.Errorf("forward the backfill of %s: %w", h.Format("2006-01-02"), err)
+			}
+		}
 	}
 	if bar != nil {
 		_ = bar.Finish()
 	}
 	return n, nil
+}
+
+// replaySelf is a deliverAt for a stack and commerce in one instance.
+func replaySelf(at At) deliverAt {
+	return func(ctx context.Context, t time.Time) error {
+		in, closeIn, err := at(ctx, t)
+		if err != nil {
+			return err
+		}
+		defer closeIn()
+		in.Forwarder.DeliverTo(in.Handler)
+		_, err = in.Forwarder.CatchUp(ctx)
+		return err
+	}
+}
+
+// replay is a deliverAt: stackAt's forwarder, as of t, hands its sealed
+// batches to comAt's commerce as of t, in this process.
+func replay(stackAt, comAt At) deliverAt {
+	return func(ctx context.Context, t time.Time) error {
+		com, closeCom, err := comAt(ctx, t)
+		if err != nil {
+			return err
+		}
+		defer closeCom()
+		st, closeStack, err := stackAt(ctx, t)
+		if err != nil {
+			return err
+		}
+		defer closeStack()
+		st.Forwarder.DeliverTo(com.Handler)
+		_, err = st.Forwarder.CatchUp(ctx)
+		return err
+	}
 }
 
 // RunSimulator plays the resource providers in real time: after each
