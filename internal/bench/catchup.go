@@ -3,8 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
@@ -24,6 +26,9 @@ type CatchUpResult struct {
 	// Setup is how long building the stamps and their backlogs took (not
 	// part of the figure).
 	Setup time.Duration
+	// Retries counts the catch-ups a stamp started again after commerce
+	// turned it away (429: too many bridges at once) or failed.
+	Retries int64
 	CPU   cpuTimes
 }
 
@@ -42,43 +47,54 @@ func CatchUp(ctx context.Context, com *Instance, open Open, dir string, stamps, 
 	}
 	defer stop()
 	type stamp struct {
+		path  string
+		world stackWorld
 		in    *Instance
 		close func()
-		world stackWorld
 	}
-	var all []stamp
+	all := make([]stamp, stamps)
 	defer func() {
 		for _, s := range all {
-			s.close()
+			if s.close != nil {
+				s.close()
+			}
 		}
 	}()
 	setup := time.Now()
 	bar := progress.start(int64(stamps), fmt.Sprintf("building %d stamps' backlogs", stamps))
-	for i := 0; i < stamps; i++ {
-		in, _, closeFn, err := open(ctx, filepath.Join(dir, fmt.Sprintf("catchup-stack-%03d.db", i)), nil)
+	for i := range all {
+		// Each stamp is built, then closed: a hundred stacks' caches, warm
+		// from building their backlogs, would hold gigabytes that a stamp
+		// catching up does not need.
+		all[i].path = filepath.Join(dir, fmt.Sprintf("catchup-stack-%03d.db", i))
+		in, _, closeFn, err := open(ctx, all[i].path, nil)
 		if err != nil {
 			return res, err
 		}
-		all = append(all, stamp{in: in, close: closeFn})
 		sw, err := connect(ctx, com, in, tenants, comURL)
+		if err == nil {
+			all[i].world = sw
+			var n, sealed int
+			if n, err = buildBacklog(ctx, in, sw.tenants, hours, nil); err == nil {
+				if sealed, err = in.Forwarder.Seal(ctx); err == nil && sealed != n {
+					err = fmt.Errorf("sealed %d of %d records", sealed, n)
+				}
+				res.Records += n
+			}
+		}
+		closeFn()
 		if err != nil {
-			return res, err
+			return res, fmt.Errorf("stamp %d: %w", i, err)
 		}
-		all[i].world = sw
-		n, err := buildBacklog(ctx, in, sw.tenants, hours, nil)
-		if err != nil {
-			return res, err
-		}
-		if sealed, err := in.Forwarder.Seal(ctx); err != nil || sealed != n {
-			return res, fmt.Errorf("stamp %d sealed %d of %d records: %v", i, sealed, n, err)
-		}
-		res.Records += n
-		if bar != nil {
-			_ = bar.Add(1)
-		}
+		_ = bar.Add(1)
 	}
-	if bar != nil {
-		_ = bar.Finish()
+	_ = bar.Finish()
+	for i := range all {
+		in, _, closeFn, err := open(ctx, all[i].path, nil)
+		if err != nil {
+			return res, err
+		}
+		all[i].in, all[i].close = in, closeFn
 	}
 	res.Setup = time.Since(setup)
 
@@ -86,14 +102,27 @@ func CatchUp(ctx context.Context, com *Instance, open Open, dir string, stamps, 
 	var wg sync.WaitGroup
 	errs := make(chan error, stamps)
 	sent := make([]int, stamps)
+	var refusals atomic.Int64
 	for i := range all {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, err := all[i].in.Forwarder.CatchUp(ctx)
-			sent[i] = n
-			if err != nil {
-				errs <- fmt.Errorf("stamp %d: %w", i, err)
+			f := all[i].in.Forwarder
+			// As the forwarder's own loop does, a stamp that commerce turns
+			// away (it bounds the bridges it serves at once) tries again
+			// shortly, until its outbox is empty.
+			for tries := 0; ; tries++ {
+				n, err := f.CatchUp(ctx)
+				sent[i] += n
+				if err == nil {
+					return
+				}
+				if tries == 10000 || ctx.Err() != nil {
+					errs <- fmt.Errorf("stamp %d: %w", i, err)
+					return
+				}
+				refusals.Add(1)
+				time.Sleep(time.Duration(50+rand.IntN(200)) * time.Millisecond)
 			}
 		}()
 	}
@@ -102,7 +131,7 @@ func CatchUp(ctx context.Context, com *Instance, open Open, dir string, stamps, 
 	if err := <-errs; err != nil {
 		return res, err
 	}
-	res.Acked = time.Since(t0)
+	res.Acked, res.Retries = time.Since(t0), refusals.Load()
 	if err := com.Ledger.Settle(ctx); err != nil {
 		return res, err
 	}

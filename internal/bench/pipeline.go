@@ -348,8 +348,8 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 		if err != nil {
 			return rep, err
 		}
-		note := fmt.Sprintf("%d stamps × %d tenants × %d hours × 2 meters = %d records, every stamp forwarding at once; acknowledged in %s, billable in %s (building the stamps took %s, not counted)",
-			res.Stamps, res.Tenants, sz.CatchUpHours, res.Records, res.Acked.Round(time.Millisecond), res.Billable.Round(time.Millisecond), res.Setup.Round(time.Second))
+		note := fmt.Sprintf("%d stamps × %d tenants × %d hours × 2 meters = %d records, every stamp forwarding at once (%d catch-ups turned away and started again); acknowledged in %s, billable in %s (building the stamps took %s, not counted)",
+			res.Stamps, res.Tenants, sz.CatchUpHours, res.Records, res.Retries, res.Acked.Round(time.Millisecond), res.Billable.Round(time.Millisecond), res.Setup.Round(time.Second))
 		add(withCPU(Figure{Stage: "catch-up", Figure: fmt.Sprintf("%d stamps catching up after an outage, until every record is billable", res.Stamps),
 			Value: res.Billable.Seconds(), Unit: "s", PeakHeapMiB: peak, Note: note}, res.CPU, float64(res.Records), "record", rep.Database))
 		add(Figure{Stage: "catch-up", Figure: "the same, as a rate", Value: float64(res.Records) / res.Billable.Seconds(), Unit: "records/s",
