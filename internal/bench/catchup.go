@@ -29,7 +29,7 @@ type CatchUpResult struct {
 	// Retries counts the catch-ups a stamp started again after commerce
 	// turned it away (429: too many bridges at once) or failed.
 	Retries int64
-	CPU   cpuTimes
+	CPU     cpuTimes
 }
 
 // CatchUp builds stamps stacks, each on a SQLite file of its own in dir (a

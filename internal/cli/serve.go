@@ -188,7 +188,9 @@ func runServe(ctx context.Context, env Env, args []string) error {
 			onContoso.Add(1)
 			worker(func(ctx context.Context) { defer onContoso.Done(); run(ctx) })
 		}
-		contosoWorker(func(ctx context.Context) { contoso.Usage.Run(ctx, logger.With("component", "usage", "stamp", demo.ContosoRegName)) })
+		contosoWorker(func(ctx context.Context) {
+			contoso.Usage.Run(ctx, logger.With("component", "usage", "stamp", demo.ContosoRegName))
+		})
 		contoso.Forwarder.MaxBackoff = *bridgeBackoff
 		contosoWorker(contoso.Forwarder.Run)
 		contosoWorker(contoso.RunAuditSeal)
