@@ -36,6 +36,12 @@ func (s *Server) postBridgeUsage(w http.ResponseWriter, r *http.Request, p auth.
 		}
 		return arm.InvalidRequest("", "The body could not be read: %v", err)
 	}
+	select {
+	case s.bridgeSlots <- struct{}{}:
+		defer func() { <-s.bridgeSlots }()
+	case <-r.Context().Done():
+		return r.Context().Err()
+	}
 	switch enc := strings.ToLower(r.Header.Get("Content-Encoding")); enc {
 	case "", "identity":
 	case "zstd":

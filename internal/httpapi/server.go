@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -133,6 +134,13 @@ type Server struct {
 	// zstd decodes compressed bridge batches; DecodeAll is safe for
 	// concurrent use, and the memory cap bounds a batch's decoded size.
 	zstd *zstd.Decoder
+	// bridgeSlots bounds the bridge batches decoded and ingested at once.
+	// A batch costs memory in proportion to its records (its decompressed
+	// body, the decoded records, the mapped copy and the log payload): a
+	// hundred stamps catching up at once held 7.7 GB in one commerce
+	// process before this bound (docs/scale.md). A batch past the bound
+	// waits for a slot, so stamps slow down rather than fail.
+	bridgeSlots chan struct{}
 	// authWarn paces warnings of refused credentials: an attacker, or a
 	// misconfigured client, must not flood the log and push out what an
 	// operator needs (the tokens serve prints); authQuiet counts those
@@ -156,7 +164,7 @@ func New(cfg Config, deps Deps) *Server {
 		cfg.AnonBodyTimeout = 5 * time.Second
 	}
 	s := &Server{cfg: cfg, deps: deps, tokens: arm.NewTokens(cfg.PagingKey), limits: newLimits(cfg.MaxInflight, cfg.RateLimit, cfg.RateBurst, cfg.MaxAnonInflight, cfg.AnonRate),
-		authWarn: rate.NewLimiter(2, 5)}
+		authWarn: rate.NewLimiter(2, 5), bridgeSlots: make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0)))}
 	// The options are constant and valid; were they not, zstd bodies would
 	// be refused as unsupported rather than the server failing to start.
 	if dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxBridgeBody)); err == nil {
