@@ -243,12 +243,15 @@ func (s *Service) writeMapping(ctx context.Context, p auth.Principal, k Key, cs,
 		var byCS mappingRow
 		var hasCS bool
 		var replaced []string
+		var closed []any
+		latest := clock.Micros(now)
 		for rows.Next() {
 			var m mappingRow
 			if err := rows.Scan(&m.id, &m.cs, &m.tenant, &m.etag, &m.from, &m.createdBy); err != nil {
 				rows.Close()
 				return err
 			}
+			closed, latest = append(closed, m.id), max(latest, m.from)
 			if m.cs == cs {
 				byCS, hasCS = m, true
 				replaced = append([]string{m.cs}, replaced...)
@@ -259,6 +262,18 @@ func (s *Service) writeMapping(ctx context.Context, p auth.Principal, k Key, cs,
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
+		}
+		if latest > clock.Micros(now) {
+			// The UPDATE waited for another PUT that mapped this tenant or
+			// subscription after this one read the clock: the new mapping
+			// starts where that one does, and what it replaces ends there,
+			// so the history has neither gap nor overlap. (Rare: one more
+			// statement, only then.)
+			now = clock.FromMicros(latest)
+			args := append([]any{latest}, closed...)
+			if _, err := tx.ExecContext(ctx, `UPDATE tenant_mappings SET valid_to_us = ? WHERE id IN (`+store.Placeholders(len(closed))+`)`, args...); err != nil {
+				return err
+			}
 		}
 		// Rule 11.
 		if perr := pre.check("customer subscription", hasCS, byCS.etag); perr != nil {
