@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/demo"
 	"github.com/stackbill/stackbill/internal/store"
@@ -14,7 +15,7 @@ import (
 
 // demoInstance is what the demo package uses of app.
 func demoInstance(app *App) *demo.Instance {
-	return &demo.Instance{Handler: app.Handler, DB: app.DB, Clock: app.Clock, Logger: app.Logger, Auth: app.Auth, Billing: app.Billing, Directory: app.Directory,
+	return &demo.Instance{Receive: func(f *bridge.Forwarder) { f.DeliverTo(app.Handler) }, DB: app.DB, Clock: app.Clock, Logger: app.Logger, Auth: app.Auth, Billing: app.Billing, Directory: app.Directory,
 		Forwarder: app.Forwarder, Issuer: app.Issuer, Registrations: app.Registrations, Tenancy: app.Tenancy, Usage: app.Usage}
 }
 

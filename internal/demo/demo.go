@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
 
@@ -30,9 +29,9 @@ import (
 // Instance is what the demo uses of a stackbill instance that runs the stack
 // and commerce in one process; cli builds it.
 type Instance struct {
-	// Handler serves the instance's API, for a forwarder replaying history
-	// into it.
-	Handler       http.Handler
+	// Receive makes a forwarder deliver its batches to this instance's API
+	// in this process, for replaying history into it.
+	Receive       func(*bridge.Forwarder)
 	DB            *store.DB
 	Clock         *clock.Clock
 	Logger        *slog.Logger
@@ -358,7 +357,7 @@ func replaySelf(at At) deliverAt {
 			return err
 		}
 		defer closeIn()
-		in.Forwarder.DeliverTo(in.Handler)
+		in.Receive(in.Forwarder)
 		_, err = in.Forwarder.CatchUp(ctx)
 		return err
 	}
@@ -378,7 +377,7 @@ func replay(stackAt, comAt At) deliverAt {
 			return err
 		}
 		defer closeStack()
-		st.Forwarder.DeliverTo(com.Handler)
+		com.Receive(st.Forwarder)
 		_, err = st.Forwarder.CatchUp(ctx)
 		return err
 	}
