@@ -155,7 +155,6 @@ func directoryDocument(w simulate.World) []byte {
 // fresh sign-in tokens. usageEndpoint is the URL the bridge forwards to.
 func Seed(ctx context.Context, in *Instance, at At, usageEndpoint string, days int, progress Progress) (World, error) {
 	op := auth.Principal{Role: auth.RoleOperator, TokenID: "demo"}
-	stackOp := auth.Principal{Role: auth.RoleStackOperator, TokenID: "demo"}
 	fabrikam := auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "demo"}
 	w := World{Sim: simulate.New(simulate.Config{Tenants: StackTenants, Seed: seed}),
 		RegKey: registration.Key{SubscriptionID: FabrikamCSPSS, ResourceGroup: ResourceGroup, Name: RegName}}
@@ -174,12 +173,12 @@ func Seed(ctx context.Context, in *Instance, at At, usageEndpoint string, days i
 		if err != nil {
 			return w, err
 		}
-		err = seedWorld(ctx, past, w, op, stackOp, fabrikam, usageEndpoint)
+		err = seedWorld(ctx, past, w, op, fabrikam, usageEndpoint)
 		closePast()
 		if err != nil {
 			return w, fmt.Errorf("seed the demo world: %w", err)
 		}
-		n, err := backfill(ctx, in, w.Sim, days, replaySelf(at), progress)
+		n, err := backfill(ctx, in, w.Sim, days, replay(at, nil), progress)
 		if err != nil {
 			return w, fmt.Errorf("backfill demo usage: %w", err)
 		}
@@ -235,7 +234,7 @@ func Seed(ctx context.Context, in *Instance, at At, usageEndpoint string, days i
 	return w, nil
 }
 
-func seedWorld(ctx context.Context, in *Instance, w World, op, stackOp, fabrikam auth.Principal, usageEndpoint string) error {
+func seedWorld(ctx context.Context, in *Instance, w World, op, fabrikam auth.Principal, usageEndpoint string) error {
 	now := in.Clock.Now()
 	if _, err := in.Directory.Import(ctx, op.Actor(), directoryDocument(w.Sim)); err != nil {
 		return err
@@ -259,44 +258,68 @@ func seedWorld(ctx context.Context, in *Instance, w World, op, stackOp, fabrikam
 			return fmt.Errorf("price book %s → %s: %w", b.owner, b.target, err)
 		}
 	}
-	// The seed's flow: the stack's registration token, the registration by
-	// the partner, approval for multi-tenancy, activation of the stack.
-	tok, err := bridge.RegistrationToken(ctx, in.DB, "PayAsYouUse", "", nil)
-	if err != nil {
-		return err
-	}
-	loc := "global"
-	if _, _, err := in.Registrations.Put(ctx, fabrikam, w.RegKey, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
-		return err
-	}
-	if _, err := in.Registrations.Approve(ctx, op, w.RegKey, true); err != nil {
-		return err
-	}
-	key, err := in.Issuer.ActivationKey(ctx, fabrikam, w.RegKey, usageEndpoint)
-	if err != nil {
-		return err
-	}
-	keys, _, err := bridge.LocalKeys(ctx, in.DB)
-	if err != nil {
-		return err
-	}
-	if _, err := bridge.Activate(ctx, in.DB, key, keys, now); err != nil {
+	if err := registerStamp(ctx, in, in, fabrikam, w.RegKey, usageEndpoint, now); err != nil {
 		return err
 	}
 	// The stack's tenants, and the end customers registered on the stamp.
 	for i, t := range w.Sim.Tenants {
-		if _, _, err := in.Tenancy.PutDirectoryTenant(ctx, stackOp, in.Tenancy.Provider(), tenancy.DirectoryTenant{Name: t.Name + ".onmicrosoft.com", TenantID: t.DirectoryID}); err != nil {
-			return err
-		}
-		if _, _, err := in.Tenancy.PutSubscription(ctx, stackOp, in.Tenancy.Provider(), t.SubscriptionID, tenancy.Subscription{DisplayName: Name(i) + " production",
-			Owner: "admin@" + t.Name + ".onmicrosoft.com", TenantID: t.DirectoryID, OfferID: "/delegatedProviders/default/offers/standard", State: "Enabled"}); err != nil {
-			return err
-		}
+		mapTo := ""
 		if i < Registered {
-			if _, err := in.Registrations.PutCustomerSubscription(ctx, fabrikam, w.RegKey, CustomerSub(i), t.DirectoryID, registration.Precondition{}); err != nil {
-				return fmt.Errorf("add end customer %s: %w", Name(i), err)
-			}
+			mapTo = CustomerSub(i)
 		}
+		if err := onboard(ctx, in, in, fabrikam, w.RegKey, t, Name(i), mapTo); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// registerStamp is the seed's flow for a stamp: the stack's registration
+// token, the registration by the partner, approval for multi-tenancy by the
+// operator, and activation of the stack with the key commerce signs.
+func registerStamp(ctx context.Context, com, stack *Instance, partner auth.Principal, k registration.Key, usageEndpoint string, at time.Time) error {
+	op := auth.Principal{Role: auth.RoleOperator, TokenID: "demo"}
+	tok, err := bridge.RegistrationToken(ctx, stack.DB, "PayAsYouUse", "", nil)
+	if err != nil {
+		return err
+	}
+	loc := "global"
+	if _, _, err := com.Registrations.Put(ctx, partner, k, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
+		return err
+	}
+	if _, err := com.Registrations.Approve(ctx, op, k, true); err != nil {
+		return err
+	}
+	key, err := com.Issuer.ActivationKey(ctx, partner, k, usageEndpoint)
+	if err != nil {
+		return err
+	}
+	keys, _, err := bridge.LocalKeys(ctx, com.DB)
+	if err != nil {
+		return err
+	}
+	_, err = bridge.Activate(ctx, stack.DB, key, keys, at)
+	return err
+}
+
+// onboard makes a simulated tenant a tenant of the stack (its directory and
+// its user subscription, named for customer name) and, when mapTo is set,
+// has partner register it on the stamp as the end customer of that CSP
+// subscription.
+func onboard(ctx context.Context, com, stack *Instance, partner auth.Principal, k registration.Key, t simulate.Tenant, name, mapTo string) error {
+	stackOp := auth.Principal{Role: auth.RoleStackOperator, TokenID: "demo"}
+	if _, _, err := stack.Tenancy.PutDirectoryTenant(ctx, stackOp, stack.Tenancy.Provider(), tenancy.DirectoryTenant{Name: t.Name + ".onmicrosoft.com", TenantID: t.DirectoryID}); err != nil {
+		return err
+	}
+	if _, _, err := stack.Tenancy.PutSubscription(ctx, stackOp, stack.Tenancy.Provider(), t.SubscriptionID, tenancy.Subscription{DisplayName: name + " production",
+		Owner: "admin@" + t.Name + ".onmicrosoft.com", TenantID: t.DirectoryID, OfferID: "/delegatedProviders/default/offers/standard", State: "Enabled"}); err != nil {
+		return err
+	}
+	if mapTo == "" {
+		return nil
+	}
+	if _, err := com.Registrations.PutCustomerSubscription(ctx, partner, k, mapTo, t.DirectoryID, registration.Precondition{}); err != nil {
+		return fmt.Errorf("add end customer %s: %w", name, err)
 	}
 	return nil
 }
@@ -349,37 +372,36 @@ func backfill(ctx context.Context, in *Instance, w simulate.World, days int, del
 	return n, nil
 }
 
-// replaySelf is a deliverAt for a stack and commerce in one instance.
-func replaySelf(at At) deliverAt {
-	return func(ctx context.Context, t time.Time) error {
-		in, closeIn, err := at(ctx, t)
-		if err != nil {
-			return err
-		}
-		defer closeIn()
-		in.Receive(in.Forwarder)
-		_, err = in.Forwarder.CatchUp(ctx)
+// withInstances runs fn with commerce and a stack as of t: comAt's, and
+// stackAt's (comAt's own stack when stackAt is nil, as when stack and
+// commerce share an instance).
+func withInstances(ctx context.Context, t time.Time, comAt, stackAt At, fn func(com, stack *Instance) error) error {
+	com, closeCom, err := comAt(ctx, t)
+	if err != nil {
 		return err
 	}
-}
-
-// replay is a deliverAt: stackAt's forwarder, as of t, hands its sealed
-// batches to comAt's commerce as of t, in this process.
-func replay(stackAt, comAt At) deliverAt {
-	return func(ctx context.Context, t time.Time) error {
-		com, closeCom, err := comAt(ctx, t)
-		if err != nil {
-			return err
-		}
-		defer closeCom()
-		st, closeStack, err := stackAt(ctx, t)
-		if err != nil {
+	defer closeCom()
+	st := com
+	if stackAt != nil {
+		var closeStack func()
+		if st, closeStack, err = stackAt(ctx, t); err != nil {
 			return err
 		}
 		defer closeStack()
-		com.Receive(st.Forwarder)
-		_, err = st.Forwarder.CatchUp(ctx)
-		return err
+	}
+	return fn(com, st)
+}
+
+// replay is a deliverAt: the stack's forwarder, as of t, hands its sealed
+// batches to commerce as of t, in this process (stackAt nil: the stack of
+// comAt's instance).
+func replay(comAt, stackAt At) deliverAt {
+	return func(ctx context.Context, t time.Time) error {
+		return withInstances(ctx, t, comAt, stackAt, func(com, st *Instance) error {
+			com.Receive(st.Forwarder)
+			_, err := st.Forwarder.CatchUp(ctx)
+			return err
+		})
 	}
 }
 

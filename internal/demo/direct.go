@@ -6,11 +6,9 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
-	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/simulate"
-	"github.com/stackbill/stackbill/internal/tenancy"
 )
 
 // The direct CSP's path: Contoso runs a stamp of its own, registered with
@@ -60,7 +58,7 @@ func SeedDirect(ctx context.Context, stack *Instance, comAt, stackAt At, usageEn
 	if err := seedDirectAt(ctx, w, comAt, stackAt, past, usageEndpoint); err != nil {
 		return w, fmt.Errorf("seed Contoso's stamp: %w", err)
 	}
-	n, err := backfill(ctx, stack, w.Sim, days, replay(stackAt, comAt), progress)
+	n, err := backfill(ctx, stack, w.Sim, days, replay(comAt, stackAt), progress)
 	if err != nil {
 		return w, fmt.Errorf("backfill Contoso's usage: %w", err)
 	}
@@ -69,54 +67,19 @@ func SeedDirect(ctx context.Context, stack *Instance, comAt, stackAt At, usageEn
 }
 
 func seedDirectAt(ctx context.Context, w DirectWorld, comAt, stackAt At, at time.Time, usageEndpoint string) error {
-	com, closeCom, err := comAt(ctx, at)
-	if err != nil {
-		return err
-	}
-	defer closeCom()
-	st, closeStack, err := stackAt(ctx, at)
-	if err != nil {
-		return err
-	}
-	defer closeStack()
-	op := auth.Principal{Role: auth.RoleOperator, TokenID: "demo"}
+	return withInstances(ctx, at, comAt, stackAt, func(com, st *Instance) error { return seedDirectOn(ctx, w, com, st, at, usageEndpoint) })
+}
+
+func seedDirectOn(ctx context.Context, w DirectWorld, com, st *Instance, at time.Time, usageEndpoint string) error {
 	contoso := auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "demo"}
-	stackOp := auth.Principal{Role: auth.RoleStackOperator, TokenID: "demo"}
-	// The seed's flow, as for Fabrikam: the stack's registration token, the
-	// registration by the partner, approval, activation.
-	tok, err := bridge.RegistrationToken(ctx, st.DB, "PayAsYouUse", "", nil)
-	if err != nil {
+	// The seed's flow, as for Fabrikam's stamp.
+	if err := registerStamp(ctx, com, st, contoso, w.RegKey, usageEndpoint, at); err != nil {
 		return err
 	}
-	loc := "global"
-	if _, _, err := com.Registrations.Put(ctx, contoso, w.RegKey, registration.PutInput{Location: &loc, Token: &tok}, registration.Precondition{}); err != nil {
-		return err
-	}
-	if _, err := com.Registrations.Approve(ctx, op, w.RegKey, true); err != nil {
-		return err
-	}
-	key, err := com.Issuer.ActivationKey(ctx, contoso, w.RegKey, usageEndpoint)
-	if err != nil {
-		return err
-	}
-	keys, _, err := bridge.LocalKeys(ctx, com.DB)
-	if err != nil {
-		return err
-	}
-	if _, err := bridge.Activate(ctx, st.DB, key, keys, at); err != nil {
-		return err
-	}
+	// A direct CSP registers every customer on its own stamp.
 	for i, t := range w.Sim.Tenants {
-		if _, _, err := st.Tenancy.PutDirectoryTenant(ctx, stackOp, st.Tenancy.Provider(), tenancy.DirectoryTenant{Name: t.Name + ".onmicrosoft.com", TenantID: t.DirectoryID}); err != nil {
+		if err := onboard(ctx, com, st, contoso, w.RegKey, t, Name(StackTenants+i), ContosoSub(i)); err != nil {
 			return err
-		}
-		if _, _, err := st.Tenancy.PutSubscription(ctx, stackOp, st.Tenancy.Provider(), t.SubscriptionID, tenancy.Subscription{DisplayName: Name(StackTenants+i) + " production",
-			Owner: "admin@" + t.Name + ".onmicrosoft.com", TenantID: t.DirectoryID, OfferID: "/delegatedProviders/default/offers/standard", State: "Enabled"}); err != nil {
-			return err
-		}
-		// A direct CSP registers every customer on its own stamp.
-		if _, err := com.Registrations.PutCustomerSubscription(ctx, contoso, w.RegKey, ContosoSub(i), t.DirectoryID, registration.Precondition{}); err != nil {
-			return fmt.Errorf("add end customer %s: %w", Name(StackTenants+i), err)
 		}
 	}
 	return nil
