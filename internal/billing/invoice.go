@@ -477,53 +477,77 @@ const maxAwaiting = 24
 // operator. Resellers are invoiced by their provider, not by stackbill, and
 // have nothing here.
 func (s *Service) Attention(ctx context.Context, p auth.Principal) (Attention, error) {
+	o, err := s.Open(ctx, p)
+	return o.Attention, err
+}
+
+// OpenPeriod is the period in progress as p sees it: its draft invoices
+// (those Invoices answers) and what needs attention, from one rating pass.
+type OpenPeriod struct {
+	Period    string
+	Invoices  []Invoice
+	Attention Attention
+}
+
+// Open rates the period in progress once for both of what a home page
+// shows of it: the drafts and what needs attention.
+func (s *Service) Open(ctx context.Context, p auth.Principal) (OpenPeriod, error) {
 	out := Attention{Unpriced: []Unpriced{}, Awaiting: []string{}}
+	o := OpenPeriod{Period: clock.Period(s.clock.Now()), Invoices: []Invoice{}}
 	sc, err := s.scope(ctx, p)
 	if err != nil || sc.reseller {
-		return out, err
+		o.Attention = out
+		return o, err
 	}
 	if err := s.settle(ctx); err != nil {
-		return out, err
+		return o, err
 	}
 	now := s.clock.Now()
 	period := clock.Period(now)
 	dir, err := s.loadDirectory(ctx, s.db)
 	if err != nil {
-		return out, err
+		return o, err
 	}
 	var subs []string
 	if !sc.all {
 		subs = dir.subsBilledTo(sc.partner)
 	}
+	// The period in progress is never finalized (it closes after its end),
+	// so its invoices are the drafts this pass rates.
 	run, err := s.rate(ctx, s.db, dir, period, false, subs)
 	if err != nil {
-		return out, err
+		return o, err
 	}
+	for _, inv := range run.invoices {
+		o.Invoices = append(o.Invoices, *inv)
+	}
+	sort.Slice(o.Invoices, func(i, j int) bool { return o.Invoices[i].PartnerID < o.Invoices[j].PartnerID })
 	for _, u := range run.rater.unpricedList() {
 		if sc.all || u.PartnerID == sc.partner {
 			out.Unpriced = append(out.Unpriced, u)
 		}
 	}
+	o.Attention = out
 	if !sc.all {
-		return out, nil
+		return o, nil
 	}
 	// From the period after the last finalized one (or the first with
 	// unbilled usage) up to the last whose grace has passed.
 	var last sql.NullString
 	if err := s.db.QueryRowContext(ctx, `SELECT MAX(period) FROM billing_periods`).Scan(&last); err != nil {
-		return out, err
+		return o, err
 	}
 	var from time.Time
 	if last.Valid {
 		ls, err := clock.ParsePeriod(last.String)
 		if err != nil {
-			return out, err
+			return o, err
 		}
 		from = clock.NextMonth(ls)
 	} else {
 		early, ok, err := s.ledger.EarliestUnbilled(ctx, s.db, time.Time{})
 		if err != nil || !ok {
-			return out, err
+			return o, err
 		}
 		from = clock.MonthStart(early)
 	}
@@ -533,7 +557,8 @@ func (s *Service) Attention(ctx context.Context, p auth.Principal) (Attention, e
 		}
 		out.Awaiting = append(out.Awaiting, clock.Period(m))
 	}
-	return out, nil
+	o.Attention = out
+	return o, nil
 }
 
 // InvoiceSummary is one invoice's headline.

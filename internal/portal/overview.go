@@ -51,6 +51,7 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 		byAccount[k].Amount = byAccount[k].Amount.Add(amount)
 	}
 	basis := "your invoices for the period (drafts until the month is finalized)"
+	var att billing.Attention
 	if s.P.Role == auth.RoleReseller {
 		// A reseller is not invoiced by stackbill: its figures are what it
 		// charges its customers, from its price book.
@@ -71,10 +72,19 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 			}
 		}
 	} else {
+		// One rating pass gives this month's drafts and what needs
+		// attention.
+		open, err := p.d.Billing.Open(ctx, s.P)
+		if err != nil {
+			return err
+		}
+		att = open.Attention
 		for i, per := range []string{period, last} {
-			invs, err := p.d.Billing.Invoices(ctx, s.P, per)
-			if err != nil {
-				return err
+			invs := open.Invoices
+			if i == 1 || open.Period != period {
+				if invs, err = p.d.Billing.Invoices(ctx, s.P, per); err != nil {
+					return err
+				}
 			}
 			for _, inv := range invs {
 				t := total(inv.Currency)
@@ -131,7 +141,7 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 	if len(top) > 5 {
 		top = top[:5]
 	}
-	attention, err := p.attention(ctx, s.P, now)
+	attention, err := p.attention(ctx, s.P, now, att)
 	if err != nil {
 		return err
 	}
@@ -151,17 +161,14 @@ type attentionItem struct {
 // within minutes.
 const quietAfter = 2 * time.Hour
 
-// attention lists what needs acting on, as pr may see it: usage that no
+// attention lists what needs acting on, as pr may see it (att is billing's
+// part, from the overview's rating pass): usage that no
 // price covers (it will block finalization), periods past their grace that
 // are not finalized (operator), and stamps that have gone quiet.
-func (p *Portal) attention(ctx context.Context, pr auth.Principal, now time.Time) ([]attentionItem, error) {
+func (p *Portal) attention(ctx context.Context, pr auth.Principal, now time.Time, att billing.Attention) ([]attentionItem, error) {
 	var out []attentionItem
 	if pr.Role == auth.RoleReseller {
 		return out, nil
-	}
-	att, err := p.d.Billing.Attention(ctx, pr)
-	if err != nil {
-		return nil, err
 	}
 	for _, per := range att.Awaiting {
 		out = append(out, attentionItem{Text: "Period " + per + " is past its grace period and not finalized.", Href: "/portal/invoices?period=" + per, Action: "Review the invoices"})
