@@ -10,6 +10,7 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"log/slog"
 	"math"
 	"time"
@@ -57,6 +58,27 @@ type ChargedTotal struct {
 	Day            time.Time      `json:"day"`
 	Quantity       money.Quantity `json:"quantity"`
 	Mapped         bool           `json:"mapped"`
+	// Invoiced splits Quantity by the period whose invoice billed it ("":
+	// not billed yet): a day's usage that arrived after its month was
+	// finalized is billed as late usage on a later invoice.
+	Invoiced []PeriodQuantity `json:"invoiced,omitempty"`
+}
+
+// PeriodQuantity is a quantity billed on one period's invoice.
+type PeriodQuantity struct {
+	Period   string         `json:"period,omitempty"`
+	Quantity money.Quantity `json:"quantity"`
+}
+
+// addInvoiced adds q to the part of t billed in period.
+func (t *ChargedTotal) addInvoiced(period string, q money.Quantity) {
+	for i := range t.Invoiced {
+		if t.Invoiced[i].Period == period {
+			t.Invoiced[i].Quantity = t.Invoiced[i].Quantity.Add(q)
+			return
+		}
+	}
+	t.Invoiced = append(t.Invoiced, PeriodQuantity{Period: period, Quantity: q})
 }
 
 // Totals sums forwarded usage for the given ledger.Charged subscriptions over
@@ -74,7 +96,7 @@ func (l *Ledger) Totals(ctx context.Context, subscriptions []string, from, to ti
 	for _, s := range subscriptions {
 		args = append(args, s)
 	}
-	rows, err := l.db.QueryContext(ctx, `SELECT charged_subscription_id, billing_meter_id, local_meter_key, usage_hour_us, billing_quantity, quantity, mapped FROM commerce_usage
+	rows, err := l.db.QueryContext(ctx, `SELECT charged_subscription_id, billing_meter_id, local_meter_key, usage_hour_us, billing_quantity, quantity, mapped, billed_period FROM commerce_usage
 		WHERE usage_hour_us >= ? AND usage_hour_us < ? AND usage_day_us >= ? AND usage_day_us <= ? AND charged_subscription_id IN (`+store.Placeholders(len(subscriptions))+`)
 		ORDER BY charged_subscription_id, billing_meter_id, local_meter_key, usage_hour_us`, args...)
 	if err != nil {
@@ -86,7 +108,8 @@ func (l *Ledger) Totals(ctx context.Context, subscriptions []string, from, to ti
 		var t ChargedTotal
 		var hour int64
 		var bq, q money.Quantity
-		if err := rows.Scan(&t.SubscriptionID, &t.BillingMeterID, &t.LocalMeterID, &hour, &bq, &q, &t.Mapped); err != nil {
+		var billed sql.NullString
+		if err := rows.Scan(&t.SubscriptionID, &t.BillingMeterID, &t.LocalMeterID, &hour, &bq, &q, &t.Mapped, &billed); err != nil {
 			return nil, err
 		}
 		t.Day = clock.DayStart(clock.FromMicros(hour))
@@ -97,8 +120,10 @@ func (l *Ledger) Totals(ctx context.Context, subscriptions []string, from, to ti
 		if n := len(out); n > 0 && out[n-1].SubscriptionID == t.SubscriptionID && out[n-1].BillingMeterID == t.BillingMeterID &&
 			out[n-1].LocalMeterID == t.LocalMeterID && out[n-1].Day.Equal(t.Day) && out[n-1].Mapped == t.Mapped {
 			out[n-1].Quantity = out[n-1].Quantity.Add(t.Quantity)
+			out[n-1].addInvoiced(billed.String, t.Quantity)
 			continue
 		}
+		t.addInvoiced(billed.String, t.Quantity)
 		out = append(out, t)
 	}
 	return out, rows.Err()
@@ -156,4 +181,60 @@ func (l *Ledger) Stored(ctx context.Context, cloudID string) (int64, error) {
 	var n int64
 	err := l.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM commerce_usage WHERE cloud_id = ?`, cloudID).Scan(&n)
 	return n, err
+}
+
+// HourRecord is one forwarded record: one hour of one resource's usage of
+// one local meter, as the stack's hourly aggregation closed it and commerce
+// charged it.
+type HourRecord struct {
+	Hour              time.Time      `json:"usageHour"`
+	CloudID           string         `json:"cloudId"`
+	LocalSubscription string         `json:"localSubscriptionId"`
+	LocalMeterID      string         `json:"localMeterId"`
+	ResourceURI       string         `json:"resourceUri"`
+	Quantity          money.Quantity `json:"quantity"`        // in the local meter's unit
+	BillingQuantity   money.Quantity `json:"billingQuantity"` // in the billing meter's unit
+	Mapped            bool           `json:"mapped"`
+	BilledPeriod      string         `json:"billedPeriod,omitempty"`
+}
+
+// HourRecords lists the records charged to subscription for billingMeter
+// (a local meter key, with local set, for usage no billing meter covers)
+// with usage hours in [from, to), in hour and resource order: the hourly
+// detail behind a day of an invoice line. It returns at most limit records
+// and whether there were more.
+func (l *Ledger) HourRecords(ctx context.Context, subscription, meter string, local bool, from, to time.Time, limit int) ([]HourRecord, bool, error) {
+	if err := l.Settle(ctx); err != nil {
+		return nil, false, err
+	}
+	col := "billing_meter_id"
+	if local {
+		col = "billing_meter_id = '' AND local_meter_key"
+	}
+	rows, err := l.db.QueryContext(ctx, `SELECT usage_hour_us, cloud_id, local_subscription_id, local_meter_key, resource_uri, quantity, billing_quantity, mapped, billed_period
+		FROM commerce_usage WHERE charged_subscription_id = ? AND usage_hour_us >= ? AND usage_hour_us < ? AND usage_day_us >= ? AND usage_day_us <= ? AND `+col+` = ?
+		ORDER BY usage_hour_us, resource_uri, local_meter_key, local_subscription_id LIMIT ?`,
+		subscription, clock.Micros(from), clock.Micros(to), clock.Micros(clock.DayStart(from)), clock.Micros(clock.DayStart(to.Add(-time.Microsecond))), meter, limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	var out []HourRecord
+	for rows.Next() {
+		var h HourRecord
+		var hour int64
+		var billed sql.NullString
+		if err := rows.Scan(&hour, &h.CloudID, &h.LocalSubscription, &h.LocalMeterID, &h.ResourceURI, &h.Quantity, &h.BillingQuantity, &h.Mapped, &billed); err != nil {
+			return nil, false, err
+		}
+		h.Hour, h.BilledPeriod = clock.FromMicros(hour), billed.String
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	if len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
 }
