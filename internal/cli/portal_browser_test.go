@@ -279,6 +279,27 @@ func TestPortalInBrowser(t *testing.T) {
 		t.Errorf("the registered tenants do not list %s: %q", demo.Name(next), got)
 	}
 	b.shot("customer-added")
+	// And removes one again: one click asks, the second removes.
+	b.clickAndLoad(`#tenants form[action*="/customers/` + demo.CustomerSub(next) + `/remove"] button`)
+	if got := b.text("#confirm"); !strings.Contains(got, "charged to the registration's default subscription") {
+		t.Errorf("removal was not confirmed first: %q", got)
+	}
+	b.shot("confirm-remove")
+	if _, err := pw.app.Registrations.GetCustomerSubscription(ctx, fabrikam, pw.w.RegKey, demo.CustomerSub(next)); err != nil {
+		t.Errorf("one click removed the customer: %v", err)
+	}
+	b.clickAndLoad(`#confirm-remove`)
+	if got := b.text("#removed"); !strings.Contains(got, demo.CustomerSub(next)) {
+		t.Errorf("after removing: %q", got)
+	}
+	if got := b.text("#tenants"); strings.Contains(got, demo.Name(next)) {
+		t.Errorf("the registered tenants still list %s: %q", demo.Name(next), got)
+	}
+	b.shot("customer-removed")
+	b.submitCustomer(demo.CustomerSub(next), tenantOf(next))
+	if got := b.text("#added"); !strings.Contains(got, demo.CustomerSub(next)) {
+		t.Errorf("after adding it back: %q", got)
+	}
 	for _, c := range []struct {
 		k           registration.Key
 		code, guide string
@@ -333,6 +354,9 @@ func TestPortalInBrowser(t *testing.T) {
 	}
 	b.do("statements", chromedp.Navigate(pw.url+"/portal/statements"), chromedp.WaitVisible(chromedp.CSS("#margin")))
 	b.shot("statements")
+	// Drill-down from an invoice line to the hourly records behind it.
+	b.do("invoice again", chromedp.Navigate(pw.url+"/portal/invoices/SB-"+pw.app.Clock.Now().Format("200601")+"-fabrikam"), chromedp.WaitVisible(chromedp.CSS("#total")))
+	b.drill(`table.lines a.daily`, "invoice-line")
 
 	// Resellers see only their own customers, on every page they have.
 	for _, c := range []struct{ key, own, other string }{{"tailspin", demo.Name(0), demo.Name(1)}, {"wingtip", demo.Name(1), demo.Name(0)}} {
@@ -351,10 +375,19 @@ func TestPortalInBrowser(t *testing.T) {
 			t.Errorf("%s's pages never show its own customer %s", c.key, c.own)
 		}
 	}
+	// A reseller drills down from its statement: customer → line → days →
+	// hours.
+	b.signIn(pw.w.SignIn("tailspin"))
+	b.do("tailspin statements", chromedp.Navigate(pw.url+"/portal/statements"), chromedp.WaitVisible(chromedp.CSS("#statements")))
+	b.clickAndLoad(`#statements a[href^="/portal/statements/"]`)
+	b.do("statement", chromedp.WaitVisible(chromedp.CSS("#statementlines")))
+	b.shot("statement")
+	b.drill(`#statementlines a.daily`, "statement-line")
 
 	// The stack side: explorer and bridge as the stack operator, own usage
 	// and its CSV as a tenant.
 	b.signIn(pw.w.SignIn("stack-operator"))
+	b.homePage("stack-overview", "Directory tenants", "Forwarding")
 	b.do("explorer", chromedp.Navigate(pw.url+"/portal/stack/usage?granularity=Hourly&by=resource"))
 	b.waitChart("explorer-hourly")
 	b.do("bridge", chromedp.Navigate(pw.url+"/portal/stack/bridge"), chromedp.WaitVisible(chromedp.CSS("#bridgestatus")))
@@ -363,6 +396,10 @@ func TestPortalInBrowser(t *testing.T) {
 		t.Errorf("bridge status: %q", st)
 	}
 	b.signIn(pw.w.SignIn("tenant"))
+	if home := b.homePage("tenant-overview", pw.w.Tenant, "Usage in"); strings.Contains(home, "USD") {
+		t.Error("the tenant's home page shows a CSP price")
+	}
+	b.do("my usage", chromedp.Navigate(pw.url+"/portal/my/usage"))
 	b.waitChart("tenant-usage")
 	if csv := b.download("#csv"); !strings.HasPrefix(csv, "subscriptionId,") || !strings.Contains(csv, pw.w.Tenant) {
 		t.Errorf("tenant CSV: %.200q", csv)
@@ -393,6 +430,52 @@ func TestPortalInBrowser(t *testing.T) {
 	// A narrow screen still shows the page (responsive layout).
 	b.do("narrow", chromedp.EmulateViewport(390, 844), chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("main")))
 	b.shot("tenant-narrow")
+}
+
+// homePage checks the page a role lands on: its figures, and a compare
+// chart drawn with nothing for the days that have not begun.
+func (b *browserSession) homePage(name string, mustSee ...string) string {
+	b.t.Helper()
+	b.waitChart(name)
+	body := b.text("main")
+	for _, s := range mustSee {
+		if !strings.Contains(body, s) {
+			b.t.Errorf("%s does not show %q: %.300q", name, s, body)
+		}
+	}
+	// Chart.js's own view of the data: this month's bars stop at today.
+	drawn, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]bool](`Chart.getChart(document.querySelector("#chart-trend")).data.datasets[0].data.map(v => v !== null)`))
+	if err != nil {
+		b.t.Fatalf("%s: read the chart: %v", name, err)
+	}
+	today := time.Now().UTC().Day()
+	for i, d := range drawn {
+		if d != (i < today) {
+			b.t.Errorf("%s: day %d drawn %v, today is day %d", name, i+1, d, today)
+		}
+	}
+	return body
+}
+
+// drill follows a line's usage link (sel) to its days, opens a day, and
+// checks that the day's hourly records add up to the day.
+func (b *browserSession) drill(sel, name string) {
+	b.t.Helper()
+	b.clickAndLoad(sel)
+	b.waitChart(name + "-days")
+	if lvl, err := chromedp.Run(b.ctx, chromedp.AttributeValue(chromedp.CSS("#usagetable"), "data-level")); err != nil || lvl.Value != "Day" {
+		b.t.Fatalf("%s: the usage link opened level %q (%v), want the days", name, lvl.Value, err)
+	}
+	dayQty := b.text(`#usagetable tbody tr:first-child td.num`)
+	b.clickAndLoad(`#usagetable tbody tr:first-child a`)
+	b.do(name+" hours", chromedp.WaitVisible(chromedp.CSS("#hours")))
+	b.shot(name + "-hours")
+	if total := b.text("#hourstotal"); total != dayQty {
+		b.t.Errorf("%s: the day says %q, its hourly records add up to %q", name, dayQty, total)
+	}
+	if crumbs := b.text("nav.crumbs"); !strings.Contains(crumbs, "All customers") {
+		b.t.Errorf("%s: no way back up from the hours: %q", name, crumbs)
+	}
 }
 
 func regPathOf(k registration.Key) string {

@@ -109,8 +109,8 @@ var csrfField = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
 
 // portalPages are every page of the portal without parameters.
 var portalPages = []string{"/portal/overview", "/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage",
-	"/portal/invoices", "/portal/statements", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge",
-	"/portal/my/usage", "/portal/my/usage.csv"}
+	"/portal/invoices", "/portal/statements", "/portal/stack/overview", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge",
+	"/portal/my/overview", "/portal/my/usage", "/portal/my/usage.csv"}
 
 // TestPortalScope signs in as every role and reads every page: each role
 // gets exactly its pages, and no page shows a customer, subscription or
@@ -122,13 +122,13 @@ func TestPortalScope(t *testing.T) {
 			pw := newPortalWorld(t, backend, 3)
 			reg := "/portal/registrations/" + demo.FabrikamCSPSS + "/" + demo.ResourceGroup + "/" + demo.RegName
 			allowed := map[string][]string{
-				"operator":       {"/portal/overview", "/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage", "/portal/invoices", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge", reg},
+				"operator":       {"/portal/overview", "/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage", "/portal/invoices", "/portal/stack/overview", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge", reg},
 				"fabrikam":       {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements", reg},
 				"contoso":        {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements"},
 				"tailspin":       {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements"},
 				"wingtip":        {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements"},
-				"stack-operator": {"/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge"},
-				"tenant":         {"/portal/my/usage", "/portal/my/usage.csv"},
+				"stack-operator": {"/portal/stack/overview", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge"},
+				"tenant":         {"/portal/my/overview", "/portal/my/usage", "/portal/my/usage.csv"},
 			}
 			// Who must never appear on whose pages.
 			var tailspinCustomers, wingtipCustomers, contosoCustomers []string
@@ -274,7 +274,7 @@ func TestPortalForms(t *testing.T) {
 	}
 }
 
-var invoiceRow = regexp.MustCompile(`<tr><td>(\d+)</td><td>([^<]*)</td><td>(?:[^<]*<br>)?<code class="id">([^<]*)</code></td><td>([^<]*)(?:<span[^>]*>[^<]*</span>)?</td>(?:<td>[^<]*</td>)?<td class="num">([0-9.]+) ([^<]+)</td><td class="num">([0-9.]+)</td><td class="num">([0-9.,]+) ([A-Z]{3})(?:<div class="note">([^<]*)</div>)?</td></tr>`)
+var invoiceRow = regexp.MustCompile(`<tr><td>(\d+)</td><td>([^<]*)</td><td>(?:[^<]*<br>)?<code class="id">([^<]*)</code></td><td>([^<]*)(?:<span[^>]*>[^<]*</span>)?</td>(?:<td>[^<]*</td>)?<td class="num">([0-9.]+) ([^<]+)</td><td class="num">([0-9.]+)</td><td class="num">([0-9.,]+) ([A-Z]{3})(?:<div class="note">([^<]*)</div>)?</td><td><a class="daily" href="([^"]*)">Daily usage</a></td></tr>`)
 
 // TestPortalInvoicePageAddsUp: the invoice page showed storage quantities
 // in GB-hours under the GB/Month label ("353740.483 1 GB/Month × 0.006 =

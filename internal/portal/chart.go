@@ -3,7 +3,10 @@ package portal
 import (
 	"encoding/json"
 	"sort"
+	"strconv"
 	"time"
+
+	"github.com/stackbill/stackbill/internal/clock"
 
 	"github.com/stackbill/stackbill/internal/money"
 )
@@ -29,6 +32,8 @@ type chart struct {
 	// inline script is needed), with exact decimals as JSON numbers: the
 	// browser plots them and computes nothing from them.
 	JSON string
+	// Compare, on a compare chart, sums this month against last.
+	Compare *comparison
 }
 
 type series struct {
@@ -95,6 +100,13 @@ func buildChart(id, title, unit, kind string, pts []point, from, to, now time.Ti
 		}
 		o.Total = o.Total.Add(s.Total)
 	}
+	c.encode(kind == "bar", func(int) int { return known })
+	return c
+}
+
+// encode writes c's data for the script. Series i has values for its first
+// known(i) buckets; the rest are gaps (JSON null), not zeros.
+func (c *chart) encode(stacked bool, known func(i int) int) {
 	type ds struct {
 		Label string            `json:"label"`
 		Data  []json.RawMessage `json:"data"`
@@ -102,13 +114,15 @@ func buildChart(id, title, unit, kind string, pts []point, from, to, now time.Ti
 	out := struct {
 		Kind     string   `json:"kind"`
 		Unit     string   `json:"unit"`
+		Stacked  bool     `json:"stacked"`
 		Labels   []string `json:"labels"`
 		Datasets []ds     `json:"datasets"`
-	}{Kind: kind, Unit: unit, Labels: c.Labels, Datasets: []ds{}}
-	for _, s := range c.Series {
+	}{Kind: c.Kind, Unit: c.Unit, Stacked: stacked, Labels: c.Labels, Datasets: []ds{}}
+	for si, s := range c.Series {
 		d := ds{Label: s.Label}
+		n := known(si)
 		for i, v := range s.Values {
-			if i >= known {
+			if i >= n {
 				d.Data = append(d.Data, json.RawMessage("null"))
 				continue
 			}
@@ -118,7 +132,67 @@ func buildChart(id, title, unit, kind string, pts []point, from, to, now time.Ti
 	}
 	b, _ := json.Marshal(out)
 	c.JSON = string(b)
+}
+
+// compareChart sets a month's daily quantities beside the month before's,
+// day of month against day of month, so that "are we above last month?" is
+// one look. The month's days that have not begun are gaps; last month's
+// bars run to its end.
+func compareChart(id, title, unit string, pts []point, now time.Time) chart {
+	start := clock.MonthStart(now)
+	lastStart := clock.MonthStart(start.Add(-time.Hour))
+	days := func(from time.Time) int { return int(clock.NextMonth(from).Sub(from) / (24 * time.Hour)) }
+	n := max(days(start), days(lastStart))
+	c := chart{ID: id, Title: title, Unit: unit, Kind: "bar"}
+	for d := 1; d <= n; d++ {
+		c.Labels = append(c.Labels, "Day "+strconv.Itoa(d))
+	}
+	cur := series{Key: "this", Label: start.Format("January 2006"), Values: zeros(n), Total: money.Zero}
+	prev := series{Key: "last", Label: lastStart.Format("January 2006"), Values: zeros(n), Total: money.Zero}
+	for _, p := range pts {
+		s := &cur
+		if p.Bucket.Before(start) {
+			s = &prev
+		}
+		if p.Bucket.Before(lastStart) || !p.Bucket.Before(clock.NextMonth(start)) {
+			continue
+		}
+		i := p.Bucket.Day() - 1
+		s.Values[i] = s.Values[i].Add(p.Qty)
+		s.Total = s.Total.Add(p.Qty)
+	}
+	// Last month up to the same day, so the totals compare like with like.
+	same := money.Zero
+	for i := 0; i < now.Day() && i < n; i++ {
+		same = same.Add(prev.Values[i])
+	}
+	c.Series = []series{cur, prev}
+	c.Compare = &comparison{ThisMonth: cur.Label, LastMonth: prev.Label, SoFar: cur.Total, LastSameDays: same, LastTotal: prev.Total, Day: now.Day()}
+	if !same.IsZero() {
+		pct := cur.Total.Sub(same).Mul(money.FromInt(100)).Div(same, 0)
+		c.Compare.Change, c.Compare.Rising = pct.String()+" %", pct.Sign() > 0
+		if c.Compare.Rising {
+			c.Compare.Change = "+" + c.Compare.Change
+		}
+	}
+	lastDays := days(lastStart)
+	c.encode(false, func(i int) int {
+		if i == 0 {
+			return now.Day()
+		}
+		return lastDays
+	})
 	return c
+}
+
+// comparison is a compare chart's totals: the month so far against the
+// same days of the month before.
+type comparison struct {
+	ThisMonth, LastMonth           string
+	SoFar, LastSameDays, LastTotal money.Quantity
+	Day                            int
+	Change                         string // "" when last month had none in those days
+	Rising                         bool
 }
 
 func zeros(n int) []money.Quantity {

@@ -33,6 +33,7 @@ func (p *Portal) routes() {
 		p.page("GET /portal/pricing", auth.BillTo, p.pricing)
 		p.page("GET /portal/ingestion", auth.Operators, p.ingestion)
 		p.page("GET /portal/usage", auth.Commerce, p.commerceUsage)
+		p.page("GET /portal/usage/hours", auth.Commerce, p.usageHours)
 		p.page("GET /portal/invoices", auth.BillTo, p.invoices)
 		p.page("GET /portal/invoices/{number}", auth.BillTo, p.invoice)
 		p.page("GET /portal/invoices/{number}/download", auth.BillTo, p.invoiceDownload)
@@ -41,10 +42,12 @@ func (p *Portal) routes() {
 		p.page("GET /portal/statements/{account}", auth.Partners, p.statement)
 	}
 	if p.stack() {
+		p.page("GET /portal/stack/overview", auth.StackOperators, p.stackHome)
 		p.page("GET /portal/stack/tenants", auth.StackOperators, p.stackTenants)
 		p.page("GET /portal/stack/meters", auth.StackOperators, p.stackMeters)
 		p.page("GET /portal/stack/usage", auth.StackOperators, p.stackUsage)
 		p.page("GET /portal/stack/bridge", auth.StackOperators, p.stackBridge)
+		p.page("GET /portal/my/overview", auth.Tenants, p.myHome)
 		p.page("GET /portal/my/usage", auth.Tenants, p.myUsage)
 		p.page("GET /portal/my/usage.csv", auth.Tenants, p.myUsageCSV)
 	}
@@ -408,135 +411,6 @@ func (p *Portal) ingestion(w http.ResponseWriter, r *http.Request, s *session) e
 	return nil
 }
 
-// commerceUsage charts forwarded usage of the subscriptions in scope, for one
-// billing meter at a time (quantities of different meters do not add up),
-// one line per customer.
-func (p *Portal) commerceUsage(w http.ResponseWriter, r *http.Request, s *session) error {
-	ctx := r.Context()
-	rg, err := parseRange(r, p.now(ctx), 30)
-	if err != nil {
-		return err
-	}
-	subs, err := p.d.Directory.ListSubscriptions(ctx, s.P)
-	if err != nil {
-		return err
-	}
-	cs, err := p.d.Directory.ListCustomers(ctx, s.P, "")
-	if err != nil {
-		return err
-	}
-	custName := map[string]string{}
-	for _, c := range cs {
-		custName[c.TenantID] = c.Name
-	}
-	customerFilter := r.URL.Query().Get("customer")
-	owner := map[string]string{} // subscription → customer (or the subscription's own name)
-	var ids []string
-	for _, x := range subs {
-		key := x.CustomerTenantID
-		if key == "" {
-			key = "sub:" + x.ID
-			custName[key] = "Default subscription " + x.ID[:8] + " (" + string(x.Offer) + ")"
-		}
-		if customerFilter != "" && key != customerFilter {
-			continue
-		}
-		owner[strings.ToLower(x.ID)] = key
-		ids = append(ids, strings.ToLower(x.ID))
-	}
-	totals, err := p.d.Ledger.Totals(ctx, ids, rg.From, rg.To)
-	if err != nil {
-		return err
-	}
-	type meterInfo struct {
-		ID, Name, Unit string
-		Total          money.Quantity
-	}
-	meters := map[string]*meterInfo{}
-	for _, t := range totals {
-		id := t.BillingMeterID
-		if id == "" {
-			id = "local:" + t.LocalMeterID
-		}
-		m := meters[id]
-		if m == nil {
-			m = &meterInfo{ID: id, Name: id, Total: money.Zero}
-			meters[id] = m
-		}
-		m.Total = m.Total.Add(t.Quantity)
-	}
-	p.nameMeters(ctx, rg.To, func(id string) (*string, *string) {
-		if m := meters[id]; m != nil {
-			return &m.Name, &m.Unit
-		}
-		return nil, nil
-	})
-	var meterList []*meterInfo
-	for _, m := range meters {
-		meterList = append(meterList, m)
-	}
-	sort.Slice(meterList, func(i, j int) bool { return meterList[i].Name < meterList[j].Name })
-	sel := r.URL.Query().Get("meter")
-	if meters[sel] == nil {
-		sel = ""
-		for _, m := range meterList { // default: the vCPU-hours meter when present, else the first
-			if sel == "" {
-				sel = m.ID
-			}
-			if preferredMeter(m.Name, m.Unit) {
-				sel = m.ID
-				break
-			}
-		}
-	}
-	var pts []point
-	type cell struct {
-		Customer, Name string
-		Qty            money.Quantity
-	}
-	perCustomer := map[string]money.Quantity{}
-	for _, t := range totals {
-		id := t.BillingMeterID
-		if id == "" {
-			id = "local:" + t.LocalMeterID
-		}
-		if id != sel {
-			continue
-		}
-		key := owner[strings.ToLower(t.SubscriptionID)]
-		pts = append(pts, point{Bucket: t.Day, Key: key, Qty: t.Quantity})
-		if q, ok := perCustomer[key]; ok {
-			perCustomer[key] = q.Add(t.Quantity)
-		} else {
-			perCustomer[key] = t.Quantity
-		}
-	}
-	var table []cell
-	for k, q := range perCustomer {
-		table = append(table, cell{Customer: k, Name: custName[k], Qty: q})
-	}
-	sort.Slice(table, func(i, j int) bool { return table[i].Qty.Cmp(table[j].Qty) > 0 })
-	unit, title := "", "Usage"
-	if m := meters[sel]; m != nil {
-		unit, title = m.Unit, m.Name
-	}
-	c := buildChart("usage", title+" per day, by customer", unit, "bar", pts, rg.From, rg.To, p.now(r.Context()), 24*time.Hour, func(k string) string { return custName[k] })
-	var custOpts []customerOpt
-	seen := map[string]bool{}
-	for _, key := range owner {
-		if !seen[key] {
-			seen[key] = true
-			custOpts = append(custOpts, customerOpt{Key: key, Name: custName[key]})
-		}
-	}
-	sort.Slice(custOpts, func(i, j int) bool { return custOpts[i].Name < custOpts[j].Name })
-	p.render(w, r, s, "usage", "Usage", map[string]any{"Range": rg, "Meters": meterList, "Meter": sel, "Chart": c, "Table": table,
-		"Customers": custOpts, "Customer": customerFilter})
-	return nil
-}
-
-type customerOpt struct{ Key, Name string }
-
 // nameMeters fills in billing meter names and units from the meter map in
 // force at t, and local meter names from the catalogue.
 func (p *Portal) nameMeters(ctx context.Context, t time.Time, slot func(id string) (*string, *string)) {
@@ -684,7 +558,11 @@ func (p *Portal) statement(w http.ResponseWriter, r *http.Request, s *session) e
 	for _, st := range sts {
 		if st.Account == account {
 			prev, next := p.periodNav(ctx, period)
-			p.render(w, r, s, "statement", "Statement "+st.AccountName+" "+period, map[string]any{"St": st, "Prev": prev, "Next": next})
+			sc, err := p.usageScope(ctx, s.P)
+			if err != nil {
+				return err
+			}
+			p.render(w, r, s, "statement", "Statement "+st.AccountName+" "+period, map[string]any{"St": st, "Prev": prev, "Next": next, "SubNames": sc.subName})
 			return nil
 		}
 	}

@@ -145,7 +145,15 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 	if err != nil {
 		return err
 	}
-	p.render(w, r, s, "overview", "Overview", map[string]any{"Period": period, "Last": last, "Totals": rows, "Top": top, "Basis": basis,
+	sc, err := p.usageScope(ctx, s.P)
+	if err != nil {
+		return err
+	}
+	trend, err := p.forwardedTrend(ctx, sc.ids, now)
+	if err != nil {
+		return err
+	}
+	p.render(w, r, s, "overview", "Overview", map[string]any{"Trend": trend, "Period": period, "Last": last, "Totals": rows, "Top": top, "Basis": basis,
 		"Day": int(elapsed/(24*time.Hour)) + 1, "MonthDays": int(end.Sub(start) / (24 * time.Hour)), "Operator": s.P.Role == auth.RoleOperator,
 		"Attention": attention, "Reseller": s.P.Role == auth.RoleReseller})
 	return nil
@@ -210,4 +218,44 @@ func (p *Portal) attention(ctx context.Context, pr auth.Principal, now time.Time
 			now.Sub(h.LastReceived).Round(time.Minute)), Href: href, Action: "See the stamp"})
 	}
 	return out, nil
+}
+
+// forwardedTrend charts the forwarded usage of subs per day, this month
+// against last, for the meter CSPs are billed on most (vCPU-hours of VMs),
+// or the first meter when there is none; nil when there is no usage.
+func (p *Portal) forwardedTrend(ctx context.Context, subs []string, now time.Time) (*chart, error) {
+	lastStart := clock.MonthStart(clock.MonthStart(now).Add(-time.Hour))
+	totals, err := p.d.Ledger.Totals(ctx, subs, lastStart, clock.NextMonth(now))
+	if err != nil {
+		return nil, err
+	}
+	type info struct{ name, unit string }
+	meters := map[string]*info{}
+	for _, t := range totals {
+		if t.BillingMeterID != "" && meters[t.BillingMeterID] == nil {
+			meters[t.BillingMeterID] = &info{name: t.BillingMeterID}
+		}
+	}
+	p.nameMeters(ctx, now, func(id string) (*string, *string) {
+		if m := meters[id]; m != nil {
+			return &m.name, &m.unit
+		}
+		return nil, nil
+	})
+	var cs []meterChoice
+	for id, m := range meters {
+		cs = append(cs, meterChoice{Key: id, Name: m.name, Unit: m.unit})
+	}
+	sel := defaultMeter(cs)
+	if sel == "" {
+		return nil, nil
+	}
+	var pts []point
+	for _, t := range totals {
+		if t.BillingMeterID == sel {
+			pts = append(pts, point{Bucket: t.Day, Key: sel, Qty: t.Quantity})
+		}
+	}
+	c := compareChart("trend", meters[sel].name+" per day, this month against last", meters[sel].unit, pts, now)
+	return &c, nil
 }

@@ -267,6 +267,7 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 			add("/portal/invoices", "Invoices")
 		}
 		if p.stack() {
+			add("/portal/stack/overview", "Stack overview")
 			add("/portal/stack/tenants", "Stack tenants")
 			add("/portal/stack/meters", "Meters")
 			add("/portal/stack/usage", "Usage explorer")
@@ -294,6 +295,7 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 		}
 	case auth.RoleStackOperator:
 		if p.stack() {
+			add("/portal/stack/overview", "Overview")
 			add("/portal/stack/tenants", "Tenants")
 			add("/portal/stack/meters", "Meters")
 			add("/portal/stack/usage", "Usage explorer")
@@ -301,6 +303,7 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 		}
 	case auth.RoleTenant:
 		if p.stack() {
+			add("/portal/my/overview", "Overview")
 			add("/portal/my/usage", "My usage")
 		}
 	}
@@ -492,6 +495,18 @@ var funcs = template.FuncMap{
 	"pathesc": url.PathEscape,
 	"lower":   strings.ToLower,
 	"list":    func(s ...string) []string { return s },
+	// usagehref links a line to the daily usage behind it.
+	"usagehref": func(sub, meterID string, from, to time.Time) string { return usageHref(sub, meterID, from, to) },
+	"periodusage": func(sub, meterID string, local bool, period string) string {
+		start, err := clock.ParsePeriod(period)
+		if err != nil {
+			return ""
+		}
+		if local {
+			meterID = "local:" + meterID
+		}
+		return usageHref(sub, meterID, start, clock.NextMonth(start).Add(-24*time.Hour))
+	},
 }
 
 // ctxNow is the process's clock, for handlers.

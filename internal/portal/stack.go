@@ -169,16 +169,12 @@ func (p *Portal) explore(r *http.Request, subs []string, subNames map[string]str
 	if e.By == "meter" {
 		e.Meter = ""
 	} else if e.Meter == "" {
-		for _, m := range e.Meters { // default: the first vCPU meter, else the first
+		var cs []meterChoice
+		for _, m := range e.Meters {
 			k, _ := meter.Normalize(m.ID)
-			if e.Meter == "" {
-				e.Meter = k
-			}
-			if preferredMeter(m.Name, m.Unit) {
-				e.Meter = k
-				break
-			}
+			cs = append(cs, meterChoice{Key: k, Name: m.Name, Unit: m.Unit})
 		}
+		e.Meter = defaultMeter(cs)
 	}
 	gran, step := usage.Daily, 24*time.Hour
 	if e.Granularity == "Hourly" {
@@ -330,11 +326,39 @@ func (p *Portal) myUsageCSV(w http.ResponseWriter, r *http.Request, s *session) 
 	return cw.Error()
 }
 
-// preferredMeter is the meter a usage chart opens on: vCPU-hours of VMs, the
-// meter CSPs are billed on most.
-func preferredMeter(name, unit string) bool {
-	n, u := strings.ToLower(name), strings.ToLower(unit)
-	return strings.Contains(n, "base vm") || strings.Contains(n, "vcpu") || (strings.Contains(u, "core hour") && strings.Contains(n, "vm"))
+// meterChoice is a meter a chart could open on.
+type meterChoice struct{ Key, Name, Unit string }
+
+// defaultMeter is the meter a usage chart opens on: vCPU-hours of base VMs,
+// the meter CSPs are billed on most (every VM series has its vCPU-hours
+// there), else another VM's vCPU-hours, else the first by name; "" when
+// there is none.
+func defaultMeter(ms []meterChoice) string {
+	rank := func(m meterChoice) int {
+		n, u := strings.ToLower(m.Name), strings.ToLower(m.Unit)
+		switch {
+		case strings.Contains(n, "base vm"):
+			return 2
+		case strings.Contains(n, "vcpu") || (strings.Contains(u, "core hour") && strings.Contains(n, "vm")):
+			return 1
+		}
+		return 0
+	}
+	best := -1
+	for i, m := range ms {
+		if best < 0 {
+			best = i
+			continue
+		}
+		b := ms[best]
+		if r, rb := rank(m), rank(b); r > rb || (r == rb && (m.Name < b.Name || (m.Name == b.Name && m.Key < b.Key))) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return ""
+	}
+	return ms[best].Key
 }
 
 // resourceLabels names each resource of a chart by its shortest unambiguous

@@ -14,15 +14,17 @@
           labels: spec.labels,
           datasets: spec.datasets.map(function (d, i) {
             var c = palette[i % palette.length];
-            // Quantities belong to a bucket (an hour, a day): bars, or steps
-            // when series in different units cannot be stacked.
+            // Quantities belong to a bucket (an hour, a day): bars, stacked
+            // when they add up, side by side when they compare (this month
+            // and last), or steps when series in different units cannot be
+            // stacked.
             return { label: d.label, data: d.data, borderColor: c, backgroundColor: bar ? c : c + "33", pointRadius: 0, stepped: "middle", fill: false, borderWidth: 2 };
           })
         },
         options: {
           animation: false, responsive: true, maintainAspectRatio: false,
           interaction: { mode: "index", intersect: false },
-          scales: { x: { stacked: bar, ticks: { maxTicksLimit: 12 } }, y: { stacked: bar, beginAtZero: true, title: { display: !!spec.unit, text: spec.unit } } },
+          scales: { x: { stacked: spec.stacked, ticks: { maxTicksLimit: 12 } }, y: { stacked: spec.stacked, beginAtZero: true, title: { display: !!spec.unit, text: spec.unit } } },
           plugins: {
             legend: { position: "bottom" },
             tooltip: { callbacks: { label: function (ctx) { return ctx.dataset.label + ": " + ctx.formattedValue + (spec.unit ? " " + spec.unit : ""); } } }
