@@ -54,7 +54,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	anonRate := fs.Float64("anon-rate", 20, "unauthenticated requests and failed sign-ins per second per client address; more get 429 (0: unlimited)")
 	commerceCA := fs.String("commerce-ca", "", "PEM file of the CAs the bridge trusts for commerce's certificate, instead of the system's roots (pins commerce's CA)")
 	demoFlag := fs.Bool("demo", false, "seed a demo world (partners, customers, a registered and activated stamp, 30 days of usage) on its own database (default ./data/demo.db), and simulate usage in real time")
-	demoDays := fs.Int("demo-days", 30, "days of usage the demo backfills")
+	demoDays := fs.Int("demo-days", 0, "days of usage the demo backfills (0: from the first of last month, so last month's invoices are whole and this month compares with it)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -169,6 +169,10 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if *demoFlag {
 		url := scheme + "://" + ln.Addr().String()
 		started := time.Now()
+		if *demoDays <= 0 {
+			today := clock.DayStart(app.Clock.Now())
+			*demoDays = int(today.Sub(clock.MonthStart(clock.MonthStart(today).Add(-time.Hour)))/(24*time.Hour)) + 1
+		}
 		w, err := seedDemo(ctx, app, *dbFlag, url, *demoDays, env.Stderr)
 		if err != nil {
 			return err
