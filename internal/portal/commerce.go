@@ -21,6 +21,8 @@ import (
 
 func (p *Portal) routes() {
 	p.page("GET /portal/", auth.Anyone, p.home)
+	p.page("GET /portal/quarantine", auth.Quarantiners, p.quarantinePage)
+	p.page("POST /portal/quarantine/{id}/{action}", auth.Quarantiners, p.quarantineResolve)
 	if p.commerce() {
 		p.page("GET /portal/overview", auth.Commerce, p.overview)
 		p.page("GET /portal/partners", auth.Operators, p.partners)

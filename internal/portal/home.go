@@ -149,6 +149,11 @@ func (p *Portal) stackHome(w http.ResponseWriter, r *http.Request, s *session) e
 	if st.LastError != "" && st.LastErrorAt != nil && (st.LastSuccess == nil || st.LastErrorAt.After(*st.LastSuccess)) {
 		attention = append(attention, attentionItem{Text: "The last attempt to forward failed: " + st.LastError, Href: "/portal/stack/bridge", Action: "Bridge"})
 	}
+	held, err := p.quarantineAttention(ctx, s.P, nil)
+	if err != nil {
+		return err
+	}
+	attention = append(attention, held...)
 	trend, err := p.localTrend(ctx, nil, now, "/portal/stack/usage?")
 	if err != nil {
 		return err

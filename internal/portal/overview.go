@@ -205,6 +205,11 @@ func (p *Portal) attention(ctx context.Context, pr auth.Principal, now time.Time
 	for _, x := range regs {
 		names[x.UID] = x.Key.Name
 	}
+	held, err := p.quarantineAttention(ctx, pr, names)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, held...)
 	for _, h := range health {
 		name, ok := names[h.RegistrationUID]
 		if !ok || now.Sub(h.LastReceived) <= quietAfter {

@@ -48,6 +48,7 @@ import (
 	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
@@ -76,6 +77,7 @@ type Deps struct {
 	Forwarder     *bridge.Forwarder
 	Ledger        *ledger.Ledger
 	Billing       *billing.Service
+	Quarantine    *quarantine.Service
 	// Refusals records refused changes in the audit log, as the API does.
 	Refusals *audit.Refusals
 	// SecureCookies marks cookies Secure: the public URL is https.
@@ -266,6 +268,7 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 			add("/portal/usage", "Usage")
 			add("/portal/invoices", "Invoices")
 		}
+		add("/portal/quarantine", "Quarantine")
 		if p.stack() {
 			add("/portal/stack/overview", "Stack overview")
 			add("/portal/stack/tenants", "Stack tenants")
@@ -300,6 +303,7 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 			add("/portal/stack/meters", "Meters")
 			add("/portal/stack/usage", "Usage explorer")
 			add("/portal/stack/bridge", "Bridge")
+			add("/portal/quarantine", "Quarantine")
 		}
 	case auth.RoleTenant:
 		if p.stack() {

@@ -282,3 +282,24 @@ func (s *Service) Counts(ctx context.Context) (map[Stage]int64, error) {
 	}
 	return out, rows.Err()
 }
+
+// HeldPerRegistration is the number of records held and unresolved per
+// registration (items that name one): what a partner is told is waiting
+// on the operator from its stamps.
+func (s *Service) HeldPerRegistration(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT registration_uid, SUM(records) FROM quarantine WHERE resolution = '' AND registration_uid <> '' GROUP BY registration_uid`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var uid string
+		var n int64
+		if err := rows.Scan(&uid, &n); err != nil {
+			return nil, err
+		}
+		out[uid] = n
+	}
+	return out, rows.Err()
+}
