@@ -98,3 +98,29 @@ func GroupThousands(s string) string {
 	}
 	return out
 }
+
+// CustomerGroup is one customer's lines in a section, with their subtotal:
+// how an invoice reads, reseller by reseller and customer by customer.
+type CustomerGroup struct {
+	Label    string
+	Lines    []Line
+	Subtotal money.Quantity
+}
+
+// Customers groups the section's lines by customer (the partner's own
+// usage is a customer of its own), in the order the lines come.
+func (s Section) Customers() []CustomerGroup {
+	var out []CustomerGroup
+	at := map[string]int{}
+	for _, l := range s.Lines {
+		i, ok := at[l.CustomerTenantID]
+		if !ok {
+			i = len(out)
+			at[l.CustomerTenantID] = i
+			out = append(out, CustomerGroup{Label: l.CustomerLabel(), Subtotal: money.Zero})
+		}
+		out[i].Lines = append(out[i].Lines, l)
+		out[i].Subtotal = out[i].Subtotal.Add(l.Amount)
+	}
+	return out
+}

@@ -81,9 +81,10 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 <h2>{{if .ResellerID}}Reseller {{.ResellerName}} ({{.ResellerID}}{{if .ResellerMpnID}}, MPN {{.ResellerMpnID}}{{end}}){{else}}Direct{{end}}</h2>
 <table><thead><tr><th>#</th><th>Type</th><th>Customer</th><th>Subscription</th><th>Registration</th><th>Usage</th><th>Meter</th><th>Tier</th>
 <th class="n">Quantity</th><th>Unit</th><th class="n">Unit price</th><th class="n">Amount</th></tr></thead><tbody>
-{{range .Lines}}<tr><td>{{.No}}</td><td>{{.Kind}}</td><td>{{.CustomerLabel}}</td><td>{{.SubscriptionID}}</td>
+{{range .Customers}}{{range .Lines}}<tr><td>{{.No}}</td><td>{{.Kind}}</td><td>{{.CustomerLabel}}</td><td>{{.SubscriptionID}}</td>
 <td>{{.Registration}}</td><td>{{date .ChargeStart}} to {{date .ChargeEnd}}</td><td>{{.MeterLabel}}</td><td>{{.TierLabel}}</td>
 <td class="n">{{.Quantity}}</td><td>{{.Unit}}</td><td class="n">{{.UnitPrice}}</td><td class="n">{{money .Amount}}</td></tr>
+{{end}}<tr class="subtotal"><td colspan="11">{{.Label}}: subtotal</td><td class="n">{{money .Subtotal}}</td></tr>
 {{end}}<tr><th colspan="11">Subtotal</th><td class="n"><strong>{{money .Subtotal}}</strong></td></tr></tbody></table>
 {{end}}
 <p><strong>Total: {{money .Total}} {{.Currency}}</strong></p>

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/demo"
+	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
@@ -338,6 +340,16 @@ func TestPortalInBrowser(t *testing.T) {
 	from := pw.app.Clock.Now().AddDate(0, 0, -6).Format("2006-01-02")
 	b.do("usage", chromedp.Navigate(pw.url+"/portal/usage?from="+from))
 	b.waitChart("usage-chart")
+	// Legends name customers, never GUIDs.
+	legends, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]string](`Chart.getChart(document.querySelector("canvas[data-chart]")).data.datasets.map(d => d.label)`))
+	if err != nil || len(legends) == 0 {
+		t.Fatalf("usage chart legends: %v %d", err, len(legends))
+	}
+	for _, l := range legends {
+		if guid.MatchString(l) {
+			t.Errorf("the usage chart's legend shows a GUID: %q", l)
+		}
+	}
 	if got := b.text("#usagetable"); !strings.Contains(got, demo.Name(1)) {
 		t.Errorf("usage table lacks %s: %q", demo.Name(1), got)
 	}
@@ -346,6 +358,24 @@ func TestPortalInBrowser(t *testing.T) {
 	b.clickAndLoad(`#invoices a[href^="/portal/invoices/SB-"]`)
 	b.do("invoice", chromedp.WaitVisible(chromedp.CSS("#total")))
 	b.shot("invoice")
+	// As the browser shows it: every line's quantity × unit price is its
+	// amount, to the cent.
+	cells, err := chromedp.Run(b.ctx, chromedp.Evaluate[[][]string](`Array.from(document.querySelectorAll("table.lines tbody tr:not(.subtotal)")).map(r => Array.from(r.cells).map(c => c.innerText))`))
+	if err != nil || len(cells) == 0 {
+		t.Fatalf("invoice lines in the browser: %v, %d", err, len(cells))
+	}
+	for _, c := range cells {
+		n := len(c)
+		qty := money.MustQuantity(strings.Fields(c[n-4])[0])
+		price := money.MustQuantity(c[n-3])
+		amount := money.MustQuantity(strings.ReplaceAll(strings.Fields(c[n-2])[0], ",", ""))
+		if !qty.Mul(price).Round(2).Equal(amount) {
+			t.Errorf("invoice line %s: %s × %s shows as %s", c[0], qty, price, amount)
+		}
+		if guid.MatchString(c[1]) {
+			t.Errorf("invoice line %s names its customer by a GUID: %q", c[0], c[1])
+		}
+	}
 	if csv := b.download("#csv"); !strings.Contains(strings.SplitN(csv, "\n", 2)[0], "Meter") {
 		t.Errorf("invoice CSV starts %q", strings.SplitN(csv, "\n", 2)[0])
 	}
@@ -477,6 +507,8 @@ func (b *browserSession) drill(sel, name string) {
 		b.t.Errorf("%s: no way back up from the hours: %q", name, crumbs)
 	}
 }
+
+var guid = regexp.MustCompile(`[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`)
 
 func regPathOf(k registration.Key) string {
 	return "/portal/registrations/" + k.SubscriptionID + "/" + k.ResourceGroup + "/" + k.Name

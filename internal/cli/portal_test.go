@@ -337,6 +337,35 @@ func TestPortalInvoicePageAddsUp(t *testing.T) {
 	if monthly == 0 {
 		t.Fatal("no line priced per month: the case the review found is not covered")
 	}
+	// Each customer's lines end in its subtotal, and the subtotals make the
+	// invoice's total.
+	subtotal := regexp.MustCompile(`<tr class="subtotal"><th colspan="\d">([^<]*): subtotal</th><th class="num">([0-9.,]+) [A-Z]{3}</th>`)
+	perCustomer := map[string]money.Quantity{}
+	for _, r := range rows {
+		c := html.UnescapeString(r[2])
+		amount := money.MustQuantity(strings.ReplaceAll(r[8], ",", ""))
+		if q, ok := perCustomer[c]; ok {
+			perCustomer[c] = q.Add(amount)
+		} else {
+			perCustomer[c] = amount
+		}
+	}
+	subs := subtotal.FindAllStringSubmatch(page, -1)
+	sum := money.Zero
+	for _, m := range subs {
+		got := money.MustQuantity(strings.ReplaceAll(m[2], ",", ""))
+		if want := perCustomer[html.UnescapeString(m[1])]; !got.Equal(want) {
+			t.Errorf("%s: subtotal %s, its lines add up to %s", m[1], got, want)
+		}
+		sum = sum.Add(got)
+	}
+	inv, err := pw.app.Billing.Invoice(t.Context(), auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "t"}, number)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(subs) < len(perCustomer) || !sum.Equal(inv.Total) {
+		t.Errorf("%d customer subtotals for %d customers add up to %s; the invoice's total is %s", len(subs), len(perCustomer), sum, inv.Total)
+	}
 	if !strings.Contains(page, "Late usage") || !strings.Contains(page, "tier thresholds count") {
 		t.Fatal("the invoice page does not state its rules")
 	}
@@ -502,6 +531,21 @@ func TestPortalOverview(t *testing.T) {
 	_, page = e2e.Call(t, ts, "GET", pw.url+"/portal/overview", "", "", nil)
 	if !strings.Contains(page, "what you charge your customers") || !strings.Contains(page, "/portal/statements/") {
 		t.Error("a reseller's overview is not its statements")
+	}
+	// A reseller's first question after its charge is its margin.
+	sts, err := pw.app.Billing.Statements(ctx, auth.Principal{Role: auth.RoleReseller, PartnerID: "tailspin", TokenID: "t"}, "tailspin", clock.Period(now))
+	if err != nil || len(sts) == 0 {
+		t.Fatalf("tailspin's statements: %v %d", err, len(sts))
+	}
+	margin := money.Zero
+	for _, st := range sts {
+		margin = margin.Add(st.Margin)
+	}
+	if want := `id="margin-USD">` + billing.FormatAmountGrouped(margin, "USD") + " USD<"; !strings.Contains(page, want) {
+		t.Errorf("the reseller's overview does not show its margin %s", margin)
+	}
+	if !strings.Contains(page, `id="topmeters"`) {
+		t.Error("the reseller's overview lists no meters")
 	}
 	ten := pw.signIn(t, pw.w.SignIn("tenant"))
 	if resp, _ := e2e.Call(t, ten, "GET", pw.url+"/portal/overview", "", "", nil); resp.StatusCode == http.StatusOK {

@@ -18,6 +18,10 @@ type overviewTotal struct {
 	Currency          string
 	SoFar, LastMonth  money.Quantity
 	Forecast          money.Quantity
+	// Charged and Margin are what the month's statements charge customers
+	// (or resellers) from the price books, and what that leaves over cost.
+	Charged, Margin   money.Quantity
+	HasStatements     bool
 	Change            string // forecast against last month, "" when last month had none
 	Rising, HasChange bool
 	HadLast           bool // whether last month had anything to show
@@ -38,7 +42,7 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 	totals := map[string]*overviewTotal{}
 	total := func(cur string) *overviewTotal {
 		if totals[cur] == nil {
-			totals[cur] = &overviewTotal{Currency: cur, SoFar: money.Zero, LastMonth: money.Zero}
+			totals[cur] = &overviewTotal{Currency: cur, SoFar: money.Zero, LastMonth: money.Zero, Charged: money.Zero, Margin: money.Zero}
 		}
 		return totals[cur]
 	}
@@ -49,6 +53,14 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 			byAccount[k] = &overviewAccount{Name: name, Href: href, Currency: cur, Amount: money.Zero}
 		}
 		byAccount[k].Amount = byAccount[k].Amount.Add(amount)
+	}
+	byMeter := map[[2]string]*overviewAccount{}
+	addMeter := func(name, cur string, amount money.Quantity) {
+		k := [2]string{name, cur}
+		if byMeter[k] == nil {
+			byMeter[k] = &overviewAccount{Name: name, Href: "/portal/usage", Currency: cur, Amount: money.Zero}
+		}
+		byMeter[k].Amount = byMeter[k].Amount.Add(amount)
 	}
 	basis := "your invoices for the period (drafts until the month is finalized)"
 	var att billing.Attention
@@ -66,6 +78,9 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 				if i == 0 {
 					t.SoFar = t.SoFar.Add(st.Amount)
 					add(st.AccountName, "/portal/statements/"+st.Account+"?period="+per, st.Currency, st.Amount)
+					for _, l := range st.Lines {
+						addMeter(l.MeterName, st.Currency, l.Amount)
+					}
 				} else {
 					t.LastMonth, t.HadLast = t.LastMonth.Add(st.Amount), true
 				}
@@ -95,14 +110,32 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 				t.SoFar = t.SoFar.Add(inv.Total)
 				if s.P.Role == auth.RoleOperator {
 					add(inv.PartnerName, "/portal/invoices/"+inv.Number, inv.Currency, inv.Total)
+					for _, sec := range inv.Sections {
+						for _, l := range sec.Lines {
+							addMeter(l.MeterLabel(), inv.Currency, l.Amount)
+						}
+					}
 					continue
 				}
 				for _, sec := range inv.Sections {
 					for _, l := range sec.Lines {
 						add(l.CustomerLabel(), "/portal/invoices/"+inv.Number, inv.Currency, l.Amount)
+						addMeter(l.MeterLabel(), inv.Currency, l.Amount)
 					}
 				}
 			}
+		}
+	}
+	// What partners and resellers charge their own accounts this month, and
+	// the margin it leaves: a reseller's figures are its statements already.
+	if s.P.Role == auth.RolePartner || s.P.Role == auth.RoleReseller {
+		sts, err := p.d.Billing.Statements(ctx, s.P, s.P.PartnerID, period)
+		if err != nil {
+			return err
+		}
+		for _, st := range sts {
+			t := total(st.Currency)
+			t.Charged, t.Margin, t.HasStatements = t.Charged.Add(st.Amount), t.Margin.Add(st.Margin), true
 		}
 	}
 	// The forecast is the month's run rate so far: the total divided by the
@@ -126,20 +159,11 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 		rows = append(rows, *t)
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Currency < rows[j].Currency })
-	var top []overviewAccount
-	for _, a := range byAccount {
-		if !a.Amount.IsZero() {
-			top = append(top, *a)
-		}
-	}
-	sort.Slice(top, func(i, j int) bool {
-		if c := top[i].Amount.Cmp(top[j].Amount); c != 0 {
-			return c > 0
-		}
-		return top[i].Name < top[j].Name
-	})
-	if len(top) > 5 {
-		top = top[:5]
+	top := topOf(byAccount)
+	topMeters := topOf(byMeter)
+	stamps, err := p.stampSummary(ctx, s.P, now)
+	if err != nil {
+		return err
 	}
 	attention, err := p.attention(ctx, s.P, now, att)
 	if err != nil {
@@ -153,7 +177,7 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 	if err != nil {
 		return err
 	}
-	p.render(w, r, s, "overview", "Overview", map[string]any{"Trend": trend, "Period": period, "Last": last, "Totals": rows, "Top": top, "Basis": basis,
+	p.render(w, r, s, "overview", "Overview", map[string]any{"Trend": trend, "TopMeters": topMeters, "Stamps": stamps, "Awaiting": len(att.Awaiting), "Period": period, "Last": last, "Totals": rows, "Top": top, "Basis": basis,
 		"Day": int(elapsed/(24*time.Hour)) + 1, "MonthDays": int(end.Sub(start) / (24 * time.Hour)), "Operator": s.P.Role == auth.RoleOperator,
 		"Attention": attention, "Reseller": s.P.Role == auth.RoleReseller})
 	return nil
@@ -263,4 +287,50 @@ func (p *Portal) forwardedTrend(ctx context.Context, subs []string, now time.Tim
 	}
 	c := compareChart("trend", meters[sel].name+" per day, this month against last", meters[sel].unit, pts, now)
 	return &c, nil
+}
+
+// topOf is the five largest non-zero amounts, largest first.
+func topOf(m map[[2]string]*overviewAccount) []overviewAccount {
+	var top []overviewAccount
+	for _, a := range m {
+		if !a.Amount.IsZero() {
+			top = append(top, *a)
+		}
+	}
+	sort.Slice(top, func(i, j int) bool {
+		if c := top[i].Amount.Cmp(top[j].Amount); c != 0 {
+			return c > 0
+		}
+		return top[i].Name < top[j].Name
+	})
+	if len(top) > 5 {
+		top = top[:5]
+	}
+	return top
+}
+
+// stampSummary is the operator's view of ingestion at a glance: the
+// stamps that report, how many have gone quiet, and what arrived in a day.
+type stampSummary struct {
+	Stamps, Quiet int
+	Records24h    int64
+}
+
+func (p *Portal) stampSummary(ctx context.Context, pr auth.Principal, now time.Time) (*stampSummary, error) {
+	if pr.Role != auth.RoleOperator {
+		return nil, nil
+	}
+	health, err := p.d.Ledger.Health(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	var s stampSummary
+	for _, h := range health {
+		s.Stamps++
+		s.Records24h += h.Records24h
+		if now.Sub(h.LastReceived) > quietAfter {
+			s.Quiet++
+		}
+	}
+	return &s, nil
 }
