@@ -15,9 +15,9 @@ import (
 
 // overviewTotal is one currency's month so far, beside last month.
 type overviewTotal struct {
-	Currency          string
-	SoFar, LastMonth  money.Quantity
-	Forecast          money.Quantity
+	Currency         string
+	SoFar, LastMonth money.Quantity
+	Forecast         money.Quantity
 	// Charged and Margin are what the month's statements charge customers
 	// (or resellers) from the price books, and what that leaves over cost.
 	Charged, Margin   money.Quantity
