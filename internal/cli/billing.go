@@ -8,9 +8,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -57,21 +57,40 @@ func runBilling(ctx context.Context, env Env, args []string) error {
 		}
 		fs := newFlags(env, "billing period "+what)
 		mk := clientFlags(fs, env)
+		var o *output
+		if what == "show" {
+			o = outputFlag(fs)
+		}
 		if err := parseFlags(fs, rest); err != nil {
 			return err
 		}
 		if fs.NArg() != 1 {
 			return usagef("give the period, YYYY-MM")
 		}
-		path, method := "/v1/billing/periods/"+url.PathEscape(fs.Arg(0)), "GET"
+		path := "/v1/billing/periods/" + url.PathEscape(fs.Arg(0))
 		if what == "finalize" {
-			path, method = path+"/finalize", "POST"
+			var out any
+			if _, err := mk().do(ctx, "POST", path+"/finalize", nil, &out); err != nil {
+				return err
+			}
+			return printJSON(env.Stdout, out)
 		}
-		var out any
-		if _, err := mk().do(ctx, method, path, nil, &out); err != nil {
+		if err := o.check(); err != nil {
 			return err
 		}
-		return printJSON(env.Stdout, out)
+		var out billing.PeriodSummary
+		if _, err := mk().do(ctx, "GET", path, nil, &out); err != nil {
+			return err
+		}
+		// A period reads as its invoices; what blocks finalization follows.
+		rows := make([][]string, 0, len(out.Invoices)+len(out.Unpriced))
+		for _, inv := range out.Invoices {
+			rows = append(rows, []string{out.Period, out.Status, "invoice", inv.Number, inv.PartnerID, strconv.Itoa(inv.Lines), billing.FormatAmount(inv.Total, inv.Currency), inv.Currency})
+		}
+		for _, u := range out.Unpriced {
+			rows = append(rows, []string{out.Period, out.Status, "unpriced", u.MeterID + " on " + u.Day.Format(time.DateOnly), u.PartnerID, "", u.Quantity.String(), u.Currency})
+		}
+		return o.print(env, []string{"period", "status", "kind", "invoice or meter", "partner", "lines", "amount or quantity", "currency"}, rows, out)
 	case "credit-note":
 		fs := newFlags(env, "billing credit-note")
 		mk := clientFlags(fs, env)
@@ -101,27 +120,40 @@ func runBilling(ctx context.Context, env Env, args []string) error {
 		fs := newFlags(env, "billing statements")
 		mk := clientFlags(fs, env)
 		owner := fs.String("owner", "", "the partner or reseller whose statements to show")
-		per := fs.String("period", "", "billing period, YYYY-MM")
-		asJSON := fs.Bool("json", false, "print JSON")
+		per := fs.String("period", "", "billing period, YYYY-MM (default: the server's current period)")
+		asJSON := fs.Bool("json", false, "print JSON (the same as -o json)")
+		o := outputFlag(fs)
 		if err := parseFlags(fs, rest); err != nil {
 			return err
 		}
-		if *owner == "" || *per == "" {
-			return usagef("--owner and --period are required")
+		if *asJSON {
+			o.format = "json"
+		}
+		if err := o.check(); err != nil {
+			return err
+		}
+		if *owner == "" {
+			return usagef("--owner is required")
+		}
+		if *per == "" {
+			p, err := mk().period(ctx)
+			if err != nil {
+				return err
+			}
+			*per = p
 		}
 		var out struct{ Value []billing.Statement }
 		if _, err := mk().do(ctx, "GET", "/v1/billing/statements/"+url.PathEscape(*owner)+"?period="+url.QueryEscape(*per), nil, &out); err != nil {
 			return err
 		}
-		if *asJSON {
-			return printJSON(env.Stdout, out.Value)
+		if out.Value == nil {
+			out.Value = []billing.Statement{}
 		}
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ACCOUNT\tNAME\tCOST\tCHARGE\tMARGIN\tCURRENCY")
+		rows := make([][]string, 0, len(out.Value))
 		for _, s := range out.Value {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Account, s.AccountName, s.Cost, s.Amount, s.Margin, s.Currency)
+			rows = append(rows, []string{s.Account, s.AccountName, s.Cost.String(), s.Amount.String(), s.Margin.String(), s.Currency})
 		}
-		return tw.Flush()
+		return o.print(env, []string{"account", "name", "cost", "charge", "margin", "currency"}, rows, out.Value)
 	}
 }
 
@@ -133,7 +165,14 @@ func runPriceList(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "billing price-list "+what)
 	mk := clientFlags(fs, env)
 	eff := fs.String("effective", "", "effective date YYYY-MM-DD (default: the file's latest EffectiveDate)")
+	o := &output{format: "table"}
+	if what == "list" || what == "show" {
+		o = outputFlag(fs)
+	}
 	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	if err := o.check(); err != nil {
 		return err
 	}
 	switch what {
@@ -145,21 +184,31 @@ func runPriceList(ctx context.Context, env Env, args []string) error {
 		if _, err := mk().do(ctx, "GET", "/v1/billing/price-lists", nil, &out); err != nil {
 			return err
 		}
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tCURRENCY\tEFFECTIVE\tROWS\tSOURCE\tIMPORTED")
+		rows := make([][]string, 0, len(out.Value))
 		for _, p := range out.Value {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s by %s\n", p.ID, p.Currency, p.EffectiveFrom.Format(time.DateOnly), p.Kept, p.Source, p.ImportedAt.Format(time.RFC3339), p.ImportedBy)
+			rows = append(rows, []string{strconv.FormatInt(p.ID, 10), p.Currency, p.EffectiveFrom.Format(time.DateOnly), strconv.Itoa(p.Kept), p.Source, p.ImportedAt.Format(time.RFC3339) + " by " + p.ImportedBy})
 		}
-		return tw.Flush()
+		if out.Value == nil {
+			out.Value = []billing.PriceList{}
+		}
+		return o.print(env, []string{"id", "currency", "effective", "rows", "source", "imported"}, rows, out.Value)
 	case "show":
 		if fs.NArg() != 1 {
 			return usagef("give the price list ID")
 		}
-		var out any
+		var out billing.PriceList
 		if _, err := mk().do(ctx, "GET", "/v1/billing/price-lists/"+url.PathEscape(fs.Arg(0)), nil, &out); err != nil {
 			return err
 		}
-		return printJSON(env.Stdout, out)
+		rows := make([][]string, 0, len(out.Prices))
+		for _, p := range out.Prices {
+			var tiers []string
+			for _, t := range p.Tiers {
+				tiers = append(tiers, "from "+t.From.String()+": "+t.Price.String())
+			}
+			rows = append(rows, []string{p.MeterID, p.Category + " / " + p.SubCategory + " / " + p.MeterName, p.Unit, p.IncludedQuantity.String(), strings.Join(tiers, "; ")})
+		}
+		return o.print(env, []string{"meter id", "meter", "unit", "included", "price (" + out.Currency + ")"}, rows, out)
 	}
 	if fs.NArg() != 1 {
 		return usagef("give the price list CSV file")
@@ -198,18 +247,17 @@ func runInvoice(ctx context.Context, env Env, args []string) error {
 	per := fs.String("period", "", "billing period, YYYY-MM (default: the server's current period)")
 	var format *string
 	var o *output
+	o = outputFlag(fs)
 	if what == "get" {
-		format = fs.String("format", "json", "json, csv or html")
-	} else {
-		o = outputFlag(fs)
+		format = fs.String("format", "", "the invoice document: json, csv or html (html prints to PDF from a browser); -o table prints its lines")
 	}
 	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
+	if err := o.check(); err != nil {
+		return err
+	}
 	if what == "list" {
-		if err := o.check(); err != nil {
-			return err
-		}
 		if *per == "" {
 			p, err := mk().period(ctx)
 			if err != nil {
@@ -233,7 +281,29 @@ func runInvoice(ctx context.Context, env Env, args []string) error {
 	if fs.NArg() != 1 {
 		return usagef("give the invoice number")
 	}
-	return mk().raw(ctx, "GET", "/v1/billing/invoices/"+url.PathEscape(fs.Arg(0))+"?format="+url.QueryEscape(*format), "", nil, env.Stdout, nil)
+	path := "/v1/billing/invoices/" + url.PathEscape(fs.Arg(0))
+	if *format != "" || o.format != "table" {
+		// The document as the server renders it: -o json and -o csv are
+		// --format json and csv.
+		f := *format
+		if f == "" {
+			f = o.format
+		}
+		return mk().raw(ctx, "GET", path+"?format="+url.QueryEscape(f), "", nil, env.Stdout, nil)
+	}
+	var inv billing.Invoice
+	if _, err := mk().do(ctx, "GET", path, nil, &inv); err != nil {
+		return err
+	}
+	var rows [][]string
+	for _, sec := range inv.Sections {
+		for _, l := range sec.Lines {
+			rows = append(rows, []string{strconv.Itoa(l.No), l.CustomerLabel(), l.SubscriptionID, l.MeterLabel(), l.Quantity.String() + " " + l.Unit, l.UnitPrice.String(),
+				billing.FormatAmount(l.Amount, inv.Currency)})
+		}
+	}
+	fmt.Fprintf(env.Stdout, "%s  %s  %s  %s  total %s %s\n\n", inv.Number, inv.PartnerName, inv.Period, inv.Status, billing.FormatAmount(inv.Total, inv.Currency), inv.Currency)
+	return o.print(env, []string{"#", "customer", "subscription", "meter", "quantity", "unit price", "amount"}, rows, inv)
 }
 
 // showExport draws a polled export job on bar.
@@ -326,7 +396,14 @@ func runPriceBook(ctx context.Context, env Env, args []string) error {
 	markup := fs.String("markup", "0", "markup percent over cost")
 	var prices multiFlag
 	fs.Var(&prices, "price", "METER_ID=UNIT_PRICE, repeatable: a per-meter price (also for local-only meters)")
+	o := &output{format: "table"}
+	if what == "list" {
+		o = outputFlag(fs)
+	}
 	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	if err := o.check(); err != nil {
 		return err
 	}
 	if *owner == "" {
@@ -340,7 +417,19 @@ func runPriceBook(ctx context.Context, env Env, args []string) error {
 		if _, err := c.do(ctx, "GET", base, nil, &out); err != nil {
 			return err
 		}
-		return printJSON(env.Stdout, out.Value)
+		if out.Value == nil {
+			out.Value = []billing.PriceBook{}
+		}
+		rows := make([][]string, 0, len(out.Value))
+		for _, b := range out.Value {
+			var prices []string
+			for m, p := range b.Prices {
+				prices = append(prices, m+"="+p.String())
+			}
+			sort.Strings(prices)
+			rows = append(rows, []string{b.Target, b.MarkupPercent.String() + " %", strings.Join(prices, " "), b.UpdatedAt.Format(time.RFC3339) + " by " + b.UpdatedBy})
+		}
+		return o.print(env, []string{"target", "markup", "fixed prices", "updated"}, rows, out.Value)
 	case "delete":
 		_, err := c.do(ctx, "DELETE", base+"/"+url.PathEscape(*target), nil, nil)
 		return err

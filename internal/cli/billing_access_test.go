@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -322,5 +323,36 @@ func TestBillingCLI(t *testing.T) {
 	tail := map[string]string{"STACKBILL_URL": w.env.url, "STACKBILL_TOKEN": w.env.tokens["tailspin"]}
 	if r := runCLI(t, tail, "billing", "export", "--partner", "fabrikam", "--period", "2026-10"); r.code == 0 || !strings.Contains(r.stderr, "AuthorizationFailed") {
 		t.Fatalf("reseller export: %+v", r)
+	}
+	// Every read command prints a table, JSON or CSV with -o, and refuses
+	// any other format before it asks the server.
+	for _, c := range []struct {
+		env  map[string]string
+		args []string
+		want string // in the table
+	}{
+		{contoso, []string{"billing", "invoice", "get", "SB-202610-contoso"}, "SB-202610-contoso"},
+		{contoso, []string{"billing", "statements", "--owner", "contoso", "--period", "2026-10"}, "Litware"},
+		{contoso, []string{"billing", "price-book", "list", "--owner", "contoso"}, "20 %"},
+		{op, []string{"billing", "price-list", "list"}, "USD"},
+		{op, []string{"billing", "price-list", "show", "1"}, "Base VM"},
+		{op, []string{"billing", "period", "show", "2026-10"}, "SB-202610-contoso"},
+		{op, []string{"directory", "partner", "get", "contoso"}, "Contoso"},
+	} {
+		name := strings.Join(c.args, " ")
+		if r := runCLI(t, c.env, c.args...); r.code != 0 || !strings.Contains(r.stdout, c.want) {
+			t.Errorf("%s: %d %q %q", name, r.code, r.stdout, r.stderr)
+		}
+		r := runCLI(t, c.env, append(c.args, "-o", "json")...)
+		if r.code != 0 || !json.Valid([]byte(r.stdout)) {
+			t.Errorf("%s -o json: %d, valid JSON %v: %.200q %q", name, r.code, json.Valid([]byte(r.stdout)), r.stdout, r.stderr)
+		}
+		r = runCLI(t, c.env, append(c.args, "-o", "csv")...)
+		if recs, err := csv.NewReader(strings.NewReader(r.stdout)).ReadAll(); r.code != 0 || err != nil || len(recs) < 2 {
+			t.Errorf("%s -o csv: %d, %v, %d records: %.200q", name, r.code, err, len(recs), r.stdout)
+		}
+		if r := runCLI(t, c.env, append(c.args, "-o", "xml")...); r.code != 2 || !strings.Contains(r.stderr, "-o takes table, json or csv") {
+			t.Errorf("%s -o xml: %d %q", name, r.code, r.stderr)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -94,7 +95,7 @@ func directoryEntity(ctx context.Context, env Env, kind string, args []string) e
 	var s directory.Subscription
 	var ptype, offer string
 	var o *output
-	if verb == "list" {
+	if verb == "list" || verb == "get" {
 		o = outputFlag(fs)
 	}
 	if verb == "put" {
@@ -129,38 +130,11 @@ func directoryEntity(ctx context.Context, env Env, kind string, args []string) e
 	base := "/v1/" + kind + "s"
 	switch verb {
 	case "list":
-		switch kind {
-		case "partner":
-			var out struct{ Value []directory.Partner }
-			if _, err := c0.do(ctx, "GET", base, nil, &out); err != nil {
-				return err
-			}
-			var rows [][]string
-			for _, x := range out.Value {
-				rows = append(rows, []string{x.ID, x.Name, string(x.Type), x.Provider})
-			}
-			return o.print(env, []string{"id", "name", "type", "provider"}, rows, out.Value)
-		case "customer":
-			var out struct{ Value []directory.Customer }
-			if _, err := c0.do(ctx, "GET", base, nil, &out); err != nil {
-				return err
-			}
-			var rows [][]string
-			for _, x := range out.Value {
-				rows = append(rows, []string{x.TenantID, x.Name, x.Partner})
-			}
-			return o.print(env, []string{"tenant", "name", "partner"}, rows, out.Value)
-		default:
-			var out struct{ Value []directory.Subscription }
-			if _, err := c0.do(ctx, "GET", base, nil, &out); err != nil {
-				return err
-			}
-			var rows [][]string
-			for _, x := range out.Value {
-				rows = append(rows, []string{x.ID, string(x.Offer), x.Partner, x.CustomerTenantID, x.Name})
-			}
-			return o.print(env, []string{"id", "offer", "rolls up to", "customer tenant", "name"}, rows, out.Value)
+		var out struct{ Value json.RawMessage }
+		if _, err := c0.do(ctx, "GET", base, nil, &out); err != nil {
+			return err
 		}
+		return printDirectory(env, o, kind, out.Value, true)
 	case "get", "remove":
 		if fs.NArg() != 1 {
 			return usagef("usage: stackbill directory %s %s ID", kind, verb)
@@ -178,11 +152,11 @@ func directoryEntity(ctx context.Context, env Env, kind string, args []string) e
 			}
 			return nil
 		}
-		var out any
+		var out json.RawMessage
 		if _, err := c0.do(ctx, "GET", path, nil, &out); err != nil {
 			return err
 		}
-		return printJSON(env.Stdout, out)
+		return printDirectory(env, o, kind, out, false)
 	}
 	var body any
 	var id string
@@ -210,4 +184,64 @@ func directoryEntity(ctx context.Context, env Env, kind string, args []string) e
 	}
 	fmt.Fprintf(env.Stderr, "%s %s %s\n", verbDone, kind, id)
 	return printJSON(env.Stdout, out)
+}
+
+// printDirectory prints directory entries of kind (one entry, or a list
+// when many) as o asks: each kind's columns in a table or CSV, or as the
+// API answered them in JSON.
+func printDirectory(env Env, o *output, kind string, data json.RawMessage, many bool) error {
+	var header []string
+	var rows [][]string
+	var value any
+	switch kind {
+	case "partner":
+		header = []string{"id", "name", "type", "provider", "mpn id"}
+		var xs []directory.Partner
+		if err := unmarshalOneOrMany(data, many, &xs); err != nil {
+			return err
+		}
+		for _, x := range xs {
+			rows = append(rows, []string{x.ID, x.Name, string(x.Type), x.Provider, x.MpnID})
+		}
+		value = xs
+	case "customer":
+		header = []string{"tenant", "name", "partner"}
+		var xs []directory.Customer
+		if err := unmarshalOneOrMany(data, many, &xs); err != nil {
+			return err
+		}
+		for _, x := range xs {
+			rows = append(rows, []string{x.TenantID, x.Name, x.Partner})
+		}
+		value = xs
+	default:
+		header = []string{"id", "offer", "rolls up to", "customer tenant", "name"}
+		var xs []directory.Subscription
+		if err := unmarshalOneOrMany(data, many, &xs); err != nil {
+			return err
+		}
+		for _, x := range xs {
+			rows = append(rows, []string{x.ID, string(x.Offer), x.Partner, x.CustomerTenantID, x.Name})
+		}
+		value = xs
+	}
+	if !many {
+		// JSON shows the entry as the API answered it.
+		value = data
+	}
+	return o.print(env, header, rows, value)
+}
+
+// unmarshalOneOrMany decodes a JSON list into *xs, or one object as a
+// list of one.
+func unmarshalOneOrMany[T any](data []byte, many bool, xs *[]T) error {
+	if many {
+		return json.Unmarshal(data, xs)
+	}
+	var one T
+	if err := json.Unmarshal(data, &one); err != nil {
+		return err
+	}
+	*xs = []T{one}
+	return nil
 }

@@ -55,3 +55,23 @@ func (o *output) print(env Env, header []string, rows [][]string, value any) err
 	}
 	return tw.Flush()
 }
+
+// printFields writes one object's fields: aligned "name  value" lines for a
+// person, name,value rows as CSV, or value itself as JSON.
+func (o *output) printFields(env Env, fields [][2]string, value any) error {
+	switch o.format {
+	case "json":
+		return printJSON(env.Stdout, value)
+	case "csv":
+		rows := make([][]string, len(fields))
+		for i, f := range fields {
+			rows[i] = []string{f[0], f[1]}
+		}
+		return o.print(env, []string{"field", "value"}, rows, value)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	for _, f := range fields {
+		fmt.Fprintf(tw, "%s\t%s\n", f[0], f[1])
+	}
+	return tw.Flush()
+}

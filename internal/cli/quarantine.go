@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"net/url"
 	"strconv"
 	"time"
@@ -22,7 +21,7 @@ func runQuarantine(ctx context.Context, env Env, args []string) error {
 	stage := fs.String("stage", "", "only this stage: aggregation, seal, ingest or materialise (list)")
 	all := fs.Bool("all", false, "include resolved items (list)")
 	var o *output
-	if verb == "list" {
+	if verb == "list" || verb == "show" {
 		o = outputFlag(fs)
 	}
 	if err := parseFlags(fs, rest); err != nil {
@@ -61,6 +60,11 @@ func runQuarantine(ctx context.Context, env Env, args []string) error {
 	if fs.NArg() != 1 {
 		return usagef("quarantine %s takes one item ID", verb)
 	}
+	if o != nil {
+		if err := o.check(); err != nil {
+			return err
+		}
+	}
 	path := "/v1/quarantine/" + url.PathEscape(fs.Arg(0))
 	method := "GET"
 	if verb != "show" {
@@ -70,14 +74,20 @@ func runQuarantine(ctx context.Context, env Env, args []string) error {
 	if _, err := mk().do(ctx, method, path, nil, &it); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "item %d (%s): %s\n", it.ID, it.Stage, it.Reason)
+	fields := [][2]string{{"item", strconv.FormatInt(it.ID, 10)}, {"held at", it.At.Format(time.RFC3339)}, {"stage", string(it.Stage)}, {"reason", it.Reason},
+		{"records", strconv.Itoa(it.Records)}}
 	if it.SubscriptionID != "" {
-		fmt.Fprintf(env.Stdout, "subscription %s, meter %s, quantity %s\n", it.SubscriptionID, orDash(it.MeterKey), orDash(it.Quantity))
+		fields = append(fields, [2]string{"subscription", it.SubscriptionID}, [2]string{"meter", orDash(it.MeterKey)}, [2]string{"quantity", orDash(it.Quantity)})
 	}
 	if it.Resolution != "" {
-		fmt.Fprintf(env.Stdout, "%s by %s at %s\n", it.Resolution, it.ResolvedBy, it.ResolvedAt.Format(time.RFC3339))
+		fields = append(fields, [2]string{"state", it.Resolution + " by " + it.ResolvedBy + " at " + it.ResolvedAt.Format(time.RFC3339)})
+	} else {
+		fields = append(fields, [2]string{"state", "held"})
 	}
-	return nil
+	if o == nil {
+		o = &output{format: "table"}
+	}
+	return o.printFields(env, fields, it)
 }
 
 func orDash(s string) string {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -77,7 +76,7 @@ func runRegistration(ctx context.Context, env Env, args []string) error {
 		fs.Var(&tags, "tag", "a tag key=value (repeatable)")
 	}
 	var o *output
-	if verb == "list" || verb == "get" {
+	if verb == "list" || verb == "get" || verb == "history" {
 		o = outputFlag(fs)
 	}
 	if err := parseFlags(fs, rest); err != nil {
@@ -190,12 +189,11 @@ func runRegistration(ctx context.Context, env Env, args []string) error {
 	if _, err := c.do(ctx, "GET", "/v1/registrations/history?"+q.Encode(), nil, &out); err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "AT\tACTOR\tACTION\tDETAILS")
+	rows := make([][]string, 0, len(out.Value))
 	for _, e := range out.Value {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.At.Format(time.RFC3339), e.Actor, e.Action, compactJSON(e.Data))
+		rows = append(rows, []string{e.At.Format(time.RFC3339), e.Actor, e.Action, compactJSON(e.Data)})
 	}
-	return tw.Flush()
+	return o.print(env, []string{"at", "actor", "action", "details"}, rows, out.Value)
 }
 
 func listRegistrations(ctx context.Context, env Env, c *client, rf regFlags, cloudID string, o *output) error {

@@ -25,7 +25,10 @@ func runStack(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "stack "+verb)
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
 	var model, agreement, usageReporting, commerceURL, commerceCA, keyFile string
+	o := &output{format: "table"}
 	switch verb {
+	case "info":
+		o = outputFlag(fs)
 	case "registration-token":
 		fs.StringVar(&model, "billing-model", "", "PayAsYouUse, Capacity, Development or Custom")
 		fs.StringVar(&agreement, "agreement-number", "", "the EA agreement number (Capacity)")
@@ -36,6 +39,9 @@ func runStack(ctx context.Context, env Env, args []string) error {
 		fs.StringVar(&keyFile, "key-file", "", "read the activation key from this file, or from stdin with -, so the secret stays off the command line and out of shell history")
 	}
 	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	if err := o.check(); err != nil {
 		return err
 	}
 	app, err := Build(ctx, Options{DB: *dbFlag})
@@ -93,18 +99,30 @@ func runStack(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "provider subscription  %s\ncloud id               %s\nobject id              %s\n", app.Tenancy.Provider(), id.CloudID, id.ObjectID)
 	a, err := bridge.LoadActivation(ctx, app.DB)
 	if err != nil {
 		return err
 	}
+	info := struct {
+		ProviderSubscription string `json:"providerSubscriptionId"`
+		CloudID              string `json:"cloudId"`
+		ObjectID             string `json:"objectId"`
+		Activated            bool   `json:"activated"`
+		Registration         string `json:"registration,omitempty"`
+		BillingModel         string `json:"billingModel,omitempty"`
+		UsageReporting       bool   `json:"usageReportingEnabled"`
+		ActivatedAt          string `json:"activatedAt,omitempty"`
+	}{ProviderSubscription: app.Tenancy.Provider(), CloudID: id.CloudID, ObjectID: id.ObjectID}
+	fields := [][2]string{{"provider subscription", info.ProviderSubscription}, {"cloud id", id.CloudID}, {"object id", id.ObjectID}}
 	if a == nil {
-		fmt.Fprintln(env.Stdout, "activation             not activated")
+		fields = append(fields, [2]string{"activation", "not activated"})
 	} else {
-		fmt.Fprintf(env.Stdout, "activation             %s (%s, usage reporting %v) since %s\n", a.Claims.RegistrationName, a.Claims.BillingModel,
-			a.Claims.UsageReportingEnabled, a.ActivatedAt.Format(time.RFC3339))
+		info.Activated, info.Registration, info.BillingModel = true, a.Claims.RegistrationName, a.Claims.BillingModel
+		info.UsageReporting, info.ActivatedAt = a.Claims.UsageReportingEnabled, a.ActivatedAt.Format(time.RFC3339)
+		fields = append(fields, [2]string{"activation", fmt.Sprintf("%s (%s, usage reporting %v) since %s", a.Claims.RegistrationName, a.Claims.BillingModel,
+			a.Claims.UsageReportingEnabled, info.ActivatedAt)})
 	}
-	return nil
+	return o.printFields(env, fields, info)
 }
 
 // commerceKeys fetches the keys commerce signs activation keys with: from the
@@ -153,7 +171,11 @@ func stackBridge(ctx context.Context, env Env, args []string) error {
 	}
 	fs := newFlags(env, "stack bridge status")
 	mk := clientFlags(fs, env)
+	o := outputFlag(fs)
 	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	if err := o.check(); err != nil {
 		return err
 	}
 	var st struct {
@@ -170,19 +192,19 @@ func stackBridge(ctx context.Context, env Env, args []string) error {
 	case st.Activated:
 		state = "activated (" + st.Registration + "), usage reporting off"
 	}
-	fmt.Fprintf(env.Stdout, "state        %s\nbacklog      %d records\nlag          %s\nforwarded    %d records\n", state, st.Backlog,
-		(time.Duration(st.LagSeconds) * time.Second).String(), st.Forwarded)
+	fields := [][2]string{{"state", state}, {"backlog", fmt.Sprintf("%d records", st.Backlog)},
+		{"lag", (time.Duration(st.LagSeconds) * time.Second).String()}, {"forwarded", fmt.Sprintf("%d records", st.Forwarded)}}
 	if st.ForwardedThrough != nil {
-		fmt.Fprintf(env.Stdout, "complete to  %s (every hour reported before it is in commerce)\n", st.ForwardedThrough.Format(time.RFC3339))
+		fields = append(fields, [2]string{"complete to", st.ForwardedThrough.Format(time.RFC3339) + " (every hour reported before it is in commerce)"})
 	}
 	if st.LastSuccess != nil {
-		fmt.Fprintf(env.Stdout, "last success %s\n", st.LastSuccess.Format(time.RFC3339))
+		fields = append(fields, [2]string{"last success", st.LastSuccess.Format(time.RFC3339)})
 	}
 	if st.LastError != "" {
-		fmt.Fprintf(env.Stdout, "last error   %s (%s)\n", st.LastError, st.LastErrorAt.Format(time.RFC3339))
+		fields = append(fields, [2]string{"last error", st.LastError + " (" + st.LastErrorAt.Format(time.RFC3339) + ")"})
 	}
 	if st.Quarantined > 0 {
-		fmt.Fprintf(env.Stdout, "quarantined  %d records held back (stackbill quarantine list)\n", st.Quarantined)
+		fields = append(fields, [2]string{"quarantined", fmt.Sprintf("%d records held back (stackbill quarantine list)", st.Quarantined)})
 	}
-	return nil
+	return o.printFields(env, fields, st)
 }
