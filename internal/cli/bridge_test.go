@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -199,8 +200,8 @@ func TestBridgeChargesByHour(t *testing.T) {
 			t.Fatalf("forwarded through %v, want %s", st.ForwardedThrough, horizon)
 		}
 		if r := runCLI(t, nil, "stack", "bridge", "status", "--url", ssrv.URL, "--token", "stack-op"); r.code != 0 ||
-			!strings.Contains(r.stdout, "forwarding for registration stamp") || !strings.Contains(r.stdout, "backlog      0 records") ||
-			!strings.Contains(r.stdout, "complete to  "+horizon.Format(time.RFC3339)) {
+			!strings.Contains(r.stdout, "forwarding for registration stamp") || !regexp.MustCompile(`(?m)^backlog\s+0 records$`).MatchString(r.stdout) ||
+			!regexp.MustCompile(`(?m)^complete to\s+`+regexp.QuoteMeta(horizon.Format(time.RFC3339))).MatchString(r.stdout) {
 			t.Fatalf("bridge status: %+v", r)
 		}
 		if resp, body := se.raw("GET", "/metrics", "stack-op", "", nil); resp.StatusCode != 200 || !strings.Contains(body, "stackbill_bridge_backlog_records 0") ||
