@@ -90,19 +90,36 @@ func (p *Portal) localTrend(ctx context.Context, subs []string, now time.Time, e
 		}
 	}
 	sort.Slice(lt.Meters, func(i, j int) bool { return lt.Meters[i].Name < lt.Meters[j].Name })
+	all := make([]point, len(pts))
+	for i, pt := range pts {
+		all[i] = point{Bucket: pt.Bucket, Key: pt.Key, Qty: pt.Quantity}
+	}
+	lt.Chart, lt.Key = trendOf(choices, all, now)
+	return lt, nil
+}
+
+// trendOf charts the meter a chart opens on among choices (defaultMeter),
+// day by day this month against last, from pts keyed by meter; nil when
+// there is no meter.
+func trendOf(choices []meterChoice, pts []point, now time.Time) (*chart, string) {
 	sel := defaultMeter(choices)
 	if sel == "" {
-		return lt, nil
+		return nil, ""
+	}
+	var m meterChoice
+	for _, c := range choices {
+		if c.Key == sel {
+			m = c
+		}
 	}
 	var sp []point
 	for _, pt := range pts {
 		if pt.Key == sel {
-			sp = append(sp, point{Bucket: pt.Bucket, Key: sel, Qty: pt.Quantity})
+			sp = append(sp, pt)
 		}
 	}
-	c := compareChart("trend", byMeter[sel].Name+" per day, this month against last", byMeter[sel].Unit, sp, now)
-	lt.Chart, lt.Key = &c, sel
-	return lt, nil
+	c := compareChart("trend", m.Name+" per day, this month against last", m.Unit, sp, now)
+	return &c, sel
 }
 
 // stackHome is the stack operator's first page: who runs on the stamp,
@@ -111,11 +128,7 @@ func (p *Portal) stackHome(w http.ResponseWriter, r *http.Request, s *session) e
 	ctx := r.Context()
 	pr := stackPrincipal(s.P)
 	now := p.now(ctx)
-	dirs, err := p.d.Tenancy.ListDirectoryTenants(ctx, pr, p.d.Tenancy.Provider())
-	if err != nil {
-		return err
-	}
-	subs, err := p.d.Tenancy.ListSubscriptions(ctx, pr, p.d.Tenancy.Provider())
+	dirs, subs, err := p.stackDirectory(ctx, pr)
 	if err != nil {
 		return err
 	}

@@ -275,18 +275,14 @@ func (p *Portal) forwardedTrend(ctx context.Context, subs []string, now time.Tim
 	for id, m := range meters {
 		cs = append(cs, meterChoice{Key: id, Name: m.name, Unit: m.unit})
 	}
-	sel := defaultMeter(cs)
-	if sel == "" {
-		return nil, nil
-	}
 	var pts []point
 	for _, t := range totals {
-		if t.BillingMeterID == sel {
-			pts = append(pts, point{Bucket: t.Day, Key: sel, Qty: t.Quantity})
+		if t.BillingMeterID != "" {
+			pts = append(pts, point{Bucket: t.Day, Key: t.BillingMeterID, Qty: t.Quantity})
 		}
 	}
-	c := compareChart("trend", meters[sel].name+" per day, this month against last", meters[sel].unit, pts, now)
-	return &c, nil
+	c, _ := trendOf(cs, pts, now)
+	return c, nil
 }
 
 // topOf is the five largest non-zero amounts, largest first.

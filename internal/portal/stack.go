@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"sort"
@@ -32,6 +33,17 @@ func stackPrincipal(pr auth.Principal) auth.Principal {
 	return pr
 }
 
+// stackDirectory is the stack's onboarded directory tenants and its user
+// subscriptions, as pr may see them.
+func (p *Portal) stackDirectory(ctx context.Context, pr auth.Principal) ([]tenancy.DirectoryTenant, []tenancy.Subscription, error) {
+	dirs, err := p.d.Tenancy.ListDirectoryTenants(ctx, pr, p.d.Tenancy.Provider())
+	if err != nil {
+		return nil, nil, err
+	}
+	subs, err := p.d.Tenancy.ListSubscriptions(ctx, pr, p.d.Tenancy.Provider())
+	return dirs, subs, err
+}
+
 type tenantSubRow struct {
 	tenancy.Subscription
 	DirectoryName string
@@ -39,12 +51,7 @@ type tenantSubRow struct {
 
 func (p *Portal) stackTenants(w http.ResponseWriter, r *http.Request, s *session) error {
 	ctx := r.Context()
-	pr := stackPrincipal(s.P)
-	dirs, err := p.d.Tenancy.ListDirectoryTenants(ctx, pr, p.d.Tenancy.Provider())
-	if err != nil {
-		return err
-	}
-	subs, err := p.d.Tenancy.ListSubscriptions(ctx, pr, p.d.Tenancy.Provider())
+	dirs, subs, err := p.stackDirectory(ctx, stackPrincipal(s.P))
 	if err != nil {
 		return err
 	}
