@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/clock"
-	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/usage"
 )
@@ -47,13 +46,7 @@ func (p *Portal) localTrend(ctx context.Context, subs []string, now time.Time, e
 	if err != nil {
 		return lt, err
 	}
-	names := map[string]meter.Meter{}
-	if ms, err := p.d.Meters.List(ctx); err == nil {
-		for _, m := range ms {
-			k, _ := meter.Normalize(m.ID)
-			names[k] = m
-		}
-	}
+	names := p.localMeters(ctx)
 	byMeter := map[string]*meterMonth{}
 	var choices []meterChoice
 	for _, pt := range pts {

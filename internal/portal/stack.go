@@ -33,6 +33,19 @@ func stackPrincipal(pr auth.Principal) auth.Principal {
 	return pr
 }
 
+// localMeters is the stack's meter catalogue by meter key; a page without
+// it still renders, naming meters by their IDs.
+func (p *Portal) localMeters(ctx context.Context) map[string]meter.Meter {
+	out := map[string]meter.Meter{}
+	if ms, err := p.d.Meters.List(ctx); err == nil {
+		for _, m := range ms {
+			k, _ := meter.Normalize(m.ID)
+			out[k] = m
+		}
+	}
+	return out
+}
+
 // stackDirectory is the stack's onboarded directory tenants and its user
 // subscriptions, as pr may see them.
 func (p *Portal) stackDirectory(ctx context.Context, pr auth.Principal) ([]tenancy.DirectoryTenant, []tenancy.Subscription, error) {
@@ -140,15 +153,7 @@ func (p *Portal) explore(r *http.Request, subs []string, subNames map[string]str
 	} else {
 		e.By = "resource"
 	}
-	all, err := p.d.Meters.List(ctx)
-	if err != nil {
-		return e, err
-	}
-	names := map[string]meter.Meter{}
-	for _, m := range all {
-		k, _ := meter.Normalize(m.ID)
-		names[k] = m
-	}
+	names := p.localMeters(ctx)
 	// Offer the meters that have usage in range; by meter, no meter filter.
 	perMeter, err := p.d.Usage.Series(ctx, usage.SeriesQuery{Subscriptions: subs, From: rg.From, To: rg.To, Granularity: usage.Daily, By: usage.ByMeter})
 	if err != nil {
@@ -314,13 +319,7 @@ func (p *Portal) myUsageCSV(w http.ResponseWriter, r *http.Request, s *session) 
 	if err != nil {
 		return err
 	}
-	names := map[string]meter.Meter{}
-	if ms, err := p.d.Meters.List(ctx); err == nil {
-		for _, m := range ms {
-			k, _ := meter.Normalize(m.ID)
-			names[k] = m
-		}
-	}
+	names := p.localMeters(ctx)
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="usage-`+tenantSub(s)+`-`+rg.FromText()+`-`+rg.ToText()+`.csv"`)
 	cw := csvexport.NewWriter(w)

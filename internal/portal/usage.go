@@ -320,13 +320,7 @@ func (p *Portal) usageHours(w http.ResponseWriter, r *http.Request, s *session) 
 	if err != nil {
 		return err
 	}
-	localMeters := map[string]meter.Meter{}
-	if ms, err := p.d.Meters.List(ctx); err == nil {
-		for _, m := range ms {
-			k, _ := meter.Normalize(m.ID)
-			localMeters[k] = m
-		}
-	}
+	localMeters := p.localMeters(ctx)
 	// Stamps are their registrations', which belong to the partner that
 	// registered them: a reseller sees its customers' usage, not whose
 	// stamp it ran on.
