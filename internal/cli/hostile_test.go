@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"sort"
 	"strings"
 	"testing"
@@ -692,6 +693,20 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 			return withOut(w, getA(q(partnerID[w]), 200, ""), func() *attempt { return getA(q(otherPartner[w]), 404, "PartnerNotFound") }, func() *attempt { return getA(q("nobody"), 404, "PartnerNotFound") })
 		}),
 		"Audit_List": partners(func(string) trio { return trio{in: getA("/v1/audit", 200, "")} }),
+		// The rate card: a partner's own subscription; a customer's is
+		// refused (end customers see no CSP prices), another partner's does
+		// not exist.
+		"RateCard_Get": partners(func(w string) trio {
+			q := func(sub string) string {
+				return "/subscriptions/" + sub + "/providers/Microsoft.Commerce/RateCard?api-version=2015-06-01-preview&%24filter=" +
+					url.QueryEscape("OfferDurableId eq 'MS-AZR-0145P' and Currency eq 'USD' and Locale eq 'en-US' and RegionInfo eq 'US'")
+			}
+			missing := func() *attempt { return getA(q("99999999-0000-4000-8000-000000000009"), 404, "SubscriptionNotFound") }
+			if w == "reseller" {
+				return trio{in: getA(q(mySub[w]), 403, "RateCardNotAvailable"), out: getA(q(theirSub[w]), 404, "SubscriptionNotFound"), missing: missing()}
+			}
+			return withOut(w, getA(q(mySub[w]), 200, ""), func() *attempt { return getA(q(theirSub[w]), 404, "SubscriptionNotFound") }, missing)
+		}),
 
 		// Quarantine: the operator's, and the stamp's own stack operator's
 		// for the stack's stages.

@@ -291,3 +291,24 @@ func (s *Server) listStatements(w http.ResponseWriter, r *http.Request, p auth.P
 		return arm.InvalidRequest("format", "Unknown format '%s': want json or csv.", f)
 	}
 }
+
+// rateCard serves Microsoft.Commerce/RateCard as Azure's RateCardClient
+// calls it.
+func (s *Server) rateCard(w http.ResponseWriter, r *http.Request, p auth.Principal, params map[string]string) error {
+	if _, e := arm.CheckAPIVersion(r, "NoApiVersion", apiCommerce); e != nil {
+		return e
+	}
+	if _, ok := arm.CanonicalGUID(params["subscriptionId"]); !ok {
+		return arm.Errorf(arm.Invalid, "SubscriptionIdMissingInRequest", "The subscription identifier '%s' in the path is not valid.", params["subscriptionId"])
+	}
+	q, err := billing.ParseRateCardFilter(arm.QueryParam(r.URL.Query(), "$filter"))
+	if err != nil {
+		return err
+	}
+	out, err := s.deps.Billing.RateCard(r.Context(), p, params["subscriptionId"], q)
+	if err != nil {
+		return err
+	}
+	WriteJSON(w, http.StatusOK, out)
+	return nil
+}

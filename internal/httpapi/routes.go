@@ -90,6 +90,10 @@ func (s *Server) buildRoutes() []route {
 		r("PriceBooks_Delete", "DELETE", "v1/billing/price-books/{owner}/{target}", auth.Commerce, s.deletePriceBook),
 		r("Statements_List", "GET", "v1/billing/statements/{owner}", auth.Commerce, s.listStatements),
 
+		// Microsoft.Commerce/RateCard (api-version 2015-06-01-preview): the
+		// price list in force, for a partner's own subscriptions.
+		r("RateCard_Get", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Commerce/RateCard", auth.Commerce, s.rateCard),
+
 		// The audit log, each partner's part of it.
 		r("Audit_List", "GET", "v1/audit", auth.Commerce, s.listAudit),
 
