@@ -5,12 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
-	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"time"
@@ -116,23 +114,23 @@ type parsed struct {
 	report    ImportReport
 }
 
-// lineErrors collects problems by line; a file with any is refused whole.
+// lineErrors collects problems by where they are; a file with any is
+// refused whole.
 type lineErrors []string
 
-func (e *lineErrors) add(line int, format string, args ...any) {
-	*e = append(*e, fmt.Sprintf("line %d: %s", line, fmt.Sprintf(format, args...)))
+func (e *lineErrors) add(where string, format string, args ...any) {
+	*e = append(*e, where+": "+fmt.Sprintf(format, args...))
 }
 
-// parsePriceList reads a CSV price list. Rows outside Azure Stack are
-// skipped and counted; every other problem is reported by line and the file
-// is refused.
+// parsePriceList reads a price list, CSV or .xlsx. Rows outside Azure Stack
+// are skipped and counted; every other problem is reported by line (row and
+// cell in a spreadsheet) and the file is refused.
 func parsePriceList(data []byte, effectiveOverride time.Time) (parsed, error) {
-	r := csv.NewReader(bytes.NewReader(data))
-	r.FieldsPerRecord = -1
-	header, err := r.Read()
+	t, err := readPriceTable(data)
 	if err != nil {
-		return parsed{}, invalidPriceList("The price list has no header row: %v.", err)
+		return parsed{}, err
 	}
+	header := t.header
 	col := map[string]int{}
 	for i, h := range header {
 		n := normHeader(h)
@@ -140,7 +138,7 @@ func parsePriceList(data []byte, effectiveOverride time.Time) (parsed, error) {
 			for _, a := range names {
 				if n == a {
 					if _, dup := col[field]; dup {
-						return parsed{}, invalidPriceList("Line 1: two columns (%q and another) both give %s.", h, field)
+						return parsed{}, invalidPriceList("The header: two columns (%q and another) both give %s.", h, field)
 					}
 					col[field] = i
 				}
@@ -162,11 +160,22 @@ func parsePriceList(data []byte, effectiveOverride time.Time) (parsed, error) {
 		missing = append(missing, "effectivedate (or give the effective date explicitly)")
 	}
 	if len(missing) > 0 {
-		return parsed{}, invalidPriceList("Line 1: the header lacks required columns: %s.", strings.Join(missing, ", "))
+		return parsed{}, invalidPriceList("The header lacks required columns: %s.", strings.Join(missing, ", "))
+	}
+	at := func(line int, field string) string {
+		c, ok := col[field]
+		if !ok {
+			c = -1
+		}
+		return t.where(line, c)
 	}
 	get := func(rec []string, f string) string {
 		if i, ok := col[f]; ok && i < len(rec) {
-			return strings.TrimSpace(rec[i])
+			v := strings.TrimSpace(rec[i])
+			if t.sheet && (f == "price" || f == "tierfrom" || f == "included") {
+				v = sheetNumber(v)
+			}
+			return v
 		}
 		return ""
 	}
@@ -176,24 +185,12 @@ func parsePriceList(data []byte, effectiveOverride time.Time) (parsed, error) {
 	firstLine := map[string]int{}
 	var order []string
 	var latest time.Time
-	for {
-		rec, err := r.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			// FieldPos is only defined after a successful Read; a parse
-			// error carries its own line.
-			line := 0
-			var pe *csv.ParseError
-			if errors.As(err, &pe) {
-				line = pe.StartLine
-			}
-			errs.add(line, "%v", err)
-			break
-		}
-		line, _ := r.FieldPos(0)
-		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
+	if t.err != nil {
+		errs.add(t.where(t.line, -1), "%v", t.err)
+	}
+	for _, row := range t.rows {
+		rec, line := row.rec, row.line
+		if blank(rec) {
 			continue
 		}
 		p.report.RowsRead++
@@ -205,24 +202,28 @@ func parsePriceList(data []byte, effectiveOverride time.Time) (parsed, error) {
 		p.report.RowsKept++
 		id, ok := arm.CanonicalGUID(get(rec, "meterid"))
 		if !ok {
-			errs.add(line, "MeterId %q is not a GUID", get(rec, "meterid"))
+			errs.add(at(line, "meterid"), "MeterId %q is not a GUID", get(rec, "meterid"))
 			continue
 		}
 		cur := strings.ToUpper(get(rec, "currency"))
 		if _, ok := MinorUnits(cur); !ok {
-			errs.add(line, "unknown currency %q (want an ISO 4217 code such as USD)", get(rec, "currency"))
+			errs.add(at(line, "currency"), "unknown currency %q (want an ISO 4217 code such as USD)", get(rec, "currency"))
 			continue
 		}
 		if p.currency == "" {
 			p.currency = cur
 		} else if cur != p.currency {
-			errs.add(line, "currency %s differs from the file's %s; one price list holds one currency", cur, p.currency)
+			errs.add(at(line, "currency"), "currency %s differs from the file's %s; one price list holds one currency", cur, p.currency)
 			continue
 		}
 		if effectiveOverride.IsZero() {
-			d, err := parseDate(get(rec, "effective"))
+			v := get(rec, "effective")
+			if t.sheet {
+				v, _ = sheetDate(v)
+			}
+			d, err := parseDate(v)
 			if err != nil {
-				errs.add(line, "EffectiveDate: %v", err)
+				errs.add(at(line, "effective"), "EffectiveDate: %v", err)
 				continue
 			}
 			if d.After(latest) {
@@ -231,30 +232,32 @@ func parsePriceList(data []byte, effectiveOverride time.Time) (parsed, error) {
 		}
 		unit := get(rec, "unit")
 		if unit == "" {
-			errs.add(line, "Unit is empty")
+			errs.add(at(line, "unit"), "Unit is empty")
 			continue
 		}
 		if _, err := unitDivisor(unit); err != nil {
-			errs.add(line, "%v", err)
+			errs.add(at(line, "unit"), "%v", err)
 			continue
 		}
 		var tiers []Tier
+		field := "rates"
 		if hasRates && get(rec, "rates") != "" {
 			tiers, err = parseRates(get(rec, "rates"))
 		} else {
-			var t Tier
-			t, err = parseTierColumns(get(rec, "tierfrom"), get(rec, "price"))
-			tiers = []Tier{t}
+			var tier Tier
+			field = "price"
+			tier, err = parseTierColumns(get(rec, "tierfrom"), get(rec, "price"))
+			tiers = []Tier{tier}
 		}
 		if err != nil {
-			errs.add(line, "%v", err)
+			errs.add(at(line, field), "%v", err)
 			continue
 		}
 		included := money.Zero
 		if s := get(rec, "included"); s != "" {
 			included, err = money.ParseQuantity(s)
 			if err != nil || included.Sign() < 0 || included.Above(money.MaxRecordQuantity) {
-				errs.add(line, "IncludedQuantity %q is not a decimal between 0 and %s", s, money.MaxRecordQuantity)
+				errs.add(at(line, "included"), "IncludedQuantity %q is not a decimal between 0 and %s", s, money.MaxRecordQuantity)
 				continue
 			}
 		}
@@ -265,23 +268,23 @@ func parsePriceList(data []byte, effectiveOverride time.Time) (parsed, error) {
 			byMeter[id], firstLine[id] = pr, line
 			order = append(order, id)
 		} else if pr.Unit != unit || !pr.IncludedQuantity.Equal(included) {
-			errs.add(line, "meter %s repeats line %d with a different unit or included quantity", id, firstLine[id])
+			errs.add(at(line, "unit"), "meter %s repeats %s with a different unit or included quantity", id, t.where(firstLine[id], -1))
 			continue
 		}
-		for _, t := range tiers {
+		for _, tier := range tiers {
 			for _, have := range pr.Tiers {
-				if have.From.Equal(t.From) {
-					errs.add(line, "meter %s has two prices for the tier from %s", id, t.From)
+				if have.From.Equal(tier.From) {
+					errs.add(at(line, "tierfrom"), "meter %s has two prices for the tier from %s", id, tier.From)
 				}
 			}
-			pr.Tiers = append(pr.Tiers, t)
+			pr.Tiers = append(pr.Tiers, tier)
 		}
 	}
 	for _, id := range order {
 		pr := byMeter[id]
 		sort.Slice(pr.Tiers, func(i, j int) bool { return pr.Tiers[i].From.Cmp(pr.Tiers[j].From) < 0 })
 		if !pr.Tiers[0].From.IsZero() {
-			errs.add(firstLine[id], "meter %s: the first tier must start at 0, not %s", id, pr.Tiers[0].From)
+			errs.add(t.where(firstLine[id], -1), "meter %s: the first tier must start at 0, not %s", id, pr.Tiers[0].From)
 		}
 		p.prices = append(p.prices, *pr)
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -165,6 +166,11 @@ func runPriceList(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "billing price-list "+what)
 	mk := clientFlags(fs, env)
 	eff := fs.String("effective", "", "effective date YYYY-MM-DD (default: the file's latest EffectiveDate)")
+	var layout, outFile *string
+	if what == "sample" {
+		layout = fs.String("layout", "", "write a sample .xlsx spreadsheet in this layout instead of CSV: "+billing.LayoutLegacy+" (the Azure in Global CSP price list) or "+billing.LayoutAzurePlan+" (the new-commerce Azure plan price list)")
+		outFile = fs.String("out", "", "write the sample to this file (an .xlsx sample needs it, or stdout redirected to a file)")
+	}
 	o := &output{format: "table"}
 	if what == "list" || what == "show" {
 		o = outputFlag(fs)
@@ -177,7 +183,19 @@ func runPriceList(ctx context.Context, env Env, args []string) error {
 	}
 	switch what {
 	case "sample":
-		_, err := env.Stdout.Write(billing.SamplePriceList())
+		data := billing.SamplePriceList()
+		if *layout != "" {
+			if data, err = billing.SamplePriceListSheet(*layout); err != nil {
+				return usagef("--layout: %v", err)
+			}
+		}
+		if *outFile != "" {
+			return os.WriteFile(*outFile, data, 0o644)
+		}
+		if *layout != "" && isTerminal(env.Stdout) {
+			return usagef("an .xlsx sample is binary: give --out FILE, or redirect stdout to a file")
+		}
+		_, err := env.Stdout.Write(data)
 		return err
 	case "list":
 		var out struct{ Value []billing.PriceList }
@@ -211,18 +229,22 @@ func runPriceList(ctx context.Context, env Env, args []string) error {
 		return o.print(env, []string{"meter id", "meter", "unit", "included", "price (" + out.Currency + ")"}, rows, out)
 	}
 	if fs.NArg() != 1 {
-		return usagef("give the price list CSV file")
+		return usagef("give the price list file: CSV, or an .xlsx spreadsheet as Partner Center offers it")
 	}
 	data, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
 		return err
+	}
+	contentType := "text/csv"
+	if billing.IsSpreadsheet(data) {
+		contentType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 	}
 	q := url.Values{"source": {fs.Arg(0)}}
 	if *eff != "" {
 		q.Set("effective", *eff)
 	}
 	var rep billing.ImportReport
-	if err := mk().raw(ctx, "POST", "/v1/billing/price-lists?"+q.Encode(), "text/csv", strings.NewReader(string(data)), nil, &rep); err != nil {
+	if err := mk().raw(ctx, "POST", "/v1/billing/price-lists?"+q.Encode(), contentType, bytes.NewReader(data), nil, &rep); err != nil {
 		return err
 	}
 	state := "imported as"

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,10 +14,26 @@ import (
 
 // importPriceList takes a CSV price list as the body; ?effective=YYYY-MM-DD
 // overrides the file's EffectiveDate and ?source= names it.
+// xlsxMediaType is an .xlsx spreadsheet's media type.
+const xlsxMediaType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
 func (s *Server) importPriceList(w http.ResponseWriter, r *http.Request, p auth.Principal, _ map[string]string) error {
-	raw, err := readCSVBody(w, r, 32*s.cfg.MaxBodyBytes)
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || !(mt == "text/csv" || mt == "text/plain" || mt == "application/octet-stream" || mt == xlsxMediaType) {
+			return arm.Errorf(arm.Unsupported, "UnsupportedMediaType", "The content type '%s' is not supported; send text/csv, or %s for an .xlsx price list.", ct, xlsxMediaType)
+		}
+	}
+	raw, err := readLimited(w, r, 32*s.cfg.MaxBodyBytes)
 	if err != nil {
 		return err
+	}
+	// A spreadsheet is a ZIP archive, binary: its cells are checked where
+	// it is parsed. Text must be storable as it is.
+	if !billing.IsSpreadsheet(raw) {
+		if raw, err = storableBody(raw, nil); err != nil {
+			return err
+		}
 	}
 	var eff time.Time
 	if v := r.URL.Query().Get("effective"); v != "" {
