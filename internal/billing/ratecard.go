@@ -2,7 +2,9 @@ package billing
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"sort"
 	"strings"
@@ -146,6 +148,38 @@ func (s *Service) RateCard(ctx context.Context, p auth.Principal, subscription s
 		return RateCard{}, arm.Errorf(arm.Invalid, "OfferNotSupported",
 			"Azure Stack Hub usage is priced from the CSP price list, offer %s; '%s' has no prices here.", CSPOffer, q.OfferDurableID).WithTarget("$filter")
 	}
+	return s.rateCardInForce(ctx, q.Currency, q.Locale, "$filter")
+}
+
+// PartnerRateCard is the CSP Azure rate card a partner reads (Partner
+// Center's GET /v1/ratecards/azure): the price list in force in currency
+// ("" for the partner's agreement currency, else USD). Partners and the
+// operator read it; resellers see prices only through their provider's
+// price book, and end customers see none.
+func (s *Service) PartnerRateCard(ctx context.Context, p auth.Principal, currency, locale string) (RateCard, error) {
+	if err := s.canReadPriceList(ctx, p); err != nil {
+		return RateCard{}, err
+	}
+	if currency == "" {
+		currency = "USD"
+		if p.Role == auth.RolePartner {
+			if c, ok, err := s.agreementCurrency(ctx, p.PartnerID); err != nil {
+				return RateCard{}, err
+			} else if ok {
+				currency = c
+			}
+		}
+	}
+	if !currencyCode.MatchString(currency) {
+		return RateCard{}, arm.Errorf(arm.Invalid, "InvalidCurrency", "Currency '%s' is not an ISO 4217 code such as USD.", currency).WithTarget("currency")
+	}
+	return s.rateCardInForce(ctx, currency, locale, "currency")
+}
+
+// rateCardInForce is the price list in force now in currency, as a rate
+// card.
+func (s *Service) rateCardInForce(ctx context.Context, currency, locale, target string) (RateCard, error) {
+	q := RateCardQuery{Currency: currency, Locale: locale}
 	c, err := newCatalog(ctx, s.db)
 	if err != nil {
 		return RateCard{}, err
@@ -161,7 +195,7 @@ func (s *Service) RateCard(ctx context.Context, p auth.Principal, subscription s
 			}
 		}
 		sort.Strings(have)
-		return RateCard{}, arm.Errorf(arm.Invalid, "CurrencyNotSupported", "No price list in %s is in force; prices are in: %s.", q.Currency, strings.Join(have, ", ")).WithTarget("$filter")
+		return RateCard{}, arm.Errorf(arm.Invalid, "CurrencyNotSupported", "No price list in %s is in force; prices are in: %s.", q.Currency, strings.Join(have, ", ")).WithTarget(target)
 	}
 	pl, err := s.priceList(ctx, vs[i].id, true)
 	if err != nil {
@@ -176,6 +210,72 @@ func (s *Service) RateCard(ctx context.Context, p auth.Principal, subscription s
 			m.MeterRates[t.From.String()] = json.RawMessage(t.Price.String())
 		}
 		out.Meters = append(out.Meters, m)
+	}
+	return out, nil
+}
+
+// agreementCurrency is the currency of partner's billing agreement.
+func (s *Service) agreementCurrency(ctx context.Context, partner string) (string, bool, error) {
+	var cur string
+	err := s.db.QueryRowContext(ctx, `SELECT currency FROM billing_agreements WHERE partner_id = ?`, partner).Scan(&cur)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	return cur, err == nil, err
+}
+
+// FinalInvoices lists the finalized invoices p may see, newest period
+// first: the invoices Partner Center lists (a draft is unbilled usage, not
+// an invoice yet). Resellers are invoiced by their provider, not here.
+func (s *Service) FinalInvoices(ctx context.Context, p auth.Principal) ([]Invoice, error) {
+	sc, err := s.scope(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	out := []Invoice{}
+	if sc.reseller {
+		return out, nil
+	}
+	q := `SELECT DISTINCT period FROM invoices`
+	var args []any
+	if !sc.all {
+		q += ` WHERE partner_id = ?`
+		args = append(args, sc.partner)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY period DESC`, args...)
+	if err != nil {
+		return nil, err
+	}
+	var periods []string
+	for rows.Next() {
+		var per string
+		if err := rows.Scan(&per); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		periods = append(periods, per)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	partner := ""
+	if !sc.all {
+		partner = sc.partner
+	}
+	for _, per := range periods {
+		invs, err := s.storedInvoices(ctx, per, partner)
+		if err != nil {
+			return nil, err
+		}
+		var ids []string
+		for id := range invs {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			out = append(out, *invs[id])
+		}
 	}
 	return out, nil
 }

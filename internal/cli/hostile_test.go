@@ -56,6 +56,20 @@ type hostileWorld struct {
 	heldStack, heldCommerce                  []int64
 }
 
+// pcInvoiceTrio is a Partner Center invoice route's three attempts: the
+// caller's own draft, another partner's, and one that does not exist, each
+// a 404 (a draft is not an invoice yet; another's does not exist for it).
+func pcInvoiceTrio(w string, h *hostileWorld, path func(number string) string) trio {
+	nf := func(n string) *attempt { return &attempt{method: "GET", path: path(n), status: 404, code: "InvoiceNotFound"} }
+	mine := map[string]string{"operator": h.invoiceFabrikam, "partner": h.invoiceContoso, "provider": h.invoiceFabrikam, "reseller": h.invoiceFabrikam}
+	other := map[string]string{"partner": h.invoiceFabrikam, "provider": h.invoiceContoso, "reseller": h.invoiceContoso}
+	t := trio{in: nf(mine[w]), missing: nf("SB-209901-nobody")}
+	if w != "operator" {
+		t.out = nf(other[w])
+	}
+	return t
+}
+
 func regsPath(sub string) string {
 	return "/subscriptions/" + sub + "/resourceGroups/azurestack/providers/Microsoft.AzureStack/registrations"
 }
@@ -693,6 +707,25 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 			return withOut(w, getA(q(partnerID[w]), 200, ""), func() *attempt { return getA(q(otherPartner[w]), 404, "PartnerNotFound") }, func() *attempt { return getA(q("nobody"), 404, "PartnerNotFound") })
 		}),
 		"Audit_List": partners(func(string) trio { return trio{in: getA("/v1/audit", 200, "")} }),
+		// Partner Center's billing API. The world's invoices are this
+		// month's drafts, which Partner Center does not list as invoices:
+		// each partner's answers 404 as another's and a missing one do (the
+		// finalized path is TestPartnerCenterBilling's).
+		"PartnerCenter_Invoices": partners(func(string) trio { return trio{in: getA("/partnercenter/v1/invoices", 200, "")} }),
+		"PartnerCenter_Invoice": partners(func(w string) trio {
+			return pcInvoiceTrio(w, h, func(n string) string { return "/partnercenter/v1/invoices/" + n })
+		}),
+		"PartnerCenter_LineItems": partners(func(w string) trio {
+			return pcInvoiceTrio(w, h, func(n string) string {
+				return "/partnercenter/v1/invoices/" + n + "/lineitems?provider=Azure&invoicelineitemtype=BillingLineItems"
+			})
+		}),
+		"PartnerCenter_LineItemsByPath": partners(func(w string) trio {
+			return pcInvoiceTrio(w, h, func(n string) string { return "/partnercenter/v1/invoices/" + n + "/lineitems/Azure/BillingLineItems" })
+		}),
+		"PartnerCenter_RateCard": {"operator": {in: getA("/partnercenter/v1/ratecards/azure?currency=USD", 200, "")},
+			"partner": {in: getA("/partnercenter/v1/ratecards/azure?currency=USD", 200, "")}, "provider": {in: getA("/partnercenter/v1/ratecards/azure?currency=USD", 200, "")},
+			"reseller": {in: getA("/partnercenter/v1/ratecards/azure?currency=USD", 403, "AuthorizationFailed")}},
 		// The rate card: a partner's own subscription; a customer's is
 		// refused (end customers see no CSP prices), another partner's does
 		// not exist.

@@ -94,6 +94,13 @@ func (s *Server) buildRoutes() []route {
 		// price list in force, for a partner's own subscriptions.
 		r("RateCard_Get", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.Commerce/RateCard", auth.Commerce, s.rateCard),
 
+		// Partner Center's billing API, in its documented shapes.
+		r("PartnerCenter_Invoices", "GET", "partnercenter/v1/invoices", auth.Commerce, s.pcInvoices),
+		r("PartnerCenter_Invoice", "GET", "partnercenter/v1/invoices/{id}", auth.Commerce, s.pcInvoice),
+		r("PartnerCenter_LineItems", "GET", "partnercenter/v1/invoices/{id}/lineitems", auth.Commerce, s.pcLineItems),
+		r("PartnerCenter_LineItemsByPath", "GET", "partnercenter/v1/invoices/{id}/lineitems/{provider}/{type}", auth.Commerce, s.pcLineItems),
+		r("PartnerCenter_RateCard", "GET", "partnercenter/v1/ratecards/azure", auth.Commerce, s.pcRateCard),
+
 		// The audit log, each partner's part of it.
 		r("Audit_List", "GET", "v1/audit", auth.Commerce, s.listAudit),
 

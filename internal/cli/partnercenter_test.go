@@ -1,0 +1,276 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/simulate"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+)
+
+// sameShape reports where got lacks a field of want (a documented example
+// response), or holds it as another JSON type: objects field by field,
+// arrays by their first elements when both have one.
+func sameShape(path string, want, got any) []string {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			return []string{path + ": an object in the documentation"}
+		}
+		var out []string
+		for k, wv := range w {
+			gv, ok := g[k]
+			if !ok {
+				out = append(out, path+"."+k+": missing")
+				continue
+			}
+			out = append(out, sameShape(path+"."+k, wv, gv)...)
+		}
+		return out
+	case []any:
+		g, ok := got.([]any)
+		if !ok {
+			return []string{path + ": an array in the documentation"}
+		}
+		if len(w) > 0 && len(g) > 0 {
+			return sameShape(path+"[0]", w[0], g[0])
+		}
+		return nil
+	case float64:
+		if _, ok := got.(float64); !ok {
+			return []string{path + ": a number in the documentation"}
+		}
+	case string:
+		if _, ok := got.(string); !ok {
+			return []string{path + ": a string in the documentation"}
+		}
+	case bool:
+		if _, ok := got.(bool); !ok {
+			return []string{path + ": a boolean in the documentation"}
+		}
+	}
+	return nil
+}
+
+// checkShape compares a response with a documented example.
+func checkShape(t *testing.T, fixture, body string) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "partnercenter", "testdata", fixture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got any
+	if err := json.Unmarshal(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("%s: %v: %.300s", fixture, err, body)
+	}
+	if diffs := sameShape("$", want, got); len(diffs) > 0 {
+		sort.Strings(diffs)
+		t.Errorf("the response differs from Partner Center's documented %s: %s", fixture, strings.Join(diffs, "; "))
+	}
+}
+
+// TestPartnerCenterBilling reads invoices, their Azure billing line items
+// and the rate card through Partner Center's API paths, compares each with
+// Microsoft's documented example field by field, and checks conservation
+// for a month with late usage and a month with a credit note: Σ line items
+// = the invoice = the reconciliation file, to the cent. Each partner sees
+// only its own; resellers and tenants see none.
+func TestPartnerCenterBilling(t *testing.T) {
+	t.Parallel()
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		w := newBillingWorld(t, backend)
+		bs := w.env.app.Billing
+		w.clk.Set(time.Date(2026, 11, 2, 1, 0, 0, 0, time.UTC))
+		if _, err := bs.Finalize(ctx, w.op, "2026-10"); err != nil {
+			t.Fatal(err)
+		}
+		w.clk.Set(time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC))
+		w.ingest(t, w.contoso, time.Date(2026, 10, 20, 0, 0, 0, 0, time.UTC), []usageRec{
+			{"local-adatum", W.Adatum.Tenant, simulate.MeterBaseVM, "100", W.Adatum.Subscription, "vm-late"}})
+		w.ingest(t, w.contoso, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), []usageRec{
+			{"local-adatum", W.Adatum.Tenant, simulate.MeterBaseVM, "96", W.Adatum.Subscription, "vm-a2"}})
+		w.clk.Set(time.Date(2026, 12, 2, 1, 0, 0, 0, time.UTC))
+		if _, err := bs.Finalize(ctx, w.op, "2026-11"); err != nil {
+			t.Fatal(err)
+		}
+		oct, err := bs.Invoice(ctx, w.op, "SB-202610-contoso")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bs.CreateCreditNote(ctx, w.op, "SB-202610-contoso", billing.CreditRequest{Reason: "BYOL",
+			Lines: []billing.CreditLine{{Line: windowsLine(t, oct), Amount: money.MustQuantity("1.00")}}}); err != nil {
+			t.Fatal(err)
+		}
+		contoso, fabrikam := w.env.tokens["contoso"], w.env.tokens["fabrikam"]
+		call := func(token, path string, want int) string {
+			t.Helper()
+			resp, body := w.env.raw("GET", path, token, "", nil)
+			if resp.StatusCode != want {
+				t.Fatalf("GET %s: %d, want %d: %.300s", path, resp.StatusCode, want, body)
+			}
+			return body
+		}
+
+		// Invoices: the finalized ones, newest first, in Partner Center's shape.
+		body := call(contoso, "/partnercenter/v1/invoices", http.StatusOK)
+		checkShape(t, "invoices.json", body)
+		var invs struct {
+			Items []struct {
+				ID           string         `json:"id"`
+				TotalCharges money.Quantity `json:"totalCharges"`
+			} `json:"items"`
+		}
+		if err := json.Unmarshal([]byte(body), &invs); err != nil || len(invs.Items) != 2 || invs.Items[0].ID != "SB-202611-contoso" || invs.Items[1].ID != "SB-202610-contoso" {
+			t.Fatalf("contoso's invoices: %v %.400s", err, body)
+		}
+		shaped := 0
+		for _, it := range invs.Items {
+			inv, err := bs.Invoice(ctx, w.op, it.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !it.TotalCharges.Equal(inv.Total) {
+				t.Errorf("%s: totalCharges %s, the invoice %s", it.ID, it.TotalCharges, inv.Total)
+			}
+			// Line items, a page of two at a time, by following next.
+			sum, n, late := money.Zero, 0, 0
+			next := "/partnercenter/v1/invoices/" + it.ID + "/lineitems/Azure/BillingLineItems?size=2&offset=0"
+			for pages := 0; next != ""; pages++ {
+				page := call(contoso, next, http.StatusOK)
+				if pages == 0 && strings.Contains(page, `"next":`) {
+					// A page with more after it has every link of the
+					// documented example.
+					checkShape(t, "lineitems-azure-billing.json", page)
+					shaped++
+				}
+				var p struct {
+					TotalCount int `json:"totalCount"`
+					Items      []struct {
+						PretaxCharges money.Quantity `json:"pretaxCharges"`
+						PostTaxTotal  money.Quantity `json:"postTaxTotal"`
+						ChargeType    string         `json:"chargeType"`
+						InvoiceNumber string         `json:"invoiceNumber"`
+					} `json:"items"`
+					Links struct {
+						Next *struct {
+							URI string `json:"uri"`
+						} `json:"next"`
+					} `json:"links"`
+				}
+				if err := json.Unmarshal([]byte(page), &p); err != nil || p.TotalCount != len(p.Items) || len(p.Items) > 2 {
+					t.Fatalf("page %d of %s: %v %.300s", pages, it.ID, err, page)
+				}
+				for _, li := range p.Items {
+					sum, n = sum.Add(li.PretaxCharges), n+1
+					if !li.PostTaxTotal.Equal(li.PretaxCharges) || li.InvoiceNumber != it.ID {
+						t.Errorf("%s: a line item's post-tax total or invoice number is wrong: %+v", it.ID, li)
+					}
+					if strings.Contains(li.ChargeType, "PREVIOUS CYCLE") {
+						late++
+					}
+				}
+				next = ""
+				if p.Links.Next != nil {
+					next = "/partnercenter/v1" + p.Links.Next.URI
+				}
+				if pages > 100 {
+					t.Fatal("the pages do not end")
+				}
+			}
+			lines := 0
+			for _, sec := range inv.Sections {
+				lines += len(sec.Lines)
+			}
+			if n != lines || !sum.Equal(inv.Total) {
+				t.Errorf("%s: %d line items adding up to %s; the invoice has %d lines and a total of %s", it.ID, n, sum, lines, inv.Total)
+			}
+			if (it.ID == "SB-202611-contoso") != (late > 0) {
+				t.Errorf("%s: %d line items of late usage", it.ID, late)
+			}
+			// The reconciliation file adds up to the same.
+			var buf bytes.Buffer
+			if err := bs.Reconciliation(ctx, w.op, "contoso", inv.Period, &buf, nil); err != nil {
+				t.Fatal(err)
+			}
+			recs, err := csv.NewReader(&buf).ReadAll()
+			if err != nil {
+				t.Fatal(err)
+			}
+			col := map[string]int{}
+			for i, h := range recs[0] {
+				col[h] = i
+			}
+			recon := money.Zero
+			for _, r := range recs[1:] {
+				recon = recon.Add(money.MustQuantity(r[col["BillingPreTaxTotal"]]))
+			}
+			if !recon.Equal(sum) {
+				t.Errorf("%s: the reconciliation file adds up to %s, the line items to %s", it.ID, recon, sum)
+			}
+		}
+		if shaped == 0 {
+			t.Error("no page of line items was compared with the documented example")
+		}
+		// The query form answers the same as the path form.
+		byPath := call(contoso, "/partnercenter/v1/invoices/SB-202610-contoso/lineitems/Azure/BillingLineItems", http.StatusOK)
+		byQuery := call(contoso, "/partnercenter/v1/invoices/SB-202610-contoso/lineitems?provider=Azure&invoicelineitemtype=BillingLineItems", http.StatusOK)
+		if byPath != byQuery {
+			t.Error("the path and query forms of the line items differ")
+		}
+		checkShape(t, "invoices.json", `{"totalCount":1,"items":[`+call(contoso, "/partnercenter/v1/invoices/SB-202610-contoso", http.StatusOK)+`]}`)
+
+		// The rate card, in the partner's agreement currency by default.
+		rc := call(fabrikam, "/partnercenter/v1/ratecards/azure?region=US", http.StatusOK)
+		checkShape(t, "ratecard-azure.json", rc)
+		if !strings.Contains(rc, `"currency":"EUR"`) || !strings.Contains(rc, `"region":"Azure Stack Hub"`) {
+			t.Errorf("fabrikam's rate card is not its EUR price list: %.300s", rc)
+		}
+		if rc := call(contoso, "/partnercenter/v1/ratecards/azure?currency=USD", http.StatusOK); !strings.Contains(rc, `"0":0.008`) || !strings.Contains(rc, `"500":0.0065`) {
+			t.Errorf("the USD rate card lacks the base VM's tiers: %.400s", rc)
+		}
+
+		// Scope: another partner's invoice does not exist for the caller;
+		// resellers have none; tenants have no route; drafts are not
+		// invoices; bad input is a 400.
+		call(fabrikam, "/partnercenter/v1/invoices/SB-202610-contoso", http.StatusNotFound)
+		call(fabrikam, "/partnercenter/v1/invoices/SB-202610-contoso/lineitems/Azure/BillingLineItems", http.StatusNotFound)
+		if body := call(w.env.tokens["tailspin"], "/partnercenter/v1/invoices", http.StatusOK); !strings.Contains(body, `"items":[]`) {
+			t.Errorf("a reseller lists invoices: %.300s", body)
+		}
+		call(w.env.tokens["tailspin"], "/partnercenter/v1/ratecards/azure", http.StatusForbidden)
+		tenant, _, err := w.env.app.Auth.Create(ctx, auth.RoleTenant, "", W.Adatum.Subscription, "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		call(tenant, "/partnercenter/v1/invoices", http.StatusForbidden)
+		call(contoso, "/partnercenter/v1/invoices/SB-202612-contoso", http.StatusNotFound)
+		for _, path := range []string{
+			"/partnercenter/v1/invoices/SB-202610-contoso/lineitems/Office/BillingLineItems",
+			"/partnercenter/v1/invoices/SB-202610-contoso/lineitems/Azure/Nothing",
+			"/partnercenter/v1/invoices/SB-202610-contoso/lineitems/Azure/BillingLineItems?size=0",
+			"/partnercenter/v1/invoices/SB-202610-contoso/lineitems/Azure/BillingLineItems?offset=-1",
+			"/partnercenter/v1/ratecards/azure?currency=dollars",
+			"/partnercenter/v1/ratecards/azure?region=USA",
+			"/partnercenter/v1/ratecards/azure?currency=JPY",
+		} {
+			call(contoso, path, http.StatusBadRequest)
+		}
+	})
+}

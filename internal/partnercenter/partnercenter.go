@@ -1,0 +1,262 @@
+// Package partnercenter shapes stackbill's invoices and prices as Partner
+// Center's REST API returns them, in its documented JSON field names, so
+// that a CSP's billing tools written against Partner Center read
+// stackbill's bills unchanged: invoices, their Azure billing line items
+// (UsageBasedLineItem), and the CSP Azure rate card (AzureRateCard). It
+// owns no data: it renders what billing returns, and every figure is the
+// invoice's own, so Σ line items = the invoice = the reconciliation file.
+package partnercenter
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/billing"
+	"github.com/stackbill/stackbill/internal/money"
+)
+
+// Link is a Partner Center resource link.
+type Link struct {
+	URI     string   `json:"uri"`
+	Method  string   `json:"method"`
+	Headers []string `json:"headers"`
+}
+
+// Links are a resource's or a collection's links; Next only while a
+// collection has more.
+type Links struct {
+	Self Link  `json:"self"`
+	Next *Link `json:"next,omitempty"`
+}
+
+// Attributes names the resource's type.
+type Attributes struct {
+	ObjectType string `json:"objectType"`
+}
+
+func get(uri string) Link { return Link{URI: uri, Method: "GET", Headers: []string{}} }
+
+// Collection is a page of a resource collection.
+type Collection[T any] struct {
+	TotalCount int        `json:"totalCount"`
+	Items      []T        `json:"items"`
+	Links      Links      `json:"links"`
+	Attributes Attributes `json:"attributes"`
+}
+
+// Page cuts items to [offset, offset+size) with Partner Center's links:
+// self, and next while there is more. totalCount is the page's count, as in
+// Partner Center's examples.
+func Page[T any](items []T, base string, size, offset int) Collection[T] {
+	if offset > len(items) {
+		offset = len(items)
+	}
+	end := min(len(items), offset+size)
+	c := Collection[T]{Items: items[offset:end], Attributes: Attributes{ObjectType: "Collection"}}
+	if c.Items == nil {
+		c.Items = []T{}
+	}
+	c.TotalCount = len(c.Items)
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	c.Links.Self = get(base + sep + "size=" + strconv.Itoa(size) + "&offset=" + strconv.Itoa(offset))
+	if end < len(items) {
+		next := get(base + sep + "size=" + strconv.Itoa(size) + "&offset=" + strconv.Itoa(end))
+		c.Links.Next = &next
+	}
+	return c
+}
+
+// InvoiceDetail points at one kind of an invoice's line items.
+type InvoiceDetail struct {
+	InvoiceLineItemType string     `json:"invoiceLineItemType"`
+	BillingProvider     string     `json:"billingProvider"`
+	Links               Links      `json:"links"`
+	Attributes          Attributes `json:"attributes"`
+}
+
+// TaxReceipt is a tax receipt of an invoice (stackbill issues none).
+type TaxReceipt struct {
+	ID                        string `json:"id"`
+	TaxReceiptPdfDownloadLink string `json:"taxReceiptPdfDownloadLink"`
+}
+
+// Invoice is Partner Center's Invoice resource.
+type Invoice struct {
+	ID                     string          `json:"id"`
+	InvoiceDate            time.Time       `json:"invoiceDate"`
+	BillingPeriodStartDate time.Time       `json:"billingPeriodStartDate"`
+	BillingPeriodEndDate   time.Time       `json:"billingPeriodEndDate"`
+	TotalCharges           money.Quantity  `json:"totalCharges"`
+	PaidAmount             money.Quantity  `json:"paidAmount"`
+	CurrencyCode           string          `json:"currencyCode"`
+	CurrencySymbol         string          `json:"currencySymbol"`
+	PdfDownloadLink        string          `json:"pdfDownloadLink"`
+	TaxReceipts            []TaxReceipt    `json:"taxReceipts"`
+	InvoiceDetails         []InvoiceDetail `json:"invoiceDetails"`
+	DocumentType           string          `json:"documentType"`
+	InvoiceType            string          `json:"invoiceType"`
+	Links                  Links           `json:"links"`
+	Attributes             Attributes      `json:"attributes"`
+}
+
+// symbols are the currency symbols Partner Center shows; others show their
+// code.
+var symbols = map[string]string{"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "AUD": "$", "CAD": "$", "NZD": "$", "CHF": "CHF", "INR": "₹", "BRL": "R$"}
+
+// FromInvoice renders a finalized invoice. Its charges are what the invoice
+// bills, credit notes aside (they are documents of their own); the PDF link
+// is the invoice's printable HTML.
+func FromInvoice(inv billing.Invoice) Invoice {
+	sym := symbols[inv.Currency]
+	if sym == "" {
+		sym = inv.Currency
+	}
+	date := inv.PeriodEnd
+	if inv.FinalizedAt != nil {
+		date = *inv.FinalizedAt
+	}
+	self := "/invoices/" + inv.Number
+	return Invoice{ID: inv.Number, InvoiceDate: date.UTC(), BillingPeriodStartDate: inv.PeriodStart.UTC(), BillingPeriodEndDate: inv.PeriodEnd.UTC(),
+		TotalCharges: inv.Total, PaidAmount: money.Zero, CurrencyCode: inv.Currency, CurrencySymbol: sym,
+		PdfDownloadLink: "/v1/billing/invoices/" + inv.Number + "?format=html", TaxReceipts: []TaxReceipt{},
+		InvoiceDetails: []InvoiceDetail{
+			{InvoiceLineItemType: "billing_line_items", BillingProvider: "azure", Links: Links{Self: get(self + "/lineitems/Azure/BillingLineItems")}, Attributes: Attributes{ObjectType: "InvoiceDetail"}},
+		},
+		DocumentType: "invoice", InvoiceType: "Recurring", Links: Links{Self: get(self)}, Attributes: Attributes{ObjectType: "Invoice"}}
+}
+
+// UsageBasedLineItem is an Azure billing line item of a legacy
+// usage-based (MS-AZR-0145P) invoice.
+type UsageBasedLineItem struct {
+	DetailLineItemID         int             `json:"detailLineItemId"`
+	Sku                      string          `json:"sku"`
+	IncludedQuantity         money.Quantity  `json:"includedQuantity"`
+	OverageQuantity          money.Quantity  `json:"overageQuantity"`
+	ListPrice                money.Quantity  `json:"listPrice"`
+	Currency                 string          `json:"currency"`
+	PretaxCharges            money.Quantity  `json:"pretaxCharges"`
+	TaxAmount                money.Quantity  `json:"taxAmount"`
+	PostTaxTotal             money.Quantity  `json:"postTaxTotal"`
+	PretaxEffectiveRate      money.Quantity  `json:"pretaxEffectiveRate"`
+	PostTaxEffectiveRate     money.Quantity  `json:"postTaxEffectiveRate"`
+	ChargeType               string          `json:"chargeType"`
+	InvoiceLineItemType      string          `json:"invoiceLineItemType"`
+	PartnerID                string          `json:"partnerId"`
+	PartnerName              string          `json:"partnerName"`
+	PartnerBillableAccountID string          `json:"partnerBillableAccountId"`
+	CustomerID               string          `json:"customerId"`
+	DomainName               string          `json:"domainName"`
+	CustomerCompanyName      string          `json:"customerCompanyName"`
+	MpnID                    json.RawMessage `json:"mpnId"`
+	Tier2MpnID               json.RawMessage `json:"tier2MpnId"`
+	InvoiceNumber            string          `json:"invoiceNumber"`
+	SubscriptionID           string          `json:"subscriptionId"`
+	SubscriptionName         string          `json:"subscriptionName"`
+	SubscriptionDescription  string          `json:"subscriptionDescription"`
+	BillingCycleType         string          `json:"billingCycleType"`
+	OrderID                  string          `json:"orderId"`
+	ServiceName              string          `json:"serviceName"`
+	ServiceType              string          `json:"serviceType"`
+	ResourceGUID             string          `json:"resourceGuid"`
+	ResourceName             string          `json:"resourceName"`
+	Region                   string          `json:"region"`
+	ConsumedQuantity         money.Quantity  `json:"consumedQuantity"`
+	ChargeStartDate          string          `json:"chargeStartDate"`
+	ChargeEndDate            string          `json:"chargeEndDate"`
+	Unit                     string          `json:"unit"`
+	BillingProvider          string          `json:"billingProvider"`
+	Attributes               Attributes      `json:"attributes"`
+}
+
+// mpn is an MPN ID as Partner Center's number, or absent (-1 for a Tier 2
+// partner, 0 for the partner).
+func mpn(id string, none int) json.RawMessage {
+	if n, err := strconv.ParseInt(strings.TrimSpace(id), 10, 64); err == nil && n >= 0 {
+		return json.RawMessage(strconv.FormatInt(n, 10))
+	}
+	return json.RawMessage(strconv.Itoa(none))
+}
+
+// pcDate is Partner Center's date-time without a zone (UTC).
+func pcDate(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05") }
+
+// BillingLineItems renders an invoice's lines. Each line is one item: its
+// charges are the line's amount, so the items add up to the invoice's total
+// exactly. A line of a meter's included quantity is an item whose quantity
+// is included, not overage.
+func BillingLineItems(inv billing.Invoice) []UsageBasedLineItem {
+	var out []UsageBasedLineItem
+	for _, sec := range inv.Sections {
+		for _, l := range sec.Lines {
+			included, overage := money.Zero, l.Quantity
+			if l.Tier == "included" {
+				included, overage = l.Quantity, money.Zero
+			}
+			rate := money.Zero
+			if !l.Quantity.IsZero() {
+				rate = l.Amount.Div(l.Quantity, 8)
+			}
+			charge := "ASSESS USAGE FEE FOR CURRENT CYCLE"
+			if l.Kind == "LateUsage" {
+				charge = "ASSESS USAGE FEE FOR PREVIOUS CYCLE"
+			}
+			name := l.SubscriptionName
+			if name == "" {
+				name = l.SubscriptionID
+			}
+			out = append(out, UsageBasedLineItem{DetailLineItemID: l.No, Sku: "", IncludedQuantity: included, OverageQuantity: overage, ListPrice: l.UnitPrice,
+				Currency: inv.Currency, PretaxCharges: l.Amount, TaxAmount: money.Zero, PostTaxTotal: l.Amount, PretaxEffectiveRate: rate, PostTaxEffectiveRate: rate,
+				ChargeType: charge, InvoiceLineItemType: "billing_line_items", PartnerID: inv.PartnerID, PartnerName: inv.PartnerName,
+				PartnerBillableAccountID: inv.PartnerID, CustomerID: l.CustomerTenantID, DomainName: "", CustomerCompanyName: l.CustomerLabel(),
+				MpnID: mpn(inv.MpnID, 0), Tier2MpnID: mpn(l.ResellerMpnID, -1), InvoiceNumber: inv.Number, SubscriptionID: l.SubscriptionID,
+				SubscriptionName: name, SubscriptionDescription: name, BillingCycleType: "MONTHLY", OrderID: l.Registration,
+				ServiceName: l.MeterCategory, ServiceType: l.MeterSubCategory, ResourceGUID: l.MeterID, ResourceName: l.MeterName, Region: "Azure Stack",
+				ConsumedQuantity: l.Quantity, ChargeStartDate: pcDate(l.ChargeStart), ChargeEndDate: pcDate(l.ChargeEnd), Unit: l.Unit, BillingProvider: "azure",
+				Attributes: Attributes{ObjectType: "UsageBasedLineItem"}})
+		}
+	}
+	if out == nil {
+		out = []UsageBasedLineItem{}
+	}
+	return out
+}
+
+// AzureMeter is a meter of the CSP Azure rate card.
+type AzureMeter struct {
+	ID               string                     `json:"id"`
+	Name             string                     `json:"name"`
+	Rates            map[string]json.RawMessage `json:"rates"`
+	Tags             []string                   `json:"tags"`
+	Category         string                     `json:"category"`
+	Subcategory      string                     `json:"subcategory"`
+	Region           string                     `json:"region"`
+	Unit             string                     `json:"unit"`
+	IncludedQuantity json.RawMessage            `json:"includedQuantity"`
+	EffectiveDate    time.Time                  `json:"effectiveDate"`
+}
+
+// AzureRateCard is Partner Center's CSP Azure rate card.
+type AzureRateCard struct {
+	Currency      string            `json:"currency"`
+	IsTaxIncluded bool              `json:"isTaxIncluded"`
+	Locale        string            `json:"locale"`
+	Meters        []AzureMeter      `json:"meters"`
+	OfferTerms    []json.RawMessage `json:"offerTerms"`
+	Attributes    Attributes        `json:"attributes"`
+}
+
+// FromRateCard renders the price list in force as Partner Center's rate
+// card: the same meters, rates and dates as Microsoft.Commerce/RateCard.
+func FromRateCard(rc billing.RateCard) AzureRateCard {
+	out := AzureRateCard{Currency: rc.Currency, Locale: rc.Locale, Meters: []AzureMeter{}, OfferTerms: []json.RawMessage{}, Attributes: Attributes{ObjectType: "AzureRateCard"}}
+	for _, m := range rc.Meters {
+		out.Meters = append(out.Meters, AzureMeter{ID: m.MeterID, Name: m.MeterName, Rates: m.MeterRates, Tags: m.MeterTags, Category: m.MeterCategory,
+			Subcategory: m.MeterSubCategory, Region: m.MeterRegion, Unit: m.Unit, IncludedQuantity: m.IncludedQuantity, EffectiveDate: m.EffectiveDate})
+	}
+	return out
+}
