@@ -60,7 +60,9 @@ type hostileWorld struct {
 // caller's own draft, another partner's, and one that does not exist, each
 // a 404 (a draft is not an invoice yet; another's does not exist for it).
 func pcInvoiceTrio(w string, h *hostileWorld, path func(number string) string) trio {
-	nf := func(n string) *attempt { return &attempt{method: "GET", path: path(n), status: 404, code: "InvoiceNotFound"} }
+	nf := func(n string) *attempt {
+		return &attempt{method: "GET", path: path(n), status: 404, code: "InvoiceNotFound"}
+	}
 	mine := map[string]string{"operator": h.invoiceFabrikam, "partner": h.invoiceContoso, "provider": h.invoiceFabrikam, "reseller": h.invoiceFabrikam}
 	other := map[string]string{"partner": h.invoiceFabrikam, "provider": h.invoiceContoso, "reseller": h.invoiceContoso}
 	t := trio{in: nf(mine[w]), missing: nf("SB-209901-nobody")}
