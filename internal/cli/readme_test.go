@@ -71,6 +71,38 @@ func TestReadmeQuickstartRunsAsWritten(t *testing.T) {
 			t.Errorf("the quickstart's output lacks %q:\n%s", want, out)
 		}
 	}
+	// Then prices and bills, as Azure and Partner Center clients read them.
+	j := strings.Index(section, "## Prices and bills, as Azure and Partner Center clients read them")
+	if j < 0 {
+		t.Fatal("the README has no section on prices and bills")
+	}
+	prices := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(section[j:])
+	if prices == nil {
+		t.Fatal("the prices section has no sh block")
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "docs", "samples"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"price-list-legacy.xlsx", "price-list-azure-plan.xlsx"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "docs", "samples", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "docs", "samples", f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh = exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", strings.NewReplacer("go run ./cmd/stackbill", bin, "127.0.0.1:8080", addr).Replace(prices[1]))
+	sh.Dir, sh.Env = dir, os.Environ()
+	out, err = sh.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the prices section failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"6 kept", `"MeterRegion":"Azure Stack"`, `"objectType":"AzureRateCard"`, `"objectType":"Collection"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the prices section's output lacks %q:\n%s", want, out)
+		}
+	}
 	// The default period comes from the server.
 	list := exec.CommandContext(ctx, bin, "billing", "invoice", "list")
 	list.Dir, list.Env = dir, append(os.Environ(), "STACKBILL_URL=http://"+addr, "STACKBILL_OPERATOR_TOKEN=dev-operator")
