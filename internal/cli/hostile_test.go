@@ -709,6 +709,16 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 			return withOut(w, getA(q(partnerID[w]), 200, ""), func() *attempt { return getA(q(otherPartner[w]), 404, "PartnerNotFound") }, func() *attempt { return getA(q("nobody"), 404, "PartnerNotFound") })
 		}),
 		"Audit_List": partners(func(string) trio { return trio{in: getA("/v1/audit", 200, "")} }),
+		// Marketplace syndication is out of scope, for everyone alike.
+		"Products_List": partners(func(w string) trio {
+			return trio{in: getA(regsPath(mySub[w])+"/any/products?api-version=2017-06-01", 400, "MarketplaceSyndicationNotSupported")}
+		}),
+		"Products_Get": partners(func(w string) trio {
+			return trio{in: getA(regsPath(mySub[w])+"/any/products/p1?api-version=2017-06-01", 400, "MarketplaceSyndicationNotSupported")}
+		}),
+		"Products_ListDetails": partners(func(w string) trio {
+			return trio{in: at("POST", regsPath(mySub[w])+"/any/products/p1/listDetails?api-version=2017-06-01", "", 400, "MarketplaceSyndicationNotSupported")}
+		}),
 		// Partner Center's billing API. The world's invoices are this
 		// month's drafts, which Partner Center does not list as invoices:
 		// each partner's answers 404 as another's and a missing one do (the

@@ -465,3 +465,11 @@ func (s *Server) listOperations(w http.ResponseWriter, r *http.Request, _ auth.P
 	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
+
+// productsOutOfScope answers Microsoft.AzureStack's products operations
+// (Marketplace syndication: downloading Azure Marketplace items to a
+// stamp), which stackbill, a billing system, does not serve.
+func (s *Server) productsOutOfScope(w http.ResponseWriter, r *http.Request, p auth.Principal, params map[string]string) error {
+	return arm.Errorf(arm.Invalid, "MarketplaceSyndicationNotSupported",
+		"stackbill serves registration, customer subscriptions and billing of Microsoft.AzureStack; Marketplace syndication (registrations/%s/products) is out of its scope. Use the Azure Stack Hub administrator portal's Marketplace management against Azure.", params["registrationName"])
+}

@@ -45,6 +45,11 @@ func (s *Server) buildRoutes() []route {
 		r("CustomerSubscriptions_Get", "GET", cone, auth.Commerce, s.getCustomerSubscription),
 		r("CustomerSubscriptions_Create", "PUT", cone, auth.Commerce, s.putCustomerSubscription),
 		r("CustomerSubscriptions_Delete", "DELETE", cone, auth.Commerce, s.deleteCustomerSubscription),
+		// Marketplace syndication (products) is out of scope: a clear answer,
+		// not a 404 that reads like a missing registration.
+		r("Products_List", "GET", one+"/products", auth.Commerce, s.productsOutOfScope),
+		r("Products_Get", "GET", one+"/products/{productName}", auth.Commerce, s.productsOutOfScope),
+		r("Products_ListDetails", "POST", one+"/products/{productName}/listDetails", auth.Commerce, s.productsOutOfScope),
 
 		// Native API: the partner directory.
 		r("Directory_ListPartners", "GET", "v1/partners", auth.Commerce, s.listPartners),
