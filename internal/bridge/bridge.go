@@ -176,6 +176,12 @@ func toJWK(pub *rsa.PublicKey, kid string) JWK {
 // SignCheckpoint signs an audit checkpoint (package audit) with commerce's
 // key: RS256 over the message, base64url.
 func (s *Signer) SignCheckpoint(ctx context.Context, msg []byte) (string, string, error) {
+	return s.sign(ctx, msg)
+}
+
+// sign signs msg with commerce's key: RS256, base64url. What it signs
+// (checkpoints, cloud manifests) is verified with CheckpointVerifier.
+func (s *Signer) sign(ctx context.Context, msg []byte) (string, string, error) {
 	if err := s.load(ctx); err != nil {
 		return "", "", err
 	}

@@ -461,12 +461,15 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 	rows := map[string]map[string]trio{
 		"Health":          all(getA("/healthz", 200, "")),
 		"Activation_Keys": all(getA("/v1/activation/keys", 200, "")),
-		"Portal_Root":     all(getA("/", 200, "")), // redirected to the sign-in page
-		"Portal":          all(getA("/portal/login", 200, "")),
-		"Metrics":         {"operator": {in: getA("/metrics", 200, "")}, "stack-operator": {in: getA("/metrics", 200, "")}, "delegated": {in: getA("/metrics", 403, "AuthorizationFailed")}},
-		"Operations_List": authed(getA("/providers/Microsoft.AzureStack/operations"+v17, 200, "")),
-		"WhoAmI":          authed(getA("/v1/whoami", 200, "")),
-		"Meters_List":     authed(getA("/v1/meters", 200, "")),
+		// Commerce's signed cloud manifest is as public as its keys.
+		"CloudManifestFile_List": all(getA("/providers/Microsoft.AzureStack/cloudManifestFiles?api-version=2022-06-01", 200, "")),
+		"CloudManifestFile_Get":  all(getA("/providers/Microsoft.AzureStack/cloudManifestFiles/latest?api-version=2017-06-01", 200, "")),
+		"Portal_Root":            all(getA("/", 200, "")), // redirected to the sign-in page
+		"Portal":                 all(getA("/portal/login", 200, "")),
+		"Metrics":                {"operator": {in: getA("/metrics", 200, "")}, "stack-operator": {in: getA("/metrics", 200, "")}, "delegated": {in: getA("/metrics", 403, "AuthorizationFailed")}},
+		"Operations_List":        authed(getA("/providers/Microsoft.AzureStack/operations"+v17, 200, "")),
+		"WhoAmI":                 authed(getA("/v1/whoami", 200, "")),
+		"Meters_List":            authed(getA("/v1/meters", 200, "")),
 
 		// Microsoft.AzureStack.
 		"Registrations_ListBySubscription": partners(func(w string) trio {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -139,7 +140,9 @@ func commerceKeys(ctx context.Context, app *App, commerceURL, caFile string) (br
 		}
 		return keys, nil
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(commerceURL, "/")+"/v1/activation/keys", nil)
+	// The keys come from commerce's cloud manifest (Microsoft.AzureStack's
+	// cloudManifestFiles), signed with the key it carries.
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(commerceURL, "/")+"/providers/Microsoft.AzureStack/cloudManifestFiles?api-version=2022-06-01", nil)
 	if err != nil {
 		return bridge.JWKS{}, err
 	}
@@ -153,12 +156,16 @@ func commerceKeys(ctx context.Context, app *App, commerceURL, caFile string) (br
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return bridge.JWKS{}, fmt.Errorf("fetch commerce keys: %w", err)
+		return bridge.JWKS{}, fmt.Errorf("fetch commerce's cloud manifest: %w", err)
 	}
 	defer resp.Body.Close()
-	var keys bridge.JWKS
-	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&keys) != nil || len(keys.Keys) == 0 {
-		return bridge.JWKS{}, fmt.Errorf("fetch commerce keys from %s: status %d", commerceURL, resp.StatusCode)
+	var m bridge.CloudManifest
+	if resp.StatusCode != 200 || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&m) != nil {
+		return bridge.JWKS{}, fmt.Errorf("fetch commerce's cloud manifest from %s: status %d", commerceURL, resp.StatusCode)
+	}
+	keys, err := bridge.VerifyManifest(m)
+	if err != nil {
+		return bridge.JWKS{}, fmt.Errorf("commerce at %s: %w", commerceURL, err)
 	}
 	return keys, nil
 }

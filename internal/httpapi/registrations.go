@@ -473,3 +473,30 @@ func (s *Server) productsOutOfScope(w http.ResponseWriter, r *http.Request, p au
 	return arm.Errorf(arm.Invalid, "MarketplaceSyndicationNotSupported",
 		"stackbill serves registration, customer subscriptions and billing of Microsoft.AzureStack; Marketplace syndication (registrations/%s/products) is out of its scope. Use the Azure Stack Hub administrator portal's Marketplace management against Azure.", params["registrationName"])
 }
+
+// cloudManifest serves Microsoft.AzureStack's cloudManifestFiles: commerce's
+// endpoints and activation-key verification keys, signed. It is open to
+// anyone, as the keys are: a stack reads it before it holds a credential.
+// The version is the signing key's ID; versionCreationDate, when given,
+// must be a date.
+func (s *Server) cloudManifest(w http.ResponseWriter, r *http.Request, _ auth.Principal, params map[string]string) error {
+	if _, err := azureStackVersion(r); err != nil {
+		return err
+	}
+	if v := r.URL.Query().Get("versionCreationDate"); v != "" {
+		if _, err := time.Parse(time.RFC3339, v); err != nil {
+			if _, err := time.Parse("2006-01-02", v); err != nil {
+				return arm.InvalidRequest("versionCreationDate", "versionCreationDate '%s' is not a date.", v)
+			}
+		}
+	}
+	m, err := s.deps.Signer.Manifest(r.Context(), s.baseURL(r))
+	if err != nil {
+		return err
+	}
+	if v, ok := params["verificationVersion"]; ok && v != m.Name && v != "latest" {
+		return arm.Errorf(arm.NotFound, "CloudManifestFileNotFound", "There is no cloud manifest of version '%s'; the current version is %s.", v, m.Name)
+	}
+	WriteJSON(w, http.StatusOK, m)
+	return nil
+}

@@ -33,6 +33,8 @@ func (s *Server) buildRoutes() []route {
 
 		// Microsoft.AzureStack (ARM), api-versions 2017-06-01, 2020-06-01-preview, 2022-06-01.
 		r("Operations_List", "GET", "providers/Microsoft.AzureStack/operations", auth.Anyone, s.listOperations),
+		{name: "CloudManifestFile_List", method: "GET", pattern: arm.NewPattern("providers/Microsoft.AzureStack/cloudManifestFiles"), anon: true, service: "commerce", h: s.cloudManifest},
+		{name: "CloudManifestFile_Get", method: "GET", pattern: arm.NewPattern("providers/Microsoft.AzureStack/cloudManifestFiles/{verificationVersion}"), anon: true, service: "commerce", h: s.cloudManifest},
 		r("Registrations_ListBySubscription", "GET", "subscriptions/{subscriptionId}/providers/Microsoft.AzureStack/registrations", auth.Commerce, s.listRegistrations),
 		r("Registrations_List", "GET", reg, auth.Commerce, s.listRegistrations),
 		r("Registrations_Get", "GET", one, auth.Commerce, s.getRegistration),
