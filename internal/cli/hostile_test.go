@@ -712,6 +712,19 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 			return withOut(w, getA(q(partnerID[w]), 200, ""), func() *attempt { return getA(q(otherPartner[w]), 404, "PartnerNotFound") }, func() *attempt { return getA(q("nobody"), 404, "PartnerNotFound") })
 		}),
 		"Audit_List": partners(func(string) trio { return trio{in: getA("/v1/audit", 200, "")} }),
+		// A deployment license: the partner's own subscription; another's
+		// does not exist for it; a reseller owns none.
+		"DeploymentLicense_Create": partners(func(w string) trio {
+			q := func(sub string) string {
+				return "/subscriptions/" + sub + "/providers/Microsoft.AzureStack/generateDeploymentLicense?api-version=2022-06-01"
+			}
+			body := `{"verificationVersion":"latest"}`
+			missing := at("POST", q("99999999-0000-4000-8000-000000000009"), body, 404, "SubscriptionNotFound")
+			if w == "reseller" {
+				return trio{in: at("POST", q(mySub[w]), body, 404, "SubscriptionNotFound"), out: at("POST", q(theirSub[w]), body, 404, "SubscriptionNotFound"), missing: missing}
+			}
+			return withOut(w, at("POST", q(mySub[w]), body, 200, ""), func() *attempt { return at("POST", q(theirSub[w]), body, 404, "SubscriptionNotFound") }, func() *attempt { return missing })
+		}),
 		// Marketplace syndication is out of scope, for everyone alike.
 		"Products_List": partners(func(w string) trio {
 			return trio{in: getA(regsPath(mySub[w])+"/any/products?api-version=2017-06-01", 400, "MarketplaceSyndicationNotSupported")}

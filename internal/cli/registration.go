@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net/url"
@@ -54,9 +55,12 @@ type regView struct {
 }
 
 func runRegistration(ctx context.Context, env Env, args []string) error {
-	verb, rest, err := subcommand(args, "create", "update", "get", "list", "delete", "approve", "revoke-approval", "history", "enable-remote-management", "activation-key")
+	verb, rest, err := subcommand(args, "create", "update", "get", "list", "delete", "approve", "revoke-approval", "history", "enable-remote-management", "activation-key", "deployment-license")
 	if err != nil {
 		return err
+	}
+	if verb == "deployment-license" {
+		return deploymentLicense(ctx, env, rest)
 	}
 	fs := newFlags(env, "registration "+verb)
 	mk := clientFlags(fs, env)
@@ -341,4 +345,25 @@ func compactJSON(v any) string {
 		s = s[:117] + "..."
 	}
 	return s
+}
+
+// deploymentLicense asks commerce for a temporary deployment license
+// (generateDeploymentLicense) for a stack on the partner's subscription,
+// and prints it for the stack to verify (stackbill stack license).
+func deploymentLicense(ctx context.Context, env Env, args []string) error {
+	fs := newFlags(env, "registration deployment-license")
+	mk := clientFlags(fs, env)
+	sub := fs.String("subscription", "", "the partner's own (shared services or default) subscription that registers the stack")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *sub == "" {
+		return usagef("--subscription is required")
+	}
+	var out json.RawMessage
+	if _, err := mk().do(ctx, "POST", "/subscriptions/"+url.PathEscape(*sub)+"/providers/Microsoft.AzureStack/generateDeploymentLicense?api-version=2022-06-01",
+		map[string]string{"verificationVersion": "latest"}, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
 }

@@ -16,7 +16,7 @@ import (
 )
 
 func runStack(ctx context.Context, env Env, args []string) error {
-	verb, rest, err := subcommand(args, "info", "registration-token", "activate", "bridge")
+	verb, rest, err := subcommand(args, "info", "registration-token", "activate", "bridge", "license")
 	if err != nil {
 		return err
 	}
@@ -27,17 +27,22 @@ func runStack(ctx context.Context, env Env, args []string) error {
 	dbFlag := fs.String("db", defaultDB(env), "SQLite file path or postgres:// DSN")
 	var model, agreement, usageReporting, commerceURL, commerceCA, keyFile string
 	o := &output{format: "table"}
-	switch verb {
-	case "info":
+	if verb == "info" || verb == "license" {
 		o = outputFlag(fs)
+	}
+	switch verb {
 	case "registration-token":
 		fs.StringVar(&model, "billing-model", "", "PayAsYouUse, Capacity, Development or Custom")
 		fs.StringVar(&agreement, "agreement-number", "", "the EA agreement number (Capacity)")
 		fs.StringVar(&usageReporting, "usage-reporting", "", "true or false (default: the billing model's default)")
-	case "activate":
-		fs.StringVar(&commerceURL, "commerce-url", env.Getenv("STACKBILL_COMMERCE_URL"), "commerce's URL, to fetch the keys that sign activation keys (env STACKBILL_COMMERCE_URL); default: this installation's own commerce")
+	case "activate", "license":
+		fs.StringVar(&commerceURL, "commerce-url", env.Getenv("STACKBILL_COMMERCE_URL"), "commerce's URL, to fetch the keys that sign activation keys and licenses (env STACKBILL_COMMERCE_URL); default: this installation's own commerce")
 		fs.StringVar(&commerceCA, "commerce-ca", "", "PEM file of the CAs to trust for commerce's certificate (default: the system's roots)")
-		fs.StringVar(&keyFile, "key-file", "", "read the activation key from this file, or from stdin with -, so the secret stays off the command line and out of shell history")
+		what := "the activation key"
+		if verb == "license" {
+			what = "the deployment license (JSON, as stackbill registration deployment-license prints it)"
+		}
+		fs.StringVar(&keyFile, "key-file", "", "read "+what+" from this file, or from stdin with -, so the secret stays off the command line and out of shell history")
 	}
 	if err := parseFlags(fs, rest); err != nil {
 		return err
@@ -69,6 +74,29 @@ func runStack(ctx context.Context, env Env, args []string) error {
 		}
 		fmt.Fprintln(env.Stdout, tok)
 		return nil
+	case "license":
+		if keyFile == "" {
+			return usagef("usage: stackbill stack license [--commerce-url URL] --key-file FILE|-")
+		}
+		b, err := readFileArg(env, keyFile)
+		if err != nil {
+			return usagef("--key-file: %v", err)
+		}
+		var lic bridge.DeploymentLicense
+		if err := json.Unmarshal(b, &lic); err != nil {
+			return usagef("the license is not the JSON generateDeploymentLicense returns: %v", err)
+		}
+		keys, err := commerceKeys(ctx, app, commerceURL, commerceCA)
+		if err != nil {
+			return err
+		}
+		now := app.Clock.Now()
+		c, err := bridge.VerifyLicense(lic, keys, now)
+		if err != nil {
+			return err
+		}
+		return o.printFields(env, [][2]string{{"license", "valid"}, {"subscription", c.Subscription}, {"issuer", c.Issuer}, {"issued", c.IssuedAt.Format(time.RFC3339)},
+			{"expires", fmt.Sprintf("%s (in %s)", c.ExpiresAt.Format(time.RFC3339), c.ExpiresAt.Sub(now).Round(time.Hour))}, {"manifest version", c.Version}}, c)
 	case "activate":
 		var key string
 		switch {

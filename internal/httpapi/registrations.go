@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/registration"
 )
 
@@ -498,5 +500,58 @@ func (s *Server) cloudManifest(w http.ResponseWriter, r *http.Request, _ auth.Pr
 		return arm.Errorf(arm.NotFound, "CloudManifestFileNotFound", "There is no cloud manifest of version '%s'; the current version is %s.", v, m.Name)
 	}
 	WriteJSON(w, http.StatusOK, m)
+	return nil
+}
+
+// generateDeploymentLicense signs a temporary deployment license for a
+// stack on the subscription (api-version 2022-06-01 only, as the specs
+// define it). A partner asks for its own subscriptions (shared services or
+// default), the operator for any; an end customer's is refused, and one
+// outside the caller's scope answers as if it did not exist.
+func (s *Server) generateDeploymentLicense(w http.ResponseWriter, r *http.Request, p auth.Principal, params map[string]string) error {
+	if _, e := arm.CheckAPIVersion(r, "MissingApiVersionParameter", apiV2022); e != nil {
+		return e
+	}
+	var body struct {
+		VerificationVersion *string `json:"verificationVersion"`
+	}
+	if err := decodeInto(s, w, r, &body); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	m, err := s.deps.Signer.Manifest(ctx, s.baseURL(r))
+	if err != nil {
+		return err
+	}
+	switch {
+	case body.VerificationVersion == nil || *body.VerificationVersion == "":
+		return arm.InvalidRequest("verificationVersion", "verificationVersion is required: the cloud manifest version (cloudManifestFiles), currently %s.", m.Name)
+	case *body.VerificationVersion != m.Name && *body.VerificationVersion != "latest":
+		return arm.InvalidRequest("verificationVersion", "verificationVersion '%s' is not the cloud manifest's version, %s.", *body.VerificationVersion, m.Name)
+	}
+	sub, ok := arm.CanonicalGUID(params["subscriptionId"])
+	if !ok {
+		return arm.Errorf(arm.Invalid, "InvalidSubscriptionId", "The subscription identifier '%s' is not valid.", params["subscriptionId"])
+	}
+	notFound := arm.Errorf(arm.NotFound, "SubscriptionNotFound", "The subscription '%s' could not be found.", params["subscriptionId"])
+	rs, err := s.deps.Directory.Resolve(ctx, sub)
+	if errors.Is(err, directory.ErrNotFound) || arm.Is(err, arm.NotFound) {
+		return notFound
+	}
+	if err != nil {
+		return err
+	}
+	if p.Role != auth.RoleOperator && !(p.Role == auth.RolePartner && rs.RollsUpTo == p.PartnerID) {
+		return notFound
+	}
+	if rs.CustomerTenantID != "" {
+		return arm.Errorf(arm.Invalid, "InvalidSubscriptionForLicense",
+			"Subscription '%s' is an end customer's: deployment licenses are issued to the partner's own (shared services or default) subscription that registers the stack.", params["subscriptionId"])
+	}
+	lic, err := s.deps.Signer.License(ctx, strings.ToLower(sub), m.Properties.DeploymentData.Endpoints.CustomCloudArmEndpoint, s.deps.Clock.Now())
+	if err != nil {
+		return err
+	}
+	WriteJSON(w, http.StatusOK, lic)
 	return nil
 }

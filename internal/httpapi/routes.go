@@ -43,6 +43,7 @@ func (s *Server) buildRoutes() []route {
 		r("Registrations_Delete", "DELETE", one, auth.Commerce, s.deleteRegistration),
 		r("Registrations_GetActivationKey", "POST", one+"/getactivationkey", auth.Commerce, s.getActivationKey),
 		r("Registrations_EnableRemoteManagement", "POST", one+"/enableRemoteManagement", auth.Commerce, s.enableRemoteManagement),
+		r("DeploymentLicense_Create", "POST", "subscriptions/{subscriptionId}/providers/Microsoft.AzureStack/generateDeploymentLicense", auth.Commerce, s.generateDeploymentLicense),
 		r("CustomerSubscriptions_List", "GET", cs, auth.Commerce, s.listCustomerSubscriptions),
 		r("CustomerSubscriptions_Get", "GET", cone, auth.Commerce, s.getCustomerSubscription),
 		r("CustomerSubscriptions_Create", "PUT", cone, auth.Commerce, s.putCustomerSubscription),
