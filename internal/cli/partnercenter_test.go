@@ -228,6 +228,96 @@ func TestPartnerCenterBilling(t *testing.T) {
 		if shaped == 0 {
 			t.Error("no page of line items was compared with the documented example")
 		}
+		// Daily rated usage, billed and unbilled, a few rows a page by
+		// following next with its continuation token: it adds up to the
+		// invoice (and so to the reconciliation file) to the cent.
+		w.ingest(t, w.contoso, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), []usageRec{
+			{"local-adatum", W.Adatum.Tenant, simulate.MeterBaseVM, "7", W.Adatum.Subscription, "vm-dec"}})
+		daily := func(first string, number string) (money.Quantity, int) {
+			t.Helper()
+			sum, rows, token := money.Zero, 0, ""
+			path := first
+			for pages := 0; ; pages++ {
+				req, _ := http.NewRequest("GET", w.env.url+path, nil)
+				req.Header.Set("Authorization", "Bearer "+contoso)
+				if token != "" {
+					req.Header.Set("MS-ContinuationToken", token)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var buf bytes.Buffer
+				_, _ = buf.ReadFrom(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("GET %s: %d %.300s", path, resp.StatusCode, buf.String())
+				}
+				var p struct {
+					Items []struct {
+						BillingPreTaxTotal money.Quantity `json:"billingPreTaxTotal"`
+						InvoiceNumber      string         `json:"invoiceNumber"`
+					} `json:"items"`
+					Links struct {
+						Next *struct {
+							URI     string `json:"uri"`
+							Headers []struct{ Key, Value string }
+						} `json:"next"`
+					} `json:"links"`
+				}
+				if err := json.Unmarshal(buf.Bytes(), &p); err != nil {
+					t.Fatal(err)
+				}
+				if p.Links.Next != nil && pages == 0 {
+					checkShape(t, "lineitems-onetime-usage.json", buf.String())
+				}
+				for _, it := range p.Items {
+					sum, rows = sum.Add(it.BillingPreTaxTotal), rows+1
+					if number != "" && it.InvoiceNumber != number {
+						t.Errorf("a daily row of %s names invoice %q", number, it.InvoiceNumber)
+					}
+				}
+				if p.Links.Next == nil {
+					return sum, rows
+				}
+				if len(p.Links.Next.Headers) != 1 || p.Links.Next.Headers[0].Key != "MS-ContinuationToken" || !strings.Contains(p.Links.Next.URI, "seekOperation=Next") {
+					t.Fatalf("next link: %+v", p.Links.Next)
+				}
+				path, token = "/partnercenter/v1"+p.Links.Next.URI, p.Links.Next.Headers[0].Value
+				if pages > 500 {
+					t.Fatal("the pages do not end")
+				}
+			}
+		}
+		for _, number := range []string{"SB-202610-contoso", "SB-202611-contoso"} {
+			inv, err := bs.Invoice(ctx, w.op, number)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum, rows := daily("/partnercenter/v1/invoices/"+number+"/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&currencycode=usd&size=7", number)
+			if !sum.Equal(inv.Total) || rows == 0 {
+				t.Errorf("%s: %d daily rows add up to %s, the invoice to %s", number, rows, sum, inv.Total)
+			}
+		}
+		dec, err := bs.Invoice(ctx, w.op, "SB-202612-contoso")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum, rows := daily("/partnercenter/v1/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&currencycode=usd&period=current&size=1", ""); !sum.Equal(dec.Total) || rows == 0 {
+			t.Errorf("unbilled: %d rows adding up to %s, the draft %s", rows, sum, dec.Total)
+		}
+		for _, path := range []string{
+			"/partnercenter/v1/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&period=previous", // finalized: billed
+			"/partnercenter/v1/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&period=someday",
+			"/partnercenter/v1/invoices/SB-202610-contoso/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&currencycode=eur",
+			"/partnercenter/v1/invoices/SB-202610-contoso/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&seekOperation=Next",
+			"/partnercenter/v1/invoices/SB-202610-contoso/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&size=5000",
+		} {
+			call(contoso, path, http.StatusBadRequest)
+		}
+		call(fabrikam, "/partnercenter/v1/invoices/SB-202610-contoso/lineitems?provider=onetime&invoicelineitemtype=usagelineitems", http.StatusNotFound)
+		call(contoso, "/partnercenter/v1/invoices/SB-202612-contoso/lineitems?provider=onetime&invoicelineitemtype=usagelineitems", http.StatusNotFound)
+
 		// The query form answers the same as the path form.
 		byPath := call(contoso, "/partnercenter/v1/invoices/SB-202610-contoso/lineitems/Azure/BillingLineItems", http.StatusOK)
 		byQuery := call(contoso, "/partnercenter/v1/invoices/SB-202610-contoso/lineitems?provider=Azure&invoicelineitemtype=BillingLineItems", http.StatusOK)

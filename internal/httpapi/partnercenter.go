@@ -1,13 +1,21 @@
 package httpapi
 
 import (
+	"context"
+	"encoding/base64"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/partnercenter"
 )
 
@@ -79,8 +87,11 @@ func (s *Server) pcLineItems(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if provider == "" {
 		provider, kind = arm.QueryParam(r.URL.Query(), "provider"), arm.QueryParam(r.URL.Query(), "invoicelineitemtype")
 	}
+	if params["provider"] == "" && strings.EqualFold(provider, "onetime") && strings.EqualFold(kind, "usagelineitems") {
+		return s.pcDailyRatedUsage(w, r, p, params["id"])
+	}
 	if !strings.EqualFold(provider, "azure") {
-		return arm.InvalidRequest("provider", "Billing provider '%s' has no line items here: Azure Stack Hub usage is billed under provider Azure.", provider)
+		return arm.InvalidRequest("provider", "Billing provider '%s' has no line items here: Azure Stack Hub usage is billed under provider Azure (BillingLineItems), and its daily rated usage is provider onetime (usagelineitems).", provider)
 	}
 	if !strings.EqualFold(kind, "BillingLineItems") {
 		return arm.InvalidRequest("invoicelineitemtype", "Invoice line item type '%s' is not served: ask for BillingLineItems (the daily usage behind each line is in the reconciliation file).", kind)
@@ -120,5 +131,149 @@ func (s *Server) pcRateCard(w http.ResponseWriter, r *http.Request, p auth.Princ
 		return err
 	}
 	WriteJSON(w, http.StatusOK, partnercenter.FromRateCard(rc))
+	return nil
+}
+
+// pcSeekToken is a daily rated usage continuation: where the next page
+// starts in which file. It carries no authority: each page checks the
+// caller's access to the file again.
+type pcSeekToken struct {
+	Offset int    `json:"o"`
+	File   string `json:"f"`
+}
+
+// errPageFull stops a reconciliation file once a page has its rows.
+var errPageFull = errors.New("page full")
+
+// pcReconRows reads rows [offset, offset+n] of a partner's reconciliation
+// file for a period (one more than a page, to tell whether there are more),
+// stopping the file there.
+func (s *Server) pcReconRows(ctx context.Context, p auth.Principal, partner, period string, offset, n int) (header []string, rows [][]string, err error) {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := s.deps.Billing.Reconciliation(ctx, p, partner, period, pw, nil)
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	cr := csv.NewReader(pr)
+	cr.FieldsPerRecord = -1
+	header, err = cr.Read()
+	for i := 0; err == nil; i++ {
+		var rec []string
+		if rec, err = cr.Read(); err != nil {
+			break
+		}
+		if i >= offset {
+			rows = append(rows, rec)
+			if len(rows) > n {
+				break
+			}
+		}
+	}
+	pr.CloseWithError(errPageFull)
+	werr := <-done
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	if err == nil && werr != nil && !errors.Is(werr, errPageFull) && !errors.Is(werr, io.ErrClosedPipe) {
+		err = werr
+	}
+	if err != nil {
+		if werr != nil && !errors.Is(werr, errPageFull) {
+			return nil, nil, werr
+		}
+		return nil, nil, err
+	}
+	return header, rows, nil
+}
+
+// pcDailyRatedUsage serves daily rated usage (provider=onetime,
+// invoicelineitemtype=usagelineitems): billed for a finalized invoice's
+// number, unbilled for "unbilled" with period=current or previous; pages
+// follow with seekOperation=Next and the MS-ContinuationToken header.
+func (s *Server) pcDailyRatedUsage(w http.ResponseWriter, r *http.Request, p auth.Principal, id string) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	size := 2000
+	if v := arm.QueryParam(q, "size"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 2000 {
+			return arm.InvalidRequest("size", "size '%s' is not a page size between 1 and 2000.", v)
+		}
+		size = n
+	}
+	var partner, period, currency string
+	if strings.EqualFold(id, "unbilled") {
+		now := s.deps.Clock.Now()
+		switch strings.ToLower(arm.QueryParam(q, "period")) {
+		case "current":
+			period = clock.Period(now)
+		case "previous":
+			period = clock.Period(clock.MonthStart(now).Add(-time.Hour))
+		default:
+			return arm.InvalidRequest("period", "Unbilled daily rated usage needs period=current or period=previous.")
+		}
+		partner = p.PartnerID
+		if p.Role == auth.RoleOperator {
+			if partner = q.Get("partner"); partner == "" {
+				return arm.InvalidRequest("partner", "The operator names the partner whose unbilled usage to read: ?partner=.")
+			}
+		}
+		inv, err := s.deps.Billing.Invoice(ctx, p, "SB-"+strings.ReplaceAll(period, "-", "")+"-"+partner)
+		if err != nil {
+			return err
+		}
+		if inv.FinalizedAt != nil {
+			return arm.InvalidRequest("period", "Period %s is finalized: its usage is billed on invoice %s.", period, inv.Number)
+		}
+		currency = inv.Currency
+	} else {
+		inv, err := s.deps.Billing.Invoice(ctx, p, id)
+		if err != nil {
+			return err
+		}
+		if inv.FinalizedAt == nil {
+			return arm.Errorf(arm.NotFound, "InvoiceNotFound", "Invoice '%s' is a draft until its period is finalized; read its usage as unbilled.", id)
+		}
+		partner, period, currency = inv.PartnerID, inv.Period, inv.Currency
+	}
+	if c := arm.QueryParam(q, "currencycode"); c != "" && !strings.EqualFold(c, currency) {
+		return arm.InvalidRequest("currencycode", "This usage is billed in %s, not %s.", currency, strings.ToUpper(c))
+	}
+	file := partner + "/" + period
+	offset := 0
+	if strings.EqualFold(arm.QueryParam(q, "seekOperation"), "next") {
+		raw, err := base64.RawURLEncoding.DecodeString(r.Header.Get("MS-ContinuationToken"))
+		var tok pcSeekToken
+		if err != nil || json.Unmarshal(raw, &tok) != nil || tok.File != file || tok.Offset < 0 {
+			return arm.InvalidRequest("MS-ContinuationToken", "seekOperation=Next needs the MS-ContinuationToken of the previous page of this usage.")
+		}
+		offset = tok.Offset
+	}
+	header, rows, err := s.pcReconRows(ctx, p, partner, period, offset, size)
+	if err != nil {
+		return err
+	}
+	token := ""
+	if len(rows) > size {
+		rows = rows[:size]
+		b, _ := json.Marshal(pcSeekToken{Offset: offset + size, File: file})
+		token = base64.RawURLEncoding.EncodeToString(b)
+	}
+	items := make([]partnercenter.DailyRatedUsageLineItem, 0, len(rows))
+	for _, row := range rows {
+		it, err := partnercenter.DailyRatedUsage(header, row)
+		if err != nil {
+			return err
+		}
+		items = append(items, it)
+	}
+	self := "/invoices/" + id + "/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&currencycode=" + strings.ToLower(currency)
+	if strings.EqualFold(id, "unbilled") {
+		self += "&period=" + strings.ToLower(arm.QueryParam(q, "period"))
+	}
+	self += "&size=" + strconv.Itoa(size)
+	WriteJSON(w, http.StatusOK, partnercenter.SeekPage(items, self, self+"&seekOperation=Next", token))
 	return nil
 }

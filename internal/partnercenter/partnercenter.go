@@ -19,9 +19,16 @@ import (
 
 // Link is a Partner Center resource link.
 type Link struct {
-	URI     string   `json:"uri"`
-	Method  string   `json:"method"`
-	Headers []string `json:"headers"`
+	URI     string       `json:"uri"`
+	Method  string       `json:"method"`
+	Headers []LinkHeader `json:"headers"`
+}
+
+// LinkHeader is a header a client sends with a link: the continuation
+// token of a seek.
+type LinkHeader struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
 }
 
 // Links are a resource's or a collection's links; Next only while a
@@ -36,7 +43,7 @@ type Attributes struct {
 	ObjectType string `json:"objectType"`
 }
 
-func get(uri string) Link { return Link{URI: uri, Method: "GET", Headers: []string{}} }
+func get(uri string) Link { return Link{URI: uri, Method: "GET", Headers: []LinkHeader{}} }
 
 // Collection is a page of a resource collection.
 type Collection[T any] struct {
@@ -259,4 +266,116 @@ func FromRateCard(rc billing.RateCard) AzureRateCard {
 			Subcategory: m.MeterSubCategory, Region: m.MeterRegion, Unit: m.Unit, IncludedQuantity: m.IncludedQuantity, EffectiveDate: m.EffectiveDate})
 	}
 	return out
+}
+
+// DailyRatedUsageLineItem is a day of one resource's rated usage: the
+// reconciliation file's row in Partner Center's field names (its daily
+// rated usage API, provider=onetime, invoicelineitemtype=usagelineitems).
+type DailyRatedUsageLineItem struct {
+	PartnerID               string         `json:"partnerId"`
+	PartnerName             string         `json:"partnerName"`
+	CustomerID              string         `json:"customerId"`
+	CustomerName            string         `json:"customerName"`
+	CustomerDomainName      string         `json:"customerDomainName"`
+	InvoiceNumber           string         `json:"invoiceNumber"`
+	ProductID               string         `json:"productId"`
+	SkuID                   string         `json:"skuId"`
+	AvailabilityID          string         `json:"availabilityId"`
+	SkuName                 string         `json:"skuName"`
+	ProductName             string         `json:"productName"`
+	PublisherName           string         `json:"publisherName"`
+	PublisherID             string         `json:"publisherId"`
+	SubscriptionID          string         `json:"subscriptionId"`
+	SubscriptionDescription string         `json:"subscriptionDescription"`
+	ChargeStartDate         string         `json:"chargeStartDate"`
+	ChargeEndDate           string         `json:"chargeEndDate"`
+	UsageDate               string         `json:"usageDate"`
+	MeterType               string         `json:"meterType"`
+	MeterCategory           string         `json:"meterCategory"`
+	MeterID                 string         `json:"meterId"`
+	MeterSubCategory        string         `json:"meterSubCategory"`
+	MeterName               string         `json:"meterName"`
+	MeterRegion             string         `json:"meterRegion"`
+	UnitOfMeasure           string         `json:"unitOfMeasure"`
+	ResourceLocation        string         `json:"resourceLocation"`
+	ConsumedService         string         `json:"consumedService"`
+	ResourceGroup           string         `json:"resourceGroup"`
+	ResourceURI             string         `json:"resourceUri"`
+	Tags                    string         `json:"tags"`
+	AdditionalInfo          string         `json:"additionalInfo"`
+	ServiceInfo1            string         `json:"serviceInfo1"`
+	ServiceInfo2            string         `json:"serviceInfo2"`
+	CustomerCountry         string         `json:"customerCountry"`
+	MpnID                   string         `json:"mpnId"`
+	ResellerMpnID           string         `json:"resellerMpnId"`
+	ChargeType              string         `json:"chargeType"`
+	UnitPrice               money.Quantity `json:"unitPrice"`
+	Quantity                money.Quantity `json:"quantity"`
+	UnitType                string         `json:"unitType"`
+	BillingPreTaxTotal      money.Quantity `json:"billingPreTaxTotal"`
+	BillingCurrency         string         `json:"billingCurrency"`
+	PricingPreTaxTotal      money.Quantity `json:"pricingPreTaxTotal"`
+	PricingCurrency         string         `json:"pricingCurrency"`
+	InvoiceLineItemType     string         `json:"invoiceLineItemType"`
+	BillingProvider         string         `json:"billingProvider"`
+	Attributes              Attributes     `json:"attributes"`
+}
+
+// DailyRatedUsage reads one reconciliation file row (header names the
+// columns, billing.ReconColumns) as a daily rated usage line item.
+func DailyRatedUsage(header, row []string) (DailyRatedUsageLineItem, error) {
+	col := map[string]string{}
+	for i, h := range header {
+		if i < len(row) {
+			col[h] = row[i]
+		}
+	}
+	num := func(name string) (money.Quantity, error) {
+		if col[name] == "" {
+			return money.Zero, nil
+		}
+		return money.ParseQuantity(col[name])
+	}
+	price, err1 := num("UnitPrice")
+	qty, err2 := num("Quantity")
+	total, err3 := num("BillingPreTaxTotal")
+	for _, err := range []error{err1, err2, err3} {
+		if err != nil {
+			return DailyRatedUsageLineItem{}, err
+		}
+	}
+	uri := col["ResourceUri"]
+	group, service := "", ""
+	if i := strings.Index(strings.ToLower(uri), "/resourcegroups/"); i >= 0 {
+		group = strings.SplitN(uri[i+len("/resourceGroups/"):], "/", 2)[0]
+	}
+	if i := strings.Index(uri, "/providers/"); i >= 0 {
+		service = strings.SplitN(uri[i+len("/providers/"):], "/", 2)[0]
+	}
+	return DailyRatedUsageLineItem{PartnerID: col["PartnerId"], PartnerName: col["PartnerName"], CustomerID: col["CustomerId"], CustomerName: col["CustomerName"],
+		InvoiceNumber: col["InvoiceNumber"], SkuName: col["MeterName"], ProductName: col["MeterCategory"] + " " + col["MeterSubCategory"], PublisherName: "Microsoft",
+		SubscriptionID: col["SubscriptionId"], SubscriptionDescription: col["SubscriptionId"],
+		ChargeStartDate: col["ChargeStartDate"], ChargeEndDate: col["ChargeEndDate"], UsageDate: col["UsageDate"], MeterType: col["UnitOfMeasure"],
+		MeterCategory: col["MeterCategory"], MeterID: col["MeterId"], MeterSubCategory: col["MeterSubCategory"], MeterName: col["MeterName"], MeterRegion: col["MeterRegion"],
+		UnitOfMeasure: col["UnitOfMeasure"], ResourceLocation: col["ResourceLocation"], ConsumedService: service, ResourceGroup: group, ResourceURI: uri,
+		Tags: col["Tags"], AdditionalInfo: col["AdditionalInfo"], MpnID: col["MpnId"], ResellerMpnID: col["ResellerMpnId"], ChargeType: col["ChargeType"],
+		UnitPrice: price, Quantity: qty, UnitType: col["UnitOfMeasure"], BillingPreTaxTotal: total, BillingCurrency: col["BillingCurrency"],
+		PricingPreTaxTotal: total, PricingCurrency: col["BillingCurrency"], InvoiceLineItemType: "usage_line_items", BillingProvider: "azure",
+		Attributes: Attributes{ObjectType: "DailyRatedUsageLineItem"}}, nil
+}
+
+// SeekPage is a page of a seek collection: Partner Center's continuation,
+// where next carries the token a client sends back as MS-ContinuationToken
+// with seekOperation=Next.
+func SeekPage[T any](items []T, self string, next string, token string) Collection[T] {
+	c := Collection[T]{Items: items, TotalCount: len(items), Attributes: Attributes{ObjectType: "Collection"}, Links: Links{Self: get(self)}}
+	if c.Items == nil {
+		c.Items = []T{}
+	}
+	if token != "" {
+		l := get(next)
+		l.Headers = []LinkHeader{{Key: "MS-ContinuationToken", Value: token}}
+		c.Links.Next = &l
+	}
+	return c
 }
