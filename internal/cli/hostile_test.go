@@ -751,6 +751,17 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 		"PartnerCenter_LineItemsByPath": partners(func(w string) trio {
 			return pcInvoiceTrio(w, h, func(n string) string { return "/partnercenter/v1/invoices/" + n + "/lineitems/Azure/BillingLineItems" })
 		}),
+		"PartnerCenter_Utilization": partners(func(w string) trio {
+			q := func(c storetest.Customer) string {
+				return "/partnercenter/v1/customers/" + c.Tenant + "/subscriptions/" + c.Subscription + "/utilizations/azure?start_time=2026-01-01T00:00:00Z&end_time=2026-01-02T00:00:00Z"
+			}
+			mine := map[string]storetest.Customer{"operator": W.Relecloud, "partner": W.Adatum, "provider": W.Relecloud, "reseller": W.Proseware}
+			theirs := map[string]storetest.Customer{"partner": W.Relecloud, "provider": W.Adatum, "reseller": W.Relecloud}
+			missing := func() *attempt {
+				return getA(q(storetest.Customer{Tenant: W.Adatum.Tenant, Subscription: "99999999-0000-4000-8000-000000000009"}), 404, "SubscriptionNotFound")
+			}
+			return withOut(w, getA(q(mine[w]), 200, ""), func() *attempt { return getA(q(theirs[w]), 404, "SubscriptionNotFound") }, missing)
+		}),
 		"PartnerCenter_RateCard": {"operator": {in: getA("/partnercenter/v1/ratecards/azure?currency=USD", 200, "")},
 			"partner": {in: getA("/partnercenter/v1/ratecards/azure?currency=USD", 200, "")}, "provider": {in: getA("/partnercenter/v1/ratecards/azure?currency=USD", 200, "")},
 			"reseller": {in: getA("/partnercenter/v1/ratecards/azure?currency=USD", 403, "AuthorizationFailed")}},

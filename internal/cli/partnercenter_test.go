@@ -318,6 +318,93 @@ func TestPartnerCenterBilling(t *testing.T) {
 		call(fabrikam, "/partnercenter/v1/invoices/SB-202610-contoso/lineitems?provider=onetime&invoicelineitemtype=usagelineitems", http.StatusNotFound)
 		call(contoso, "/partnercenter/v1/invoices/SB-202612-contoso/lineitems?provider=onetime&invoicelineitemtype=usagelineitems", http.StatusNotFound)
 
+		// Utilization records: a customer's subscription's usage per meter and
+		// day, unrated; October's base VM hours are what October's invoice
+		// and November's late-usage line billed.
+		base := "9c23489b-c01c-5893-b898-412bd252b0db"
+		billedHours := money.Zero
+		for _, number := range []string{"SB-202610-contoso", "SB-202611-contoso"} {
+			inv, _ := bs.Invoice(ctx, w.op, number)
+			for _, sec := range inv.Sections {
+				for _, l := range sec.Lines {
+					if strings.EqualFold(l.MeterID, base) && l.SubscriptionID == W.Adatum.Subscription && l.UsagePeriod == "2026-10" {
+						billedHours = billedHours.Add(l.Quantity)
+					}
+				}
+			}
+		}
+		util := "/partnercenter/v1/customers/" + W.Adatum.Tenant + "/subscriptions/" + W.Adatum.Subscription + "/utilizations/azure"
+		hours, records, utilShaped := money.Zero, 0, false
+		next, token := util+"?start_time=2026-10-01T00:00:00Z&end_time=2026-10-31T23:59:59Z&size=4", ""
+		for pages := 0; next != ""; pages++ {
+			req, _ := http.NewRequest("GET", w.env.url+next, nil)
+			req.Header.Set("Authorization", "Bearer "+contoso)
+			if token != "" {
+				req.Header.Set("MS-ContinuationToken", token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			_, _ = buf.ReadFrom(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("utilization: %d %.300s", resp.StatusCode, buf.String())
+			}
+			if !utilShaped {
+				checkShape(t, "utilizations-azure.json", buf.String())
+				utilShaped = true
+			}
+			var p struct {
+				Items []struct {
+					Resource struct{ ID string } `json:"resource"`
+					Quantity money.Quantity      `json:"quantity"`
+				} `json:"items"`
+				Links struct {
+					Next *struct {
+						URI     string `json:"uri"`
+						Headers []struct{ Key, Value string }
+					} `json:"next"`
+				} `json:"links"`
+			}
+			if err := json.Unmarshal(buf.Bytes(), &p); err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range p.Items {
+				records++
+				if strings.EqualFold(it.Resource.ID, base) {
+					hours = hours.Add(it.Quantity)
+				}
+			}
+			next, token = "", ""
+			if p.Links.Next != nil {
+				next, token = "/partnercenter/v1"+p.Links.Next.URI, p.Links.Next.Headers[0].Value
+			}
+			if pages > 1000 {
+				t.Fatal("the pages do not end")
+			}
+		}
+		if records == 0 || !hours.Equal(billedHours) || billedHours.IsZero() {
+			t.Errorf("Adatum's October base VM hours: %s in %d utilization records, %s billed", hours, records, billedHours)
+		}
+		// Until the range's last hour has reached commerce: 204 and when to
+		// come back.
+		resp, _ := w.env.raw("GET", util+"?start_time=2026-12-01T00:00:00Z&end_time=2026-12-31T00:00:00Z", contoso, "", nil)
+		if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("a range not yet complete: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+		octRange := "?start_time=2026-10-01T00:00:00Z&end_time=2026-10-02T00:00:00Z"
+		call(fabrikam, util+octRange, http.StatusNotFound)
+		call(contoso, "/partnercenter/v1/customers/"+W.Litware.Tenant+"/subscriptions/"+W.Adatum.Subscription+"/utilizations/azure"+octRange, http.StatusNotFound)
+		call(w.env.tokens["tailspin"], "/partnercenter/v1/customers/"+W.Proseware.Tenant+"/subscriptions/"+W.Proseware.Subscription+"/utilizations/azure"+octRange, http.StatusOK)
+		call(w.env.tokens["tailspin"], "/partnercenter/v1/customers/"+W.Relecloud.Tenant+"/subscriptions/"+W.Relecloud.Subscription+"/utilizations/azure"+octRange, http.StatusNotFound)
+		for _, q := range []string{"", "?start_time=2026-10-01", "?start_time=2026-10-02T00:00:00Z&end_time=2026-10-01T00:00:00Z",
+			octRange + "&granularity=weekly", octRange + "&show_details=maybe", octRange + "&size=5000", "?start_time=2026-01-01T00:00:00Z&end_time=2026-10-01T00:00:00Z",
+			octRange + "&seekOperation=Next"} {
+			call(contoso, util+q, http.StatusBadRequest)
+		}
+
 		// The query form answers the same as the path form.
 		byPath := call(contoso, "/partnercenter/v1/invoices/SB-202610-contoso/lineitems/Azure/BillingLineItems", http.StatusOK)
 		byQuery := call(contoso, "/partnercenter/v1/invoices/SB-202610-contoso/lineitems?provider=Azure&invoicelineitemtype=BillingLineItems", http.StatusOK)

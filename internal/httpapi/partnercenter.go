@@ -16,6 +16,7 @@ import (
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/partnercenter"
 )
 
@@ -274,6 +275,146 @@ func (s *Server) pcDailyRatedUsage(w http.ResponseWriter, r *http.Request, p aut
 		self += "&period=" + strings.ToLower(arm.QueryParam(q, "period"))
 	}
 	self += "&size=" + strconv.Itoa(size)
+	WriteJSON(w, http.StatusOK, partnercenter.SeekPage(items, self, self+"&seekOperation=Next", token))
+	return nil
+}
+
+// utilizationReadyAfter is how long after an hour ends its usage is
+// complete in commerce: the stack forwards an hour once it has closed and
+// its grace passed, within the bridge's cycle.
+const utilizationReadyAfter = 15 * time.Minute
+
+// pcUtilization serves Partner Center's Azure utilization records for a
+// customer's subscription: usage per meter per hour or day, unrated, with
+// each resource instance when show_details is true (the default). Ranges
+// are by usage time. Until the range's last hour has reached commerce the
+// answer is 204 with Retry-After, as Partner Center answers while its data
+// is not ready.
+func (s *Server) pcUtilization(w http.ResponseWriter, r *http.Request, p auth.Principal, params map[string]string) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	parse := func(name string) (time.Time, error) {
+		v := arm.QueryParam(q, name)
+		if v == "" {
+			return time.Time{}, arm.InvalidRequest(name, "%s is required (a date-time with its UTC offset).", name)
+		}
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return time.Time{}, arm.InvalidRequest(name, "%s '%s' is not a date-time with its UTC offset, such as 2026-11-01T00:00:00Z.", name, v)
+		}
+		return t.UTC(), nil
+	}
+	from, err := parse("start_time")
+	if err != nil {
+		return err
+	}
+	to, err := parse("end_time")
+	if err != nil {
+		return err
+	}
+	hourly := false
+	switch g := strings.ToLower(arm.QueryParam(q, "granularity")); g {
+	case "", "daily":
+	case "hourly":
+		hourly = true
+	default:
+		return arm.InvalidRequest("granularity", "granularity '%s' is not daily or hourly.", g)
+	}
+	step := 24 * time.Hour
+	if hourly {
+		from, to, step = clock.HourStart(from), clock.HourStart(to.Add(time.Hour-time.Microsecond)), time.Hour
+	} else {
+		from, to = clock.DayStart(from), clock.DayStart(to.Add(24*time.Hour-time.Microsecond))
+	}
+	switch {
+	case !to.After(from):
+		return arm.InvalidRequest("end_time", "end_time must be after start_time.")
+	case to.Sub(from) > 90*24*time.Hour:
+		return arm.InvalidRequest("end_time", "Ask for at most 90 days at a time.")
+	}
+	details := true
+	if v := arm.QueryParam(q, "show_details"); v != "" {
+		if details, err = strconv.ParseBool(v); err != nil {
+			return arm.InvalidRequest("show_details", "show_details '%s' is not true or false.", v)
+		}
+	}
+	size := 1000
+	if v := arm.QueryParam(q, "size"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return arm.InvalidRequest("size", "size '%s' is not a page size between 1 and 1000.", v)
+		}
+		size = n
+	}
+	// The subscription must be the customer's, among those the caller sees.
+	tenant, _ := arm.CanonicalGUID(params["tenantId"])
+	sub, _ := arm.CanonicalGUID(params["subscriptionId"])
+	subs, err := s.deps.Directory.ListSubscriptions(ctx, p)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, x := range subs {
+		found = found || (strings.EqualFold(x.ID, sub) && sub != "" && strings.EqualFold(x.CustomerTenantID, tenant) && tenant != "")
+	}
+	if !found {
+		return arm.Errorf(arm.NotFound, "SubscriptionNotFound", "Customer '%s' has no subscription '%s' among yours.", params["tenantId"], params["subscriptionId"])
+	}
+	if ready := to.Add(utilizationReadyAfter); s.deps.Clock.Now().Before(ready) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(ready.Sub(s.deps.Clock.Now())/time.Second)+1))
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	offset := 0
+	file := strings.ToLower(sub) + "|" + from.Format(time.RFC3339) + "|" + to.Format(time.RFC3339) + "|" + strconv.FormatBool(hourly) + strconv.FormatBool(details)
+	if strings.EqualFold(arm.QueryParam(q, "seekOperation"), "next") {
+		raw, err := base64.RawURLEncoding.DecodeString(r.Header.Get("MS-ContinuationToken"))
+		var tok pcSeekToken
+		if err != nil || json.Unmarshal(raw, &tok) != nil || tok.File != file || tok.Offset < 0 {
+			return arm.InvalidRequest("MS-ContinuationToken", "seekOperation=Next needs the MS-ContinuationToken of the previous page of these records.")
+		}
+		offset = tok.Offset
+	}
+	rows, err := s.deps.Ledger.Utilization(ctx, strings.ToLower(sub), from, to, hourly, details)
+	if errors.Is(err, ledger.ErrTooManyRecords) {
+		return arm.InvalidRequest("end_time", "The range holds more records than one request reads; ask for a shorter range.")
+	}
+	if err != nil {
+		return err
+	}
+	if offset > len(rows) {
+		offset = len(rows)
+	}
+	page := rows[offset:min(len(rows), offset+size)]
+	token := ""
+	if offset+size < len(rows) {
+		b, _ := json.Marshal(pcSeekToken{Offset: offset + size, File: file})
+		token = base64.RawURLEncoding.EncodeToString(b)
+	}
+	items := make([]partnercenter.AzureUtilizationRecord, 0, len(page))
+	for _, row := range page {
+		res, unit := partnercenter.AzureResource{ID: row.Meter, Region: "Azure Stack"}, ""
+		if row.Local {
+			if m, ok := s.deps.Meters.Lookup(ctx, row.Meter); ok {
+				res.Name, res.Category, unit = m.Name, m.Category, m.Unit
+			}
+		} else if m, ok, err := s.deps.BillingMap.Billing(ctx, row.Meter, row.Start); err == nil && ok {
+			res.Name, res.Category, res.Subcategory, unit = m.Name, m.Category, m.SubCategory, m.Unit
+		}
+		var inst *partnercenter.AzureInstanceData
+		if details {
+			inst = &partnercenter.AzureInstanceData{ResourceURI: row.ResourceURI, Location: row.Location, AdditionalInfo: map[string]string{
+				"azureStack.MeterId": row.LocalMeter, "azureStack.SubscriptionId": row.LocalSubscription, "azureStack.Location": row.Location,
+				"azureStack.EventDateTime": row.Start.Format("01/02/2006 15:04:05")}}
+			var tags map[string]string
+			if json.Unmarshal([]byte(row.Tags), &tags) == nil && len(tags) > 0 {
+				inst.Tags = tags
+			}
+		}
+		items = append(items, partnercenter.Utilization(row.Start, row.Start.Add(step), res, row.Quantity, unit, inst))
+	}
+	self := "/customers/" + params["tenantId"] + "/subscriptions/" + params["subscriptionId"] + "/utilizations/azure?start_time=" + from.Format(time.RFC3339) +
+		"&end_time=" + to.Format(time.RFC3339) + "&granularity=" + map[bool]string{true: "hourly", false: "daily"}[hourly] + "&show_details=" + strconv.FormatBool(details) + "&size=" + strconv.Itoa(size)
 	WriteJSON(w, http.StatusOK, partnercenter.SeekPage(items, self, self+"&seekOperation=Next", token))
 	return nil
 }

@@ -108,6 +108,7 @@ func (s *Server) buildRoutes() []route {
 		r("PartnerCenter_LineItems", "GET", "partnercenter/v1/invoices/{id}/lineitems", auth.Commerce, s.pcLineItems),
 		r("PartnerCenter_LineItemsByPath", "GET", "partnercenter/v1/invoices/{id}/lineitems/{provider}/{type}", auth.Commerce, s.pcLineItems),
 		r("PartnerCenter_RateCard", "GET", "partnercenter/v1/ratecards/azure", auth.Commerce, s.pcRateCard),
+		r("PartnerCenter_Utilization", "GET", "partnercenter/v1/customers/{tenantId}/subscriptions/{subscriptionId}/utilizations/azure", auth.Commerce, s.pcUtilization),
 
 		// The audit log, each partner's part of it.
 		r("Audit_List", "GET", "v1/audit", auth.Commerce, s.listAudit),

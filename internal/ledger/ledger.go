@@ -11,8 +11,10 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"log/slog"
 	"math"
+	"sort"
 	"time"
 
 	"github.com/stackbill/stackbill/internal/clock"
@@ -238,3 +240,102 @@ func (l *Ledger) HourRecords(ctx context.Context, subscription, meter string, lo
 	}
 	return out, false, nil
 }
+
+// UtilizationRow is a subscription's usage of one meter in one bucket (an
+// hour or a day), per resource when asked: what Partner Center's Azure
+// utilization API lists.
+type UtilizationRow struct {
+	Start       time.Time
+	Meter       string // the billing meter, or the local meter key when Local
+	Local       bool
+	ResourceURI string
+	// LocalMeter and LocalSubscription are the stack's meter key and user
+	// subscription of the resource (with details).
+	LocalMeter, LocalSubscription string
+	Location                      string
+	Tags                          string
+	Quantity                      money.Quantity // in the billing meter's unit (the local one's when Local)
+}
+
+// maxUtilizationRecords bounds the records one utilization read sums: a
+// caller asks for a shorter range instead.
+const maxUtilizationRecords = 2_000_000
+
+// Utilization sums subscription's forwarded records in [from, to) per
+// bucket (hours, or days) and meter, and per resource when details is set,
+// in bucket, meter and resource order.
+func (l *Ledger) Utilization(ctx context.Context, subscription string, from, to time.Time, hourly, details bool) ([]UtilizationRow, error) {
+	if err := l.Settle(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := l.db.QueryContext(ctx, `SELECT usage_hour_us, billing_meter_id, local_meter_key, local_subscription_id, resource_uri, location, tags, quantity, billing_quantity
+		FROM commerce_usage WHERE charged_subscription_id = ? AND usage_hour_us >= ? AND usage_hour_us < ? AND usage_day_us >= ? AND usage_day_us <= ?
+		LIMIT ?`,
+		subscription, clock.Micros(from), clock.Micros(to), clock.Micros(clock.DayStart(from)), clock.Micros(clock.DayStart(to.Add(-time.Microsecond))), maxUtilizationRecords+1)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	type key struct {
+		start                    int64
+		meter, uri, lmeter, lsub string
+		local                    bool
+	}
+	sums := map[key]*UtilizationRow{}
+	n := 0
+	for rows.Next() {
+		n++
+		if n > maxUtilizationRecords {
+			return nil, ErrTooManyRecords
+		}
+		var hour int64
+		var bm, lm, lsub, uri, loc, tags string
+		var q, bq money.Quantity
+		if err := rows.Scan(&hour, &bm, &lm, &lsub, &uri, &loc, &tags, &q, &bq); err != nil {
+			return nil, err
+		}
+		start := clock.FromMicros(hour)
+		if !hourly {
+			start = clock.DayStart(start)
+		}
+		k := key{start: clock.Micros(start), meter: bm, local: bm == ""}
+		qty := bq
+		if k.local {
+			k.meter, qty = lm, q
+		}
+		if details {
+			k.uri, k.lmeter, k.lsub = uri, lm, lsub
+		}
+		r := sums[k]
+		if r == nil {
+			r = &UtilizationRow{Start: start, Meter: k.meter, Local: k.local, ResourceURI: k.uri, LocalMeter: k.lmeter, LocalSubscription: k.lsub, Quantity: money.Zero}
+			if details {
+				r.Location, r.Tags = loc, tags
+			}
+			sums[k] = r
+		}
+		r.Quantity = r.Quantity.Add(qty)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]UtilizationRow, 0, len(sums))
+	for _, r := range sums {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if !a.Start.Equal(b.Start) {
+			return a.Start.Before(b.Start)
+		}
+		if a.Meter != b.Meter {
+			return a.Meter < b.Meter
+		}
+		return a.ResourceURI < b.ResourceURI
+	})
+	return out, nil
+}
+
+// ErrTooManyRecords is a read that would sum more records than one request
+// may: ask for a shorter range.
+var ErrTooManyRecords = errors.New("too many records for one request")

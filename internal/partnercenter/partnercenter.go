@@ -379,3 +379,42 @@ func SeekPage[T any](items []T, self string, next string, token string) Collecti
 	}
 	return c
 }
+
+// AzureResource is the meter a utilization record is of.
+type AzureResource struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Category    string `json:"category"`
+	Subcategory string `json:"subcategory"`
+	Region      string `json:"region"`
+}
+
+// AzureInstanceData is a utilization record's resource instance.
+type AzureInstanceData struct {
+	ResourceURI    string            `json:"resourceUri"`
+	Location       string            `json:"location"`
+	PartNumber     string            `json:"partNumber"`
+	OrderNumber    string            `json:"orderNumber"`
+	Tags           map[string]string `json:"tags,omitempty"`
+	AdditionalInfo map[string]string `json:"additionalInfo"`
+}
+
+// AzureUtilizationRecord is a subscription's usage of a meter in an hour or
+// a day (Partner Center's Azure utilization API), unrated.
+type AzureUtilizationRecord struct {
+	UsageStartTime string             `json:"usageStartTime"`
+	UsageEndTime   string             `json:"usageEndTime"`
+	Resource       AzureResource      `json:"resource"`
+	Quantity       money.Quantity     `json:"quantity"`
+	Unit           string             `json:"unit"`
+	InfoFields     map[string]string  `json:"infoFields"`
+	InstanceData   *AzureInstanceData `json:"instanceData,omitempty"`
+	Attributes     Attributes         `json:"attributes"`
+}
+
+// Utilization renders one bucket of a meter's usage; instance is nil
+// without details.
+func Utilization(start, end time.Time, res AzureResource, qty money.Quantity, unit string, instance *AzureInstanceData) AzureUtilizationRecord {
+	return AzureUtilizationRecord{UsageStartTime: start.UTC().Format(time.RFC3339), UsageEndTime: end.UTC().Format(time.RFC3339), Resource: res, Quantity: qty, Unit: unit,
+		InfoFields: map[string]string{}, InstanceData: instance, Attributes: Attributes{ObjectType: "AzureUtilizationRecord"}}
+}
