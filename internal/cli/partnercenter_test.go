@@ -318,6 +318,47 @@ func TestPartnerCenterBilling(t *testing.T) {
 		call(fabrikam, "/partnercenter/v1/invoices/SB-202610-contoso/lineitems?provider=onetime&invoicelineitemtype=usagelineitems", http.StatusNotFound)
 		call(contoso, "/partnercenter/v1/invoices/SB-202612-contoso/lineitems?provider=onetime&invoicelineitemtype=usagelineitems", http.StatusNotFound)
 
+		// Usage line items: the invoice's usage per subscription, meter and day,
+		// which adds up to its billing line items' quantities.
+		checkShape(t, "lineitems-azure-usage.json", call(contoso, "/partnercenter/v1/invoices/SB-202610-contoso/lineitems/Azure/UsageLineItems?size=2", http.StatusOK))
+		type subMeter struct{ sub, meter string }
+		sumOf := func(path string) map[subMeter]money.Quantity {
+			var p struct {
+				Items []struct {
+					SubscriptionID   string         `json:"subscriptionId"`
+					ResourceGUID     string         `json:"resourceGuid"`
+					Unit             string         `json:"unit"`
+					ConsumedQuantity money.Quantity `json:"consumedQuantity"`
+				} `json:"items"`
+			}
+			if err := json.Unmarshal([]byte(call(contoso, path, http.StatusOK)), &p); err != nil {
+				t.Fatal(err)
+			}
+			out := map[subMeter]money.Quantity{}
+			for _, it := range p.Items {
+				if it.Unit != "1 Hour" {
+					continue
+				}
+				k := subMeter{strings.ToLower(it.SubscriptionID), strings.ToLower(it.ResourceGUID)}
+				if q, ok := out[k]; ok {
+					out[k] = q.Add(it.ConsumedQuantity)
+				} else {
+					out[k] = it.ConsumedQuantity
+				}
+			}
+			return out
+		}
+		daySums := sumOf("/partnercenter/v1/invoices/SB-202610-contoso/lineitems/Azure/UsageLineItems?size=2000")
+		lineSums := sumOf("/partnercenter/v1/invoices/SB-202610-contoso/lineitems/Azure/BillingLineItems?size=2000")
+		if len(lineSums) == 0 || len(daySums) != len(lineSums) {
+			t.Errorf("usage line items cover %d subscription meters, billing line items %d", len(daySums), len(lineSums))
+		}
+		for k, q := range lineSums {
+			if !daySums[k].Equal(q) {
+				t.Errorf("%v: the usage line items add up to %s, the billing line items to %s", k, daySums[k], q)
+			}
+		}
+
 		// Utilization records: a customer's subscription's usage per meter and
 		// day, unrated; October's base VM hours are what October's invoice
 		// and November's late-usage line billed.

@@ -94,8 +94,9 @@ func (s *Server) pcLineItems(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if !strings.EqualFold(provider, "azure") {
 		return arm.InvalidRequest("provider", "Billing provider '%s' has no line items here: Azure Stack Hub usage is billed under provider Azure (BillingLineItems), and its daily rated usage is provider onetime (usagelineitems).", provider)
 	}
-	if !strings.EqualFold(kind, "BillingLineItems") {
-		return arm.InvalidRequest("invoicelineitemtype", "Invoice line item type '%s' is not served: ask for BillingLineItems (the daily usage behind each line is in the reconciliation file).", kind)
+	usage := strings.EqualFold(kind, "UsageLineItems")
+	if !usage && !strings.EqualFold(kind, "BillingLineItems") {
+		return arm.InvalidRequest("invoicelineitemtype", "Invoice line item type '%s' is not one of BillingLineItems and UsageLineItems.", kind)
 	}
 	size, offset, err := pcPage(r, 1000)
 	if err != nil {
@@ -108,6 +109,16 @@ func (s *Server) pcLineItems(w http.ResponseWriter, r *http.Request, p auth.Prin
 	inv, err := s.deps.Billing.Invoice(r.Context(), p, id)
 	if err != nil {
 		return err
+	}
+	if usage {
+		// The invoice's usage day by day: its reconciliation file summed per
+		// subscription, meter and day.
+		var d partnercenter.DailyUsage
+		if err := s.pcReconEach(r.Context(), p, inv.PartnerID, inv.Period, d.Add); err != nil {
+			return err
+		}
+		WriteJSON(w, http.StatusOK, partnercenter.Page(d.Items, "/invoices/"+id+"/lineitems/Azure/UsageLineItems", size, offset))
+		return nil
 	}
 	WriteJSON(w, http.StatusOK, partnercenter.Page(partnercenter.BillingLineItems(inv), "/invoices/"+id+"/lineitems/Azure/BillingLineItems", size, offset))
 	return nil
@@ -146,10 +157,10 @@ type pcSeekToken struct {
 // errPageFull stops a reconciliation file once a page has its rows.
 var errPageFull = errors.New("page full")
 
-// pcReconRows reads rows [offset, offset+n] of a partner's reconciliation
-// file for a period (one more than a page, to tell whether there are more),
-// stopping the file there.
-func (s *Server) pcReconRows(ctx context.Context, p auth.Principal, partner, period string, offset, n int) (header []string, rows [][]string, err error) {
+// pcReconEach streams a partner's reconciliation file for a period to fn,
+// row by row, under the file's header; fn returns errPageFull to stop the
+// file there.
+func (s *Server) pcReconEach(ctx context.Context, p auth.Principal, partner, period string, fn func(header, row []string) error) error {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
@@ -159,34 +170,46 @@ func (s *Server) pcReconRows(ctx context.Context, p auth.Principal, partner, per
 	}()
 	cr := csv.NewReader(pr)
 	cr.FieldsPerRecord = -1
-	header, err = cr.Read()
-	for i := 0; err == nil; i++ {
+	header, err := cr.Read()
+	for err == nil {
 		var rec []string
-		if rec, err = cr.Read(); err != nil {
-			break
-		}
-		if i >= offset {
-			rows = append(rows, rec)
-			if len(rows) > n {
-				break
-			}
+		if rec, err = cr.Read(); err == nil {
+			err = fn(header, rec)
 		}
 	}
 	pr.CloseWithError(errPageFull)
 	werr := <-done
-	if errors.Is(err, io.EOF) {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, errPageFull):
 		err = nil
+	case werr != nil && !errors.Is(werr, errPageFull) && !errors.Is(werr, io.ErrClosedPipe):
+		// The file's own error (a refusal, a failure) explains what the
+		// reader saw.
+		return werr
 	}
 	if err == nil && werr != nil && !errors.Is(werr, errPageFull) && !errors.Is(werr, io.ErrClosedPipe) {
 		err = werr
 	}
-	if err != nil {
-		if werr != nil && !errors.Is(werr, errPageFull) {
-			return nil, nil, werr
+	return err
+}
+
+// pcReconRows reads rows [offset, offset+n] of a partner's reconciliation
+// file for a period (one more than a page, to tell whether there are more),
+// stopping the file there.
+func (s *Server) pcReconRows(ctx context.Context, p auth.Principal, partner, period string, offset, n int) (header []string, rows [][]string, err error) {
+	i := 0
+	err = s.pcReconEach(ctx, p, partner, period, func(h, rec []string) error {
+		header = h
+		if i >= offset {
+			rows = append(rows, rec)
+			if len(rows) > n {
+				return errPageFull
+			}
 		}
-		return nil, nil, err
-	}
-	return header, rows, nil
+		i++
+		return nil
+	})
+	return header, rows, err
 }
 
 // pcDailyRatedUsage serves daily rated usage (provider=onetime,

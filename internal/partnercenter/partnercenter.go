@@ -418,3 +418,68 @@ func Utilization(start, end time.Time, res AzureResource, qty money.Quantity, un
 	return AzureUtilizationRecord{UsageStartTime: start.UTC().Format(time.RFC3339), UsageEndTime: end.UTC().Format(time.RFC3339), Resource: res, Quantity: qty, Unit: unit,
 		InfoFields: map[string]string{}, InstanceData: instance, Attributes: Attributes{ObjectType: "AzureUtilizationRecord"}}
 }
+
+// DailyUsageLineItem is a day of one subscription's usage of one meter on a
+// legacy usage-based invoice (invoicelineitemtype UsageLineItems).
+type DailyUsageLineItem struct {
+	CustomerBillableAccount  string          `json:"customerBillableAccount"`
+	UsageDate                string          `json:"usageDate"`
+	InvoiceLineItemType      string          `json:"invoiceLineItemType"`
+	PartnerID                string          `json:"partnerId"`
+	PartnerName              string          `json:"partnerName"`
+	PartnerBillableAccountID string          `json:"partnerBillableAccountId"`
+	CustomerID               string          `json:"customerId"`
+	DomainName               string          `json:"domainName"`
+	CustomerCompanyName      string          `json:"customerCompanyName"`
+	MpnID                    json.RawMessage `json:"mpnId"`
+	Tier2MpnID               json.RawMessage `json:"tier2MpnId"`
+	InvoiceNumber            string          `json:"invoiceNumber"`
+	SubscriptionID           string          `json:"subscriptionId"`
+	SubscriptionName         string          `json:"subscriptionName"`
+	SubscriptionDescription  string          `json:"subscriptionDescription"`
+	BillingCycleType         string          `json:"billingCycleType"`
+	OrderID                  string          `json:"orderId"`
+	ServiceName              string          `json:"serviceName"`
+	ServiceType              string          `json:"serviceType"`
+	ResourceGUID             string          `json:"resourceGuid"`
+	ResourceName             string          `json:"resourceName"`
+	Region                   string          `json:"region"`
+	ConsumedQuantity         money.Quantity  `json:"consumedQuantity"`
+	ChargeStartDate          string          `json:"chargeStartDate"`
+	ChargeEndDate            string          `json:"chargeEndDate"`
+	Unit                     string          `json:"unit"`
+	BillingProvider          string          `json:"billingProvider"`
+	Attributes               Attributes      `json:"attributes"`
+}
+
+// DailyUsage sums daily rated usage rows (resource by resource) into one
+// item per subscription, meter and day, in the order they first appear.
+type DailyUsage struct {
+	at    map[[3]string]int
+	Items []DailyUsageLineItem
+}
+
+// Add adds one reconciliation file row.
+func (d *DailyUsage) Add(header, row []string) error {
+	r, err := DailyRatedUsage(header, row)
+	if err != nil {
+		return err
+	}
+	if d.at == nil {
+		d.at = map[[3]string]int{}
+	}
+	k := [3]string{r.SubscriptionID, r.MeterID, r.UsageDate}
+	if i, ok := d.at[k]; ok {
+		d.Items[i].ConsumedQuantity = d.Items[i].ConsumedQuantity.Add(r.Quantity)
+		return nil
+	}
+	d.at[k] = len(d.Items)
+	d.Items = append(d.Items, DailyUsageLineItem{CustomerBillableAccount: r.CustomerID, UsageDate: r.UsageDate, InvoiceLineItemType: "usage_line_items",
+		PartnerID: r.PartnerID, PartnerName: r.PartnerName, PartnerBillableAccountID: r.PartnerID, CustomerID: r.CustomerID, CustomerCompanyName: r.CustomerName,
+		MpnID: mpn(r.MpnID, 0), Tier2MpnID: mpn(r.ResellerMpnID, -1), InvoiceNumber: r.InvoiceNumber, SubscriptionID: r.SubscriptionID,
+		SubscriptionName: r.SubscriptionID, SubscriptionDescription: r.SubscriptionID, BillingCycleType: "MONTHLY", ServiceName: r.MeterCategory,
+		ServiceType: r.MeterSubCategory, ResourceGUID: r.MeterID, ResourceName: r.MeterName, Region: r.MeterRegion, ConsumedQuantity: r.Quantity,
+		ChargeStartDate: r.ChargeStartDate, ChargeEndDate: r.ChargeEndDate, Unit: r.UnitOfMeasure, BillingProvider: "azure",
+		Attributes: Attributes{ObjectType: "DailyUsageLineItem"}})
+	return nil
+}
