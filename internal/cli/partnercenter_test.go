@@ -306,6 +306,9 @@ func TestPartnerCenterBilling(t *testing.T) {
 		if sum, rows := daily("/partnercenter/v1/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&currencycode=usd&period=current&size=1", ""); !sum.Equal(dec.Total) || rows == 0 {
 			t.Errorf("unbilled: %d rows adding up to %s, the draft %s", rows, sum, dec.Total)
 		}
+		if body := call(fabrikam, "/partnercenter/v1/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&period=current", http.StatusOK); !strings.Contains(body, `"items":[]`) {
+			t.Errorf("a partner without usage this month has unbilled lines: %.300s", body)
+		}
 		for _, path := range []string{
 			"/partnercenter/v1/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&period=previous", // finalized: billed
 			"/partnercenter/v1/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&period=someday",

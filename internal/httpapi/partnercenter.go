@@ -245,6 +245,11 @@ func (s *Server) pcDailyRatedUsage(w http.ResponseWriter, r *http.Request, p aut
 			}
 		}
 		inv, err := s.deps.Billing.Invoice(ctx, p, "SB-"+strings.ReplaceAll(period, "-", "")+"-"+partner)
+		if arm.Is(err, arm.NotFound) && p.Role != auth.RoleReseller {
+			// No usage in the period yet: nothing unbilled.
+			WriteJSON(w, http.StatusOK, partnercenter.SeekPage([]partnercenter.DailyRatedUsageLineItem{}, "/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&period="+strings.ToLower(arm.QueryParam(q, "period")), "", ""))
+			return nil
+		}
 		if err != nil {
 			return err
 		}
