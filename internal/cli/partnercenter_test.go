@@ -85,6 +85,58 @@ func checkShape(t *testing.T, fixture, body string) {
 	}
 }
 
+// seekAll follows a Partner Center collection from first through its next
+// links, sending each link's continuation token back as its header, and
+// gives each page's body (and its number) to page.
+func seekAll(t *testing.T, base, bearer, first string, page func(n int, body string)) {
+	t.Helper()
+	path, token := first, ""
+	for n := 0; path != ""; n++ {
+		if n > 1000 {
+			t.Fatal("the pages do not end")
+		}
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+bearer)
+		if token != "" {
+			req.Header.Set("MS-ContinuationToken", token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %.300s", path, resp.StatusCode, buf.String())
+		}
+		page(n, buf.String())
+		var l struct {
+			Links struct {
+				Next *struct {
+					URI     string `json:"uri"`
+					Headers []struct{ Key, Value string }
+				} `json:"next"`
+			} `json:"links"`
+		}
+		if err := json.Unmarshal(buf.Bytes(), &l); err != nil {
+			t.Fatal(err)
+		}
+		path, token = "", ""
+		if nx := l.Links.Next; nx != nil {
+			path = "/partnercenter/v1" + nx.URI
+			for _, h := range nx.Headers {
+				if h.Key == "MS-ContinuationToken" {
+					token = h.Value
+				}
+			}
+			if strings.Contains(nx.URI, "seekOperation=Next") && token == "" {
+				t.Fatalf("a seek's next link has no continuation token: %+v", nx)
+			}
+		}
+	}
+}
+
 // TestPartnerCenterBilling reads invoices, their Azure billing line items
 // and the rate card through Partner Center's API paths, compares each with
 // Microsoft's documented example field by field, and checks conservation
@@ -151,9 +203,7 @@ func TestPartnerCenterBilling(t *testing.T) {
 			}
 			// Line items, a page of two at a time, by following next.
 			sum, n, late := money.Zero, 0, 0
-			next := "/partnercenter/v1/invoices/" + it.ID + "/lineitems/Azure/BillingLineItems?size=2&offset=0"
-			for pages := 0; next != ""; pages++ {
-				page := call(contoso, next, http.StatusOK)
+			seekAll(t, w.env.url, contoso, "/partnercenter/v1/invoices/"+it.ID+"/lineitems/Azure/BillingLineItems?size=2&offset=0", func(pages int, page string) {
 				if pages == 0 && strings.Contains(page, `"next":`) {
 					// A page with more after it has every link of the
 					// documented example.
@@ -168,11 +218,6 @@ func TestPartnerCenterBilling(t *testing.T) {
 						ChargeType    string         `json:"chargeType"`
 						InvoiceNumber string         `json:"invoiceNumber"`
 					} `json:"items"`
-					Links struct {
-						Next *struct {
-							URI string `json:"uri"`
-						} `json:"next"`
-					} `json:"links"`
 				}
 				if err := json.Unmarshal([]byte(page), &p); err != nil || p.TotalCount != len(p.Items) || len(p.Items) > 2 {
 					t.Fatalf("page %d of %s: %v %.300s", pages, it.ID, err, page)
@@ -186,14 +231,7 @@ func TestPartnerCenterBilling(t *testing.T) {
 						late++
 					}
 				}
-				next = ""
-				if p.Links.Next != nil {
-					next = "/partnercenter/v1" + p.Links.Next.URI
-				}
-				if pages > 100 {
-					t.Fatal("the pages do not end")
-				}
-			}
+			})
 			lines := 0
 			for _, sec := range inv.Sections {
 				lines += len(sec.Lines)
@@ -235,41 +273,19 @@ func TestPartnerCenterBilling(t *testing.T) {
 			{"local-adatum", W.Adatum.Tenant, simulate.MeterBaseVM, "7", W.Adatum.Subscription, "vm-dec"}})
 		daily := func(first string, number string) (money.Quantity, int) {
 			t.Helper()
-			sum, rows, token := money.Zero, 0, ""
-			path := first
-			for pages := 0; ; pages++ {
-				req, _ := http.NewRequest("GET", w.env.url+path, nil)
-				req.Header.Set("Authorization", "Bearer "+contoso)
-				if token != "" {
-					req.Header.Set("MS-ContinuationToken", token)
-				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var buf bytes.Buffer
-				_, _ = buf.ReadFrom(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					t.Fatalf("GET %s: %d %.300s", path, resp.StatusCode, buf.String())
-				}
+			sum, rows := money.Zero, 0
+			seekAll(t, w.env.url, contoso, first, func(pages int, page string) {
 				var p struct {
 					Items []struct {
 						BillingPreTaxTotal money.Quantity `json:"billingPreTaxTotal"`
 						InvoiceNumber      string         `json:"invoiceNumber"`
 					} `json:"items"`
-					Links struct {
-						Next *struct {
-							URI     string `json:"uri"`
-							Headers []struct{ Key, Value string }
-						} `json:"next"`
-					} `json:"links"`
 				}
-				if err := json.Unmarshal(buf.Bytes(), &p); err != nil {
+				if err := json.Unmarshal([]byte(page), &p); err != nil {
 					t.Fatal(err)
 				}
-				if p.Links.Next != nil && pages == 0 {
-					checkShape(t, "lineitems-onetime-usage.json", buf.String())
+				if pages == 0 && strings.Contains(page, `"next":`) {
+					checkShape(t, "lineitems-onetime-usage.json", page)
 				}
 				for _, it := range p.Items {
 					sum, rows = sum.Add(it.BillingPreTaxTotal), rows+1
@@ -277,17 +293,8 @@ func TestPartnerCenterBilling(t *testing.T) {
 						t.Errorf("a daily row of %s names invoice %q", number, it.InvoiceNumber)
 					}
 				}
-				if p.Links.Next == nil {
-					return sum, rows
-				}
-				if len(p.Links.Next.Headers) != 1 || p.Links.Next.Headers[0].Key != "MS-ContinuationToken" || !strings.Contains(p.Links.Next.URI, "seekOperation=Next") {
-					t.Fatalf("next link: %+v", p.Links.Next)
-				}
-				path, token = "/partnercenter/v1"+p.Links.Next.URI, p.Links.Next.Headers[0].Value
-				if pages > 500 {
-					t.Fatal("the pages do not end")
-				}
-			}
+			})
+			return sum, rows
 		}
 		for _, number := range []string{"SB-202610-contoso", "SB-202611-contoso"} {
 			inv, err := bs.Invoice(ctx, w.op, number)
@@ -378,41 +385,18 @@ func TestPartnerCenterBilling(t *testing.T) {
 			}
 		}
 		util := "/partnercenter/v1/customers/" + W.Adatum.Tenant + "/subscriptions/" + W.Adatum.Subscription + "/utilizations/azure"
-		hours, records, utilShaped := money.Zero, 0, false
-		next, token := util+"?start_time=2026-10-01T00:00:00Z&end_time=2026-10-31T23:59:59Z&size=4", ""
-		for pages := 0; next != ""; pages++ {
-			req, _ := http.NewRequest("GET", w.env.url+next, nil)
-			req.Header.Set("Authorization", "Bearer "+contoso)
-			if token != "" {
-				req.Header.Set("MS-ContinuationToken", token)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var buf bytes.Buffer
-			_, _ = buf.ReadFrom(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("utilization: %d %.300s", resp.StatusCode, buf.String())
-			}
-			if !utilShaped {
-				checkShape(t, "utilizations-azure.json", buf.String())
-				utilShaped = true
+		hours, records := money.Zero, 0
+		seekAll(t, w.env.url, contoso, util+"?start_time=2026-10-01T00:00:00Z&end_time=2026-10-31T23:59:59Z&size=4", func(pages int, page string) {
+			if pages == 0 {
+				checkShape(t, "utilizations-azure.json", page)
 			}
 			var p struct {
 				Items []struct {
 					Resource struct{ ID string } `json:"resource"`
 					Quantity money.Quantity      `json:"quantity"`
 				} `json:"items"`
-				Links struct {
-					Next *struct {
-						URI     string `json:"uri"`
-						Headers []struct{ Key, Value string }
-					} `json:"next"`
-				} `json:"links"`
 			}
-			if err := json.Unmarshal(buf.Bytes(), &p); err != nil {
+			if err := json.Unmarshal([]byte(page), &p); err != nil {
 				t.Fatal(err)
 			}
 			for _, it := range p.Items {
@@ -421,14 +405,7 @@ func TestPartnerCenterBilling(t *testing.T) {
 					hours = hours.Add(it.Quantity)
 				}
 			}
-			next, token = "", ""
-			if p.Links.Next != nil {
-				next, token = "/partnercenter/v1"+p.Links.Next.URI, p.Links.Next.Headers[0].Value
-			}
-			if pages > 1000 {
-				t.Fatal("the pages do not end")
-			}
-		}
+		})
 		if records == 0 || !hours.Equal(billedHours) || billedHours.IsZero() {
 			t.Errorf("Adatum's October base VM hours: %s in %d utilization records, %s billed", hours, records, billedHours)
 		}

@@ -140,18 +140,25 @@ func FromInvoice(inv billing.Invoice) Invoice {
 // UsageBasedLineItem is an Azure billing line item of a legacy
 // usage-based (MS-AZR-0145P) invoice.
 type UsageBasedLineItem struct {
-	DetailLineItemID         int             `json:"detailLineItemId"`
-	Sku                      string          `json:"sku"`
-	IncludedQuantity         money.Quantity  `json:"includedQuantity"`
-	OverageQuantity          money.Quantity  `json:"overageQuantity"`
-	ListPrice                money.Quantity  `json:"listPrice"`
-	Currency                 string          `json:"currency"`
-	PretaxCharges            money.Quantity  `json:"pretaxCharges"`
-	TaxAmount                money.Quantity  `json:"taxAmount"`
-	PostTaxTotal             money.Quantity  `json:"postTaxTotal"`
-	PretaxEffectiveRate      money.Quantity  `json:"pretaxEffectiveRate"`
-	PostTaxEffectiveRate     money.Quantity  `json:"postTaxEffectiveRate"`
-	ChargeType               string          `json:"chargeType"`
+	DetailLineItemID     int            `json:"detailLineItemId"`
+	Sku                  string         `json:"sku"`
+	IncludedQuantity     money.Quantity `json:"includedQuantity"`
+	OverageQuantity      money.Quantity `json:"overageQuantity"`
+	ListPrice            money.Quantity `json:"listPrice"`
+	Currency             string         `json:"currency"`
+	PretaxCharges        money.Quantity `json:"pretaxCharges"`
+	TaxAmount            money.Quantity `json:"taxAmount"`
+	PostTaxTotal         money.Quantity `json:"postTaxTotal"`
+	PretaxEffectiveRate  money.Quantity `json:"pretaxEffectiveRate"`
+	PostTaxEffectiveRate money.Quantity `json:"postTaxEffectiveRate"`
+	ChargeType           string         `json:"chargeType"`
+	LegacyUsage
+}
+
+// LegacyUsage is what both kinds of a legacy usage-based invoice's Azure
+// line items say of the line: who, which subscription, which meter, how
+// much, when.
+type LegacyUsage struct {
 	InvoiceLineItemType      string          `json:"invoiceLineItemType"`
 	PartnerID                string          `json:"partnerId"`
 	PartnerName              string          `json:"partnerName"`
@@ -218,13 +225,13 @@ func BillingLineItems(inv billing.Invoice) []UsageBasedLineItem {
 			}
 			out = append(out, UsageBasedLineItem{DetailLineItemID: l.No, Sku: "", IncludedQuantity: included, OverageQuantity: overage, ListPrice: l.UnitPrice,
 				Currency: inv.Currency, PretaxCharges: l.Amount, TaxAmount: money.Zero, PostTaxTotal: l.Amount, PretaxEffectiveRate: rate, PostTaxEffectiveRate: rate,
-				ChargeType: charge, InvoiceLineItemType: "billing_line_items", PartnerID: inv.PartnerID, PartnerName: inv.PartnerName,
-				PartnerBillableAccountID: inv.PartnerID, CustomerID: l.CustomerTenantID, DomainName: "", CustomerCompanyName: l.CustomerLabel(),
-				MpnID: mpn(inv.MpnID, 0), Tier2MpnID: mpn(l.ResellerMpnID, -1), InvoiceNumber: inv.Number, SubscriptionID: l.SubscriptionID,
-				SubscriptionName: name, SubscriptionDescription: name, BillingCycleType: "MONTHLY", OrderID: l.Registration,
-				ServiceName: l.MeterCategory, ServiceType: l.MeterSubCategory, ResourceGUID: l.MeterID, ResourceName: l.MeterName, Region: "Azure Stack",
-				ConsumedQuantity: l.Quantity, ChargeStartDate: pcDate(l.ChargeStart), ChargeEndDate: pcDate(l.ChargeEnd), Unit: l.Unit, BillingProvider: "azure",
-				Attributes: Attributes{ObjectType: "UsageBasedLineItem"}})
+				ChargeType: charge, LegacyUsage: LegacyUsage{InvoiceLineItemType: "billing_line_items", PartnerID: inv.PartnerID, PartnerName: inv.PartnerName,
+					PartnerBillableAccountID: inv.PartnerID, CustomerID: l.CustomerTenantID, DomainName: "", CustomerCompanyName: l.CustomerLabel(),
+					MpnID: mpn(inv.MpnID, 0), Tier2MpnID: mpn(l.ResellerMpnID, -1), InvoiceNumber: inv.Number, SubscriptionID: l.SubscriptionID,
+					SubscriptionName: name, SubscriptionDescription: name, BillingCycleType: "MONTHLY", OrderID: l.Registration,
+					ServiceName: l.MeterCategory, ServiceType: l.MeterSubCategory, ResourceGUID: l.MeterID, ResourceName: l.MeterName, Region: "Azure Stack",
+					ConsumedQuantity: l.Quantity, ChargeStartDate: pcDate(l.ChargeStart), ChargeEndDate: pcDate(l.ChargeEnd), Unit: l.Unit, BillingProvider: "azure",
+					Attributes: Attributes{ObjectType: "UsageBasedLineItem"}}})
 		}
 	}
 	if out == nil {
@@ -422,34 +429,9 @@ func Utilization(start, end time.Time, res AzureResource, qty money.Quantity, un
 // DailyUsageLineItem is a day of one subscription's usage of one meter on a
 // legacy usage-based invoice (invoicelineitemtype UsageLineItems).
 type DailyUsageLineItem struct {
-	CustomerBillableAccount  string          `json:"customerBillableAccount"`
-	UsageDate                string          `json:"usageDate"`
-	InvoiceLineItemType      string          `json:"invoiceLineItemType"`
-	PartnerID                string          `json:"partnerId"`
-	PartnerName              string          `json:"partnerName"`
-	PartnerBillableAccountID string          `json:"partnerBillableAccountId"`
-	CustomerID               string          `json:"customerId"`
-	DomainName               string          `json:"domainName"`
-	CustomerCompanyName      string          `json:"customerCompanyName"`
-	MpnID                    json.RawMessage `json:"mpnId"`
-	Tier2MpnID               json.RawMessage `json:"tier2MpnId"`
-	InvoiceNumber            string          `json:"invoiceNumber"`
-	SubscriptionID           string          `json:"subscriptionId"`
-	SubscriptionName         string          `json:"subscriptionName"`
-	SubscriptionDescription  string          `json:"subscriptionDescription"`
-	BillingCycleType         string          `json:"billingCycleType"`
-	OrderID                  string          `json:"orderId"`
-	ServiceName              string          `json:"serviceName"`
-	ServiceType              string          `json:"serviceType"`
-	ResourceGUID             string          `json:"resourceGuid"`
-	ResourceName             string          `json:"resourceName"`
-	Region                   string          `json:"region"`
-	ConsumedQuantity         money.Quantity  `json:"consumedQuantity"`
-	ChargeStartDate          string          `json:"chargeStartDate"`
-	ChargeEndDate            string          `json:"chargeEndDate"`
-	Unit                     string          `json:"unit"`
-	BillingProvider          string          `json:"billingProvider"`
-	Attributes               Attributes      `json:"attributes"`
+	CustomerBillableAccount string `json:"customerBillableAccount"`
+	UsageDate               string `json:"usageDate"`
+	LegacyUsage
 }
 
 // DailyUsage sums daily rated usage rows (resource by resource) into one
@@ -474,12 +456,12 @@ func (d *DailyUsage) Add(header, row []string) error {
 		return nil
 	}
 	d.at[k] = len(d.Items)
-	d.Items = append(d.Items, DailyUsageLineItem{CustomerBillableAccount: r.CustomerID, UsageDate: r.UsageDate, InvoiceLineItemType: "usage_line_items",
+	d.Items = append(d.Items, DailyUsageLineItem{CustomerBillableAccount: r.CustomerID, UsageDate: r.UsageDate, LegacyUsage: LegacyUsage{InvoiceLineItemType: "usage_line_items",
 		PartnerID: r.PartnerID, PartnerName: r.PartnerName, PartnerBillableAccountID: r.PartnerID, CustomerID: r.CustomerID, CustomerCompanyName: r.CustomerName,
 		MpnID: mpn(r.MpnID, 0), Tier2MpnID: mpn(r.ResellerMpnID, -1), InvoiceNumber: r.InvoiceNumber, SubscriptionID: r.SubscriptionID,
 		SubscriptionName: r.SubscriptionID, SubscriptionDescription: r.SubscriptionID, BillingCycleType: "MONTHLY", ServiceName: r.MeterCategory,
 		ServiceType: r.MeterSubCategory, ResourceGUID: r.MeterID, ResourceName: r.MeterName, Region: r.MeterRegion, ConsumedQuantity: r.Quantity,
 		ChargeStartDate: r.ChargeStartDate, ChargeEndDate: r.ChargeEndDate, Unit: r.UnitOfMeasure, BillingProvider: "azure",
-		Attributes: Attributes{ObjectType: "DailyUsageLineItem"}})
+		Attributes: Attributes{ObjectType: "DailyUsageLineItem"}}})
 	return nil
 }
