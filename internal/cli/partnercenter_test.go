@@ -370,15 +370,16 @@ func TestPartnerCenterBilling(t *testing.T) {
 		}
 
 		// Utilization records: a customer's subscription's usage per meter and
-		// day, unrated; October's base VM hours are what October's invoice
-		// and November's late-usage line billed.
+		// day, unrated, of what was reported in October and November: the
+		// base VM hours October's and November's invoices billed (late usage
+		// included, December's not yet).
 		base := "9c23489b-c01c-5893-b898-412bd252b0db"
 		billedHours := money.Zero
 		for _, number := range []string{"SB-202610-contoso", "SB-202611-contoso"} {
 			inv, _ := bs.Invoice(ctx, w.op, number)
 			for _, sec := range inv.Sections {
 				for _, l := range sec.Lines {
-					if strings.EqualFold(l.MeterID, base) && l.SubscriptionID == W.Adatum.Subscription && l.UsagePeriod == "2026-10" {
+					if strings.EqualFold(l.MeterID, base) && l.SubscriptionID == W.Adatum.Subscription {
 						billedHours = billedHours.Add(l.Quantity)
 					}
 				}
@@ -386,7 +387,7 @@ func TestPartnerCenterBilling(t *testing.T) {
 		}
 		util := "/partnercenter/v1/customers/" + W.Adatum.Tenant + "/subscriptions/" + W.Adatum.Subscription + "/utilizations/azure"
 		hours, records := money.Zero, 0
-		seekAll(t, w.env.url, contoso, util+"?start_time=2026-10-01T00:00:00Z&end_time=2026-10-31T23:59:59Z&size=4", func(pages int, page string) {
+		seekAll(t, w.env.url, contoso, util+"?start_time=2026-10-01T00:00:00Z&end_time=2026-11-30T23:59:59Z&size=4", func(pages int, page string) {
 			if pages == 0 {
 				checkShape(t, "utilizations-azure.json", page)
 			}
@@ -407,7 +408,37 @@ func TestPartnerCenterBilling(t *testing.T) {
 			}
 		})
 		if records == 0 || !hours.Equal(billedHours) || billedHours.IsZero() {
-			t.Errorf("Adatum's October base VM hours: %s in %d utilization records, %s billed", hours, records, billedHours)
+			t.Errorf("Adatum's base VM hours reported in October and November: %s in %d utilization records, %s billed", hours, records, billedHours)
+		}
+		// What October's invoice billed was reported in October; the late
+		// hours, reported in November, are not in October's range.
+		octHours, octBilled := money.Zero, money.Zero
+		octInv, _ := bs.Invoice(ctx, w.op, "SB-202610-contoso")
+		for _, sec := range octInv.Sections {
+			for _, l := range sec.Lines {
+				if strings.EqualFold(l.MeterID, base) && l.SubscriptionID == W.Adatum.Subscription {
+					octBilled = octBilled.Add(l.Quantity)
+				}
+			}
+		}
+		seekAll(t, w.env.url, contoso, util+"?start_time=2026-10-01T00:00:00Z&end_time=2026-10-31T23:59:59Z&show_details=false", func(_ int, page string) {
+			var p struct {
+				Items []struct {
+					Resource struct{ ID string } `json:"resource"`
+					Quantity money.Quantity      `json:"quantity"`
+				} `json:"items"`
+			}
+			if err := json.Unmarshal([]byte(page), &p); err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range p.Items {
+				if strings.EqualFold(it.Resource.ID, base) {
+					octHours = octHours.Add(it.Quantity)
+				}
+			}
+		})
+		if !octHours.Equal(octBilled) || octHours.Equal(billedHours) {
+			t.Errorf("base VM hours reported in October: %s; October's invoice billed %s (both months %s)", octHours, octBilled, billedHours)
 		}
 		// Until the range's last hour has reached commerce: 204 and when to
 		// come back.

@@ -314,10 +314,11 @@ const utilizationReadyAfter = 15 * time.Minute
 
 // pcUtilization serves Partner Center's Azure utilization records for a
 // customer's subscription: usage per meter per hour or day, unrated, with
-// each resource instance when show_details is true (the default). Ranges
-// are by usage time. Until the range's last hour has reached commerce the
-// answer is 204 with Retry-After, as Partner Center answers while its data
-// is not ready.
+// each resource instance when show_details is true (the default). The range
+// is of when usage was reported (the stack's reported hour), as Partner
+// Center filters; records are bucketed by usage time. Until the range's
+// last hour has reached commerce the answer is 204 with Retry-After, as
+// Partner Center answers while its data is not ready.
 func (s *Server) pcUtilization(w http.ResponseWriter, r *http.Request, p auth.Principal, params map[string]string) error {
 	ctx := r.Context()
 	q := r.URL.Query()

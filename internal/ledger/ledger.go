@@ -261,17 +261,29 @@ type UtilizationRow struct {
 // caller asks for a shorter range instead.
 const maxUtilizationRecords = 2_000_000
 
-// Utilization sums subscription's forwarded records in [from, to) per
-// bucket (hours, or days) and meter, and per resource when details is set,
-// in bucket, meter and resource order.
+// MaxReportDelay bounds how long after its usage hour a record is
+// reported: the stack's intake takes no event older than 34 days.
+const MaxReportDelay = 36 * 24 * time.Hour
+
+// Utilization sums subscription's forwarded records reported in
+// [from, to) (the stack's reported hour: when usage was reported to
+// billing, as Partner Center filters) per usage bucket (hours, or days)
+// and meter, and per resource when details is set, in bucket, meter and
+// resource order.
 func (l *Ledger) Utilization(ctx context.Context, subscription string, from, to time.Time, hourly, details bool) ([]UtilizationRow, error) {
 	if err := l.Settle(ctx); err != nil {
 		return nil, err
 	}
+	// Usage lies at most MaxReportDelay before its report, and never after
+	// it: the bounds let the charged-subscription index (and the monthly
+	// partitions) narrow the scan.
+	usageFrom := from.Add(-MaxReportDelay)
 	rows, err := l.db.QueryContext(ctx, `SELECT usage_hour_us, billing_meter_id, local_meter_key, local_subscription_id, resource_uri, location, tags, quantity, billing_quantity
-		FROM commerce_usage WHERE charged_subscription_id = ? AND usage_hour_us >= ? AND usage_hour_us < ? AND usage_day_us >= ? AND usage_day_us <= ?
+		FROM commerce_usage WHERE charged_subscription_id = ? AND reported_hour_us >= ? AND reported_hour_us < ?
+		AND usage_hour_us >= ? AND usage_hour_us < ? AND usage_day_us >= ? AND usage_day_us <= ?
 		LIMIT ?`,
-		subscription, clock.Micros(from), clock.Micros(to), clock.Micros(clock.DayStart(from)), clock.Micros(clock.DayStart(to.Add(-time.Microsecond))), maxUtilizationRecords+1)
+		subscription, clock.Micros(from), clock.Micros(to), clock.Micros(usageFrom), clock.Micros(to), clock.Micros(clock.DayStart(usageFrom)),
+		clock.Micros(clock.DayStart(to.Add(-time.Microsecond))), maxUtilizationRecords+1)
 	if err != nil {
 		return nil, err
 	}
