@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"encoding/csv"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +98,49 @@ func TestPriceListSpreadsheetErrors(t *testing.T) {
 	b, _ := f.WriteToBuffer()
 	if _, err := parsePriceList(b.Bytes(), time.Time{}); err == nil || !strings.Contains(err.Error(), "No sheet") {
 		t.Errorf("a spreadsheet without a price list: %v", err)
+	}
+}
+
+// TestPriceListLayoutsAsCSV: the same two layouts saved as CSV (as a
+// partner may export them from the spreadsheet) import to the same prices
+// as the spreadsheets.
+func TestPriceListLayoutsAsCSV(t *testing.T) {
+	for _, layout := range []string{LayoutLegacy, LayoutAzurePlan} {
+		t.Run(layout, func(t *testing.T) {
+			sheet, err := SamplePriceListSheet(layout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := excelize.OpenReader(strings.NewReader(string(sheet)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := f.GetRows(f.GetSheetList()[0]) // formatted, as a spreadsheet saves CSV
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b strings.Builder
+			w := csv.NewWriter(&b)
+			_ = w.WriteAll(rows)
+			fromSheet, err := parsePriceList(sheet, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromCSV, err := parsePriceList([]byte(b.String()), time.Time{})
+			if err != nil {
+				t.Fatalf("%v\n%s", err, b.String())
+			}
+			if len(fromCSV.prices) != len(fromSheet.prices) || !fromCSV.effective.Equal(fromSheet.effective) || fromCSV.report.RowsSkip != fromSheet.report.RowsSkip {
+				t.Fatalf("CSV: %d prices from %s, %d skipped; spreadsheet: %d from %s, %d skipped", len(fromCSV.prices), fromCSV.effective, fromCSV.report.RowsSkip,
+					len(fromSheet.prices), fromSheet.effective, fromSheet.report.RowsSkip)
+			}
+			for i := range fromCSV.prices {
+				a, b := fromCSV.prices[i], fromSheet.prices[i]
+				if a.MeterID != b.MeterID || len(a.Tiers) != len(b.Tiers) || !a.Tiers[0].Price.Equal(b.Tiers[0].Price) {
+					t.Errorf("meter %s: CSV %+v, spreadsheet %+v", a.MeterID, a.Tiers, b.Tiers)
+				}
+			}
+		})
 	}
 }

@@ -78,7 +78,8 @@ func SamplePriceListSheet(layout string) ([]byte, error) {
 	if err := f.SetSheetName("Sheet1", sheet); err != nil {
 		return nil, err
 	}
-	date, err := f.NewStyle(&excelize.Style{NumFmt: 14}) // the locale's short date
+	iso := "yyyy-mm-dd" // unambiguous when the sheet is saved as CSV
+	date, err := f.NewStyle(&excelize.Style{CustomNumFmt: &iso})
 	if err != nil {
 		return nil, err
 	}
