@@ -103,6 +103,8 @@ type Signer struct {
 	mu  sync.Mutex
 	key *rsa.PrivateKey
 	kid string
+	// manifests are signed cloud manifests by base URL.
+	manifests map[string]CloudManifest
 }
 
 // NewSigner returns a Signer; the key is loaded or generated lazily.

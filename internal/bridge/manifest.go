@@ -56,9 +56,35 @@ func ManifestMessage(d ManifestData) []byte {
 		d.Endpoints.CustomCloudArmEndpoint, d.Endpoints.ExternalDsmsEndpoint}, "\n"))
 }
 
-// Manifest builds and signs commerce's cloud manifest for clients that
-// reach it at baseURL. Its version is the signing key's ID.
+// Manifest is commerce's signed cloud manifest for clients that reach it at
+// baseURL. Its version is the signing key's ID. Anyone may ask for it, so
+// a signature is made once per base URL and kept (a few: a proxy's and the
+// server's own), not on every request.
 func (s *Signer) Manifest(ctx context.Context, baseURL string) (CloudManifest, error) {
+	s.mu.Lock()
+	m, ok := s.manifests[baseURL]
+	s.mu.Unlock()
+	if ok {
+		return m, nil
+	}
+	m, err := s.manifest(ctx, baseURL)
+	if err != nil {
+		return CloudManifest{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.manifests == nil || len(s.manifests) >= maxManifests {
+		s.manifests = map[string]CloudManifest{}
+	}
+	s.manifests[baseURL] = m
+	return m, nil
+}
+
+// maxManifests bounds the signed manifests kept: base URLs come from Host
+// headers, which anyone may vary.
+const maxManifests = 8
+
+func (s *Signer) manifest(ctx context.Context, baseURL string) (CloudManifest, error) {
 	keys, err := s.JWKS(ctx)
 	if err != nil {
 		return CloudManifest{}, err

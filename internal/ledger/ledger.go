@@ -257,9 +257,10 @@ type UtilizationRow struct {
 	Quantity                      money.Quantity // in the billing meter's unit (the local one's when Local)
 }
 
-// maxUtilizationRecords bounds the records one utilization read sums: a
-// caller asks for a shorter range instead.
-const maxUtilizationRecords = 2_000_000
+// maxUtilizationRecords bounds the records one utilization read sums (and
+// so its memory, at most one group per record): a caller asks for a
+// shorter range instead.
+const maxUtilizationRecords = 250_000
 
 // MaxReportDelay bounds how long after its usage hour a record is
 // reported: the stack's intake takes no event older than 34 days.
