@@ -171,6 +171,7 @@ func TestPartnerCenterBilling(t *testing.T) {
 			t.Fatal(err)
 		}
 		contoso, fabrikam := w.env.tokens["contoso"], w.env.tokens["fabrikam"]
+		base := "9c23489b-c01c-5893-b898-412bd252b0db" // the base VM's vCPU-hours
 		call := func(token, path string, want int) string {
 			t.Helper()
 			resp, body := w.env.raw("GET", path, token, "", nil)
@@ -316,6 +317,59 @@ func TestPartnerCenterBilling(t *testing.T) {
 		if body := call(fabrikam, "/partnercenter/v1/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&period=current", http.StatusOK); !strings.Contains(body, `"items":[]`) {
 			t.Errorf("a partner without usage this month has unbilled lines: %.300s", body)
 		}
+		// A reseller reads its own customers' unbilled lines, priced at what
+		// its provider charges it (10 % over its cost here), never at the
+		// provider's cost, and no other reseller's customer.
+		if _, err := bs.PutPriceBook(ctx, auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "t"},
+			billing.PriceBook{Owner: "fabrikam", Target: "tailspin", MarkupPercent: money.MustQuantity("10")}); err != nil {
+			t.Fatal(err)
+		}
+		w.ingest(t, w.fabrikam, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), []usageRec{
+			{"local-proseware", W.Proseware.Tenant, simulate.MeterBaseVM, "48", W.Proseware.Subscription, "vm-p1"},
+			{"local-relecloud", W.Relecloud.Tenant, simulate.MeterAppService, "8", W.Relecloud.Subscription, "asp-r"}})
+		reseller := map[string]string{"tailspin": w.env.tokens["tailspin"]}
+		sts, err := bs.Statements(ctx, auth.Principal{Role: auth.RoleReseller, PartnerID: "tailspin", TokenID: "t"}, "tailspin", "2026-12")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCost := money.Zero
+		for _, st := range sts {
+			for _, l := range st.Lines {
+				if !l.LocalOnly {
+					wantCost = wantCost.Add(l.Cost)
+				}
+			}
+		}
+		resellerSum, resellerRows := money.Zero, 0
+		seekAll(t, w.env.url, reseller["tailspin"], "/partnercenter/v1/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&period=current&size=1", func(_ int, page string) {
+			if strings.Contains(page, W.Relecloud.Subscription) {
+				t.Error("tailspin's unbilled lines show wingtip's customer")
+			}
+			var p struct {
+				Items []struct {
+					SubscriptionID     string         `json:"subscriptionId"`
+					MeterID            string         `json:"meterId"`
+					UnitPrice          money.Quantity `json:"unitPrice"`
+					BillingPreTaxTotal money.Quantity `json:"billingPreTaxTotal"`
+				} `json:"items"`
+			}
+			if err := json.Unmarshal([]byte(page), &p); err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range p.Items {
+				resellerSum, resellerRows = resellerSum.Add(it.BillingPreTaxTotal), resellerRows+1
+				if it.SubscriptionID != W.Proseware.Subscription {
+					t.Errorf("tailspin's unbilled lines show subscription %s", it.SubscriptionID)
+				}
+				// Fabrikam is billed in EUR, base VM hours at 0.0074.
+				if strings.EqualFold(it.MeterID, base) && it.UnitPrice.Cmp(money.MustQuantity("0.0074")) <= 0 {
+					t.Errorf("tailspin's base VM hours are priced %s: its provider's cost, not its price to tailspin (10 %% more)", it.UnitPrice)
+				}
+			}
+		})
+		if resellerRows == 0 || wantCost.IsZero() || !resellerSum.Equal(wantCost) {
+			t.Errorf("tailspin's unbilled lines: %d adding up to %s; its statements' cost is %s", resellerRows, resellerSum, wantCost)
+		}
 		for _, path := range []string{
 			"/partnercenter/v1/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&period=previous", // finalized: billed
 			"/partnercenter/v1/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&period=someday",
@@ -373,7 +427,6 @@ func TestPartnerCenterBilling(t *testing.T) {
 		// day, unrated, of what was reported in October and November: the
 		// base VM hours October's and November's invoices billed (late usage
 		// included, December's not yet).
-		base := "9c23489b-c01c-5893-b898-412bd252b0db"
 		billedHours := money.Zero
 		for _, number := range []string{"SB-202610-contoso", "SB-202611-contoso"} {
 			inv, _ := bs.Invoice(ctx, w.op, number)

@@ -1,12 +1,9 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/base64"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -15,6 +12,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/partnercenter"
@@ -114,7 +112,7 @@ func (s *Server) pcLineItems(w http.ResponseWriter, r *http.Request, p auth.Prin
 		// The invoice's usage day by day: its reconciliation file summed per
 		// subscription, meter and day.
 		var d partnercenter.DailyUsage
-		if err := s.pcReconEach(r.Context(), p, inv.PartnerID, inv.Period, d.Add); err != nil {
+		if err := s.deps.Billing.ReconciliationRows(r.Context(), p, inv.PartnerID, inv.Period, d.Add); err != nil {
 			return err
 		}
 		WriteJSON(w, http.StatusOK, partnercenter.Page(d.Items, "/invoices/"+id+"/lineitems/Azure/UsageLineItems", size, offset))
@@ -154,56 +152,16 @@ type pcSeekToken struct {
 	File   string `json:"f"`
 }
 
-// errPageFull stops a reconciliation file once a page has its rows.
-var errPageFull = errors.New("page full")
-
-// pcReconEach streams a partner's reconciliation file for a period to fn,
-// row by row, under the file's header; fn returns errPageFull to stop the
-// file there.
-func (s *Server) pcReconEach(ctx context.Context, p auth.Principal, partner, period string, fn func(header, row []string) error) error {
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		err := s.deps.Billing.Reconciliation(ctx, p, partner, period, pw, nil)
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	cr := csv.NewReader(pr)
-	cr.FieldsPerRecord = -1
-	header, err := cr.Read()
-	for err == nil {
-		var rec []string
-		if rec, err = cr.Read(); err == nil {
-			err = fn(header, rec)
-		}
-	}
-	pr.CloseWithError(errPageFull)
-	werr := <-done
-	switch {
-	case errors.Is(err, io.EOF), errors.Is(err, errPageFull):
-		err = nil
-	case werr != nil && !errors.Is(werr, errPageFull) && !errors.Is(werr, io.ErrClosedPipe):
-		// The file's own error (a refusal, a failure) explains what the
-		// reader saw.
-		return werr
-	}
-	if err == nil && werr != nil && !errors.Is(werr, errPageFull) && !errors.Is(werr, io.ErrClosedPipe) {
-		err = werr
-	}
-	return err
-}
-
-// pcReconRows reads rows [offset, offset+n] of a partner's reconciliation
-// file for a period (one more than a page, to tell whether there are more),
-// stopping the file there.
-func (s *Server) pcReconRows(ctx context.Context, p auth.Principal, partner, period string, offset, n int) (header []string, rows [][]string, err error) {
+// pageRows collects rows [offset, offset+n] of a streamed file (one more
+// than a page, to tell whether there are more), stopping the file there.
+func pageRows(offset, n int, stream func(fn func(header, row []string) error) error) (header []string, rows [][]string, err error) {
 	i := 0
-	err = s.pcReconEach(ctx, p, partner, period, func(h, rec []string) error {
+	err = stream(func(h, rec []string) error {
 		header = h
 		if i >= offset {
 			rows = append(rows, rec)
 			if len(rows) > n {
-				return errPageFull
+				return billing.ErrStopRows
 			}
 		}
 		i++
@@ -219,18 +177,14 @@ func (s *Server) pcReconRows(ctx context.Context, p auth.Principal, partner, per
 func (s *Server) pcDailyRatedUsage(w http.ResponseWriter, r *http.Request, p auth.Principal, id string) error {
 	ctx := r.Context()
 	q := r.URL.Query()
-	size := 2000
-	if v := arm.QueryParam(q, "size"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 2000 {
-			return arm.InvalidRequest("size", "size '%s' is not a page size between 1 and 2000.", v)
-		}
-		size = n
-	}
 	var partner, period, currency string
+	stream := func(fn func(header, row []string) error) error {
+		return s.deps.Billing.ReconciliationRows(ctx, p, partner, period, fn)
+	}
+	self := "/invoices/" + id + "/lineitems?provider=onetime&invoicelineitemtype=usagelineitems"
 	if strings.EqualFold(id, "unbilled") {
 		now := s.deps.Clock.Now()
-		switch strings.ToLower(arm.QueryParam(q, "period")) {
+		switch which := strings.ToLower(arm.QueryParam(q, "period")); which {
 		case "current":
 			period = clock.Period(now)
 		case "previous":
@@ -238,16 +192,24 @@ func (s *Server) pcDailyRatedUsage(w http.ResponseWriter, r *http.Request, p aut
 		default:
 			return arm.InvalidRequest("period", "Unbilled daily rated usage needs period=current or period=previous.")
 		}
+		self += "&period=" + strings.ToLower(arm.QueryParam(q, "period"))
 		partner = p.PartnerID
-		if p.Role == auth.RoleOperator {
+		switch p.Role {
+		case auth.RoleReseller:
+			// A reseller's own customers, at what its provider charges it.
+			stream = func(fn func(header, row []string) error) error {
+				return s.deps.Billing.ResellerDailyUsage(ctx, p, period, fn)
+			}
+			return s.pcServeRows(w, r, p.PartnerID+"/"+period, self, stream)
+		case auth.RoleOperator:
 			if partner = q.Get("partner"); partner == "" {
 				return arm.InvalidRequest("partner", "The operator names the partner whose unbilled usage to read: ?partner=.")
 			}
 		}
 		inv, err := s.deps.Billing.Invoice(ctx, p, "SB-"+strings.ReplaceAll(period, "-", "")+"-"+partner)
-		if arm.Is(err, arm.NotFound) && p.Role != auth.RoleReseller {
+		if arm.Is(err, arm.NotFound) {
 			// No usage in the period yet: nothing unbilled.
-			WriteJSON(w, http.StatusOK, partnercenter.SeekPage([]partnercenter.DailyRatedUsageLineItem{}, "/invoices/unbilled/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&period="+strings.ToLower(arm.QueryParam(q, "period")), "", ""))
+			WriteJSON(w, http.StatusOK, partnercenter.SeekPage([]partnercenter.DailyRatedUsageLineItem{}, self, "", ""))
 			return nil
 		}
 		if err != nil {
@@ -270,7 +232,22 @@ func (s *Server) pcDailyRatedUsage(w http.ResponseWriter, r *http.Request, p aut
 	if c := arm.QueryParam(q, "currencycode"); c != "" && !strings.EqualFold(c, currency) {
 		return arm.InvalidRequest("currencycode", "This usage is billed in %s, not %s.", currency, strings.ToUpper(c))
 	}
-	file := partner + "/" + period
+	return s.pcServeRows(w, r, partner+"/"+period, self+"&currencycode="+strings.ToLower(currency), stream)
+}
+
+// pcServeRows serves a page of a streamed reconciliation file's rows as
+// daily rated usage line items, seeking with Partner Center's continuation
+// token (which names the file, so it cannot be replayed on another).
+func (s *Server) pcServeRows(w http.ResponseWriter, r *http.Request, file, self string, stream func(fn func(header, row []string) error) error) error {
+	q := r.URL.Query()
+	size := 2000
+	if v := arm.QueryParam(q, "size"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 2000 {
+			return arm.InvalidRequest("size", "size '%s' is not a page size between 1 and 2000.", v)
+		}
+		size = n
+	}
 	offset := 0
 	if strings.EqualFold(arm.QueryParam(q, "seekOperation"), "next") {
 		raw, err := base64.RawURLEncoding.DecodeString(r.Header.Get("MS-ContinuationToken"))
@@ -280,7 +257,7 @@ func (s *Server) pcDailyRatedUsage(w http.ResponseWriter, r *http.Request, p aut
 		}
 		offset = tok.Offset
 	}
-	header, rows, err := s.pcReconRows(ctx, p, partner, period, offset, size)
+	header, rows, err := pageRows(offset, size, stream)
 	if err != nil {
 		return err
 	}
@@ -297,10 +274,6 @@ func (s *Server) pcDailyRatedUsage(w http.ResponseWriter, r *http.Request, p aut
 			return err
 		}
 		items = append(items, it)
-	}
-	self := "/invoices/" + id + "/lineitems?provider=onetime&invoicelineitemtype=usagelineitems&currencycode=" + strings.ToLower(currency)
-	if strings.EqualFold(id, "unbilled") {
-		self += "&period=" + strings.ToLower(arm.QueryParam(q, "period"))
 	}
 	self += "&size=" + strconv.Itoa(size)
 	WriteJSON(w, http.StatusOK, partnercenter.SeekPage(items, self, self+"&seekOperation=Next", token))
