@@ -427,70 +427,58 @@ func TestPartnerCenterBilling(t *testing.T) {
 		// day, unrated, of what was reported in October and November: the
 		// base VM hours October's and November's invoices billed (late usage
 		// included, December's not yet).
-		billedHours := money.Zero
-		for _, number := range []string{"SB-202610-contoso", "SB-202611-contoso"} {
-			inv, _ := bs.Invoice(ctx, w.op, number)
-			for _, sec := range inv.Sections {
-				for _, l := range sec.Lines {
-					if strings.EqualFold(l.MeterID, base) && l.SubscriptionID == W.Adatum.Subscription {
-						billedHours = billedHours.Add(l.Quantity)
+		// billed sums Adatum's base VM hours on invoices.
+		billed := func(numbers ...string) money.Quantity {
+			sum := money.Zero
+			for _, number := range numbers {
+				inv, _ := bs.Invoice(ctx, w.op, number)
+				for _, sec := range inv.Sections {
+					for _, l := range sec.Lines {
+						if strings.EqualFold(l.MeterID, base) && l.SubscriptionID == W.Adatum.Subscription {
+							sum = sum.Add(l.Quantity)
+						}
 					}
 				}
 			}
+			return sum
 		}
+		billedHours := billed("SB-202610-contoso", "SB-202611-contoso")
 		util := "/partnercenter/v1/customers/" + W.Adatum.Tenant + "/subscriptions/" + W.Adatum.Subscription + "/utilizations/azure"
-		hours, records := money.Zero, 0
-		seekAll(t, w.env.url, contoso, util+"?start_time=2026-10-01T00:00:00Z&end_time=2026-11-30T23:59:59Z&size=4", func(pages int, page string) {
-			if pages == 0 {
-				checkShape(t, "utilizations-azure.json", page)
-			}
-			var p struct {
-				Items []struct {
-					Resource struct{ ID string } `json:"resource"`
-					Quantity money.Quantity      `json:"quantity"`
-				} `json:"items"`
-			}
-			if err := json.Unmarshal([]byte(page), &p); err != nil {
-				t.Fatal(err)
-			}
-			for _, it := range p.Items {
-				records++
-				if strings.EqualFold(it.Resource.ID, base) {
-					hours = hours.Add(it.Quantity)
+		// baseHours sums the base VM hours of the utilization records a query
+		// pages through, and counts the records.
+		baseHours := func(query string, shape bool) (money.Quantity, int) {
+			t.Helper()
+			hours, records := money.Zero, 0
+			seekAll(t, w.env.url, contoso, util+query, func(pages int, page string) {
+				if shape && pages == 0 {
+					checkShape(t, "utilizations-azure.json", page)
 				}
-			}
-		})
+				var p struct {
+					Items []struct {
+						Resource struct{ ID string } `json:"resource"`
+						Quantity money.Quantity      `json:"quantity"`
+					} `json:"items"`
+				}
+				if err := json.Unmarshal([]byte(page), &p); err != nil {
+					t.Fatal(err)
+				}
+				for _, it := range p.Items {
+					records++
+					if strings.EqualFold(it.Resource.ID, base) {
+						hours = hours.Add(it.Quantity)
+					}
+				}
+			})
+			return hours, records
+		}
+		hours, records := baseHours("?start_time=2026-10-01T00:00:00Z&end_time=2026-11-30T23:59:59Z&size=4", true)
 		if records == 0 || !hours.Equal(billedHours) || billedHours.IsZero() {
 			t.Errorf("Adatum's base VM hours reported in October and November: %s in %d utilization records, %s billed", hours, records, billedHours)
 		}
 		// What October's invoice billed was reported in October; the late
 		// hours, reported in November, are not in October's range.
-		octHours, octBilled := money.Zero, money.Zero
-		octInv, _ := bs.Invoice(ctx, w.op, "SB-202610-contoso")
-		for _, sec := range octInv.Sections {
-			for _, l := range sec.Lines {
-				if strings.EqualFold(l.MeterID, base) && l.SubscriptionID == W.Adatum.Subscription {
-					octBilled = octBilled.Add(l.Quantity)
-				}
-			}
-		}
-		seekAll(t, w.env.url, contoso, util+"?start_time=2026-10-01T00:00:00Z&end_time=2026-10-31T23:59:59Z&show_details=false", func(_ int, page string) {
-			var p struct {
-				Items []struct {
-					Resource struct{ ID string } `json:"resource"`
-					Quantity money.Quantity      `json:"quantity"`
-				} `json:"items"`
-			}
-			if err := json.Unmarshal([]byte(page), &p); err != nil {
-				t.Fatal(err)
-			}
-			for _, it := range p.Items {
-				if strings.EqualFold(it.Resource.ID, base) {
-					octHours = octHours.Add(it.Quantity)
-				}
-			}
-		})
-		if !octHours.Equal(octBilled) || octHours.Equal(billedHours) {
+		octBilled := billed("SB-202610-contoso")
+		if octHours, _ := baseHours("?start_time=2026-10-01T00:00:00Z&end_time=2026-10-31T23:59:59Z&show_details=false", false); !octHours.Equal(octBilled) || octHours.Equal(billedHours) {
 			t.Errorf("base VM hours reported in October: %s; October's invoice billed %s (both months %s)", octHours, octBilled, billedHours)
 		}
 		// Until the range's last hour has reached commerce: 204 and when to
