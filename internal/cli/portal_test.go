@@ -527,6 +527,37 @@ func TestPortalOverview(t *testing.T) {
 	if !strings.Contains(page, `id="top"`) || !strings.Contains(page, "/portal/invoices/"+invs[0].Number) {
 		t.Error("the overview lists no customers linked to the invoice")
 	}
+	// The month-against-month chart's bars (read through the rating index)
+	// add up to the records themselves (read one by one).
+	fabP := auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "t"}
+	subs, err := pw.app.Directory.ListSubscriptions(ctx, fabP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, x := range subs {
+		ids = append(ids, strings.ToLower(x.ID))
+	}
+	totals, err := pw.app.Ledger.Totals(ctx, ids, clock.MonthStart(now), clock.NextMonth(now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBase := money.Zero
+	for _, x := range totals {
+		if strings.EqualFold(x.BillingMeterID, "9c23489b-c01c-5893-b898-412bd252b0db") {
+			wantBase = wantBase.Add(x.Quantity)
+		}
+	}
+	this, _ := trend(t, page)
+	gotBase := money.Zero
+	for _, v := range this {
+		if v != nil {
+			gotBase = gotBase.Add(*v)
+		}
+	}
+	if wantBase.IsZero() || !gotBase.Equal(wantBase) {
+		t.Errorf("the overview's base VM bars add up to %s this month; the records to %s", gotBase, wantBase)
+	}
 	ts := pw.signIn(t, pw.w.SignIn("tailspin"))
 	_, page = e2e.Call(t, ts, "GET", pw.url+"/portal/overview", "", "", nil)
 	if !strings.Contains(page, "what you charge your customers") || !strings.Contains(page, "/portal/statements/") {

@@ -64,6 +64,22 @@ func TestDrillDownReads(t *testing.T) {
 			t.Errorf("k1 is billed, so it has no local-only records: %d, %v", len(local), err)
 		}
 
+		// Per meter and day through the rating index: billed and unbilled
+		// parts together, other subscriptions left out.
+		days, err := l.MeterDays(ctx, []string{"sub-a"}, time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), nov, nov.Add(72*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var meterDays []string
+		for _, d := range days {
+			meterDays = append(meterDays, fmt.Sprintf("%s %s %s", d.Meter, d.Day.Format("2006-01-02"), d.Quantity))
+		}
+		if want := []string{"bm-1 2026-10-31 7.75", "bm-2 2026-10-31 9"}; fmt.Sprint(meterDays) != fmt.Sprint(want) {
+			t.Errorf("meter days: %q, want %q", meterDays, want)
+		}
+		if all, err := l.MeterDays(ctx, nil, day, nov, nov); err != nil || len(all) != 2 || !all[0].Quantity.Equal(money.MustQuantity("16.75")) {
+			t.Errorf("every subscription's meter days: %+v %v", all, err)
+		}
 		totals, err := l.Totals(ctx, []string{"sub-a"}, day, nov)
 		if err != nil {
 			t.Fatal(err)

@@ -169,11 +169,19 @@ func (p *Portal) overview(w http.ResponseWriter, r *http.Request, s *session) er
 	if err != nil {
 		return err
 	}
-	sc, err := p.usageScope(ctx, s.P)
-	if err != nil {
-		return err
+	// The operator's chart covers every subscription: no list to pass.
+	var subs []string
+	if s.P.Role != auth.RoleOperator {
+		sc, err := p.usageScope(ctx, s.P)
+		if err != nil {
+			return err
+		}
+		subs = sc.ids
+		if subs == nil {
+			subs = []string{}
+		}
 	}
-	trend, err := p.forwardedTrend(ctx, sc.ids, now)
+	trend, err := p.forwardedTrend(ctx, subs, now)
 	if err != nil {
 		return err
 	}
@@ -254,16 +262,18 @@ func (p *Portal) attention(ctx context.Context, pr auth.Principal, now time.Time
 // or the first meter when there is none; nil when there is no usage.
 func (p *Portal) forwardedTrend(ctx context.Context, subs []string, now time.Time) (*chart, error) {
 	lastStart := clock.MonthStart(clock.MonthStart(now).Add(-time.Hour))
-	totals, err := p.d.Ledger.Totals(ctx, subs, lastStart, clock.NextMonth(now))
+	days, err := p.d.Ledger.MeterDays(ctx, subs, lastStart, clock.NextMonth(now), now)
 	if err != nil {
 		return nil, err
 	}
 	type info struct{ name, unit string }
 	meters := map[string]*info{}
-	for _, t := range totals {
-		if t.BillingMeterID != "" && meters[t.BillingMeterID] == nil {
-			meters[t.BillingMeterID] = &info{name: t.BillingMeterID}
+	var pts []point
+	for _, d := range days {
+		if meters[d.Meter] == nil {
+			meters[d.Meter] = &info{name: d.Meter}
 		}
+		pts = append(pts, point{Bucket: d.Day, Key: d.Meter, Qty: d.Quantity})
 	}
 	p.nameMeters(ctx, now, func(id string) (*string, *string) {
 		if m := meters[id]; m != nil {
@@ -274,12 +284,6 @@ func (p *Portal) forwardedTrend(ctx context.Context, subs []string, now time.Tim
 	var cs []meterChoice
 	for id, m := range meters {
 		cs = append(cs, meterChoice{Key: id, Name: m.name, Unit: m.unit})
-	}
-	var pts []point
-	for _, t := range totals {
-		if t.BillingMeterID != "" {
-			pts = append(pts, point{Bucket: t.Day, Key: t.BillingMeterID, Qty: t.Quantity})
-		}
 	}
 	c, _ := trendOf(cs, pts, now)
 	return c, nil
