@@ -31,6 +31,8 @@ func TestDrillDownReads(t *testing.T) {
 			// another meter and another subscription, which the reads leave out
 			{ID: fmt.Sprintf("%032x", 4), Subscription: "sub-a", LocalSub: "l", Tenant: "t", MeterKey: "k2", BillingMeter: "bm-2", Qty: "9", BillingQty: "9", UsageUs: clock.Micros(day), ReportedUs: clock.Micros(day), Tags: "null", Addl: "null"},
 			{ID: fmt.Sprintf("%032x", 5), Subscription: "sub-b", LocalSub: "l", Tenant: "t", MeterKey: "k1", BillingMeter: "bm-1", Qty: "9", BillingQty: "9", UsageUs: clock.Micros(day), ReportedUs: clock.Micros(day), Tags: "null", Addl: "null"},
+			// a meter no billing meter covers: never rated, still charted
+			{ID: fmt.Sprintf("%032x", 7), Subscription: "sub-a", LocalSub: "l", Tenant: "t", MeterKey: "k3", Qty: "5", BillingQty: "5", UsageUs: clock.Micros(day), ReportedUs: clock.Micros(day), Tags: "null", Addl: "null"},
 		}
 		if err := l.Load(ctx, "reg", "cloud-1", day.Add(23*time.Hour), onTime); err != nil {
 			t.Fatal(err)
@@ -64,6 +66,19 @@ func TestDrillDownReads(t *testing.T) {
 			t.Errorf("k1 is billed, so it has no local-only records: %d, %v", len(local), err)
 		}
 
+		// Per subscription, meter and day through the rating index: the same
+		// totals and the same split by invoice as reading every record.
+		daily, err := l.DailyTotals(ctx, []string{"sub-a"}, day, nov, nov.Add(72*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotDaily []string
+		for _, x := range daily {
+			gotDaily = append(gotDaily, fmt.Sprintf("%s %s/%s %s %s %v", x.SubscriptionID, x.BillingMeterID, x.LocalMeterID, x.Day.Format("2006-01-02"), x.Quantity, x.Invoiced))
+		}
+		if want := []string{"sub-a /k3 2026-10-31 5 [{2026-10 5}]", "sub-a bm-1/ 2026-10-31 7.75 [{2026-10 7.5} { 0.25}]", "sub-a bm-2/ 2026-10-31 9 [{2026-10 9}]"}; fmt.Sprint(gotDaily) != fmt.Sprint(want) {
+			t.Errorf("daily totals:\n%q\nwant\n%q", gotDaily, want)
+		}
 		// Per meter and day through the rating index: billed and unbilled
 		// parts together, other subscriptions left out.
 		days, err := l.MeterDays(ctx, []string{"sub-a"}, time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), nov, nov.Add(72*time.Hour))

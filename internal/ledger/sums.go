@@ -468,39 +468,54 @@ func streamQuantities(ctx context.Context, q store.Querier, fn func(sub, meter s
 	return rows.Err()
 }
 
-// MeterDays sums forwarded usage of billing meters per meter and usage day
-// over [from, to) (midnights), billed or not, for subscriptions (nil:
-// every one): what a chart of usage over time needs. It reads one group per
-// rating series and day through the rating index (DaySums), not a row per
-// record, so a page that charts two months stays cheap however many
-// records they hold. Billed usage is looked for in every period from
-// from's to now's, since late usage is billed on a later invoice.
-func (l *Ledger) MeterDays(ctx context.Context, subscriptions []string, from, to, now time.Time) ([]DaySum, error) {
+// daySumsByPeriod sums usage of billing meters in [from, to) (midnights) per
+// rating series and day through the rating index (DaySums): one selection
+// for what is unbilled (period "") and one per period from from's to
+// now's that may have billed it (late usage is billed on a later
+// invoice). subscriptions nil selects every one.
+func (l *Ledger) daySumsByPeriod(ctx context.Context, subscriptions []string, from, to, now time.Time, fn func(period string, d DaySum)) error {
 	if err := l.Settle(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	sels := []Selection{{Start: from, End: to, Subscriptions: subscriptions}}
+	periods := []string{""}
 	for p := clock.MonthStart(from); !p.After(now); p = clock.NextMonth(p) {
 		sels = append(sels, Selection{Billed: true, Period: clock.Period(p), Start: from, End: to, DayFrom: from, DayTo: to, Subscriptions: subscriptions})
+		periods = append(periods, clock.Period(p))
 	}
+	for i, sel := range sels {
+		parts, _, err := l.DaySums(ctx, l.db, sel)
+		if err != nil {
+			return err
+		}
+		for _, d := range parts {
+			fn(periods[i], d)
+		}
+	}
+	return nil
+}
+
+// MeterDays sums forwarded usage of billing meters per meter and usage day
+// over [from, to), billed or not, for subscriptions (nil: every one): what
+// a chart of usage over time needs, read as sums per series and day, not a
+// row per record, so a page that charts two months stays cheap however
+// many records they hold.
+func (l *Ledger) MeterDays(ctx context.Context, subscriptions []string, from, to, now time.Time) ([]DaySum, error) {
 	type key struct {
 		meter string
 		day   int64
 	}
 	sums := map[key]money.Quantity{}
-	for _, sel := range sels {
-		parts, _, err := l.DaySums(ctx, l.db, sel)
-		if err != nil {
-			return nil, err
+	err := l.daySumsByPeriod(ctx, subscriptions, from, to, now, func(_ string, d DaySum) {
+		k := key{d.Meter, clock.Micros(d.Day)}
+		if q, ok := sums[k]; ok {
+			sums[k] = q.Add(d.Quantity)
+		} else {
+			sums[k] = d.Quantity
 		}
-		for _, d := range parts {
-			k := key{d.Meter, clock.Micros(d.Day)}
-			if q, ok := sums[k]; ok {
-				sums[k] = q.Add(d.Quantity)
-			} else {
-				sums[k] = d.Quantity
-			}
-		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	out := make([]DaySum, 0, len(sums))
 	for k, q := range sums {
@@ -508,4 +523,87 @@ func (l *Ledger) MeterDays(ctx context.Context, subscriptions []string, from, to
 	}
 	sortDaySums(out)
 	return out, nil
+}
+
+// DailyTotals sums forwarded usage per subscription, meter and usage day
+// over [from, to) (midnights) for subscriptions (nil: every one), split by
+// the period whose invoice billed it ("" while unbilled): what a usage page
+// charts and tables. Billing meters are summed per rating series and day
+// through the rating index (DaySums), one selection for what is unbilled
+// and one per period that may have billed the range (late usage is billed
+// on a later invoice); meters without a billing meter, which rating never
+// reads, are summed from their own index. Quantities are in the billing
+// meter's unit, or the local meter's for those without one.
+func (l *Ledger) DailyTotals(ctx context.Context, subscriptions []string, from, to, now time.Time) ([]ChargedTotal, error) {
+	if subscriptions != nil && len(subscriptions) == 0 {
+		return nil, nil
+	}
+	type key struct {
+		sub, meter, local string
+		day               int64
+	}
+	out := map[key]*ChargedTotal{}
+	add := func(k key, period string, q money.Quantity) {
+		t := out[k]
+		if t == nil {
+			t = &ChargedTotal{SubscriptionID: k.sub, BillingMeterID: k.meter, LocalMeterID: k.local, Day: clock.FromMicros(k.day), Quantity: money.Zero}
+			out[k] = t
+		}
+		t.Quantity = t.Quantity.Add(q)
+		t.addInvoiced(period, q)
+	}
+	if err := l.daySumsByPeriod(ctx, subscriptions, from, to, now, func(period string, d DaySum) {
+		add(key{sub: d.Subscription, meter: d.Meter, day: clock.Micros(d.Day)}, period, d.Quantity)
+	}); err != nil {
+		return nil, err
+	}
+	args := []any{clock.Micros(from), clock.Micros(to), clock.Micros(from), clock.Micros(clock.DayStart(to.Add(-time.Microsecond)))}
+	q := `SELECT charged_subscription_id, local_meter_key, usage_day_us, quantity, billed_period FROM commerce_usage
+		WHERE billing_meter_id = '' AND usage_hour_us >= ? AND usage_hour_us < ? AND usage_day_us >= ? AND usage_day_us <= ?`
+	if subscriptions != nil {
+		q += ` AND charged_subscription_id IN (` + store.Placeholders(len(subscriptions)) + `)`
+		for _, s := range subscriptions {
+			args = append(args, s)
+		}
+	}
+	rows, err := l.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var sub, local string
+		var day int64
+		var qty money.Quantity
+		var closed sql.NullString // the period whose finalization closed it (it bills nothing)
+		if err := rows.Scan(&sub, &local, &day, &qty, &closed); err != nil {
+			return nil, err
+		}
+		add(key{sub: sub, local: local, day: day}, closed.String, qty)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	res := make([]ChargedTotal, 0, len(out))
+	for _, t := range out {
+		// Periods in order, what is not billed yet last.
+		sort.Slice(t.Invoiced, func(i, j int) bool {
+			a, b := t.Invoiced[i].Period, t.Invoiced[j].Period
+			return a != "" && (b == "" || a < b)
+		})
+		res = append(res, *t)
+	}
+	sort.Slice(res, func(i, j int) bool {
+		a, b := res[i], res[j]
+		switch {
+		case a.SubscriptionID != b.SubscriptionID:
+			return a.SubscriptionID < b.SubscriptionID
+		case a.BillingMeterID != b.BillingMeterID:
+			return a.BillingMeterID < b.BillingMeterID
+		case a.LocalMeterID != b.LocalMeterID:
+			return a.LocalMeterID < b.LocalMeterID
+		}
+		return a.Day.Before(b.Day)
+	})
+	return res, nil
 }

@@ -495,10 +495,11 @@ var funcs = template.FuncMap{
 		}
 		return s
 	},
-	"dur":     func(sec float64) string { return (time.Duration(sec) * time.Second).String() },
-	"pathesc": url.PathEscape,
-	"lower":   strings.ToLower,
-	"list":    func(s ...string) []string { return s },
+	"dur":       func(sec float64) string { return (time.Duration(sec) * time.Second).String() },
+	"pathesc":   url.PathEscape,
+	"lower":     strings.ToLower,
+	"list":      func(s ...string) []string { return s },
+	"hasPrefix": strings.HasPrefix,
 	// usagehref links a line to the daily usage behind it.
 	"usagehref": func(sub, meterID string, from, to time.Time) string { return usageHref(sub, meterID, from, to) },
 	"periodusage": func(sub, meterID string, local bool, period string) string {
