@@ -58,23 +58,23 @@ func (s *Server) pcInvoices(w http.ResponseWriter, r *http.Request, p auth.Princ
 
 // pcInvoice loads a finalized invoice: a draft is unbilled usage in
 // Partner Center's terms, not an invoice.
-func (s *Server) pcFinal(r *http.Request, p auth.Principal, id string) (partnercenter.Invoice, error) {
+func (s *Server) pcFinal(r *http.Request, p auth.Principal, id string) (billing.Invoice, error) {
 	inv, err := s.deps.Billing.Invoice(r.Context(), p, id)
 	if err != nil {
-		return partnercenter.Invoice{}, err
+		return billing.Invoice{}, err
 	}
 	if inv.FinalizedAt == nil {
-		return partnercenter.Invoice{}, arm.Errorf(arm.NotFound, "InvoiceNotFound", "Invoice '%s' is a draft until its period is finalized; its usage is unbilled until then.", id)
+		return billing.Invoice{}, arm.Errorf(arm.NotFound, "InvoiceNotFound", "Invoice '%s' is a draft until its period is finalized; its usage is unbilled until then.", id)
 	}
-	return partnercenter.FromInvoice(inv), nil
+	return inv, nil
 }
 
 func (s *Server) pcInvoice(w http.ResponseWriter, r *http.Request, p auth.Principal, params map[string]string) error {
-	out, err := s.pcFinal(r, p, params["id"])
+	inv, err := s.pcFinal(r, p, params["id"])
 	if err != nil {
 		return err
 	}
-	WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, partnercenter.FromInvoice(inv))
 	return nil
 }
 
@@ -101,10 +101,7 @@ func (s *Server) pcLineItems(w http.ResponseWriter, r *http.Request, p auth.Prin
 		return err
 	}
 	id := params["id"]
-	if _, err := s.pcFinal(r, p, id); err != nil {
-		return err
-	}
-	inv, err := s.deps.Billing.Invoice(r.Context(), p, id)
+	inv, err := s.pcFinal(r, p, id)
 	if err != nil {
 		return err
 	}
@@ -220,12 +217,9 @@ func (s *Server) pcDailyRatedUsage(w http.ResponseWriter, r *http.Request, p aut
 		}
 		currency = inv.Currency
 	} else {
-		inv, err := s.deps.Billing.Invoice(ctx, p, id)
+		inv, err := s.pcFinal(r, p, id)
 		if err != nil {
 			return err
-		}
-		if inv.FinalizedAt == nil {
-			return arm.Errorf(arm.NotFound, "InvoiceNotFound", "Invoice '%s' is a draft until its period is finalized; read its usage as unbilled.", id)
 		}
 		partner, period, currency = inv.PartnerID, inv.Period, inv.Currency
 	}
