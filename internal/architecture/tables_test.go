@@ -59,7 +59,7 @@ var owners = map[string][]string{
 	"internal/billing":      {"billing_agreements", "billing_periods", "credit_notes", "export_chunks", "export_jobs", "invoice_lines", "invoices", "period_directories", "period_files", "price_books", "price_lists", "prices"},
 	"internal/bridge":       {"bridge_forward_hours", "bridge_outbox"},
 	"internal/directory":    {"customers", "directory_changes", "partners", "subscriptions"},
-	"internal/ledger":       {"commerce_dedup", "commerce_dedup_blocks", "commerce_usage", "commerce_usage_default", "commerce_usage_log", "ingest_hours", "rating_series"},
+	"internal/ledger":       {"commerce_dedup", "commerce_dedup_blocks", "commerce_streams", "commerce_usage", "commerce_usage_default", "commerce_usage_log", "ingest_hours", "rating_series"},
 	"internal/meter":        {"meter_map", "meters"},
 	"internal/quarantine":   {"quarantine"},
 	"internal/registration": {"cloud_keys", "registration_events", "registrations", "tenant_mappings"},

@@ -35,10 +35,11 @@ const (
 	Unavailable                 // the service cannot take it now; retry
 	Upstream                    // a service this one depends on failed
 	Full                        // storage is full; retry when space returns
+	Conflict                    // the request does not fit the object's current state, which the answer names
 )
 
 var kindNames = [...]string{"internal", "invalid", "unauthenticated", "denied", "not found", "method not allowed",
-	"precondition failed", "too large", "unsupported media type", "throttled", "unavailable", "upstream failed", "storage full"}
+	"precondition failed", "too large", "unsupported media type", "throttled", "unavailable", "upstream failed", "storage full", "conflict"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {

@@ -31,6 +31,10 @@ import (
 const (
 	watermarkSetting = "bridge.watermark"
 	sealedSetting    = "bridge.sealed"
+	// streamedSetting is where the last stream batch sealed ends: the next
+	// one starts after it. It differs from sealedSetting when a chunk of
+	// records was held whole, which seals no batch.
+	streamedSetting = "bridge.streamed"
 )
 
 // Grace is how long after an hour closes the forwarder waits before reading
@@ -56,10 +60,7 @@ func ownerAt(since []time.Time, owners []string, t time.Time) string {
 }
 
 // Watermark is the last record forwarded, in (reported hour, id) order.
-type Watermark struct {
-	ReportedHour int64 `json:"reportedHour"`
-	ID           int64 `json:"id"`
-}
+type Watermark = wire.Position
 
 // Status is what operators see of the bridge.
 type Status struct {
@@ -232,8 +233,13 @@ func (f *Forwarder) seal(ctx context.Context, a *Activation, horizon int64) (int
 		if err != nil || p.last == from {
 			return total, err
 		}
+		streamed, streamedWas, err := f.streamed(ctx, from)
+		if err != nil {
+			return total, err
+		}
 		var payload []byte
 		if len(p.Records) > 0 {
+			p.Batch.Stream = &wire.Stream{After: streamed, Through: p.last}
 			raw, err := p.Batch.MarshalBinary()
 			if err != nil {
 				return total, err
@@ -258,6 +264,13 @@ func (f *Forwarder) seal(ctx context.Context, a *Activation, horizon int64) (int
 			if len(p.Records) == 0 {
 				return nil
 			}
+			through, _ := json.Marshal(p.last)
+			if swapped, err := tx.SwapSetting(ctx, streamedSetting, streamedWas, string(through)); err != nil || !swapped {
+				if err == nil {
+					err = errors.New("the stream position moved while sealing")
+				}
+				return err
+			}
 			_, err = tx.ExecContext(ctx, `INSERT INTO bridge_outbox (first_reported_hour_us, last_reported_hour_us, last_record_id, records, payload) VALUES (?, ?, ?, ?, ?)`,
 				clock.Micros(p.Records[0].ReportedHour), p.last.ReportedHour, p.last.ID, len(p.Records), payload)
 			return err
@@ -270,10 +283,35 @@ func (f *Forwarder) seal(ctx context.Context, a *Activation, horizon int64) (int
 	}
 }
 
+// streamed reads where the last stream batch sealed ends, and the setting's
+// text for a compare and set; a stack that sealed before streams existed
+// starts its stream where sealing stands (from).
+func (f *Forwarder) streamed(ctx context.Context, from Watermark) (Watermark, string, error) {
+	var w Watermark
+	text, err := f.db.Setting(ctx, streamedSetting, func() (string, error) {
+		text, err := json.Marshal(from)
+		return string(text), err
+	})
+	if err != nil {
+		return w, "", err
+	}
+	if err := json.Unmarshal([]byte(text), &w); err != nil {
+		return w, "", err
+	}
+	// The stream never runs ahead of sealing. Were it to (a database put
+	// back in part, the settings of another time), batches would claim to
+	// follow records commerce never had and be taken whole while they
+	// repeat: start it where sealing stands, and commerce will look at them.
+	if w.Compare(from) > 0 {
+		w = from
+	}
+	return w, text, nil
+}
+
 // Release seals a record that sealing held, once it passes the checks that
 // held it (an operator's release after the cause was fixed), as a batch of
-// its own. Commerce deduplicates by record ID, so its place in the order
-// does not matter; the batch commits the watermark where sealing stands, as
+// its own. It carries no stream position, so commerce deduplicates it by
+// record ID and its place in the order does not matter; the batch commits the watermark where sealing stands, as
 // every batch before it in the outbox ends at or before that.
 func (f *Forwarder) Release(ctx context.Context, tx *store.Tx, it quarantine.Item, now time.Time) error {
 	var r wire.Record
@@ -360,10 +398,31 @@ func (f *Forwarder) forward(ctx context.Context, maxBatches int) (int, error) {
 	}()
 	sent, started := 0, 0
 	var readErr error
+	// prev is closed when the post before the newest one has finished, and
+	// ok says whether commerce acknowledged it.
+	var prev chan struct{}
+	var prevOK *bool
 	for {
 		for more && readErr == nil && len(window) < inFlight && (maxBatches == 0 || started < maxBatches) {
 			p := posting{row: next, done: make(chan error, 1)}
-			go func() { p.done <- f.post(ctx, a, p.row.payload) }()
+			wait, waitOK := prev, prevOK
+			finished, ok := make(chan struct{}), new(bool)
+			go func() {
+				defer close(finished)
+				err := f.post(ctx, a, p.row.payload)
+				// Commerce took the batch before its predecessor (two are in
+				// flight): once that one is in, this one fits.
+				var order *OutOfOrderError
+				if errors.As(err, &order) && wait != nil {
+					<-wait
+					if *waitOK {
+						err = f.post(ctx, a, p.row.payload)
+					}
+				}
+				*ok = err == nil
+				p.done <- err
+			}()
+			prev, prevOK = finished, ok
 			window, started = append(window, p), started+1
 			next, more, readErr = f.nextSealed(ctx, p.row.id)
 		}
@@ -373,17 +432,114 @@ func (f *Forwarder) forward(ctx context.Context, maxBatches int) (int, error) {
 		head := window[0]
 		window = window[1:]
 		if err := <-head.done; err != nil {
+			var order *OutOfOrderError
+			if errors.As(err, &order) {
+				// Commerce has not got what this stack took as
+				// acknowledged (its database was restored): forward again
+				// from where commerce stands.
+				for _, p := range window {
+					<-p.done
+				}
+				window = nil
+				if rerr := f.rewind(ctx, order.At); rerr != nil {
+					err = fmt.Errorf("%w; rewinding failed: %v", err, rerr)
+				}
+			}
 			f.failed(err)
 			return sent, err
 		}
 		// Only after commerce acknowledged, and in order: a crash before
-		// this line re-sends the batch, which commerce recognises record by
-		// record.
+		// this line re-sends the batch, which commerce recognises by its
+		// stream position.
 		if err := f.commit(ctx, head.row); err != nil {
 			return sent, err
 		}
 		sent += head.row.records
 	}
+}
+
+// OutOfOrderError is commerce's answer to a stream batch that does not
+// start where the stack's stream stands on commerce: At.
+type OutOfOrderError struct {
+	At      Watermark
+	Message string
+}
+
+func (e *OutOfOrderError) Error() string { return e.Message }
+
+// rewindOutbox drops the sealed stream batches, which will be sealed again
+// from at, and keeps the records released from quarantine (batches without
+// a stream position, which no sealing would make again), moving their
+// watermark to at.
+func rewindOutbox(ctx context.Context, tx *store.Tx, at Watermark) error {
+	dec, err := zstd.NewReader(nil)
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	type row struct {
+		id      int64
+		payload []byte
+	}
+	var rows []row
+	rs, err := tx.QueryContext(ctx, `SELECT id, payload FROM bridge_outbox ORDER BY id`)
+	if err != nil {
+		return err
+	}
+	for rs.Next() {
+		var r row
+		if err := rs.Scan(&r.id, &r.payload); err != nil {
+			rs.Close()
+			return err
+		}
+		rows = append(rows, r)
+	}
+	if err := errors.Join(rs.Err(), rs.Close()); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		var b wire.Batch
+		raw, err := dec.DecodeAll(r.payload, nil)
+		if err == nil {
+			err = b.UnmarshalBinary(raw)
+		}
+		if err == nil && b.Stream == nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE bridge_outbox SET last_reported_hour_us = ?, last_record_id = ? WHERE id = ?`, at.ReportedHour, at.ID, r.id); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM bridge_outbox WHERE id = ?`, r.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rewind forwards again from at, where commerce's stream stands: the
+// outbox is dropped and the records after at sealed anew. Records before
+// at stay forwarded. It only ever moves back.
+func (f *Forwarder) rewind(ctx context.Context, at Watermark) error {
+	w, err := f.watermark(ctx)
+	if err != nil || at.Compare(w) >= 0 {
+		return err
+	}
+	text, _ := json.Marshal(at)
+	f.logger.Warn("bridge: commerce does not have usage this stack forwarded and saw acknowledged (was its database restored?); forwarding again from commerce's position",
+		"stack_watermark", w, "commerce_position", at)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.db.Write(ctx, func(tx *store.Tx) error {
+		if err := rewindOutbox(ctx, tx, at); err != nil {
+			return err
+		}
+		for _, key := range []string{watermarkSetting, sealedSetting, streamedSetting} {
+			if err := tx.PutSetting(ctx, key, string(text)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // prepared is a batch ready to seal, the last record it covers, and the
@@ -477,6 +633,12 @@ func (f *Forwarder) post(ctx context.Context, a *Activation, payload []byte) err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode == http.StatusConflict && resp.Header.Get(wire.StreamAtHeader) != "" {
+		e := &OutOfOrderError{Message: fmt.Sprintf("commerce answered %d: %s", resp.StatusCode, bytes.TrimSpace(body))}
+		if json.Unmarshal([]byte(resp.Header.Get(wire.StreamAtHeader)), &e.At) == nil {
+			return e
+		}
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("commerce answered %d: %s", resp.StatusCode, bytes.TrimSpace(body))
 	}

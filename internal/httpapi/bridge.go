@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -15,6 +16,7 @@ import (
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/ingest"
 	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/quarantine"
@@ -77,6 +79,11 @@ func (s *Server) postBridgeUsage(w http.ResponseWriter, r *http.Request, p auth.
 		return err
 	}
 	res, err := s.deps.Ingestor.Ingest(r.Context(), p, b)
+	var order *ingest.OutOfOrderError
+	if errors.As(err, &order) {
+		at, _ := json.Marshal(order.At)
+		w.Header().Set(wire.StreamAtHeader, string(at))
+	}
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,8 @@ func Status(k arm.Kind) int {
 		return http.StatusBadGateway
 	case arm.Full:
 		return http.StatusInsufficientStorage
+	case arm.Conflict:
+		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
 }

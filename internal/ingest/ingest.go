@@ -1,13 +1,16 @@
 // Package ingest is commerce's side of the bridge: it takes a stack's batch
 // (package wire), verifies it against the bridge credential's registration,
 // maps each record to the subscription it is charged to at its usage hour
-// and to its billing meter, claims the record IDs, and appends the batch to
-// the ledger, which acknowledges it.
+// and to its billing meter, decides what in it is new (by the batch's place
+// in its stack's stream, or record by record where the place cannot
+// decide), and appends the batch to the ledger, which acknowledges it.
 package ingest
 
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -45,8 +48,9 @@ func New(db *store.DB, regs *registration.Service, billing *meter.BillingMap, l 
 	return &Ingestor{db: db, regs: regs, billing: billing, ledger: l, clock: c, logger: logger}
 }
 
-// KeyRetention is how long commerce remembers a record ID in memory (and
-// its key blocks). A bridge re-sends within minutes of a failure; a record
+// KeyRetention is how long commerce remembers a record ID it deduplicated
+// by ID (a batch without a stream position, a repeated stream hour) in
+// memory (and its key blocks). A bridge re-sends within minutes of a failure; a record
 // re-sent later still counts once, because commerce_usage's primary key
 // refuses it when it is materialised.
 const KeyRetention = 3 * 24 * time.Hour
@@ -56,7 +60,7 @@ const KeyRetention = 3 * 24 * time.Hour
 // billing model reports usage. Each record is ledger.Charged, for its usage hour, to
 // the customer subscription its tenant was mapped to then, or else to the
 // registration's default subscription; the reason is stored with it. Records
-// are deduplicated by ID in the same transaction that logs them, and the
+// are deduplicated (write) in the same transaction that logs them, and the
 // batch is acknowledged once that commits: commerce_usage follows from the
 // log (Run), and every reader settles it first.
 func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b wire.Batch) (wire.Result, error) {
@@ -79,6 +83,19 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b wire.Batch) 
 	case !reg.UsageReportingEnabled:
 		return wire.Result{}, arm.Errorf(arm.Denied, "UsageReportingDisabled",
 			"Registration %s (billing model %s) does not report usage.", reg.Key.Name, reg.BillingModel)
+	}
+	if st := b.Stream; st != nil {
+		// The place of a record decides whether a repeated batch holds it
+		// already, so a record must lie where its batch says.
+		if why := st.Check(); why != "" {
+			return wire.Result{}, arm.InvalidRequest("stream", "%s.", why)
+		}
+		for i := range b.Records {
+			if h := clock.Micros(b.Records[i].ReportedHour); h < st.After.ReportedHour || h > st.Through.ReportedHour {
+				return wire.Result{}, arm.InvalidRequest(fmt.Sprintf("records[%d].reportedHour", i),
+					"The record's reported hour lies outside the batch's stream positions.")
+			}
+		}
 	}
 	intervals, err := in.regs.Mappings(ctx, reg.UID)
 	if err != nil {
@@ -137,13 +154,94 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b wire.Batch) 
 		recs, keys = append(recs, mapped[i]), append(keys, ids[i])
 	}
 	var stored, held int
+	for attempt := 0; ; attempt++ {
+		stored, held, err = in.write(ctx, reg, b.Stream, recs, keys)
+		if !errors.Is(err, errSettleFirst) {
+			break
+		}
+		if attempt == 3 {
+			return wire.Result{}, arm.Errorf(arm.Unavailable, "StreamBusy",
+				"Commerce is still storing this cloud's previous batches, which this one repeats in part; send it again.")
+		}
+		// The records this batch may repeat must be in commerce_usage to
+		// be recognised: materialise what is acknowledged, then look again.
+		if err := in.ledger.Settle(ctx); err != nil {
+			return wire.Result{}, err
+		}
+	}
+	if err != nil {
+		return wire.Result{}, err
+	}
+	return wire.Result{Accepted: stored, Duplicates: len(b.Records) - stored - held, Quarantined: held}, nil
+}
+
+// errSettleFirst means a batch must be checked against records still in
+// the ledger's log: the caller settles and tries again.
+var errSettleFirst = errors.New("settle the ledger first")
+
+// OutOfOrderError answers a stream batch that does not start where its
+// cloud's stream stands on commerce, At; httpapi sends At with the 409.
+type OutOfOrderError struct {
+	At  wire.Position
+	Err *arm.Error
+}
+
+func (e *OutOfOrderError) Error() string { return e.Err.Error() }
+func (e *OutOfOrderError) Unwrap() error { return e.Err }
+
+// write claims and logs a mapped batch in one transaction and answers how
+// many records it stored and held.
+//
+// A stream batch (one a stack sealed in its forwarding order) that starts
+// where its cloud's stream stands is new as a whole: nothing is looked up
+// per record, and the stream moves to its end, as Kafka's idempotent
+// producer deduplicates by producer and sequence. A batch that starts
+// before it repeats what commerce took (a stack restored from a backup, or
+// a re-send after a lost answer): records of earlier reported hours are
+// duplicates by their place, and those of the stream's own last hour, whose
+// sequence a restored stack may number differently, are looked up by ID.
+// A batch that starts after it arrived before its predecessor (two are in
+// flight) or follows batches commerce lost; the stack is told where the
+// stream stands. A batch without a stream position (a record released from
+// quarantine, or written by hand), and the first stream batch of a cloud
+// that forwarded before streams, are checked record by record against the
+// claimed keys and commerce_usage; so are a stream batch's records of hours
+// that a batch without a position reached (the stream may repeat those).
+func (in *Ingestor) write(ctx context.Context, reg registration.Registration, stream *wire.Stream, recs []ledger.Charged, keys [][16]byte) (stored, held int, err error) {
 	err = in.db.Write(ctx, func(tx *store.Tx) error {
-		now = in.clock.Now()
+		now := in.clock.Now()
 		held = 0
-		// A held record's key is claimed too, so that a re-send is a
-		// duplicate and not held twice.
-		fresh, err := in.ledger.Claim(ctx, tx, keys, now.Add(KeyRetention))
+		fresh := make([]bool, len(recs))
+		var check []int // records to look up by ID
+		st, err := in.ledger.Stream(ctx, tx, reg.CloudID)
 		if err != nil {
+			return err
+		}
+		switch {
+		case stream == nil, !st.Known && stream.After != (wire.Position{}):
+			check = allIndices(len(recs))
+		case stream.After.Compare(st.At) > 0:
+			at, _ := json.Marshal(st.At)
+			return &OutOfOrderError{At: st.At, Err: arm.Errorf(arm.Conflict, "BatchOutOfOrder",
+				"This batch starts after position %s of the cloud's stream, where commerce stands; send the batches from there.", at)}
+		default:
+			replay := stream.After.Compare(st.At) < 0
+			for i := range recs {
+				switch hour := recs[i].ReportedUs; {
+				case replay && hour > st.CoveredFrom && hour < st.At.ReportedHour:
+					// Taken with the stream's contiguous run: a duplicate by
+					// its place.
+				case replay && hour <= st.At.ReportedHour, hour <= st.UnorderedThrough:
+					check = append(check, i)
+				default:
+					fresh[i] = true
+				}
+			}
+		}
+		if len(check) > 0 && st.Pending {
+			return errSettleFirst
+		}
+		if err := in.claim(ctx, tx, recs, keys, check, fresh, now); err != nil {
 			return err
 		}
 		batch := make([]ledger.Charged, 0, len(recs))
@@ -164,15 +262,72 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b wire.Batch) 
 			}
 		}
 		stored = len(batch)
-		if err := in.ledger.Log(ctx, tx, now, reg.UID, reg.CloudID, batch); err != nil {
+		logID, err := in.ledger.Log(ctx, tx, now, reg.UID, reg.CloudID, batch)
+		if err != nil {
 			return err
 		}
-		return in.ledger.CountHour(ctx, tx, reg.UID, reg.CloudID, now, stored, len(b.Records)-stored-held)
+		if stream != nil {
+			if err := in.ledger.AdvanceStream(ctx, tx, reg.CloudID, *stream, logID); err != nil {
+				return err
+			}
+		} else if len(batch) > 0 {
+			latest := int64(0)
+			for i := range batch {
+				latest = max(latest, batch[i].ReportedUs)
+			}
+			if err := in.ledger.MarkUnordered(ctx, tx, reg.CloudID, latest, logID); err != nil {
+				return err
+			}
+		}
+		return in.ledger.CountHour(ctx, tx, reg.UID, reg.CloudID, now, stored, len(recs)-stored-held)
 	})
-	if err != nil {
-		return wire.Result{}, err
+	return stored, held, err
+}
+
+// claim decides the records that need more than their place, in one
+// claim of keys (a transaction claims once): records[i] for i in check are
+// fresh when their keys were not claimed before and commerce_usage does not
+// hold them; a fresh record to be held for the operator has its key
+// claimed too, so that a re-send without a stream position is a duplicate
+// and not held twice.
+func (in *Ingestor) claim(ctx context.Context, tx *store.Tx, recs []ledger.Charged, keys [][16]byte, check []int, fresh []bool, now time.Time) error {
+	ids := make([]string, len(check))
+	for j, i := range check {
+		ids[j] = recs[i].ID
 	}
-	return wire.Result{Accepted: stored, Duplicates: len(b.Records) - stored - held, Quarantined: held}, nil
+	claim := check
+	for i := range recs {
+		if fresh[i] && recs[i].Held != "" {
+			claim = append(claim[:len(claim):len(claim)], i)
+		}
+	}
+	if len(claim) == 0 {
+		return nil
+	}
+	claimed := make([][16]byte, len(claim))
+	for j, i := range claim {
+		claimed[j] = keys[i]
+	}
+	ok, err := in.ledger.Claim(ctx, tx, claimed, now.Add(KeyRetention))
+	if err != nil {
+		return err
+	}
+	known, err := in.ledger.Known(ctx, tx, ids)
+	if err != nil {
+		return err
+	}
+	for j, i := range claim {
+		fresh[i] = ok[j] && !known[recs[i].ID]
+	}
+	return nil
+}
+
+func allIndices(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
 }
 
 // PreRegistrationUsage is how long before its cloud was first registered a

@@ -1,6 +1,7 @@
 // Package ledger owns commerce's forwarded usage: the log that ingestion
 // appends each acknowledged batch to, the rows materialised from it
-// (commerce_usage), the rating series, the forwarded-record keys and the
+// (commerce_usage), the rating series, where each cloud's forwarding stream
+// stands and the forwarded-record keys (ingestion's deduplication), and the
 // per-hour ingestion counters. Ingestion appends mapped batches; billing
 // asks it for sums per series and day, streams of rows for reconciliation
 // files and statements, and marks what an invoice billed; the portal and

@@ -401,29 +401,32 @@ func (l *Ledger) Relog(ctx context.Context, tx *store.Tx, it quarantine.Item, no
 	if err != nil {
 		return arm.InvalidRequest("", "Quarantined item %d does not decode (%v), so it cannot be taken again; drop it.", it.ID, err)
 	}
-	return l.append(ctx, tx, now, len(recs), it.Payload)
+	_, err = l.append(ctx, tx, now, len(recs), it.Payload)
+	return err
 }
 
-// Log appends a mapped batch to the log inside tx. It is acknowledged once
-// tx commits; commerce_usage follows from the log (Run), and every reader
-// settles it first.
-func (l *Ledger) Log(ctx context.Context, tx *store.Tx, now time.Time, regUID, cloudID string, recs []Charged) error {
+// Log appends a mapped batch to the log inside tx and answers its log row
+// (0 when there was nothing to log). It is acknowledged once tx commits;
+// commerce_usage follows from the log (Run), and every reader settles it
+// first.
+func (l *Ledger) Log(ctx context.Context, tx *store.Tx, now time.Time, regUID, cloudID string, recs []Charged) (int64, error) {
 	if len(recs) == 0 {
-		return nil
+		return 0, nil
 	}
 	return l.append(ctx, tx, now, len(recs), Encode(regUID, cloudID, recs))
 }
 
-func (l *Ledger) append(ctx context.Context, tx *store.Tx, now time.Time, records int, payload []byte) error {
-	if _, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage_log (received_us, records, payload) VALUES (?, ?, ?)`, clock.Micros(now), records, payload); err != nil {
-		return fmt.Errorf("store forwarded usage: %w", err)
+func (l *Ledger) append(ctx context.Context, tx *store.Tx, now time.Time, records int, payload []byte) (int64, error) {
+	var id int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO commerce_usage_log (received_us, records, payload) VALUES (?, ?, ?) RETURNING id`, clock.Micros(now), records, payload).Scan(&id); err != nil {
+		return 0, fmt.Errorf("store forwarded usage: %w", err)
 	}
 	tx.AfterEnd(func(committed bool) {
 		if committed {
 			l.loop.Logged(int64(records))
 		}
 	})
-	return nil
+	return id, nil
 }
 
 // Claim records keys (forwarded record IDs) inside tx until the instant

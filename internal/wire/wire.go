@@ -6,6 +6,7 @@
 package wire
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -33,15 +34,31 @@ import (
 // this layout (BenchmarkWire).
 const ContentTypeBinary = "application/vnd.stackbill.usage-batch"
 
-const wireVersion = 1
+// Layout versions: 1 is a batch without a stream position (still taken, as
+// from stacks sealed before version 2); 2 adds the stream flag and, when
+// set, the positions After and Through.
+const (
+	wireVersion1 = 1
+	wireVersion  = 2
+)
 
 // MarshalBinary encodes the batch in the bridge's binary layout: a version
-// byte, the cloud ID, a count, then each record's fields as varbuf strings
-// and varint microseconds.
+// byte, the cloud ID, a stream flag (and the two positions when set), a
+// count, then each record's fields as varbuf strings and varint
+// microseconds.
 func (b Batch) MarshalBinary() ([]byte, error) {
 	out := make([]byte, 0, 64+300*len(b.Records))
 	out = append(out, wireVersion)
 	out = varbuf.AppendString(out, b.CloudID)
+	if b.Stream == nil {
+		out = append(out, 0)
+	} else {
+		out = append(out, 1)
+		for _, p := range []Position{b.Stream.After, b.Stream.Through} {
+			out = binary.AppendVarint(out, p.ReportedHour)
+			out = binary.AppendVarint(out, p.ID)
+		}
+	}
 	out = binary.AppendUvarint(out, uint64(len(b.Records)))
 	for i := range b.Records {
 		r := &b.Records[i]
@@ -71,10 +88,24 @@ func (b *Batch) UnmarshalBinary(p []byte) error {
 	// backs them all (the caller may reuse p).
 	own := slices.Clone(p)
 	r := varbuf.NewSharedReader(own)
-	if v := r.Byte(); v != wireVersion {
+	v := r.Byte()
+	if v != wireVersion && v != wireVersion1 {
 		return fmt.Errorf("%w: layout version %d, want %d", ErrWire, v, wireVersion)
 	}
 	b.CloudID = r.Text()
+	b.Stream = nil
+	if v == wireVersion {
+		switch r.Byte() {
+		case 0:
+		case 1:
+			s := &Stream{}
+			s.After.ReportedHour, s.After.ID = r.Varint(), r.Varint()
+			s.Through.ReportedHour, s.Through.ID = r.Varint(), r.Varint()
+			b.Stream = s
+		default:
+			return fmt.Errorf("%w: stream flag is neither 0 nor 1", ErrWire)
+		}
+	}
 	n := r.Count()
 	if n > MaxRecords {
 		// Refused before allocating: a count is cheap to write and costly to
@@ -210,8 +241,51 @@ func RecordID(cloudID, sub, meterKey, instance string, usageHour, reportedHour i
 
 // Batch is what the bridge posts.
 type Batch struct {
-	CloudID string   `json:"cloudId"`
+	CloudID string `json:"cloudId"`
+	// Stream, when set, places the batch in its stack's forwarding order,
+	// so that commerce recognises a re-sent batch by its position (one
+	// comparison) instead of by its records' IDs. A batch without it
+	// (written by hand, or a record released from quarantine out of order)
+	// is deduplicated record by record.
+	Stream  *Stream  `json:"stream,omitempty"`
 	Records []Record `json:"records"`
+}
+
+// Position is a place in a stack's forwarding order: records go by
+// reported hour, then by the stack's own sequence within the hour. The
+// order is the stack's; only the reported hour means the same to commerce.
+type Position struct {
+	ReportedHour int64 `json:"reportedHour"`
+	ID           int64 `json:"id"`
+}
+
+// Compare orders positions: by reported hour, then by sequence.
+func (p Position) Compare(q Position) int {
+	if c := cmp.Compare(p.ReportedHour, q.ReportedHour); c != 0 {
+		return c
+	}
+	return cmp.Compare(p.ID, q.ID)
+}
+
+// Stream says where a sealed batch lies in its stack's order: it holds
+// every record the stack forwards after After up to and including Through
+// (less any it held for the operator), and the stack considers everything
+// up to After acknowledged.
+type Stream struct {
+	After   Position `json:"after"`
+	Through Position `json:"through"`
+}
+
+// StreamAtHeader carries where commerce's stream of a cloud stands (a
+// Position as JSON) on its 409 BatchOutOfOrder answer.
+const StreamAtHeader = "Stackbill-Stream-At"
+
+// Check says what is wrong with a stream's positions, or "".
+func (s *Stream) Check() string {
+	if s.Through.Compare(s.After) <= 0 || s.After.ReportedHour < 0 || s.After.ID < 0 {
+		return "the stream's through position must lie after its after position, and neither may be negative"
+	}
+	return ""
 }
 
 // Result is commerce's answer to a batch.

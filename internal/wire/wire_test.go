@@ -58,6 +58,23 @@ func TestBinaryBatchRoundTrip(t *testing.T) {
 	if err := new(Batch).UnmarshalBinary(append(raw, 0)); !errors.Is(err, ErrWire) {
 		t.Fatalf("trailing byte: %v", err)
 	}
+	// The stream position travels with the batch (layout 2); a batch of
+	// layout 1, which has none, still decodes.
+	in.Stream = &Stream{After: Position{ReportedHour: 1790000000000000, ID: 41}, Through: Position{ReportedHour: 1790003600000000, ID: 7}}
+	raw, _ = in.MarshalBinary()
+	if err := out.UnmarshalBinary(raw); err != nil || out.Stream == nil || *out.Stream != *in.Stream || len(out.Records) != len(in.Records) {
+		t.Fatalf("stream batch: %v %+v", err, out.Stream)
+	}
+	v1, _ := (Batch{CloudID: "c", Records: in.Records[:2]}).MarshalBinary()
+	head := 1 + 1 + len("c")                                                 // version, cloud ID
+	v1 = append(append([]byte{wireVersion1}, v1[1:head]...), v1[head+1:]...) // without the stream flag
+	if err := out.UnmarshalBinary(v1); err != nil || out.Stream != nil || out.CloudID != "c" || len(out.Records) != 2 {
+		t.Fatalf("layout 1: %v %+v", err, out)
+	}
+	raw[1+1+len(in.CloudID)] = 2 // neither 0 nor 1
+	if err := new(Batch).UnmarshalBinary(raw); !errors.Is(err, ErrWire) {
+		t.Fatalf("bad stream flag: %v", err)
+	}
 	bad := benchBatch(1)
 	bad.Records[0].Tags = json.RawMessage(`{not json`)
 	if raw, _ := bad.MarshalBinary(); !errors.Is(new(Batch).UnmarshalBinary(raw), ErrWire) {
