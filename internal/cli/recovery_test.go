@@ -64,6 +64,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 			"0019_partition_usage.sql": map[string]string{"sqlite": `SELECT COUNT(*) FROM schema_migrations WHERE version = 19 HAVING COUNT(*) = 1`,
 				"postgres": `SELECT COUNT(*) FROM commerce_usage_default`}[backend],
 			"0020_commerce_streams.sql": `SELECT COUNT(*) FROM commerce_streams`,
+			"0021_usage_log_cloud.sql":  `SELECT COUNT(cloud_id) FROM commerce_usage_log`,
 		}[migs[last-1].Name]
 		if !ok {
 			t.Fatalf("no probe for the last migration %s", migs[last-1].Name)

@@ -262,12 +262,11 @@ func (in *Ingestor) write(ctx context.Context, reg registration.Registration, st
 			}
 		}
 		stored = len(batch)
-		logID, err := in.ledger.Log(ctx, tx, now, reg.UID, reg.CloudID, batch)
-		if err != nil {
+		if err := in.ledger.Log(ctx, tx, now, reg.UID, reg.CloudID, batch); err != nil {
 			return err
 		}
 		if stream != nil {
-			if err := in.ledger.AdvanceStream(ctx, tx, reg.CloudID, *stream, logID); err != nil {
+			if err := in.ledger.AdvanceStream(ctx, tx, reg.CloudID, *stream); err != nil {
 				return err
 			}
 		} else if len(batch) > 0 {
@@ -275,7 +274,7 @@ func (in *Ingestor) write(ctx context.Context, reg registration.Registration, st
 			for i := range batch {
 				latest = max(latest, batch[i].ReportedUs)
 			}
-			if err := in.ledger.MarkUnordered(ctx, tx, reg.CloudID, latest, logID); err != nil {
+			if err := in.ledger.MarkUnordered(ctx, tx, reg.CloudID, latest); err != nil {
 				return err
 			}
 		}

@@ -321,19 +321,14 @@ var usageColumns = []string{"id", "registration_uid", "cloud_id", "charged_subsc
 	"resource_uri", "location", "tags", "additional_info", "series_id"}
 
 // copyInsert is insert on PostgreSQL: the records are copied into a
-// session-local staging table and moved from there in one INSERT … SELECT,
-// which keeps the primary key's refusal of a re-sent record (COPY itself
-// cannot skip conflicts). Measured against the 200-row multi-row INSERT it
-// replaces in docs/scale.md.
+// staging table and moved from there in one INSERT … SELECT, which keeps
+// the primary key's refusal of a re-sent record (COPY itself cannot skip
+// conflicts). Measured against the 200-row multi-row INSERT it replaces in
+// docs/scale.md.
 func (l *Ledger) copyInsert(ctx context.Context, tx *store.Tx, regUID, cloudID string, receivedUs int64, recs []Charged, series map[SeriesKey]int64) error {
-	// ON COMMIT DELETE ROWS empties it at every commit; IF NOT EXISTS makes
-	// this a no-op after a connection's first materialisation.
-	if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS commerce_usage_stage (LIKE commerce_usage INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
-		return fmt.Errorf("stage forwarded usage: %w", err)
-	}
 	i := 0
 	row := make([]any, len(usageColumns))
-	if _, err := tx.CopyFrom(ctx, "commerce_usage_stage", usageColumns, func() ([]any, error) {
+	next := func() ([]any, error) {
 		if i == len(recs) {
 			return nil, nil
 		}
@@ -352,23 +347,18 @@ func (l *Ledger) copyInsert(ctx context.Context, tx *store.Tx, regUID, cloudID s
 		row[15], row[16], row[17] = clock.Micros(clock.DayStart(clock.FromMicros(c.UsageUs))), c.ReportedUs, receivedUs
 		row[18], row[19], row[20], row[21], row[22] = c.URI, c.Location, c.Tags, c.Addl, id
 		return row, nil
-	}); err != nil {
-		return fmt.Errorf("stage forwarded usage: %w", err)
 	}
 	cols := strings.Join(usageColumns, ", ")
-	// A record whose key expired from the idempotency store and was re-sent
-	// is refused here, as in insert.
-	// The partitioned table's key includes the usage day, which a record's
-	// ID fixes, so the conflict is the same as on id alone.
-	if _, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage (`+cols+`) SELECT `+cols+` FROM commerce_usage_stage ON CONFLICT (id, usage_day_us) DO NOTHING`); err != nil {
-		return fmt.Errorf("store forwarded usage: %w", err)
-	}
-	// Emptied now rather than at commit: one transaction may stage several
-	// batches.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM commerce_usage_stage`); err != nil {
-		return fmt.Errorf("stage forwarded usage: %w", err)
-	}
-	return nil
+	return tx.Staged(ctx, "commerce_usage", usageColumns, next, func(stage string) error {
+		// A record whose key expired from the idempotency store and was
+		// re-sent is refused here, as in insert. The partitioned table's key
+		// includes the usage day, which a record's ID fixes, so the conflict
+		// is the same as on id alone.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage (`+cols+`) SELECT `+cols+` FROM `+stage+` ON CONFLICT (id, usage_day_us) DO NOTHING`); err != nil {
+			return fmt.Errorf("store forwarded usage: %w", err)
+		}
+		return nil
+	})
 }
 
 // Load materialises charged records directly, without the log: for loading
@@ -397,36 +387,34 @@ func (l *Ledger) ReleaseLog(ctx context.Context, tx *store.Tx, it quarantine.Ite
 
 // Relog appends a held log payload to the log again, as received now.
 func (l *Ledger) Relog(ctx context.Context, tx *store.Tx, it quarantine.Item, now time.Time) error {
-	_, _, recs, err := Decode(it.Payload)
+	_, cloudID, recs, err := Decode(it.Payload)
 	if err != nil {
 		return arm.InvalidRequest("", "Quarantined item %d does not decode (%v), so it cannot be taken again; drop it.", it.ID, err)
 	}
-	_, err = l.append(ctx, tx, now, len(recs), it.Payload)
-	return err
+	return l.append(ctx, tx, now, cloudID, len(recs), it.Payload)
 }
 
-// Log appends a mapped batch to the log inside tx and answers its log row
-// (0 when there was nothing to log). It is acknowledged once tx commits;
-// commerce_usage follows from the log (Run), and every reader settles it
-// first.
-func (l *Ledger) Log(ctx context.Context, tx *store.Tx, now time.Time, regUID, cloudID string, recs []Charged) (int64, error) {
+// Log appends a mapped batch to the log inside tx. It is acknowledged once
+// tx commits; commerce_usage follows from the log (Run), and every reader
+// settles it first.
+func (l *Ledger) Log(ctx context.Context, tx *store.Tx, now time.Time, regUID, cloudID string, recs []Charged) error {
 	if len(recs) == 0 {
-		return 0, nil
+		return nil
 	}
-	return l.append(ctx, tx, now, len(recs), Encode(regUID, cloudID, recs))
+	return l.append(ctx, tx, now, cloudID, len(recs), Encode(regUID, cloudID, recs))
 }
 
-func (l *Ledger) append(ctx context.Context, tx *store.Tx, now time.Time, records int, payload []byte) (int64, error) {
-	var id int64
-	if err := tx.QueryRowContext(ctx, `INSERT INTO commerce_usage_log (received_us, records, payload) VALUES (?, ?, ?) RETURNING id`, clock.Micros(now), records, payload).Scan(&id); err != nil {
-		return 0, fmt.Errorf("store forwarded usage: %w", err)
+func (l *Ledger) append(ctx context.Context, tx *store.Tx, now time.Time, cloudID string, records int, payload []byte) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO commerce_usage_log (received_us, records, payload, cloud_id) VALUES (?, ?, ?, ?)`,
+		clock.Micros(now), records, payload, strings.ToLower(cloudID)); err != nil {
+		return fmt.Errorf("store forwarded usage: %w", err)
 	}
 	tx.AfterEnd(func(committed bool) {
 		if committed {
 			l.loop.Logged(int64(records))
 		}
 	})
-	return id, nil
+	return nil
 }
 
 // Claim records keys (forwarded record IDs) inside tx until the instant

@@ -26,8 +26,8 @@ type StreamState struct {
 	// records commerce may not have, so records of hours up to it are
 	// looked up when repeated, not taken as duplicates by their place.
 	CoveredFrom int64
-	// Pending: the batch that last moved the stream is still in the log,
-	// not yet in commerce_usage, so Known cannot see its records.
+	// Pending: records of this cloud are still in the log, not yet in
+	// commerce_usage, so Known cannot see them.
 	Pending bool
 }
 
@@ -36,41 +36,38 @@ type StreamState struct {
 // has one writer).
 func (l *Ledger) Stream(ctx context.Context, tx *store.Tx, cloudID string) (StreamState, error) {
 	var st StreamState
-	var logID, batches int64
-	err := tx.QueryRowContext(ctx, `SELECT reported_hour_us, seq, log_id, batches, unordered_through_us, covered_from_us FROM commerce_streams WHERE cloud_id = ?`+l.db.ForUpdate(), strings.ToLower(cloudID)).
-		Scan(&st.At.ReportedHour, &st.At.ID, &logID, &batches, &st.UnorderedThrough, &st.CoveredFrom)
+	var batches int64
+	err := tx.QueryRowContext(ctx, `SELECT reported_hour_us, seq, batches, unordered_through_us, covered_from_us FROM commerce_streams WHERE cloud_id = ?`+l.db.ForUpdate(), strings.ToLower(cloudID)).
+		Scan(&st.At.ReportedHour, &st.At.ID, &batches, &st.UnorderedThrough, &st.CoveredFrom)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return st, nil
 	case err != nil:
 		return st, fmt.Errorf("read the stream of cloud %s: %w", cloudID, err)
+	default:
+		st.Known = batches > 0
 	}
-	st.Known = batches > 0
-	if logID > 0 {
-		var one int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM commerce_usage_log WHERE id = ?`, logID).Scan(&one)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return st, fmt.Errorf("read commerce usage log: %w", err)
-		}
-		st.Pending = err == nil
+	// Any of the cloud's logged batches, not only the last: on PostgreSQL
+	// the background materialisation may take them out of order.
+	var one int
+	err = tx.QueryRowContext(ctx, `SELECT 1 FROM commerce_usage_log WHERE cloud_id = ? LIMIT 1`, strings.ToLower(cloudID)).Scan(&one)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return st, fmt.Errorf("read commerce usage log: %w", err)
 	}
+	st.Pending = err == nil
 	return st, nil
 }
 
 // AdvanceStream moves cloud's stream to s.Through inside tx, never back:
 // on PostgreSQL two first batches of a cloud find no row to lock, and the
 // one that commits second may be the earlier. The batch that starts the
-// stream starts its contiguous run at s.After. logID is the log row that
-// took the batch (0: the batch stored nothing, and the last row that did
-// still stands).
-func (l *Ledger) AdvanceStream(ctx context.Context, tx *store.Tx, cloudID string, s wire.Stream, logID int64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO commerce_streams (cloud_id, reported_hour_us, seq, log_id, batches, covered_from_us, updated_at_us) VALUES (?, ?, ?, ?, 1, ?, ?)
+// stream starts its contiguous run at s.After.
+func (l *Ledger) AdvanceStream(ctx context.Context, tx *store.Tx, cloudID string, s wire.Stream) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO commerce_streams (cloud_id, reported_hour_us, seq, batches, covered_from_us, updated_at_us) VALUES (?, ?, ?, 1, ?, ?)
 		ON CONFLICT (cloud_id) DO UPDATE SET reported_hour_us = excluded.reported_hour_us, seq = excluded.seq,
-		log_id = CASE WHEN excluded.log_id > 0 THEN excluded.log_id ELSE commerce_streams.log_id END,
 		covered_from_us = CASE WHEN commerce_streams.batches = 0 THEN excluded.covered_from_us ELSE commerce_streams.covered_from_us END,
 		batches = commerce_streams.batches + 1, updated_at_us = excluded.updated_at_us
 		WHERE commerce_streams.batches = 0 OR (commerce_streams.reported_hour_us, commerce_streams.seq) < (excluded.reported_hour_us, excluded.seq)`,
-		strings.ToLower(cloudID), s.Through.ReportedHour, s.Through.ID, logID, s.After.ReportedHour, clock.Micros(l.clock.Now()))
+		strings.ToLower(cloudID), s.Through.ReportedHour, s.Through.ID, s.After.ReportedHour, clock.Micros(l.clock.Now()))
 	if err != nil {
 		return fmt.Errorf("advance the stream of cloud %s: %w", cloudID, err)
 	}
@@ -78,13 +75,12 @@ func (l *Ledger) AdvanceStream(ctx context.Context, tx *store.Tx, cloudID string
 }
 
 // MarkUnordered records that a batch without a stream position took records
-// of cloud reported up to reportedUs, logged in log row logID (0: none).
-func (l *Ledger) MarkUnordered(ctx context.Context, tx *store.Tx, cloudID string, reportedUs, logID int64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO commerce_streams (cloud_id, reported_hour_us, seq, log_id, batches, unordered_through_us, updated_at_us) VALUES (?, 0, 0, ?, 0, ?, ?)
+// of cloud reported up to reportedUs.
+func (l *Ledger) MarkUnordered(ctx context.Context, tx *store.Tx, cloudID string, reportedUs int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO commerce_streams (cloud_id, reported_hour_us, seq, batches, unordered_through_us, updated_at_us) VALUES (?, 0, 0, 0, ?, ?)
 		ON CONFLICT (cloud_id) DO UPDATE SET unordered_through_us = CASE WHEN excluded.unordered_through_us > commerce_streams.unordered_through_us
-			THEN excluded.unordered_through_us ELSE commerce_streams.unordered_through_us END,
-		log_id = CASE WHEN excluded.log_id > 0 THEN excluded.log_id ELSE commerce_streams.log_id END, updated_at_us = excluded.updated_at_us`,
-		strings.ToLower(cloudID), logID, reportedUs, clock.Micros(l.clock.Now()))
+			THEN excluded.unordered_through_us ELSE commerce_streams.unordered_through_us END, updated_at_us = excluded.updated_at_us`,
+		strings.ToLower(cloudID), reportedUs, clock.Micros(l.clock.Now()))
 	if err != nil {
 		return fmt.Errorf("mark the stream of cloud %s: %w", cloudID, err)
 	}

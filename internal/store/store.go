@@ -418,6 +418,35 @@ func (tx *Tx) CopyFrom(ctx context.Context, table string, columns []string, next
 	return n, err
 }
 
+// Staged copies rows into a session-local staging table shaped as columns
+// of table (named table_stage), runs move, which takes them from there
+// (INSERT … SELECT with whatever conflict handling the caller needs: COPY
+// itself cannot skip or merge conflicts), and empties it. It is the bulk
+// path of PostgreSQL write transactions: COPY costs a fraction of a
+// multi-row INSERT, whose parameters PostgreSQL parses and binds one by one.
+func (tx *Tx) Staged(ctx context.Context, table string, columns []string, next func() ([]any, error), move func(stage string) error) error {
+	stage := table + "_stage"
+	cols := strings.Join(columns, ", ")
+	// ON COMMIT DELETE ROWS empties it at every commit; IF NOT EXISTS makes
+	// this a no-op after a connection's first use. WITH NO DATA and no
+	// defaults: a staged row draws nothing from the table's sequences.
+	if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS `+stage+` ON COMMIT DELETE ROWS AS SELECT `+cols+` FROM `+table+` WITH NO DATA`); err != nil {
+		return fmt.Errorf("stage %s: %w", table, err)
+	}
+	if _, err := tx.CopyFrom(ctx, stage, columns, next); err != nil {
+		return fmt.Errorf("stage %s: %w", table, err)
+	}
+	if err := move(stage); err != nil {
+		return err
+	}
+	// Emptied now rather than at commit: one transaction may stage several
+	// times.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM `+stage); err != nil {
+		return fmt.Errorf("stage %s: %w", table, err)
+	}
+	return nil
+}
+
 // DB returns the database the transaction belongs to.
 func (tx *Tx) DB() *DB { return tx.db }
 

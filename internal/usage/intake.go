@@ -783,18 +783,21 @@ func dedupKey(source, id string) [16]byte {
 }
 
 // addRecords adds quantities to the hourly records of the open reported hour.
-// PostgreSQL adds in SQL (NUMERIC arithmetic is exact, and concurrent
-// transactions then cannot lose each other's additions). SQLite, whose + would
-// go through floating point, inserts the new records first and then adds to
-// the ones that already existed by reading and writing exact sums; that is
-// safe because its single writer serialises intake.
+// PostgreSQL adds in SQL (copyRecords: NUMERIC arithmetic is exact, and
+// concurrent transactions then cannot lose each other's additions). SQLite,
+// whose + would go through floating point, inserts the new records first
+// and then adds to the ones that already existed by reading and writing
+// exact sums; that is safe because its single writer serialises intake.
 func (s *Service) addRecords(ctx context.Context, tx *store.Tx, order []recordKey, groups map[recordKey]*recordVal) error {
+	if s.db.Dialect == store.Postgres {
+		return s.copyRecords(ctx, tx, order, groups)
+	}
 	const chunk = 200
 	for start := 0; start < len(order); start += chunk {
 		keys := order[start:min(start+chunk, len(order))]
 		var sb strings.Builder
 		args := make([]any, 0, 11*len(keys))
-		sb.WriteString(`INSERT INTO usage_records (subscription_id, meter_key, instance, usage_hour_us, reported_hour_us, quantity, events, resource_uri, location, tags, additional_info) VALUES `)
+		sb.WriteString(`INSERT INTO usage_records (` + strings.Join(recordColumns, ", ") + `) VALUES `)
 		for i, k := range keys {
 			if i > 0 {
 				sb.WriteString(", ")
@@ -804,30 +807,6 @@ func (s *Service) addRecords(ctx context.Context, tx *store.Tx, order []recordKe
 			args = append(args, k.sub, k.meter, k.instance, k.hour, k.reported, v.qty.String(), v.events, v.resourceURI, v.location, v.tags, v.addl)
 		}
 		sb.WriteString(` ON CONFLICT (subscription_id, meter_key, instance, usage_hour_us, reported_hour_us) `)
-		if s.db.Dialect == store.Postgres {
-			// The guard keeps a record within its bound even when another
-			// instance added to it since this one looked; a row it refuses
-			// is missing from RETURNING, and the careful path takes over.
-			sb.WriteString(`DO UPDATE SET quantity = (usage_records.quantity::numeric + excluded.quantity::numeric)::text, events = usage_records.events + excluded.events,
-				resource_uri = excluded.resource_uri, location = excluded.location, tags = excluded.tags, additional_info = excluded.additional_info
-				WHERE usage_records.quantity::numeric + excluded.quantity::numeric <= ` + money.MaxRecordQuantity.String() + ` RETURNING 1`)
-			rows, err := tx.QueryContext(ctx, sb.String(), args...)
-			if err != nil {
-				return fmt.Errorf("store usage records: %w", err)
-			}
-			n := 0
-			for rows.Next() {
-				n++
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return fmt.Errorf("store usage records: %w", err)
-			}
-			if n != len(keys) {
-				return poison{"an hourly record would exceed its bound"}
-			}
-			continue
-		}
 		sb.WriteString(`DO NOTHING RETURNING subscription_id, meter_key, instance, usage_hour_us, reported_hour_us`)
 		rows, err := tx.QueryContext(ctx, sb.String(), args...)
 		if err != nil {
@@ -856,6 +835,47 @@ func (s *Service) addRecords(ctx context.Context, tx *store.Tx, order []recordKe
 		}
 	}
 	return nil
+}
+
+// recordColumns are the hourly record's columns that aggregation writes.
+var recordColumns = []string{"subscription_id", "meter_key", "instance", "usage_hour_us", "reported_hour_us", "quantity", "events", "resource_uri", "location", "tags", "additional_info"}
+
+// copyRecords is addRecords on PostgreSQL: the records are copied into a
+// staging table and added from there in one INSERT … SELECT … ON CONFLICT
+// DO UPDATE, in index order. The guard keeps a record within its bound
+// even when another instance added to it since this one looked; a row it
+// refuses is missing from the count, and the careful path takes over.
+func (s *Service) copyRecords(ctx context.Context, tx *store.Tx, order []recordKey, groups map[recordKey]*recordVal) error {
+	i := 0
+	row := make([]any, len(recordColumns))
+	next := func() ([]any, error) {
+		if i == len(order) {
+			return nil, nil
+		}
+		k := order[i]
+		v := groups[k]
+		i++
+		row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10] =
+			k.sub, k.meter, k.instance, k.hour, k.reported, v.qty.String(), v.events, v.resourceURI, v.location, v.tags, v.addl
+		return row, nil
+	}
+	cols := strings.Join(recordColumns, ", ")
+	return tx.Staged(ctx, "usage_records", recordColumns, next, func(stage string) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `WITH added AS (INSERT INTO usage_records (`+cols+`)
+			SELECT `+cols+` FROM `+stage+` ORDER BY subscription_id, meter_key, instance, usage_hour_us, reported_hour_us
+			ON CONFLICT (subscription_id, meter_key, instance, usage_hour_us, reported_hour_us)
+			DO UPDATE SET quantity = (usage_records.quantity::numeric + excluded.quantity::numeric)::text, events = usage_records.events + excluded.events,
+				resource_uri = excluded.resource_uri, location = excluded.location, tags = excluded.tags, additional_info = excluded.additional_info
+			WHERE usage_records.quantity::numeric + excluded.quantity::numeric <= `+money.MaxRecordQuantity.String()+` RETURNING 1)
+			SELECT COUNT(*) FROM added`).Scan(&n); err != nil {
+			return fmt.Errorf("store usage records: %w", err)
+		}
+		if n != len(order) {
+			return poison{"an hourly record would exceed its bound"}
+		}
+		return nil
+	})
 }
 
 // addToExisting adds v to a record that already exists (SQLite only).
