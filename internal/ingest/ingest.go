@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -153,31 +152,12 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b wire.Batch) 
 		inBatch[ids[i]] = struct{}{}
 		recs, keys = append(recs, mapped[i]), append(keys, ids[i])
 	}
-	var stored, held int
-	for attempt := 0; ; attempt++ {
-		stored, held, err = in.write(ctx, reg, b.Stream, recs, keys)
-		if !errors.Is(err, errSettleFirst) {
-			break
-		}
-		if attempt == 3 {
-			return wire.Result{}, arm.Errorf(arm.Unavailable, "StreamBusy",
-				"Commerce is still storing this cloud's previous batches, which this one repeats in part; send it again.")
-		}
-		// The records this batch may repeat must be in commerce_usage to
-		// be recognised: materialise what is acknowledged, then look again.
-		if err := in.ledger.Settle(ctx); err != nil {
-			return wire.Result{}, err
-		}
-	}
+	stored, held, err := in.write(ctx, reg, b.Stream, recs, keys)
 	if err != nil {
 		return wire.Result{}, err
 	}
 	return wire.Result{Accepted: stored, Duplicates: len(b.Records) - stored - held, Quarantined: held}, nil
 }
-
-// errSettleFirst means a batch must be checked against records still in
-// the ledger's log: the caller settles and tries again.
-var errSettleFirst = errors.New("settle the ledger first")
 
 // OutOfOrderError answers a stream batch that does not start where its
 // cloud's stream stands on commerce, At; httpapi sends At with the 409.
@@ -238,10 +218,7 @@ func (in *Ingestor) write(ctx context.Context, reg registration.Registration, st
 				}
 			}
 		}
-		if len(check) > 0 && st.Pending {
-			return errSettleFirst
-		}
-		if err := in.claim(ctx, tx, recs, keys, check, fresh, now); err != nil {
+		if err := in.claim(ctx, tx, reg, recs, keys, check, fresh, now); err != nil {
 			return err
 		}
 		batch := make([]ledger.Charged, 0, len(recs))
@@ -289,7 +266,7 @@ func (in *Ingestor) write(ctx context.Context, reg registration.Registration, st
 // hold them; a fresh record to be held for the operator has its key
 // claimed too, so that a re-send without a stream position is a duplicate
 // and not held twice.
-func (in *Ingestor) claim(ctx context.Context, tx *store.Tx, recs []ledger.Charged, keys [][16]byte, check []int, fresh []bool, now time.Time) error {
+func (in *Ingestor) claim(ctx context.Context, tx *store.Tx, reg registration.Registration, recs []ledger.Charged, keys [][16]byte, check []int, fresh []bool, now time.Time) error {
 	ids := make([]string, len(check))
 	for j, i := range check {
 		ids[j] = recs[i].ID
@@ -311,7 +288,7 @@ func (in *Ingestor) claim(ctx context.Context, tx *store.Tx, recs []ledger.Charg
 	if err != nil {
 		return err
 	}
-	known, err := in.ledger.Known(ctx, tx, ids)
+	known, err := in.ledger.Known(ctx, tx, reg.CloudID, ids)
 	if err != nil {
 		return err
 	}
