@@ -39,9 +39,7 @@ func TestBridgeChargesByHour(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		t0 := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
-		clk := clock.Manual(t0)
-		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
-		stack := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: 97})
+		clk, com, stack := newStackPair(t, backend, t0, 97)
 		ssrv := httptest.NewServer(stack.Handler)
 		defer ssrv.Close()
 		se := &stackEnv{testEnv: &testEnv{t: t, app: stack, srv: ssrv, url: ssrv.URL, operator: "stack-op"}, clk: clk, provider: stack.Tenancy.Provider(),
@@ -312,9 +310,7 @@ func TestBridgeRidesOutAnOutage(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	t0 := time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)
-	clk := clock.Manual(t0)
-	com := newTestEnv(t, "sqlite", func(o *Options) { o.Clock = clk })
-	stack := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: 50})
+	clk, com, stack := newStackPair(t, "sqlite", t0, 50)
 	// Commerce behind a switch: down (503, then connection drops) or up.
 	var down atomic.Int32
 	down.Store(1)

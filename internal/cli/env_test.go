@@ -271,6 +271,17 @@ func onboardLocal(t *testing.T, stack *App, tenant, sub string) {
 	}
 }
 
+// newStackPair builds commerce on backend and a stack on a SQLite database
+// of its own (operator token "stack-op", bridge batches of batch records),
+// both on one manual clock that starts at start.
+func newStackPair(t *testing.T, backend string, start time.Time, batch int) (*clock.Clock, *testEnv, *App) {
+	t.Helper()
+	clk := clock.Manual(start)
+	com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
+	stack := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: batch})
+	return clk, com, stack
+}
+
 // newStackApp builds a stack's services on a SQLite database of its own,
 // on clk, closed when the test ends.
 func newStackApp(t *testing.T, clk *clock.Clock) *App {

@@ -161,9 +161,7 @@ func TestBridgeForwardsAgainWhenCommerceLostUsage(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		t0 := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
-		clk := clock.Manual(t0)
-		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
-		stack := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: 7})
+		clk, com, stack := newStackPair(t, backend, t0, 7)
 		ssrv := httptest.NewServer(stack.Handler)
 		defer ssrv.Close()
 		activateStack(t, com.app, stack, regKey(W.ContosoDefault, "azurestack", "lost"), com.url, clk.Now())
