@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -152,7 +153,7 @@ func (in *Ingestor) Ingest(ctx context.Context, p auth.Principal, b wire.Batch) 
 		inBatch[ids[i]] = struct{}{}
 		recs, keys = append(recs, mapped[i]), append(keys, ids[i])
 	}
-	stored, held, err := in.write(ctx, reg, b.Stream, recs, keys)
+	stored, held, err := in.write(ctx, reg, b.Stream, recs, keys, len(b.Records))
 	if err != nil {
 		return wire.Result{}, err
 	}
@@ -187,7 +188,9 @@ func (e *OutOfOrderError) Unwrap() error { return e.Err }
 // that forwarded before streams, are checked record by record against the
 // claimed keys and commerce_usage; so are a stream batch's records of hours
 // that a batch without a position reached (the stream may repeat those).
-func (in *Ingestor) write(ctx context.Context, reg registration.Registration, stream *wire.Stream, recs []ledger.Charged, keys [][16]byte) (stored, held int, err error) {
+// received counts the batch's records before its own repeats were dropped,
+// for the hour's duplicate counter.
+func (in *Ingestor) write(ctx context.Context, reg registration.Registration, stream *wire.Stream, recs []ledger.Charged, keys [][16]byte, received int) (stored, held int, err error) {
 	err = in.db.Write(ctx, func(tx *store.Tx) error {
 		now := in.clock.Now()
 		held = 0
@@ -255,7 +258,7 @@ func (in *Ingestor) write(ctx context.Context, reg registration.Registration, st
 				return err
 			}
 		}
-		return in.ledger.CountHour(ctx, tx, reg.UID, reg.CloudID, now, stored, len(recs)-stored-held)
+		return in.ledger.CountHour(ctx, tx, reg.UID, reg.CloudID, now, stored, received-stored-held)
 	})
 	return stored, held, err
 }
@@ -271,10 +274,10 @@ func (in *Ingestor) claim(ctx context.Context, tx *store.Tx, reg registration.Re
 	for j, i := range check {
 		ids[j] = recs[i].ID
 	}
-	claim := check
+	claim := slices.Clone(check)
 	for i := range recs {
 		if fresh[i] && recs[i].Held != "" {
-			claim = append(claim[:len(claim):len(claim)], i)
+			claim = append(claim, i)
 		}
 	}
 	if len(claim) == 0 {
