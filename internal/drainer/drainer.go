@@ -23,11 +23,15 @@ import (
 // batches while they send and the server parses.
 const idleGap = 100 * time.Millisecond
 
+// recount is how often Run reads the backlog from the log itself.
+const recount = 10 * time.Second
+
 // Loop drains a log in the background.
 type Loop struct {
 	drain      func(ctx context.Context) (int, error)
 	delay      time.Duration
 	maxBacklog int64
+	recount    time.Duration
 
 	inflight, lastEnd, backlog, drained atomic.Int64
 	wake                                chan struct{}
@@ -38,7 +42,7 @@ type Loop struct {
 // delay is how long the loop gives way while batches keep arriving, and
 // maxBacklog the backlog at which it stops giving way.
 func New(drain func(ctx context.Context) (int, error), delay time.Duration, maxBacklog int64) *Loop {
-	return &Loop{drain: drain, delay: delay, maxBacklog: maxBacklog, wake: make(chan struct{}, 1)}
+	return &Loop{drain: drain, delay: delay, maxBacklog: maxBacklog, recount: recount, wake: make(chan struct{}, 1)}
 }
 
 // Begin marks a batch in flight on the hot path; the returned function ends
@@ -79,14 +83,28 @@ func (l *Loop) busy() bool {
 	return l.inflight.Load() > 0 || time.Since(time.Unix(0, l.lastEnd.Load())) < idleGap
 }
 
-// Run drains until ctx ends. pending is what the log held at start;
-// failure is the message logged when a drain fails.
-func (l *Loop) Run(ctx context.Context, pending int64, logger *slog.Logger, failure string) {
-	l.backlog.Store(pending)
+// Run drains until ctx ends. count reads what the log holds; the backlog is
+// set from it at start and every few seconds after, because this process's
+// own count cannot see batches that another instance on the same database
+// logged or drained (several commerce instances, or the demo's seeding
+// instance), and would drift without bound. failure is the message logged
+// when a drain fails.
+func (l *Loop) Run(ctx context.Context, count func(context.Context) (int64, error), logger *slog.Logger, failure string) {
+	var counted time.Time
+	recount := func() {
+		if n, err := count(ctx); err == nil {
+			l.backlog.Store(n)
+		}
+		counted = time.Now()
+	}
+	recount()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var since time.Time
 	for ctx.Err() == nil {
+		if time.Since(counted) >= l.recount {
+			recount()
+		}
 		if l.busy() && l.backlog.Load() < l.maxBacklog {
 			if since.IsZero() {
 				since = time.Now()

@@ -33,7 +33,7 @@ func TestLoopDrainsWhatIsLogged(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	left.Store(7) // in the log when the loop starts, as after a restart
-	go l.Run(ctx, 7, nil, "")
+	go l.Run(ctx, fixed(7), nil, "")
 	waitFor(t, "the log to be drained", func() bool { return l.Backlog() == 0 && left.Load() == 0 })
 	left.Store(3) // a batch logged while the loop runs wakes it
 	l.Logged(3)
@@ -57,6 +57,28 @@ func TestLoopStopsGivingWayAtTheBacklogBound(t *testing.T) {
 	defer end()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go l.Run(ctx, 25, nil, "")
+	go l.Run(ctx, fixed(25), nil, "")
 	waitFor(t, "the loop to drain a backlog past its bound while the hot path is busy", func() bool { return drained.Load() == 25 })
+}
+
+// fixed is a log that holds n units when counted.
+func fixed(n int64) func(context.Context) (int64, error) {
+	return func(context.Context) (int64, error) { return n, nil }
+}
+
+// Another instance on the same database logs and drains batches this
+// process never counted: the backlog is read from the log again, so it
+// neither goes negative nor stays up for good.
+func TestLoopRecountsTheLog(t *testing.T) {
+	var inLog atomic.Int64
+	l := New(func(context.Context) (int, error) { return 0, nil }, time.Hour, 100)
+	l.recount = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go l.Run(ctx, func(context.Context) (int64, error) { return inLog.Load(), nil }, nil, "")
+	l.Drained(40) // drained here, logged by the other instance
+	waitFor(t, "a negative backlog to be recounted", func() bool { return l.Backlog() == 0 })
+	inLog.Store(12) // logged by the other instance, not counted here
+	l.Logged(0)
+	waitFor(t, "the other instance's batches to be counted", func() bool { return l.Backlog() == 12 })
 }

@@ -466,9 +466,10 @@ const maxCommerceBacklog = 2_000_000
 
 // Run materialises the log in the background until ctx ends.
 func (l *Ledger) Run(ctx context.Context) {
-	var pending int64
-	_ = l.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(records), 0) FROM commerce_usage_log`).Scan(&pending)
-	l.loop.Run(ctx, pending, l.logger, "materialising forwarded usage failed")
+	l.loop.Run(ctx, func(ctx context.Context) (n int64, err error) {
+		err = l.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(records), 0) FROM commerce_usage_log`).Scan(&n)
+		return n, err
+	}, l.logger, "materialising forwarded usage failed")
 }
 
 // Materialised is the number of logged records this process has taken into

@@ -402,9 +402,10 @@ const maxBacklog = 2_000_000
 
 // Run aggregates the intake log in the background until ctx ends.
 func (s *Service) Run(ctx context.Context, logger *slog.Logger) {
-	var pending int64
-	_ = s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(events), 0) FROM usage_log`).Scan(&pending)
-	s.loop.Run(ctx, pending, logger, "usage aggregation failed")
+	s.loop.Run(ctx, func(ctx context.Context) (n int64, err error) {
+		err = s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(events), 0) FROM usage_log`).Scan(&n)
+		return n, err
+	}, logger, "usage aggregation failed")
 }
 
 // Backlog is the number of acknowledged events not yet aggregated, as this
