@@ -96,7 +96,7 @@ func Append(ctx context.Context, tx *store.Tx, e Entry) error {
 	if e.Before != nil {
 		before = string(e.Before)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_pending (at_us, actor, action, kind, entity_id, scope, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+	if err := tx.Queue(ctx, `INSERT INTO audit_pending (at_us, actor, action, kind, entity_id, scope, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		clock.Micros(e.At), e.Actor, e.Action, e.Kind, e.ID, e.Scope, before, string(orNull(e.After))); err != nil {
 		return fmt.Errorf("append audit record: %w", err)
 	}

@@ -297,7 +297,9 @@ func (s *Service) writeMapping(ctx context.Context, p auth.Principal, k Key, cs,
 			return errUnchanged // already mapped exactly so: PUT is idempotent
 		}
 		m := mappingRow{cs: cs, tenant: tenant, etag: newETag(), from: clock.Micros(now), createdBy: p.Actor()}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO tenant_mappings (registration_uid, customer_subscription_id, tenant_id, etag, valid_from_us, created_by)
+		// Queued: a race lost on the live-mapping unique index surfaces
+		// from Write, where PutCustomerSubscription retries it.
+		if err := tx.Queue(ctx, `INSERT INTO tenant_mappings (registration_uid, customer_subscription_id, tenant_id, etag, valid_from_us, created_by)
 			VALUES (?, ?, ?, ?, ?, ?)`, cur.UID, m.cs, m.tenant, m.etag, m.from, m.createdBy); err != nil {
 			return err
 		}

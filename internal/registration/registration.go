@@ -299,7 +299,7 @@ func (s *Service) eventScoped(ctx context.Context, tx *store.Tx, uid string, at 
 	if err != nil {
 		return err
 	}
-	if _, err = tx.ExecContext(ctx, `INSERT INTO registration_events (registration_uid, at_us, actor, action, data) VALUES (?, ?, ?, ?, ?)`,
+	if err = tx.Queue(ctx, `INSERT INTO registration_events (registration_uid, at_us, actor, action, data) VALUES (?, ?, ?, ?, ?)`,
 		uid, clock.Micros(at), actor, action, string(b)); err != nil {
 		return err
 	}

@@ -131,12 +131,12 @@ func (db *DB) MigrateTo(ctx context.Context, upTo int) (applied int, err error) 
 		}
 		err := db.Write(ctx, func(tx *Tx) error {
 			for _, stmt := range splitStatements(m.SQL) {
-				if _, err := tx.tx.ExecContext(ctx, stmt); err != nil {
+				if _, err := tx.on.ExecContext(ctx, stmt); err != nil {
 					return fmt.Errorf("%s: %w\n%s", m.Name, err, stmt)
 				}
 			}
 			db.FailPoint("migrate-mid:" + strconv.Itoa(m.Version))
-			_, err := tx.tx.ExecContext(ctx, db.Rebind(`INSERT INTO schema_migrations (version, name, checksum, applied_at_us) VALUES (?, ?, ?, ?)`),
+			_, err := tx.on.ExecContext(ctx, db.Rebind(`INSERT INTO schema_migrations (version, name, checksum, applied_at_us) VALUES (?, ?, ?, ?)`),
 				m.Version, m.Name, m.Checksum, time.Now().UnixMicro())
 			return err
 		})

@@ -19,6 +19,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -376,13 +377,86 @@ func (db *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.R
 // Tx is a transaction: a write transaction from Write, or a read-only one
 // on the reader pool from Read.
 type Tx struct {
+	// tx is the database/sql transaction of SQLite's writes and of every
+	// read transaction; nil for a PostgreSQL write transaction.
 	tx   *sql.Tx
 	db   *DB
 	read bool
 	ends []func(committed bool)
-	// conn is the connection a PostgreSQL write transaction runs on, for
-	// CopyFrom, which database/sql cannot reach through the transaction.
+	// conn is the connection a PostgreSQL write transaction runs on. The
+	// transaction is an explicit BEGIN on it rather than a *sql.Tx, so that
+	// queued writes (Queue) and COMMIT can be sent to PostgreSQL in one
+	// pipeline, and CopyFrom can reach it (database/sql reaches neither).
 	conn *sql.Conn
+	// on is what statements run on: tx, or conn.
+	on session
+	// queued are writes waiting for the next statement or COMMIT, and
+	// queueErr the first error one of them met (PostgreSQL only).
+	queued   []queuedStmt
+	queueErr error
+}
+
+// session is what a transaction's statements run on: a *sql.Tx, or the
+// *sql.Conn that holds a PostgreSQL write transaction.
+type session interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+type queuedStmt struct {
+	q    string
+	args []any
+}
+
+// Queue runs a write whose only result is its error, such as the INSERT of
+// an event or an audit record. On PostgreSQL it is held and sent with the
+// transaction's next statement's predecessors in one pipeline, or with
+// COMMIT: a PUT's three INSERTs and its COMMIT cost one round trip instead
+// of four. Its error then surfaces from that statement, or from Write. On
+// SQLite, where a statement costs no round trip, it runs at once.
+func (tx *Tx) Queue(ctx context.Context, q string, args ...any) error {
+	if tx.conn == nil {
+		_, err := tx.ExecContext(ctx, q, args...)
+		return err
+	}
+	if tx.queueErr != nil {
+		return tx.queueErr
+	}
+	tx.queued = append(tx.queued, queuedStmt{q: tx.db.Rebind(q), args: args})
+	return nil
+}
+
+// flush sends the queued writes, in one pipeline, followed by COMMIT when
+// commit is set. The first error is kept: a failed statement aborts a
+// PostgreSQL transaction, so every later statement fails for that reason,
+// and the caller should see the cause.
+func (tx *Tx) flush(ctx context.Context, commit bool) error {
+	if tx.queueErr != nil {
+		return tx.queueErr
+	}
+	if len(tx.queued) == 0 && !commit {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, s := range tx.queued {
+		b.Queue(s.q, s.args...)
+	}
+	tx.queued = tx.queued[:0]
+	if commit {
+		b.Queue("COMMIT")
+	}
+	err := tx.conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return errors.New("queued writes need a pgx connection")
+		}
+		return c.Conn().SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		tx.queueErr = err
+	}
+	return err
 }
 
 // AfterEnd runs fn once the write transaction has committed (committed is
@@ -404,6 +478,9 @@ func (tx *Tx) AfterEnd(fn func(committed bool)) { tx.ends = append(tx.ends, fn) 
 func (tx *Tx) CopyFrom(ctx context.Context, table string, columns []string, next func() ([]any, error)) (int64, error) {
 	if tx.conn == nil {
 		return 0, fmt.Errorf("copy into %s: COPY needs a PostgreSQL write transaction", table)
+	}
+	if err := tx.flush(ctx, false); err != nil {
+		return 0, err
 	}
 	var n int64
 	err := tx.conn.Raw(func(dc any) error {
@@ -456,7 +533,10 @@ func (tx *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Resul
 	if st := tx.db.prepared(ctx, !tx.read, q); st != nil {
 		return tx.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 	}
-	return tx.tx.ExecContext(ctx, q, args...)
+	if err := tx.flush(ctx, false); err != nil {
+		return nil, err
+	}
+	return tx.on.ExecContext(ctx, q, args...)
 }
 
 // QueryContext runs a query inside the transaction.
@@ -465,16 +545,22 @@ func (tx *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Row
 	if st := tx.db.prepared(ctx, !tx.read, q); st != nil {
 		return tx.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
 	}
-	return tx.tx.QueryContext(ctx, q, args...)
+	if err := tx.flush(ctx, false); err != nil {
+		return nil, err
+	}
+	return tx.on.QueryContext(ctx, q, args...)
 }
 
-// QueryRowContext runs a single-row query inside the transaction.
+// QueryRowContext runs a single-row query inside the transaction. When a
+// queued write failed, the query fails too (the transaction is aborted) and
+// Write returns the queued write's error.
 func (tx *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
 	q = tx.db.Rebind(q)
 	if st := tx.db.prepared(ctx, !tx.read, q); st != nil {
 		return tx.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 	}
-	return tx.tx.QueryRowContext(ctx, q, args...)
+	_ = tx.flush(ctx, false)
+	return tx.on.QueryRowContext(ctx, q, args...)
 }
 
 // Write runs fn in a write transaction and commits it if fn returns nil.
@@ -506,7 +592,7 @@ func (db *DB) Read(ctx context.Context, fn func(tx *Tx) error) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer sqlTx.Rollback() //nolint:errcheck // read-only: nothing to keep
-	return fn(&Tx{tx: sqlTx, db: db, read: true})
+	return fn(&Tx{tx: sqlTx, on: sqlTx, db: db, read: true})
 }
 
 // preparePending prepares the write statements first seen in a transaction
@@ -539,31 +625,20 @@ func (db *DB) preparePending(ctx context.Context) {
 
 func (db *DB) writeOnce(ctx context.Context, fn func(tx *Tx) error) error {
 	defer db.preparePending(context.WithoutCancel(ctx))
-	var conn *sql.Conn
-	var sqlTx *sql.Tx
-	var err error
 	if db.Dialect == Postgres {
-		// Held for the transaction, so that CopyFrom runs inside it.
-		if conn, err = db.write.Conn(ctx); err != nil {
-			return fmt.Errorf("begin: %w", err)
-		}
-		defer conn.Close()
-		sqlTx, err = conn.BeginTx(ctx, nil)
-	} else {
-		sqlTx, err = db.write.BeginTx(ctx, nil)
+		return db.writeOncePostgres(ctx, fn)
 	}
+	sqlTx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	tx := &Tx{tx: sqlTx, db: db, conn: conn}
+	tx := &Tx{tx: sqlTx, on: sqlTx, db: db}
 	committed := false
 	defer func() {
 		if !committed {
 			_ = sqlTx.Rollback() // ErrTxDone when it already ended
 		}
-		for i := len(tx.ends) - 1; i >= 0; i-- {
-			tx.ends[i](committed)
-		}
+		tx.ended(committed)
 	}()
 	if err := fn(tx); err != nil {
 		return err
@@ -573,6 +648,59 @@ func (db *DB) writeOnce(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 	committed = true
 	return nil
+}
+
+// writeOncePostgres runs fn between an explicit BEGIN and COMMIT on one
+// connection held for the transaction; COMMIT goes in one pipeline with the
+// writes still queued. A connection whose transaction could not be rolled
+// back is closed, never returned to the pool mid-transaction.
+func (db *DB) writeOncePostgres(ctx context.Context, fn func(tx *Tx) error) error {
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		discard(conn)
+		return fmt.Errorf("begin: %w", err)
+	}
+	tx := &Tx{db: db, conn: conn, on: conn}
+	ended := false // committed, or COMMIT failed and so ended it
+	committed := false
+	defer func() {
+		if !ended {
+			// The caller's ctx may be what ended the transaction.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			if _, err := conn.ExecContext(rctx, "ROLLBACK"); err != nil {
+				discard(conn)
+			}
+			cancel()
+		}
+		tx.ended(committed)
+	}()
+	if err := fn(tx); err != nil {
+		if tx.queueErr != nil {
+			return tx.queueErr // the cause, not "transaction is aborted"
+		}
+		return err
+	}
+	if err := tx.flush(ctx, true); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	ended, committed = true, true
+	return nil
+}
+
+// discard closes a connection instead of returning it to the pool.
+func discard(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+}
+
+// ended runs the AfterEnd hooks, last added first.
+func (tx *Tx) ended(committed bool) {
+	for i := len(tx.ends) - 1; i >= 0; i-- {
+		tx.ends[i](committed)
+	}
 }
 
 func isRetryable(err error) bool {

@@ -111,6 +111,79 @@ func RunConformance(t *testing.T, backend string) {
 			t.Fatal("rolled-back insert is visible")
 		}
 	})
+	t.Run("queued writes run in order, fail the write with their own error, and leave no transaction open", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		count := func(key string) int {
+			var n int
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM settings WHERE key = ?`, key).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		insert := `INSERT INTO settings (key, value) VALUES (?, ?)`
+		// A later statement of the transaction sees what was queued before it.
+		if err := db.Write(ctx, func(tx *store.Tx) error {
+			if err := tx.Queue(ctx, insert, "q1", "a"); err != nil {
+				return err
+			}
+			v, ok, err := tx.Setting(ctx, "q1")
+			if err != nil || !ok || v != "a" {
+				return fmt.Errorf("the transaction reads q1 = %q, %v, %v after queueing it", v, ok, err)
+			}
+			return tx.Queue(ctx, insert, "q2", "b")
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if count("q1") != 1 || count("q2") != 1 {
+			t.Fatal("queued writes were not committed")
+		}
+		// A queued write that fails at COMMIT fails Write with its own error,
+		// and takes the writes queued with it along.
+		err := db.Write(ctx, func(tx *store.Tx) error {
+			if err := tx.Queue(ctx, insert, "q3", "c"); err != nil {
+				return err
+			}
+			return tx.Queue(ctx, insert, "q1", "again")
+		})
+		if !store.IsUniqueViolation(err) {
+			t.Fatalf("a duplicate queued key: Write returned %v, want a unique violation", err)
+		}
+		if count("q3") != 0 {
+			t.Fatal("a write queued beside a failed one was committed")
+		}
+		// A failed queued write met by a later statement: Write still names it.
+		err = db.Write(ctx, func(tx *store.Tx) error {
+			if err := tx.Queue(ctx, insert, "q1", "again"); err != nil {
+				return err
+			}
+			_, _, err := tx.Setting(ctx, "q2")
+			return err
+		})
+		if !store.IsUniqueViolation(err) {
+			t.Fatalf("a statement after a failed queued write: Write returned %v, want the unique violation", err)
+		}
+		// A write refused by its function commits nothing it queued.
+		boom := errors.New("boom")
+		if err := db.Write(ctx, func(tx *store.Tx) error {
+			if err := tx.Queue(ctx, insert, "q4", "d"); err != nil {
+				return err
+			}
+			return boom
+		}); !errors.Is(err, boom) {
+			t.Fatalf("got %v, want the function's error", err)
+		}
+		// Every connection went back to the pool outside a transaction: many
+		// writes later, each still commits on its own.
+		for i := range 40 {
+			if err := db.SetSetting(ctx, fmt.Sprintf("after%d", i), "x"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if count("q4") != 0 || count("after39") != 1 {
+			t.Fatal("a refused write's queued insert was committed, or a later write was lost")
+		}
+	})
 	t.Run("directory import is idempotent and keeps history", func(t *testing.T) {
 		t.Parallel()
 		db := Open(t, backend)
