@@ -247,3 +247,91 @@ func TestBridgeForwardsAgainWhenCommerceLostUsage(t *testing.T) {
 		}
 	})
 }
+
+// TestStackClockGoingBackLosesNoUsage: the stack's clock steps back by
+// hours after the bridge sealed later reported hours (a host restored with
+// the wrong time, an NTP step). Usage taken then is received at the latest
+// instant already read, not in hours the bridge has sealed and never reads
+// again, so it is forwarded and billed once; and a restarted stack keeps
+// that floor from what it stored.
+func TestStackClockGoingBackLosesNoUsage(t *testing.T) {
+	t.Parallel()
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := t.Context()
+		t0 := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
+		clk := clock.Manual(t0)
+		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
+		stackDSN := storetest.DSN(t, "sqlite")
+		stack := buildApp(t, Options{DB: stackDSN, Clock: clk, OperatorToken: "stack-op", BridgeBatch: 7})
+		ssrv := httptest.NewServer(stack.Handler)
+		defer ssrv.Close()
+		activateStack(t, com.app, stack, regKey(W.ContosoDefault, "azurestack", "clock"), com.url, clk.Now())
+		tenant, sub := randomGUID(), randomGUID()
+		onboardLocal(t, stack, tenant, sub)
+		rp := &simulate.Reporter{Base: ssrv.URL, Token: "stack-op", HTTP: ssrv.Client()}
+		want := 0
+		post := func(id string, hour time.Time, qty int) {
+			t.Helper()
+			e := ev(id, sub, simulate.MeterBaseVM, fmt.Sprint(qty), hour, hour.Add(time.Hour), fmt.Sprintf("/subscriptions/%s/resourceGroups/rg/providers/x/y/vm-%s", sub, id))
+			r, err := rp.Post(ctx, []usage.Event{e})
+			if err != nil || r.Accepted != 1 {
+				t.Fatalf("posting %s: %+v, %v", id, r, err)
+			}
+			want += qty
+		}
+		forward := func(stack *App) int {
+			t.Helper()
+			sent := 0
+			for range 100 {
+				n, err := stack.Forwarder.Step(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n == 0 {
+					return sent
+				}
+				sent += n
+			}
+			t.Fatal("the forwarder did not finish")
+			return 0
+		}
+		for h := range 5 {
+			hour := t0.Add(time.Duration(h) * time.Hour)
+			clk.Set(hour.Add(time.Hour + time.Minute))
+			post(fmt.Sprintf("on-time-%d", h), hour, 1<<h)
+		}
+		clk.Set(t0.Add(6*time.Hour + bridge.Grace))
+		if n := forward(stack); n != 5 {
+			t.Fatalf("forwarded %d records, want 5", n)
+		}
+		// The clock steps back four hours, behind every sealed hour.
+		clk.Set(t0.Add(2*time.Hour + time.Minute))
+		post("after-the-step-1", t0.Add(time.Hour), 1<<5)
+		// The stack restarts while its clock is still behind.
+		ssrv.Close()
+		stack.Close()
+		stack = buildApp(t, Options{DB: stackDSN, Clock: clk, OperatorToken: "stack-op", BridgeBatch: 7})
+		srv2 := httptest.NewServer(stack.Handler)
+		defer srv2.Close()
+		rp = &simulate.Reporter{Base: srv2.URL, Token: "stack-op", HTTP: srv2.Client()}
+		post("after-the-step-2", t0.Add(time.Hour), 1<<6)
+		clk.Set(t0.Add(9*time.Hour + bridge.Grace))
+		if n := forward(stack); n != 2 {
+			t.Fatalf("after the clock stepped back the stack forwarded %d records, want 2", n)
+		}
+		if err := com.app.Ledger.Settle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		totals, err := com.app.Ledger.Totals(ctx, []string{W.ContosoDefault}, t0, t0.Add(24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := money.Zero
+		for _, tt := range totals {
+			got = got.Add(tt.Quantity)
+		}
+		if got.String() != fmt.Sprint(want) {
+			t.Fatalf("commerce holds %s, want %d (each power of two once)", got, want)
+		}
+	})
+}

@@ -400,6 +400,49 @@ type Service struct {
 
 	knownMu sync.RWMutex
 	known   map[string]time.Time // subscription → trusted until (wall clock)
+
+	// floor is the earliest instant a batch may be received at
+	// (microseconds): the latest instant a reader has settled through, and
+	// on start the latest reported hour stored. A clock that goes back
+	// (a stack restored on a host whose time is wrong, an NTP step) would
+	// otherwise put new usage in reported hours the bridge has sealed,
+	// which it never reads again, or change an hour a client has read.
+	floor       atomic.Int64
+	floorLoaded atomic.Bool
+}
+
+// raiseFloor moves the floor up to t (microseconds), never down.
+func (s *Service) raiseFloor(t int64) {
+	for {
+		f := s.floor.Load()
+		if t <= f || s.floor.CompareAndSwap(f, t) {
+			return
+		}
+	}
+}
+
+// loadFloor sets the floor from what is stored, once per process.
+func (s *Service) loadFloor(ctx context.Context) error {
+	if s.floorLoaded.Load() {
+		return nil
+	}
+	var records, logged int64
+	if err := s.db.QueryRowContext(ctx, `SELECT (SELECT COALESCE(MAX(reported_hour_us), 0) FROM usage_records), (SELECT COALESCE(MAX(received_us), 0) FROM usage_log)`).Scan(&records, &logged); err != nil {
+		return fmt.Errorf("read the latest reported hour: %w", err)
+	}
+	s.raiseFloor(max(records, logged))
+	s.floorLoaded.Store(true)
+	return nil
+}
+
+// received is the instant a batch taken now is received at: the clock, or
+// the floor when the clock is behind it.
+func (s *Service) received() time.Time {
+	now := s.clock.Now()
+	if f := s.floor.Load(); clock.Micros(now) < f {
+		return clock.FromMicros(f)
+	}
+	return now
 }
 
 // NewService builds a Service.
@@ -714,6 +757,9 @@ func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, 
 		return res, nil
 	}
 	var stored int
+	if err := s.loadFloor(ctx); err != nil {
+		return res, err
+	}
 	err := s.db.Write(ctx, func(tx *store.Tx) error {
 		if s.db.Dialect == store.Postgres {
 			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock_shared(?)`, intakeLock); err != nil {
@@ -725,7 +771,7 @@ func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, 
 		// sees this batch.
 		received := at
 		if received.IsZero() {
-			received = s.clock.Now()
+			received = s.received()
 		}
 		fresh, err := s.dedup.Claim(ctx, tx, keys, clock.Micros(received.Add(DedupRetention)))
 		if err != nil {

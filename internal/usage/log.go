@@ -305,6 +305,12 @@ func (s *Service) Release(ctx context.Context, tx *store.Tx, it quarantine.Item,
 	if err != nil {
 		return arm.InvalidRequest("", "Quarantined item %d does not decode (%v), so it cannot be taken again; drop it.", it.ID, err)
 	}
+	if err := s.loadFloor(ctx); err != nil {
+		return err
+	}
+	if f := clock.FromMicros(s.floor.Load()); now.Before(f) {
+		now = f // the clock went back: see Service.floor
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO usage_log (received_us, events, payload) VALUES (?, ?, ?)`, clock.Micros(now), len(evs), it.Payload); err != nil {
 		return err
 	}
@@ -386,6 +392,9 @@ func (s *Service) Settle(ctx context.Context, until time.Time) error {
 	if until.IsZero() {
 		u = math.MaxInt64
 	}
+	// What is read now never changes: later batches are received at or
+	// after the instant read through (nothing can be received after now).
+	s.raiseFloor(min(u, clock.Micros(s.clock.Now())))
 	return drainer.Settle(ctx, func(ctx context.Context) (int, error) { return s.drain(ctx, u, true) })
 }
 
