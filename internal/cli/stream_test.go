@@ -250,10 +250,10 @@ func TestBridgeForwardsAgainWhenCommerceLostUsage(t *testing.T) {
 
 // TestStackClockGoingBackLosesNoUsage: the stack's clock steps back by
 // hours after the bridge sealed later reported hours (a host restored with
-// the wrong time, an NTP step). Usage taken then is received at the latest
-// instant already read, not in hours the bridge has sealed and never reads
-// again, so it is forwarded and billed once; and a restarted stack keeps
-// that floor from what it stored.
+// the wrong time, an NTP step). Usage taken then is received no earlier
+// than the batch before it, not in hours the bridge has sealed and never
+// reads again, so it is forwarded and billed once; and a restarted stack
+// keeps that floor from what it stored.
 func TestStackClockGoingBackLosesNoUsage(t *testing.T) {
 	t.Parallel()
 	storetest.Each(t, func(t *testing.T, backend string) {

@@ -402,11 +402,14 @@ type Service struct {
 	known   map[string]time.Time // subscription → trusted until (wall clock)
 
 	// floor is the earliest instant a batch may be received at
-	// (microseconds): the latest instant a reader has settled through, and
-	// on start the latest reported hour stored. A clock that goes back
-	// (a stack restored on a host whose time is wrong, an NTP step) would
-	// otherwise put new usage in reported hours the bridge has sealed,
-	// which it never reads again, or change an hour a client has read.
+	// (microseconds): the latest instant one was, and on start the latest
+	// reported hour stored, so the reported time of usage never goes back.
+	// A clock that does (a stack restored on a host whose time is wrong,
+	// an NTP step) would otherwise put new usage in reported hours the
+	// bridge has sealed, which it never reads again. The bridge seals
+	// through a record it read, so no batch was received after the hour it
+	// sealed through. Only batches move it: a reader that settled through
+	// a clock's far-future instant must not push usage there.
 	floor       atomic.Int64
 	floorLoaded atomic.Bool
 }
@@ -436,7 +439,7 @@ func (s *Service) loadFloor(ctx context.Context) error {
 }
 
 // received is the instant a batch taken now is received at: the clock, or
-// the floor when the clock is behind it.
+// the floor when the clock is behind it. Called under intake's lock.
 func (s *Service) received() time.Time {
 	now := s.clock.Now()
 	if f := s.floor.Load(); clock.Micros(now) < f {
@@ -772,6 +775,7 @@ func (s *Service) ingest(ctx context.Context, at time.Time, events []wireEvent, 
 		received := at
 		if received.IsZero() {
 			received = s.received()
+			s.raiseFloor(clock.Micros(received))
 		}
 		fresh, err := s.dedup.Claim(ctx, tx, keys, clock.Micros(received.Add(DedupRetention)))
 		if err != nil {

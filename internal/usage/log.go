@@ -311,6 +311,7 @@ func (s *Service) Release(ctx context.Context, tx *store.Tx, it quarantine.Item,
 	if f := clock.FromMicros(s.floor.Load()); now.Before(f) {
 		now = f // the clock went back: see Service.floor
 	}
+	s.raiseFloor(clock.Micros(now))
 	if _, err := tx.ExecContext(ctx, `INSERT INTO usage_log (received_us, events, payload) VALUES (?, ?, ?)`, clock.Micros(now), len(evs), it.Payload); err != nil {
 		return err
 	}
@@ -392,9 +393,6 @@ func (s *Service) Settle(ctx context.Context, until time.Time) error {
 	if until.IsZero() {
 		u = math.MaxInt64
 	}
-	// What is read now never changes: later batches are received at or
-	// after the instant read through (nothing can be received after now).
-	s.raiseFloor(min(u, clock.Micros(s.clock.Now())))
 	return drainer.Settle(ctx, func(ctx context.Context) (int, error) { return s.drain(ctx, u, true) })
 }
 
