@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -87,10 +88,20 @@ type Sizes struct {
 	CatchUpStamps, CatchUpTenants, CatchUpHours int
 	APIResources, APIDays                       int
 	RegistrationClients, RegistrationMs         int
+	// MemoryEvents are the stream lengths the memory stage compares (the
+	// first is the baseline), offered at MemoryRate events per second.
+	MemoryEvents []int
+	MemoryRate   int
 }
 
 // Stages are the pipeline's stages, in the order they run.
 func Stages() []string {
+	return append(DefaultStages(), "memory")
+}
+
+// DefaultStages are the stages a plain `stackbill bench` runs: all but
+// memory, whose ten-million-event stream takes about twenty minutes here.
+func DefaultStages() []string {
 	return []string{"sustained", "floor", "intake", "aggregation", "forward", "ingest", "catch-up", "rating", "usage-api", "registration"}
 }
 
@@ -141,16 +152,30 @@ func (s *stageDB) cleanup() {
 // heapPeak samples the Go heap in use while a stage runs; stop returns the
 // peak in bytes.
 func heapPeak() (stop func() uint64) {
+	stopBoth := heapPeaks()
+	return func() uint64 { inuse, _ := stopBoth(); return inuse }
+}
+
+// heapPeaks samples the Go heap while a stage runs; stop returns the peak of
+// the heap in use (live objects and garbage not yet collected, which moves
+// with the collector's timing) and the peak of the live heap as the last
+// collection marked it (what the process holds on to).
+func heapPeaks() (stop func() (inuse, live uint64)) {
 	runtime.GC()
-	var peak atomic.Uint64
+	var peak, peakLive atomic.Uint64
 	done, sampled := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(sampled)
 		var ms runtime.MemStats
+		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 		for {
 			runtime.ReadMemStats(&ms)
 			if ms.HeapInuse > peak.Load() {
 				peak.Store(ms.HeapInuse)
+			}
+			metrics.Read(sample)
+			if sample[0].Value.Kind() == metrics.KindUint64 && sample[0].Value.Uint64() > peakLive.Load() {
+				peakLive.Store(sample[0].Value.Uint64())
 			}
 			select {
 			case <-done:
@@ -159,10 +184,10 @@ func heapPeak() (stop func() uint64) {
 			}
 		}
 	}()
-	return func() uint64 {
+	return func() (uint64, uint64) {
 		close(done)
 		<-sampled
-		return peak.Load()
+		return peak.Load(), peakLive.Load()
 	}
 }
 
@@ -208,6 +233,11 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 	}
 	if want["sustained"] {
 		if err := sustainedStage(ctx, openDB, dbs, rep.Database, sz, progress, add); err != nil {
+			return rep, err
+		}
+	}
+	if want["memory"] {
+		if err := memoryStage(ctx, openDB, dbs, rep.Database, sz, progress, add); err != nil {
 			return rep, err
 		}
 	}
@@ -504,6 +534,54 @@ func StartCPUProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return sync.OnceFunc(func() { pprof.StopCPUProfile(); f.Close() }), nil
+}
+
+// memoryStage streams each of sz.MemoryEvents events through the whole
+// pipeline (Sustained, on fresh databases, at sz.MemoryRate) and reports the
+// peak Go heap of each run; every later run's baseline is the first run's
+// peak. Memory that followed the usage held (a key set, a backlog, a cache)
+// would show as a ratio near the ratio of the event counts; flat means the
+// heap depends on the rate and the batch sizes, not on how much usage went
+// through.
+func memoryStage(ctx context.Context, openDB Open, dbs *stageDB, engine string, sz Sizes, progress Progress, add func(Figure)) error {
+	var base float64
+	for i, n := range sz.MemoryEvents {
+		comDSN, err := dbs.next(ctx, fmt.Sprintf("memory-commerce-%d", i))
+		if err != nil {
+			return err
+		}
+		clk := clock.Manual(clock.MonthStart(time.Now()).Add(30 * time.Minute))
+		com, _, closeCom, err := openDB(ctx, comDSN, clk)
+		if err != nil {
+			return err
+		}
+		stack, token, closeStack, err := openDB(ctx, filepath.Join(dbs.dir, fmt.Sprintf("memory-stack-%d.db", i)), clk)
+		if err != nil {
+			closeCom()
+			return err
+		}
+		d := time.Duration(n) * time.Second / time.Duration(sz.MemoryRate)
+		stop := heapPeaks()
+		res, err := Sustained(ctx, com, stack, token, sz.MemoryRate, d, time.Duration(sz.SustainedHourMs)*time.Millisecond, 100, progress)
+		inuse, live := stop()
+		closeStack()
+		closeCom()
+		if err != nil {
+			return err
+		}
+		f := Figure{Stage: "memory", Figure: fmt.Sprintf("peak live Go heap, %s events streamed intake to rated (stack on SQLite, commerce on %s)", Human(float64(res.Events)), engine),
+			Value: mib(live), Unit: "MiB", PeakHeapMiB: mib(inuse),
+			Note: fmt.Sprintf("%s events: offered %s events/s, acknowledged in %.1f s, drained in %.1f s, peak backlog %s events; live heap as the collector marked it, peak heap in use (with garbage) %.0f MiB",
+				Human(float64(res.Events)), Human(float64(sz.MemoryRate)), res.Acked.Seconds(), res.Drain.Seconds(), Human(float64(res.PeakBacklog)), mib(inuse))}
+		if i == 0 {
+			base = mib(live)
+		} else {
+			text, met := target(mib(live)/base, 1.25, false, "≤ 1.25× the first run's peak")
+			f.BaselineName, f.Baseline, f.Ratio, f.Target, f.Met = fmt.Sprintf("peak of the %s-event run", Human(float64(sz.MemoryEvents[0]))), ptr(base), ptr(mib(live)/base), text, met
+		}
+		add(f)
+	}
+	return nil
 }
 
 // sustainedStage runs Sustained at each of sz.SustainedRates until one does

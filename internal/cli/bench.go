@@ -65,7 +65,7 @@ func benchAll(ctx context.Context, env Env, args []string) error {
 	fs := newFlags(env, "bench")
 	dbFlag := fs.String("db", "", "PostgreSQL DSN to run on (each stage gets a schema of its own); default: fresh SQLite files")
 	asJSON := fs.Bool("json", false, "print the figures as JSON")
-	stagesFlag := fs.String("stages", strings.Join(bench.Stages(), ","), "stages to run: "+strings.Join(bench.Stages(), ", "))
+	stagesFlag := fs.String("stages", strings.Join(bench.DefaultStages(), ","), "stages to run: "+strings.Join(bench.Stages(), ", ")+" (memory streams 10M events, about 20 minutes on 2 cores, so it runs only when named)")
 	var sz bench.Sizes
 	rates := fs.String("sustained-rates", "5000,10000,20000,40000,80000,160000", "offered rates (events/s) the sustained stage tries in order, stopping at the first that does not hold")
 	fs.IntVar(&sz.SustainedSeconds, "sustained-seconds", 60, "how long each sustained offer runs")
@@ -81,6 +81,8 @@ func benchAll(ctx context.Context, env Env, args []string) error {
 	fs.IntVar(&sz.APIDays, "api-days", 30, "days of hourly usage behind the usage API")
 	fs.IntVar(&sz.RegistrationClients, "registration-clients", 16, "concurrent registration API clients")
 	regDur := fs.Duration("registration-duration", 5*time.Second, "how long to drive the registration API")
+	memoryEvents := fs.String("memory-events", "1000000,10000000", "stream lengths (events) the memory stage compares; the first is the baseline")
+	fs.IntVar(&sz.MemoryRate, "memory-rate", 40000, "offered rate (events/s) of the memory stage's streams")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof); with --stages, of those stages")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -98,6 +100,16 @@ func benchAll(ctx context.Context, env Env, args []string) error {
 			return usagef("--sustained-rates takes rates of at least 1000 events/s, separated by commas; got %q", r)
 		}
 		sz.SustainedRates = append(sz.SustainedRates, n)
+	}
+	for _, e := range strings.Split(*memoryEvents, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(e))
+		if err != nil || n < 1000 {
+			return usagef("--memory-events takes stream lengths of at least 1000 events, separated by commas; got %q", e)
+		}
+		sz.MemoryEvents = append(sz.MemoryEvents, n)
+	}
+	if sz.MemoryRate < 1000 {
+		return usagef("--memory-rate must be at least 1000 events/s")
 	}
 	if sz.SustainedSeconds < 1 || sz.SustainedHourMs < 100 {
 		return usagef("--sustained-seconds must be at least 1 and --sustained-hour at least 100ms")
