@@ -59,13 +59,13 @@ var owners = map[string][]string{
 	"internal/billing":      {"billing_agreements", "billing_periods", "credit_notes", "export_chunks", "export_jobs", "invoice_lines", "invoices", "period_directories", "period_files", "price_books", "price_lists", "prices"},
 	"internal/bridge":       {"bridge_forward_hours", "bridge_outbox"},
 	"internal/directory":    {"customers", "directory_changes", "partners", "subscriptions"},
-	"internal/ledger":       {"commerce_dedup", "commerce_dedup_blocks", "commerce_streams", "commerce_usage", "commerce_usage_default", "commerce_usage_log", "ingest_hours", "rating_series"},
+	"internal/ledger":       {"commerce_dedup", "commerce_dedup_blocks", "commerce_dedup_pages", "commerce_streams", "commerce_usage", "commerce_usage_default", "commerce_usage_log", "ingest_hours", "rating_series"},
 	"internal/meter":        {"meter_map", "meters"},
 	"internal/quarantine":   {"quarantine"},
 	"internal/registration": {"cloud_keys", "registration_events", "registrations", "tenant_mappings"},
 	"internal/store":        {"settings"},
 	"internal/tenancy":      {"directory_tenants", "user_subscription_changes", "user_subscriptions"},
-	"internal/usage":        {"usage_dedup", "usage_dedup_blocks", "usage_log", "usage_records"},
+	"internal/usage":        {"usage_dedup", "usage_dedup_blocks", "usage_dedup_pages", "usage_log", "usage_records"},
 }
 
 // ownerOf inverts owners.

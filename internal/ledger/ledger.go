@@ -41,7 +41,13 @@ type Ledger struct {
 // New builds the ledger.
 func New(db *store.DB, c *clock.Clock, logger *slog.Logger) *Ledger {
 	l := &Ledger{db: db, clock: c, logger: logger, dedup: idempotency.New(db, "commerce_dedup")}
-	l.loop = drainer.New(func(ctx context.Context) (int, error) { return l.drain(ctx, false, math.MaxInt64) }, MaterializeDelay, maxCommerceBacklog)
+	l.loop = drainer.New(func(ctx context.Context) (int, error) {
+		n, err := l.drain(ctx, false, math.MaxInt64)
+		if err == nil {
+			_, err = l.dedup.Freeze(ctx, db)
+		}
+		return n, err
+	}, MaterializeDelay, maxCommerceBacklog)
 	return l
 }
 

@@ -451,7 +451,14 @@ func (s *Service) received() time.Time {
 // NewService builds a Service.
 func NewService(db *store.DB, c *clock.Clock, meters *meter.Catalogue, subs SubscriptionLookup) *Service {
 	s := &Service{db: db, clock: c, meters: meters, subs: subs, dedup: idempotency.New(db, "usage_dedup"), parser: NewParser()}
-	s.loop = drainer.New(func(ctx context.Context) (int, error) { return s.drain(ctx, math.MaxInt64, false) }, AggregateDelay, maxBacklog)
+	s.loop = drainer.New(func(ctx context.Context) (int, error) {
+		n, err := s.drain(ctx, math.MaxInt64, false)
+		if err == nil {
+			// Behind intake, like aggregation: keys leave memory here.
+			_, err = s.dedup.Freeze(ctx, db)
+		}
+		return n, err
+	}, AggregateDelay, maxBacklog)
 	s.known = map[string]time.Time{}
 	return s
 }

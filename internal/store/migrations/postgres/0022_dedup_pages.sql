@@ -1,0 +1,4 @@
+-- SQLite moves idempotency keys from memory into pages here (see its 0022).
+-- PostgreSQL keeps one row per key under a unique index and holds none in
+-- memory. The number is kept so that both engines' schema versions mean the
+-- same.
