@@ -29,21 +29,21 @@ CREATE INDEX commerce_dedup_pages_expiry ON commerce_dedup_pages (expires_min);
 -- be reused: a rowid table hands out its highest ID plus one, which goes
 -- back down once a freeze or a purge has deleted the newest blocks.
 -- AUTOINCREMENT never reuses one.
-CREATE TABLE usage_dedup_blocks_new (
+ALTER TABLE usage_dedup_blocks RENAME TO usage_dedup_blocks_before_0022;
+CREATE TABLE usage_dedup_blocks (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     expires_at_us BIGINT NOT NULL,
     keys          BLOB NOT NULL
 );
-INSERT INTO usage_dedup_blocks_new (id, expires_at_us, keys) SELECT id, expires_at_us, keys FROM usage_dedup_blocks;
-DROP TABLE usage_dedup_blocks;
-ALTER TABLE usage_dedup_blocks_new RENAME TO usage_dedup_blocks;
+INSERT INTO usage_dedup_blocks (id, expires_at_us, keys) SELECT id, expires_at_us, keys FROM usage_dedup_blocks_before_0022;
+DROP TABLE usage_dedup_blocks_before_0022;
 CREATE INDEX usage_dedup_blocks_expiry ON usage_dedup_blocks (expires_at_us);
-CREATE TABLE commerce_dedup_blocks_new (
+ALTER TABLE commerce_dedup_blocks RENAME TO commerce_dedup_blocks_before_0022;
+CREATE TABLE commerce_dedup_blocks (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     expires_at_us BIGINT NOT NULL,
     keys          BLOB NOT NULL
 );
-INSERT INTO commerce_dedup_blocks_new (id, expires_at_us, keys) SELECT id, expires_at_us, keys FROM commerce_dedup_blocks;
-DROP TABLE commerce_dedup_blocks;
-ALTER TABLE commerce_dedup_blocks_new RENAME TO commerce_dedup_blocks;
+INSERT INTO commerce_dedup_blocks (id, expires_at_us, keys) SELECT id, expires_at_us, keys FROM commerce_dedup_blocks_before_0022;
+DROP TABLE commerce_dedup_blocks_before_0022;
 CREATE INDEX commerce_dedup_blocks_expiry ON commerce_dedup_blocks (expires_at_us);
