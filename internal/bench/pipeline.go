@@ -536,6 +536,28 @@ func StartCPUProfile(path string) (stop func(), err error) {
 	return sync.OnceFunc(func() { pprof.StopCPUProfile(); f.Close() }), nil
 }
 
+// streamPair opens a commerce on the engine benchmarked and a stack on a
+// SQLite file (beside its cloud), both fresh and on one simulated clock
+// from the start of this month (a stream stays inside it, and nothing is
+// in the future), for Sustained. close closes both.
+func streamPair(ctx context.Context, openDB Open, dbs *stageDB, name string) (com, stack *Instance, token string, close func(), err error) {
+	comDSN, err := dbs.next(ctx, name+"-commerce")
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	clk := clock.Manual(clock.MonthStart(time.Now()).Add(30 * time.Minute))
+	com, _, closeCom, err := openDB(ctx, comDSN, clk)
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	stack, token, closeStack, err := openDB(ctx, filepath.Join(dbs.dir, name+"-stack.db"), clk)
+	if err != nil {
+		closeCom()
+		return nil, nil, "", nil, err
+	}
+	return com, stack, token, func() { closeStack(); closeCom() }, nil
+}
+
 // memoryStage streams each of sz.MemoryEvents events through the whole
 // pipeline (Sustained, on fresh databases, at sz.MemoryRate) and reports the
 // peak Go heap of each run; every later run's baseline is the first run's
@@ -546,26 +568,15 @@ func StartCPUProfile(path string) (stop func(), err error) {
 func memoryStage(ctx context.Context, openDB Open, dbs *stageDB, engine string, sz Sizes, progress Progress, add func(Figure)) error {
 	var base float64
 	for i, n := range sz.MemoryEvents {
-		comDSN, err := dbs.next(ctx, fmt.Sprintf("memory-commerce-%d", i))
+		com, stack, token, closePair, err := streamPair(ctx, openDB, dbs, fmt.Sprint("memory-", i))
 		if err != nil {
-			return err
-		}
-		clk := clock.Manual(clock.MonthStart(time.Now()).Add(30 * time.Minute))
-		com, _, closeCom, err := openDB(ctx, comDSN, clk)
-		if err != nil {
-			return err
-		}
-		stack, token, closeStack, err := openDB(ctx, filepath.Join(dbs.dir, fmt.Sprintf("memory-stack-%d.db", i)), clk)
-		if err != nil {
-			closeCom()
 			return err
 		}
 		d := time.Duration(n) * time.Second / time.Duration(sz.MemoryRate)
 		stop := heapPeaks()
 		res, err := Sustained(ctx, com, stack, token, sz.MemoryRate, d, time.Duration(sz.SustainedHourMs)*time.Millisecond, 100, progress)
 		inuse, live := stop()
-		closeStack()
-		closeCom()
+		closePair()
 		if err != nil {
 			return err
 		}
@@ -594,28 +605,15 @@ func sustainedStage(ctx context.Context, openDB Open, dbs *stageDB, engine strin
 	var tried []string
 	var baseline float64
 	for i, rate := range sz.SustainedRates {
-		comDSN, err := dbs.next(ctx, fmt.Sprintf("sustained-commerce-%d", i))
+		com, stack, token, closePair, err := streamPair(ctx, openDB, dbs, fmt.Sprint("sustained-", i))
 		if err != nil {
-			return err
-		}
-		// One simulated clock for both services, from the start of this
-		// month (the run stays inside it, and nothing is in the future).
-		clk := clock.Manual(clock.MonthStart(time.Now()).Add(30 * time.Minute))
-		com, _, closeCom, err := openDB(ctx, comDSN, clk)
-		if err != nil {
-			return err
-		}
-		stack, token, closeStack, err := openDB(ctx, filepath.Join(dbs.dir, fmt.Sprintf("sustained-stack-%d.db", i)), clk)
-		if err != nil {
-			closeCom()
 			return err
 		}
 		res, err := Sustained(ctx, com, stack, token, rate, time.Duration(sz.SustainedSeconds)*time.Second, time.Duration(sz.SustainedHourMs)*time.Millisecond, 100, progress)
 		if err == nil && baseline == 0 {
 			baseline, err = bulkInsertBaseline(ctx, com.DB, 200000)
 		}
-		closeStack()
-		closeCom()
+		closePair()
 		if err != nil {
 			return err
 		}

@@ -124,20 +124,7 @@ func TestBridgeChargesByHour(t *testing.T) {
 			}
 		}
 		clk.Set(t0.Add(73*time.Hour + bridge.Grace))
-		forwardAll := func() int {
-			total := 0
-			for {
-				n, err := stack.Forwarder.Step(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if n == 0 {
-					return total
-				}
-				total += n
-			}
-		}
-		if n := forwardAll(); n != 72*3*4 {
+		if n := forwardAll(t, stack); n != 72*3*4 {
 			t.Fatalf("forwarded %d records, want %d", n, 72*3*4)
 		}
 		check := func() {
@@ -173,7 +160,7 @@ func TestBridgeChargesByHour(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if n := forwardAll(); n != 72*3*4 {
+		if n := forwardAll(t, stack); n != 72*3*4 {
 			t.Fatalf("re-sent %d", n)
 		}
 		check()
@@ -185,7 +172,7 @@ func TestBridgeChargesByHour(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		if n := forwardAll(); n != 0 {
+		if n := forwardAll(t, stack); n != 0 {
 			t.Fatalf("after the upgrade the bridge re-sent %d records", n)
 		}
 		st, err := stack.Forwarder.Status(ctx)
@@ -266,7 +253,7 @@ func TestBridgeChargesByHour(t *testing.T) {
 			!strings.Contains(body, `"target":"records[1500].meterId"`) {
 			t.Errorf("large bad batch: %d %s", resp.StatusCode, body)
 		}
-		if n := forwardAll(); n != 0 {
+		if n := forwardAll(t, stack); n != 0 {
 			t.Fatalf("after refused batches the bridge had %d records to send", n)
 		}
 		check()

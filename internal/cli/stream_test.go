@@ -234,15 +234,7 @@ func TestBridgeForwardsAgainWhenCommerceLostUsage(t *testing.T) {
 		if errs != 1 || sent != 30 {
 			t.Fatalf("after the restore the stack sent %d records with %d errors; want 30 (usage hours 5–9 again, 5 records each, and hour 10) after one refusal", sent, errs)
 		}
-		totals, err := com.app.Ledger.Totals(ctx, []string{W.ContosoDefault}, t0, t0.Add(24*time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := money.Zero
-		for _, tt := range totals {
-			got = got.Add(tt.Quantity)
-		}
-		if got.String() != fmt.Sprint(want) {
+		if got := ledgerTotal(t, com.app, []string{W.ContosoDefault}, t0, t0.Add(24*time.Hour)); got != fmt.Sprint(want) {
 			t.Fatalf("commerce holds %s, want %d", got, want)
 		}
 	})
@@ -279,29 +271,13 @@ func TestStackClockGoingBackLosesNoUsage(t *testing.T) {
 			}
 			want += qty
 		}
-		forward := func(stack *App) int {
-			t.Helper()
-			sent := 0
-			for range 100 {
-				n, err := stack.Forwarder.Step(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if n == 0 {
-					return sent
-				}
-				sent += n
-			}
-			t.Fatal("the forwarder did not finish")
-			return 0
-		}
 		for h := range 5 {
 			hour := t0.Add(time.Duration(h) * time.Hour)
 			clk.Set(hour.Add(time.Hour + time.Minute))
 			post(fmt.Sprintf("on-time-%d", h), hour, 1<<h)
 		}
 		clk.Set(t0.Add(6*time.Hour + bridge.Grace))
-		if n := forward(stack); n != 5 {
+		if n := forwardAll(t, stack); n != 5 {
 			t.Fatalf("forwarded %d records, want 5", n)
 		}
 		// The clock steps back four hours, behind every sealed hour.
@@ -316,22 +292,48 @@ func TestStackClockGoingBackLosesNoUsage(t *testing.T) {
 		rp = &simulate.Reporter{Base: srv2.URL, Token: "stack-op", HTTP: srv2.Client()}
 		post("after-the-step-2", t0.Add(time.Hour), 1<<6)
 		clk.Set(t0.Add(9*time.Hour + bridge.Grace))
-		if n := forward(stack); n != 2 {
+		if n := forwardAll(t, stack); n != 2 {
 			t.Fatalf("after the clock stepped back the stack forwarded %d records, want 2", n)
 		}
 		if err := com.app.Ledger.Settle(ctx); err != nil {
 			t.Fatal(err)
 		}
-		totals, err := com.app.Ledger.Totals(ctx, []string{W.ContosoDefault}, t0, t0.Add(24*time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := money.Zero
-		for _, tt := range totals {
-			got = got.Add(tt.Quantity)
-		}
-		if got.String() != fmt.Sprint(want) {
+		if got := ledgerTotal(t, com.app, []string{W.ContosoDefault}, t0, t0.Add(24*time.Hour)); got != fmt.Sprint(want) {
 			t.Fatalf("commerce holds %s, want %d (each power of two once)", got, want)
 		}
 	})
+}
+
+// forwardAll steps a stack's forwarder until it has nothing left to send,
+// failing the test on any error, and returns the records sent.
+func forwardAll(t *testing.T, stack *App) int {
+	t.Helper()
+	sent := 0
+	for range 1000 {
+		n, err := stack.Forwarder.Step(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return sent
+		}
+		sent += n
+	}
+	t.Fatal("the forwarder did not finish")
+	return 0
+}
+
+// ledgerTotal is the quantity commerce holds for the charged subscriptions
+// over [from, to), summed over meters.
+func ledgerTotal(t *testing.T, com *App, charged []string, from, to time.Time) string {
+	t.Helper()
+	totals, err := com.Ledger.Totals(t.Context(), charged, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := money.Zero
+	for _, tt := range totals {
+		got = got.Add(tt.Quantity)
+	}
+	return got.String()
 }
