@@ -265,17 +265,34 @@ func (d *blocks) Claim(ctx context.Context, tx *store.Tx, keys [][16]byte, expir
 	return fresh, nil
 }
 
-// Freeze moves every key in memory into a new generation of pages once
-// there are more than d.hot, in one transaction: the blocks' keys, sorted,
-// become one page per 12-bit prefix, and the blocks are deleted (block IDs
-// are AUTOINCREMENT, never reused, so generation IDs keep rising).
+// Freeze moves keys from memory into generations of pages while more than
+// d.hot are in memory, oldest blocks first, a generation of about d.hot
+// keys per transaction: their keys, sorted, become one page per 12-bit
+// prefix, and their blocks are deleted (block IDs are AUTOINCREMENT, never
+// reused, so generation IDs keep rising). Generations stay the same size
+// however many keys wait (a store upgraded with weeks of keys in blocks
+// freezes them in many), so a page stays a few kilobytes to read.
 func (d *blocks) Freeze(ctx context.Context, db *store.DB) (int64, error) {
-	d.mu.Lock()
-	n := len(d.keys)
-	d.mu.Unlock()
-	if n <= d.hot {
-		return 0, nil
+	var total int64
+	for {
+		d.mu.Lock()
+		n, loaded := len(d.keys), d.loaded
+		d.mu.Unlock()
+		if loaded && n <= d.hot {
+			return total, nil
+		}
+		moved, err := d.freezeOne(ctx, db)
+		total += moved
+		if err != nil || moved == 0 {
+			return total, err
+		}
 	}
+}
+
+// freezeOne freezes the oldest blocks holding at least d.hot keys. The set
+// in memory is then read again from the blocks left (on the next claim or
+// freeze, under mu): a fresh map, since maps never shrink.
+func (d *blocks) freezeOne(ctx context.Context, db *store.DB) (int64, error) {
 	var moved int64
 	err := db.Write(ctx, func(tx *store.Tx) error {
 		d.mu.Lock()
@@ -283,7 +300,7 @@ func (d *blocks) Freeze(ctx context.Context, db *store.DB) (int64, error) {
 		tx.AfterEnd(func(committed bool) {
 			if committed && made != nil {
 				d.gens = append(d.gens, *made)
-				d.keys = map[[16]byte]struct{}{} // a fresh map: maps never shrink
+				d.keys, d.loaded, d.last = nil, false, 0
 			}
 			d.mu.Unlock()
 		})
@@ -294,7 +311,7 @@ func (d *blocks) Freeze(ctx context.Context, db *store.DB) (int64, error) {
 		if len(d.keys) <= d.hot {
 			return nil
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT expires_at_us, keys FROM `+d.table+` WHERE id <= ?`, d.last)
+		rows, err := tx.QueryContext(ctx, `SELECT id, expires_at_us, keys FROM `+d.table+` ORDER BY id`)
 		if err != nil {
 			return fmt.Errorf("freeze idempotency keys: %w", err)
 		}
@@ -302,11 +319,12 @@ func (d *blocks) Freeze(ctx context.Context, db *store.DB) (int64, error) {
 			key [16]byte
 			exp int64
 		}
-		entries := make([]entry, 0, len(d.keys))
-		for rows.Next() {
+		entries := make([]entry, 0, d.hot+d.hot/8)
+		var through int64 // the last block taken
+		for len(entries) < d.hot && rows.Next() {
 			var exp int64
 			var b []byte
-			if err := rows.Scan(&exp, &b); err != nil {
+			if err := rows.Scan(&through, &exp, &b); err != nil {
 				rows.Close()
 				return err
 			}
@@ -333,15 +351,15 @@ func (d *blocks) Freeze(ctx context.Context, db *store.DB) (int64, error) {
 				lo, hi = min(lo, e.exp), max(hi, e.exp)
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO `+d.pages+` (gen, prefix, expires_min, expires_max, keys) VALUES (?, ?, ?, ?, ?)`,
-				d.last, p, lo, hi, page); err != nil {
+				through, p, lo, hi, page); err != nil {
 				return fmt.Errorf("freeze idempotency keys: %w", err)
 			}
 			start = end
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM `+d.table+` WHERE id <= ?`, d.last); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+d.table+` WHERE id <= ?`, through); err != nil {
 			return fmt.Errorf("freeze idempotency keys: %w", err)
 		}
-		made, moved = &generation{id: d.last, filter: filter}, int64(len(entries))
+		made, moved = &generation{id: through, filter: filter}, int64(len(entries))
 		return nil
 	})
 	return moved, err
