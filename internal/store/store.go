@@ -665,10 +665,12 @@ func (db *DB) writeOncePostgres(ctx context.Context, fn func(tx *Tx) error) erro
 		return fmt.Errorf("begin: %w", err)
 	}
 	tx := &Tx{db: db, conn: conn, on: conn}
-	ended := false // committed, or COMMIT failed and so ended it
+	// committed: COMMIT succeeded. Otherwise ROLLBACK, which also ends a
+	// transaction that a failed COMMIT left aborted (and only warns when
+	// COMMIT had ended it).
 	committed := false
 	defer func() {
-		if !ended {
+		if !committed {
 			// The caller's ctx may be what ended the transaction.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			if _, err := conn.ExecContext(rctx, "ROLLBACK"); err != nil {
@@ -687,7 +689,7 @@ func (db *DB) writeOncePostgres(ctx context.Context, fn func(tx *Tx) error) erro
 	if err := tx.flush(ctx, true); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	ended, committed = true, true
+	committed = true
 	return nil
 }
 
