@@ -27,6 +27,7 @@ import (
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 	"github.com/stackbill/stackbill/internal/tenancy"
@@ -278,8 +279,28 @@ func newStackPair(t *testing.T, backend string, start time.Time, batch int) (*cl
 	t.Helper()
 	clk := clock.Manual(start)
 	com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
-	stack := buildApp(t, Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: batch})
-	return clk, com, stack
+	return clk, com, buildApp(t, stackOptions(t, clk, batch))
+}
+
+// stackOptions are a test stack's: a SQLite database of its own, clk, the
+// operator token "stack-op" and bridge batches of batch records. Building
+// an App from them again restarts that stack.
+func stackOptions(t *testing.T, clk *clock.Clock, batch int) Options {
+	return Options{DB: storetest.DSN(t, "sqlite"), Clock: clk, OperatorToken: "stack-op", BridgeBatch: batch}
+}
+
+// reportingStack serves stack over loopback until the test ends, activates
+// it on commerce as registration name, and onboards a tenant and its user
+// subscription; it returns that subscription and a reporter to post usage
+// with.
+func reportingStack(t *testing.T, com *testEnv, stack *App, name string) (sub string, rp *simulate.Reporter) {
+	t.Helper()
+	srv := httptest.NewServer(stack.Handler)
+	t.Cleanup(srv.Close)
+	activateStack(t, com.app, stack, regKey(W.ContosoDefault, "azurestack", name), com.url, stack.Clock.Now())
+	tenant, sub := randomGUID(), randomGUID()
+	onboardLocal(t, stack, tenant, sub)
+	return sub, &simulate.Reporter{Base: srv.URL, Token: "stack-op", HTTP: srv.Client()}
 }
 
 // newStackApp builds a stack's services on a SQLite database of its own,

@@ -162,12 +162,7 @@ func TestBridgeForwardsAgainWhenCommerceLostUsage(t *testing.T) {
 		ctx := t.Context()
 		t0 := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
 		clk, com, stack := newStackPair(t, backend, t0, 7)
-		ssrv := httptest.NewServer(stack.Handler)
-		defer ssrv.Close()
-		activateStack(t, com.app, stack, regKey(W.ContosoDefault, "azurestack", "lost"), com.url, clk.Now())
-		tenant, sub := randomGUID(), randomGUID()
-		onboardLocal(t, stack, tenant, sub)
-		rp := &simulate.Reporter{Base: ssrv.URL, Token: "stack-op", HTTP: ssrv.Client()}
+		sub, rp := reportingStack(t, com, stack, "lost")
 		want := 0
 		report := func(h int) {
 			t.Helper()
@@ -253,14 +248,9 @@ func TestStackClockGoingBackLosesNoUsage(t *testing.T) {
 		t0 := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
 		clk := clock.Manual(t0)
 		com := newTestEnv(t, backend, func(o *Options) { o.Clock = clk })
-		stackDSN := storetest.DSN(t, "sqlite")
-		stack := buildApp(t, Options{DB: stackDSN, Clock: clk, OperatorToken: "stack-op", BridgeBatch: 7})
-		ssrv := httptest.NewServer(stack.Handler)
-		defer ssrv.Close()
-		activateStack(t, com.app, stack, regKey(W.ContosoDefault, "azurestack", "clock"), com.url, clk.Now())
-		tenant, sub := randomGUID(), randomGUID()
-		onboardLocal(t, stack, tenant, sub)
-		rp := &simulate.Reporter{Base: ssrv.URL, Token: "stack-op", HTTP: ssrv.Client()}
+		opts := stackOptions(t, clk, 7)
+		stack := buildApp(t, opts)
+		sub, rp := reportingStack(t, com, stack, "clock")
 		want := 0
 		post := func(id string, hour time.Time, qty int) {
 			t.Helper()
@@ -284,12 +274,11 @@ func TestStackClockGoingBackLosesNoUsage(t *testing.T) {
 		clk.Set(t0.Add(2*time.Hour + time.Minute))
 		post("after-the-step-1", t0.Add(time.Hour), 1<<5)
 		// The stack restarts while its clock is still behind.
-		ssrv.Close()
 		stack.Close()
-		stack = buildApp(t, Options{DB: stackDSN, Clock: clk, OperatorToken: "stack-op", BridgeBatch: 7})
-		srv2 := httptest.NewServer(stack.Handler)
-		defer srv2.Close()
-		rp = &simulate.Reporter{Base: srv2.URL, Token: "stack-op", HTTP: srv2.Client()}
+		stack = buildApp(t, opts)
+		srv := httptest.NewServer(stack.Handler)
+		defer srv.Close()
+		rp = &simulate.Reporter{Base: srv.URL, Token: "stack-op", HTTP: srv.Client()}
 		post("after-the-step-2", t0.Add(time.Hour), 1<<6)
 		clk.Set(t0.Add(9*time.Hour + bridge.Grace))
 		if n := forwardAll(t, stack); n != 2 {
