@@ -96,23 +96,23 @@ func benchAll(ctx context.Context, env Env, args []string) error {
 	sz.SustainedHourMs = int(sustainedHour.Milliseconds())
 	for _, r := range strings.Split(*rates, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(r))
-		if err != nil || n < 1000 {
-			return usagef("--sustained-rates takes rates of at least 1000 events/s, separated by commas; got %q", r)
+		if err != nil || n < 1000 || n > 10_000_000 {
+			return usagef("--sustained-rates takes rates from 1000 to 10000000 events/s, separated by commas; got %q", r)
 		}
 		sz.SustainedRates = append(sz.SustainedRates, n)
 	}
 	for _, e := range strings.Split(*memoryEvents, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(e))
-		if err != nil || n < 1000 {
-			return usagef("--memory-events takes stream lengths of at least 1000 events, separated by commas; got %q", e)
+		if err != nil || n < 1000 || n > 1_000_000_000 {
+			return usagef("--memory-events takes stream lengths from 1000 to 1000000000 events, separated by commas; got %q", e)
 		}
 		sz.MemoryEvents = append(sz.MemoryEvents, n)
 	}
-	if sz.MemoryRate < 1000 {
-		return usagef("--memory-rate must be at least 1000 events/s")
+	if sz.MemoryRate < 1000 || sz.MemoryRate > 10_000_000 {
+		return usagef("--memory-rate must be from 1000 to 10000000 events/s")
 	}
-	if sz.SustainedSeconds < 1 || sz.SustainedHourMs < 100 {
-		return usagef("--sustained-seconds must be at least 1 and --sustained-hour at least 100ms")
+	if sz.SustainedSeconds < 1 || sz.SustainedSeconds > 86400 || sz.SustainedHourMs < 100 || sz.SustainedHourMs > 3_600_000 {
+		return usagef("--sustained-seconds must be from 1 to 86400 and --sustained-hour from 100ms to 1h")
 	}
 	var stages []string
 	for _, s := range strings.Split(*stagesFlag, ",") {

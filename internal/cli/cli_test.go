@@ -199,3 +199,26 @@ func TestServeRefusesNewerSchema(t *testing.T) {
 		t.Fatalf("serve on a newer schema: %+v", r)
 	}
 }
+
+// TestBenchRefusesSizesItCannotRun: sizes past what a stage can time (a
+// rate whose batch interval rounds to zero would offer forever; a stream
+// whose duration overflows) are refused as usage errors before any stage
+// runs.
+func TestBenchRefusesSizesItCannotRun(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--stages", "sustained", "--sustained-rates", "99999999999999"},
+		{"--stages", "sustained", "--sustained-rates", "999"},
+		{"--stages", "sustained", "--sustained-seconds", "999999"},
+		{"--stages", "sustained", "--sustained-hour", "2h"},
+		{"--stages", "memory", "--memory-events", "10000000000"},
+		{"--stages", "memory", "--memory-events", "10"},
+		{"--stages", "memory", "--memory-rate", "99999999"},
+		{"--stages", "memry"},
+	} {
+		r := runCLI(t, nil, append([]string{"bench"}, args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, "stackbill bench: ") {
+			t.Errorf("bench %v: exit %d, stderr %q; want a usage error", args, r.code, r.stderr)
+		}
+	}
+}
