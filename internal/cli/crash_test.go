@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"sync/atomic"
@@ -102,7 +103,7 @@ func TestIntakeSurvivesKill9(t *testing.T) {
 		defer db.Close()
 		// Acknowledged events may still be in the intake log: aggregate
 		// what the killed process left, as the next one would.
-		if err := usage.NewService(db, clock.Real(), nil, nil).Settle(ctx, time.Time{}); err != nil {
+		if err := usage.NewService(db, clock.Real(), nil, nil, slog.New(slog.DiscardHandler)).Settle(ctx, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		got := map[string]map[string]money.Quantity{}

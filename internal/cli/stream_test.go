@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -273,6 +276,10 @@ func TestStackClockGoingBackLosesNoUsage(t *testing.T) {
 		// The clock steps back four hours, behind every sealed hour.
 		clk.Set(t0.Add(2*time.Hour + time.Minute))
 		post("after-the-step-1", t0.Add(time.Hour), 1<<5)
+		// The last batch was received at 5:01, so the clock is 3 hours behind.
+		if n, d := stack.Usage.ClockBehind(); n != 1 || d != 3*time.Hour {
+			t.Fatalf("intake says %d batches came with the clock %v behind, want 1 and 3h", n, d)
+		}
 		// The stack restarts while its clock is still behind.
 		stack.Close()
 		stack = buildApp(t, opts)
@@ -280,9 +287,19 @@ func TestStackClockGoingBackLosesNoUsage(t *testing.T) {
 		defer srv.Close()
 		rp = &simulate.Reporter{Base: srv.URL, Token: "stack-op", HTTP: srv.Client()}
 		post("after-the-step-2", t0.Add(time.Hour), 1<<6)
+		// Restarted, the stack takes its floor from what it stored (5:00 or
+		// 5:01), and says so on /metrics.
+		if n, d := metricValue(t, srv, "stackbill_usage_clock_behind_batches_total"), metricValue(t, srv, "stackbill_usage_clock_behind_seconds"); n != 1 || d < 2*3600+59*60 || d > 3*3600 {
+			t.Fatalf("after a restart with the clock behind, /metrics says %v batches, %v s behind; want 1 and about 3 hours", n, d)
+		}
+		clk.Set(t0.Add(5*time.Hour + 2*time.Minute))
+		post("caught-up", t0.Add(5*time.Hour), 1<<7)
+		if n, d := stack.Usage.ClockBehind(); n != 1 || d != 0 {
+			t.Fatalf("after the clock caught up intake says %d batches, %v behind; want 1 and 0", n, d)
+		}
 		clk.Set(t0.Add(9*time.Hour + bridge.Grace))
-		if n := forwardAll(t, stack); n != 2 {
-			t.Fatalf("after the clock stepped back the stack forwarded %d records, want 2", n)
+		if n := forwardAll(t, stack); n != 3 {
+			t.Fatalf("after the clock stepped back the stack forwarded %d records, want 3", n)
 		}
 		if err := com.app.Ledger.Settle(ctx); err != nil {
 			t.Fatal(err)
@@ -291,6 +308,36 @@ func TestStackClockGoingBackLosesNoUsage(t *testing.T) {
 			t.Fatalf("commerce holds %s, want %d (each power of two once)", got, want)
 		}
 	})
+}
+
+// metricValue reads one unlabelled series from a server's /metrics.
+func metricValue(t *testing.T, srv *httptest.Server, name string) float64 {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer stack-op")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /metrics: %d, %v", resp.StatusCode, err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
 }
 
 // forwardAll steps a stack's forwarder until it has nothing left to send,

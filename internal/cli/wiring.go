@@ -170,7 +170,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		db.Close()
 		return nil, err
 	}
-	use := usage.NewService(db, o.Clock, meters, ten)
+	use := usage.NewService(db, o.Clock, meters, ten, o.Logger.With("component", "usage"))
 	authSvc := auth.NewService(db, o.Clock, o.OperatorToken)
 	regs := registration.NewService(db, resolver, o.Clock)
 	signer := bridge.NewSigner(db)
@@ -301,13 +301,17 @@ func describeClock(c *clock.Clock) string {
 }
 
 // registerIntakeMetrics exposes the intake log: events acknowledged and not
-// yet in the hourly records, and events aggregated.
+// yet in the hourly records, events aggregated, and a clock gone back.
 func registerIntakeMetrics(reg *prometheus.Registry, u *usage.Service) {
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_usage_intake_backlog_events", Help: "Acknowledged usage events waiting in the intake log for aggregation."},
 			func() float64 { return float64(u.Backlog()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_usage_aggregated_events_total", Help: "Usage events aggregated into hourly records by this process."},
 			func() float64 { return float64(u.Aggregated()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_usage_clock_behind_batches_total", Help: "Usage batches taken at the latest instant already received because this host's clock was behind it (the clock went back)."},
+			func() float64 { n, _ := u.ClockBehind(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_usage_clock_behind_seconds", Help: "How far this host's clock was behind the latest instant usage was received at, at the latest batch; 0 once it caught up."},
+			func() float64 { _, d := u.ClockBehind(); return d.Seconds() }),
 	)
 }
 

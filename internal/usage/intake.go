@@ -34,6 +34,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"sort"
 	"strings"
@@ -412,7 +413,20 @@ type Service struct {
 	// a clock's far-future instant must not push usage there.
 	floor       atomic.Int64
 	floorLoaded atomic.Bool
+	// behind counts batches received at the floor because the clock was
+	// more than clockSlack behind it, and behindUs is by how much at the
+	// latest batch (0 once it caught up): an operator must hear that the
+	// host's time went back, because usage waits at the floor until it
+	// catches up.
+	behind   atomic.Int64
+	behindUs atomic.Int64
+	logger   *slog.Logger
 }
+
+// clockSlack is how far behind the floor the clock may read before intake
+// calls it a step back: on PostgreSQL concurrent batches read the clock
+// and raise the floor in either order.
+const clockSlack = time.Second
 
 // raiseFloor moves the floor up to t (microseconds), never down.
 func (s *Service) raiseFloor(t int64) {
@@ -441,16 +455,40 @@ func (s *Service) loadFloor(ctx context.Context) error {
 // received is the instant a batch taken now is received at: the clock, or
 // the floor when the clock is behind it. Called under intake's lock.
 func (s *Service) received() time.Time {
-	now := s.clock.Now()
-	if f := s.floor.Load(); clock.Micros(now) < f {
+	return s.notBefore(s.clock.Now())
+}
+
+// notBefore is now, or the floor when now is behind it; a clock more than
+// clockSlack behind is counted and logged once as it goes behind and once
+// as it catches up.
+func (s *Service) notBefore(now time.Time) time.Time {
+	f := s.floor.Load()
+	lag := f - clock.Micros(now)
+	if lag > clockSlack.Microseconds() {
+		s.behind.Add(1)
+		if s.behindUs.Swap(lag) == 0 {
+			s.logger.Warn("the clock is behind usage already received; usage is taken at the latest instant received until the clock catches up",
+				"clock", now.Format(time.RFC3339Nano), "received_through", clock.FromMicros(f).Format(time.RFC3339Nano), "behind", time.Duration(lag)*time.Microsecond)
+		}
+	} else if s.behindUs.Swap(0) != 0 {
+		s.logger.Info("the clock caught up with usage already received", "clock", now.Format(time.RFC3339Nano))
+	}
+	if lag > 0 {
 		return clock.FromMicros(f)
 	}
 	return now
 }
 
+// ClockBehind reports how many batches were received at the floor because
+// the clock was behind it, and by how much it was at the latest batch (0
+// when it no longer is).
+func (s *Service) ClockBehind() (batches int64, behind time.Duration) {
+	return s.behind.Load(), time.Duration(s.behindUs.Load()) * time.Microsecond
+}
+
 // NewService builds a Service.
-func NewService(db *store.DB, c *clock.Clock, meters *meter.Catalogue, subs SubscriptionLookup) *Service {
-	s := &Service{db: db, clock: c, meters: meters, subs: subs, dedup: idempotency.New(db, "usage_dedup"), parser: NewParser()}
+func NewService(db *store.DB, c *clock.Clock, meters *meter.Catalogue, subs SubscriptionLookup, logger *slog.Logger) *Service {
+	s := &Service{db: db, clock: c, meters: meters, subs: subs, logger: logger, dedup: idempotency.New(db, "usage_dedup"), parser: NewParser()}
 	s.loop = drainer.New(func(ctx context.Context) (int, error) {
 		n, err := s.drain(ctx, math.MaxInt64, false)
 		if err == nil {

@@ -308,9 +308,7 @@ func (s *Service) Release(ctx context.Context, tx *store.Tx, it quarantine.Item,
 	if err := s.loadFloor(ctx); err != nil {
 		return err
 	}
-	if f := clock.FromMicros(s.floor.Load()); now.Before(f) {
-		now = f // the clock went back: see Service.floor
-	}
+	now = s.notBefore(now) // the clock may have gone back: see Service.floor
 	s.raiseFloor(clock.Micros(now))
 	if _, err := tx.ExecContext(ctx, `INSERT INTO usage_log (received_us, events, payload) VALUES (?, ?, ?)`, clock.Micros(now), len(evs), it.Payload); err != nil {
 		return err
