@@ -92,6 +92,10 @@ type Sizes struct {
 	// first is the baseline), offered at MemoryRate events per second.
 	MemoryEvents []int
 	MemoryRate   int
+	// MemoryProfile, when set, is where the memory stage writes a heap
+	// profile of each run at its peak live heap (MemoryProfile-EVENTS.pprof),
+	// to compare two runs with go tool pprof -base.
+	MemoryProfile string
 }
 
 // Stages are the pipeline's stages, in the order they run.
@@ -152,7 +156,7 @@ func (s *stageDB) cleanup() {
 // heapPeak samples the Go heap in use while a stage runs; stop returns the
 // peak in bytes.
 func heapPeak() (stop func() uint64) {
-	stopBoth := heapPeaks()
+	stopBoth := heapPeaks("")
 	return func() uint64 { inuse, _ := stopBoth(); return inuse }
 }
 
@@ -160,7 +164,7 @@ func heapPeak() (stop func() uint64) {
 // the heap in use (live objects and garbage not yet collected, which moves
 // with the collector's timing) and the peak of the live heap as the last
 // collection marked it (what the process holds on to).
-func heapPeaks() (stop func() (inuse, live uint64)) {
+func heapPeaks(profile string) (stop func() (inuse, live uint64)) {
 	runtime.GC()
 	var peak, peakLive atomic.Uint64
 	done, sampled := make(chan struct{}), make(chan struct{})
@@ -168,6 +172,7 @@ func heapPeaks() (stop func() (inuse, live uint64)) {
 		defer close(sampled)
 		var ms runtime.MemStats
 		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		var written uint64
 		for {
 			runtime.ReadMemStats(&ms)
 			if ms.HeapInuse > peak.Load() {
@@ -175,6 +180,13 @@ func heapPeaks() (stop func() (inuse, live uint64)) {
 			}
 			metrics.Read(sample)
 			if sample[0].Value.Kind() == metrics.KindUint64 && sample[0].Value.Uint64() > peakLive.Load() {
+				// A heap profile describes the last collection's live heap,
+				// so one written at each new peak (5 % above the last
+				// written, to bound the writes) is the peak's.
+				if live := sample[0].Value.Uint64(); profile != "" && live > written+written/20 {
+					writeHeapProfile(profile)
+					written = live
+				}
 				peakLive.Store(sample[0].Value.Uint64())
 			}
 			select {
@@ -189,6 +201,17 @@ func heapPeaks() (stop func() (inuse, live uint64)) {
 		<-sampled
 		return peak.Load(), peakLive.Load()
 	}
+}
+
+// writeHeapProfile replaces path with a heap profile; a failure only loses
+// the profile, so it is not the run's error.
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = pprof.Lookup("heap").WriteTo(f, 0)
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -573,7 +596,11 @@ func memoryStage(ctx context.Context, openDB Open, dbs *stageDB, engine string, 
 			return err
 		}
 		d := time.Duration(n) * time.Second / time.Duration(sz.MemoryRate)
-		stop := heapPeaks()
+		profile := ""
+		if sz.MemoryProfile != "" {
+			profile = fmt.Sprintf("%s-%d.pprof", sz.MemoryProfile, n)
+		}
+		stop := heapPeaks(profile)
 		res, err := Sustained(ctx, com, stack, token, sz.MemoryRate, d, time.Duration(sz.SustainedHourMs)*time.Millisecond, 100, progress)
 		inuse, live := stop()
 		closePair()

@@ -83,6 +83,7 @@ func benchAll(ctx context.Context, env Env, args []string) error {
 	regDur := fs.Duration("registration-duration", 5*time.Second, "how long to drive the registration API")
 	memoryEvents := fs.String("memory-events", "1000000,10000000", "stream lengths (events) the memory stage compares; the first is the baseline")
 	fs.IntVar(&sz.MemoryRate, "memory-rate", 40000, "offered rate (events/s) of the memory stage's streams")
+	fs.StringVar(&sz.MemoryProfile, "memory-heapprofile", "", "write a heap profile of each memory run at its peak live heap to PREFIX-EVENTS.pprof (compare two with go tool pprof -base)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof); with --stages, of those stages")
 	if err := parseFlags(fs, args); err != nil {
 		return err
