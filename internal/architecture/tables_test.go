@@ -62,6 +62,7 @@ var owners = map[string][]string{
 	"internal/ledger":       {"commerce_dedup", "commerce_dedup_blocks", "commerce_dedup_pages", "commerce_streams", "commerce_usage", "commerce_usage_default", "commerce_usage_log", "ingest_hours", "rating_series"},
 	"internal/meter":        {"meter_map", "meters"},
 	"internal/quarantine":   {"quarantine"},
+	"internal/notify":       {"notify_attempts", "notify_deliveries", "notify_endpoint_types", "notify_endpoints", "notify_events"},
 	"internal/registration": {"cloud_keys", "registration_events", "registrations", "tenant_mappings"},
 	"internal/store":        {"settings"},
 	"internal/tenancy":      {"directory_tenants", "user_subscription_changes", "user_subscriptions"},

@@ -17,6 +17,7 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/store"
 )
 
@@ -763,6 +764,20 @@ func (s *Service) finalize(ctx context.Context, actor, period string) (FinalizeR
 			sum := sha256.Sum256(doc)
 			if err := audit.Append(ctx, tx, audit.Entry{At: now, Actor: actor, Action: "invoice.finalize", Kind: "invoice", ID: inv.Number, Scope: inv.PartnerID,
 				After: audit.JSON(map[string]any{"summary": inv.summary(), "documentSha256": hex.EncodeToString(sum[:])})}); err != nil {
+				return err
+			}
+			// The partner hears of it from the same transaction, so an
+			// invoice is announced exactly when it exists.
+			data, err := json.Marshal(struct {
+				InvoiceSummary
+				Period      string    `json:"period"`
+				FinalizedAt time.Time `json:"finalizedAt"`
+			}{inv.summary(), period, now})
+			if err != nil {
+				return err
+			}
+			if _, err := notify.Record(ctx, tx, notify.Event{ID: "msg_invoice_finalized_" + inv.Number, Type: notify.InvoiceFinalized, At: now,
+				PartnerID: inv.PartnerID, Subject: "invoices/" + inv.Number, Data: data}); err != nil {
 				return err
 			}
 			// The partner's reconciliation file, as every later reader

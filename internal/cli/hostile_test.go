@@ -14,6 +14,7 @@ import (
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/httpapi"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/store/storetest"
@@ -54,6 +55,12 @@ type hostileWorld struct {
 	bridgeReg                                registration.Registration
 	exportContoso, exportFabrikam            string
 	heldStack, heldCommerce                  []int64
+	// Each partner principal's webhook endpoint (and a second, to delete),
+	// a delivery of its endpoint, and the registration.approved events of
+	// three stamps.
+	hooks, hooksGone                           map[string]string
+	delivery                                   map[string]int64
+	eventContoso, eventFabrikam, eventTailspin string
 }
 
 // pcInvoiceTrio is a Partner Center invoice route's three attempts: the
@@ -244,10 +251,48 @@ func newHostileWorld(t *testing.T, backend string) *hostileWorld {
 	ctx := t.Context()
 	op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
 	h := &hostileWorld{e: e, tok: map[string]string{"operator": e.operator, "partner": e.tokens["contoso"], "provider": e.tokens["fabrikam"], "reseller": e.tokens["tailspin"], "anonymous": ""}}
+	// Webhook endpoints first, so the approvals below are delivered to them.
+	hookers := map[string]auth.Principal{"operator": op, "partner": {Role: auth.RolePartner, PartnerID: "contoso", TokenID: "c"},
+		"provider": {Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "f"}, "reseller": {Role: auth.RoleReseller, PartnerID: "tailspin", TokenID: "r"}}
+	h.hooks, h.hooksGone, h.delivery = map[string]string{}, map[string]string{}, map[string]int64{}
+	for w, p := range hookers {
+		for _, into := range []map[string]string{h.hooks, h.hooksGone} {
+			url := "https://hooks.example.com/" + w
+			ep, err := e.app.Notify.CreateEndpoint(ctx, p, notify.EndpointInput{URL: &url})
+			if err != nil {
+				t.Fatal(err)
+			}
+			into[w] = ep.ID
+		}
+	}
 	e.createRegistration(W.ContosoDefault, "azurestack", "contoso-stamp", registration.PayAsYouUse, true)
 	e.createRegistration(W.FabrikamDefault, "azurestack", "fabrikam-stamp", registration.PayAsYouUse, true)
 	e.createRegistration(W.Proseware.Subscription, "azurestack", "tailspin-stamp", registration.PayAsYouUse, true)
 	e.createRegistration(W.Relecloud.Subscription, "azurestack", "wingtip-stamp", registration.PayAsYouUse, true)
+	for w, p := range hookers {
+		ds, err := e.app.Notify.Deliveries(ctx, p, h.hooks[w], 0, 1)
+		if err != nil || len(ds) != 1 {
+			t.Fatalf("%s's endpoint has deliveries %v, %v; want one at least", w, ds, err)
+		}
+		h.delivery[w] = ds[0].ID
+	}
+	evs, err := e.app.Notify.Events(ctx, op, notify.EventQuery{Type: notify.RegistrationApproved, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		switch {
+		case strings.HasSuffix(ev.Subject, "/contoso-stamp"):
+			h.eventContoso = ev.ID
+		case strings.HasSuffix(ev.Subject, "/fabrikam-stamp"):
+			h.eventFabrikam = ev.ID
+		case strings.HasSuffix(ev.Subject, "/tailspin-stamp"):
+			h.eventTailspin = ev.ID
+		}
+	}
+	if h.eventContoso == "" || h.eventFabrikam == "" || h.eventTailspin == "" {
+		t.Fatalf("the approvals recorded these events: %+v", evs)
+	}
 	fabrikam := auth.Principal{Role: auth.RolePartner, PartnerID: "fabrikam", TokenID: "f"}
 	// The provider maps Wingtip's customer onto a stamp Tailspin manages:
 	// that mapping stays Wingtip's.
@@ -317,7 +362,6 @@ func newHostileWorld(t *testing.T, backend string) *hostileWorld {
 	h.tok["delegated"] = tok(auth.RoleStackOperator, h.dp)
 	h.tok["tenant"] = tok(auth.RoleTenant, h.localSub)
 	h.tok["usage-writer"] = tok(auth.RoleUsageWriter, "")
-	var err error
 	if h.tok["bridge"], err = e.app.Auth.CreateBridge(ctx, "test", "", h.bridgeReg.UID, "hostile"); err != nil {
 		t.Fatal(err)
 	}
@@ -712,6 +756,49 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 			return withOut(w, getA(q(partnerID[w]), 200, ""), func() *attempt { return getA(q(otherPartner[w]), 404, "PartnerNotFound") }, func() *attempt { return getA(q("nobody"), 404, "PartnerNotFound") })
 		}),
 		"Audit_List": partners(func(string) trio { return trio{in: getA("/v1/audit", 200, "")} }),
+		// Events: each its own; a reseller not its provider's.
+		"Events_List": partners(func(string) trio { return trio{in: getA("/v1/events", 200, "")} }),
+		"Events_Get": partners(func(w string) trio {
+			mineEv := map[string]string{"operator": h.eventFabrikam, "partner": h.eventContoso, "provider": h.eventTailspin, "reseller": h.eventTailspin}
+			theirEv := map[string]string{"partner": h.eventFabrikam, "provider": h.eventContoso, "reseller": h.eventFabrikam}
+			return withOut(w, getA("/v1/events/"+mineEv[w], 200, ""), func() *attempt { return getA("/v1/events/"+theirEv[w], 404, "EventNotFound") },
+				func() *attempt { return getA("/v1/events/msg_nothing", 404, "EventNotFound") })
+		}),
+		// Webhooks: each principal its own endpoints; another's (a
+		// provider's, for a reseller) answer as missing ones. A URL
+		// inside the network is refused.
+		"Webhooks_List": partners(func(string) trio { return trio{in: getA("/v1/webhooks", 200, "")} }),
+		"Webhooks_Create": partners(func(w string) trio {
+			return trio{in: at("POST", "/v1/webhooks", `{"url":"https://hooks.example.com/new-`+w+`","types":["invoice.finalized"]}`, 201, ""),
+				missing: at("POST", "/v1/webhooks", `{"url":"http://169.254.169.254/latest/meta-data"}`, 400, "InvalidRequestContent")}
+		}),
+		"Webhooks_Get":    hookRow(h, "GET", "", "", 200, "WebhookNotFound"),
+		"Webhooks_Update": hookRow(h, "PATCH", "", `{"description":"changed"}`, 200, "WebhookNotFound"),
+		"Webhooks_Delete": partners(func(w string) trio {
+			return withOut(w, at("DELETE", "/v1/webhooks/"+h.hooksGone[w], "", 200, ""), func() *attempt {
+				return at("DELETE", "/v1/webhooks/"+h.hooks[theirHook[w]], "", 404, "WebhookNotFound")
+			},
+				func() *attempt { return at("DELETE", "/v1/webhooks/ep_nothing", "", 404, "WebhookNotFound") })
+		}),
+		"Webhooks_Deliveries": hookRow(h, "GET", "/deliveries", "", 200, "WebhookNotFound"),
+		"Webhooks_Delivery": partners(func(w string) trio {
+			return withOut(w, getA(fmt.Sprintf("/v1/webhooks/%s/deliveries/%d", h.hooks[w], h.delivery[w]), 200, ""),
+				func() *attempt {
+					return getA(fmt.Sprintf("/v1/webhooks/%s/deliveries/%d", h.hooks[theirHook[w]], h.delivery[theirHook[w]]), 404, "WebhookNotFound")
+				},
+				func() *attempt {
+					return getA(fmt.Sprintf("/v1/webhooks/ep_nothing/deliveries/%d", h.delivery[w]), 404, "WebhookNotFound")
+				})
+		}),
+		"Webhooks_Replay": partners(func(w string) trio {
+			return withOut(w, at("POST", fmt.Sprintf("/v1/webhooks/%s/deliveries/%d/replay", h.hooks[w], h.delivery[w]), "", 202, ""),
+				func() *attempt {
+					return at("POST", fmt.Sprintf("/v1/webhooks/%s/deliveries/%d/replay", h.hooks[theirHook[w]], h.delivery[theirHook[w]]), "", 404, "WebhookNotFound")
+				},
+				func() *attempt {
+					return at("POST", fmt.Sprintf("/v1/webhooks/ep_nothing/deliveries/%d/replay", h.delivery[w]), "", 404, "WebhookNotFound")
+				})
+		}),
 		// A deployment license: the partner's own subscription; another's
 		// does not exist for it; a reseller owns none.
 		"DeploymentLicense_Create": partners(func(w string) trio {
@@ -854,6 +941,24 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 		}
 	}
 	return rows
+}
+
+// theirHook is whose endpoint each partner principal tries outside its
+// scope: a reseller its own provider's.
+var theirHook = map[string]string{"partner": "provider", "provider": "partner", "reseller": "provider"}
+
+// hookRow is a webhook endpoint route's attempts: on the principal's own
+// endpoint, another's, and none.
+func hookRow(h *hostileWorld, method, suffix, body string, status int, code string) map[string]trio {
+	m := map[string]trio{}
+	for _, w := range []string{"operator", "partner", "provider", "reseller"} {
+		t := trio{in: at(method, "/v1/webhooks/"+h.hooks[w]+suffix, body, status, ""), missing: at(method, "/v1/webhooks/ep_nothing"+suffix, body, 404, code)}
+		if w != "operator" {
+			t.out = at(method, "/v1/webhooks/"+h.hooks[theirHook[w]]+suffix, body, 404, code)
+		}
+		m[w] = t
+	}
+	return m
 }
 
 // writeRank orders routes so that creations come before reads, reads before

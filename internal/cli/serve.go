@@ -16,6 +16,7 @@ import (
 
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/demo"
+	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/wire"
 )
 
@@ -53,6 +54,8 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	anonInflight := fs.Int("max-anon-inflight", 64, "unauthenticated requests handled at once (health checks, public keys, the portal's sign-in), apart from --max-inflight")
 	anonRate := fs.Float64("anon-rate", 20, "unauthenticated requests and failed sign-ins per second per client address; more get 429 (0: unlimited)")
 	commerceCA := fs.String("commerce-ca", "", "PEM file of the CAs the bridge trusts for commerce's certificate, instead of the system's roots (pins commerce's CA)")
+	hooksLoopback := fs.Bool("webhooks-allow-loopback", false, "let webhook endpoints be loopback addresses, over http too (tests and demos on one host; never in production)")
+	hooksHosts := fs.String("webhooks-allowed-hosts", "", "comma-separated hosts webhook endpoints may name (\".example.com\" admits its subdomains); empty admits any public host")
 	demoFlag := fs.Bool("demo", false, "seed a demo world (partners, customers, a registered and activated stamp, 30 days of usage) on its own database (default ./data/demo.db), and simulate usage in real time")
 	demoDays := fs.Int("demo-days", 0, "days of usage the demo backfills (0: from the first of last month, so last month's invoices are whole and this month compares with it)")
 	if err := parseFlags(fs, args); err != nil {
@@ -102,6 +105,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		InvoiceGrace: grace, CommerceCA: *commerceCA, FailPoints: failPoints(env), MaxDBBytes: *maxDB, BillingInterval: *billingEvery, ExportStale: *exportStale, MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
 		PublicURL: strings.TrimRight(*publicURL, "/"), TrustedProxies: proxies, TLS: *tlsCert != "", MaxAnonInflight: *anonInflight, AnonRate: *anonRate,
 		AnonBodyTimeout: min(5*time.Second, *readTimeout),
+		Webhooks:        notify.Policy{AllowLoopback: *hooksLoopback, AllowedHosts: splitList(*hooksHosts)},
 	})
 	if err != nil {
 		return err
@@ -158,6 +162,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if *role == "all" || *role == "commerce" {
 		worker(app.Ledger.Run)
 		worker(app.RunAuditCheckpoints)
+		worker(app.Notify.Run)
 	} else {
 		// A stack alone audits its tenancy changes too; it seals them, and
 		// commerce, which holds the signing key, signs checkpoints.
@@ -336,4 +341,15 @@ func failPoints(env Env) []string {
 		return strings.Split(v, ",")
 	}
 	return nil
+}
+
+// splitList is a comma-separated flag's non-empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/stackbill/stackbill/internal/ingest"
 	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
+	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/portal"
 	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
@@ -87,8 +88,12 @@ type Options struct {
 	MaxAnonInflight int
 	AnonBodyTimeout time.Duration
 	AnonRate        float64
-	Clock           *clock.Clock
-	Logger          *slog.Logger
+	// Webhooks says where commerce may send webhooks, and WebhookSender
+	// tunes the sender (tests shorten its lease and schedule).
+	Webhooks      notify.Policy
+	WebhookSender notify.SenderOptions
+	Clock         *clock.Clock
+	Logger        *slog.Logger
 }
 
 // App is a wired stackbill instance.
@@ -109,6 +114,7 @@ type App struct {
 	Ledger        *ledger.Ledger
 	Billing       *billing.Service
 	Quarantine    *quarantine.Service
+	Notify        *notify.Service
 	Handler       http.Handler
 	// exportKick wakes the reconciliation export runner.
 	exportKick chan struct{}
@@ -208,6 +214,9 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		releasers[quarantine.Ingest], releasers[quarantine.Materialise] = ingestor.Release, led.ReleaseLog
 	}
 	quar := quarantine.NewService(db, o.Clock, releasers)
+	ws := o.WebhookSender
+	ws.Logger = o.Logger.With("component", "webhooks")
+	events := notify.NewService(db, o.Clock, o.Webhooks, ws)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&quarantineCollector{q: quar, held: prometheus.NewDesc("stackbill_quarantined_records",
 		"Records (or undecodable batches) a background stage held back for the operator, unresolved, by stage.", []string{"stage"}, nil)})
@@ -224,6 +233,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_commerce_usage_backlog_records",
 			Help: "Forwarded records acknowledged to a bridge and waiting in commerce's log to be materialised for billing."},
 			func() float64 { return float64(led.Backlog()) }))
+		registerNotifyMetrics(reg, events)
 	}
 	refusals := audit.NewRefusals(db, o.Clock)
 	web, err := portal.New(portal.Deps{Role: o.Role, Clock: o.Clock, Logger: o.Logger.With("component", "portal"), Auth: authSvc, Directory: dir,
@@ -248,7 +258,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		AnonRate: o.AnonRate, PublicURL: o.PublicURL, TrustedProxies: o.TrustedProxies},
 		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
 			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer,
-			Ingestor: ingestor, Ledger: led, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web, Audit: audit.NewLog(db), Refusals: refusals, Quarantine: quar,
+			Ingestor: ingestor, Ledger: led, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web, Audit: audit.NewLog(db), Refusals: refusals, Quarantine: quar, Notify: events,
 			ExportKick: func() {
 				select {
 				case kick <- struct{}{}:
@@ -256,7 +266,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 				}
 			}})
 	*app = App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
-		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Ledger: led, Billing: bill, Quarantine: quar, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}
+		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Ledger: led, Billing: bill, Quarantine: quar, Notify: events, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}
 	return app, nil
 }
 
@@ -312,6 +322,22 @@ func registerIntakeMetrics(reg *prometheus.Registry, u *usage.Service) {
 			func() float64 { n, _ := u.ClockBehind(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_usage_clock_behind_seconds", Help: "How far this host's clock was behind the latest instant usage was received at, at the latest batch; 0 once it caught up."},
 			func() float64 { _, d := u.ClockBehind(); return d.Seconds() }),
+	)
+}
+
+// registerNotifyMetrics exposes the webhook sender: deliveries that
+// succeeded, attempts that failed, deliveries given up, and deliveries
+// waiting.
+func registerNotifyMetrics(reg *prometheus.Registry, n *notify.Service) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_webhook_deliveries_succeeded_total", Help: "Webhook deliveries this process sent that the receiver accepted (2xx)."},
+			func() float64 { ok, _, _ := n.Counters(); return float64(ok) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_webhook_attempts_failed_total", Help: "Webhook delivery attempts by this process that failed (no answer, or not 2xx); most are retried."},
+			func() float64 { _, failed, _ := n.Counters(); return float64(failed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_webhook_deliveries_given_up_total", Help: "Webhook deliveries this process gave up after the whole retry schedule failed."},
+			func() float64 { _, _, gone := n.Counters(); return float64(gone) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_webhook_deliveries_pending", Help: "Webhook deliveries waiting to be sent or retried, all instances."},
+			func() float64 { p, _ := n.Pending(context.Background()); return float64(p) }),
 	)
 }
 

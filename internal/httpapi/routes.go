@@ -110,6 +110,18 @@ func (s *Server) buildRoutes() []route {
 		r("PartnerCenter_RateCard", "GET", "partnercenter/v1/ratecards/azure", auth.Commerce, s.pcRateCard),
 		r("PartnerCenter_Utilization", "GET", "partnercenter/v1/customers/{tenantId}/subscriptions/{subscriptionId}/utilizations/azure", auth.Commerce, s.pcUtilization),
 
+		// Events and the webhooks that deliver them; each caller its own.
+		r("Events_List", "GET", "v1/events", auth.Commerce, s.listEvents),
+		r("Events_Get", "GET", "v1/events/{id}", auth.Commerce, s.getEvent),
+		r("Webhooks_List", "GET", "v1/webhooks", auth.Commerce, s.listWebhooks),
+		r("Webhooks_Create", "POST", "v1/webhooks", auth.Commerce, s.createWebhook),
+		r("Webhooks_Get", "GET", "v1/webhooks/{id}", auth.Commerce, s.getWebhook),
+		r("Webhooks_Update", "PATCH", "v1/webhooks/{id}", auth.Commerce, s.updateWebhook),
+		r("Webhooks_Delete", "DELETE", "v1/webhooks/{id}", auth.Commerce, s.deleteWebhook),
+		r("Webhooks_Deliveries", "GET", "v1/webhooks/{id}/deliveries", auth.Commerce, s.listDeliveries),
+		r("Webhooks_Delivery", "GET", "v1/webhooks/{id}/deliveries/{deliveryId}", auth.Commerce, s.getDelivery),
+		r("Webhooks_Replay", "POST", "v1/webhooks/{id}/deliveries/{deliveryId}/replay", auth.Commerce, s.replayDelivery),
+
 		// The audit log, each partner's part of it.
 		r("Audit_List", "GET", "v1/audit", auth.Commerce, s.listAudit),
 

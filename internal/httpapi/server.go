@@ -43,6 +43,7 @@ import (
 	"github.com/stackbill/stackbill/internal/ingest"
 	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
+	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/tenancy"
@@ -115,6 +116,7 @@ type Deps struct {
 	Audit      *audit.Log
 	Refusals   *audit.Refusals
 	Quarantine *quarantine.Service
+	Notify     *notify.Service
 	// Portal serves /portal/ (nil: no portal).
 	Portal http.Handler
 }

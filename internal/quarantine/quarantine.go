@@ -15,6 +15,7 @@ package quarantine
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/store"
 )
 
@@ -80,13 +82,28 @@ func Add(ctx context.Context, tx *store.Tx, it Item) error {
 	if it.Payload == nil {
 		it.Payload = []byte{}
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO quarantine (at_us, stage, record_key, reason, registration_uid, subscription_id, meter_key, usage_hour_us, quantity, records, payload)
+	res, err := tx.ExecContext(ctx, `INSERT INTO quarantine (at_us, stage, record_key, reason, registration_uid, subscription_id, meter_key, usage_hour_us, quantity, records, payload)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stage, record_key) WHERE record_key <> '' DO NOTHING`,
 		clock.Micros(it.At), string(it.Stage), it.Key, truncate(it.Reason, 1000), it.RegistrationUID, it.SubscriptionID, it.MeterKey, hour, truncate(it.Quantity, 300), it.Records, it.Payload)
 	if err != nil {
 		return fmt.Errorf("quarantine %s record: %w", it.Stage, err)
 	}
-	return nil
+	if it.Stage.Stack() {
+		// A stack's holds are its operator's, on the stack's own /metrics
+		// and portal; events are commerce's.
+		return nil
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err
+	}
+	data, err := json.Marshal(map[string]any{"stage": it.Stage, "reason": truncate(it.Reason, 1000), "registrationUid": it.RegistrationUID,
+		"subscriptionId": it.SubscriptionID, "meterId": it.MeterKey, "usageHour": it.UsageHour, "quantity": truncate(it.Quantity, 300), "records": it.Records})
+	if err != nil {
+		return err
+	}
+	// Only the operator judges held records, so the event is the operator's.
+	_, err = notify.Record(ctx, tx, notify.Event{Type: notify.QuarantineAdded, At: it.At, Subject: "quarantine/" + string(it.Stage), Data: data})
+	return err
 }
 
 func truncate(s string, n int) string {

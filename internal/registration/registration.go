@@ -52,6 +52,7 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/store"
 )
 
@@ -805,8 +806,10 @@ func (s *Service) Approve(ctx context.Context, p auth.Principal, k Key, approve 
 	if aerr != nil {
 		return Registration{}, errRegistrationNotFound(k)
 	}
+	var owner directory.ResolvedSubscription
 	if approve {
 		r, err := s.resolver.Resolve(ctx, k.SubscriptionID)
+		owner = r
 		if err != nil && !errors.Is(err, directory.ErrNotFound) {
 			return Registration{}, errMetadataResolverBadGateway()
 		}
@@ -838,6 +841,15 @@ func (s *Service) Approve(ctx context.Context, p auth.Principal, k Key, approve 
 		action := "approval_revoked"
 		if approve {
 			out.ApprovedAt, out.ApprovedBy, action = &now, p.Actor(), "approved"
+			data, err := json.Marshal(map[string]any{"registration": out.Key.ResourceID(), "cloudId": out.CloudID, "approvedBy": p.Actor(), "approvedAt": now})
+			if err != nil {
+				return err
+			}
+			// Approvals can be revoked and given again: each is its own event.
+			if _, err := notify.Record(ctx, tx, notify.Event{Type: notify.RegistrationApproved, At: now, PartnerID: owner.RollsUpTo, ResellerID: owner.Reseller,
+				Subject: out.Key.ResourceID(), Data: data}); err != nil {
+				return err
+			}
 		}
 		return s.save(ctx, tx, out, action)
 	})
