@@ -94,7 +94,8 @@ func (pol Policy) checkURL(raw string) error {
 	if u.Fragment != "" {
 		return bad("An endpoint URL may not carry a fragment.")
 	}
-	host := strings.ToLower(u.Hostname())
+	// "localhost." is localhost: names are compared without the root dot.
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
 	loopback := isLoopbackHost(host)
 	switch u.Scheme {
 	case "https":

@@ -253,6 +253,9 @@ func (s *Service) attempt(ctx context.Context, d due) error {
 			}
 		}
 	}
+	// A crash here (the receiver has it, the outbox does not know) is the
+	// case the lease and webhook-id are for.
+	s.db.FailPoint("webhook-sent")
 	if ctx.Err() != nil {
 		// Shutting down: the lease runs out and the delivery is sent again.
 		return nil

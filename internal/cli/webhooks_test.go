@@ -1,0 +1,319 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/e2e"
+	"github.com/stackbill/stackbill/internal/notify"
+	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+)
+
+// verifyStandardWebhook checks a delivery with the Standard Webhooks
+// project's own Go library, which shares no code with the sender: the
+// signature over "id.timestamp.body" with the secret's key, and a
+// timestamp within its five minutes of now.
+func verifyStandardWebhook(secret string, h http.Header, body []byte) error {
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		return err
+	}
+	return wh.Verify(body, h)
+}
+
+// receiver is a webhook receiver on loopback whose answers a test scripts:
+// each request takes the next behaviour ("500", "hang", "drop", "200"),
+// and the last one repeats.
+type receiver struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	script []string
+	got    []received
+}
+
+type received struct {
+	header http.Header
+	body   []byte
+}
+
+func newReceiver(t *testing.T, script ...string) *receiver {
+	rc := &receiver{script: script}
+	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rc.mu.Lock()
+		rc.got = append(rc.got, received{r.Header.Clone(), body})
+		act := rc.script[min(len(rc.got), len(rc.script))-1]
+		rc.mu.Unlock()
+		switch act {
+		case "hang":
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		case "drop":
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		case "500":
+			http.Error(w, "receiver is down", http.StatusInternalServerError)
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}))
+	t.Cleanup(rc.srv.Close)
+	return rc
+}
+
+func (rc *receiver) requests() []received {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]received{}, rc.got...)
+}
+
+// TestWebhooksDeliverSignedEventsThroughFailures: a partner's endpoint gets
+// the approval of its registration, signed as Standard Webhooks specifies
+// (checked by an independent verifier), through a receiver that answers
+// 500, hangs past the sender's timeout and drops the connection before it
+// accepts; every attempt carries the same webhook-id and is in the
+// delivery log. A replay sends it again under that id; a receiver that
+// never accepts is given up after the schedule, once; another partner's
+// endpoint gets nothing.
+func TestWebhooksDeliverSignedEventsThroughFailures(t *testing.T) {
+	t.Parallel()
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := t.Context()
+		clk := clock.Manual(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC))
+		e := newTestEnv(t, backend, func(o *Options) {
+			o.Clock = clk
+			o.Webhooks = notify.Policy{AllowLoopback: true}
+			o.WebhookSender = notify.SenderOptions{Timeout: 300 * time.Millisecond, Schedule: []time.Duration{time.Minute, time.Minute, time.Minute}}
+		})
+		flaky := newReceiver(t, "500", "hang", "drop", "200")
+		down := newReceiver(t, "500")
+		other := newReceiver(t, "200")
+		create := func(token, url string, types string) notify.Endpoint {
+			t.Helper()
+			resp, body := e.raw("POST", "/v1/webhooks", token, "application/json", strings.NewReader(`{"url":"`+url+`","types":`+types+`}`))
+			var ep notify.Endpoint
+			if resp.StatusCode != 201 || json.Unmarshal([]byte(body), &ep) != nil || !strings.HasPrefix(ep.Secret, "whsec_") {
+				t.Fatalf("create endpoint: %d %s", resp.StatusCode, body)
+			}
+			return ep
+		}
+		flakyEP := create(e.tokens["contoso"], flaky.srv.URL+"/hooks", `["registration.approved"]`)
+		downEP := create(e.tokens["contoso"], down.srv.URL+"/hooks", `["*"]`)
+		create(e.tokens["fabrikam"], other.srv.URL+"/hooks", `["*"]`)
+		// The secret is shown once.
+		if resp, body := e.raw("GET", "/v1/webhooks/"+flakyEP.ID, e.tokens["contoso"], "", nil); resp.StatusCode != 200 || strings.Contains(body, "whsec_") {
+			t.Fatalf("GET endpoint: %d %s", resp.StatusCode, body)
+		}
+
+		e.createRegistration(W.ContosoDefault, "azurestack", "hooked", registration.PayAsYouUse, true)
+		for range 6 {
+			if _, err := e.app.Notify.Step(ctx); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(2 * time.Minute) // past each wait, jitter included
+		}
+		got := flaky.requests()
+		if len(got) != 4 {
+			t.Fatalf("the flaky receiver got %d requests, want 4 (500, hang, drop, accepted)", len(got))
+		}
+		id := got[0].header.Get("webhook-id")
+		for i, r := range got {
+			if err := verifyStandardWebhook(flakyEP.Secret, r.header, r.body); err != nil {
+				t.Fatalf("attempt %d: %v", i+1, err)
+			}
+			if r.header.Get("webhook-id") != id {
+				t.Fatalf("attempt %d carries webhook-id %s, the first %s", i+1, r.header.Get("webhook-id"), id)
+			}
+		}
+		var msg struct {
+			Type      string
+			Timestamp time.Time
+			Data      struct{ Registration, CloudID string }
+		}
+		if err := json.Unmarshal(got[3].body, &msg); err != nil || msg.Type != notify.RegistrationApproved || !strings.HasSuffix(msg.Data.Registration, "/registrations/hooked") || msg.Data.CloudID == "" {
+			t.Fatalf("delivered %s (%v)", got[3].body, err)
+		}
+		// A signature over other bytes does not verify.
+		if verifyStandardWebhook(flakyEP.Secret, got[3].header, append(got[3].body, ' ')) == nil {
+			t.Fatal("the verifier accepts a changed body")
+		}
+
+		// The delivery log, as the partner reads it.
+		var ds struct{ Value []notify.Delivery }
+		if resp, body := e.raw("GET", "/v1/webhooks/"+flakyEP.ID+"/deliveries", e.tokens["contoso"], "", nil); resp.StatusCode != 200 || json.Unmarshal([]byte(body), &ds) != nil || len(ds.Value) != 1 {
+			t.Fatalf("deliveries: %d %s", resp.StatusCode, body)
+		}
+		var d notify.Delivery
+		path := fmt.Sprintf("/v1/webhooks/%s/deliveries/%d", flakyEP.ID, ds.Value[0].ID)
+		if resp, body := e.raw("GET", path, e.tokens["contoso"], "", nil); resp.StatusCode != 200 || json.Unmarshal([]byte(body), &d) != nil {
+			t.Fatalf("delivery: %d %s", resp.StatusCode, body)
+		}
+		if d.State != "succeeded" || d.Attempts != 4 || len(d.Log) != 4 || d.EventID != id ||
+			d.Log[0].Status != 500 || !strings.Contains(d.Log[0].Response, "receiver is down") ||
+			d.Log[1].Status != 0 || d.Log[1].Error == "" || d.Log[2].Status != 0 || d.Log[2].Error == "" || d.Log[3].Status != 204 {
+			t.Fatalf("delivery log: %+v", d)
+		}
+
+		// Replay: the same message again, attempt 5.
+		if resp, body := e.raw("POST", path+"/replay", e.tokens["contoso"], "", nil); resp.StatusCode != 202 {
+			t.Fatalf("replay: %d %s", resp.StatusCode, body)
+		}
+		if _, err := e.app.Notify.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := flaky.requests(); len(got) != 5 || got[4].header.Get("webhook-id") != id || verifyStandardWebhook(flakyEP.Secret, got[4].header, got[4].body) != nil {
+			t.Fatalf("after the replay the receiver has %d requests", len(got))
+		}
+
+		// The receiver that never accepts: the first attempt and three
+		// retries, then given up; no further attempt however long we wait.
+		clk.Advance(time.Hour)
+		for range 3 {
+			if _, err := e.app.Notify.Step(ctx); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(time.Hour)
+		}
+		if n := len(down.requests()); n != 4 {
+			t.Fatalf("the receiver that is down got %d attempts, want 4", n)
+		}
+		if ok, failed, gone := e.app.Notify.Counters(); ok != 2 || failed != 3+4 || gone != 1 {
+			t.Fatalf("sender counters: %d succeeded, %d attempts failed, %d given up; want 2, 7, 1", ok, failed, gone)
+		}
+		if resp, body := e.raw("GET", "/v1/webhooks/"+downEP.ID+"/deliveries", e.tokens["contoso"], "", nil); resp.StatusCode != 200 || !strings.Contains(body, `"state":"failed"`) {
+			t.Fatalf("given-up delivery: %d %s", resp.StatusCode, body)
+		}
+		// Fabrikam's endpoint takes every type, and heard nothing of
+		// Contoso's registration; Fabrikam's event list has none of it.
+		if n := len(other.requests()); n != 0 {
+			t.Fatalf("another partner's endpoint got %d deliveries", n)
+		}
+		if resp, body := e.raw("GET", "/v1/events", e.tokens["fabrikam"], "", nil); resp.StatusCode != 200 || strings.Contains(body, "hooked") {
+			t.Fatalf("fabrikam's events: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := e.raw("GET", "/v1/events?type=registration.approved", e.tokens["contoso"], "", nil); resp.StatusCode != 200 || !strings.Contains(body, "/registrations/hooked") {
+			t.Fatalf("contoso's events: %d %s", resp.StatusCode, body)
+		}
+	})
+}
+
+// TestWebhookSenderSurvivesKill9: the serving process is killed with
+// SIGKILL right after a receiver accepted a delivery and before the sender
+// recorded it (fail point webhook-sent), holding the leases of what it
+// claimed. Restarted, it sends what it had not recorded once the leases
+// run out, under the same webhook-ids: every event reaches the receiver,
+// no event is lost, a repeat is recognisable by its id, and each delivery
+// ends succeeded with one recorded attempt.
+func TestWebhookSenderSurvivesKill9(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and kills processes")
+	}
+	bin := e2e.BuildBinary(t, "../..")
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := t.Context()
+		rc := newReceiver(t, "200")
+		start := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
+		e := newTestEnv(t, backend, func(o *Options) {
+			o.Clock = clock.Manual(start)
+			o.Webhooks = notify.Policy{AllowLoopback: true}
+		})
+		url := rc.srv.URL + "/hooks"
+		ep, err := e.app.Notify.CreateEndpoint(ctx, auth.Principal{Role: auth.RoleOperator, TokenID: "t"}, notify.EndpointInput{URL: &url})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const events = 5
+		for i := range events {
+			e.createRegistration(W.ContosoDefault, "azurestack", fmt.Sprintf("killed-%d", i), registration.PayAsYouUse, true)
+		}
+		dsn := e.dsn
+		e.app.Close()
+		// A simulated clock at 60x: the 2-minute lease runs out in 2 s.
+		serve := func(failpoint string, at time.Time) *e2e.Proc {
+			addr := e2e.FreeAddr(t)
+			p := &e2e.Proc{T: t, Bin: bin, URL: "http://" + addr, Args: []string{"serve", "--addr", addr, "--db", dsn, "--webhooks-allow-loopback",
+				"--clock-start", at.Format(time.RFC3339), "--clock-rate", "60", "--auto-finalize=false"},
+				Env: []string{"STACKBILL_OPERATOR_TOKEN=op-hooks", "STACKBILL_FAILPOINTS=" + failpoint}}
+			p.Start()
+			return p
+		}
+		p := serve("webhook-sent", start)
+		done := make(chan error, 1)
+		go func() { done <- p.Wait() }()
+		select {
+		case err := <-done:
+			if !e2e.KilledBySIGKILL(err) {
+				t.Fatalf("the server was not killed at the fail point: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			p.Kill9()
+			t.Fatal("the sender never reached the fail point")
+		}
+		before := len(rc.requests())
+		if before == 0 {
+			t.Fatal("killed after a delivery, but the receiver got none")
+		}
+		// Restarted on the same clock instant: the dead sender's leases
+		// hold for a while, then run out.
+		p = serve("", start)
+		defer p.Kill9()
+		// Until every delivery is recorded as succeeded.
+		var ds struct{ Value []notify.Delivery }
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			resp, body := e2e.Call(t, http.DefaultClient, "GET", p.URL+"/v1/webhooks/"+ep.ID+"/deliveries", "op-hooks", "", nil)
+			if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &ds) != nil || len(ds.Value) != events {
+				t.Fatalf("deliveries: %d %s", resp.StatusCode, body)
+			}
+			done := 0
+			for _, d := range ds.Value {
+				if d.State == "succeeded" {
+					done++
+				}
+			}
+			if done == events {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after the restart %d of %d deliveries succeeded: %+v", done, events, ds.Value)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, d := range ds.Value {
+			if d.Attempts != 1 {
+				t.Fatalf("delivery %d: %d attempts recorded, want 1 (the killed one was never recorded)", d.ID, d.Attempts)
+			}
+		}
+		seen := map[string]int{}
+		for _, r := range rc.requests() {
+			if err := verifyStandardWebhook(ep.Secret, r.header, r.body); err != nil {
+				t.Fatal(err)
+			}
+			seen[r.header.Get("webhook-id")]++
+		}
+		if len(seen) != events {
+			t.Fatalf("the receiver has %d distinct events, want %d", len(seen), events)
+		}
+		repeats := len(rc.requests()) - events
+		t.Logf("killed after %d requests; after the restart %d events delivered, %d repeated (same webhook-id)", before, len(seen), repeats)
+		if repeats < 1 {
+			t.Fatal("the delivery the killed sender sent but never recorded was not sent again")
+		}
+	})
+}
