@@ -16,6 +16,15 @@ var examples = map[string][]string{
 		"STACKBILL_OPERATOR_TOKEN=dev-operator stackbill serve   # an empty installation on ./data/stackbill.db",
 		"stackbill serve --role commerce --db postgres://user@db/stackbill",
 	},
+	"webhook create": {
+		"stackbill webhook create --endpoint https://hooks.example.com/stackbill --types invoice.finalized,registration.approved",
+	},
+	"webhook deliveries": {
+		"stackbill webhook deliveries ep_0123456789abcdefghijklmnop   # its newest deliveries, state and last answer",
+	},
+	"events list": {
+		"stackbill events list --type invoice.finalized",
+	},
 	"tenant add": {
 		"stackbill tenant add --subscription 11111111-0000-4000-8000-000000000001 --resource-group azurestack \\\n      --registration my-stack --customer-subscription aaaaaaaa-1111-4000-8000-00000000000a \\\n      --tenant aaaaaaaa-0000-4000-8000-00000000000a",
 	},

@@ -317,3 +317,67 @@ func TestWebhookSenderSurvivesKill9(t *testing.T) {
 		}
 	})
 }
+
+// TestWebhookCLI: a partner keeps an endpoint and reads its deliveries
+// with the CLI alone: create (the secret printed once), list, update,
+// show, deliveries, one delivery's log, replay, events, delete.
+func TestWebhookCLI(t *testing.T) {
+	t.Parallel()
+	clk := clock.Manual(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC))
+	e := newTestEnv(t, "sqlite", func(o *Options) {
+		o.Clock = clk
+		o.Webhooks = notify.Policy{AllowLoopback: true}
+	})
+	rc := newReceiver(t, "500", "200")
+	env := map[string]string{"STACKBILL_URL": e.url, "STACKBILL_TOKEN": e.tokens["contoso"], "STACKBILL_DATA": t.TempDir()}
+	run := func(args ...string) string {
+		t.Helper()
+		r := runCLI(t, env, args...)
+		if r.code != 0 {
+			t.Fatalf("stackbill %v: exit %d: %s", args, r.code, r.stderr)
+		}
+		return r.stdout
+	}
+	var ep notify.Endpoint
+	if err := json.Unmarshal([]byte(run("webhook", "create", "--endpoint", rc.srv.URL+"/in", "--types", "registration.approved", "-o", "json")), &ep); err != nil || !strings.HasPrefix(ep.Secret, "whsec_") {
+		t.Fatalf("create: %+v %v", ep, err)
+	}
+	if out := run("webhook", "list"); !strings.Contains(out, ep.ID) || !strings.Contains(out, "registration.approved") || strings.Contains(out, "whsec_") {
+		t.Fatalf("list:\n%s", out)
+	}
+	if out := run("webhook", "update", ep.ID, "--description", "finance", "--types", "*"); !strings.Contains(out, "finance") || !strings.Contains(out, "*") {
+		t.Fatalf("update:\n%s", out)
+	}
+	if r := runCLI(t, env, "webhook", "create", "--endpoint", "https://10.0.0.1/x"); r.code == 0 || !strings.Contains(r.stderr, "not a public address") {
+		t.Fatalf("an inside address: exit %d %s", r.code, r.stderr)
+	}
+	e.createRegistration(W.ContosoDefault, "azurestack", "cli-hooked", registration.PayAsYouUse, true)
+	if _, err := e.app.Notify.Step(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	out := run("webhook", "deliveries", ep.ID, "-o", "csv")
+	recs := strings.Split(strings.TrimSpace(out), "\n")
+	if len(recs) != 2 || !strings.Contains(recs[1], "pending") || !strings.Contains(recs[1], "500") {
+		t.Fatalf("deliveries after a 500:\n%s", out)
+	}
+	id := strings.Split(recs[1], ",")[0]
+	if out := run("webhook", "replay", ep.ID, id); !strings.Contains(out, "pending") {
+		t.Fatalf("replay:\n%s", out)
+	}
+	if _, err := e.app.Notify.Step(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if out := run("webhook", "delivery", ep.ID, id); !strings.Contains(out, "succeeded") || !strings.Contains(out, "attempt 1") || !strings.Contains(out, "attempt 2") {
+		t.Fatalf("delivery:\n%s", out)
+	}
+	out = run("events", "list", "--type", "registration.approved")
+	if !strings.Contains(out, "/registrations/cli-hooked") {
+		t.Fatalf("events list:\n%s", out)
+	}
+	if out := run("webhook", "delete", ep.ID); !strings.Contains(out, "deleted") {
+		t.Fatalf("delete:\n%s", out)
+	}
+	if r := runCLI(t, env, "webhook", "show", ep.ID); r.code == 0 || !strings.Contains(r.stderr, "WebhookNotFound") {
+		t.Fatalf("show after delete: exit %d %s", r.code, r.stderr)
+	}
+}
