@@ -56,6 +56,7 @@ var sqlNames = regexp.MustCompile(`(?i)\b(?:from|join|into|update|table|truncate
 var owners = map[string][]string{
 	"internal/audit":        {"audit_checkpoints", "audit_head", "audit_log", "audit_pending"},
 	"internal/auth":         {"portal_sessions", "tokens"},
+	"internal/budget":       {"budget_crossings", "budgets"},
 	"internal/billing":      {"billing_agreements", "billing_periods", "credit_notes", "export_chunks", "export_jobs", "invoice_lines", "invoices", "period_directories", "period_files", "price_books", "price_lists", "prices"},
 	"internal/bridge":       {"bridge_forward_hours", "bridge_outbox"},
 	"internal/directory":    {"customers", "directory_changes", "partners", "subscriptions"},

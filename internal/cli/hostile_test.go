@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/budget"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/httpapi"
 	"github.com/stackbill/stackbill/internal/money"
@@ -61,6 +62,8 @@ type hostileWorld struct {
 	hooks, hooksGone                           map[string]string
 	delivery                                   map[string]int64
 	eventContoso, eventFabrikam, eventTailspin string
+	// Each partner principal's budget (and a second, to delete).
+	budgets, budgetsGone map[string]string
 }
 
 // pcInvoiceTrio is a Partner Center invoice route's three attempts: the
@@ -263,6 +266,17 @@ func newHostileWorld(t *testing.T, backend string) *hostileWorld {
 				t.Fatal(err)
 			}
 			into[w] = ep.ID
+		}
+	}
+	h.budgets, h.budgetsGone = map[string]string{}, map[string]string{}
+	for w, p := range hookers {
+		for _, into := range []map[string]string{h.budgets, h.budgetsGone} {
+			name, cur, amount := "hostile "+w, "USD", "100"
+			b, err := e.app.Budgets.Create(ctx, p, budget.Input{Name: &name, Currency: &cur, Amount: &amount})
+			if err != nil {
+				t.Fatal(err)
+			}
+			into[w] = b.ID
 		}
 	}
 	e.createRegistration(W.ContosoDefault, "azurestack", "contoso-stamp", registration.PayAsYouUse, true)
@@ -756,6 +770,21 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 			return withOut(w, getA(q(partnerID[w]), 200, ""), func() *attempt { return getA(q(otherPartner[w]), 404, "PartnerNotFound") }, func() *attempt { return getA(q("nobody"), 404, "PartnerNotFound") })
 		}),
 		"Audit_List": partners(func(string) trio { return trio{in: getA("/v1/audit", 200, "")} }),
+		// Budgets: each its own; a reseller not its provider's, a provider
+		// not its reseller's.
+		"Budgets_List": partners(func(string) trio { return trio{in: getA("/v1/budgets", 200, "")} }),
+		"Budgets_Create": partners(func(w string) trio {
+			return trio{in: at("POST", "/v1/budgets", `{"name":"new","currency":"USD","amount":"10"}`, 201, ""),
+				missing: at("POST", "/v1/budgets", `{"name":"new","currency":"USD","amount":"10","scope":{"kind":"subscription","id":"`+randomGUID()+`"}}`, 404, "SubscriptionNotFound")}
+		}),
+		"Budgets_Get":    budgetRow(h, "GET", "", 200),
+		"Budgets_Update": budgetRow(h, "PATCH", `{"amount":"20"}`, 200),
+		"Budgets_Delete": partners(func(w string) trio {
+			return withOut(w, at("DELETE", "/v1/budgets/"+h.budgetsGone[w], "", 200, ""), func() *attempt {
+				return at("DELETE", "/v1/budgets/"+h.budgets[theirHook[w]], "", 404, "BudgetNotFound")
+			},
+				func() *attempt { return at("DELETE", "/v1/budgets/bud_nothing", "", 404, "BudgetNotFound") })
+		}),
 		// Events: each its own; a reseller not its provider's.
 		"Events_List": partners(func(string) trio { return trio{in: getA("/v1/events", 200, "")} }),
 		"Events_Get": partners(func(w string) trio {
@@ -955,6 +984,24 @@ func hookRow(h *hostileWorld, method, suffix, body string, status int, code stri
 		t := trio{in: at(method, "/v1/webhooks/"+h.hooks[w]+suffix, body, status, ""), missing: at(method, "/v1/webhooks/ep_nothing"+suffix, body, 404, code)}
 		if w != "operator" {
 			t.out = at(method, "/v1/webhooks/"+h.hooks[theirHook[w]]+suffix, body, 404, code)
+		}
+		m[w] = t
+	}
+	return m
+}
+
+// budgetRow is a budget route's attempts: on the principal's own budget,
+// another's (a reseller's provider's, a provider's reseller's), and none.
+func budgetRow(h *hostileWorld, method, body string, status int) map[string]trio {
+	m := map[string]trio{}
+	for _, w := range []string{"operator", "partner", "provider", "reseller"} {
+		t := trio{in: at(method, "/v1/budgets/"+h.budgets[w], body, status, ""), missing: at(method, "/v1/budgets/bud_nothing", body, 404, "BudgetNotFound")}
+		if w != "operator" {
+			other := theirHook[w]
+			if w == "provider" {
+				other = "reseller"
+			}
+			t.out = at(method, "/v1/budgets/"+h.budgets[other], body, 404, "BudgetNotFound")
 		}
 		m[w] = t
 	}

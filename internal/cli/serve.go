@@ -163,6 +163,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		worker(app.Ledger.Run)
 		worker(app.RunAuditCheckpoints)
 		worker(app.Notify.Run)
+		worker(func(ctx context.Context) { app.Budgets.Run(ctx, *billingEvery, logger.With("component", "budgets")) })
 	} else {
 		// A stack alone audits its tenancy changes too; it seals them, and
 		// commerce, which holds the signing key, signs checkpoints.

@@ -22,6 +22,7 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/budget"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/httpapi"
@@ -115,6 +116,7 @@ type App struct {
 	Billing       *billing.Service
 	Quarantine    *quarantine.Service
 	Notify        *notify.Service
+	Budgets       *budget.Service
 	Handler       http.Handler
 	// exportKick wakes the reconciliation export runner.
 	exportKick chan struct{}
@@ -217,6 +219,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	ws := o.WebhookSender
 	ws.Logger = o.Logger.With("component", "webhooks")
 	events := notify.NewService(db, o.Clock, o.Webhooks, ws)
+	budgets := budget.NewService(db, o.Clock, dir, regs, bill)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&quarantineCollector{q: quar, held: prometheus.NewDesc("stackbill_quarantined_records",
 		"Records (or undecodable batches) a background stage held back for the operator, unresolved, by stage.", []string{"stage"}, nil)})
@@ -234,6 +237,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 			Help: "Forwarded records acknowledged to a bridge and waiting in commerce's log to be materialised for billing."},
 			func() float64 { return float64(led.Backlog()) }))
 		registerNotifyMetrics(reg, events)
+		registerBudgetMetrics(reg, budgets)
 	}
 	refusals := audit.NewRefusals(db, o.Clock)
 	web, err := portal.New(portal.Deps{Role: o.Role, Clock: o.Clock, Logger: o.Logger.With("component", "portal"), Auth: authSvc, Directory: dir,
@@ -258,7 +262,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		AnonRate: o.AnonRate, PublicURL: o.PublicURL, TrustedProxies: o.TrustedProxies},
 		httpapi.Deps{Logger: o.Logger, Registry: reg, Clock: o.Clock, DB: db, Auth: authSvc, Directory: dir, Registrations: regs,
 			Tenancy: ten, Meters: meters, Usage: use, Activation: issuer, Signer: signer,
-			Ingestor: ingestor, Ledger: led, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web, Audit: audit.NewLog(db), Refusals: refusals, Quarantine: quar, Notify: events,
+			Ingestor: ingestor, Ledger: led, Forwarder: forwarder, BillingMap: billingMap, Billing: bill, Portal: web, Audit: audit.NewLog(db), Refusals: refusals, Quarantine: quar, Notify: events, Budgets: budgets,
 			ExportKick: func() {
 				select {
 				case kick <- struct{}{}:
@@ -266,7 +270,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 				}
 			}})
 	*app = App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
-		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Ledger: led, Billing: bill, Quarantine: quar, Notify: events, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}
+		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Ledger: led, Billing: bill, Quarantine: quar, Notify: events, Budgets: budgets, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}
 	return app, nil
 }
 
@@ -338,6 +342,18 @@ func registerNotifyMetrics(reg *prometheus.Registry, n *notify.Service) {
 			func() float64 { _, _, gone := n.Counters(); return float64(gone) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_webhook_deliveries_pending", Help: "Webhook deliveries waiting to be sent or retried, all instances."},
 			func() float64 { p, _ := n.Pending(context.Background()); return float64(p) }),
+	)
+}
+
+// registerBudgetMetrics exposes the budget evaluator's work.
+func registerBudgetMetrics(reg *prometheus.Registry, b *budget.Service) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_budget_evaluations_total", Help: "Budget periods this process evaluated against their thresholds."},
+			func() float64 { n, _, _ := b.Counters(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_budget_crossings_total", Help: "Budget thresholds this process found crossed and recorded (each crossing is recorded once, by one instance)."},
+			func() float64 { _, n, _ := b.Counters(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_budget_evaluation_failures_total", Help: "Budget evaluations that failed; the others went on."},
+			func() float64 { _, _, n := b.Counters(); return float64(n) }),
 	)
 }
 

@@ -110,6 +110,13 @@ func (s *Server) buildRoutes() []route {
 		r("PartnerCenter_RateCard", "GET", "partnercenter/v1/ratecards/azure", auth.Commerce, s.pcRateCard),
 		r("PartnerCenter_Utilization", "GET", "partnercenter/v1/customers/{tenantId}/subscriptions/{subscriptionId}/utilizations/azure", auth.Commerce, s.pcUtilization),
 
+		// Budgets: each owner its own; end customers have none.
+		r("Budgets_List", "GET", "v1/budgets", auth.Commerce, s.listBudgets),
+		r("Budgets_Create", "POST", "v1/budgets", auth.Commerce, s.createBudget),
+		r("Budgets_Get", "GET", "v1/budgets/{id}", auth.Commerce, s.getBudget),
+		r("Budgets_Update", "PATCH", "v1/budgets/{id}", auth.Commerce, s.updateBudget),
+		r("Budgets_Delete", "DELETE", "v1/budgets/{id}", auth.Commerce, s.deleteBudget),
+
 		// Events and the webhooks that deliver them; each caller its own.
 		r("Events_List", "GET", "v1/events", auth.Commerce, s.listEvents),
 		r("Events_Get", "GET", "v1/events/{id}", auth.Commerce, s.getEvent),

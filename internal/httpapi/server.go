@@ -38,6 +38,7 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/budget"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/ingest"
@@ -117,6 +118,7 @@ type Deps struct {
 	Refusals   *audit.Refusals
 	Quarantine *quarantine.Service
 	Notify     *notify.Service
+	Budgets    *budget.Service
 	// Portal serves /portal/ (nil: no portal).
 	Portal http.Handler
 }

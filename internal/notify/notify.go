@@ -43,11 +43,14 @@ const (
 	BridgeLagging        = "bridge.lagging"
 	QuarantineAdded      = "quarantine.added"
 	RegistrationApproved = "registration.approved"
+	// BudgetThresholdCrossed is package budget's: a budget's threshold
+	// crossed in one of its periods, once.
+	BudgetThresholdCrossed = "budget.threshold_crossed"
 )
 
 // Types lists every event type, in the order the API documents them.
 func Types() []string {
-	return []string{InvoiceFinalized, InvoiceDraftUpdated, UsageUnpriced, BridgeLagging, QuarantineAdded, RegistrationApproved}
+	return []string{BudgetThresholdCrossed, InvoiceFinalized, InvoiceDraftUpdated, UsageUnpriced, BridgeLagging, QuarantineAdded, RegistrationApproved}
 }
 
 // Event is one thing that happened.

@@ -1,0 +1,227 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/budget"
+	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/notify"
+	"github.com/stackbill/stackbill/internal/simulate"
+	"github.com/stackbill/stackbill/internal/store/storetest"
+)
+
+// TestBudgetsAlertOncePerThreshold: budgets of a partner (at its invoice's
+// cost), of a reseller (at its own charges, from its statements) and of the
+// operator are evaluated by two instances at once, several rounds: each
+// threshold crossed is recorded, with its event, exactly once. A budget's
+// spend is its invoice's total. Usage that arrives after the month ended
+// and pushes it over a threshold alerts, marked late. Each owner sees its
+// own budgets and alerts only: a provider not its reseller's, a reseller
+// not its provider's.
+func TestBudgetsAlertOncePerThreshold(t *testing.T) {
+	t.Parallel()
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := t.Context()
+		w := newBillingWorld(t, backend)
+		e := w.env
+		invs, err := e.app.Billing.Invoices(ctx, w.op, "2026-10")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var contosoTotal money.Quantity
+		for _, inv := range invs {
+			if inv.PartnerID == "contoso" {
+				contosoTotal = inv.Total
+			}
+		}
+		if contosoTotal.Sign() <= 0 {
+			t.Fatalf("contoso's October draft: %+v", invs)
+		}
+		stmts, err := e.app.Billing.Statements(ctx, w.op, "tailspin", "2026-10")
+		if err != nil || len(stmts) == 0 {
+			t.Fatalf("tailspin's statements: %v %v", stmts, err)
+		}
+		tailspinCharge := money.Zero
+		for _, st := range stmts {
+			tailspinCharge = tailspinCharge.Add(st.Amount)
+		}
+		create := func(token, body string) budget.Budget {
+			t.Helper()
+			resp, out := e.raw("POST", "/v1/budgets", token, "application/json", strings.NewReader(body))
+			var b budget.Budget
+			if resp.StatusCode != 201 || json.Unmarshal([]byte(out), &b) != nil {
+				t.Fatalf("create budget %s: %d %s", body, resp.StatusCode, out)
+			}
+			return b
+		}
+		// Contoso's budget is exactly its invoice so far: 50, 80 and 100 %
+		// are crossed, 120 % is not; the forecast to the month's end is over.
+		contoso := create(e.tokens["contoso"], fmt.Sprintf(`{"name":"October cap","currency":"USD","amount":"%s","thresholds":[{"percent":50},{"percent":80},{"percent":100},{"percent":120},{"percent":100,"basis":"forecast"}]}`, contosoTotal))
+		// Tailspin's is twice its charges: 50 % only.
+		tailspin := create(e.tokens["tailspin"], fmt.Sprintf(`{"name":"Proseware","currency":"EUR","amount":"%s","scope":{"kind":"customer","id":"%s"},"thresholds":[{"percent":50},{"percent":100}]}`,
+			tailspinCharge.Mul(money.FromInt(2)), W.Proseware.Tenant))
+		// The operator's, on Fabrikam's bill, is far above it.
+		create(e.operator, `{"name":"Fabrikam","currency":"EUR","amount":"999999999","scope":{"kind":"partner","id":"fabrikam"}}`)
+
+		second := buildApp(t, Options{DB: e.dsn, Clock: w.clk, Logger: e.app.Logger})
+		for range 3 {
+			var wg sync.WaitGroup
+			for _, app := range []*App{e.app, second} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := app.Budgets.Evaluate(ctx, e.app.Logger); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+		}
+		alerts := func(token string) []notify.Event {
+			t.Helper()
+			resp, out := e.raw("GET", "/v1/events?type=budget.threshold_crossed", token, "", nil)
+			var page struct{ Value []notify.Event }
+			if resp.StatusCode != 200 || json.Unmarshal([]byte(out), &page) != nil {
+				t.Fatalf("events: %d %s", resp.StatusCode, out)
+			}
+			return page.Value
+		}
+		describe := func(evs []notify.Event) []string {
+			var out []string
+			for _, ev := range evs {
+				var d struct {
+					Name, Basis string
+					Percent     money.Quantity
+					Late        bool
+				}
+				_ = json.Unmarshal(ev.Data, &d)
+				out = append(out, fmt.Sprintf("%s %s %s%% late=%v", d.Name, d.Basis, d.Percent, d.Late))
+			}
+			return out
+		}
+		if got, want := strings.Join(describe(alerts(e.tokens["contoso"])), "; "),
+			"October cap actual 50% late=false; October cap actual 80% late=false; October cap actual 100% late=false; October cap forecast 100% late=false"; !sameSet(got, want) {
+			t.Fatalf("contoso's alerts after 3 rounds of 2 instances:\n%s\nwant\n%s", got, want)
+		}
+		if got := describe(alerts(e.tokens["tailspin"])); len(got) != 1 || got[0] != "Proseware actual 50% late=false" {
+			t.Fatalf("tailspin's alerts: %v", got)
+		}
+		if got := alerts(e.tokens["fabrikam"]); len(got) != 0 {
+			t.Fatalf("fabrikam sees alerts of budgets not its own: %v", describe(got))
+		}
+		if got := alerts(e.operator); len(got) != 5 {
+			t.Fatalf("the operator sees %d alerts, want all 5: %v", len(got), describe(got))
+		}
+		// The budget's spend is the invoice's total, as the partner reads both.
+		var view struct {
+			budget.Budget
+			Status []budget.Status
+		}
+		resp, out := e.raw("GET", "/v1/budgets/"+contoso.ID, e.tokens["contoso"], "", nil)
+		if resp.StatusCode != 200 || json.Unmarshal([]byte(out), &view) != nil || len(view.Status) != 2 {
+			t.Fatalf("GET budget: %d %s", resp.StatusCode, out)
+		}
+		oct := view.Status[1]
+		if oct.Period != "2026-10" {
+			oct = view.Status[0]
+		}
+		if !oct.Spend.Equal(contosoTotal) || len(oct.Crossings) != 4 || !oct.Used.Equal(money.FromInt(100)) {
+			t.Fatalf("October status: spend %s (invoice %s), %d crossings, %s%% used", oct.Spend, contosoTotal, len(oct.Crossings), oct.Used)
+		}
+		// Each sees only its own budgets.
+		for _, c := range []struct{ token, id string }{{e.tokens["tailspin"], contoso.ID}, {e.tokens["fabrikam"], tailspin.ID}, {e.tokens["contoso"], tailspin.ID}} {
+			if resp, out := e.raw("GET", "/v1/budgets/"+c.id, c.token, "", nil); resp.StatusCode != 404 || errCode(out) != "BudgetNotFound" {
+				t.Fatalf("another's budget: %d %s", resp.StatusCode, out)
+			}
+		}
+
+		// November 1st: October has ended and is not final (its grace
+		// runs a day). Usage of October 31st arrives now and takes
+		// Contoso past 120 %: a late alert, once.
+		w.clk.Set(time.Date(2026, 11, 1, 3, 0, 0, 0, time.UTC))
+		w.ingest(t, w.contoso, time.Date(2026, 10, 31, 0, 0, 0, 0, time.UTC), []usageRec{
+			{"local-adatum", W.Adatum.Tenant, simulate.MeterBaseVM, "100000", W.Adatum.Subscription, "vm-late"},
+		})
+		for range 2 {
+			for _, app := range []*App{e.app, second} {
+				if err := app.Budgets.Evaluate(ctx, e.app.Logger); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		got := describe(alerts(e.tokens["contoso"]))
+		if len(got) != 5 || got[4] != "October cap actual 120% late=true" {
+			t.Fatalf("after late usage contoso's alerts are %v", got)
+		}
+		if _, crossings, _ := e.app.Budgets.Counters(); crossings == 0 {
+			t.Fatal("the first instance recorded no crossing at all")
+		}
+	})
+}
+
+// sameSet compares two "; "-joined lists in any order.
+func sameSet(a, b string) bool {
+	as, bs := strings.Split(a, "; "), strings.Split(b, "; ")
+	if len(as) != len(bs) {
+		return false
+	}
+	seen := map[string]int{}
+	for _, x := range as {
+		seen[x]++
+	}
+	for _, x := range bs {
+		if seen[x]--; seen[x] < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// TestBudgetInputIsChecked: what a budget may not be is refused with a
+// 4xx that changes nothing, and a scope outside the caller's view answers
+// as one that does not exist.
+func TestBudgetInputIsChecked(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, "sqlite")
+	for _, c := range []struct {
+		token, body string
+		status      int
+		code        string
+	}{
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"-1"}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"1e400"}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"1000000000000000"}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"10.001"}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"XXX","amount":"10"}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"","currency":"USD","amount":"10"}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"10","period":"weekly"}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"10","period":"custom","from":"2026-09","to":"2026-07"}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"10","thresholds":[{"percent":0}]}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"10","thresholds":[{"percent":50},{"percent":50}]}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"10","thresholds":[{"percent":50,"basis":"hope"}]}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"10","scope":{"kind":"partner","id":"contoso"}}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"10","scope":{"kind":"customer","id":"` + W.Relecloud.Tenant + `"}}`, 404, "CustomerNotFound"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"10","scope":{"kind":"subscription","id":"` + W.Proseware.Subscription + `"}}`, 404, "SubscriptionNotFound"},
+		{e.tokens["tailspin"], `{"name":"x","currency":"EUR","amount":"10","scope":{"kind":"meterCategory","id":"Storage"}}`, 400, "InvalidRequestContent"},
+		{e.tokens["contoso"], `{"name":"x","currency":"USD","amount":"10","unknown":1}`, 400, ""},
+	} {
+		before := e.fingerprint()
+		resp, out := e.raw("POST", "/v1/budgets", c.token, "application/json", strings.NewReader(c.body))
+		if resp.StatusCode != c.status || (c.code != "" && errCode(out) != c.code) {
+			t.Errorf("%s: %d %s, want %d %s", c.body, resp.StatusCode, out, c.status, c.code)
+		}
+		if after := e.fingerprint(); after != before {
+			t.Errorf("%s was refused but changed the database", c.body)
+		}
+	}
+	// The largest amount every stage holds, and a custom quarter.
+	if resp, out := e.raw("POST", "/v1/budgets", e.tokens["contoso"], "application/json",
+		strings.NewReader(`{"name":"max","currency":"USD","amount":"999999999999999.99","period":"custom","from":"2026-07","to":"2026-09"}`)); resp.StatusCode != 201 {
+		t.Fatalf("the largest amount: %d %s", resp.StatusCode, out)
+	}
+}
