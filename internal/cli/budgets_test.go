@@ -225,3 +225,42 @@ func TestBudgetInputIsChecked(t *testing.T) {
 		t.Fatalf("the largest amount: %d %s", resp.StatusCode, out)
 	}
 }
+
+// TestBudgetCLI: a partner keeps a budget with the CLI alone and reads
+// where it stands.
+func TestBudgetCLI(t *testing.T) {
+	t.Parallel()
+	w := newBillingWorld(t, "sqlite")
+	env := map[string]string{"STACKBILL_URL": w.env.url, "STACKBILL_TOKEN": w.env.tokens["contoso"], "STACKBILL_DATA": t.TempDir()}
+	run := func(args ...string) string {
+		t.Helper()
+		r := runCLI(t, env, args...)
+		if r.code != 0 {
+			t.Fatalf("stackbill %v: exit %d: %s", args, r.code, r.stderr)
+		}
+		return r.stdout
+	}
+	var b budget.Budget
+	if err := json.Unmarshal([]byte(run("budget", "create", "--name", "Adatum", "--currency", "USD", "--amount", "1",
+		"--scope", "customer:"+W.Adatum.Tenant, "--thresholds", "50,100,150f", "-o", "json")), &b); err != nil || b.Scope.ID != W.Adatum.Tenant || len(b.Thresholds) != 3 {
+		t.Fatalf("create: %+v %v", b, err)
+	}
+	if out := run("budget", "list"); !strings.Contains(out, b.ID) || !strings.Contains(out, "50%, 100%, 150% forecast") {
+		t.Fatalf("list:\n%s", out)
+	}
+	if err := w.env.app.Budgets.Evaluate(t.Context(), w.env.app.Logger); err != nil {
+		t.Fatal(err)
+	}
+	if out := run("budget", "show", b.ID); !strings.Contains(out, "2026-10") || !strings.Contains(out, "100% actual crossed") {
+		t.Fatalf("show:\n%s", out)
+	}
+	if out := run("budget", "update", b.ID, "--amount", "2500.50"); !strings.Contains(out, "2500.5 USD") {
+		t.Fatalf("update:\n%s", out)
+	}
+	if r := runCLI(t, env, "budget", "update", b.ID, "--thresholds", "ten"); r.code != 2 {
+		t.Fatalf("a bad threshold: exit %d %s", r.code, r.stderr)
+	}
+	if out := run("budget", "delete", b.ID); !strings.Contains(out, "deleted") {
+		t.Fatalf("delete:\n%s", out)
+	}
+}

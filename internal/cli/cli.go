@@ -44,6 +44,7 @@ func commands() map[string]command {
 		"stack":        {"the stack's identity, handshake and bridge (stack info|registration-token|activate|bridge status)", runStack},
 		"usage":        {"usage forwarded to commerce, by subscription, meter and day (usage forwarded)", runUsage},
 		"quarantine":   {"records a background stage held back: inspect, release or drop them (quarantine list|show|release|drop)", runQuarantine},
+		"budget":       {"spending limits with alert thresholds on actual and forecast spend (budget create|list|show|update|delete)", runBudget},
 		"webhook":      {"webhook endpoints that receive signed events, and their delivery logs (webhook create|list|show|update|delete|deliveries|delivery|replay)", runWebhook},
 		"events":       {"billing events in your scope: invoices finalized, registrations approved, records held (events list|show)", runEvents},
 		"billing":      {"price lists, invoices, finalization, credit notes, reconciliation exports, price books and statements (billing price-list|agreement|invoice|period|credit-note|export|price-book|statements|verify)", runBilling},

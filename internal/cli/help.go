@@ -16,6 +16,9 @@ var examples = map[string][]string{
 		"STACKBILL_OPERATOR_TOKEN=dev-operator stackbill serve   # an empty installation on ./data/stackbill.db",
 		"stackbill serve --role commerce --db postgres://user@db/stackbill",
 	},
+	"budget create": {
+		"stackbill budget create --name \"Adatum\" --currency USD --amount 5000 --scope customer:aaaaaaaa-0000-4000-8000-00000000000a --thresholds 50,80,100,100f",
+	},
 	"webhook create": {
 		"stackbill webhook create --endpoint https://hooks.example.com/stackbill --types invoice.finalized,registration.approved",
 	},

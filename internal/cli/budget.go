@@ -1,0 +1,171 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/stackbill/stackbill/internal/budget"
+	"github.com/stackbill/stackbill/internal/money"
+)
+
+// runBudget keeps the caller's budgets and shows where each stands, over
+// the API.
+func runBudget(ctx context.Context, env Env, args []string) error {
+	verb, rest, err := subcommand(args, "create", "list", "show", "update", "delete")
+	if err != nil {
+		return err
+	}
+	fs := newFlags(env, "budget "+verb)
+	mk := clientFlags(fs, env)
+	var name, currency, amount, period, from, to, scope, thresholds *string
+	if verb == "create" || verb == "update" {
+		name = fs.String("name", "", "what the budget is for")
+		currency = fs.String("currency", "", "the bill's currency, such as USD (a budget counts lines in it only)")
+		amount = fs.String("amount", "", "the limit per period, in the currency")
+		period = fs.String("period", "", "monthly (the default: each month on its own) or custom (one budget from --from to --to)")
+		from = fs.String("from", "", "first month of a custom period, YYYY-MM")
+		to = fs.String("to", "", "last month of a custom period, YYYY-MM")
+		scope = fs.String("scope", "", "what it measures: all (default), partner:ID (operator), customer:TENANT, subscription:ID, registration:RESOURCE-ID or meterCategory:NAME")
+		thresholds = fs.String("thresholds", "", "comma-separated percentages, a forecast one with an f: 50,80,100,100f (default)")
+	}
+	var o *output
+	if verb != "delete" {
+		o = outputFlag(fs)
+	}
+	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	if o != nil {
+		if err := o.check(); err != nil {
+			return err
+		}
+	}
+	want := 1
+	if verb == "create" || verb == "list" {
+		want = 0
+	}
+	if fs.NArg() != want {
+		return usagef("budget %s takes %s", verb, map[int]string{0: "no arguments", 1: "the budget ID"}[want])
+	}
+	c := mk()
+	path := "/v1/budgets"
+	if want == 1 {
+		path += "/" + url.PathEscape(fs.Arg(0))
+	}
+	switch verb {
+	case "list":
+		var page struct{ Value []budget.Budget }
+		if _, err := c.do(ctx, "GET", path, nil, &page); err != nil {
+			return err
+		}
+		var rows [][]string
+		for _, b := range page.Value {
+			rows = append(rows, []string{b.ID, orDash(b.OwnerID), b.Name, b.Amount.String() + " " + b.Currency, periodText(b), scopeText(b.Scope), thresholdText(b.Thresholds)})
+		}
+		return o.print(env, []string{"id", "owner", "name", "amount", "period", "scope", "thresholds"}, rows, page.Value)
+	case "delete":
+		if _, err := c.do(ctx, "DELETE", path, nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "deleted budget %s\n", fs.Arg(0))
+		return nil
+	case "create", "update":
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		pick := func(flagName string, v *string) *string {
+			if set[flagName] {
+				return v
+			}
+			return nil
+		}
+		in := budget.Input{Name: pick("name", name), Currency: pick("currency", currency), Amount: pick("amount", amount),
+			Period: pick("period", period), From: pick("from", from), To: pick("to", to)}
+		if set["scope"] {
+			kind, id, _ := strings.Cut(*scope, ":")
+			in.Scope = &budget.Scope{Kind: kind, ID: id}
+		}
+		if set["thresholds"] {
+			var ts []budget.Threshold
+			for _, f := range splitList(*thresholds) {
+				basis := budget.Actual
+				if p, ok := strings.CutSuffix(f, "f"); ok {
+					f, basis = p, budget.Forecast
+				}
+				pct, err := money.ParseQuantity(strings.TrimSuffix(f, "%"))
+				if err != nil {
+					return usagef("--thresholds: %q is not a percentage", f)
+				}
+				ts = append(ts, budget.Threshold{Percent: pct, Basis: basis})
+			}
+			in.Thresholds = &ts
+		}
+		method := "POST"
+		if verb == "update" {
+			method = "PATCH"
+		}
+		var b budget.Budget
+		if _, err := c.do(ctx, method, path, in, &b); err != nil {
+			return err
+		}
+		return printBudget(env, o, b, nil)
+	}
+	var view struct {
+		budget.Budget
+		Status []budget.Status `json:"status"`
+	}
+	if _, err := c.do(ctx, "GET", path, nil, &view); err != nil {
+		return err
+	}
+	return printBudget(env, o, view.Budget, view.Status)
+}
+
+func periodText(b budget.Budget) string {
+	if b.Period == "custom" {
+		return b.From + " to " + b.To
+	}
+	return b.Period
+}
+
+func scopeText(sc budget.Scope) string {
+	if sc.ID == "" {
+		return sc.Kind
+	}
+	return sc.Kind + ":" + sc.ID
+}
+
+func thresholdText(ts []budget.Threshold) string {
+	var out []string
+	for _, t := range ts {
+		s := t.Percent.String() + "%"
+		if t.Basis == budget.Forecast {
+			s += " forecast"
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, ", ")
+}
+
+func printBudget(env Env, o *output, b budget.Budget, status []budget.Status) error {
+	fields := [][2]string{{"id", b.ID}, {"owner", orDash(b.OwnerID)}, {"name", b.Name}, {"amount", b.Amount.String() + " " + b.Currency},
+		{"period", periodText(b)}, {"scope", scopeText(b.Scope)}, {"thresholds", thresholdText(b.Thresholds)}}
+	for _, st := range status {
+		fields = append(fields, [2]string{st.Period, fmt.Sprintf("spent %s %s (%s%%), forecast %s", st.Spend, b.Currency, st.Used, st.Forecast)})
+		for _, c := range st.Crossings {
+			what := c.Percent.String() + "% " + c.Basis + " crossed " + c.At.Format("2006-01-02 15:04")
+			if c.Late {
+				what += " (late usage)"
+			}
+			fields = append(fields, [2]string{"", what})
+		}
+	}
+	if status != nil {
+		return o.printFields(env, fields, struct {
+			budget.Budget
+			Status []budget.Status `json:"status"`
+		}{b, status})
+	}
+	return o.printFields(env, fields, b)
+}
