@@ -16,7 +16,8 @@ import (
 // demoInstance is what the demo package uses of app.
 func demoInstance(app *App) *demo.Instance {
 	return &demo.Instance{Receive: func(f *bridge.Forwarder) { f.DeliverTo(app.Handler) }, DB: app.DB, Clock: app.Clock, Logger: app.Logger, Auth: app.Auth, Billing: app.Billing, Directory: app.Directory,
-		Forwarder: app.Forwarder, Issuer: app.Issuer, Registrations: app.Registrations, Tenancy: app.Tenancy, Usage: app.Usage}
+		Forwarder: app.Forwarder, Issuer: app.Issuer, Registrations: app.Registrations, Tenancy: app.Tenancy, Usage: app.Usage,
+		Budgets: app.Budgets, Notify: app.Notify}
 }
 
 // seedDemo seeds the demo world into app, whose database is dsn; the world

@@ -105,7 +105,8 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		InvoiceGrace: grace, CommerceCA: *commerceCA, FailPoints: failPoints(env), MaxDBBytes: *maxDB, BillingInterval: *billingEvery, ExportStale: *exportStale, MaxInflight: *maxInflight, RateLimit: *rateLimit, RateBurst: *rateBurst,
 		PublicURL: strings.TrimRight(*publicURL, "/"), TrustedProxies: proxies, TLS: *tlsCert != "", MaxAnonInflight: *anonInflight, AnonRate: *anonRate,
 		AnonBodyTimeout: min(5*time.Second, *readTimeout),
-		Webhooks:        notify.Policy{AllowLoopback: *hooksLoopback, AllowedHosts: splitList(*hooksHosts)},
+		// The demo's receiver runs on loopback in this process.
+		Webhooks: notify.Policy{AllowLoopback: *hooksLoopback || *demoFlag, AllowedHosts: splitList(*hooksHosts)},
 	})
 	if err != nil {
 		return err
@@ -186,6 +187,25 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		if w.Backlog > 0 {
 			fmt.Fprintf(env.Stderr, "demo: backfilled %d usage events in %s; the bridge is forwarding them to commerce now\n", w.Backlog, time.Since(started).Round(time.Millisecond))
 		}
+		// Budgets, and a webhook receiver on loopback that prints each
+		// signed delivery, as a partner's server would take it.
+		receiver := demo.NewReceiver(env.Stdout)
+		rl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		rsrv := &http.Server{Handler: receiver, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = rsrv.Serve(rl) }()
+		defer rsrv.Close()
+		receiverURL := "http://" + rl.Addr().String() + "/webhooks"
+		secret, err := demo.SeedAlerts(ctx, demoInstance(app), receiverURL)
+		if err != nil {
+			return err
+		}
+		if err := receiver.SetSecret(secret); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "demo: a webhook receiver at %s takes every event (budgets crossed, invoices finalized, approvals) and prints each signed delivery below\n", receiverURL)
 		// Contoso's stamp, the direct CSP's path: a second stack in this
 		// process, on a database of its own, forwarding to this commerce.
 		contoso, dw, err := seedDirectDemo(ctx, app, *dbFlag, demoDirectDB(env, *dbFlag), url, *demoDays, env.Stderr)

@@ -242,7 +242,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	refusals := audit.NewRefusals(db, o.Clock)
 	web, err := portal.New(portal.Deps{Role: o.Role, Clock: o.Clock, Logger: o.Logger.With("component", "portal"), Auth: authSvc, Directory: dir,
 		Registrations: regs, Tenancy: ten, Meters: meters, BillingMap: billingMap, Usage: use, Forwarder: forwarder, Ledger: led, Billing: bill,
-		Quarantine: quar, Refusals: refusals, SecureCookies: o.TLS || strings.HasPrefix(strings.ToLower(o.PublicURL), "https://")})
+		Quarantine: quar, Notify: events, Budgets: budgets, Refusals: refusals, SecureCookies: o.TLS || strings.HasPrefix(strings.ToLower(o.PublicURL), "https://")})
 	if err != nil {
 		db.Close()
 		return nil, err

@@ -16,9 +16,11 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/budget"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store"
@@ -43,6 +45,8 @@ type Instance struct {
 	Registrations *registration.Service
 	Tenancy       *tenancy.Service
 	Usage         *usage.Service
+	Budgets       *budget.Service
+	Notify        *notify.Service
 }
 
 // At opens a second instance on the same database whose clock stands at t,

@@ -204,6 +204,46 @@ func (s *Service) Events(ctx context.Context, p auth.Principal, q EventQuery) ([
 	return out, rows.Err()
 }
 
+// Recent counts the events p may see that happened at or after since, up
+// to limit (the portal's bell shows "limit+" beyond it).
+func (s *Service) Recent(ctx context.Context, p auth.Principal, since time.Time, limit int) (int, error) {
+	if !commerce(p) {
+		return 0, nil
+	}
+	cond, args := visible(p)
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM notify_events WHERE at_us >= ? AND `+cond+` LIMIT ?) AS recent`,
+		append(append([]any{clock.Micros(since)}, args...), limit)...).Scan(&n)
+	return n, err
+}
+
+// Latest lists the newest events p may see, of one type or any, newest
+// first, at most limit.
+func (s *Service) Latest(ctx context.Context, p auth.Principal, typ string, limit int) ([]Event, error) {
+	if !commerce(p) {
+		return nil, arm.Forbidden(p.Actor(), "events/read", "/v1/events")
+	}
+	cond, args := visible(p)
+	q := `SELECT seq, id, type, partner_id, reseller_id, subject, at_us, payload FROM notify_events WHERE ` + cond
+	if typ != "" {
+		q, args = q+` AND type = ?`, append(args, typ)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY seq DESC LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Event{}
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
 // Event is one event p may see; one it may not is not found.
 func (s *Service) Event(ctx context.Context, p auth.Principal, id string) (Event, error) {
 	if !commerce(p) {

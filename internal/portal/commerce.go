@@ -42,6 +42,8 @@ func (p *Portal) routes() {
 		p.page("GET /portal/reconciliation", auth.BillTo, p.reconciliation)
 		p.page("GET /portal/statements", auth.Partners, p.statements)
 		p.page("GET /portal/statements/{account}", auth.Partners, p.statement)
+		p.page("GET /portal/budgets", auth.Commerce, p.budgets)
+		p.page("GET /portal/alerts", auth.Commerce, p.alerts)
 	}
 	if p.stack() {
 		p.page("GET /portal/stack/overview", auth.StackOperators, p.stackHome)

@@ -42,12 +42,14 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/billing"
 	"github.com/stackbill/stackbill/internal/bridge"
+	"github.com/stackbill/stackbill/internal/budget"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/httpapi"
 	"github.com/stackbill/stackbill/internal/ledger"
 	"github.com/stackbill/stackbill/internal/meter"
 	"github.com/stackbill/stackbill/internal/money"
+	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/quarantine"
 	"github.com/stackbill/stackbill/internal/registration"
 	"github.com/stackbill/stackbill/internal/tenancy"
@@ -78,6 +80,8 @@ type Deps struct {
 	Ledger        *ledger.Ledger
 	Billing       *billing.Service
 	Quarantine    *quarantine.Service
+	Notify        *notify.Service
+	Budgets       *budget.Service
 	// Refusals records refused changes in the audit log, as the API does.
 	Refusals *audit.Refusals
 	// SecureCookies marks cookies Secure: the public URL is https.
@@ -225,7 +229,10 @@ type view struct {
 	Simulated bool
 	Rate      int64
 	Path      string
-	Body      any
+	// Alerts is how many events the principal may see happened in the
+	// last week: the bell's count (-1: no bell for this principal).
+	Alerts int
+	Body   any
 }
 
 type navItem struct {
@@ -234,9 +241,17 @@ type navItem struct {
 }
 
 func (p *Portal) render(w http.ResponseWriter, r *http.Request, s *session, name, title string, body any) {
-	v := view{Title: title, S: s, Now: p.d.Clock.Now(), Simulated: p.d.Clock.Simulated(), Rate: p.d.Clock.Rate(), Path: r.URL.Path, Body: body}
+	v := view{Title: title, S: s, Now: p.d.Clock.Now(), Simulated: p.d.Clock.Simulated(), Rate: p.d.Clock.Rate(), Path: r.URL.Path, Body: body, Alerts: -1}
 	if s != nil {
 		v.Nav = p.nav(s.P, r.URL.Path)
+		if p.commerce() && p.d.Notify != nil && auth.Commerce.Admits(s.P.Role) {
+			n, err := p.d.Notify.Recent(r.Context(), s.P, v.Now.Add(-alertsWindow), 100)
+			if err != nil {
+				p.d.Logger.Error("portal: count alerts", "err", err)
+			} else {
+				v.Alerts = n
+			}
+		}
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -267,6 +282,8 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 			add("/portal/ingestion", "Ingestion")
 			add("/portal/usage", "Usage")
 			add("/portal/invoices", "Invoices")
+			add("/portal/budgets", "Budgets")
+			add("/portal/alerts", "Alerts")
 		}
 		add("/portal/quarantine", "Quarantine")
 		if p.stack() {
@@ -295,6 +312,8 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 				// through their provider's price book only.
 				add("/portal/pricing", "Price lists")
 			}
+			add("/portal/budgets", "Budgets")
+			add("/portal/alerts", "Alerts")
 		}
 	case auth.RoleStackOperator:
 		if p.stack() {

@@ -1,0 +1,103 @@
+package portal
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/stackbill/stackbill/internal/budget"
+	"github.com/stackbill/stackbill/internal/notify"
+)
+
+// alertRow is an event as the alerts page lists it.
+type alertRow struct {
+	notify.Event
+	Summary string
+	Budget  bool
+	Late    bool
+}
+
+// summary says in a line what an event reports, from its data.
+func summary(e notify.Event) (text string, late bool) {
+	var d map[string]any
+	// Amounts stay as their decimal text.
+	dec := json.NewDecoder(bytes.NewReader(e.Data))
+	dec.UseNumber()
+	_ = dec.Decode(&d)
+	str := func(k string) string {
+		switch v := d[k].(type) {
+		case string:
+			return v
+		case json.Number:
+			return v.String()
+		}
+		return ""
+	}
+	switch e.Type {
+	case notify.BudgetThresholdCrossed:
+		late, _ = d["late"].(bool)
+		return fmt.Sprintf("Budget %q: %s%% of %s %s on the %s spend in %s (spent %s, forecast %s)",
+			str("name"), str("percent"), str("amount"), str("currency"), str("basis"), str("period"), str("spend"), str("forecast")), late
+	case notify.InvoiceFinalized:
+		return fmt.Sprintf("Invoice %s for %s finalized: %s %s, %s lines", str("invoiceNumber"), str("period"), str("total"), str("currency"), str("lines")), false
+	case notify.RegistrationApproved:
+		return fmt.Sprintf("Registration approved for multi-tenancy by %s", str("approvedBy")), false
+	case notify.QuarantineAdded:
+		return fmt.Sprintf("%s held a record: %s", str("stage"), str("reason")), false
+	}
+	return e.Subject, false
+}
+
+// alertsWindow is how far back the bell counts.
+const alertsWindow = 7 * 24 * time.Hour
+
+// alerts lists the newest events the principal may see: budget crossings,
+// finalized invoices, approvals, held records.
+func (p *Portal) alerts(w http.ResponseWriter, r *http.Request, s *session) error {
+	typ := r.URL.Query().Get("type")
+	known := typ == ""
+	for _, t := range notify.Types() {
+		known = known || t == typ
+	}
+	if !known {
+		typ = ""
+	}
+	evs, err := p.d.Notify.Latest(r.Context(), s.P, typ, 200)
+	if err != nil {
+		return err
+	}
+	rows := make([]alertRow, len(evs))
+	for i, e := range evs {
+		rows[i].Event = e
+		rows[i].Summary, rows[i].Late = summary(e)
+		rows[i].Budget = e.Type == notify.BudgetThresholdCrossed
+	}
+	p.render(w, r, s, "alerts", "Alerts", map[string]any{"Rows": rows, "Type": typ, "Types": notify.Types()})
+	return nil
+}
+
+// budgetRow is a budget with where it stands.
+type budgetRow struct {
+	budget.Budget
+	Status []budget.Status
+}
+
+// budgets lists the principal's budgets with their spend and crossings.
+func (p *Portal) budgets(w http.ResponseWriter, r *http.Request, s *session) error {
+	list, err := p.d.Budgets.List(r.Context(), s.P)
+	if err != nil {
+		return err
+	}
+	rows := make([]budgetRow, 0, len(list))
+	for _, b := range list {
+		_, st, err := p.d.Budgets.Get(r.Context(), s.P, b.ID)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, budgetRow{b, st})
+	}
+	p.render(w, r, s, "budgets", "Budgets", map[string]any{"Rows": rows})
+	return nil
+}
