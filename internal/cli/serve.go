@@ -165,6 +165,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		worker(app.RunAuditCheckpoints)
 		worker(app.Notify.Run)
 		worker(func(ctx context.Context) { app.Budgets.Run(ctx, *billingEvery, logger.With("component", "budgets")) })
+		worker(func(ctx context.Context) { app.Watch.Run(ctx, *billingEvery, logger.With("component", "watch")) })
 	} else {
 		// A stack alone audits its tenancy changes too; it seals them, and
 		// commerce, which holds the signing key, signs checkpoints.

@@ -36,6 +36,7 @@ import (
 	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/tenancy"
 	"github.com/stackbill/stackbill/internal/usage"
+	"github.com/stackbill/stackbill/internal/watch"
 )
 
 // Options configures a stackbill instance.
@@ -117,6 +118,7 @@ type App struct {
 	Quarantine    *quarantine.Service
 	Notify        *notify.Service
 	Budgets       *budget.Service
+	Watch         *watch.Watcher
 	Handler       http.Handler
 	// exportKick wakes the reconciliation export runner.
 	exportKick chan struct{}
@@ -220,6 +222,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 	ws.Logger = o.Logger.With("component", "webhooks")
 	events := notify.NewService(db, o.Clock, o.Webhooks, ws)
 	budgets := budget.NewService(db, o.Clock, dir, regs, bill)
+	watcher := watch.New(db, o.Clock, bill, led, regs, dir, events)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&quarantineCollector{q: quar, held: prometheus.NewDesc("stackbill_quarantined_records",
 		"Records (or undecodable batches) a background stage held back for the operator, unresolved, by stage.", []string{"stage"}, nil)})
@@ -270,7 +273,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 				}
 			}})
 	*app = App{DB: db, Clock: o.Clock, Logger: o.Logger, Auth: authSvc, Directory: dir, Registrations: regs, Tenancy: ten, Meters: meters, Usage: use,
-		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Ledger: led, Billing: bill, Quarantine: quar, Notify: events, Budgets: budgets, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}
+		Signer: signer, Issuer: issuer, Forwarder: forwarder, Ingestor: ingestor, Ledger: led, Billing: bill, Quarantine: quar, Notify: events, Budgets: budgets, Watch: watcher, Handler: h, exportKick: kick, billingEvery: o.BillingInterval}
 	return app, nil
 }
 

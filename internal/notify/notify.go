@@ -244,6 +244,16 @@ func (s *Service) Latest(ctx context.Context, p auth.Principal, typ string, limi
 	return out, rows.Err()
 }
 
+// Last is the newest event of a type about a subject, for a recorder that
+// announces only what changed since.
+func (s *Service) Last(ctx context.Context, typ, subject string) (Event, bool, error) {
+	e, err := scanEvent(s.db.QueryRowContext(ctx, `SELECT seq, id, type, partner_id, reseller_id, subject, at_us, payload FROM notify_events WHERE type = ? AND subject = ? ORDER BY seq DESC LIMIT 1`, typ, subject))
+	if err == sql.ErrNoRows {
+		return Event{}, false, nil
+	}
+	return e, err == nil, err
+}
+
 // Event is one event p may see; one it may not is not found.
 func (s *Service) Event(ctx context.Context, p auth.Principal, id string) (Event, error) {
 	if !commerce(p) {

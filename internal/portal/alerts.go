@@ -42,6 +42,12 @@ func summary(e notify.Event) (text string, late bool) {
 			str("name"), str("percent"), str("amount"), str("currency"), str("basis"), str("period"), str("spend"), str("forecast")), late
 	case notify.InvoiceFinalized:
 		return fmt.Sprintf("Invoice %s for %s finalized: %s %s, %s lines", str("invoiceNumber"), str("period"), str("total"), str("currency"), str("lines")), false
+	case notify.InvoiceDraftUpdated:
+		return fmt.Sprintf("Draft invoice %s for %s now totals %s %s (%s lines)", str("invoiceNumber"), str("period"), str("total"), str("currency"), str("lines")), false
+	case notify.UsageUnpriced:
+		return fmt.Sprintf("Usage on meter %s in %s has no %s price: it is not on the invoice until a price list covers it", str("meterId"), str("period"), str("currency")), false
+	case notify.BridgeLagging:
+		return fmt.Sprintf("Stamp %s has sent no usage for %s (last at %s)", str("cloudId"), str("silentFor"), str("lastReceived")), false
 	case notify.RegistrationApproved:
 		return fmt.Sprintf("Registration approved for multi-tenancy by %s", str("approvedBy")), false
 	case notify.QuarantineAdded:

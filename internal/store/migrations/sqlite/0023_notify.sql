@@ -17,7 +17,9 @@ CREATE TABLE notify_events (
 );
 CREATE INDEX notify_events_partner ON notify_events (partner_id, seq);
 CREATE INDEX notify_events_reseller ON notify_events (reseller_id, seq) WHERE reseller_id <> '';
--- The portal's bell counts the last week's events.
+-- The portal's bell counts the last week's events; a watcher finds the
+-- last it said of a subject.
+CREATE INDEX notify_events_subject ON notify_events (type, subject, seq);
 CREATE INDEX notify_events_at ON notify_events (at_us);
 
 -- Webhook endpoints: owner_id is the partner or reseller who made it (''
