@@ -309,6 +309,9 @@ func (s *Service) cross(ctx context.Context, r *round, b Budget, st Status, t Th
 		if _, err := notify.Record(ctx, tx, ev); err != nil {
 			return err
 		}
+		// A crash here loses both the crossing and its event: the next
+		// evaluation finds the threshold crossed again and records it once.
+		s.db.FailPoint("budget-crossed")
 		s.stats.crossings.Add(1)
 		return nil
 	})

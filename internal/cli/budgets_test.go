@@ -3,12 +3,15 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/budget"
+	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/simulate"
@@ -263,4 +266,77 @@ func TestBudgetCLI(t *testing.T) {
 	if out := run("budget", "delete", b.ID); !strings.Contains(out, "deleted") {
 		t.Fatalf("delete:\n%s", out)
 	}
+}
+
+// TestBudgetEvaluatorSurvivesKill9: the serving process is killed with
+// SIGKILL inside the transaction that records a crossing and its event
+// (fail point budget-crossed). Restarted, the evaluator records every
+// threshold crossed exactly once: nothing half-written, nothing twice.
+func TestBudgetEvaluatorSurvivesKill9(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and kills processes")
+	}
+	bin := e2e.BuildBinary(t, "../..")
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := t.Context()
+		w := newBillingWorld(t, backend)
+		e := w.env
+		amount, name, cur := "1", "tiny", "USD"
+		ts := []budget.Threshold{{Percent: money.FromInt(50), Basis: budget.Actual}, {Percent: money.FromInt(100), Basis: budget.Actual}, {Percent: money.FromInt(200), Basis: budget.Actual}}
+		b, err := e.app.Budgets.Create(ctx, auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "t"}, budget.Input{Name: &name, Currency: &cur, Amount: &amount, Thresholds: &ts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := w.clk.Now().Format(time.RFC3339)
+		dsn := e.dsn
+		e.app.Close()
+		serve := func(failpoint string) *e2e.Proc {
+			addr := e2e.FreeAddr(t)
+			p := &e2e.Proc{T: t, Bin: bin, URL: "http://" + addr, Args: []string{"serve", "--addr", addr, "--db", dsn, "--clock-start", at,
+				"--auto-finalize=false", "--billing-interval", "200ms"}, Env: []string{"STACKBILL_OPERATOR_TOKEN=op-budget", "STACKBILL_FAILPOINTS=" + failpoint}}
+			p.Start()
+			return p
+		}
+		p := serve("budget-crossed")
+		done := make(chan error, 1)
+		go func() { done <- p.Wait() }()
+		select {
+		case err := <-done:
+			if !e2e.KilledBySIGKILL(err) {
+				t.Fatalf("the server was not killed at the fail point: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			p.Kill9()
+			t.Fatal("the evaluator never reached the fail point")
+		}
+		p = serve("")
+		defer p.Kill9()
+		var view struct {
+			Status []budget.Status
+		}
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			resp, body := e2e.Call(t, http.DefaultClient, "GET", p.URL+"/v1/budgets/"+b.ID, "op-budget", "", nil)
+			if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &view) != nil {
+				t.Fatalf("GET budget: %d %s", resp.StatusCode, body)
+			}
+			n := 0
+			for _, st := range view.Status {
+				n += len(st.Crossings)
+			}
+			if n == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after the restart %d of 3 thresholds are recorded: %s", n, body)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(time.Second) // more rounds: still once each
+		resp, body := e2e.Call(t, http.DefaultClient, "GET", p.URL+"/v1/events?type=budget.threshold_crossed", "op-budget", "", nil)
+		var page struct{ Value []notify.Event }
+		if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &page) != nil || len(page.Value) != 3 {
+			t.Fatalf("events after the restart: %d %s", resp.StatusCode, body)
+		}
+	})
 }

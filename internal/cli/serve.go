@@ -35,7 +35,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	grace := fs.Duration("invoice-grace", 24*time.Hour, "how long after its month ends a period closes, for usage still on its way; 0 closes it as the month ends, as Partner Center does (usage reported later goes on the next invoice)")
-	billingEvery := fs.Duration("billing-interval", time.Minute, "how often background billing work runs: reconciliation exports, automatic finalization")
+	billingEvery := fs.Duration("billing-interval", time.Minute, "how often background billing work runs: reconciliation exports, automatic finalization, budget evaluation and the billing watch (drafts, unpriced usage, silent stamps)")
 	exportStale := fs.Duration("export-stale", 2*time.Minute, "how long a running export may stall (its instance died) before another instance takes it over")
 	autoFinalize := fs.Bool("auto-finalize", true, "finalize periods automatically once their grace has passed")
 	clockStart := fs.String("clock-start", "", "run on a simulated clock starting at this RFC 3339 instant")
