@@ -103,6 +103,26 @@ func TestReadmeQuickstartRunsAsWritten(t *testing.T) {
 			t.Errorf("the prices section's output lacks %q:\n%s", want, out)
 		}
 	}
+	// Then budgets, alerts and webhooks.
+	k := strings.Index(section, "## Budgets, alerts and webhooks")
+	if k < 0 {
+		t.Fatal("the README has no section on budgets")
+	}
+	budgets := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(section[k:])
+	if budgets == nil {
+		t.Fatal("the budgets section has no sh block")
+	}
+	sh = exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", strings.NewReplacer("go run ./cmd/stackbill", bin, "127.0.0.1:8080", addr).Replace(budgets[1]))
+	sh.Dir, sh.Env = dir, os.Environ()
+	out, err = sh.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the budgets section failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"bud_", "customer:aaaaaaaa-0000-4000-8000-00000000000a", "50%, 80%, 100%, 100% forecast", "registration.approved", "whsec_"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the budgets section's output lacks %q:\n%s", want, out)
+		}
+	}
 	// The default period comes from the server.
 	list := exec.CommandContext(ctx, bin, "billing", "invoice", "list")
 	list.Dir, list.Env = dir, append(os.Environ(), "STACKBILL_URL=http://"+addr, "STACKBILL_OPERATOR_TOKEN=dev-operator")
