@@ -56,7 +56,7 @@ var sqlNames = regexp.MustCompile(`(?i)\b(?:from|join|into|update|table|truncate
 var owners = map[string][]string{
 	"internal/audit":        {"audit_checkpoints", "audit_head", "audit_log", "audit_pending"},
 	"internal/auth":         {"portal_sessions", "tokens"},
-	"internal/budget":       {"budget_crossings", "budgets"},
+	"internal/budget":       {"budget_crossings", "budget_holds", "budgets"},
 	"internal/billing":      {"billing_agreements", "billing_periods", "credit_notes", "export_chunks", "export_jobs", "invoice_lines", "invoices", "period_directories", "period_files", "price_books", "price_lists", "prices"},
 	"internal/bridge":       {"bridge_forward_hours", "bridge_outbox"},
 	"internal/directory":    {"customers", "directory_changes", "partners", "subscriptions"},
@@ -66,7 +66,7 @@ var owners = map[string][]string{
 	"internal/notify":       {"notify_attempts", "notify_deliveries", "notify_endpoint_types", "notify_endpoints", "notify_events"},
 	"internal/registration": {"cloud_keys", "registration_events", "registrations", "tenant_mappings"},
 	"internal/store":        {"settings"},
-	"internal/tenancy":      {"directory_tenants", "user_subscription_changes", "user_subscriptions"},
+	"internal/tenancy":      {"directory_tenants", "subscription_holds", "user_subscription_changes", "user_subscriptions"},
 	"internal/usage":        {"usage_dedup", "usage_dedup_blocks", "usage_dedup_pages", "usage_log", "usage_records"},
 }
 

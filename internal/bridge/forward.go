@@ -91,6 +91,12 @@ type Usage interface {
 	ClosedBacklog(ctx context.Context, horizonUs, reportedUs, seq int64) (n int64, oldestUs *int64, err error)
 }
 
+// Holds applies commerce's budget holds to the stack's user subscriptions:
+// the tenants held, each with the budget that holds it.
+type Holds interface {
+	ApplyHolds(ctx context.Context, held map[string]string) (disabled, enabled int, err error)
+}
+
 // Forwarder sends a stack's closed hourly records to commerce, at least
 // once; commerce's deduplication makes billing exactly once.
 type Forwarder struct {
@@ -98,6 +104,7 @@ type Forwarder struct {
 	usage  Usage
 	clock  *clock.Clock
 	owners Owners
+	holds  Holds
 	logger *slog.Logger
 	client *http.Client
 	batch  int
@@ -113,7 +120,7 @@ type Forwarder struct {
 }
 
 // NewForwarder builds a Forwarder that sends batches of batch records.
-func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, use Usage, logger *slog.Logger, batch int) *Forwarder {
+func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, holds Holds, use Usage, logger *slog.Logger, batch int) *Forwarder {
 	if batch <= 0 || batch > wire.MaxRecords {
 		// Measured over loopback with mapping and dedup: 1,000 records per
 		// batch caught up at 7.6k records/s, 5,000 at 9.5k, 20,000 at 14.5k;
@@ -122,7 +129,7 @@ func NewForwarder(db *store.DB, c *clock.Clock, owners Owners, use Usage, logger
 	}
 	// The level is a constant and valid, so NewWriter cannot fail here.
 	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
-	return &Forwarder{db: db, usage: use, clock: c, owners: owners, logger: logger, batch: batch, zstd: enc,
+	return &Forwarder{db: db, usage: use, clock: c, owners: owners, holds: holds, logger: logger, batch: batch, zstd: enc,
 		client: &http.Client{Timeout: 60 * time.Second}, MaxBackoff: time.Minute}
 }
 
@@ -669,7 +676,16 @@ func (f *Forwarder) failed(err error) {
 // so an outage is ridden out and caught up in order.
 func (f *Forwarder) Run(ctx context.Context) {
 	failures := 0
+	var synced time.Time
 	for ctx.Err() == nil {
+		// Budget holds change rarely and matter within minutes: once a
+		// minute, whatever forwarding does.
+		if time.Since(synced) >= time.Minute {
+			synced = time.Now()
+			if err := f.SyncHolds(ctx); err != nil && ctx.Err() == nil {
+				f.logger.Warn("bridge: budget holds not synced", "err", err)
+			}
+		}
 		n, err := f.CatchUp(ctx)
 		wait := time.Duration(0)
 		switch {
@@ -693,6 +709,55 @@ func (f *Forwarder) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// SyncHolds asks commerce which of this stamp's tenants a budget holds
+// disabled, and disables or re-enables their user subscriptions to match.
+// A stack not activated has nothing to ask; a commerce that predates holds
+// answers 404, which is no hold.
+func (f *Forwarder) SyncHolds(ctx context.Context) error {
+	a, err := f.active(ctx)
+	if errors.Is(err, ErrNotActivated) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(a.Claims.UsageEndpoint, "/")+"/v1/bridge/holds", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.Claims.BridgeToken)
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("ask commerce for budget holds: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if resp.StatusCode == http.StatusNotFound {
+		return nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("commerce answered %d: %s", resp.StatusCode, bytes.TrimSpace(body))
+	}
+	var page struct {
+		Value []struct {
+			TenantID string `json:"tenantId"`
+			BudgetID string `json:"budgetId"`
+		} `json:"value"`
+	}
+	if err := json.Unmarshal(body, &page); err != nil {
+		return fmt.Errorf("commerce's budget holds: %w", err)
+	}
+	held := map[string]string{}
+	for _, h := range page.Value {
+		held[h.TenantID] = h.BudgetID
+	}
+	disabled, enabled, err := f.holds.ApplyHolds(ctx, held)
+	if err == nil && disabled+enabled > 0 {
+		f.logger.Info("bridge: budget holds applied", "held_tenants", len(held), "subscriptions_disabled", disabled, "subscriptions_enabled", enabled)
+	}
+	return err
 }
 
 // HourCount is how many records were forwarded or received in one hour.

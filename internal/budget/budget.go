@@ -50,6 +50,12 @@ const (
 	ScopeMeterCategory = "meterCategory" // one meter category, such as "Virtual Machines"
 )
 
+// ActionDisable is a budget's optional action: at 100 % of the amount, the
+// scope's tenant has its user subscriptions disabled on the stamps it is
+// mapped on, until the budget is raised, its period ends, or the hold is
+// released by hand.
+const ActionDisable = "disable"
+
 // Bases a threshold applies to.
 const (
 	Actual   = "actual"
@@ -70,6 +76,7 @@ type Budget struct {
 	To         string      `json:"to,omitempty"`
 	Scope      Scope       `json:"scope"`
 	Thresholds []Threshold `json:"thresholds"`
+	Action     string      `json:"action,omitempty"`
 	CreatedAt  time.Time   `json:"createdAt"`
 	CreatedBy  string      `json:"createdBy"`
 	UpdatedAt  time.Time   `json:"updatedAt"`
@@ -100,6 +107,7 @@ type Input struct {
 	To         *string      `json:"to"`
 	Scope      *Scope       `json:"scope"`
 	Thresholds *[]Threshold `json:"thresholds"`
+	Action     *string      `json:"action"`
 }
 
 // Directory is the part of the partner directory budgets check scopes
@@ -110,9 +118,12 @@ type Directory interface {
 	GetSubscription(ctx context.Context, p auth.Principal, id string) (directory.Subscription, error)
 }
 
-// Registrations finds a registration the caller may see.
+// Registrations finds a registration the caller may see, and which
+// customer subscription a tenant is mapped to on a registration at an
+// instant.
 type Registrations interface {
 	Get(ctx context.Context, p auth.Principal, k registration.Key) (registration.Registration, error)
+	MappingAt(ctx context.Context, registrationUID, tenantID string, t time.Time) (string, bool, error)
 }
 
 // Bills is the billing the evaluator reads: the period's invoices and an
@@ -253,6 +264,18 @@ func (s *Service) apply(ctx context.Context, p auth.Principal, b *Budget, in Inp
 			return err
 		}
 	}
+	if in.Action != nil {
+		b.Action = *in.Action
+	}
+	switch b.Action {
+	case "":
+	case ActionDisable:
+		if (b.Scope.Kind != ScopeCustomer && b.Scope.Kind != ScopeSubscription) || b.Scope.ref == "" {
+			return arm.InvalidRequest("action", "The disable action stops one end customer's user subscriptions: give the budget a customer scope, or a subscription scope of a customer's subscription.")
+		}
+	default:
+		return arm.InvalidRequest("action", "The action is disable, or none, not '%.20s'.", b.Action)
+	}
 	return nil
 }
 
@@ -279,13 +302,13 @@ func (s *Service) checkScope(ctx context.Context, p auth.Principal, sc *Scope) e
 	case ScopeCustomer:
 		c, err := s.dir.GetCustomer(ctx, p, sc.ID)
 		if err == nil {
-			sc.ID = c.TenantID
+			sc.ID, sc.ref = c.TenantID, c.TenantID
 		}
 		return err
 	case ScopeSubscription:
 		sub, err := s.dir.GetSubscription(ctx, p, sc.ID)
 		if err == nil {
-			sc.ID = sub.ID
+			sc.ID, sc.ref = sub.ID, sub.CustomerTenantID
 		}
 		return err
 	case ScopeRegistration, ScopeMeterCategory:
@@ -335,9 +358,9 @@ func (s *Service) Create(ctx context.Context, p auth.Principal, in Input) (Budge
 			return arm.InvalidRequest("", "You keep %d budgets, the most one owner may; delete one first.", n)
 		}
 		th, _ := json.Marshal(b.Thresholds)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO budgets (id, owner_id, name, currency, amount, period_kind, period_from, period_to, scope_kind, scope_id, scope_ref, thresholds, created_at_us, created_by, updated_at_us)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			b.ID, b.OwnerID, b.Name, b.Currency, b.Amount.String(), b.Period, b.From, b.To, b.Scope.Kind, b.Scope.ID, b.Scope.ref, string(th), clock.Micros(now), b.CreatedBy, clock.Micros(now)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO budgets (id, owner_id, name, currency, amount, period_kind, period_from, period_to, scope_kind, scope_id, scope_ref, thresholds, action, created_at_us, created_by, updated_at_us)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			b.ID, b.OwnerID, b.Name, b.Currency, b.Amount.String(), b.Period, b.From, b.To, b.Scope.Kind, b.Scope.ID, b.Scope.ref, string(th), b.Action, clock.Micros(now), b.CreatedBy, clock.Micros(now)); err != nil {
 			return err
 		}
 		return audit.Append(ctx, tx, audit.Entry{At: now, Actor: p.Actor(), Action: "budget.create", Kind: "budget", ID: b.ID, Scope: b.OwnerID, After: audit.JSON(b)})
@@ -345,7 +368,7 @@ func (s *Service) Create(ctx context.Context, p auth.Principal, in Input) (Budge
 	return b, err
 }
 
-const columns = `id, owner_id, name, currency, amount, period_kind, period_from, period_to, scope_kind, scope_id, scope_ref, thresholds, created_at_us, created_by, updated_at_us`
+const columns = `id, owner_id, name, currency, amount, period_kind, period_from, period_to, scope_kind, scope_id, scope_ref, thresholds, action, created_at_us, created_by, updated_at_us`
 
 type scanner interface{ Scan(...any) error }
 
@@ -353,7 +376,7 @@ func scan(r scanner) (Budget, error) {
 	var b Budget
 	var amount, th string
 	var created, updated int64
-	if err := r.Scan(&b.ID, &b.OwnerID, &b.Name, &b.Currency, &amount, &b.Period, &b.From, &b.To, &b.Scope.Kind, &b.Scope.ID, &b.Scope.ref, &th, &created, &b.CreatedBy, &updated); err != nil {
+	if err := r.Scan(&b.ID, &b.OwnerID, &b.Name, &b.Currency, &amount, &b.Period, &b.From, &b.To, &b.Scope.Kind, &b.Scope.ID, &b.Scope.ref, &th, &b.Action, &created, &b.CreatedBy, &updated); err != nil {
 		return Budget{}, err
 	}
 	q, err := money.ParseStored(amount)
@@ -435,8 +458,8 @@ func (s *Service) Update(ctx context.Context, p auth.Principal, id string, in In
 			return err
 		}
 		th, _ := json.Marshal(b.Thresholds)
-		if _, err := tx.ExecContext(ctx, `UPDATE budgets SET name = ?, currency = ?, amount = ?, period_kind = ?, period_from = ?, period_to = ?, scope_kind = ?, scope_id = ?, scope_ref = ?, thresholds = ?, updated_at_us = ? WHERE id = ?`,
-			b.Name, b.Currency, b.Amount.String(), b.Period, b.From, b.To, b.Scope.Kind, b.Scope.ID, b.Scope.ref, string(th), clock.Micros(now), id); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE budgets SET name = ?, currency = ?, amount = ?, period_kind = ?, period_from = ?, period_to = ?, scope_kind = ?, scope_id = ?, scope_ref = ?, thresholds = ?, action = ?, updated_at_us = ? WHERE id = ?`,
+			b.Name, b.Currency, b.Amount.String(), b.Period, b.From, b.To, b.Scope.Kind, b.Scope.ID, b.Scope.ref, string(th), b.Action, clock.Micros(now), id); err != nil {
 			return err
 		}
 		return audit.Append(ctx, tx, audit.Entry{At: now, Actor: p.Actor(), Action: "budget.update", Kind: "budget", ID: id, Scope: b.OwnerID, Before: audit.JSON(cur), After: audit.JSON(b)})
@@ -452,6 +475,13 @@ func (s *Service) Delete(ctx context.Context, p auth.Principal, id string) error
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM budget_crossings WHERE budget_id = ?`, id); err != nil {
+			return err
+		}
+		// Its holds end with it: the stamps re-enable what it disabled.
+		if err := s.release(ctx, tx, cur, "", p.Actor(), "the budget was deleted", s.clock.Now()); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM budget_holds WHERE budget_id = ?`, id); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM budgets WHERE id = ?`, id); err != nil {

@@ -243,7 +243,17 @@ func (s *Service) Evaluate(ctx context.Context, logger *slog.Logger) error {
 }
 
 func (s *Service) evaluate(ctx context.Context, r *round, b Budget, now time.Time) error {
-	for _, w := range b.windows(now) {
+	wins := b.windows(now)
+	current := ""
+	for _, w := range wins {
+		if !now.Before(w.start) && now.Before(w.end) {
+			current = w.key
+		}
+	}
+	if err := s.releaseStale(ctx, b, current, now); err != nil {
+		return err
+	}
+	for _, w := range wins {
 		if len(w.months) == 0 {
 			continue
 		}
@@ -266,6 +276,11 @@ func (s *Service) evaluate(ctx context.Context, r *round, b Budget, now time.Tim
 				continue
 			}
 			if err := s.cross(ctx, r, b, st, t, now); err != nil {
+				return err
+			}
+		}
+		if w.key == current {
+			if err := s.applyAction(ctx, b, st, now); err != nil {
 				return err
 			}
 		}
@@ -336,6 +351,15 @@ func (s *Service) Run(ctx context.Context, every time.Duration, logger *slog.Log
 		case <-time.After(every):
 		}
 	}
+}
+
+// Holds lists the holds of a budget p keeps, newest first.
+func (s *Service) Holds(ctx context.Context, p auth.Principal, id string) ([]Hold, error) {
+	b, err := s.load(ctx, s.db, p, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.holds(ctx, s.db, b.ID)
 }
 
 // Get is a budget p keeps, with its standing in each open period and the

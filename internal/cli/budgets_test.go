@@ -4,18 +4,25 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/services/azurestack/mgmt/2017-06-01/azurestack"
+	"github.com/Azure/go-autorest/autorest/to"
+
 	"github.com/stackbill/stackbill/internal/auth"
+	"github.com/stackbill/stackbill/internal/bridge"
 	"github.com/stackbill/stackbill/internal/budget"
+	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/simulate"
 	"github.com/stackbill/stackbill/internal/store/storetest"
+	"github.com/stackbill/stackbill/internal/usage"
 )
 
 // TestBudgetsAlertOncePerThreshold: budgets of a partner (at its invoice's
@@ -337,6 +344,142 @@ func TestBudgetEvaluatorSurvivesKill9(t *testing.T) {
 		var page struct{ Value []notify.Event }
 		if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &page) != nil || len(page.Value) != 3 {
 			t.Fatalf("events after the restart: %d %s", resp.StatusCode, body)
+		}
+	})
+}
+
+// TestBudgetActionDisablesAndRestores: a partner's budget with the disable
+// action, crossed, has its customer's user subscriptions disabled on the
+// stamp; raising it enables them again, and a spend past the new amount
+// disables them again; a hold released by hand stays released for the
+// period; the month's turn releases every hold. Each change is in the
+// subscription's history under the budget's name, and another partner
+// cannot release a hold.
+func TestBudgetActionDisablesAndRestores(t *testing.T) {
+	t.Parallel()
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := t.Context()
+		start := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
+		clk, com, stack := newStackPair(t, backend, start, 0)
+		if _, err := com.app.Billing.ImportPriceList(ctx, auth.Principal{Role: auth.RoleOperator, TokenID: "t"}, "test", []byte(testPriceListUSD), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(stack.Handler)
+		defer srv.Close()
+		activateStack(t, com.app, stack, regKey(W.ContosoDefault, "azurestack", "held"), com.url, clk.Now())
+		adatum1, adatum2, litware := randomGUID(), randomGUID(), randomGUID()
+		onboardLocal(t, stack, W.Adatum.Tenant, adatum1)
+		onboardLocal(t, stack, W.Adatum.Tenant, adatum2)
+		onboardLocal(t, stack, W.Litware.Tenant, litware)
+		for _, c := range []storetest.Customer{W.Adatum, W.Litware} {
+			if _, err := com.csClient(W.ContosoDefault, com.tokens["contoso"]).Create(ctx, "azurestack", "held", c.Subscription, azurestack.CustomerSubscription{
+				CustomerSubscriptionProperties: &azurestack.CustomerSubscriptionProperties{TenantID: to.StringPtr(c.Tenant)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rp := &simulate.Reporter{Base: srv.URL, Token: "stack-op", HTTP: srv.Client()}
+		use := func(sub, id string, hours int) {
+			t.Helper()
+			hour := clock.HourStart(clk.Now())
+			e := ev(id, sub, simulate.MeterBaseVM, fmt.Sprint(hours), hour, hour.Add(time.Hour), "/subscriptions/"+sub+"/resourceGroups/rg/providers/x/y/vm-"+id)
+			if r, err := rp.Post(ctx, []usage.Event{e}); err != nil || r.Accepted != 1 {
+				t.Fatalf("post %s: %+v %v", id, r, err)
+			}
+			clk.Advance(2*time.Hour + bridge.Grace)
+			forwardAll(t, stack)
+			if err := com.app.Ledger.Settle(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clk.Set(start.Add(3 * 24 * time.Hour))
+		use(adatum1, "a1", 1000) // 1,000 core hours: 8.00 USD
+		use(litware, "l1", 1000)
+		create := func(body string) budget.Budget {
+			t.Helper()
+			resp, out := com.raw("POST", "/v1/budgets", com.tokens["contoso"], "application/json", strings.NewReader(body))
+			var b budget.Budget
+			if resp.StatusCode != 201 || json.Unmarshal([]byte(out), &b) != nil {
+				t.Fatalf("create budget %s: %d %s", body, resp.StatusCode, out)
+			}
+			return b
+		}
+		a := create(`{"name":"Adatum","currency":"USD","amount":"5","action":"disable","scope":{"kind":"customer","id":"` + W.Adatum.Tenant + `"}}`)
+		l := create(`{"name":"Litware","currency":"USD","amount":"5","action":"disable","scope":{"kind":"subscription","id":"` + W.Litware.Subscription + `"}}`)
+		if resp, out := com.raw("POST", "/v1/budgets", com.tokens["contoso"], "application/json",
+			strings.NewReader(`{"name":"all","currency":"USD","amount":"5","action":"disable"}`)); resp.StatusCode != 400 {
+			t.Fatalf("the disable action on a whole bill: %d %s", resp.StatusCode, out)
+		}
+		states := func() string {
+			t.Helper()
+			var out []string
+			for _, sub := range []string{adatum1, adatum2, litware} {
+				s, ok, err := stack.Tenancy.Lookup(ctx, sub)
+				if err != nil || !ok {
+					t.Fatal(err)
+				}
+				out = append(out, s.State)
+			}
+			return strings.Join(out, " ")
+		}
+		round := func() string {
+			t.Helper()
+			if err := com.app.Budgets.Evaluate(ctx, com.app.Logger); err != nil {
+				t.Fatal(err)
+			}
+			if err := stack.Forwarder.SyncHolds(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return states()
+		}
+		if got := round(); got != "Disabled Disabled Disabled" {
+			t.Fatalf("after both budgets were crossed: %s", got)
+		}
+		// Raised above the spend: enabled again, by the next sync.
+		if resp, out := com.raw("PATCH", "/v1/budgets/"+a.ID, com.tokens["contoso"], "application/json", strings.NewReader(`{"amount":"20"}`)); resp.StatusCode != 200 {
+			t.Fatalf("raise: %d %s", resp.StatusCode, out)
+		}
+		if got := round(); got != "Enabled Enabled Disabled" {
+			t.Fatalf("after Adatum's budget was raised: %s", got)
+		}
+		// Another partner cannot release Contoso's hold; Contoso can.
+		path := "/v1/budgets/" + l.ID + "/holds/" + W.Litware.Tenant + "/release"
+		if resp, out := com.raw("POST", path, com.tokens["fabrikam"], "", nil); resp.StatusCode != 404 || errCode(out) != "BudgetNotFound" {
+			t.Fatalf("fabrikam releases contoso's hold: %d %s", resp.StatusCode, out)
+		}
+		if resp, out := com.raw("POST", path, com.tokens["contoso"], "", nil); resp.StatusCode != 200 {
+			t.Fatalf("release: %d %s", resp.StatusCode, out)
+		}
+		if got := round(); got != "Enabled Enabled Enabled" {
+			t.Fatalf("after Litware's hold was released by hand: %s", got)
+		}
+		// More usage: Adatum passes its new amount and is held again;
+		// Litware, released by hand, stays enabled this month.
+		use(adatum2, "a2", 2000)
+		use(litware, "l2", 1000)
+		if got := round(); got != "Disabled Disabled Enabled" {
+			t.Fatalf("after Adatum passed its raised budget: %s", got)
+		}
+		// August: every hold ends with July.
+		clk.Set(time.Date(2026, 8, 1, 1, 0, 0, 0, time.UTC))
+		if got := round(); got != "Enabled Enabled Enabled" {
+			t.Fatalf("after the month turned: %s", got)
+		}
+		hist, err := stack.Tenancy.History(ctx, auth.Principal{Role: auth.RoleStackOperator, TokenID: "t"}, stack.Tenancy.Provider(), adatum1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var actors []string
+		for _, h := range hist {
+			actors = append(actors, h.Actor)
+		}
+		want := "commerce:budget/" + a.ID
+		if got := strings.Join(actors, " | "); strings.Count(got, want+" released") != 2 || strings.Count(got, want) != 4 {
+			t.Fatalf("adatum's subscription history: %s", got)
+		}
+		var view struct{ Holds []budget.Hold }
+		resp, out := com.raw("GET", "/v1/budgets/"+a.ID, com.tokens["contoso"], "", nil)
+		if resp.StatusCode != 200 || json.Unmarshal([]byte(out), &view) != nil || len(view.Holds) != 1 || view.Holds[0].ReleaseReason != "the budget's period ended" {
+			t.Fatalf("adatum's holds: %d %s", resp.StatusCode, out)
 		}
 	})
 }

@@ -68,8 +68,9 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 			// PostgreSQL's 0022 changes nothing (its keys are rows).
 			"0022_dedup_pages.sql": map[string]string{"sqlite": `SELECT COUNT(*) FROM commerce_dedup_pages`,
 				"postgres": `SELECT COUNT(*) FROM schema_migrations WHERE version = 22 HAVING COUNT(*) = 1`}[backend],
-			"0023_notify.sql":  `SELECT COUNT(*) FROM notify_attempts`,
-			"0024_budgets.sql": `SELECT COUNT(*) FROM budget_crossings`,
+			"0023_notify.sql":             `SELECT COUNT(*) FROM notify_attempts`,
+			"0024_budgets.sql":            `SELECT COUNT(*) FROM budget_crossings`,
+			"0025_subscription_holds.sql": `SELECT COUNT(*) FROM subscription_holds`,
 		}[migs[last-1].Name]
 		if !ok {
 			t.Fatalf("no probe for the last migration %s", migs[last-1].Name)

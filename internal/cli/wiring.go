@@ -200,7 +200,7 @@ func Build(ctx context.Context, o Options) (*App, error) {
 		o.BillingInterval = time.Minute
 	}
 	kick := make(chan struct{}, 1)
-	forwarder := bridge.NewForwarder(db, o.Clock, ten, use, o.Logger.With("component", "bridge"), o.BridgeBatch)
+	forwarder := bridge.NewForwarder(db, o.Clock, ten, ten, use, o.Logger.With("component", "bridge"), o.BridgeBatch)
 	if o.CommerceCA != "" {
 		pool, err := loadCAs(o.CommerceCA)
 		if err != nil {

@@ -73,6 +73,7 @@ func (s *Server) buildRoutes() []route {
 
 		// Bridge: commerce ingestion, forwarded usage and the billing meter map.
 		r("Bridge_PostUsage", "POST", "v1/bridge/usage", auth.Bridges, s.postBridgeUsage),
+		r("Bridge_Holds", "GET", "v1/bridge/holds", auth.Bridges, s.bridgeHolds),
 		r("Usage_Forwarded", "GET", "v1/usage/forwarded", auth.Commerce, s.forwardedUsage),
 		r("MeterMap_Get", "GET", "v1/meter-map", auth.Commerce, s.getMeterMap),
 		r("MeterMap_Publish", "PUT", "v1/meter-map", auth.Operators, s.putMeterMap),
@@ -116,6 +117,7 @@ func (s *Server) buildRoutes() []route {
 		r("Budgets_Get", "GET", "v1/budgets/{id}", auth.Commerce, s.getBudget),
 		r("Budgets_Update", "PATCH", "v1/budgets/{id}", auth.Commerce, s.updateBudget),
 		r("Budgets_Delete", "DELETE", "v1/budgets/{id}", auth.Commerce, s.deleteBudget),
+		r("Budgets_ReleaseHold", "POST", "v1/budgets/{id}/holds/{tenantId}/release", auth.Commerce, s.releaseHold),
 
 		// Events and the webhooks that deliver them; each caller its own.
 		r("Events_List", "GET", "v1/events", auth.Commerce, s.listEvents),

@@ -218,7 +218,7 @@ func validState(s string) (string, bool) {
 
 func getSub(ctx context.Context, q store.Querier, id string) (Subscription, bool, error) {
 	var s Subscription
-	err := q.QueryRowContext(ctx, `SELECT id, display_name, owner, tenant_id, offer_id, state, delegated_provider_subscription_id FROM user_subscriptions WHERE id = ?`, id).
+	err := q.QueryRowContext(ctx, `SELECT `+subColumns+` FROM user_subscriptions WHERE id = ?`, id).
 		Scan(&s.SubscriptionID, &s.DisplayName, &s.Owner, &s.TenantID, &s.OfferID, &s.State, &s.DelegatedProviderSubscriptionID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return s, false, nil
@@ -353,12 +353,19 @@ func (s *Service) ListSubscriptions(ctx context.Context, p auth.Principal, provi
 	if err != nil {
 		return nil, err
 	}
-	q, args := `SELECT id, display_name, owner, tenant_id, offer_id, state, delegated_provider_subscription_id FROM user_subscriptions`, []any{}
+	q, args := `SELECT `+subColumns+` FROM user_subscriptions`, []any{}
 	if dp != "" {
 		q += ` WHERE delegated_provider_subscription_id = ?`
 		args = append(args, dp)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY id`, args...)
+	return listSubs(ctx, s.db, q+` ORDER BY id`, args...)
+}
+
+const subColumns = `id, display_name, owner, tenant_id, offer_id, state, delegated_provider_subscription_id`
+
+// listSubs runs a query of subColumns on q.
+func listSubs(ctx context.Context, q store.Querier, query string, args ...any) ([]Subscription, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
