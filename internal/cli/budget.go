@@ -14,13 +14,13 @@ import (
 // runBudget keeps the caller's budgets and shows where each stands, over
 // the API.
 func runBudget(ctx context.Context, env Env, args []string) error {
-	verb, rest, err := subcommand(args, "create", "list", "show", "update", "delete")
+	verb, rest, err := subcommand(args, "create", "list", "show", "update", "delete", "release")
 	if err != nil {
 		return err
 	}
 	fs := newFlags(env, "budget "+verb)
 	mk := clientFlags(fs, env)
-	var name, currency, amount, period, from, to, scope, thresholds *string
+	var name, currency, amount, period, from, to, scope, thresholds, action *string
 	if verb == "create" || verb == "update" {
 		name = fs.String("name", "", "what the budget is for")
 		currency = fs.String("currency", "", "the bill's currency, such as USD (a budget counts lines in it only)")
@@ -30,6 +30,7 @@ func runBudget(ctx context.Context, env Env, args []string) error {
 		to = fs.String("to", "", "last month of a custom period, YYYY-MM")
 		scope = fs.String("scope", "", "what it measures: all (default), partner:ID (operator), customer:TENANT, subscription:ID, registration:RESOURCE-ID or meterCategory:NAME")
 		thresholds = fs.String("thresholds", "", "comma-separated percentages, a forecast one with an f: 50,80,100,100f (default)")
+		action = fs.String("action", "", "disable: at 100 % of the amount, disable the customer's user subscriptions on its stamps until the budget is raised, the month turns or the hold is released (customer or subscription scope); none to remove it")
 	}
 	var o *output
 	if verb != "delete" {
@@ -44,15 +45,18 @@ func runBudget(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	want := 1
-	if verb == "create" || verb == "list" {
+	switch verb {
+	case "create", "list":
 		want = 0
+	case "release":
+		want = 2
 	}
 	if fs.NArg() != want {
-		return usagef("budget %s takes %s", verb, map[int]string{0: "no arguments", 1: "the budget ID"}[want])
+		return usagef("budget %s takes %s", verb, map[int]string{0: "no arguments", 1: "the budget ID", 2: "the budget ID and the held tenant's ID"}[want])
 	}
 	c := mk()
 	path := "/v1/budgets"
-	if want == 1 {
+	if want >= 1 {
 		path += "/" + url.PathEscape(fs.Arg(0))
 	}
 	switch verb {
@@ -72,6 +76,12 @@ func runBudget(ctx context.Context, env Env, args []string) error {
 		}
 		fmt.Fprintf(env.Stdout, "deleted budget %s\n", fs.Arg(0))
 		return nil
+	case "release":
+		if _, err := c.do(ctx, "POST", path+"/holds/"+url.PathEscape(fs.Arg(1))+"/release", nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "released tenant %s from budget %s: its stamps enable its user subscriptions at their next sync (within a minute), and the budget does not disable them again this period\n", fs.Arg(1), fs.Arg(0))
+		return nil
 	case "create", "update":
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -83,6 +93,13 @@ func runBudget(ctx context.Context, env Env, args []string) error {
 		}
 		in := budget.Input{Name: pick("name", name), Currency: pick("currency", currency), Amount: pick("amount", amount),
 			Period: pick("period", period), From: pick("from", from), To: pick("to", to)}
+		if set["action"] {
+			a := *action
+			if a == "none" {
+				a = ""
+			}
+			in.Action = &a
+		}
 		if set["scope"] {
 			kind, id, _ := strings.Cut(*scope, ":")
 			in.Scope = &budget.Scope{Kind: kind, ID: id}
@@ -110,16 +127,17 @@ func runBudget(ctx context.Context, env Env, args []string) error {
 		if _, err := c.do(ctx, method, path, in, &b); err != nil {
 			return err
 		}
-		return printBudget(env, o, b, nil)
+		return printBudget(env, o, b, nil, nil)
 	}
 	var view struct {
 		budget.Budget
 		Status []budget.Status `json:"status"`
+		Holds  []budget.Hold   `json:"holds"`
 	}
 	if _, err := c.do(ctx, "GET", path, nil, &view); err != nil {
 		return err
 	}
-	return printBudget(env, o, view.Budget, view.Status)
+	return printBudget(env, o, view.Budget, view.Status, view.Holds)
 }
 
 func periodText(b budget.Budget) string {
@@ -148,9 +166,9 @@ func thresholdText(ts []budget.Threshold) string {
 	return strings.Join(out, ", ")
 }
 
-func printBudget(env Env, o *output, b budget.Budget, status []budget.Status) error {
+func printBudget(env Env, o *output, b budget.Budget, status []budget.Status, holds []budget.Hold) error {
 	fields := [][2]string{{"id", b.ID}, {"owner", orDash(b.OwnerID)}, {"name", b.Name}, {"amount", b.Amount.String() + " " + b.Currency},
-		{"period", periodText(b)}, {"scope", scopeText(b.Scope)}, {"thresholds", thresholdText(b.Thresholds)}}
+		{"period", periodText(b)}, {"scope", scopeText(b.Scope)}, {"thresholds", thresholdText(b.Thresholds)}, {"action", orDash(b.Action)}}
 	for _, st := range status {
 		fields = append(fields, [2]string{st.Period, fmt.Sprintf("spent %s %s (%s%%), forecast %s", st.Spend, b.Currency, st.Used, st.Forecast)})
 		for _, c := range st.Crossings {
@@ -161,11 +179,19 @@ func printBudget(env Env, o *output, b budget.Budget, status []budget.Status) er
 			fields = append(fields, [2]string{"", what})
 		}
 	}
+	for _, h := range holds {
+		what := fmt.Sprintf("tenant %s held since %s (spent %s)", h.TenantID, h.HeldAt.Format("2006-01-02 15:04"), h.Spend)
+		if h.ReleasedAt != nil {
+			what += fmt.Sprintf(", released %s by %s: %s", h.ReleasedAt.Format("2006-01-02 15:04"), h.ReleasedBy, h.ReleaseReason)
+		}
+		fields = append(fields, [2]string{"hold " + h.Period, what})
+	}
 	if status != nil {
 		return o.printFields(env, fields, struct {
 			budget.Budget
 			Status []budget.Status `json:"status"`
-		}{b, status})
+			Holds  []budget.Hold   `json:"holds"`
+		}{b, status, holds})
 	}
 	return o.printFields(env, fields, b)
 }

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -270,6 +272,10 @@ func TestBudgetCLI(t *testing.T) {
 	if r := runCLI(t, env, "budget", "update", b.ID, "--thresholds", "ten"); r.code != 2 {
 		t.Fatalf("a bad threshold: exit %d %s", r.code, r.stderr)
 	}
+	// Nothing is held in this world: the CLI reaches the hold and says so.
+	if r := runCLI(t, env, "budget", "release", b.ID, W.Adatum.Tenant); r.code != 1 || !strings.Contains(r.stderr, "HoldNotFound") {
+		t.Fatalf("budget release of nothing held: exit %d %s", r.code, r.stderr)
+	}
 	if out := run("budget", "delete", b.ID); !strings.Contains(out, "deleted") {
 		t.Fatalf("delete:\n%s", out)
 	}
@@ -446,8 +452,27 @@ func TestBudgetActionDisablesAndRestores(t *testing.T) {
 		if resp, out := com.raw("POST", path, com.tokens["fabrikam"], "", nil); resp.StatusCode != 404 || errCode(out) != "BudgetNotFound" {
 			t.Fatalf("fabrikam releases contoso's hold: %d %s", resp.StatusCode, out)
 		}
-		if resp, out := com.raw("POST", path, com.tokens["contoso"], "", nil); resp.StatusCode != 200 {
-			t.Fatalf("release: %d %s", resp.StatusCode, out)
+		// In the portal: the form without its CSRF field changes nothing;
+		// with it, the hold is released.
+		jar, _ := cookiejar.New(nil)
+		browser := &http.Client{Jar: jar}
+		if resp := postLogin(t, browser, com.url, url.Values{"token": {com.tokens["contoso"]}}); resp.StatusCode != 200 {
+			t.Fatalf("sign in: %d", resp.StatusCode)
+		}
+		_, page := e2e.Call(t, browser, "GET", com.url+"/portal/budgets", "", "", nil)
+		form := "/portal/budgets/" + l.ID + "/holds/" + W.Litware.Tenant + "/release"
+		m := csrfField.FindStringSubmatch(page)
+		if m == nil || !strings.Contains(page, form) {
+			t.Fatalf("the budgets page offers no release of Litware's hold:\n%s", page)
+		}
+		if resp, err := browser.PostForm(com.url+form, url.Values{}); err != nil || resp.StatusCode != 403 {
+			t.Fatalf("a release without CSRF: %v %v", resp, err)
+		}
+		if got := round(); got != "Enabled Enabled Disabled" {
+			t.Fatalf("after a refused release: %s", got)
+		}
+		if resp, err := browser.PostForm(com.url+form, url.Values{"csrf": {m[1]}}); err != nil || resp.StatusCode != 200 || resp.Request.URL.Path != "/portal/budgets" {
+			t.Fatalf("release in the portal: %v %v", resp, err)
 		}
 		if got := round(); got != "Enabled Enabled Enabled" {
 			t.Fatalf("after Litware's hold was released by hand: %s", got)

@@ -671,6 +671,8 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 		"Bridge_PostUsage": {"bridge": {in: at("POST", "/v1/bridge/usage", `{"cloudId":"`+h.bridgeReg.CloudID+`","records":[]}`, 200, ""),
 			out:     at("POST", "/v1/bridge/usage", `{"cloudId":"`+randomGUID()+`","records":[]}`, 403, "CloudIdMismatch"),
 			missing: at("POST", "/v1/bridge/usage", `{"cloudId":"`+randomGUID()+`","records":[]}`, 403, "CloudIdMismatch")}},
+		// A stamp asks which of its tenants budgets hold; only a bridge may.
+		"Bridge_Holds": {"bridge": {in: getA("/v1/bridge/holds", 200, "")}},
 		"Usage_Forwarded": partners(func(w string) trio {
 			return withOut(w, getA("/v1/usage/forwarded?subscriptionId="+myCSub[w], 200, ""), func() *attempt {
 				return getA("/v1/usage/forwarded?subscriptionId="+theirCSub[w], 404, "SubscriptionNotFound")
@@ -777,7 +779,14 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 			return trio{in: at("POST", "/v1/budgets", `{"name":"new","currency":"USD","amount":"10"}`, 201, ""),
 				missing: at("POST", "/v1/budgets", `{"name":"new","currency":"USD","amount":"10","scope":{"kind":"subscription","id":"`+randomGUID()+`"}}`, 404, "SubscriptionNotFound")}
 		}),
-		"Budgets_Get":    budgetRow(h, "GET", "", 200),
+		"Budgets_Get": budgetRow(h, "GET", "", 200),
+		// No budget of the world holds anything: the caller's own answers
+		// that, another's (or none) that there is no such budget.
+		"Budgets_ReleaseHold": partners(func(w string) trio {
+			rel := func(id string) string { return "/v1/budgets/" + id + "/holds/" + W.Adatum.Tenant + "/release" }
+			return withOut(w, at("POST", rel(h.budgets[w]), "", 404, "HoldNotFound"), func() *attempt { return at("POST", rel(h.budgets[theirBudget(w)]), "", 404, "BudgetNotFound") },
+				func() *attempt { return at("POST", rel("bud_nothing"), "", 404, "BudgetNotFound") })
+		}),
 		"Budgets_Update": budgetRow(h, "PATCH", `{"amount":"20"}`, 200),
 		"Budgets_Delete": partners(func(w string) trio {
 			return withOut(w, at("DELETE", "/v1/budgets/"+h.budgetsGone[w], "", 200, ""), func() *attempt {
@@ -990,6 +999,15 @@ func hookRow(h *hostileWorld, method, suffix, body string, status int, code stri
 	return m
 }
 
+// theirBudget is whose budget each partner principal tries outside its
+// scope: a reseller its provider's, a provider its reseller's.
+func theirBudget(w string) string {
+	if w == "provider" {
+		return "reseller"
+	}
+	return theirHook[w]
+}
+
 // budgetRow is a budget route's attempts: on the principal's own budget,
 // another's (a reseller's provider's, a provider's reseller's), and none.
 func budgetRow(h *hostileWorld, method, body string, status int) map[string]trio {
@@ -997,11 +1015,7 @@ func budgetRow(h *hostileWorld, method, body string, status int) map[string]trio
 	for _, w := range []string{"operator", "partner", "provider", "reseller"} {
 		t := trio{in: at(method, "/v1/budgets/"+h.budgets[w], body, status, ""), missing: at(method, "/v1/budgets/bud_nothing", body, 404, "BudgetNotFound")}
 		if w != "operator" {
-			other := theirHook[w]
-			if w == "provider" {
-				other = "reseller"
-			}
-			t.out = at(method, "/v1/budgets/"+h.budgets[other], body, 404, "BudgetNotFound")
+			t.out = at(method, "/v1/budgets/"+h.budgets[theirBudget(w)], body, 404, "BudgetNotFound")
 		}
 		m[w] = t
 	}

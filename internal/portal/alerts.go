@@ -84,10 +84,11 @@ func (p *Portal) alerts(w http.ResponseWriter, r *http.Request, s *session) erro
 	return nil
 }
 
-// budgetRow is a budget with where it stands.
+// budgetRow is a budget with where it stands and its holds.
 type budgetRow struct {
 	budget.Budget
 	Status []budget.Status
+	Holds  []budget.Hold
 }
 
 // budgets lists the principal's budgets with their spend and crossings.
@@ -102,8 +103,23 @@ func (p *Portal) budgets(w http.ResponseWriter, r *http.Request, s *session) err
 		if err != nil {
 			return err
 		}
-		rows = append(rows, budgetRow{b, st})
+		holds, err := p.d.Budgets.Holds(r.Context(), s.P, b.ID)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, budgetRow{b, st, holds})
 	}
 	p.render(w, r, s, "budgets", "Budgets", map[string]any{"Rows": rows})
+	return nil
+}
+
+// releaseHold undoes a budget's action for one tenant: its stamps enable
+// its user subscriptions again at their next sync. Audited under the
+// signed-in principal.
+func (p *Portal) releaseHold(w http.ResponseWriter, r *http.Request, s *session) error {
+	if _, err := p.d.Budgets.Release(r.Context(), s.P, r.PathValue("id"), r.PathValue("tenant")); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/portal/budgets", http.StatusSeeOther)
 	return nil
 }

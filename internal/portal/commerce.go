@@ -43,6 +43,7 @@ func (p *Portal) routes() {
 		p.page("GET /portal/statements", auth.Partners, p.statements)
 		p.page("GET /portal/statements/{account}", auth.Partners, p.statement)
 		p.page("GET /portal/budgets", auth.Commerce, p.budgets)
+		p.page("POST /portal/budgets/{id}/holds/{tenant}/release", auth.Commerce, p.releaseHold)
 		p.page("GET /portal/alerts", auth.Commerce, p.alerts)
 	}
 	if p.stack() {
