@@ -18,6 +18,7 @@ import (
 	"github.com/stackbill/stackbill/internal/e2e"
 	"github.com/stackbill/stackbill/internal/notify"
 	"github.com/stackbill/stackbill/internal/registration"
+	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
 
@@ -380,4 +381,78 @@ func TestWebhookCLI(t *testing.T) {
 	if r := runCLI(t, env, "webhook", "show", ep.ID); r.code == 0 || !strings.Contains(r.stderr, "WebhookNotFound") {
 		t.Fatalf("show after delete: exit %d %s", r.code, r.stderr)
 	}
+}
+
+// TestTwoSendersDeliverEachEventOnce: two commerce instances on one
+// database send the same outbox at once; every delivery reaches the
+// receiver exactly once (no lease is lost while held, so no repeat), and
+// each is recorded once.
+func TestTwoSendersDeliverEachEventOnce(t *testing.T) {
+	t.Parallel()
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := t.Context()
+		clk := clock.Manual(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC))
+		opts := func(o *Options) {
+			o.Clock = clk
+			o.Webhooks = notify.Policy{AllowLoopback: true}
+			o.WebhookSender = notify.SenderOptions{Batch: 7, Concurrency: 3}
+		}
+		e := newTestEnv(t, backend, opts)
+		o := Options{DB: e.dsn, Logger: e.app.Logger}
+		opts(&o)
+		second := buildApp(t, o)
+		rc := newReceiver(t, "200")
+		url := rc.srv.URL
+		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
+		ep, err := e.app.Notify.CreateEndpoint(ctx, op, notify.EndpointInput{URL: &url})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const events = 60
+		for i := range events {
+			if err := e.app.DB.Write(ctx, func(tx *store.Tx) error {
+				_, err := notify.Record(ctx, tx, notify.Event{Type: notify.QuarantineAdded, At: clk.Now(), Subject: fmt.Sprintf("test/%d", i)})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		for _, app := range []*App{e.app, second} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					n, err := app.Notify.Step(ctx)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if n == 0 {
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		seen := map[string]int{}
+		for _, r := range rc.requests() {
+			seen[r.header.Get("webhook-id")]++
+		}
+		if len(seen) != events || len(rc.requests()) != events {
+			t.Fatalf("%d requests for %d distinct events, want %d each once", len(rc.requests()), len(seen), events)
+		}
+		ds, err := e.app.Notify.Deliveries(ctx, op, ep.ID, 0, 500)
+		if err != nil || len(ds) != events {
+			t.Fatalf("%d deliveries (%v)", len(ds), err)
+		}
+		for _, d := range ds {
+			if d.State != "succeeded" || d.Attempts != 1 {
+				t.Fatalf("delivery %d: %s after %d attempts", d.ID, d.State, d.Attempts)
+			}
+		}
+		a1, _, _ := e.app.Notify.Counters()
+		a2, _, _ := second.Notify.Counters()
+		t.Logf("first instance sent %d, second %d", a1, a2)
+	})
 }
