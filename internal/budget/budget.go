@@ -370,9 +370,7 @@ func (s *Service) Create(ctx context.Context, p auth.Principal, in Input) (Budge
 
 const columns = `id, owner_id, name, currency, amount, period_kind, period_from, period_to, scope_kind, scope_id, scope_ref, thresholds, action, created_at_us, created_by, updated_at_us`
 
-type scanner interface{ Scan(...any) error }
-
-func scan(r scanner) (Budget, error) {
+func scan(r store.Scanner) (Budget, error) {
 	var b Budget
 	var amount, th string
 	var created, updated int64
@@ -404,19 +402,7 @@ func (s *Service) List(ctx context.Context, p auth.Principal) ([]Budget, error) 
 
 func (s *Service) list(ctx context.Context, q string, args ...any) ([]Budget, error) {
 	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Budget{}
-	for rows.Next() {
-		b, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	return out, rows.Err()
+	return store.Collect(rows, err, scan)
 }
 
 func errNotFound(id string) error {

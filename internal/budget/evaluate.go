@@ -390,24 +390,18 @@ func (s *Service) Get(ctx context.Context, p auth.Principal, id string) (Budget,
 
 func (s *Service) crossings(ctx context.Context, budgetID, period string) ([]Crossing, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT period, basis, percent, crossed_at_us, spend, forecast, late, event_id FROM budget_crossings WHERE budget_id = ? AND period = ? ORDER BY crossed_at_us, basis, percent`, budgetID, period)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Crossing{}
-	for rows.Next() {
+	return store.Collect(rows, err, func(r store.Scanner) (Crossing, error) {
 		var c Crossing
 		var pct, spend, forecast string
 		var at int64
 		var late int
-		if err := rows.Scan(&c.Period, &c.Basis, &pct, &at, &spend, &forecast, &late, &c.EventID); err != nil {
-			return nil, err
+		if err := r.Scan(&c.Period, &c.Basis, &pct, &at, &spend, &forecast, &late, &c.EventID); err != nil {
+			return Crossing{}, err
 		}
 		c.Percent, _ = money.ParseStored(pct)
 		c.Spend, _ = money.ParseStored(spend)
 		c.Forecast, _ = money.ParseStored(forecast)
 		c.At, c.Late = clock.FromMicros(at), late == 1
-		out = append(out, c)
-	}
-	return out, rows.Err()
+		return c, nil
+	})
 }

@@ -123,22 +123,10 @@ func (s *Service) releaseWhere(ctx context.Context, tx *store.Tx, b Budget, cond
 // Holds lists a budget's holds, newest first.
 func (s *Service) holds(ctx context.Context, q store.Querier, budgetID string) ([]Hold, error) {
 	rows, err := q.QueryContext(ctx, `SELECT budget_id, period, tenant_id, held_at_us, spend, released_at_us, released_by, release_reason FROM budget_holds WHERE budget_id = ? ORDER BY held_at_us DESC, tenant_id`, budgetID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Hold{}
-	for rows.Next() {
-		h, err := scanHold(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, h)
-	}
-	return out, rows.Err()
+	return store.Collect(rows, err, scanHold)
 }
 
-func scanHold(r scanner) (Hold, error) {
+func scanHold(r store.Scanner) (Hold, error) {
 	var h Hold
 	var held int64
 	var released *int64

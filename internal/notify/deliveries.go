@@ -49,22 +49,10 @@ func (s *Service) Deliveries(ctx context.Context, p auth.Principal, endpointID s
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT d.id, d.event_id, v.type, d.endpoint_id, d.state, d.attempts, d.next_attempt_us, d.last_status, d.last_error, d.updated_at_us
 		FROM notify_deliveries d JOIN notify_events v ON v.id = d.event_id WHERE d.endpoint_id = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?`, endpointID, before, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Delivery{}
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return store.Collect(rows, err, scanDelivery)
 }
 
-func scanDelivery(r scanner) (Delivery, error) {
+func scanDelivery(r store.Scanner) (Delivery, error) {
 	var d Delivery
 	var next, updated int64
 	if err := r.Scan(&d.ID, &d.EventID, &d.EventType, &d.EndpointID, &d.State, &d.Attempts, &next, &d.LastStatus, &d.LastError, &updated); err != nil {

@@ -280,20 +280,8 @@ func (s *Service) Endpoints(ctx context.Context, p auth.Principal) ([]Endpoint, 
 		args = append(args, owner(p))
 	}
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY owner_id, id`, args...)
+	out, err := store.Collect(rows, err, scanEndpoint)
 	if err != nil {
-		return nil, err
-	}
-	out := []Endpoint{}
-	for rows.Next() {
-		e, err := scanEndpoint(rows)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	for i := range out {
@@ -306,22 +294,10 @@ func (s *Service) Endpoints(ctx context.Context, p auth.Principal) ([]Endpoint, 
 
 func (s *Service) types(ctx context.Context, q store.Querier, id string) ([]string, error) {
 	rows, err := q.QueryContext(ctx, `SELECT type FROM notify_endpoint_types WHERE endpoint_id = ? ORDER BY type`, id)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+	return store.Collect(rows, err, func(r store.Scanner) (t string, err error) { return t, r.Scan(&t) })
 }
 
-func scanEndpoint(r scanner) (Endpoint, error) {
+func scanEndpoint(r store.Scanner) (Endpoint, error) {
 	var e Endpoint
 	var enabled int
 	var created, updated int64

@@ -189,19 +189,7 @@ func (s *Service) Events(ctx context.Context, p auth.Principal, q EventQuery) ([
 	query += ` ORDER BY seq LIMIT ?`
 	args = append(args, q.Limit)
 	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Event{}
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return store.Collect(rows, err, scanEvent)
 }
 
 // Recent counts the events p may see that happened at or after since, up
@@ -229,19 +217,7 @@ func (s *Service) Latest(ctx context.Context, p auth.Principal, typ string, limi
 		q, args = q+` AND type = ?`, append(args, typ)
 	}
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY seq DESC LIMIT ?`, append(args, limit)...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Event{}
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return store.Collect(rows, err, scanEvent)
 }
 
 // Last is the newest event of a type about a subject, for a recorder that
@@ -272,9 +248,7 @@ func errEventNotFound(id string) error {
 	return arm.Errorf(arm.NotFound, "EventNotFound", "Event '%s' was not found.", id)
 }
 
-type scanner interface{ Scan(...any) error }
-
-func scanEvent(r scanner) (Event, error) {
+func scanEvent(r store.Scanner) (Event, error) {
 	var e Event
 	var at int64
 	var payload string

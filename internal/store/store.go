@@ -350,6 +350,28 @@ func (db *DB) ForShare() string {
 	return ""
 }
 
+// Scanner is one row: *sql.Row or *sql.Rows.
+type Scanner interface{ Scan(dest ...any) error }
+
+// Collect reads every row of a query with scan and closes the rows; a
+// query that failed (err) returns its error. The result is never nil, so
+// an empty list encodes as [].
+func Collect[T any](rows *sql.Rows, err error, scan func(Scanner) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 // Querier runs read queries; both *DB (reader pool) and *Tx satisfy it.
 type Querier interface {
 	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)

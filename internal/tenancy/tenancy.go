@@ -217,9 +217,7 @@ func validState(s string) (string, bool) {
 }
 
 func getSub(ctx context.Context, q store.Querier, id string) (Subscription, bool, error) {
-	var s Subscription
-	err := q.QueryRowContext(ctx, `SELECT `+subColumns+` FROM user_subscriptions WHERE id = ?`, id).
-		Scan(&s.SubscriptionID, &s.DisplayName, &s.Owner, &s.TenantID, &s.OfferID, &s.State, &s.DelegatedProviderSubscriptionID)
+	s, err := scanSub(q.QueryRowContext(ctx, `SELECT `+subColumns+` FROM user_subscriptions WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return s, false, nil
 	}
@@ -366,19 +364,11 @@ const subColumns = `id, display_name, owner, tenant_id, offer_id, state, delegat
 // listSubs runs a query of subColumns on q.
 func listSubs(ctx context.Context, q store.Querier, query string, args ...any) ([]Subscription, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Subscription
-	for rows.Next() {
-		var sub Subscription
-		if err := rows.Scan(&sub.SubscriptionID, &sub.DisplayName, &sub.Owner, &sub.TenantID, &sub.OfferID, &sub.State, &sub.DelegatedProviderSubscriptionID); err != nil {
-			return nil, err
-		}
-		out = append(out, sub)
-	}
-	return out, rows.Err()
+	return store.Collect(rows, err, scanSub)
+}
+
+func scanSub(r store.Scanner) (s Subscription, err error) {
+	return s, r.Scan(&s.SubscriptionID, &s.DisplayName, &s.Owner, &s.TenantID, &s.OfferID, &s.State, &s.DelegatedProviderSubscriptionID)
 }
 
 // DeleteSubscription marks a subscription Deleted; its usage is kept.
