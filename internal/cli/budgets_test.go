@@ -308,20 +308,16 @@ func TestBudgetEvaluatorSurvivesKill9(t *testing.T) {
 			addr := e2e.FreeAddr(t)
 			p := &e2e.Proc{T: t, Bin: bin, URL: "http://" + addr, Args: []string{"serve", "--addr", addr, "--db", dsn, "--clock-start", at,
 				"--auto-finalize=false", "--billing-interval", "200ms"}, Env: []string{"STACKBILL_OPERATOR_TOKEN=op-budget", "STACKBILL_FAILPOINTS=" + failpoint}}
-			p.Start()
+			if failpoint != "" {
+				p.Launch() // it may die at the fail point before it serves
+			} else {
+				p.Start()
+			}
 			return p
 		}
 		p := serve("budget-crossed")
-		done := make(chan error, 1)
-		go func() { done <- p.Wait() }()
-		select {
-		case err := <-done:
-			if !e2e.KilledBySIGKILL(err) {
-				t.Fatalf("the server was not killed at the fail point: %v", err)
-			}
-		case <-time.After(60 * time.Second):
-			p.Kill9()
-			t.Fatal("the evaluator never reached the fail point")
+		if err := p.WaitKilled(60 * time.Second); err != nil {
+			t.Fatal(err)
 		}
 		p = serve("")
 		defer p.Kill9()

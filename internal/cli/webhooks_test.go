@@ -252,20 +252,16 @@ func TestWebhookSenderSurvivesKill9(t *testing.T) {
 			p := &e2e.Proc{T: t, Bin: bin, URL: "http://" + addr, Args: []string{"serve", "--addr", addr, "--db", dsn, "--webhooks-allow-loopback",
 				"--clock-start", at.Format(time.RFC3339), "--clock-rate", "60", "--auto-finalize=false"},
 				Env: []string{"STACKBILL_OPERATOR_TOKEN=op-hooks", "STACKBILL_FAILPOINTS=" + failpoint}}
-			p.Start()
+			if failpoint != "" {
+				p.Launch() // it may die at the fail point before it serves
+			} else {
+				p.Start()
+			}
 			return p
 		}
 		p := serve("webhook-sent", start)
-		done := make(chan error, 1)
-		go func() { done <- p.Wait() }()
-		select {
-		case err := <-done:
-			if !e2e.KilledBySIGKILL(err) {
-				t.Fatalf("the server was not killed at the fail point: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			p.Kill9()
-			t.Fatal("the sender never reached the fail point")
+		if err := p.WaitKilled(60 * time.Second); err != nil {
+			t.Fatal(err)
 		}
 		before := len(rc.requests())
 		if before == 0 {

@@ -8,6 +8,7 @@ package e2e
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -72,15 +73,22 @@ type Proc struct {
 // Start runs the process and waits until it serves.
 func (p *Proc) Start() {
 	p.T.Helper()
+	p.Launch()
+	if !WaitHealthy(p.URL) {
+		p.T.Fatal("stackbill did not start")
+	}
+}
+
+// Launch runs the process without waiting for it to serve: one whose fail
+// point its background work reaches as it starts may die before it does.
+func (p *Proc) Launch() {
+	p.T.Helper()
 	cmd := exec.Command(p.Bin, p.Args...)
 	cmd.Env = append(os.Environ(), p.Env...)
 	if err := cmd.Start(); err != nil {
 		p.T.Fatal(err)
 	}
 	p.cmd = cmd
-	if !WaitHealthy(p.URL) {
-		p.T.Fatal("stackbill did not start")
-	}
 }
 
 // Kill9 kills the process with SIGKILL, so that no shutdown code runs.
@@ -92,6 +100,24 @@ func (p *Proc) Kill9() {
 // Wait waits for the process to end by itself (a crash point, say) and
 // returns how it ended.
 func (p *Proc) Wait() error { return p.cmd.Wait() }
+
+// WaitKilled waits up to limit for the process to die of SIGKILL by itself
+// (an armed fail point); past limit it kills the process and says so.
+func (p *Proc) WaitKilled(limit time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if !KilledBySIGKILL(err) {
+			return fmt.Errorf("the process ended, but not killed at its fail point: %v", err)
+		}
+		return nil
+	case <-time.After(limit):
+		_ = p.cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("the process did not reach its fail point in %s", limit)
+	}
+}
 
 // KilledBySIGKILL reports whether a finished command died of SIGKILL.
 func KilledBySIGKILL(err error) bool {
