@@ -32,17 +32,9 @@ func runBudget(ctx context.Context, env Env, args []string) error {
 		thresholds = fs.String("thresholds", "", "comma-separated percentages, a forecast one with an f: 50,80,100,100f (default)")
 		action = fs.String("action", "", "disable: at 100 % of the amount, disable the customer's user subscriptions on its stamps until the budget is raised, the month turns or the hold is released (customer or subscription scope); none to remove it")
 	}
-	var o *output
-	if verb != "delete" {
-		o = outputFlag(fs)
-	}
-	if err := parseFlags(fs, rest); err != nil {
+	o, err := parseWithOutput(fs, rest, verb != "delete")
+	if err != nil {
 		return err
-	}
-	if o != nil {
-		if err := o.check(); err != nil {
-			return err
-		}
 	}
 	want := 1
 	switch verb {

@@ -243,15 +243,7 @@ func TestBudgetInputIsChecked(t *testing.T) {
 func TestBudgetCLI(t *testing.T) {
 	t.Parallel()
 	w := newBillingWorld(t, "sqlite")
-	env := map[string]string{"STACKBILL_URL": w.env.url, "STACKBILL_TOKEN": w.env.tokens["contoso"], "STACKBILL_DATA": t.TempDir()}
-	run := func(args ...string) string {
-		t.Helper()
-		r := runCLI(t, env, args...)
-		if r.code != 0 {
-			t.Fatalf("stackbill %v: exit %d: %s", args, r.code, r.stderr)
-		}
-		return r.stdout
-	}
+	env, run := cliAs(t, w.env.url, w.env.tokens["contoso"])
 	var b budget.Budget
 	if err := json.Unmarshal([]byte(run("budget", "create", "--name", "Adatum", "--currency", "USD", "--amount", "1",
 		"--scope", "customer:"+W.Adatum.Tenant, "--thresholds", "50,100,150f", "-o", "json")), &b); err != nil || b.Scope.ID != W.Adatum.Tenant || len(b.Thresholds) != 3 {

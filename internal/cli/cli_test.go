@@ -28,6 +28,21 @@ func runCLI(t *testing.T, env map[string]string, args ...string) cliResult {
 	return cliResult{code, out.String(), errb.String()}
 }
 
+// cliAs returns the environment of a CLI user of url with token, and a
+// function that runs a command in it and returns its output, failing the
+// test on a non-zero exit.
+func cliAs(t *testing.T, url, token string) (map[string]string, func(args ...string) string) {
+	env := map[string]string{"STACKBILL_URL": url, "STACKBILL_TOKEN": token, "STACKBILL_DATA": t.TempDir()}
+	return env, func(args ...string) string {
+		t.Helper()
+		r := runCLI(t, env, args...)
+		if r.code != 0 {
+			t.Fatalf("stackbill %v: exit %d: %s", args, r.code, r.stderr)
+		}
+		return r.stdout
+	}
+}
+
 // TestCLIFlow runs the seed's "Add end customer" flow through the CLI against
 // a server started with `stackbill serve`, on both engines.
 func TestCLIFlow(t *testing.T) {

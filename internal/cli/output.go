@@ -20,6 +20,25 @@ func outputFlag(fs *flag.FlagSet) *output {
 	return o
 }
 
+// parseWithOutput parses args, with the -o flag when the verb prints
+// something (else the output is nil), and refuses an unknown format before
+// any request is made.
+func parseWithOutput(fs *flag.FlagSet, args []string, prints bool) (*output, error) {
+	var o *output
+	if prints {
+		o = outputFlag(fs)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	if o != nil {
+		if err := o.check(); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
 // check refuses an unknown format before any request is made.
 func (o *output) check() error {
 	switch o.format {

@@ -79,17 +79,9 @@ func runRegistration(ctx context.Context, env Env, args []string) error {
 		fs.StringVar(&tokenFile, "registration-token-file", "", "read the registration token from this file")
 		fs.Var(&tags, "tag", "a tag key=value (repeatable)")
 	}
-	var o *output
-	if verb == "list" || verb == "get" || verb == "history" {
-		o = outputFlag(fs)
-	}
-	if err := parseFlags(fs, rest); err != nil {
+	o, err := parseWithOutput(fs, rest, verb == "list" || verb == "get" || verb == "history")
+	if err != nil {
 		return err
-	}
-	if o != nil {
-		if err := o.check(); err != nil {
-			return err
-		}
 	}
 	c := mk()
 	if verb == "list" {

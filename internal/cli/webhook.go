@@ -32,17 +32,9 @@ func runWebhook(ctx context.Context, env Env, args []string) error {
 		enable = fs.Bool("enable", false, "send deliveries to it again")
 		disable = fs.Bool("disable", false, "stop sending deliveries to it (events meanwhile are not queued for it)")
 	}
-	var o *output
-	if verb != "delete" {
-		o = outputFlag(fs)
-	}
-	if err := parseFlags(fs, rest); err != nil {
+	o, err := parseWithOutput(fs, rest, verb != "delete")
+	if err != nil {
 		return err
-	}
-	if o != nil {
-		if err := o.check(); err != nil {
-			return err
-		}
 	}
 	want := map[string]int{"create": 0, "list": 0, "delivery": 2, "replay": 2}[verb]
 	if verb == "show" || verb == "update" || verb == "delete" || verb == "deliveries" {

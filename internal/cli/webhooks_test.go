@@ -326,15 +326,7 @@ func TestWebhookCLI(t *testing.T) {
 		o.Webhooks = notify.Policy{AllowLoopback: true}
 	})
 	rc := newReceiver(t, "500", "200")
-	env := map[string]string{"STACKBILL_URL": e.url, "STACKBILL_TOKEN": e.tokens["contoso"], "STACKBILL_DATA": t.TempDir()}
-	run := func(args ...string) string {
-		t.Helper()
-		r := runCLI(t, env, args...)
-		if r.code != 0 {
-			t.Fatalf("stackbill %v: exit %d: %s", args, r.code, r.stderr)
-		}
-		return r.stdout
-	}
+	env, run := cliAs(t, e.url, e.tokens["contoso"])
 	var ep notify.Endpoint
 	if err := json.Unmarshal([]byte(run("webhook", "create", "--endpoint", rc.srv.URL+"/in", "--types", "registration.approved", "-o", "json")), &ep); err != nil || !strings.HasPrefix(ep.Secret, "whsec_") {
 		t.Fatalf("create: %+v %v", ep, err)
