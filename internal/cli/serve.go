@@ -303,6 +303,13 @@ func purgeLoop(ctx context.Context, app *App, role string, usageKeep time.Durati
 				app.Logger.Info("purged forwarded record keys", "count", n)
 			}
 		}
+		if role != "stack" {
+			if n, err := app.Notify.Purge(ctx, app.Clock.Now().Add(-notify.Retention)); err != nil && ctx.Err() == nil {
+				app.Logger.Error("purge old events", "err", err)
+			} else if n > 0 {
+				app.Logger.Info("purged events past their retention", "count", n)
+			}
+		}
 		if usageKeep > 0 && role != "commerce" {
 			cutoff, err := app.Forwarder.RetentionCutoff(ctx, usageKeep)
 			if err == nil {

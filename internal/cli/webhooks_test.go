@@ -444,3 +444,51 @@ func TestTwoSendersDeliverEachEventOnce(t *testing.T) {
 		t.Logf("first instance sent %d, second %d", a1, a2)
 	})
 }
+
+// TestEventsArePurgedAfterTheirRetention: events past notify.Retention go
+// with their deliveries and attempts; newer ones, and a delivery still
+// pending, stay.
+func TestEventsArePurgedAfterTheirRetention(t *testing.T) {
+	t.Parallel()
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := t.Context()
+		clk := clock.Manual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		e := newTestEnv(t, backend, func(o *Options) {
+			o.Clock = clk
+			o.Webhooks = notify.Policy{AllowLoopback: true}
+		})
+		rc := newReceiver(t, "200")
+		url := rc.srv.URL
+		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
+		ep, err := e.app.Notify.CreateEndpoint(ctx, op, notify.EndpointInput{URL: &url})
+		if err != nil {
+			t.Fatal(err)
+		}
+		record := func(subject string) {
+			t.Helper()
+			if err := e.app.DB.Write(ctx, func(tx *store.Tx) error {
+				_, err := notify.Record(ctx, tx, notify.Event{Type: notify.QuarantineAdded, At: clk.Now(), Subject: subject})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		record("old")
+		if _, err := e.app.Notify.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(notify.Retention + time.Hour)
+		record("new")
+		if n, err := e.app.Notify.Purge(ctx, clk.Now().Add(-notify.Retention)); err != nil || n != 1 {
+			t.Fatalf("purged %d events (%v), want the old one", n, err)
+		}
+		evs, err := e.app.Notify.Events(ctx, op, notify.EventQuery{Limit: 10})
+		if err != nil || len(evs) != 1 || evs[0].Subject != "new" {
+			t.Fatalf("left: %+v %v", evs, err)
+		}
+		ds, err := e.app.Notify.Deliveries(ctx, op, ep.ID, 0, 10)
+		if err != nil || len(ds) != 1 || ds[0].State != "pending" {
+			t.Fatalf("deliveries left: %+v %v", ds, err)
+		}
+	})
+}

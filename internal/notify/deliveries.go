@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"database/sql"
+	"time"
 
 	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/auth"
@@ -121,4 +122,27 @@ func (s *Service) Replay(ctx context.Context, p auth.Principal, endpointID strin
 		return err
 	})
 	return out, err
+}
+
+// Retention is how long events, their deliveries and their attempts are
+// kept: long enough to replay a month's deliveries after a partner's
+// receiver was down, short enough that the log does not grow for ever.
+const Retention = 90 * 24 * time.Hour
+
+// Purge deletes what happened before before: events, with their deliveries
+// and attempts once no delivery of theirs is still pending (the retry
+// schedule ends within two days, so none is). It returns the events
+// deleted.
+func (s *Service) Purge(ctx context.Context, before time.Time) (int64, error) {
+	at := clock.Micros(before)
+	if _, err := s.db.DeleteInBatches(ctx, `DELETE FROM notify_attempts WHERE delivery_id IN (SELECT d.id FROM notify_deliveries d JOIN notify_events v ON v.id = d.event_id
+		WHERE v.at_us < ? AND d.state <> 'pending' AND EXISTS (SELECT 1 FROM notify_attempts a WHERE a.delivery_id = d.id) LIMIT 500)`, at); err != nil {
+		return 0, err
+	}
+	if _, err := s.db.DeleteInBatches(ctx, `DELETE FROM notify_deliveries WHERE id IN (SELECT d.id FROM notify_deliveries d JOIN notify_events v ON v.id = d.event_id
+		WHERE v.at_us < ? AND d.state <> 'pending' LIMIT 1000)`, at); err != nil {
+		return 0, err
+	}
+	return s.db.DeleteInBatches(ctx, `DELETE FROM notify_events WHERE seq IN (SELECT v.seq FROM notify_events v WHERE v.at_us < ?
+		AND NOT EXISTS (SELECT 1 FROM notify_deliveries d WHERE d.event_id = v.id) LIMIT 1000)`, at)
 }
