@@ -97,6 +97,28 @@ type Threshold struct {
 	Basis   string         `json:"basis"`
 }
 
+// ParseThresholds reads thresholds as people type them: percentages
+// separated by commas, a forecast one ending in f ("50,80,100,100f").
+func ParseThresholds(text string) ([]Threshold, error) {
+	var out []Threshold
+	for _, f := range strings.Split(text, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		basis := Actual
+		if p, ok := strings.CutSuffix(f, "f"); ok {
+			f, basis = p, Forecast
+		}
+		pct, err := money.ParseQuantity(strings.TrimSuffix(f, "%"))
+		if err != nil {
+			return nil, arm.InvalidRequest("thresholds", "'%.20s' is not a percentage; write them as 50,80,100,100f (f: on the forecast).", f)
+		}
+		out = append(out, Threshold{Percent: pct, Basis: basis})
+	}
+	return out, nil
+}
+
 // Input is what a caller sets; nil fields keep their value on an update.
 type Input struct {
 	Name       *string      `json:"name"`

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/stackbill/stackbill/internal/budget"
-	"github.com/stackbill/stackbill/internal/money"
 )
 
 // runBudget keeps the caller's budgets and shows where each stands, over
@@ -97,17 +96,9 @@ func runBudget(ctx context.Context, env Env, args []string) error {
 			in.Scope = &budget.Scope{Kind: kind, ID: id}
 		}
 		if set["thresholds"] {
-			var ts []budget.Threshold
-			for _, f := range splitList(*thresholds) {
-				basis := budget.Actual
-				if p, ok := strings.CutSuffix(f, "f"); ok {
-					f, basis = p, budget.Forecast
-				}
-				pct, err := money.ParseQuantity(strings.TrimSuffix(f, "%"))
-				if err != nil {
-					return usagef("--thresholds: %q is not a percentage", f)
-				}
-				ts = append(ts, budget.Threshold{Percent: pct, Basis: basis})
+			ts, err := budget.ParseThresholds(*thresholds)
+			if err != nil {
+				return usagef("--thresholds: %v", err)
 			}
 			in.Thresholds = &ts
 		}

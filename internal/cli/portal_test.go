@@ -110,7 +110,7 @@ var csrfField = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
 // portalPages are every page of the portal without parameters.
 var portalPages = []string{"/portal/overview", "/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage",
 	"/portal/invoices", "/portal/statements", "/portal/stack/overview", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge",
-	"/portal/my/overview", "/portal/my/usage", "/portal/my/usage.csv", "/portal/quarantine", "/portal/budgets", "/portal/alerts"}
+	"/portal/my/overview", "/portal/my/usage", "/portal/my/usage.csv", "/portal/quarantine", "/portal/budgets", "/portal/alerts", "/portal/webhooks"}
 
 // TestPortalScope signs in as every role and reads every page: each role
 // gets exactly its pages, and no page shows a customer, subscription or
@@ -122,11 +122,11 @@ func TestPortalScope(t *testing.T) {
 			pw := newPortalWorld(t, backend, 3)
 			reg := "/portal/registrations/" + demo.FabrikamCSPSS + "/" + demo.ResourceGroup + "/" + demo.RegName
 			allowed := map[string][]string{
-				"operator":       {"/portal/overview", "/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage", "/portal/invoices", "/portal/stack/overview", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge", "/portal/quarantine", "/portal/budgets", "/portal/alerts", reg},
-				"fabrikam":       {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements", "/portal/budgets", "/portal/alerts", reg},
-				"contoso":        {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements", "/portal/budgets", "/portal/alerts"},
-				"tailspin":       {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements", "/portal/budgets", "/portal/alerts"},
-				"wingtip":        {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements", "/portal/budgets", "/portal/alerts"},
+				"operator":       {"/portal/overview", "/portal/partners", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/ingestion", "/portal/usage", "/portal/invoices", "/portal/stack/overview", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge", "/portal/quarantine", "/portal/budgets", "/portal/alerts", "/portal/webhooks", reg},
+				"fabrikam":       {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements", "/portal/budgets", "/portal/alerts", "/portal/webhooks", reg},
+				"contoso":        {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/pricing", "/portal/usage", "/portal/invoices", "/portal/statements", "/portal/budgets", "/portal/alerts", "/portal/webhooks"},
+				"tailspin":       {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements", "/portal/budgets", "/portal/alerts", "/portal/webhooks"},
+				"wingtip":        {"/portal/overview", "/portal/customers", "/portal/registrations", "/portal/usage", "/portal/statements", "/portal/budgets", "/portal/alerts", "/portal/webhooks"},
 				"stack-operator": {"/portal/stack/overview", "/portal/stack/tenants", "/portal/stack/meters", "/portal/stack/usage", "/portal/stack/bridge", "/portal/quarantine"},
 				"tenant":         {"/portal/my/overview", "/portal/my/usage", "/portal/my/usage.csv"},
 			}

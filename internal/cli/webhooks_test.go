@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -491,4 +494,83 @@ func TestEventsArePurgedAfterTheirRetention(t *testing.T) {
 			t.Fatalf("deliveries left: %+v %v", ds, err)
 		}
 	})
+}
+
+// TestPortalBudgetsAndWebhooks: a partner makes a budget and an endpoint
+// in the portal, sees the endpoint's secret once, and replays a delivery;
+// a form without its CSRF field changes nothing, and an inside address is
+// refused there as in the API.
+func TestPortalBudgetsAndWebhooks(t *testing.T) {
+	t.Parallel()
+	clk := clock.Manual(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC))
+	e := newTestEnv(t, "sqlite", func(o *Options) {
+		o.Clock = clk
+		o.Webhooks = notify.Policy{AllowLoopback: true}
+	})
+	rc := newReceiver(t, "200")
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	if resp := postLogin(t, browser, e.url, url.Values{"token": {e.tokens["contoso"]}}); resp.StatusCode != 200 {
+		t.Fatalf("sign in: %d", resp.StatusCode)
+	}
+	csrf := func(page string) string {
+		t.Helper()
+		_, body := e2e.Call(t, browser, "GET", e.url+page, "", "", nil)
+		m := csrfField.FindStringSubmatch(body)
+		if m == nil {
+			t.Fatalf("%s has no form", page)
+		}
+		return m[1]
+	}
+	post := func(path string, form url.Values) (int, string) {
+		t.Helper()
+		resp, err := browser.PostForm(e.url+path, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	budget := url.Values{"name": {"From the portal"}, "amount": {"250"}, "currency": {"USD"}, "scopeKind": {"customer"}, "scopeId": {W.Adatum.Tenant}, "thresholds": {"50,100f"}, "disable": {"on"}}
+	if code, _ := post("/portal/budgets", budget); code != 403 {
+		t.Fatalf("a budget form without CSRF: %d", code)
+	}
+	budget.Set("csrf", csrf("/portal/budgets"))
+	if code, body := post("/portal/budgets", budget); code != 200 || !strings.Contains(body, "From the portal") {
+		t.Fatalf("create a budget in the portal: %d %.500s", code, body)
+	}
+	bs, err := e.app.Budgets.List(t.Context(), auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "t"})
+	if err != nil || len(bs) != 1 || bs[0].Action != "disable" || len(bs[0].Thresholds) != 2 || bs[0].Scope.ID != W.Adatum.Tenant {
+		t.Fatalf("budgets: %+v %v", bs, err)
+	}
+	tok := csrf("/portal/webhooks")
+	if code, body := post("/portal/webhooks", url.Values{"csrf": {tok}, "url": {"https://169.254.169.254/"}}); code != 400 || !strings.Contains(body, "not a public address") {
+		t.Fatalf("an inside address in the portal: %d %.300s", code, body)
+	}
+	code, body := post("/portal/webhooks", url.Values{"csrf": {tok}, "url": {rc.srv.URL + "/portal-hook"}, "types": {"registration.approved"}})
+	if code != 200 || !strings.Contains(body, "whsec_") {
+		t.Fatalf("create an endpoint in the portal: %d %.300s", code, body)
+	}
+	if _, again := e2e.Call(t, browser, "GET", e.url+"/portal/webhooks", "", "", nil); strings.Contains(again, "whsec_") || !strings.Contains(again, "/portal-hook") {
+		t.Fatal("the webhooks page shows the secret again, or not the endpoint")
+	}
+	e.createRegistration(W.ContosoDefault, "azurestack", "portal-hooked", registration.PayAsYouUse, true)
+	if _, err := e.app.Notify.Step(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_, page := e2e.Call(t, browser, "GET", e.url+"/portal/webhooks", "", "", nil)
+	m := regexp.MustCompile(`action="(/portal/webhooks/[^"]+/replay)"`).FindStringSubmatch(page)
+	if m == nil || !strings.Contains(page, "succeeded") {
+		t.Fatalf("the webhooks page lists no delivery:\n%.2000s", page)
+	}
+	if code, _ := post(m[1], url.Values{"csrf": {csrf("/portal/webhooks")}}); code != 200 {
+		t.Fatalf("replay: %d", code)
+	}
+	if _, err := e.app.Notify.Step(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := rc.requests(); len(got) != 2 || got[0].header.Get("webhook-id") != got[1].header.Get("webhook-id") {
+		t.Fatalf("the receiver got %d requests", len(got))
+	}
 }

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
+	"github.com/stackbill/stackbill/internal/arm"
 	"github.com/stackbill/stackbill/internal/budget"
 	"github.com/stackbill/stackbill/internal/notify"
 )
@@ -121,5 +123,88 @@ func (p *Portal) releaseHold(w http.ResponseWriter, r *http.Request, s *session)
 		return err
 	}
 	http.Redirect(w, r, "/portal/budgets", http.StatusSeeOther)
+	return nil
+}
+
+// createBudget makes a budget from the Budgets page's form.
+func (p *Portal) createBudget(w http.ResponseWriter, r *http.Request, s *session) error {
+	f := r.PostForm
+	ts, err := budget.ParseThresholds(f.Get("thresholds"))
+	if err != nil {
+		return err
+	}
+	name, cur, amount := f.Get("name"), f.Get("currency"), f.Get("amount")
+	in := budget.Input{Name: &name, Currency: &cur, Amount: &amount, Scope: &budget.Scope{Kind: f.Get("scopeKind"), ID: f.Get("scopeId")}}
+	if len(ts) > 0 {
+		in.Thresholds = &ts
+	}
+	if f.Get("disable") == "on" {
+		action := budget.ActionDisable
+		in.Action = &action
+	}
+	if _, err := p.d.Budgets.Create(r.Context(), s.P, in); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/portal/budgets", http.StatusSeeOther)
+	return nil
+}
+
+// hookRow is an endpoint with its newest deliveries.
+type hookRow struct {
+	notify.Endpoint
+	Deliveries []notify.Delivery
+}
+
+// webhooks lists the principal's endpoints with their newest deliveries;
+// after a creation it shows the new endpoint's secret, once.
+func (p *Portal) webhooks(w http.ResponseWriter, r *http.Request, s *session) error {
+	p.renderWebhooks(w, r, s, "")
+	return nil
+}
+
+func (p *Portal) renderWebhooks(w http.ResponseWriter, r *http.Request, s *session, secret string) {
+	eps, err := p.d.Notify.Endpoints(r.Context(), s.P)
+	if err != nil {
+		p.fail(w, r, s, err)
+		return
+	}
+	rows := make([]hookRow, 0, len(eps))
+	for _, e := range eps {
+		ds, err := p.d.Notify.Deliveries(r.Context(), s.P, e.ID, 0, 10)
+		if err != nil {
+			p.fail(w, r, s, err)
+			return
+		}
+		rows = append(rows, hookRow{e, ds})
+	}
+	p.render(w, r, s, "webhooks", "Webhooks", map[string]any{"Rows": rows, "Secret": secret, "Types": notify.Types()})
+}
+
+// createWebhook makes an endpoint from the Webhooks page's form and shows
+// its secret on the answer, the only time it is shown.
+func (p *Portal) createWebhook(w http.ResponseWriter, r *http.Request, s *session) error {
+	url := r.PostForm.Get("url")
+	types := r.PostForm["types"]
+	if len(types) == 0 {
+		types = []string{"*"}
+	}
+	ep, err := p.d.Notify.CreateEndpoint(r.Context(), s.P, notify.EndpointInput{URL: &url, Types: &types})
+	if err != nil {
+		return err
+	}
+	p.renderWebhooks(w, r, s, ep.Secret)
+	return nil
+}
+
+// replayDelivery sends one delivery again from the Webhooks page.
+func (p *Portal) replayDelivery(w http.ResponseWriter, r *http.Request, s *session) error {
+	n, err := strconv.ParseInt(r.PathValue("n"), 10, 64)
+	if err != nil || n < 1 {
+		return arm.Errorf(arm.NotFound, "DeliveryNotFound", "Delivery '%.40s' was not found.", r.PathValue("n"))
+	}
+	if _, err := p.d.Notify.Replay(r.Context(), s.P, r.PathValue("id"), n); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/portal/webhooks", http.StatusSeeOther)
 	return nil
 }

@@ -44,6 +44,10 @@ func (p *Portal) routes() {
 		p.page("GET /portal/statements/{account}", auth.Partners, p.statement)
 		p.page("GET /portal/budgets", auth.Commerce, p.budgets)
 		p.page("POST /portal/budgets/{id}/holds/{tenant}/release", auth.Commerce, p.releaseHold)
+		p.page("POST /portal/budgets", auth.Commerce, p.createBudget)
+		p.page("GET /portal/webhooks", auth.Commerce, p.webhooks)
+		p.page("POST /portal/webhooks", auth.Commerce, p.createWebhook)
+		p.page("POST /portal/webhooks/{id}/deliveries/{n}/replay", auth.Commerce, p.replayDelivery)
 		p.page("GET /portal/alerts", auth.Commerce, p.alerts)
 	}
 	if p.stack() {

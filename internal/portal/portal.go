@@ -284,6 +284,7 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 			add("/portal/invoices", "Invoices")
 			add("/portal/budgets", "Budgets")
 			add("/portal/alerts", "Alerts")
+			add("/portal/webhooks", "Webhooks")
 		}
 		add("/portal/quarantine", "Quarantine")
 		if p.stack() {
@@ -314,6 +315,7 @@ func (p *Portal) nav(pr auth.Principal, path string) []navItem {
 			}
 			add("/portal/budgets", "Budgets")
 			add("/portal/alerts", "Alerts")
+			add("/portal/webhooks", "Webhooks")
 		}
 	case auth.RoleStackOperator:
 		if p.stack() {
