@@ -138,6 +138,7 @@ type Directory interface {
 	GetPartner(ctx context.Context, p auth.Principal, id string) (directory.Partner, error)
 	GetCustomer(ctx context.Context, p auth.Principal, tenantID string) (directory.Customer, error)
 	GetSubscription(ctx context.Context, p auth.Principal, id string) (directory.Subscription, error)
+	Resolve(ctx context.Context, id string) (directory.ResolvedSubscription, error)
 }
 
 // Registrations finds a registration the caller may see, and which

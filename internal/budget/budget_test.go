@@ -88,3 +88,28 @@ func TestForecastIsTheRunRate(t *testing.T) {
 		t.Fatalf("an ended period: %+v %v", st, err)
 	}
 }
+
+// TestHoldsStayWithTheirOwner: a hold reaches a stamp only where the
+// tenant's usage is charged to a subscription the budget's owner is billed
+// for (and, for a subscription budget, only that subscription).
+func TestHoldsStayWithTheirOwner(t *testing.T) {
+	contoso := directory.ResolvedSubscription{RollsUpTo: "contoso"}
+	viaReseller := directory.ResolvedSubscription{RollsUpTo: "fabrikam", Reseller: "tailspin"}
+	for _, c := range []struct {
+		owner, kind, scope, cs string
+		billed                 directory.ResolvedSubscription
+		want                   bool
+	}{
+		{"contoso", ScopeCustomer, "t", "s1", contoso, true},
+		{"contoso", ScopeCustomer, "t", "s1", viaReseller, false}, // another partner's customer relationship
+		{"tailspin", ScopeCustomer, "t", "s1", viaReseller, true},
+		{"fabrikam", ScopeCustomer, "t", "s1", viaReseller, true},
+		{"contoso", ScopeSubscription, "s1", "s2", contoso, false}, // the tenant's other subscription
+		{"contoso", ScopeSubscription, "s1", "s1", contoso, true},
+		{"", ScopeCustomer, "t", "s9", directory.ResolvedSubscription{}, true}, // the operator's
+	} {
+		if got := covers(c.owner, c.kind, c.scope, c.cs, c.billed); got != c.want {
+			t.Errorf("%+v: %v, want %v", c, got, c.want)
+		}
+	}
+}

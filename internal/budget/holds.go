@@ -8,6 +8,7 @@ import (
 	"github.com/stackbill/stackbill/internal/audit"
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
+	"github.com/stackbill/stackbill/internal/directory"
 	"github.com/stackbill/stackbill/internal/money"
 	"github.com/stackbill/stackbill/internal/store"
 )
@@ -172,41 +173,56 @@ func (s *Service) Release(ctx context.Context, p auth.Principal, budgetID, tenan
 
 // HeldTenants is what a stamp asks with its bridge credential: the tenants
 // mapped on its registration that a budget holds disabled now, each with
-// the budget that holds it.
+// the budget that holds it. A hold reaches a stamp only where the tenant's
+// mapping there charges a subscription the budget covers: one its owner is
+// billed for (or, for a subscription budget, that subscription), so a
+// partner's budget never stops a customer's use through another partner.
 func (s *Service) HeldTenants(ctx context.Context, p auth.Principal) (map[string]string, error) {
 	if p.Role != auth.RoleBridge || p.RegistrationUID == "" {
 		return nil, arm.Forbidden(p.Actor(), "bridge/holds", "/v1/bridge/holds")
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT tenant_id, budget_id FROM budget_holds WHERE released_at_us IS NULL ORDER BY tenant_id, budget_id`)
+	type held struct{ tenant, budget, owner, kind, scope string }
+	rows, err := s.db.QueryContext(ctx, `SELECT h.tenant_id, h.budget_id, b.owner_id, b.scope_kind, b.scope_id FROM budget_holds h JOIN budgets b ON b.id = h.budget_id
+		WHERE h.released_at_us IS NULL ORDER BY h.tenant_id, h.budget_id`)
+	all, err := store.Collect(rows, err, func(r store.Scanner) (h held, err error) {
+		return h, r.Scan(&h.tenant, &h.budget, &h.owner, &h.kind, &h.scope)
+	})
 	if err != nil {
-		return nil, err
-	}
-	var all [][2]string
-	for rows.Next() {
-		var h [2]string
-		if err := rows.Scan(&h[0], &h[1]); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		all = append(all, h)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	now := s.clock.Now()
 	out := map[string]string{}
 	for _, h := range all {
-		if _, ok := out[h[0]]; ok {
+		if _, ok := out[h.tenant]; ok {
 			continue
 		}
-		_, mapped, err := s.regs.MappingAt(ctx, p.RegistrationUID, h[0], now)
+		cs, mapped, err := s.regs.MappingAt(ctx, p.RegistrationUID, h.tenant, now)
 		if err != nil {
 			return nil, err
 		}
-		if mapped {
-			out[h[0]] = h[1]
+		if !mapped {
+			continue
+		}
+		var billed directory.ResolvedSubscription
+		if h.owner != "" {
+			if billed, err = s.dir.Resolve(ctx, cs); err != nil {
+				continue // not known now: stop nothing on a guess
+			}
+		}
+		if covers(h.owner, h.kind, h.scope, cs, billed) {
+			out[h.tenant] = h.budget
 		}
 	}
 	return out, nil
+}
+
+// covers says whether a hold of owner's budget (scope kind and ID) may stop
+// usage charged to subscription cs, which billed says who is billed for:
+// the operator's budgets reach any; a partner's or reseller's only what it
+// is billed for; a subscription budget only that subscription.
+func covers(owner, kind, scope, cs string, billed directory.ResolvedSubscription) bool {
+	if kind == ScopeSubscription && cs != scope {
+		return false
+	}
+	return owner == "" || billed.RollsUpTo == owner || billed.Reseller == owner
 }
