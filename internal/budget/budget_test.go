@@ -54,11 +54,12 @@ func TestForecastIsTheRunRate(t *testing.T) {
 	line := func(sub, cat, amount string) billing.Line {
 		return billing.Line{SubscriptionID: sub, MeterCategory: cat, Amount: money.MustQuantity(amount)}
 	}
+	withReseller := func(l billing.Line, r string) billing.Line { l.ResellerID = r; return l }
 	inv := billing.Invoice{PartnerID: "p", Currency: "USD", Sections: []billing.Section{{Lines: []billing.Line{
-		line("s1", "Virtual Machines", "31.00"), line("s2", "Storage", "9.30")}}}}
+		line("s1", "Virtual Machines", "31.00"), withReseller(line("s2", "Storage", "9.30"), "r")}}}}
 	other := billing.Invoice{PartnerID: "p", Currency: "EUR", Sections: []billing.Section{{Lines: []billing.Line{line("s1", "Virtual Machines", "1000")}}}}
 	s := &Service{bills: bills{[]billing.Invoice{inv, other}}, dir: partners{}}
-	b := Budget{OwnerID: "p", Currency: "USD", Amount: money.FromInt(100), Period: "monthly", Scope: Scope{Kind: ScopeAll}}
+	b := Budget{OwnerID: "", Currency: "USD", Amount: money.FromInt(100), Period: "monthly", Scope: Scope{Kind: ScopeAll}}
 	aug := time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)
 	for _, c := range []struct {
 		at            time.Time
@@ -69,6 +70,8 @@ func TestForecastIsTheRunRate(t *testing.T) {
 		{aug.Add(12 * time.Hour), Scope{Kind: ScopeAll}, "40.3", "40.3"},                         // less than a day in
 		{aug.Add(10 * 24 * time.Hour), Scope{Kind: ScopeSubscription, ID: "s2"}, "9.3", "28.83"}, // its own lines
 		{aug.Add(10 * 24 * time.Hour), Scope{Kind: ScopeMeterCategory, ID: "virtual machines"}, "31", "96.1"},
+		{aug.Add(10 * 24 * time.Hour), Scope{Kind: ScopePartner, ID: "r"}, "9.3", "28.83"}, // a reseller's lines on its provider's invoice
+		{aug.Add(10 * 24 * time.Hour), Scope{Kind: ScopePartner, ID: "p"}, "40.3", "124.93"},
 	} {
 		b.Scope = c.scope
 		w := b.windows(c.at)[1]

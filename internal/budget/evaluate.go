@@ -175,12 +175,12 @@ func (r *round) spend(ctx context.Context, b Budget, months []string) (money.Qua
 			return total, err
 		}
 		for _, inv := range invs {
-			if inv.Currency != b.Currency || (b.OwnerID != "" && inv.PartnerID != b.OwnerID) || (b.Scope.Kind == ScopePartner && inv.PartnerID != b.Scope.ID) {
+			if inv.Currency != b.Currency || (b.OwnerID != "" && inv.PartnerID != b.OwnerID) {
 				continue
 			}
 			for _, sec := range inv.Sections {
 				for _, l := range sec.Lines {
-					if b.Scope.matches(l) {
+					if b.Scope.matches(inv.PartnerID, l) {
 						total = total.Add(l.Amount)
 					}
 				}
@@ -190,8 +190,12 @@ func (r *round) spend(ctx context.Context, b Budget, months []string) (money.Qua
 	return total, nil
 }
 
-func (sc Scope) matches(l billing.Line) bool {
+// matches says whether line l of partner's invoice is in the scope; a
+// partner scope takes a reseller's lines on its provider's invoice too.
+func (sc Scope) matches(partner string, l billing.Line) bool {
 	switch sc.Kind {
+	case ScopePartner:
+		return partner == sc.ID || l.ResellerID == sc.ID
 	case ScopeCustomer:
 		return l.CustomerTenantID == sc.ID
 	case ScopeSubscription:
@@ -201,7 +205,7 @@ func (sc Scope) matches(l billing.Line) bool {
 	case ScopeMeterCategory:
 		return strings.EqualFold(l.MeterCategory, sc.ID)
 	}
-	return true // all, partner
+	return true // all
 }
 
 // status computes b's standing in w at now.

@@ -362,6 +362,22 @@ func TestWebhookCLI(t *testing.T) {
 	if out := run("webhook", "delivery", ep.ID, id); !strings.Contains(out, "succeeded") || !strings.Contains(out, "attempt 1") || !strings.Contains(out, "attempt 2") {
 		t.Fatalf("delivery:\n%s", out)
 	}
+	// An event queued for the endpoint, then the endpoint disabled: it is
+	// not sent, and an event meanwhile is not queued for it; enabled
+	// again, what was queued is sent.
+	before := len(rc.requests())
+	e.createRegistration(W.ContosoDefault, "azurestack", "cli-hooked-2", registration.PayAsYouUse, true)
+	if out := run("webhook", "update", ep.ID, "--disable"); !strings.Contains(out, "false") {
+		t.Fatalf("disable:\n%s", out)
+	}
+	e.createRegistration(W.ContosoDefault, "azurestack", "cli-hooked-3", registration.PayAsYouUse, true)
+	if n, err := e.app.Notify.Step(t.Context()); err != nil || n != 0 || len(rc.requests()) != before {
+		t.Fatalf("a disabled endpoint: %d attempts (%v), %d requests", n, err, len(rc.requests())-before)
+	}
+	run("webhook", "update", ep.ID, "--enable")
+	if _, err := e.app.Notify.Step(t.Context()); err != nil || len(rc.requests()) != before+1 || !strings.Contains(string(rc.requests()[before].body), "cli-hooked-2") {
+		t.Fatalf("enabled again: %d requests more (%v)", len(rc.requests())-before, err)
+	}
 	out = run("events", "list", "--type", "registration.approved")
 	if !strings.Contains(out, "/registrations/cli-hooked") {
 		t.Fatalf("events list:\n%s", out)

@@ -178,7 +178,7 @@ func (s *Service) claim(ctx context.Context) ([]due, error) {
 		out = out[:0]
 		rows, err := tx.QueryContext(ctx, `SELECT d.id, d.attempts, d.round, v.seq, v.id, v.type, v.partner_id, v.reseller_id, v.subject, v.at_us, v.payload, e.url, e.secret
 			FROM notify_deliveries d JOIN notify_events v ON v.id = d.event_id JOIN notify_endpoints e ON e.id = d.endpoint_id
-			WHERE d.state = 'pending' AND d.next_attempt_us <= ? AND d.lease_until_us <= ?
+			WHERE d.state = 'pending' AND d.next_attempt_us <= ? AND d.lease_until_us <= ? AND e.enabled = 1
 			ORDER BY d.next_attempt_us, d.id LIMIT ?`+lock, now, now, s.sender.opts.Batch)
 		if err != nil {
 			return err
