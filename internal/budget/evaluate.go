@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -393,8 +394,8 @@ func (s *Service) Get(ctx context.Context, p auth.Principal, id string) (Budget,
 }
 
 func (s *Service) crossings(ctx context.Context, budgetID, period string) ([]Crossing, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT period, basis, percent, crossed_at_us, spend, forecast, late, event_id FROM budget_crossings WHERE budget_id = ? AND period = ? ORDER BY crossed_at_us, basis, percent`, budgetID, period)
-	return store.Collect(rows, err, func(r store.Scanner) (Crossing, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT period, basis, percent, crossed_at_us, spend, forecast, late, event_id FROM budget_crossings WHERE budget_id = ? AND period = ?`, budgetID, period)
+	out, err := store.Collect(rows, err, func(r store.Scanner) (Crossing, error) {
 		var c Crossing
 		var pct, spend, forecast string
 		var at int64
@@ -408,4 +409,16 @@ func (s *Service) crossings(ctx context.Context, budgetID, period string) ([]Cro
 		c.At, c.Late = clock.FromMicros(at), late == 1
 		return c, nil
 	})
+	// In the order they were crossed; at one instant, actual before
+	// forecast and by percentage (stored as text, which sorts 100 first).
+	slices.SortStableFunc(out, func(a, b Crossing) int {
+		if n := a.At.Compare(b.At); n != 0 {
+			return n
+		}
+		if n := strings.Compare(a.Basis, b.Basis); n != 0 {
+			return n
+		}
+		return a.Percent.Cmp(b.Percent)
+	})
+	return out, err
 }

@@ -513,3 +513,38 @@ var guid = regexp.MustCompile(`[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9
 func regPathOf(k registration.Key) string {
 	return "/portal/registrations/" + k.SubscriptionID + "/" + k.ResourceGroup + "/" + k.Name
 }
+
+// TestBudgetsInBrowser: Fabrikam makes a budget in the portal's form, the
+// evaluator finds it crossed, the bell counts it, and the Alerts page says
+// what was crossed; the page loads under the portal's content policy.
+func TestBudgetsInBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser tests run in the full suite")
+	}
+	chromium(t)
+	pw := newPortalWorld(t, "sqlite", 7)
+	b := newBrowser(t, pw.url)
+	b.signIn(pw.w.SignIn("fabrikam"))
+	b.do("open budgets", chromedp.Navigate(pw.url+"/portal/budgets"), chromedp.WaitVisible(chromedp.CSS("#newbudget")),
+		chromedp.SetValue(chromedp.CSS("#b-name"), "Browser budget"), chromedp.SetValue(chromedp.CSS("#b-amount"), "1"))
+	b.clickAndLoad("#create-budget")
+	if got := b.text("#budgets"); !strings.Contains(got, "Browser budget") {
+		t.Fatalf("the budgets table after creating one: %q", got)
+	}
+	if err := pw.app.Budgets.Evaluate(t.Context(), pw.app.Logger); err != nil {
+		t.Fatal(err)
+	}
+	b.do("open alerts", chromedp.Navigate(pw.url+"/portal/alerts"), chromedp.WaitVisible(chromedp.CSS("#alerts")))
+	b.shot("alerts")
+	if got := b.text("#alerts"); !strings.Contains(got, `Budget "Browser budget"`) || !strings.Contains(got, "100% of 1 USD on the actual spend") {
+		t.Fatalf("the alerts page: %q", got)
+	}
+	if n := b.text("#bell-count"); n == "0" || n == "" {
+		t.Fatalf("the bell counts %q", n)
+	}
+	b.do("open budgets again", chromedp.Navigate(pw.url+"/portal/budgets"), chromedp.WaitVisible(chromedp.CSS("#budgets")))
+	b.shot("budgets")
+	if got := b.text("#budgets"); !strings.Contains(got, "100 % actual") {
+		t.Fatalf("the budgets table after evaluation: %q", got)
+	}
+}
