@@ -3,6 +3,8 @@ package notify
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -89,4 +91,25 @@ func TestSenderChecksTheAddressItDials(t *testing.T) {
 	if resp.StatusCode != http.StatusFound {
 		t.Fatalf("the client followed a redirect: %d", resp.StatusCode)
 	}
+}
+
+// FuzzCheckURL: no text makes the policy panic, and whatever it accepts
+// (without the loopback flag) is an https URL whose host, if an address,
+// is public.
+func FuzzCheckURL(f *testing.F) {
+	for _, s := range []string{"https://hooks.partner.example/x", "https://127.0.0.1/", "http://[::1]/", "https://[::ffff:169.254.169.254]/", "https://a..b/", "https://%31%32%37.0.0.1/", "https://0x7f.1/", "https://2130706433/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if (Policy{}).checkURL(raw) != nil {
+			return
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "https" {
+			t.Fatalf("accepted %q", raw)
+		}
+		if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !publicAddr(ip) {
+			t.Fatalf("accepted the inside address %q", raw)
+		}
+	})
 }
