@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -141,8 +140,8 @@ type due struct {
 	url, secret                string
 }
 
-// Step claims the deliveries that are due and sends them, and reports how
-// many it attempted.
+// Step claims the deliveries that are due, sends them, and records their
+// outcomes in one transaction; it reports how many it attempted.
 func (s *Service) Step(ctx context.Context) (int, error) {
 	batch, err := s.claim(ctx)
 	if err != nil || len(batch) == 0 {
@@ -150,17 +149,22 @@ func (s *Service) Step(ctx context.Context) (int, error) {
 	}
 	sem := make(chan struct{}, s.sender.opts.Concurrency)
 	var wg sync.WaitGroup
-	errs := make([]error, len(batch))
+	outcomes := make([]*outcome, len(batch))
 	for i := range batch {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			errs[i] = s.attempt(ctx, batch[i])
+			outcomes[i] = s.send(ctx, batch[i])
 		}()
 	}
 	wg.Wait()
-	return len(batch), errors.Join(errs...)
+	if ctx.Err() != nil {
+		// Shutting down: the leases run out and the deliveries are sent
+		// again, under the same webhook-ids.
+		return len(batch), nil
+	}
+	return len(batch), s.record(ctx, outcomes)
 }
 
 // claim leases up to Batch due deliveries to this sender. On PostgreSQL
@@ -198,12 +202,15 @@ func (s *Service) claim(ctx context.Context) ([]due, error) {
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		for _, d := range out {
-			if _, err := tx.ExecContext(ctx, `UPDATE notify_deliveries SET lease_until_us = ? WHERE id = ?`, lease, d.id); err != nil {
-				return err
-			}
+		if len(out) == 0 {
+			return nil
 		}
-		return nil
+		args := []any{lease}
+		for _, d := range out {
+			args = append(args, d.id)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE notify_deliveries SET lease_until_us = ? WHERE id IN (`+store.Placeholders(len(out))+`)`, args...)
+		return err
 	})
 	return out, err
 }
@@ -221,14 +228,22 @@ func body(e Event) []byte {
 // maxResponse is how much of a receiver's answer the log keeps.
 const maxResponse = 1024
 
-// attempt sends one delivery and records the outcome, unless the lease
-// was lost meanwhile (another sender took it after it ran out: its
-// outcome is the one kept).
-func (s *Service) attempt(ctx context.Context, d due) error {
+// outcome is what one attempt of a delivery came to.
+type outcome struct {
+	d               due
+	state           string
+	next, at        time.Time
+	took            time.Duration
+	status          int
+	errText, answer string
+}
+
+// send makes one attempt of a delivery.
+func (s *Service) send(ctx context.Context, d due) *outcome {
 	o := s.sender.opts
 	payload := body(d.event)
 	ts := o.Wall().Unix()
-	status, errText, response := 0, "", ""
+	out := &outcome{d: d}
 	start := time.Now()
 	sig, err := Sign(d.secret, d.event.ID, ts, payload)
 	if err == nil {
@@ -243,11 +258,11 @@ func (s *Service) attempt(ctx context.Context, d due) error {
 			var resp *http.Response
 			resp, err = s.sender.client.Do(req)
 			if err == nil {
-				status = resp.StatusCode
+				out.status = resp.StatusCode
 				b, rerr := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 				resp.Body.Close()
-				response = strings.ToValidUTF8(string(b), "\uFFFD")
-				if rerr != nil && status/100 != 2 {
+				out.answer = strings.ToValidUTF8(string(b), "\uFFFD")
+				if rerr != nil && out.status/100 != 2 {
 					err = rerr
 				}
 			}
@@ -256,56 +271,77 @@ func (s *Service) attempt(ctx context.Context, d due) error {
 	// A crash here (the receiver has it, the outbox does not know) is the
 	// case the lease and webhook-id are for.
 	s.db.FailPoint("webhook-sent")
-	if ctx.Err() != nil {
-		// Shutting down: the lease runs out and the delivery is sent again.
-		return nil
-	}
 	if err != nil {
-		errText = err.Error()
-		if len(errText) > 500 {
-			errText = errText[:500]
+		out.errText = err.Error()
+		if len(out.errText) > 500 {
+			out.errText = out.errText[:500]
 		}
 	}
-	took := time.Since(start)
-	ok := err == nil && status/100 == 2
-	now := s.clock.Now()
-	state, next := "succeeded", now
-	if !ok {
-		state = "pending"
+	out.took, out.at = time.Since(start), s.clock.Now()
+	out.state, out.next = "succeeded", out.at
+	if err != nil || out.status/100 != 2 {
+		out.state = "pending"
 		if int(d.round) >= len(o.Schedule) {
-			state = "failed"
+			out.state = "failed"
 		} else {
 			wait := o.Schedule[d.round]
-			next = now.Add(wait + time.Duration((rand.Float64()*0.4-0.2)*float64(wait)))
+			out.next = out.at.Add(wait + time.Duration((rand.Float64()*0.4-0.2)*float64(wait)))
 		}
 	}
-	var recorded bool
-	err = s.db.Write(ctx, func(tx *store.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE notify_deliveries SET state = ?, attempts = attempts + 1, round = round + 1, next_attempt_us = ?, lease_until_us = 0, last_status = ?, last_error = ?, updated_at_us = ?
-			WHERE id = ? AND lease_until_us = ?`, state, clock.Micros(next), status, errText, clock.Micros(now), d.id, d.lease)
+	return out
+}
+
+// record writes a batch's outcomes in one transaction, each with its line
+// in the log, for the deliveries whose lease still holds (a lease that ran
+// out gave the delivery to another sender, whose outcome is the one kept).
+// A batch was claimed under one lease, so one locking read finds them.
+func (s *Service) record(ctx context.Context, outcomes []*outcome) error {
+	var kept []*outcome
+	err := s.db.Write(ctx, func(tx *store.Tx) error {
+		kept = kept[:0]
+		args := []any{outcomes[0].d.lease}
+		for _, o := range outcomes {
+			args = append(args, o.d.id)
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM notify_deliveries WHERE lease_until_us = ? AND id IN (`+store.Placeholders(len(outcomes))+`)`+s.db.ForUpdate(), args...)
+		held, err := store.Collect(rows, err, func(r store.Scanner) (id int64, err error) { return id, r.Scan(&id) })
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return err
+		ours := map[int64]bool{}
+		for _, id := range held {
+			ours[id] = true
 		}
-		recorded = true
-		_, err = tx.ExecContext(ctx, `INSERT INTO notify_attempts (delivery_id, attempt, at_us, duration_us, status, error, response) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			d.id, d.attempts+1, clock.Micros(now), took.Microseconds(), status, errText, response)
-		return err
+		for _, o := range outcomes {
+			if !ours[o.d.id] {
+				continue
+			}
+			kept = append(kept, o)
+			if err := tx.Queue(ctx, `UPDATE notify_deliveries SET state = ?, attempts = attempts + 1, round = round + 1, next_attempt_us = ?, lease_until_us = 0, last_status = ?, last_error = ?, updated_at_us = ? WHERE id = ?`,
+				o.state, clock.Micros(o.next), o.status, o.errText, clock.Micros(o.at), o.d.id); err != nil {
+				return err
+			}
+			if err := tx.Queue(ctx, `INSERT INTO notify_attempts (delivery_id, attempt, at_us, duration_us, status, error, response) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+				o.d.id, o.d.attempts+1, clock.Micros(o.at), o.took.Microseconds(), o.status, o.errText, o.answer); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
-	if err != nil || !recorded {
+	if err != nil {
 		return err
 	}
-	switch state {
-	case "succeeded":
-		s.sender.succeeded.Add(1)
-	case "failed":
-		s.sender.failedAttempts.Add(1)
-		s.sender.givenUp.Add(1)
-		o.Logger.Warn("webhook delivery given up", "delivery", d.id, "event", d.event.ID, "url", d.url, "attempts", d.attempts+1, "status", status, "error", errText)
-	default:
-		s.sender.failedAttempts.Add(1)
+	for _, o := range kept {
+		switch o.state {
+		case "succeeded":
+			s.sender.succeeded.Add(1)
+		case "failed":
+			s.sender.failedAttempts.Add(1)
+			s.sender.givenUp.Add(1)
+			s.sender.opts.Logger.Warn("webhook delivery given up", "delivery", o.d.id, "event", o.d.event.ID, "url", o.d.url, "attempts", o.d.attempts+1, "status", o.status, "error", o.errText)
+		default:
+			s.sender.failedAttempts.Add(1)
+		}
 	}
 	return nil
 }
