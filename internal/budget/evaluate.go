@@ -20,7 +20,16 @@ import (
 	"github.com/stackbill/stackbill/internal/store"
 )
 
-type stats struct{ evaluations, crossings, failures atomic.Int64 }
+type stats struct {
+	evaluations, crossings, failures atomic.Int64
+	// roundUs is how long the last round took, all budgets.
+	roundUs atomic.Int64
+}
+
+// LastRound is how long the last evaluation round took.
+func (s *Service) LastRound() time.Duration {
+	return time.Duration(s.stats.roundUs.Load()) * time.Microsecond
+}
 
 // Counters reports this process's evaluations of a budget in a period,
 // thresholds it found crossed (and recorded first), and evaluations that
@@ -235,6 +244,8 @@ func (s *Service) Evaluate(ctx context.Context, logger *slog.Logger) error {
 	}
 	r := s.newRound()
 	now := s.clock.Now()
+	started := time.Now()
+	defer func() { s.stats.roundUs.Store(time.Since(started).Microseconds()) }()
 	for _, b := range all {
 		if err := s.evaluate(ctx, r, b, now); err != nil {
 			if ctx.Err() != nil {

@@ -357,6 +357,8 @@ func registerBudgetMetrics(reg *prometheus.Registry, b *budget.Service) {
 			func() float64 { _, n, _ := b.Counters(); return float64(n) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_budget_evaluation_failures_total", Help: "Budget evaluations that failed; the others went on."},
 			func() float64 { _, _, n := b.Counters(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_budget_round_seconds", Help: "How long this process's last evaluation of every budget took (it reads the open periods' bills once per round)."},
+			func() float64 { return b.LastRound().Seconds() }),
 	)
 }
 
