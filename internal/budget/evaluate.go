@@ -234,6 +234,26 @@ func (r *round) status(ctx context.Context, b Budget, w window, now time.Time) (
 	return st, nil
 }
 
+// roundLock keeps several commerce instances on one PostgreSQL from each
+// rating the open months for the same round: one evaluates, the others
+// skip (their next round may be the one that runs). Exactly-once does not
+// depend on it: a crossing's key does that.
+const roundLock = 7_261_004_130
+
+// Run evaluates every budget each interval until ctx ends.
+func (s *Service) Run(ctx context.Context, every time.Duration, logger *slog.Logger) {
+	for {
+		if _, err := s.db.TryAlone(ctx, roundLock, func() error { return s.Evaluate(ctx, logger) }); err != nil && !errors.Is(err, context.Canceled) {
+			logger.Error("budget evaluation round failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
 // Evaluate runs one round over every budget: each open window's spend and
 // forecast against each threshold, recording what is newly crossed. A
 // budget that fails is logged and counted; the others go on.
@@ -353,20 +373,6 @@ func flag(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// Run evaluates every budget each interval until ctx ends.
-func (s *Service) Run(ctx context.Context, every time.Duration, logger *slog.Logger) {
-	for {
-		if err := s.Evaluate(ctx, logger); err != nil && !errors.Is(err, context.Canceled) {
-			logger.Error("budget evaluation round failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
-		}
-	}
 }
 
 // Holds lists the holds of a budget p keeps, newest first.

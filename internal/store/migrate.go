@@ -177,6 +177,31 @@ func (db *DB) migrationLock(ctx context.Context) (func(), error) {
 	}, nil
 }
 
+// TryAlone runs fn unless another instance on this PostgreSQL database runs
+// work under the same key now, and reports whether it ran: for background
+// rounds that every instance would otherwise repeat whole. The lock is the
+// session's, so an instance that dies releases it with its connection. On
+// SQLite, one process's, fn always runs.
+func (db *DB) TryAlone(ctx context.Context, key int64, fn func() error) (bool, error) {
+	if db.Dialect != Postgres {
+		return true, fn()
+	}
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	var got bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&got); err != nil {
+		return false, err
+	}
+	if !got {
+		return false, nil
+	}
+	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key) }()
+	return true, fn()
+}
+
 // splitStatements splits a migration file on semicolons at line ends. The
 // migrations are plain DDL written for this splitter: no semicolons inside
 // string literals or function bodies.

@@ -83,10 +83,14 @@ func (w *Watcher) Step(ctx context.Context) error {
 	return errors.Join(w.drafts(ctx, now, period), w.unpriced(ctx, now, period), w.lagging(ctx, now))
 }
 
+// roundLock lets one of several commerce instances on one PostgreSQL look
+// in a round; the events' IDs keep them once either way.
+const roundLock = 7_261_004_131
+
 // Run looks every interval until ctx ends.
 func (w *Watcher) Run(ctx context.Context, every time.Duration, logger *slog.Logger) {
 	for {
-		if err := w.Step(ctx); err != nil && ctx.Err() == nil {
+		if _, err := w.db.TryAlone(ctx, roundLock, func() error { return w.Step(ctx) }); err != nil && ctx.Err() == nil {
 			logger.Error("billing watch failed", "err", err)
 		}
 		select {

@@ -111,6 +111,40 @@ func RunConformance(t *testing.T, backend string) {
 			t.Fatal("rolled-back insert is visible")
 		}
 	})
+	t.Run("work run alone is skipped by another instance meanwhile, and runs once the first is done", func(t *testing.T) {
+		t.Parallel()
+		dsn := DSN(t, backend)
+		open := func() *store.DB {
+			db, err := store.Open(ctx, dsn, Logger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			return db
+		}
+		db, other := open(), open()
+		inside, release := make(chan struct{}), make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			_, err := db.TryAlone(ctx, 7_261_004_199, func() error { close(inside); <-release; return nil })
+			done <- err
+		}()
+		<-inside
+		ran, err := other.TryAlone(ctx, 7_261_004_199, func() error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := backend != "postgres"; ran != want {
+			t.Fatalf("while the first ran, the second ran = %v, want %v", ran, want)
+		}
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if ran, err := other.TryAlone(ctx, 7_261_004_199, func() error { return nil }); err != nil || !ran {
+			t.Fatalf("after the first finished the second did not run: %v %v", ran, err)
+		}
+	})
 	t.Run("queued writes run in order, fail the write with their own error, and leave no transaction open", func(t *testing.T) {
 		t.Parallel()
 		db := Open(t, backend)
