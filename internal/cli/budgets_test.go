@@ -296,22 +296,14 @@ func TestBudgetEvaluatorSurvivesKill9(t *testing.T) {
 		at := w.clk.Now().Format(time.RFC3339)
 		dsn := e.dsn
 		e.app.Close()
-		serve := func(failpoint string) *e2e.Proc {
-			addr := e2e.FreeAddr(t)
-			p := &e2e.Proc{T: t, Bin: bin, URL: "http://" + addr, Args: []string{"serve", "--addr", addr, "--db", dsn, "--clock-start", at,
-				"--auto-finalize=false", "--billing-interval", "200ms"}, Env: []string{"STACKBILL_OPERATOR_TOKEN=op-budget", "STACKBILL_FAILPOINTS=" + failpoint}}
-			if failpoint != "" {
-				p.Launch() // it may die at the fail point before it serves
-			} else {
-				p.Start()
-			}
-			return p
-		}
-		p := serve("budget-crossed")
+		args := []string{"--clock-start", at, "--auto-finalize=false", "--billing-interval", "200ms"}
+		p := serveProc(t, bin, dsn, "op-budget", "budget-crossed", args...)
+		p.Launch() // it may die at the fail point before it serves
 		if err := p.WaitKilled(60 * time.Second); err != nil {
 			t.Fatal(err)
 		}
-		p = serve("")
+		p = serveProc(t, bin, dsn, "op-budget", "", args...)
+		p.Start()
 		defer p.Kill9()
 		var view struct {
 			Status []budget.Status

@@ -95,6 +95,16 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 	})
 }
 
+// serveProc is `stackbill serve` on dsn, on a free loopback port, with token
+// as the operator's and failpoint armed (none when empty), not started yet:
+// Start waits until it serves; Launch does not, for one that may die at its
+// fail point as it starts.
+func serveProc(t *testing.T, bin, dsn, token, failpoint string, args ...string) *e2e.Proc {
+	addr := e2e.FreeAddr(t)
+	return &e2e.Proc{T: t, Bin: bin, URL: "http://" + addr, Args: append([]string{"serve", "--addr", addr, "--db", dsn}, args...),
+		Env: []string{"STACKBILL_OPERATOR_TOKEN=" + token, "STACKBILL_FAILPOINTS=" + failpoint}}
+}
+
 // TestRecoveryAfterCrashMidFinalization kills the serving process with
 // SIGKILL inside the finalization transaction, after the invoices were
 // written: after the restart the period is still open with no invoice and no
@@ -125,9 +135,7 @@ func TestRecoveryAfterCrashMidFinalization(t *testing.T) {
 		dsn := w.env.dsn
 		w.env.app.Close()
 		serve := func(failpoint string) *e2e.Proc {
-			addr := e2e.FreeAddr(t)
-			p := &e2e.Proc{T: t, Bin: bin, URL: "http://" + addr, Args: []string{"serve", "--addr", addr, "--db", dsn, "--clock-start", "2026-11-05T00:00:00Z",
-				"--auto-finalize=false"}, Env: []string{"STACKBILL_OPERATOR_TOKEN=op-recovery", "STACKBILL_FAILPOINTS=" + failpoint}}
+			p := serveProc(t, bin, dsn, "op-recovery", failpoint, "--clock-start", "2026-11-05T00:00:00Z", "--auto-finalize=false")
 			p.Start()
 			return p
 		}

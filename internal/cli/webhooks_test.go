@@ -250,19 +250,9 @@ func TestWebhookSenderSurvivesKill9(t *testing.T) {
 		dsn := e.dsn
 		e.app.Close()
 		// A simulated clock at 60x: the 2-minute lease runs out in 2 s.
-		serve := func(failpoint string, at time.Time) *e2e.Proc {
-			addr := e2e.FreeAddr(t)
-			p := &e2e.Proc{T: t, Bin: bin, URL: "http://" + addr, Args: []string{"serve", "--addr", addr, "--db", dsn, "--webhooks-allow-loopback",
-				"--clock-start", at.Format(time.RFC3339), "--clock-rate", "60", "--auto-finalize=false"},
-				Env: []string{"STACKBILL_OPERATOR_TOKEN=op-hooks", "STACKBILL_FAILPOINTS=" + failpoint}}
-			if failpoint != "" {
-				p.Launch() // it may die at the fail point before it serves
-			} else {
-				p.Start()
-			}
-			return p
-		}
-		p := serve("webhook-sent", start)
+		args := []string{"--webhooks-allow-loopback", "--clock-start", start.Format(time.RFC3339), "--clock-rate", "60", "--auto-finalize=false"}
+		p := serveProc(t, bin, dsn, "op-hooks", "webhook-sent", args...)
+		p.Launch() // it may die at the fail point before it serves
 		if err := p.WaitKilled(60 * time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -272,7 +262,8 @@ func TestWebhookSenderSurvivesKill9(t *testing.T) {
 		}
 		// Restarted on the same clock instant: the dead sender's leases
 		// hold for a while, then run out.
-		p = serve("", start)
+		p = serveProc(t, bin, dsn, "op-hooks", "", args...)
+		p.Start()
 		defer p.Kill9()
 		// Until every delivery is recorded as succeeded.
 		var ds struct{ Value []notify.Delivery }
