@@ -391,7 +391,30 @@ func (s *Service) Get(ctx context.Context, p auth.Principal, id string) (Budget,
 	if err != nil {
 		return Budget{}, nil, err
 	}
+	st, err := s.standing(ctx, s.newRound(), b)
+	return b, st, err
+}
+
+// Standing is every budget p keeps with its standing, the bills read once
+// for all of them.
+func (s *Service) Standing(ctx context.Context, p auth.Principal) ([]Budget, [][]Status, error) {
+	bs, err := s.List(ctx, p)
+	if err != nil {
+		return nil, nil, err
+	}
 	r := s.newRound()
+	out := make([][]Status, len(bs))
+	for i, b := range bs {
+		if out[i], err = s.standing(ctx, r, b); err != nil {
+			return nil, nil, err
+		}
+	}
+	return bs, out, nil
+}
+
+// standing is b's status in each of its open periods, with the thresholds
+// crossed there, from r's bills.
+func (s *Service) standing(ctx context.Context, r *round, b Budget) ([]Status, error) {
 	now := s.clock.Now()
 	var out []Status
 	for _, w := range b.windows(now) {
@@ -400,14 +423,14 @@ func (s *Service) Get(ctx context.Context, p auth.Principal, id string) (Budget,
 		}
 		st, err := r.status(ctx, b, w, now)
 		if err != nil {
-			return Budget{}, nil, err
+			return nil, err
 		}
 		if st.Crossings, err = s.crossings(ctx, b.ID, w.key); err != nil {
-			return Budget{}, nil, err
+			return nil, err
 		}
 		out = append(out, st)
 	}
-	return b, out, nil
+	return out, nil
 }
 
 func (s *Service) crossings(ctx context.Context, budgetID, period string) ([]Crossing, error) {

@@ -95,21 +95,17 @@ type budgetRow struct {
 
 // budgets lists the principal's budgets with their spend and crossings.
 func (p *Portal) budgets(w http.ResponseWriter, r *http.Request, s *session) error {
-	list, err := p.d.Budgets.List(r.Context(), s.P)
+	list, standing, err := p.d.Budgets.Standing(r.Context(), s.P)
 	if err != nil {
 		return err
 	}
 	rows := make([]budgetRow, 0, len(list))
-	for _, b := range list {
-		_, st, err := p.d.Budgets.Get(r.Context(), s.P, b.ID)
-		if err != nil {
-			return err
-		}
+	for i, b := range list {
 		holds, err := p.d.Budgets.Holds(r.Context(), s.P, b.ID)
 		if err != nil {
 			return err
 		}
-		rows = append(rows, budgetRow{b, st, holds})
+		rows = append(rows, budgetRow{b, standing[i], holds})
 	}
 	p.render(w, r, s, "budgets", "Budgets", map[string]any{"Rows": rows})
 	return nil
