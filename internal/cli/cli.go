@@ -45,7 +45,7 @@ func commands() map[string]command {
 		"usage":        {"usage forwarded to commerce, by subscription, meter and day (usage forwarded)", runUsage},
 		"quarantine":   {"records a background stage held back: inspect, release or drop them (quarantine list|show|release|drop)", runQuarantine},
 		"budget":       {"spending limits with alert thresholds on actual and forecast spend (budget create|list|show|update|delete)", runBudget},
-		"webhook":      {"webhook endpoints that receive signed events, and their delivery logs (webhook create|list|show|update|delete|deliveries|delivery|replay)", runWebhook},
+		"webhook":      {"webhook endpoints that receive signed events, and their delivery logs (webhook create|list|show|update|delete|deliveries|delivery|replay|rotate-secret)", runWebhook},
 		"events":       {"billing events in your scope: invoices finalized, registrations approved, records held (events list|show)", runEvents},
 		"billing":      {"price lists, invoices, finalization, credit notes, reconciliation exports, price books and statements (billing price-list|agreement|invoice|period|credit-note|export|price-book|statements|verify)", runBilling},
 		"bench":        {"measure the whole pipeline against in-run baselines (bench [--json] [--db DSN] [--stages …]), or one stage (bench registration|intake|usage-api|forward|rating)", runBench},

@@ -810,8 +810,9 @@ func (h *hostileWorld) rows() map[string]map[string]trio {
 			return trio{in: at("POST", "/v1/webhooks", `{"url":"https://hooks.example.com/new-`+w+`","types":["invoice.finalized"]}`, 201, ""),
 				missing: at("POST", "/v1/webhooks", `{"url":"http://169.254.169.254/latest/meta-data"}`, 400, "InvalidRequestContent")}
 		}),
-		"Webhooks_Get":    hookRow(h, "GET", "", "", 200, "WebhookNotFound"),
-		"Webhooks_Update": hookRow(h, "PATCH", "", `{"description":"changed"}`, 200, "WebhookNotFound"),
+		"Webhooks_Get":          hookRow(h, "GET", "", "", 200, "WebhookNotFound"),
+		"Webhooks_Update":       hookRow(h, "PATCH", "", `{"description":"changed"}`, 200, "WebhookNotFound"),
+		"Webhooks_RotateSecret": hookRow(h, "POST", "/rotate-secret", "", 200, "WebhookNotFound"),
 		"Webhooks_Delete": partners(func(w string) trio {
 			return withOut(w, at("DELETE", "/v1/webhooks/"+h.hooksGone[w], "", 200, ""), func() *attempt {
 				return at("DELETE", "/v1/webhooks/"+h.hooks[theirHook[w]], "", 404, "WebhookNotFound")

@@ -71,6 +71,7 @@ func TestRecoveryAfterCrashMidMigration(t *testing.T) {
 			"0023_notify.sql":             `SELECT COUNT(*) FROM notify_attempts`,
 			"0024_budgets.sql":            `SELECT COUNT(*) FROM budget_crossings`,
 			"0025_subscription_holds.sql": `SELECT COUNT(*) FROM subscription_holds`,
+			"0026_webhook_rotation.sql":   `SELECT COUNT(previous_secret) FROM notify_endpoints`,
 		}[migs[last-1].Name]
 		if !ok {
 			t.Fatalf("no probe for the last migration %s", migs[last-1].Name)

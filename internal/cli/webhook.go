@@ -15,7 +15,7 @@ import (
 // runWebhook keeps the caller's webhook endpoints and reads their delivery
 // logs, over the API.
 func runWebhook(ctx context.Context, env Env, args []string) error {
-	verb, rest, err := subcommand(args, "create", "list", "show", "update", "delete", "deliveries", "delivery", "replay")
+	verb, rest, err := subcommand(args, "create", "list", "show", "update", "delete", "deliveries", "delivery", "replay", "rotate-secret")
 	if err != nil {
 		return err
 	}
@@ -37,7 +37,7 @@ func runWebhook(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	want := map[string]int{"create": 0, "list": 0, "delivery": 2, "replay": 2}[verb]
-	if verb == "show" || verb == "update" || verb == "delete" || verb == "deliveries" {
+	if verb == "show" || verb == "update" || verb == "delete" || verb == "deliveries" || verb == "rotate-secret" {
 		want = 1
 	}
 	if fs.NArg() != want {
@@ -97,6 +97,18 @@ func runWebhook(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 		return printEndpoint(env, o, e)
+	case "rotate-secret":
+		var e notify.Endpoint
+		if _, err := c.do(ctx, "POST", "/v1/webhooks/"+url.PathEscape(fs.Arg(0))+"/rotate-secret", nil, &e); err != nil {
+			return err
+		}
+		if err := printEndpoint(env, o, e); err != nil {
+			return err
+		}
+		if o.format == "table" {
+			fmt.Fprintf(env.Stderr, "keep the new secret: for %s deliveries are signed with it and the previous one, then with it alone\n", notify.RotationOverlap)
+		}
+		return nil
 	case "delete":
 		if _, err := c.do(ctx, "DELETE", "/v1/webhooks/"+url.PathEscape(fs.Arg(0)), nil, nil); err != nil {
 			return err

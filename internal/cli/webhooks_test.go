@@ -581,3 +581,53 @@ func TestPortalBudgetsAndWebhooks(t *testing.T) {
 		t.Fatalf("the receiver got %d requests", len(got))
 	}
 }
+
+// TestWebhookSecretRotation: after a rotation, deliveries carry signatures
+// with the new and the previous secret, and a receiver holding either
+// accepts them; once the overlap is over, only the new one signs.
+func TestWebhookSecretRotation(t *testing.T) {
+	t.Parallel()
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := t.Context()
+		clk := clock.Manual(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC))
+		e := newTestEnv(t, backend, func(o *Options) {
+			o.Clock = clk
+			o.Webhooks = notify.Policy{AllowLoopback: true}
+		})
+		rc := newReceiver(t, "200")
+		url := rc.srv.URL
+		p := auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "t"}
+		first, err := e.app.Notify.CreateEndpoint(ctx, p, notify.EndpointInput{URL: &url})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, body := e.raw("POST", "/v1/webhooks/"+first.ID+"/rotate-secret", e.tokens["contoso"], "", nil)
+		var rotated notify.Endpoint
+		if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &rotated) != nil || !strings.HasPrefix(rotated.Secret, "whsec_") || rotated.Secret == first.Secret {
+			t.Fatalf("rotate: %d %s", resp.StatusCode, body)
+		}
+		deliver := func(name string) received {
+			t.Helper()
+			e.createRegistration(W.ContosoDefault, "azurestack", name, registration.PayAsYouUse, true)
+			if _, err := e.app.Notify.Step(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got := rc.requests()
+			return got[len(got)-1]
+		}
+		r := deliver("rotating")
+		for _, secret := range []string{first.Secret, rotated.Secret} {
+			if err := verifyStandardWebhook(secret, r.header, r.body); err != nil {
+				t.Fatalf("during the overlap: %v (%s)", err, r.header.Get("webhook-signature"))
+			}
+		}
+		clk.Advance(notify.RotationOverlap + time.Minute)
+		r = deliver("rotated")
+		if err := verifyStandardWebhook(rotated.Secret, r.header, r.body); err != nil {
+			t.Fatal(err)
+		}
+		if verifyStandardWebhook(first.Secret, r.header, r.body) == nil {
+			t.Fatal("the previous secret still signs after the overlap")
+		}
+	})
+}

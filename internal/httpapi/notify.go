@@ -166,3 +166,12 @@ func (s *Server) replayDelivery(w http.ResponseWriter, r *http.Request, p auth.P
 	WriteJSON(w, http.StatusAccepted, out)
 	return nil
 }
+
+func (s *Server) rotateWebhookSecret(w http.ResponseWriter, r *http.Request, p auth.Principal, params map[string]string) error {
+	out, err := s.deps.Notify.RotateSecret(r.Context(), p, params["id"])
+	if err != nil {
+		return err
+	}
+	WriteJSON(w, http.StatusOK, out)
+	return nil
+}

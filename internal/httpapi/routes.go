@@ -127,6 +127,7 @@ func (s *Server) buildRoutes() []route {
 		r("Webhooks_Get", "GET", "v1/webhooks/{id}", auth.Commerce, s.getWebhook),
 		r("Webhooks_Update", "PATCH", "v1/webhooks/{id}", auth.Commerce, s.updateWebhook),
 		r("Webhooks_Delete", "DELETE", "v1/webhooks/{id}", auth.Commerce, s.deleteWebhook),
+		r("Webhooks_RotateSecret", "POST", "v1/webhooks/{id}/rotate-secret", auth.Commerce, s.rotateWebhookSecret),
 		r("Webhooks_Deliveries", "GET", "v1/webhooks/{id}/deliveries", auth.Commerce, s.listDeliveries),
 		r("Webhooks_Delivery", "GET", "v1/webhooks/{id}/deliveries/{deliveryId}", auth.Commerce, s.getDelivery),
 		r("Webhooks_Replay", "POST", "v1/webhooks/{id}/deliveries/{deliveryId}/replay", auth.Commerce, s.replayDelivery),

@@ -388,6 +388,33 @@ func (s *Service) UpdateEndpoint(ctx context.Context, p auth.Principal, id strin
 	return out, err
 }
 
+// RotationOverlap is how long the previous secret keeps signing beside the
+// new one after a rotation.
+const RotationOverlap = 24 * time.Hour
+
+// RotateSecret gives an endpoint p keeps a new secret, answered once; for
+// RotationOverlap deliveries are signed with both, so the receiver can move
+// to the new one without refusing what is in flight.
+func (s *Service) RotateSecret(ctx context.Context, p auth.Principal, id string) (Endpoint, error) {
+	var out Endpoint
+	err := s.db.Write(ctx, func(tx *store.Tx) error {
+		cur, err := s.load(ctx, tx, p, id)
+		if err != nil {
+			return err
+		}
+		now := s.clock.Now()
+		out = cur
+		out.Secret, out.UpdatedAt = newSecret(), stamp(now)
+		if _, err := tx.ExecContext(ctx, `UPDATE notify_endpoints SET previous_secret = secret, previous_until_us = ?, secret = ?, updated_at_us = ? WHERE id = ?`,
+			clock.Micros(now.Add(RotationOverlap)), out.Secret, clock.Micros(now), id); err != nil {
+			return err
+		}
+		return audit.Append(ctx, tx, audit.Entry{At: now, Actor: p.Actor(), Action: "webhook.rotate_secret", Kind: "webhook", ID: id, Scope: cur.OwnerID,
+			After: audit.JSON(map[string]any{"previousSignsUntil": now.Add(RotationOverlap)})})
+	})
+	return out, err
+}
+
 // DeleteEndpoint removes an endpoint p keeps, with its deliveries and
 // their log.
 func (s *Service) DeleteEndpoint(ctx context.Context, p auth.Principal, id string) error {

@@ -138,6 +138,9 @@ type due struct {
 	id, attempts, round, lease int64
 	event                      Event
 	url, secret                string
+	// previous is the secret before a rotation, still signing beside the
+	// new one for a while; "" when none.
+	previous string
 }
 
 // Step claims the deliveries that are due, sends them, and records their
@@ -180,10 +183,11 @@ func (s *Service) claim(ctx context.Context) ([]due, error) {
 	var out []due
 	err := s.db.Write(ctx, func(tx *store.Tx) error {
 		out = out[:0]
-		rows, err := tx.QueryContext(ctx, `SELECT d.id, d.attempts, d.round, v.seq, v.id, v.type, v.partner_id, v.reseller_id, v.subject, v.at_us, v.payload, e.url, e.secret
+		rows, err := tx.QueryContext(ctx, `SELECT d.id, d.attempts, d.round, v.seq, v.id, v.type, v.partner_id, v.reseller_id, v.subject, v.at_us, v.payload, e.url, e.secret,
+			CASE WHEN e.previous_until_us > ? THEN e.previous_secret ELSE '' END
 			FROM notify_deliveries d JOIN notify_events v ON v.id = d.event_id JOIN notify_endpoints e ON e.id = d.endpoint_id
 			WHERE d.state = 'pending' AND d.next_attempt_us <= ? AND d.lease_until_us <= ? AND e.enabled = 1
-			ORDER BY d.next_attempt_us, d.id LIMIT ?`+lock, now, now, s.sender.opts.Batch)
+			ORDER BY d.next_attempt_us, d.id LIMIT ?`+lock, now, now, now, s.sender.opts.Batch)
 		if err != nil {
 			return err
 		}
@@ -191,7 +195,7 @@ func (s *Service) claim(ctx context.Context) ([]due, error) {
 			var d due
 			var at int64
 			var payload string
-			if err := rows.Scan(&d.id, &d.attempts, &d.round, &d.event.Seq, &d.event.ID, &d.event.Type, &d.event.PartnerID, &d.event.ResellerID, &d.event.Subject, &at, &payload, &d.url, &d.secret); err != nil {
+			if err := rows.Scan(&d.id, &d.attempts, &d.round, &d.event.Seq, &d.event.ID, &d.event.Type, &d.event.PartnerID, &d.event.ResellerID, &d.event.Subject, &at, &payload, &d.url, &d.secret, &d.previous); err != nil {
 				rows.Close()
 				return err
 			}
@@ -246,6 +250,13 @@ func (s *Service) send(ctx context.Context, d due) *outcome {
 	out := &outcome{d: d}
 	start := time.Now()
 	sig, err := Sign(d.secret, d.event.ID, ts, payload)
+	if err == nil && d.previous != "" {
+		// Both, space-separated: a receiver that has either secret accepts.
+		var old string
+		if old, err = Sign(d.previous, d.event.ID, ts, payload); err == nil {
+			sig += " " + old
+		}
+	}
 	if err == nil {
 		var req *http.Request
 		req, err = http.NewRequestWithContext(ctx, http.MethodPost, d.url, bytes.NewReader(payload))
