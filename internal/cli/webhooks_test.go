@@ -25,6 +25,15 @@ import (
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
 
+// hooked runs a test instance on clk, sending webhooks to loopback
+// receivers.
+func hooked(clk *clock.Clock) func(*Options) {
+	return func(o *Options) {
+		o.Clock = clk
+		o.Webhooks = notify.Policy{AllowLoopback: true}
+	}
+}
+
 // verifyStandardWebhook checks a delivery with the Standard Webhooks
 // project's own Go library, which shares no code with the sender: the
 // signature over "id.timestamp.body" with the secret's key, and a
@@ -315,10 +324,7 @@ func TestWebhookSenderSurvivesKill9(t *testing.T) {
 func TestWebhookCLI(t *testing.T) {
 	t.Parallel()
 	clk := clock.Manual(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC))
-	e := newTestEnv(t, "sqlite", func(o *Options) {
-		o.Clock = clk
-		o.Webhooks = notify.Policy{AllowLoopback: true}
-	})
+	e := newTestEnv(t, "sqlite", hooked(clk))
 	rc := newReceiver(t, "500", "200")
 	env, run := cliAs(t, e.url, e.tokens["contoso"])
 	var ep notify.Endpoint
@@ -463,10 +469,7 @@ func TestEventsArePurgedAfterTheirRetention(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-		e := newTestEnv(t, backend, func(o *Options) {
-			o.Clock = clk
-			o.Webhooks = notify.Policy{AllowLoopback: true}
-		})
+		e := newTestEnv(t, backend, hooked(clk))
 		rc := newReceiver(t, "200")
 		url := rc.srv.URL
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
@@ -510,10 +513,7 @@ func TestEventsArePurgedAfterTheirRetention(t *testing.T) {
 func TestPortalBudgetsAndWebhooks(t *testing.T) {
 	t.Parallel()
 	clk := clock.Manual(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC))
-	e := newTestEnv(t, "sqlite", func(o *Options) {
-		o.Clock = clk
-		o.Webhooks = notify.Policy{AllowLoopback: true}
-	})
+	e := newTestEnv(t, "sqlite", hooked(clk))
 	rc := newReceiver(t, "200")
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar}
@@ -590,10 +590,7 @@ func TestWebhookSecretRotation(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, backend string) {
 		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC))
-		e := newTestEnv(t, backend, func(o *Options) {
-			o.Clock = clk
-			o.Webhooks = notify.Policy{AllowLoopback: true}
-		})
+		e := newTestEnv(t, backend, hooked(clk))
 		rc := newReceiver(t, "200")
 		url := rc.srv.URL
 		p := auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "t"}
