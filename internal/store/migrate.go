@@ -130,6 +130,11 @@ func (db *DB) MigrateTo(ctx context.Context, upTo int) (applied int, err error) 
 			continue
 		}
 		err := db.Write(ctx, func(tx *Tx) error {
+			// Statements go straight to the session, unrebound and
+			// unprepared, once the transaction has begun.
+			if err := tx.flush(ctx, false); err != nil {
+				return err
+			}
 			for _, stmt := range splitStatements(m.SQL) {
 				if _, err := tx.on.ExecContext(ctx, stmt); err != nil {
 					return fmt.Errorf("%s: %w\n%s", m.Name, err, stmt)

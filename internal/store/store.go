@@ -34,6 +34,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -57,6 +58,10 @@ type DB struct {
 	read   *sql.DB
 	logger *slog.Logger
 	dsn    string
+	// connDSN is the PostgreSQL DSN as given, credentials included, for the
+	// connection ListenChanges holds apart from the pool.
+	connDSN string
+	changes changes
 
 	rebound   sync.Map // query text -> rebound query text (PostgreSQL only)
 	closeOnce sync.Once
@@ -184,7 +189,7 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger, opts ...Option) 
 			pool.Close()
 			return nil, fmt.Errorf("connect to postgres: %w", err)
 		}
-		return &DB{Dialect: Postgres, write: pool, read: pool, logger: logger, dsn: redactDSN(dsn)}, nil
+		return &DB{Dialect: Postgres, write: pool, read: pool, logger: logger, dsn: redactDSN(dsn), connDSN: dsn}, nil
 	}
 	writeDSN, readDSN, err := sqliteDSNs(dsn)
 	if err != nil {
@@ -375,7 +380,7 @@ func Collect[T any](rows *sql.Rows, err error, scan func(Scanner) (T, error)) ([
 // Querier runs read queries; both *DB (reader pool) and *Tx satisfy it.
 type Querier interface {
 	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+	QueryRowContext(ctx context.Context, q string, args ...any) Row
 }
 
 // QueryContext runs a read query on the reader pool.
@@ -388,7 +393,7 @@ func (db *DB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Row
 }
 
 // QueryRowContext runs a single-row read query on the reader pool.
-func (db *DB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+func (db *DB) QueryRowContext(ctx context.Context, q string, args ...any) Row {
 	q = db.Rebind(q)
 	if st := db.prepared(ctx, false, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
@@ -416,6 +421,10 @@ type Tx struct {
 	// queueErr the first error one of them met (PostgreSQL only).
 	queued   []queuedStmt
 	queueErr error
+	// announced are the channels Changed announced in this transaction.
+	announced map[string]bool
+	// begun is whether the PostgreSQL write transaction's BEGIN was sent.
+	begun bool
 }
 
 // session is what a transaction's statements run on: a *sql.Tx, or the
@@ -460,25 +469,101 @@ func (tx *Tx) flush(ctx context.Context, commit bool) error {
 	if len(tx.queued) == 0 && !commit {
 		return nil
 	}
+	if commit {
+		tx.queued = append(tx.queued, queuedStmt{q: "COMMIT"})
+	}
+	return tx.pipeline(ctx, nil, nil)
+}
+
+// pipeline sends the queued statements (BEGIN first, when the transaction
+// has not begun) and then last, when it is not nil, in one round trip, and
+// reads last's result with read. A queued statement's failure is kept as
+// the transaction's queueErr.
+func (tx *Tx) pipeline(ctx context.Context, last *queuedStmt, read func(pgx.BatchResults) error) error {
 	b := &pgx.Batch{}
 	for _, s := range tx.queued {
 		b.Queue(s.q, s.args...)
 	}
-	tx.queued = tx.queued[:0]
-	if commit {
-		b.Queue("COMMIT")
+	n := len(tx.queued)
+	if last != nil {
+		b.Queue(last.q, last.args...)
 	}
-	err := tx.conn.Raw(func(dc any) error {
+	tx.queued = tx.queued[:0]
+	tx.begun = true
+	return tx.conn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
 		if !ok {
-			return errors.New("queued writes need a pgx connection")
+			return errors.New("a PostgreSQL write transaction needs a pgx connection")
 		}
-		return c.Conn().SendBatch(ctx, b).Close()
+		br := c.Conn().SendBatch(ctx, b)
+		for i := 0; i < n; i++ {
+			if _, err := br.Exec(); err != nil {
+				tx.queueErr = err
+				br.Close()
+				return err
+			}
+		}
+		var err error
+		if read != nil {
+			err = read(br)
+		}
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = cerr
+			if read == nil {
+				tx.queueErr = err
+			}
+		}
+		return err
 	})
-	if err != nil {
-		tx.queueErr = err
+}
+
+// Row is one row of QueryRowContext: database/sql's, or one read in the
+// pipeline of a PostgreSQL write transaction's waiting statements.
+type Row interface {
+	Scan(dest ...any) error
+	Err() error
+}
+
+// pipelinedRow is a row read with the statements sent before it. Its
+// values are kept as PostgreSQL sent them and decoded by Scan with the
+// connection's type map, as pgx decodes any row.
+type pipelinedRow struct {
+	err    error
+	types  *pgtype.Map
+	fields []pgconn.FieldDescription
+	values [][]byte
+}
+
+func (r *pipelinedRow) Err() error { return r.err }
+
+func (r *pipelinedRow) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
 	}
-	return err
+	// database/sql turns the integer flags of both engines' schemas into
+	// bool; pgx's own decoding does not, so flags take database/sql's road.
+	for i, d := range dest {
+		if b, ok := d.(*bool); ok {
+			dest[i] = (*intBool)(b)
+		}
+	}
+	return pgx.ScanRow(r.types, r.fields, r.values, dest...)
+}
+
+// intBool scans an integer flag (or a boolean) into a bool, as database/sql
+// would.
+type intBool bool
+
+func (b *intBool) Scan(src any) error {
+	switch v := src.(type) {
+	case int64:
+		*b = v != 0
+	case bool:
+		*b = intBool(v)
+	default:
+		return fmt.Errorf("cannot scan %T into a bool", src)
+	}
+	return nil
 }
 
 // AfterEnd runs fn once the write transaction has committed (committed is
@@ -549,14 +634,28 @@ func (tx *Tx) Staged(ctx context.Context, table string, columns []string, next f
 // DB returns the database the transaction belongs to.
 func (tx *Tx) DB() *DB { return tx.db }
 
-// ExecContext runs a statement inside the transaction.
+// ExecContext runs a statement inside the transaction. On PostgreSQL it
+// goes in one round trip with the statements waiting to be sent (BEGIN
+// and queued writes).
 func (tx *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	q = tx.db.Rebind(q)
 	if st := tx.db.prepared(ctx, !tx.read, q); st != nil {
 		return tx.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 	}
-	if err := tx.flush(ctx, false); err != nil {
-		return nil, err
+	if tx.queueErr != nil {
+		return nil, tx.queueErr
+	}
+	if tx.conn != nil && len(tx.queued) > 0 {
+		var res driver.RowsAffected
+		err := tx.pipeline(ctx, &queuedStmt{q: q, args: args}, func(br pgx.BatchResults) error {
+			tag, err := br.Exec()
+			res = driver.RowsAffected(tag.RowsAffected())
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return res, nil
 	}
 	return tx.on.ExecContext(ctx, q, args...)
 }
@@ -576,12 +675,44 @@ func (tx *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Row
 // QueryRowContext runs a single-row query inside the transaction. When a
 // queued write failed, the query fails too (the transaction is aborted) and
 // Write returns the queued write's error.
-func (tx *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+func (tx *Tx) QueryRowContext(ctx context.Context, q string, args ...any) Row {
 	q = tx.db.Rebind(q)
 	if st := tx.db.prepared(ctx, !tx.read, q); st != nil {
 		return tx.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 	}
-	_ = tx.flush(ctx, false)
+	if tx.queueErr != nil {
+		return &pipelinedRow{err: tx.queueErr}
+	}
+	if tx.conn != nil && len(tx.queued) > 0 {
+		// The row goes in one round trip with the statements waiting:
+		// the transaction's BEGIN, for its first read.
+		r := &pipelinedRow{}
+		err := tx.pipeline(ctx, &queuedStmt{q: q, args: args}, func(br pgx.BatchResults) error {
+			rows, err := br.Query()
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			if !rows.Next() {
+				if err := rows.Err(); err != nil {
+					return err
+				}
+				return sql.ErrNoRows
+			}
+			r.types, r.fields = rows.Conn().TypeMap(), rows.FieldDescriptions()
+			for _, v := range rows.RawValues() {
+				if v != nil {
+					v = append([]byte{}, v...) // RawValues are reused by the next read
+				}
+				r.values = append(r.values, v)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			r.err = err
+		}
+		return r
+	}
 	return tx.on.QueryRowContext(ctx, q, args...)
 }
 
@@ -682,17 +813,14 @@ func (db *DB) writeOncePostgres(ctx context.Context, fn func(tx *Tx) error) erro
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
-		discard(conn)
-		return fmt.Errorf("begin: %w", err)
-	}
-	tx := &Tx{db: db, conn: conn, on: conn}
+	// BEGIN waits to go in one round trip with the first statement.
+	tx := &Tx{db: db, conn: conn, on: conn, queued: []queuedStmt{{q: "BEGIN"}}}
 	// committed: COMMIT succeeded. Otherwise ROLLBACK, which also ends a
 	// transaction that a failed COMMIT left aborted (and only warns when
 	// COMMIT had ended it).
 	committed := false
 	defer func() {
-		if !committed {
+		if !committed && tx.begun {
 			// The caller's ctx may be what ended the transaction.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			if _, err := conn.ExecContext(rctx, "ROLLBACK"); err != nil {

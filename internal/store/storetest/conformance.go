@@ -2,8 +2,11 @@ package storetest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -218,6 +221,158 @@ func RunConformance(t *testing.T, backend string) {
 			t.Fatal("a refused write's queued insert was committed, or a later write was lost")
 		}
 	})
+	t.Run("a write's first statement goes with its BEGIN and behaves as any other", func(t *testing.T) {
+		t.Parallel()
+		db := Open(t, backend)
+		insert := `INSERT INTO settings (key, value) VALUES (?, ?)`
+		// A first read that finds nothing says so and leaves the
+		// transaction usable; integer flags scan into bools.
+		if err := db.Write(ctx, func(tx *store.Tx) error {
+			var v string
+			if err := tx.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, "none").Scan(&v); !store.IsNoRows(err) {
+				return fmt.Errorf("a first read of nothing: %v, want no rows", err)
+			}
+			var yes, no bool
+			var n int64
+			if err := tx.QueryRowContext(ctx, `SELECT 1, 0, 42`).Scan(&yes, &no, &n); err != nil || !yes || no || n != 42 {
+				return fmt.Errorf("flags read as %v, %v, %d (%v)", yes, no, n, err)
+			}
+			_, err := tx.ExecContext(ctx, insert, "f1", "a")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// A first statement that writes reports the rows it touched.
+		if err := db.SetSetting(ctx, "f2", "b"); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Write(ctx, func(tx *store.Tx) error {
+			res, err := tx.ExecContext(ctx, `UPDATE settings SET value = 'z' WHERE key IN ('f1', 'f2')`)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 2 {
+				return fmt.Errorf("a first UPDATE of two rows reports %d (%v)", n, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// A first statement that fails fails the write with its own error;
+		// a queued write waiting before it fails it the same way.
+		if err := db.Write(ctx, func(tx *store.Tx) error {
+			_, err := tx.ExecContext(ctx, insert, "f1", "again")
+			return err
+		}); !store.IsUniqueViolation(err) {
+			t.Fatalf("a failing first statement: %v, want a unique violation", err)
+		}
+		if err := db.Write(ctx, func(tx *store.Tx) error {
+			if err := tx.Queue(ctx, insert, "f1", "again"); err != nil {
+				return err
+			}
+			var v string
+			return tx.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, "f2").Scan(&v)
+		}); !store.IsUniqueViolation(err) {
+			t.Fatalf("a read after a failing queued write: %v, want the unique violation", err)
+		}
+		// Writes that run nothing, or give up before their first statement,
+		// leave every connection outside a transaction.
+		for i := range 40 {
+			if err := db.Write(ctx, func(tx *store.Tx) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Write(ctx, func(tx *store.Tx) error { return errors.New("no") }); err == nil {
+				t.Fatal("a refused write succeeded")
+			}
+			if err := db.SetSetting(ctx, fmt.Sprintf("fafter%d", i), "x"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var v string
+		if err := db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = 'f2'`).Scan(&v); err != nil || v != "z" {
+			t.Fatalf("f2 = %q (%v), want z", v, err)
+		}
+	})
+	t.Run("changes are announced once, after commit, and heard by another process on PostgreSQL", func(t *testing.T) {
+		t.Parallel()
+		dsn := DSN(t, backend)
+		open := func() *store.DB {
+			db, err := store.Open(ctx, dsn, Logger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			if _, err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return db
+		}
+		writer, other := open(), open()
+		b := make([]byte, 6)
+		_, _ = rand.Read(b)
+		channel := "t_" + hex.EncodeToString(b) // channels are per database, not per schema
+		var mu sync.Mutex
+		var mine, theirs []bool
+		writer.OnChange(channel, func(l bool) { mu.Lock(); mine = append(mine, l); mu.Unlock() })
+		other.OnChange(channel, func(l bool) { mu.Lock(); theirs = append(theirs, l); mu.Unlock() })
+		lctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go other.ListenChanges(lctx)
+		if backend == "postgres" {
+			// Started when it says so to its hooks (after Listening turns true).
+			waitFor(t, "the listener to start", func() bool { mu.Lock(); defer mu.Unlock(); return len(theirs) > 0 })
+		}
+		mu.Lock()
+		theirs = nil // the start is announced too
+		mu.Unlock()
+		change := func(commit bool) {
+			err := writer.Write(ctx, func(tx *store.Tx) error {
+				for range 3 {
+					if err := tx.Changed(ctx, channel); err != nil {
+						return err
+					}
+				}
+				if _, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, 'x')`, channel+fmt.Sprint(commit)); err != nil {
+					return err
+				}
+				if !commit {
+					return errors.New("rolled back")
+				}
+				return nil
+			})
+			if commit != (err == nil) {
+				t.Fatalf("write (commit %v): %v", commit, err)
+			}
+		}
+		change(false)
+		change(true)
+		mu.Lock()
+		got := slices.Clone(mine)
+		mu.Unlock()
+		if !slices.Equal(got, []bool{false}) {
+			t.Fatalf("the writer's own hook ran %v, want once (after the commit, not listening)", got)
+		}
+		if backend == "postgres" {
+			waitFor(t, "the other process to hear the change", func() bool { mu.Lock(); defer mu.Unlock(); return len(theirs) > 0 })
+			time.Sleep(200 * time.Millisecond) // a second NOTIFY would have come by now
+			mu.Lock()
+			got = slices.Clone(theirs)
+			mu.Unlock()
+			if !slices.Equal(got, []bool{true}) {
+				t.Fatalf("the other process heard %v, want the committed change once, while listening", got)
+			}
+			// A listener whose connection is cut stops listening, says so,
+			// and comes back.
+			var cut int
+			if err := writer.QueryRowContext(ctx, `SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = ?`, `LISTEN "`+channel+`"`).Scan(&cut); err != nil || cut != 1 {
+				t.Fatalf("cut %d listening connections (%v), want 1", cut, err)
+			}
+			waitFor(t, "the listener to notice its connection was cut", func() bool { mu.Lock(); defer mu.Unlock(); return slices.Contains(theirs, false) })
+			waitFor(t, "the listener to come back", func() bool { return other.Listening() })
+		} else if other.Listening() || len(theirs) != 0 {
+			t.Fatalf("SQLite: listening %v, heard %v; another process's writes are never heard on SQLite", other.Listening(), theirs)
+		}
+	})
 	t.Run("directory import is idempotent and keeps history", func(t *testing.T) {
 		t.Parallel()
 		db := Open(t, backend)
@@ -430,4 +585,16 @@ func RunConformance(t *testing.T, backend string) {
 			t.Fatalf("after 50 concurrent PUTs of 2 mappings: %d live, %d rows; want 2 and 2", live, total)
 		}
 	})
+}
+
+// waitFor polls cond for up to 10 s: what it waits for happens in another
+// goroutine or process, at a moment the test does not choose.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("waited 10 s for %s", what)
 }
