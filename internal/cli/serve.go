@@ -155,6 +155,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	}
 	ctx = wctx
 	worker(func(ctx context.Context) { purgeLoop(ctx, app, *role, *usageKeep, *billedKeep) })
+	worker(app.DB.ListenChanges)
 	if *role == "all" || *role == "stack" {
 		worker(func(ctx context.Context) { app.Usage.Run(ctx, logger.With("component", "usage")) })
 		app.Forwarder.MaxBackoff = *bridgeBackoff

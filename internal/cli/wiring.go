@@ -241,6 +241,17 @@ func Build(ctx context.Context, o Options) (*App, error) {
 			func() float64 { return float64(led.Backlog()) }))
 		registerNotifyMetrics(reg, events)
 		registerBudgetMetrics(reg, budgets)
+		reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_directory_resolve_cache_hits_total",
+				Help: "Directory resolutions (a registration request's subscriptions) answered from memory; on PostgreSQL only, while this process hears every directory change."},
+				func() float64 { n, _ := dir.CacheStats(); return float64(n) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stackbill_directory_resolve_cache_misses_total",
+				Help: "Directory resolutions read from the database."},
+				func() float64 { _, n := dir.CacheStats(); return float64(n) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stackbill_database_listening",
+				Help: "1 while this process holds a PostgreSQL connection that hears other processes' changes (LISTEN); caches serve only then."},
+				func() float64 { return float64(store.Bool(db.Listening())) }),
+		)
 	}
 	refusals := audit.NewRefusals(db, o.Clock)
 	web, err := portal.New(portal.Deps{Role: o.Role, Clock: o.Clock, Logger: o.Logger.With("component", "portal"), Auth: authSvc, Directory: dir,

@@ -389,7 +389,34 @@ func (s *Service) Resolve(ctx context.Context, id string) (ResolvedSubscription,
 
 // ResolveEach answers Resolve for each of ids, in one query: a writer that
 // needs two subscriptions (the registration's and the customer's) asks once.
+// Where every answer is in the cache, it asks nothing.
 func (s *Service) ResolveEach(ctx context.Context, ids []string) ([]ResolvedSubscription, []error) {
+	out := make([]ResolvedSubscription, len(ids))
+	errs := make([]error, len(ids))
+	for i, id := range ids {
+		cid, _ := arm.CanonicalGUID(id)
+		// g is taken before the read, so put can tell whether a change
+		// was heard while it ran.
+		r, ok, g := s.cache.get(cid)
+		if !ok {
+			s.cache.misses.Add(1)
+			out, errs = s.resolveEach(ctx, ids)
+			var found []ResolvedSubscription
+			for i := range out {
+				if errs[i] == nil {
+					found = append(found, out[i])
+				}
+			}
+			s.cache.put(g, found)
+			return out, errs
+		}
+		out[i] = r
+	}
+	s.cache.hits.Add(1)
+	return out, errs
+}
+
+func (s *Service) resolveEach(ctx context.Context, ids []string) ([]ResolvedSubscription, []error) {
 	out := make([]ResolvedSubscription, len(ids))
 	errs := make([]error, len(ids))
 	var args []any

@@ -3,6 +3,7 @@ package directory_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,8 +11,11 @@ import (
 	"github.com/stackbill/stackbill/internal/auth"
 	"github.com/stackbill/stackbill/internal/clock"
 	"github.com/stackbill/stackbill/internal/directory"
+	"github.com/stackbill/stackbill/internal/store"
 	"github.com/stackbill/stackbill/internal/store/storetest"
 )
+
+var operator = auth.Principal{Role: auth.RoleOperator, TokenID: "test"}
 
 func newDirectory(t *testing.T, backend string) *directory.Service {
 	t.Helper()
@@ -157,4 +161,76 @@ func sameAnswer(a, b error) bool {
 		return errors.Is(a, directory.ErrNotFound) == errors.Is(b, directory.ErrNotFound)
 	}
 	return ea.Kind == eb.Kind && ea.Code == eb.Code
+}
+
+// TestResolveCacheFollowsEveryChange: on PostgreSQL, while the store hears
+// every process's changes, Resolve answers from memory; a change made by
+// another process (the CLI, another commerce instance) is heard and
+// answered within moments, and one made by this process at once. On SQLite
+// nothing is kept, so every answer is read.
+func TestResolveCacheFollowsEveryChange(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, backend string) {
+		ctx := t.Context()
+		dsn := storetest.DSN(t, backend)
+		clk := clock.Manual(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
+		open := func() (*store.DB, *directory.Service) {
+			db, err := store.Open(ctx, dsn, storetest.Logger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			if _, err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return db, directory.NewService(db, clk)
+		}
+		db, here := open()
+		_, elsewhere := open()
+		if _, err := here.Import(ctx, "test", storetest.WorldJSON()); err != nil {
+			t.Fatal(err)
+		}
+		// Hooks run in the order registered: once this one hears the
+		// listener start, the cache (registered by NewService) has too.
+		var started atomic.Bool
+		db.OnChange("stackbill_directory", func(listening bool) { started.Store(listening) })
+		lctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go db.ListenChanges(lctx)
+		waitUntil := func(what string, cond func() bool) {
+			t.Helper()
+			for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("waited 10 s for %s", what)
+				}
+			}
+		}
+		if backend == "postgres" {
+			waitUntil("the store to listen", started.Load)
+		}
+		sub := storetest.World.ContosoPAYG
+		for range 3 {
+			if r, err := here.Resolve(ctx, sub); err != nil || r.RollsUpTo != "contoso" {
+				t.Fatalf("resolve: %+v %v", r, err)
+			}
+		}
+		hits, _ := here.CacheStats()
+		if want := map[string]int64{"sqlite": 0, "postgres": 2}[backend]; hits != want {
+			t.Fatalf("%d of 3 answers came from memory, want %d", hits, want)
+		}
+		// Another process removes it: heard, and answered as missing.
+		if _, err := elsewhere.DeleteSubscription(ctx, operator, sub); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil("the other process's change to be answered", func() bool {
+			_, err := here.Resolve(ctx, sub)
+			return errors.Is(err, directory.ErrNotFound)
+		})
+		// This process puts it back under another partner: answered at once.
+		if _, _, err := here.PutSubscription(ctx, operator, directory.Subscription{ID: sub, Offer: directory.OfferPAYG, Partner: "fabrikam"}); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := here.Resolve(ctx, sub); err != nil || r.RollsUpTo != "fabrikam" {
+			t.Fatalf("after this process's own change: %+v %v, want it under fabrikam", r, err)
+		}
+	})
 }

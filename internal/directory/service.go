@@ -21,10 +21,16 @@ import (
 type Service struct {
 	db    *store.DB
 	clock *clock.Clock
+	cache *resolveCache
 }
 
-// NewService builds a Service.
-func NewService(db *store.DB, c *clock.Clock) *Service { return &Service{db: db, clock: c} }
+// NewService builds a Service. Its resolution cache listens for directory
+// changes on db (see store.OnChange).
+func NewService(db *store.DB, c *clock.Clock) *Service {
+	s := &Service{db: db, clock: c, cache: &resolveCache{}}
+	db.OnChange(changesChannel, s.cache.changed)
+	return s
+}
 
 // Scope is the part of the directory a principal may see.
 type Scope struct {
@@ -121,6 +127,9 @@ func recordChange(ctx context.Context, tx *store.Tx, at time.Time, actor, kind, 
 	}
 	if _, err = tx.ExecContext(ctx, `INSERT INTO directory_changes (kind, entity_id, op, at_us, actor, data) VALUES (?, ?, ?, ?, ?, ?)`,
 		kind, id, op, clock.Micros(at), actor, string(b)); err != nil {
+		return err
+	}
+	if err := tx.Changed(ctx, changesChannel); err != nil {
 		return err
 	}
 	var scope string
