@@ -248,9 +248,15 @@ func benchRegistration(ctx context.Context, env Env, args []string) error {
 	clients := fs.Int("clients", 16, "concurrent clients")
 	d := fs.Duration("duration", 10*time.Second, "how long to run")
 	tenants := fs.Int("tenants", 500, "customers (tenant/subscription pairs) to cycle through")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (seeding included) to this file (go tool pprof)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	stopProfile, err := bench.StartCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	app, token, closeApp, err := openBenchApp(ctx, *dbFlag, nil)
 	if err != nil {
 		return err
