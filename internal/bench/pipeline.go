@@ -88,6 +88,9 @@ type Sizes struct {
 	CatchUpStamps, CatchUpTenants, CatchUpHours int
 	APIResources, APIDays                       int
 	RegistrationClients, RegistrationMs         int
+	// RegistrationTenants are the customers the clients share (each has its
+	// own), as in `stackbill bench registration --tenants`.
+	RegistrationTenants int
 	// MemoryEvents are the stream lengths the memory stage compares (the
 	// first is the baseline), offered at MemoryRate events per second.
 	MemoryEvents []int
@@ -455,7 +458,7 @@ func Pipeline(ctx context.Context, openDB Open, dsn string, stages []string, sz 
 		if err != nil {
 			return rep, err
 		}
-		res, err := Registration(ctx, app, token, sz.RegistrationClients, time.Duration(sz.RegistrationMs)*time.Millisecond, 0, 0, progress)
+		res, err := Registration(ctx, app, token, sz.RegistrationClients, time.Duration(sz.RegistrationMs)*time.Millisecond, 0, sz.RegistrationTenants, progress)
 		closeApp()
 		if err != nil {
 			return rep, err

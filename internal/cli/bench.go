@@ -80,6 +80,7 @@ func benchAll(ctx context.Context, env Env, args []string) error {
 	fs.IntVar(&sz.APIResources, "api-resources", 100, "resources of the usage API subscription")
 	fs.IntVar(&sz.APIDays, "api-days", 30, "days of hourly usage behind the usage API")
 	fs.IntVar(&sz.RegistrationClients, "registration-clients", 16, "concurrent registration API clients")
+	fs.IntVar(&sz.RegistrationTenants, "registration-tenants", 500, "customers the registration clients map, each client its own share (at least one each)")
 	regDur := fs.Duration("registration-duration", 5*time.Second, "how long to drive the registration API")
 	memoryEvents := fs.String("memory-events", "1000000,10000000", "stream lengths (events) the memory stage compares; the first is the baseline")
 	fs.IntVar(&sz.MemoryRate, "memory-rate", 40000, "offered rate (events/s) of the memory stage's streams")
