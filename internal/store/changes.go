@@ -90,7 +90,8 @@ func (tx *Tx) Changed(ctx context.Context, channel string) error {
 }
 
 // ListenChanges keeps one connection LISTENing on every channel registered
-// with OnChange until ctx ends, reconnecting after a second when it is lost.
+// with OnChange until ctx ends, reconnecting when it is lost (after a
+// second, doubling to 30 s while the database stays away).
 // A connection that hears nothing for 10 s is pinged, so one lost without a
 // word is noticed within about 15 s; every hook is told when listening
 // starts and stops (memory kept while nobody listened may be stale). On
@@ -99,19 +100,22 @@ func (db *DB) ListenChanges(ctx context.Context) {
 	if db.Dialect != Postgres {
 		return
 	}
+	wait := time.Second
 	for ctx.Err() == nil {
 		err := db.listenOnce(ctx)
 		if db.changes.listening.Swap(false) {
 			db.fireAll()
+			wait = time.Second // it had listened: try again soon
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		db.logger.Warn("listening for changes stopped; caches read the database until it resumes", "err", err)
+		db.logger.Warn("listening for changes stopped; caches read the database until it resumes", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 30*time.Second)
 	}
 }
 
