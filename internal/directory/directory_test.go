@@ -174,14 +174,7 @@ func TestResolveCacheFollowsEveryChange(t *testing.T) {
 		dsn := storetest.DSN(t, backend)
 		clk := clock.Manual(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 		open := func() (*store.DB, *directory.Service) {
-			db, err := store.Open(ctx, dsn, storetest.Logger())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			if _, err := db.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
+			db := storetest.OpenDSN(t, dsn)
 			return db, directory.NewService(db, clk)
 		}
 		db, here := open()
@@ -196,16 +189,8 @@ func TestResolveCacheFollowsEveryChange(t *testing.T) {
 		lctx, stop := context.WithCancel(ctx)
 		defer stop()
 		go db.ListenChanges(lctx)
-		waitUntil := func(what string, cond func() bool) {
-			t.Helper()
-			for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("waited 10 s for %s", what)
-				}
-			}
-		}
 		if backend == "postgres" {
-			waitUntil("the store to listen", started.Load)
+			storetest.WaitFor(t, "the store to listen", started.Load)
 		}
 		sub := storetest.World.ContosoPAYG
 		for range 3 {
@@ -221,7 +206,7 @@ func TestResolveCacheFollowsEveryChange(t *testing.T) {
 		if _, err := elsewhere.DeleteSubscription(ctx, operator, sub); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil("the other process's change to be answered", func() bool {
+		storetest.WaitFor(t, "the other process's change to be answered", func() bool {
 			_, err := here.Resolve(ctx, sub)
 			return errors.Is(err, directory.ErrNotFound)
 		})

@@ -117,14 +117,7 @@ func RunConformance(t *testing.T, backend string) {
 	t.Run("work run alone is skipped by another instance meanwhile, and runs once the first is done", func(t *testing.T) {
 		t.Parallel()
 		dsn := DSN(t, backend)
-		open := func() *store.DB {
-			db, err := store.Open(ctx, dsn, Logger())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			return db
-		}
+		open := func() *store.DB { return OpenDSN(t, dsn) }
 		db, other := open(), open()
 		inside, release := make(chan struct{}), make(chan struct{})
 		done := make(chan error, 1)
@@ -296,18 +289,7 @@ func RunConformance(t *testing.T, backend string) {
 	t.Run("changes are announced once, after commit, and heard by another process on PostgreSQL", func(t *testing.T) {
 		t.Parallel()
 		dsn := DSN(t, backend)
-		open := func() *store.DB {
-			db, err := store.Open(ctx, dsn, Logger())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { db.Close() })
-			if _, err := db.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
-			return db
-		}
-		writer, other := open(), open()
+		writer, other := OpenDSN(t, dsn), OpenDSN(t, dsn)
 		b := make([]byte, 6)
 		_, _ = rand.Read(b)
 		channel := "t_" + hex.EncodeToString(b) // channels are per database, not per schema
@@ -320,7 +302,7 @@ func RunConformance(t *testing.T, backend string) {
 		go other.ListenChanges(lctx)
 		if backend == "postgres" {
 			// Started when it says so to its hooks (after Listening turns true).
-			waitFor(t, "the listener to start", func() bool { mu.Lock(); defer mu.Unlock(); return len(theirs) > 0 })
+			WaitFor(t, "the listener to start", func() bool { mu.Lock(); defer mu.Unlock(); return len(theirs) > 0 })
 		}
 		mu.Lock()
 		theirs = nil // the start is announced too
@@ -353,7 +335,7 @@ func RunConformance(t *testing.T, backend string) {
 			t.Fatalf("the writer's own hook ran %v, want once (after the commit, not listening)", got)
 		}
 		if backend == "postgres" {
-			waitFor(t, "the other process to hear the change", func() bool { mu.Lock(); defer mu.Unlock(); return len(theirs) > 0 })
+			WaitFor(t, "the other process to hear the change", func() bool { mu.Lock(); defer mu.Unlock(); return len(theirs) > 0 })
 			time.Sleep(200 * time.Millisecond) // a second NOTIFY would have come by now
 			mu.Lock()
 			got = slices.Clone(theirs)
@@ -367,8 +349,8 @@ func RunConformance(t *testing.T, backend string) {
 			if err := writer.QueryRowContext(ctx, `SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = ?`, `LISTEN "`+channel+`"`).Scan(&cut); err != nil || cut != 1 {
 				t.Fatalf("cut %d listening connections (%v), want 1", cut, err)
 			}
-			waitFor(t, "the listener to notice its connection was cut", func() bool { mu.Lock(); defer mu.Unlock(); return slices.Contains(theirs, false) })
-			waitFor(t, "the listener to come back", func() bool { return other.Listening() })
+			WaitFor(t, "the listener to notice its connection was cut", func() bool { mu.Lock(); defer mu.Unlock(); return slices.Contains(theirs, false) })
+			WaitFor(t, "the listener to come back", func() bool { return other.Listening() })
 		} else if other.Listening() || len(theirs) != 0 {
 			t.Fatalf("SQLite: listening %v, heard %v; another process's writes are never heard on SQLite", other.Listening(), theirs)
 		}
@@ -585,16 +567,4 @@ func RunConformance(t *testing.T, backend string) {
 			t.Fatalf("after 50 concurrent PUTs of 2 mappings: %d live, %d rows; want 2 and 2", live, total)
 		}
 	})
-}
-
-// waitFor polls cond for up to 10 s: what it waits for happens in another
-// goroutine or process, at a moment the test does not choose.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("waited 10 s for %s", what)
 }

@@ -77,7 +77,14 @@ func DSN(t testing.TB, backend string) string {
 // Open returns a migrated database on backend.
 func Open(t testing.TB, backend string) *store.DB {
 	t.Helper()
-	db, err := store.Open(context.Background(), DSN(t, backend), Logger())
+	return OpenDSN(t, DSN(t, backend))
+}
+
+// OpenDSN opens and migrates the database at dsn, closed when the test
+// ends: called twice on one DSN, it is two processes sharing a database.
+func OpenDSN(t testing.TB, dsn string) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), dsn, Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +93,19 @@ func Open(t testing.TB, backend string) *store.DB {
 		t.Fatal(err)
 	}
 	return db
+}
+
+// WaitFor polls cond for up to 10 s: what it waits for happens in another
+// goroutine or process, at a moment the test does not choose. It proves
+// that something happens, never how fast.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("waited 10 s for %s", what)
 }
 
 // Logger discards logs, since tests assert on behaviour, not log lines,
