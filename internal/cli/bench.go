@@ -110,6 +110,9 @@ func benchAll(ctx context.Context, env Env, args []string) error {
 		}
 		sz.MemoryEvents = append(sz.MemoryEvents, n)
 	}
+	if sz.RegistrationTenants < 1 || sz.RegistrationTenants > 100_000 {
+		return usagef("--registration-tenants must be from 1 to 100000")
+	}
 	if sz.MemoryRate < 1000 || sz.MemoryRate > 10_000_000 {
 		return usagef("--memory-rate must be from 1000 to 10000000 events/s")
 	}
@@ -252,6 +255,9 @@ func benchRegistration(ctx context.Context, env Env, args []string) error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (seeding included) to this file (go tool pprof)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *tenants < 1 || *tenants > 100_000 || *clients < 1 || *clients > 1000 {
+		return usagef("--tenants must be from 1 to 100000 and --clients from 1 to 1000")
 	}
 	stopProfile, err := bench.StartCPUProfile(*cpuProfile)
 	if err != nil {

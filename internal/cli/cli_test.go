@@ -230,6 +230,10 @@ func TestBenchRefusesSizesItCannotRun(t *testing.T) {
 		{"--stages", "memory", "--memory-events", "10"},
 		{"--stages", "memory", "--memory-rate", "99999999"},
 		{"--stages", "memry"},
+		{"--stages", "registration", "--registration-tenants", "0"},
+		{"--stages", "registration", "--registration-tenants", "1000000000"},
+		{"registration", "--tenants", "-1"},
+		{"registration", "--clients", "100000"},
 	} {
 		r := runCLI(t, nil, append([]string{"bench"}, args...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, "stackbill bench: ") {
