@@ -40,6 +40,10 @@ func (db *DB) OnChange(channel string, fn func(listening bool)) {
 	db.changes.hooks[channel] = append(db.changes.hooks[channel], fn)
 }
 
+// ListenerName is the application_name of ListenChanges's connection, unless
+// the DSN names one.
+const ListenerName = "stackbill listener"
+
 // Listening says whether ListenChanges hears other processes' changes now.
 func (db *DB) Listening() bool { return db.changes.listening.Load() }
 
@@ -126,8 +130,16 @@ func (db *DB) listenOnce(ctx context.Context) error {
 		channels = append(channels, ch)
 	}
 	db.changes.mu.Unlock()
+	cfg, err := pgx.ParseConfig(db.connDSN)
+	if err != nil {
+		return err
+	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		// So an operator can tell it apart in pg_stat_activity.
+		cfg.RuntimeParams["application_name"] = ListenerName
+	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := pgx.Connect(cctx, db.connDSN)
+	conn, err := pgx.ConnectConfig(cctx, cfg)
 	cancel()
 	if err != nil {
 		return err
