@@ -11,7 +11,9 @@
 // belong to the subscription's partner or to one of its resellers.
 //
 // Every change is appended to directory_changes with who made it and when, so
-// billing can ask what was true at any past hour (AsOf).
+// billing can ask what was true at any past hour (AsOf), and is announced to
+// every process sharing the database, whose cache of Resolve's answers it
+// empties (resolvecache.go).
 package directory
 
 import (

@@ -1,6 +1,7 @@
 // Package store opens stackbill's database, on SQLite (the embedded default)
-// or PostgreSQL (through pgx), applies the embedded numbered migrations, and
-// runs transactions.
+// or PostgreSQL (through pgx), applies the embedded numbered migrations, runs
+// transactions, and tells the processes sharing a database when a package's
+// in-memory copy of its tables is out of date (changes.go).
 //
 // Domain packages keep their own SQL next to the code that runs it and talk to
 // the database only through *DB and *Tx. Queries are written once with `?`
