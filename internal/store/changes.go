@@ -57,14 +57,19 @@ func (db *DB) fire(channel string) {
 	}
 }
 
-func (db *DB) fireAll() {
+// channels are those with hooks.
+func (db *DB) channels() []string {
 	db.changes.mu.Lock()
-	var channels []string
+	defer db.changes.mu.Unlock()
+	var out []string
 	for ch := range db.changes.hooks {
-		channels = append(channels, ch)
+		out = append(out, ch)
 	}
-	db.changes.mu.Unlock()
-	for _, ch := range channels {
+	return out
+}
+
+func (db *DB) fireAll() {
+	for _, ch := range db.channels() {
 		db.fire(ch)
 	}
 }
@@ -124,12 +129,7 @@ func (db *DB) ListenChanges(ctx context.Context) {
 }
 
 func (db *DB) listenOnce(ctx context.Context) error {
-	db.changes.mu.Lock()
-	var channels []string
-	for ch := range db.changes.hooks {
-		channels = append(channels, ch)
-	}
-	db.changes.mu.Unlock()
+	channels := db.channels()
 	cfg, err := pgx.ParseConfig(db.connDSN)
 	if err != nil {
 		return err
