@@ -61,6 +61,19 @@ type received struct {
 	body   []byte
 }
 
+// acceptingEndpoint is a receiver that accepts every delivery, and p's
+// endpoint at its URL (plus path).
+func acceptingEndpoint(t *testing.T, e *testEnv, p auth.Principal, path string) (*receiver, notify.Endpoint) {
+	t.Helper()
+	rc := newReceiver(t, "200")
+	url := rc.srv.URL + path
+	ep, err := e.app.Notify.CreateEndpoint(t.Context(), p, notify.EndpointInput{URL: &url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc, ep
+}
+
 func newReceiver(t *testing.T, script ...string) *receiver {
 	rc := &receiver{script: script}
 	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -240,18 +253,12 @@ func TestWebhookSenderSurvivesKill9(t *testing.T) {
 	}
 	bin := e2e.BuildBinary(t, "../..")
 	storetest.Each(t, func(t *testing.T, backend string) {
-		ctx := t.Context()
-		rc := newReceiver(t, "200")
 		start := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
 		e := newTestEnv(t, backend, func(o *Options) {
 			o.Clock = clock.Manual(start)
 			o.Webhooks = notify.Policy{AllowLoopback: true}
 		})
-		url := rc.srv.URL + "/hooks"
-		ep, err := e.app.Notify.CreateEndpoint(ctx, auth.Principal{Role: auth.RoleOperator, TokenID: "t"}, notify.EndpointInput{URL: &url})
-		if err != nil {
-			t.Fatal(err)
-		}
+		rc, ep := acceptingEndpoint(t, e, auth.Principal{Role: auth.RoleOperator, TokenID: "t"}, "/hooks")
 		const events = 5
 		for i := range events {
 			e.createRegistration(W.ContosoDefault, "azurestack", fmt.Sprintf("killed-%d", i), registration.PayAsYouUse, true)
@@ -405,13 +412,8 @@ func TestTwoSendersDeliverEachEventOnce(t *testing.T) {
 		o := Options{DB: e.dsn, Logger: e.app.Logger}
 		opts(&o)
 		second := buildApp(t, o)
-		rc := newReceiver(t, "200")
-		url := rc.srv.URL
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
-		ep, err := e.app.Notify.CreateEndpoint(ctx, op, notify.EndpointInput{URL: &url})
-		if err != nil {
-			t.Fatal(err)
-		}
+		rc, ep := acceptingEndpoint(t, e, op, "")
 		const events = 60
 		for i := range events {
 			if err := e.app.DB.Write(ctx, func(tx *store.Tx) error {
@@ -470,13 +472,8 @@ func TestEventsArePurgedAfterTheirRetention(t *testing.T) {
 		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 		e := newTestEnv(t, backend, hooked(clk))
-		rc := newReceiver(t, "200")
-		url := rc.srv.URL
 		op := auth.Principal{Role: auth.RoleOperator, TokenID: "t"}
-		ep, err := e.app.Notify.CreateEndpoint(ctx, op, notify.EndpointInput{URL: &url})
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, ep := acceptingEndpoint(t, e, op, "")
 		record := func(subject string) {
 			t.Helper()
 			if err := e.app.DB.Write(ctx, func(tx *store.Tx) error {
@@ -591,13 +588,7 @@ func TestWebhookSecretRotation(t *testing.T) {
 		ctx := t.Context()
 		clk := clock.Manual(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC))
 		e := newTestEnv(t, backend, hooked(clk))
-		rc := newReceiver(t, "200")
-		url := rc.srv.URL
-		p := auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "t"}
-		first, err := e.app.Notify.CreateEndpoint(ctx, p, notify.EndpointInput{URL: &url})
-		if err != nil {
-			t.Fatal(err)
-		}
+		rc, first := acceptingEndpoint(t, e, auth.Principal{Role: auth.RolePartner, PartnerID: "contoso", TokenID: "t"}, "")
 		resp, body := e.raw("POST", "/v1/webhooks/"+first.ID+"/rotate-secret", e.tokens["contoso"], "", nil)
 		var rotated notify.Endpoint
 		if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &rotated) != nil || !strings.HasPrefix(rotated.Secret, "whsec_") || rotated.Secret == first.Secret {
